@@ -1,0 +1,95 @@
+"""Configuration: environment variables, base URL, API-key check, timeouts.
+
+Rule: everything a user can set by environment is read here, once, when a
+``Client`` is built; nothing else in the package reads ``os.environ`` for
+client settings.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_READ_TIMEOUT",
+    "Timeout",
+    "resolve_api_key",
+    "resolve_base_url",
+]
+
+DEFAULT_BASE_URL = "https://tinker.thinkingmachines.dev/services/tinker-prod"
+DEFAULT_READ_TIMEOUT = 60.0
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_MAX_RETRIES = 10
+API_KEY_PREFIXES = ("tml-", "eyJ")
+
+
+@dataclass(frozen=True)
+class Timeout:
+    """Timeouts in seconds.
+
+    Args:
+        connect: to open the TCP (and TLS) connection.
+        read: the longest wait for the next bytes; applied between chunks, so
+            a stream that keeps sending is never cut by it.
+        total: an overall deadline for a plain (non-streaming) call, or None.
+    """
+
+    connect: float | None = DEFAULT_CONNECT_TIMEOUT
+    read: float | None = DEFAULT_READ_TIMEOUT
+    total: float | None = None
+
+    @classmethod
+    def coerce(cls, value: float | Timeout | None) -> Timeout:
+        """A Timeout from a float (the read timeout, as in the SDK), a Timeout or None."""
+        if isinstance(value, Timeout):
+            return value
+        if value is None:
+            return cls(connect=None, read=None)
+        return cls(read=float(value))
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value or None
+
+
+def resolve_api_key(api_key: str | None) -> str:
+    """The API key from the argument or ``TINKER_API_KEY``, checked for its format.
+
+    Raises:
+        TinkerError: no key, or one that does not start with ``tml-`` (or ``eyJ``, a JWT).
+    """
+    from ._exceptions import TinkerError
+
+    key = api_key or _env("TINKER_API_KEY")
+    if not key:
+        raise TinkerError(
+            "No API key: pass Client(api_key=...) or set the TINKER_API_KEY environment variable."
+        )
+    if not key.startswith(API_KEY_PREFIXES):
+        raise TinkerError(
+            f"Invalid API key: Tinker keys start with 'tml-' (or 'eyJ' for a JWT); got {key[:4]!r}..."
+        )
+    return key
+
+
+def resolve_base_url(base_url: str | None) -> str:
+    """The base URL from the argument, ``TINKER_BASE_URL`` or the default, without a trailing '/'."""
+    url = base_url or _env("TINKER_BASE_URL") or DEFAULT_BASE_URL
+    return url.rstrip("/")
+
+
+def cloudflare_headers() -> dict[str, str]:
+    """Optional Cloudflare Access headers from ``CLOUDFLARE_ACCESS_CLIENT_ID`` / ``_SECRET``."""
+    headers = {}
+    client_id = _env("CLOUDFLARE_ACCESS_CLIENT_ID")
+    secret = _env("CLOUDFLARE_ACCESS_CLIENT_SECRET")
+    if client_id:
+        headers["CF-Access-Client-Id"] = client_id
+    if secret:
+        headers["CF-Access-Client-Secret"] = secret
+    return headers

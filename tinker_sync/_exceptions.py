@@ -1,0 +1,232 @@
+"""Every exception tinker_sync raises, with the official SDK's names.
+
+    TinkerError
+    +-- APIError(message, request, body)
+    |   +-- APIStatusError(message, response, body)    .status_code, .response
+    |   |   +-- BadRequestError            400
+    |   |   +-- AuthenticationError        401
+    |   |   +-- BillingError               402
+    |   |   +-- PermissionDeniedError      403
+    |   |   +-- NotFoundError              404
+    |   |   +-- ConflictError              409
+    |   |   +-- UnprocessableEntityError   422
+    |   |   +-- RateLimitError             429
+    |   |   +-- InternalServerError        >= 500
+    |   +-- APIConnectionError            connect, reset, truncated body
+    |   |   +-- APITimeoutError           connect / read / idle / total timeout
+    |   +-- APIResponseValidationError    body does not fit ``cast_to``
+    +-- RequestFailedError(message, request_id, category)
+    +-- StreamAlreadyConsumed             a body read twice
+    +-- SSEDecodeError                    line or event over the decoder's limit
+    +-- DownloadIntegrityError            size or checksum mismatch
+    +-- UnsafeArchiveError                hostile tar member
+
+Rules: every class is picklable (the live ``response`` and ``request``
+objects, which hold sockets, are dropped on the way); ``status_error_class``
+is the one status -> class table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BillingError",
+    "ConflictError",
+    "DownloadIntegrityError",
+    "InternalServerError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RequestFailedError",
+    "SSEDecodeError",
+    "StreamAlreadyConsumed",
+    "TinkerError",
+    "UnprocessableEntityError",
+    "UnsafeArchiveError",
+    "status_error_class",
+]
+
+# Attributes holding live objects (sockets, pools): never pickled.
+_UNPICKLABLE = ("request", "response")
+
+
+def _restore(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> BaseException:
+    exc = cls.__new__(cls)
+    BaseException.__init__(exc, *args)
+    exc.__dict__.update(state)
+    return exc
+
+
+class TinkerError(Exception):
+    """Base class of every error raised by tinker_sync."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        state = {k: (None if k in _UNPICKLABLE else v) for k, v in self.__dict__.items()}
+        return (_restore, (type(self), self.args, state))
+
+
+class APIError(TinkerError):
+    """An error tied to one API request.
+
+    Attributes:
+        message: the text of the error.
+        request: the request (method, URL, headers) that failed, if any.
+        body: the decoded error body (JSON when it was JSON, else text), or None.
+    """
+
+    def __init__(self, message: str, request: Any = None, *, body: object | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.request = request
+        self.body = body
+
+
+class APIStatusError(APIError):
+    """The server answered with a 4xx or 5xx status.
+
+    Raised before any streaming starts, with the error body already read.
+    """
+
+    status_code: int = 0
+
+    def __init__(self, message: str, response: Any, body: object | None = None) -> None:
+        super().__init__(message, getattr(response, "request", None), body=body)
+        self.response = response
+        self.status_code = getattr(response, "status_code", type(self).status_code)
+
+
+class BadRequestError(APIStatusError):
+    """HTTP 400: the request was invalid or malformed."""
+
+    status_code = 400
+
+
+class AuthenticationError(APIStatusError):
+    """HTTP 401: the API key is missing or invalid."""
+
+    status_code = 401
+
+
+class BillingError(APIStatusError):
+    """HTTP 402: the account has a billing issue."""
+
+    status_code = 402
+
+
+class PermissionDeniedError(APIStatusError):
+    """HTTP 403: the key may not access this resource."""
+
+    status_code = 403
+
+
+class NotFoundError(APIStatusError):
+    """HTTP 404: the resource does not exist."""
+
+    status_code = 404
+
+
+class ConflictError(APIStatusError):
+    """HTTP 409: the request conflicts with the resource's state."""
+
+    status_code = 409
+
+
+class UnprocessableEntityError(APIStatusError):
+    """HTTP 422: well-formed but semantically wrong."""
+
+    status_code = 422
+
+
+class RateLimitError(APIStatusError):
+    """HTTP 429: too many requests."""
+
+    status_code = 429
+
+
+class InternalServerError(APIStatusError):
+    """HTTP 500 or above: the server failed."""
+
+    status_code = 500
+
+
+class APIConnectionError(APIError):
+    """The connection failed, or a body ended before it was complete.
+
+    A body cut short (reset, truncated chunked encoding, fewer bytes than
+    Content-Length) raises this, never ends a loop as if it were complete.
+    """
+
+    def __init__(self, message: str = "Connection error.", request: Any = None) -> None:
+        super().__init__(message, request)
+
+
+class APITimeoutError(APIConnectionError):
+    """A connect, read, idle or total timeout expired."""
+
+    def __init__(self, message: str = "Request timed out.", request: Any = None) -> None:
+        super().__init__(message, request)
+
+
+class APIResponseValidationError(APIError):
+    """The response body does not fit the requested ``cast_to`` type.
+
+    The message keeps msgspec's ``$.path`` text, saying where it failed.
+    """
+
+    def __init__(self, message: str, response: Any = None, body: object | None = None) -> None:
+        super().__init__(message, getattr(response, "request", None), body=body)
+        self.response = response
+        self.status_code = getattr(response, "status_code", None)
+
+
+class RequestFailedError(TinkerError):
+    """An asynchronous request (a future) completed in a failed state."""
+
+    def __init__(self, message: str, request_id: str, category: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.request_id = request_id
+        self.category = category
+
+
+class StreamAlreadyConsumed(TinkerError):
+    """A streamed body was read after it had been consumed or closed."""
+
+
+class SSEDecodeError(TinkerError, ValueError):
+    """The event stream broke the decoder's rules (a line or event over ``max_size``)."""
+
+
+class DownloadIntegrityError(TinkerError):
+    """A download's size or checksum does not match what was promised."""
+
+
+class UnsafeArchiveError(TinkerError):
+    """A tar archive holds a member that may not be extracted (named in the message)."""
+
+
+_STATUS_CLASSES: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    402: BillingError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+
+def status_error_class(status_code: int) -> type[APIStatusError]:
+    """The exception class for an HTTP error status."""
+    if status_code >= 500:
+        return InternalServerError
+    return _STATUS_CLASSES.get(status_code, APIStatusError)
