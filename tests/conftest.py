@@ -1,0 +1,65 @@
+"""Shared fixtures: both SSE decoder twins, and the loopback mock Tinker server."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+API_KEY = "tml-test-key"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--no-extensions",
+        action="store_true",
+        help="deselect the Cython decoder's params (for a pure-Python install); never implied",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--no-extensions"):
+        return
+    kept = [item for item in items if "[cython" not in item.nodeid and "-cython" not in item.nodeid]
+    config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+    items[:] = kept
+
+
+@pytest.fixture(params=["py", "cython"])
+def decoder_class(request: pytest.FixtureRequest) -> type:
+    """Each SSE decoder twin in turn. A missing extension fails the cython param, never skips it."""
+    if request.param == "py":
+        return importlib.import_module("tinker_sync._sse_py").PySSEDecoder
+    return importlib.import_module("tinker_sync._sse").SSEDecoder
+
+
+@pytest.fixture(params=["py", "cython"])
+def sse_implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a client-level test once per decoder twin, by swapping the class the responses use."""
+    module = "tinker_sync._sse_py" if request.param == "py" else "tinker_sync._sse"
+    name = "PySSEDecoder" if request.param == "py" else "SSEDecoder"
+    cls = getattr(importlib.import_module(module), name)
+    import tinker_sync._response as response_module
+
+    monkeypatch.setattr(response_module, "SSEDecoder", cls)
+    return request.param
+
+
+@pytest.fixture
+def tinker_server():
+    """A fresh mock Tinker server on 127.0.0.1 (ephemeral port), stopped after the test."""
+    from tinker_sync.testing import MockTinkerServer
+
+    with MockTinkerServer(api_key=API_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def client(tinker_server, monkeypatch: pytest.MonkeyPatch):
+    """A Client pointed at ``tinker_server``, closed after the test."""
+    monkeypatch.delenv("TINKER_API_KEY", raising=False)
+    monkeypatch.delenv("TINKER_BASE_URL", raising=False)
+    import tinker_sync
+
+    with tinker_sync.Client(api_key=API_KEY, base_url=tinker_server.url) as c:
+        yield c
