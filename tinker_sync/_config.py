@@ -44,12 +44,13 @@ class Timeout:
 
     @classmethod
     def coerce(cls, value: float | Timeout | None) -> Timeout:
-        """A Timeout from a float (the read timeout, as in the SDK), a Timeout or None."""
+        """A Timeout from a float (read timeout; connect at most 5 s, as in the SDK), a Timeout or None (none)."""
         if isinstance(value, Timeout):
             return value
         if value is None:
             return cls(connect=None, read=None)
-        return cls(read=float(value))
+        value = float(value)
+        return cls(connect=min(DEFAULT_CONNECT_TIMEOUT, value), read=value)
 
 
 def _env(name: str) -> str | None:

@@ -1,0 +1,72 @@
+"""tinker_sync: a synchronous, streaming-first client for the Tinker training API.
+
+Explicit re-exports only. Never imports the CLI, the testing server or
+tarfile: they load lazily, when used.
+"""
+
+import logging
+
+from ._config import Timeout
+from ._events import ServerSentEvent
+from ._exceptions import (
+    APIConnectionError,
+    APIError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    BillingError,
+    ConflictError,
+    DownloadIntegrityError,
+    InternalServerError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    RequestFailedError,
+    SSEDecodeError,
+    StreamAlreadyConsumed,
+    TinkerError,
+    UnprocessableEntityError,
+    UnsafeArchiveError,
+)
+from ._observe import ErrorInfo, RequestInfo, ResponseInfo, RetryInfo, StreamEndInfo
+from ._response import EventStream, StreamedResponse
+from ._client import Client
+from ._version import __version__
+
+logging.getLogger("tinker_sync").addHandler(logging.NullHandler())
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BillingError",
+    "Client",
+    "ConflictError",
+    "DownloadIntegrityError",
+    "ErrorInfo",
+    "EventStream",
+    "InternalServerError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RequestFailedError",
+    "RequestInfo",
+    "ResponseInfo",
+    "RetryInfo",
+    "SSEDecodeError",
+    "ServerSentEvent",
+    "StreamAlreadyConsumed",
+    "StreamEndInfo",
+    "StreamedResponse",
+    "Timeout",
+    "TinkerError",
+    "UnprocessableEntityError",
+    "UnsafeArchiveError",
+    "__version__",
+]

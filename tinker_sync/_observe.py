@@ -1,0 +1,152 @@
+"""Observability: hook records, hook dispatch, logging setup and masked request dumps.
+
+Rules:
+1. Hooks see one ``request``, one ``response`` (or ``error``) and one
+   ``stream_end`` per logical request, plus one ``retry`` per retry, for
+   plain and streaming calls alike.
+2. A hook that raises is logged and ignored: it never breaks a request.
+3. Dumps never show a secret: API keys, authorization, Cloudflare secrets,
+   cookies and signed-URL signatures are masked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+__all__ = [
+    "HOOK_NAMES",
+    "ErrorInfo",
+    "RequestInfo",
+    "ResponseInfo",
+    "RetryInfo",
+    "StreamEndInfo",
+    "dump",
+    "emit",
+    "mask_headers",
+    "mask_url",
+    "setup_logging",
+]
+
+log = logging.getLogger("tinker_sync")
+
+HOOK_NAMES = ("request", "response", "retry", "stream_end", "error")
+SECRET_HEADERS = frozenset(
+    {"x-api-key", "authorization", "proxy-authorization", "cf-access-client-secret", "cookie", "set-cookie"}
+)
+# Query parameters that carry a signature or credential in signed URLs
+# (our own, S3's X-Amz-*, GCS's X-Goog-*, Azure's sig).
+_SECRET_QUERY = re.compile(r"(sig|signature|token|credential|key|x-amz-security-token)", re.IGNORECASE)
+MASK = "***"
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """Hook ``request``: a logical request is about to be sent (once, before its first attempt)."""
+
+    method: str
+    url: str
+
+
+@dataclass(frozen=True)
+class ResponseInfo:
+    """Hook ``response``: the final response's status and headers arrived."""
+
+    method: str
+    url: str
+    status_code: int
+    attempts: int
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class RetryInfo:
+    """Hook ``retry``: attempt number ``attempt`` failed and will be retried after ``wait`` seconds."""
+
+    method: str
+    url: str
+    attempt: int
+    reason: str
+    wait: float
+
+
+@dataclass(frozen=True)
+class StreamEndInfo:
+    """Hook ``stream_end``: the body was read to its end, closed early or failed."""
+
+    method: str
+    url: str
+    status_code: int
+    attempts: int
+    bytes: int
+    events: int
+    duration: float
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """Hook ``error``: the logical request failed for good."""
+
+    method: str
+    url: str
+    attempts: int
+    error: BaseException
+
+
+Hooks = Mapping[str, Sequence[Callable[[object], object]]]
+
+
+def check_hooks(event_hooks: Hooks | None) -> dict[str, list[Callable[[object], object]]]:
+    """Validate ``event_hooks`` and copy it into lists."""
+    hooks: dict[str, list[Callable[[object], object]]] = {name: [] for name in HOOK_NAMES}
+    for name, funcs in (event_hooks or {}).items():
+        if name not in hooks:
+            raise ValueError(f"Unknown event hook {name!r}; expected one of {', '.join(HOOK_NAMES)}")
+        hooks[name].extend(funcs)
+    return hooks
+
+
+def emit(hooks: Mapping[str, Iterable[Callable[[object], object]]], name: str, record: object) -> None:
+    """Call every hook registered for ``name``; a hook that raises is logged, never propagated."""
+    for hook in hooks.get(name, ()):
+        try:
+            hook(record)
+        except Exception:
+            log.exception("tinker_sync %s hook %r raised; ignored", name, hook)
+
+
+def mask_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``headers`` with every secret value replaced by ``***``."""
+    return {k: (MASK if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}
+
+
+def mask_url(url: str) -> str:
+    """``url`` with signature-like query values replaced by ``***``."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    query = [(k, MASK if _SECRET_QUERY.search(k) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
+
+
+def dump(direction: str, first_line: str, headers: Mapping[str, str]) -> None:
+    """Log a request or response head at INFO, secrets masked."""
+    lines = "".join(f"\n    {k}: {v}" for k, v in mask_headers(headers).items())
+    log.info("%s %s%s", direction, first_line, lines)
+
+
+def setup_logging() -> None:
+    """Honour ``TINKER_LOG=debug|info`` (as the SDK does) by adding a stderr handler once."""
+    level = os.environ.get("TINKER_LOG", "").lower()
+    if level not in ("debug", "info") or getattr(setup_logging, "_done", False):
+        return
+    setup_logging._done = True  # type: ignore[attr-defined]
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("[%(asctime)s - %(name)s:%(lineno)d - %(levelname)s] %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if level == "debug" else logging.INFO)
