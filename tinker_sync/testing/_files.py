@@ -1,0 +1,228 @@
+"""Byte bodies with Range, If-Range, ETag and checksum headers: ``/test/bytes`` and signed files."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Iterator
+from email.utils import formatdate
+from typing import Any
+
+from . import _data
+from ._server import HTTPError
+
+_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$")
+
+# -- crc32c (Castagnoli), pure Python -----------------------------------------------------------------
+
+
+def _make_table() -> list[int]:
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC_TABLE: list[int] = []
+
+
+def crc32c(data: bytes, crc: int = 0) -> int:
+    """CRC-32C of ``data``, continuing from ``crc``. Slow (pure Python): a few MB/s."""
+    if not _CRC_TABLE:
+        _CRC_TABLE.extend(_make_table())
+    table = _CRC_TABLE
+    crc ^= 0xFFFFFFFF
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+class Body:
+    """A servable byte resource: size, a version key for its ETag, and ranged chunks."""
+
+    content_type = "application/octet-stream"
+
+    def __init__(self, key: Any, size: int, etag_stem: str):
+        self.key = key
+        self.size = size
+        self.etag_stem = etag_stem
+
+    def chunks(self, start: int, end: int) -> Iterator[bytes]:
+        raise NotImplementedError
+
+
+class GeneratedBody(Body):
+    """``_data.generate(seed, size)``."""
+
+    def __init__(self, key: Any, seed: int, size: int):
+        super().__init__(key, size, f"{seed}-{size}")
+        self.seed = seed
+
+    def chunks(self, start: int, end: int) -> Iterator[bytes]:
+        return _data.generate(self.seed, self.size, start, end)
+
+
+class FileBody(Body):
+    """A file on disk (a prepared archive)."""
+
+    def __init__(self, key: Any, path: str, size: int, etag_stem: str):
+        super().__init__(key, size, etag_stem)
+        self.path = path
+
+    def chunks(self, start: int, end: int) -> Iterator[bytes]:
+        with open(self.path, "rb") as f:
+            f.seek(start)
+            remaining = end - start
+            while remaining > 0:
+                data = f.read(min(remaining, 1 << 20))
+                if not data:
+                    return
+                remaining -= len(data)
+                yield data
+
+
+def _digest(mock: Any, body: Body, algo: str) -> bytes:
+    cache_key = (body.key, body.size, body.etag_stem, algo)
+    with mock._lock:
+        cached = mock._checksums.get(cache_key)
+    if cached is not None:
+        return cached
+    if algo == "crc32c":
+        crc = 0
+        for chunk in body.chunks(0, body.size):
+            crc = crc32c(chunk, crc)
+        digest = crc.to_bytes(4, "big")
+    else:
+        h = hashlib.new(algo)
+        for chunk in body.chunks(0, body.size):
+            h.update(chunk)
+        digest = h.digest()
+    with mock._lock:
+        mock._checksums[cache_key] = digest
+    return digest
+
+
+def checksum_headers(mock: Any, body: Body, algos: Any, bad: bool) -> list[tuple[str, str]]:
+    """Headers advertising checksums of the whole body; ``bad`` flips a bit in each."""
+    headers = []
+    goog = []
+    for algo in algos:
+        name = "md5" if algo == "etag-md5" else algo
+        if name not in ("md5", "crc32c", "sha256"):
+            raise HTTPError(400, f"unknown checksum {algo!r}", "invalid_request_error")
+        digest = _digest(mock, body, name)
+        if bad:
+            digest = bytes([digest[0] ^ 0xFF]) + digest[1:]
+        if algo == "etag-md5":
+            continue  # handled by etag_of
+        b64 = base64.b64encode(digest).decode()
+        if name == "sha256":
+            headers.append(("Content-Digest", f"sha-256=:{b64}:"))
+        else:
+            goog.append(f"{name}={b64}")
+    if goog:
+        headers.append(("x-goog-hash", ",".join(goog)))
+    return headers
+
+
+def etag_of(mock: Any, body: Body, algos: Any = (), bad: bool = False) -> str:
+    if "etag-md5" in algos:
+        digest = _digest(mock, body, "md5")
+        if bad:
+            digest = bytes([digest[0] ^ 0xFF]) + digest[1:]
+        return f'"{digest.hex()}"'
+    return f'"{body.etag_stem}-{mock.version(body.key)}"'
+
+
+def last_modified_of(mock: Any, body: Body) -> str:
+    return formatdate(int(mock.started_at) - 3600 + mock.version(body.key), usegmt=True)
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None | bool:
+    """(start, end_exclusive), None to ignore the header, or False if unsatisfiable."""
+    match = _RANGE.match(header)
+    if match is None:
+        return None  # malformed or multi-range: serve the whole body
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:  # suffix: the last N bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            return False
+        return max(0, size - n), size
+    start = int(first)
+    end = size if not last else int(last) + 1
+    if last and end <= start:
+        return None
+    if start >= size:
+        return False
+    return start, min(end, size)
+
+
+def serve_body(handler: Any, body: Body, *, checksums: Any = (), bad_checksum: bool = False,
+               chunked: bool = False) -> None:
+    """Answer GET or HEAD for ``body`` with Range / If-Range / ETag support and the request's fault."""
+    if handler.command not in ("GET", "HEAD"):
+        raise HTTPError(405, f"method {handler.command} not allowed", "method_not_allowed",
+                        [("Allow", "GET, HEAD")])
+    mock = handler.mock
+    etag = etag_of(mock, body, checksums, bad_checksum)
+    last_modified = last_modified_of(mock, body)
+    headers = [
+        ("Content-Type", body.content_type),
+        ("ETag", etag),
+        ("Last-Modified", last_modified),
+        ("Accept-Ranges", "bytes"),
+        *checksum_headers(mock, body, checksums, bad_checksum),
+    ]
+    status, start, end = 200, 0, body.size
+    range_header = handler.headers.get("Range")
+    if range_header and not handler.fault.ignore_range:
+        if_range = handler.headers.get("If-Range")
+        if if_range is None or if_range.strip() in (etag, last_modified):
+            parsed = parse_range(range_header, body.size)
+            if parsed is False:
+                raise HTTPError(416, f"range {range_header!r} not satisfiable for {body.size} bytes",
+                                "range_not_satisfiable", [("Content-Range", f"bytes */{body.size}")])
+            if parsed:
+                start, end = parsed
+                status = 206
+                headers.append(("Content-Range", f"bytes {start}-{end - 1}/{body.size}"))
+    framing = handler.start_response(status, headers, length=end - start,
+                                     framing="chunked" if chunked else "length")
+    if handler.command == "HEAD":
+        if framing == "wrong":
+            handler.close_connection = True
+        return
+    handler.emit(body.chunks(start, end), framing)
+
+
+def _bytes_params(query: dict[str, str]) -> tuple[int, int]:
+    try:
+        return int(query.get("size", "1024")), int(query.get("seed", "0"))
+    except ValueError:
+        raise HTTPError(400, "size and seed must be integers", "invalid_request_error") from None
+
+
+def resource_key(handler: Any, path: str) -> Any:
+    """The version key of the resource at ``path`` (for Fault.change_etag), or None."""
+    if path == "/test/bytes":
+        size, seed = _bytes_params(handler.query)
+        return ("bytes", seed, size)
+    if path.startswith("/signed/"):
+        return handler.mock._registry.signed_key(path)
+    return None
+
+
+def bytes_route(handler: Any) -> None:
+    size, seed = _bytes_params(handler.query)
+    checksum = handler.query.get("checksum")
+    body = GeneratedBody(("bytes", seed, size), seed, size)
+    serve_body(handler, body, checksums=[c for c in (checksum or "").split(",") if c],
+               bad_checksum=handler.query.get("bad_checksum") in ("1", "true"),
+               chunked=handler.query.get("chunked") in ("1", "true"))
