@@ -51,7 +51,8 @@ class Fault:
     Byte counts are body bytes (payload, not chunked framing).
     """
 
-    reset_after: int | None = None  # abort (RST) after this many body bytes
+    reset_after: int | None = None  # close the connection mid-body after this many body bytes
+    rst: bool = False  # ... with an RST (SO_LINGER 0; may drop bytes in flight) instead of a FIN
     stall_after: int | None = None  # after this many body bytes, sleep ``stall`` seconds, then continue
     stall: float = 0.0
     status: int | None = None  # answer this status with a JSON error body instead
@@ -73,6 +74,7 @@ class Fault:
 
         return cls(
             reset_after=num("reset_after"),
+            rst=query.get("rst") in ("1", "true"),
             stall_after=num("stall_after"),
             stall=num("stall", float) or 0.0,
             ignore_range=query.get("ignore_range") in ("1", "true"),
@@ -334,9 +336,11 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
         if self._aborted:
-            with contextlib.suppress(OSError):
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.connection.close()  # RST, not FIN: the server's shutdown_request then finds it closed
+            if self.fault.rst:
+                with contextlib.suppress(OSError):
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            # Closed here, before the server's shutdown_request, which then finds it closed.
+            self.connection.close()
 
     def _abort(self) -> None:
         self._aborted = True
