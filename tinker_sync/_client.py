@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import os
+import pathlib
 import platform
 import time
 import uuid
@@ -202,19 +203,23 @@ class Client:
         timeout: Timeoutish = None,
         max_retries: int | None = None,
         read_body: bool = False,
+        quiet: bool = False,
     ) -> StreamedResponse:
         """Send ``request`` with retries; return the response once established.
 
         Retries connection errors, timeouts and retryable statuses, reading
         and releasing each error body first. A 4xx/5xx that is not retried
         raises the SDK's exception for it, body read. With ``read_body`` the
-        body is read too (a body cut short is then retried).
+        body is read too (a body cut short is then retried). ``quiet``
+        skips the ``request`` and ``response`` hooks (a resume is part of
+        the logical request that started it).
         """
         timeout = self.timeout if timeout is None else Timeout.coerce(timeout)
         max_retries = self.max_retries if max_retries is None else max_retries
         hooks = self.event_hooks
         method, url = request.method, request.url
-        emit(hooks, "request", RequestInfo(method, url))
+        if not quiet:
+            emit(hooks, "request", RequestInfo(method, url))
         start = time.monotonic()
         deadline = None if timeout.total is None else start + timeout.total
         attempt = 0
@@ -249,11 +254,42 @@ class Client:
                 raise
             else:
                 if retry_headers is None:
-                    emit(hooks, "response", ResponseInfo(method, url, response.status_code, attempt, time.monotonic() - start))
+                    if not quiet:
+                            emit(hooks, "response", ResponseInfo(method, url, response.status_code, attempt, time.monotonic() - start))
                     return response
             wait = retry_delay(attempt - 1, retry_headers)
             emit(hooks, "retry", RetryInfo(method, url, attempt, reason, wait))
             self._sleep(wait)
+
+    def range_reopener(
+        self, request: Request, response: StreamedResponse, timeout: Timeoutish, max_retries: int | None
+    ) -> Callable[[int, str], StreamedResponse | None]:
+        """A ``reopen(offset, validator)`` for ``StreamedResponse.resume_with``.
+
+        Resumes share the request's retry budget and backoff: each resume
+        costs one retry, plus any retries it needs itself.
+        """
+        budget = [(self.max_retries if max_retries is None else max_retries) - (response.attempts - 1)]
+        used = [response.attempts - 1]
+
+        def reopen(offset: int, validator: str) -> StreamedResponse | None:
+            if budget[0] <= 0:
+                return None
+            budget[0] -= 1
+            wait = retry_delay(used[0])
+            used[0] += 1
+            emit(self.event_hooks, "retry", RetryInfo(request.method, request.url, used[0], f"body broken at byte {offset}", wait))
+            self._sleep(wait)
+            headers = request.headers.copy()
+            headers["Range"] = f"bytes={offset}-"
+            headers["If-Range"] = validator
+            new = self.send(Request(request.method, request.url, headers, request.body),
+                            timeout=timeout, max_retries=budget[0], quiet=True)  # fmt: skip
+            budget[0] -= new.attempts - 1
+            used[0] += new.attempts - 1
+            return new
+
+        return reopen
 
     def _stream_end(self, response: StreamedResponse | None, request: Request, events: int, error: BaseException | None, start: float) -> None:
         emit(
@@ -321,6 +357,29 @@ class Client:
         """DELETE ``path`` and return the decoded JSON body (None when empty)."""
         return self.request("DELETE", path, params=params, json=json, headers=headers, timeout=timeout, cast_to=cast_to, max_retries=max_retries)
 
+    # -- downloads -----------------------------------------------------------
+
+    def download(
+        self,
+        url_or_path: str,
+        dest: str | os.PathLike[str],
+        *,
+        progress: Callable[[int, int | None], None] | None = None,
+        resume: bool = True,
+        expected_size: int | None = None,
+        expected_sha256: str | None = None,
+    ) -> pathlib.Path:
+        """Download ``url_or_path`` (an API path or any http(s) URL, e.g. a signed URL) to ``dest``.
+
+        Constant memory, atomic (a ``.part`` file renamed when complete and
+        verified), resumed with Range after a break or a crash. See
+        ``tinker_sync._download.download``.
+        """
+        from ._download import download
+
+        return download(self, url_or_path, dest, progress=progress, resume=resume,
+                        expected_size=expected_size, expected_sha256=expected_sha256)  # fmt: skip
+
     # -- raw streams ---------------------------------------------------------
 
     @contextmanager
@@ -354,6 +413,8 @@ class Client:
         request = self.build_request(method, path, params=params, json=json, content=content, headers=headers)
         start = time.monotonic()
         response = self.send(request, timeout=timeout, max_retries=max_retries)
+        if request.method == "GET":
+            response.resume_with(self.range_reopener(request, response, timeout, max_retries))
         error: BaseException | None = None
         try:
             yield response

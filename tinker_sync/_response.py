@@ -92,6 +92,12 @@ class StreamedResponse:
         self._closed = False
         self._deadline: float | None = None
         self.attempts = 1
+        self._reopen: Callable[[int, str], StreamedResponse | None] | None = None
+        self._on_restart: Callable[[], None] | None = None
+        self._first_byte = 0
+        if raw.status == 206:
+            parsed = parse_content_range(raw.headers.get("content-range", ""))
+            self._first_byte = parsed[0] if parsed else 0
 
     def __repr__(self) -> str:
         return f"<StreamedResponse [{self.status_code}] {self.request.method} {self.url}>"
@@ -138,14 +144,22 @@ class StreamedResponse:
     # -- bytes ---------------------------------------------------------------
 
     def _read_raw(self, size: int = READ_SIZE) -> Iterator[bytes]:
-        """The body as it arrives; releases the connection at its end, discards it otherwise."""
+        """The body as it arrives; releases the connection at its end, discards it otherwise.
+
+        A broken body is resumed with a Range request when the client allows
+        it (see ``resume_with``), so the caller sees one seamless stream.
+        """
         self._start()
-        raw, request, deadline = self._raw, self.request, self._deadline
+        request, deadline = self.request, self._deadline
         try:
             while True:
                 if deadline is not None and time.monotonic() > deadline:
                     raise APITimeoutError("Request timed out: total deadline passed while reading", request)
-                chunk = read_chunk(raw, size, request)
+                try:
+                    chunk = read_chunk(self._raw, size, request)
+                except APIConnectionError as exc:
+                    self._resume_after(exc)
+                    continue
                 if not chunk:
                     break
                 self.num_bytes_downloaded += len(chunk)
@@ -153,6 +167,69 @@ class StreamedResponse:
             self._complete = True
         finally:
             self.close()
+
+    # -- resume --------------------------------------------------------------
+
+    @property
+    def position(self) -> int:
+        """Offset in the whole resource of the next body byte (a 206 starts past 0)."""
+        return self._first_byte + self.num_bytes_downloaded
+
+    @property
+    def total_size(self) -> int | None:
+        """Size of the whole resource: Content-Range's total, else Content-Length on a 200."""
+        if self.status_code == 206:
+            parsed = parse_content_range(self.headers.get("content-range", ""))
+            return parsed[2] if parsed else None
+        length = self.headers.get("content-length")
+        return int(length) if length and length.isdigit() and "content-encoding" not in self.headers else None
+
+    @property
+    def validator(self) -> str | None:
+        """What If-Range can pin a resume to: a strong ETag, else Last-Modified."""
+        etag = self.headers.get("etag")
+        if etag and not etag.startswith("W/"):
+            return etag
+        return self.headers.get("last-modified")
+
+    def resume_with(
+        self,
+        reopen: Callable[[int, str], StreamedResponse | None],
+        on_restart: Callable[[], None] | None = None,
+    ) -> None:
+        """Let a broken body continue through ``reopen(offset, validator)``.
+
+        ``reopen`` sends ``Range: bytes=offset-`` with ``If-Range`` and
+        returns the new response, or None when the retry budget is spent.
+        A resume answered with anything but the matching 206 raises, unless
+        ``on_restart`` is given: then a full 200 restarts the body from zero
+        (``on_restart`` is called first, so the caller can truncate its file).
+        """
+        self._reopen = reopen
+        self._on_restart = on_restart
+
+    def _resume_after(self, exc: APIConnectionError) -> None:
+        reopen = getattr(self, "_reopen", None)
+        validator = self.validator
+        if reopen is None or validator is None or "content-encoding" in self.headers:
+            raise exc
+        discard(self._raw)
+        offset = self.position
+        new = reopen(offset, validator)
+        if new is None:
+            raise exc
+        problem = _resume_problem(self, new, offset)
+        if problem is None:
+            log.info("Resumed %s at byte %d", self.url, offset)
+        elif new.status_code == 200 and self._on_restart is not None:
+            log.warning("Restarting %s from byte 0: %s", self.url, problem)
+            self._on_restart()
+            self.status_code, self.headers = 200, new.headers
+            self._first_byte = self.num_bytes_downloaded = 0
+        else:
+            new.close()
+            raise APIConnectionError(f"Cannot resume {self.url} at byte {offset}: {problem}", self.request) from exc
+        self._raw = new._raw
 
     def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:
         """Iterate over the body.
@@ -236,6 +313,22 @@ class StreamedResponse:
 
     # -- files ---------------------------------------------------------------
 
+    def stream_to_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        chunk_size: int | None = None,
+        progress: Callable[[int, int | None], None] | None = None,
+        resume: bool = True,
+    ) -> int:
+        """Stream the body to ``path`` in constant memory: atomic, verified, resumable.
+
+        See ``tinker_sync._download.stream_to_file``. Returns the final file's size.
+        """
+        from ._download import stream_to_file
+
+        return stream_to_file(self, path, chunk_size=chunk_size, progress=progress, resume=resume)
+
     def write_to_file(self, path: str | os.PathLike[str]) -> int:
         """Write a body already read with ``read()`` to ``path``; returns its size."""
         if self._content is None:
@@ -243,6 +336,33 @@ class StreamedResponse:
         with open(path, "wb") as f:
             f.write(self._content)
         return len(self._content)
+
+
+def parse_content_range(value: str) -> tuple[int, int, int | None] | None:
+    """``bytes A-B/N`` as (A, B, N or None for ``*``); None when malformed."""
+    unit, _, spec = value.strip().partition(" ")
+    span, _, total = spec.partition("/")
+    first, _, last = span.partition("-")
+    if unit.lower() != "bytes" or not (first.isdigit() and last.isdigit()):
+        return None
+    if not (total.isdigit() or total == "*"):
+        return None
+    return int(first), int(last), int(total) if total.isdigit() else None
+
+
+def _resume_problem(old: StreamedResponse, new: StreamedResponse, offset: int) -> str | None:
+    """Why ``new`` cannot continue ``old``'s body at ``offset`` (None when it can)."""
+    if new.status_code != 206:
+        return f"the server answered {new.status_code} instead of 206 Partial Content"
+    parsed = parse_content_range(new.headers.get("content-range", ""))
+    if parsed is None or parsed[0] != offset:
+        return f"wrong Content-Range {new.headers.get('content-range')!r} for a resume at byte {offset}"
+    total = old.total_size
+    if total is not None and parsed[2] is not None and parsed[2] != total:
+        return f"the resource size changed from {total} to {parsed[2]}"
+    if new.validator is not None and new.validator != old.validator:
+        return f"the resource changed (validator {old.validator!r} became {new.validator!r})"
+    return None
 
 
 def _rechunk(chunks: Iterator[bytes], size: int | None) -> Iterator[bytes]:
@@ -394,18 +514,16 @@ def _iterate_events(  # type: ignore[misc]
     """The generator behind EventStream. It holds no reference to the EventStream (no cycle),
     so dropping the stream mid-way closes the connection at once."""
     decode = None if cast_to is None else _event_decoder(cast_to)
+    decoder = SSEDecoder()  # one for all reconnections: it keeps the last event ID and retry
     count = 0
     reconnects = 0
-    last_event_id: str | None = None
-    retry_ms: int | None = None
     error: BaseException | None = None
     try:
         while True:
             response = holder[0]
             if response is None:
-                headers = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
-                response = holder[0] = _open_event_stream(open_response, headers)
-            decoder = SSEDecoder()
+                last_id = decoder.last_event_id
+                response = holder[0] = _open_event_stream(open_response, {} if last_id is None else {"Last-Event-ID": last_id})
             last_event = time.monotonic()
             try:
                 for chunk in response.iter_bytes():
@@ -427,13 +545,12 @@ def _iterate_events(  # type: ignore[misc]
                     yield item
                 return
             except APIConnectionError:
-                last_event_id = decoder.last_event_id or last_event_id
-                retry_ms = decoder.retry if decoder.retry is not None else retry_ms
-                if not reconnect or last_event_id is None or reconnects >= max_reconnects:
+                if not reconnect or decoder.last_event_id is None or reconnects >= max_reconnects:
                     raise
+                decoder.close(decode)  # the broken, unterminated event is discarded
                 reconnects += 1
-                wait = (retry_ms if retry_ms is not None else 1000) / 1000.0
-                log.info("Event stream broke; reconnecting in %.3fs with Last-Event-ID %r", wait, last_event_id)
+                wait = (decoder.retry if decoder.retry is not None else 1000) / 1000.0
+                log.info("Event stream broke; reconnecting in %.3fs with Last-Event-ID %r", wait, decoder.last_event_id)
                 response.close()
                 holder[0] = None
                 sleep(wait)
