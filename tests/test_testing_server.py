@@ -226,6 +226,7 @@ def test_stream_sample(server, pool):
     assert events[1] == {"event_type": "token", "token": "tok1", "token_id": 1, "index": 1, "logprob": -0.5}
     assert events[-1] == {"event_type": "done", "finish_reason": "length", "total_tokens": 3}
     assert b"id: 2\n" in r.data
+    assert server.requests[-1].json() == {"prompt": "hi", "max_tokens": 3}
     r = get(pool, server, "/api/v1/stream_sample", AUTH, "POST",
             body=json.dumps({"prompt": "hi", "max_tokens": 5, "error_at": 1}).encode())
     assert r.data.endswith(b'event: error\ndata: {"event_type":"error","message":"boom"}\n\n')
@@ -480,6 +481,12 @@ def test_hostile_archive(server, pool):
     location = get(pool, server, "/api/v1/training_runs/run-h/checkpoints/weights/bad/archive",
                    AUTH).headers["Location"]
     assert pool.request("GET", location).data == archives.HOSTILE_ARCHIVES[kind]()
+
+
+def test_a_failing_route_answers_500(server, pool):
+    server.add_hostile_archive("tinker://run-h/weights/bad", "no-such-kind")
+    r = get(pool, server, "/api/v1/training_runs/run-h/checkpoints/weights/bad/archive", AUTH)
+    assert r.status == 500 and r.json()["error"]["type"] == "mock_server_error"
 
 
 def test_retrieve_future(server, pool):

@@ -202,7 +202,7 @@ class Registry:
                 return checkpoint.archive_path
             from . import archives  # lazy: imports tarfile
 
-            suffix = ".tar.gz" if checkpoint.compression == "gz" else ".tar"
+            suffix = f".tar.{checkpoint.compression}" if checkpoint.compression else ".tar"
             path = os.path.join(self.mock.tmpdir(), f"{checkpoint.token}{suffix}")
             with open(path, "wb") as f:
                 if checkpoint.hostile is not None:

@@ -43,6 +43,10 @@ class RecordedRequest(msgspec.Struct, frozen=True):
     headers: dict[str, str]
     body: bytes
 
+    def json(self) -> Any:
+        """The body decoded as JSON."""
+        return msgspec.json.decode(self.body)
+
 
 @dataclasses.dataclass(frozen=True)
 class Fault:
@@ -319,6 +323,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     fault: Fault = NO_FAULT
     _aborted = False
+    _headers_sent = False
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -370,6 +375,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         mock = self.mock
         self.fault = NO_FAULT
+        self._headers_sent = False
         try:
             split = urlsplit(self.path)
             path = split.path
@@ -388,6 +394,15 @@ class _Handler(BaseHTTPRequestHandler):
             except HTTPError as error:
                 self.send_error_json(error.status, error.message, error.type, error.headers)
         except (ConnectionError, TimeoutError):
+            self.close_connection = True
+        except Exception as error:  # a bug in a route: answer 500 if still possible, and say so
+            import traceback
+
+            traceback.print_exc()
+            if self._headers_sent:
+                return self._abort()
+            self.fault = NO_FAULT
+            self.send_error_json(500, f"mock server error: {error!r}", "mock_server_error")
             self.close_connection = True
 
     def _route(self, path: str) -> None:
@@ -458,6 +473,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Send the status line and headers; returns the framing actually used."""
         if self.fault.wrong_length is not None:
             framing, length = "wrong", self.fault.wrong_length
+        self._headers_sent = True
         self.send_response(status)
         for name, value in headers:
             self.send_header(name, value)
