@@ -59,7 +59,7 @@ __all__ = ["DEFAULT_MAX_SIZE", "PySSEDecoder"]
 DEFAULT_MAX_SIZE = 16 * 2**20
 
 # Error messages, shared with the Cython twin so the texts are identical.
-LINE_TOO_LONG = "SSE line longer than max_size ({} bytes) without a line end"
+LINE_TOO_LONG = "SSE line longer than max_size ({} bytes)"
 EVENT_TOO_LONG = "SSE event data longer than max_size ({} bytes)"
 
 _BOM = b"\xef\xbb\xbf"
