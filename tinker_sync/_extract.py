@@ -69,6 +69,8 @@ _MAX_INFLATE = 1 << 20
 _EXTENDED_HEADER_SLACK = 8 * 1024
 _MAX_EXTENDED_TOTAL = 1 << 20
 _MAX_EXTENDED_CHAIN = 8
+# What may follow the end-of-archive marker (writers pad to a 10 KiB record).
+_MAX_TRAILER = 1 << 20
 
 _EXTENDED_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
 _LONG_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
@@ -405,6 +407,20 @@ def _copy(archive: tarfile.TarFile, member: tarfile.TarInfo, fd: int, view: memo
                          f"{member.size} bytes ({exc})") from exc
 
 
+def _finish(stream: Any, guard: _Guard) -> None:
+    """Read what follows the first end-of-archive block, to EOF, within a bound.
+
+    The second zero block must be there (POSIX writes two), and reading to
+    the end makes the decompressor check a compressed stream's end and CRC:
+    a stream cut anywhere raises.
+    """
+    rest = stream.read(_MAX_TRAILER + 1)
+    if rest[: tarfile.BLOCKSIZE] != bytes(tarfile.BLOCKSIZE):
+        raise _malformed(f"the end-of-archive marker {guard.where()} is incomplete (truncated?)")
+    if len(rest) > _MAX_TRAILER:
+        raise _malformed(f"more than {_MAX_TRAILER} bytes after the end-of-archive marker")
+
+
 # -- the entry point ------------------------------------------------------------------------
 
 
@@ -482,6 +498,7 @@ def extract_tar(
                     what = _TYPE_NAMES.get(member.type, f"an unsupported member type {member.type!r}")
                     raise _refuse(name, f"{what}; only regular files and directories are extracted")
                 guard.last_name = name
+            _finish(archive.fileobj, guard)
     except (UnsafeArchiveError, tarfile.TarError, EOFError, zlib.error, RecursionError) as exc:
         if raw.error is not None:
             raise raw.error  # the stream's own error, never wrapped
