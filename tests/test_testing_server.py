@@ -289,7 +289,8 @@ def test_bytes_checksum_headers(server, pool):
     goog = dict(part.split("=", 1) for part in r.headers["x-goog-hash"].split(","))
     assert base64.b64decode(goog["md5"]) == hashlib.md5(data).digest()
     assert base64.b64decode(goog["crc32c"]) == crc32c_reference(data).to_bytes(4, "big")
-    assert r.headers["Content-Digest"] == f"sha-256=:{base64.b64encode(hashlib.sha256(data).digest()).decode()}:"
+    sha = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    assert r.headers["Content-Digest"] == f"sha-256=:{sha}:"
     etag = get(pool, server, "/test/bytes?size=3000&seed=5&checksum=etag-md5").headers["ETag"]
     assert etag == f'"{hashlib.md5(data).hexdigest()}"'
     bad = get(pool, server, "/test/bytes?size=3000&seed=5&checksum=md5&bad_checksum=1")
@@ -390,7 +391,8 @@ def test_publish_ttl_and_delete(server, pool):
     listed = get(pool, server, "/api/v1/checkpoints", AUTH).json()["checkpoints"][0]
     assert listed["expires_at"] is not None
     # The checkpoint id may arrive with its "/" percent-encoded.
-    assert get(pool, server, "/api/v1/training_runs/run-a/checkpoints/weights%2Fw1", AUTH, "DELETE").status == 204
+    encoded = "/api/v1/training_runs/run-a/checkpoints/weights%2Fw1"
+    assert get(pool, server, encoded, AUTH, "DELETE").status == 204
     assert get(pool, server, base, AUTH, "DELETE").status == 404
 
 
@@ -491,10 +493,10 @@ def test_a_failing_route_answers_500(server, pool):
 
 def test_retrieve_future(server, pool):
     server.add_future("req-1", {"type": "try_again", "queue_state": "active"}, {"result": 42})
-    results = [get(pool, server, "/api/v1/retrieve_future", AUTH, "POST", body=b'{"request_id": "req-1"}').json()
-               for _ in range(3)]
+    path = "/api/v1/retrieve_future"
+    results = [get(pool, server, path, AUTH, "POST", body=b'{"request_id": "req-1"}').json() for _ in range(3)]
     assert results == [{"type": "try_again", "queue_state": "active"}, {"result": 42}, {"result": 42}]
-    assert get(pool, server, "/api/v1/retrieve_future", AUTH, "POST", body=b'{"request_id": "x"}').status == 404
+    assert get(pool, server, path, AUTH, "POST", body=b'{"request_id": "x"}').status == 404
 
 
 # -- CLI and packaging ----------------------------------------------------------------------------

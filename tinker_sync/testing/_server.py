@@ -382,7 +382,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.query = dict(parse_qsl(split.query, keep_blank_values=True))
             self.body = self._read_body()
             self.lheaders = {name.lower(): value for name, value in self.headers.items()}
-            mock._record(RecordedRequest(self.command, path, dict(self.query), dict(self.lheaders), self.body))
+            recorded = RecordedRequest(self.command, path, dict(self.query), dict(self.lheaders), self.body)
+            mock._record(recorded)
             fault = mock._take_fault(path)
             if fault is None and (path.startswith("/test/") or path.startswith("/signed/")):
                 fault = Fault.from_query(self.query)
