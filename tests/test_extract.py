@@ -214,7 +214,8 @@ HOSTILE_EXPECTED: dict[str, tuple[str, dict[str, str]]] = {
     "negative_size": ("member 'negative': negative size -1", {}),
     "malformed_header": ("malformed archive: invalid header after member 'good' (bad checksum)",
                          {"good": "file"}),
-    "truncated": ("malformed archive: member 'truncated' is truncated: 0 of 10000 bytes", {"truncated": "file"}),
+    "truncated": ("malformed archive: member 'truncated' is truncated: 0 of 10000 bytes",
+                  {"truncated": "file"}),
     "no_end_marker": ("malformed archive: the stream ends after member 'complete' without an "
                       "end-of-archive marker", {"complete": "file"}),
 }

@@ -27,8 +27,11 @@ extended-header sizes; decompression is ours, with a bounded output per
 read (tarfile's own stream decompressors are not: one bzip2 block can
 inflate to gigabytes); data is copied through one reused 1 MiB buffer.
 Rule 6: malformed or truncated input raises
-``UnsafeArchiveError("malformed archive: ...")`` chained to the cause; an
-exception raised by ``stream.read`` itself propagates unchanged.
+``UnsafeArchiveError("malformed archive: ...")`` chained to the cause, never
+an early, quiet end: a bad header after the first is not taken for the end
+(as tarfile alone would), both end-of-archive blocks must be there, and the
+stream is read to its end (bounded) so a compressed stream's end and CRC are
+checked. An exception raised by ``stream.read`` itself propagates unchanged.
 
 POSIX only (``dir_fd`` and ``O_NOFOLLOW``). Importing this module imports
 ``tarfile``; the download code imports it lazily.
