@@ -15,6 +15,7 @@
     |   +-- APIConnectionError            connect, reset, truncated body
     |   |   +-- APITimeoutError           connect / read / idle / total timeout
     |   +-- APIResponseValidationError    body does not fit ``cast_to``
+    |   +-- CheckpointNotReadyError       archive not prepared within the deadline
     +-- RequestFailedError(message, request_id, category)
     +-- StreamAlreadyConsumed             a body read twice
     +-- SSEDecodeError                    line or event over the decoder's limit
@@ -39,6 +40,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BillingError",
+    "CheckpointNotReadyError",
     "ConflictError",
     "DownloadIntegrityError",
     "InternalServerError",
@@ -185,6 +187,14 @@ class APIResponseValidationError(APIError):
         super().__init__(message, getattr(response, "request", None), body=body)
         self.response = response
         self.status_code = getattr(response, "status_code", None)
+
+
+class CheckpointNotReadyError(APIError):
+    """The server did not finish preparing a checkpoint archive within ``prepare_timeout``.
+
+    Distinct from a transfer failure: nothing was downloaded yet, and trying
+    again later may succeed.
+    """
 
 
 class RequestFailedError(TinkerError):
