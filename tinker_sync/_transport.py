@@ -114,7 +114,9 @@ class Transport:
     def pool_stats(self, url: str) -> dict[str, Any]:
         """Open and idle connection counts of the pool serving ``url`` (for tests and debugging)."""
         pool = self._pool.connection_from_url(url)
-        return {"num_connections": pool.num_connections, "idle": pool.pool.qsize() if pool.pool else 0}
+        # The pool's queue is padded with None placeholders: count real connections only.
+        idle = sum(conn is not None for conn in list(pool.pool.queue)) if pool.pool else 0
+        return {"num_connections": pool.num_connections, "idle": idle}
 
     def close(self) -> None:
         self._pool.clear()
