@@ -1,0 +1,273 @@
+"""EventStream (``stream_get/post/...``): framing, timing, content types, errors, limits."""
+
+from __future__ import annotations
+
+import functools
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import msgspec
+import pytest
+
+import tinker_sync._response as response_module
+from tinker_sync import (
+    APIConnectionError,
+    APIError,
+    APIResponseValidationError,
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    Client,
+    InternalServerError,
+    NotFoundError,
+    RateLimitError,
+    SSEDecodeError,
+    ServerSentEvent,
+    UnprocessableEntityError,
+)
+
+API_KEY = "tml-test-key"
+
+
+class Chunk(msgspec.Struct):
+    event_type: str
+    token: str | None = None
+    index: int | None = None
+    finish_reason: str | None = None
+    total_tokens: int | None = None
+
+
+# -- a one-connection raw socket server, sequenced by the test -----------------------------------
+
+
+@contextmanager
+def raw_server(script: Callable[[socket.socket], None]) -> Iterator[str]:
+    """Serve one connection: read the request head, then run ``script(conn)``. Yields the base URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            conn, _ = listener.accept()
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    more = conn.recv(65536)
+                    if not more:
+                        return
+                    data += more
+                script(conn)
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        thread.join(10)
+        listener.close()
+        assert not thread.is_alive()
+        if errors:
+            raise errors[0]
+
+
+EVENT1 = b"id: 1\ndata: first\n\n"
+EVENT2 = b"id: 2\ndata: second\n\n"
+
+
+def _frame(framing: str) -> tuple[bytes, Callable[[bytes], bytes], bytes]:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+    if framing == "chunked":
+        return head + b"Transfer-Encoding: chunked\r\n\r\n", lambda b: b"%x\r\n%s\r\n" % (len(b), b), b"0\r\n\r\n"
+    if framing == "length":
+        length = len(EVENT1) + len(EVENT2)
+        return head + b"Content-Length: %d\r\n\r\n" % length, lambda b: b, b""
+    return head + b"Connection: close\r\n\r\n", lambda b: b, b""
+
+
+@pytest.mark.parametrize("framing", ["chunked", "length", "close"])
+def test_event_handed_out_when_its_blank_line_arrives(framing, sse_implementation):
+    released = threading.Event()
+    waited: list[bool] = []
+    head, frame, tail = _frame(framing)
+
+    def script(conn: socket.socket) -> None:
+        conn.sendall(head + frame(EVENT1))
+        # the test sets ``released`` only after it got event 1; a client holding it back times this out
+        waited.append(released.wait(10))
+        conn.sendall(frame(EVENT2) + tail)
+
+    with raw_server(script) as url:
+        with Client(api_key=API_KEY, base_url=url, max_retries=0, timeout=30) as c:
+            stream = c.stream_get("/events")
+            first = next(stream)
+            assert first == ServerSentEvent(data="first", id="1")
+            released.set()
+            assert list(stream) == [ServerSentEvent(data="second", id="2")]
+            assert stream.response.is_closed
+    assert waited == [True]
+
+
+def test_raw_iter_bytes_first_chunk_before_rest_is_sent():
+    released = threading.Event()
+    waited: list[bool] = []
+
+    def script(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+        waited.append(released.wait(10))
+        conn.sendall(b"world")
+
+    with raw_server(script) as url:
+        with Client(api_key=API_KEY, base_url=url, max_retries=0, timeout=30) as c:
+            with c.stream("GET", "/x") as response:
+                chunks = response.iter_bytes()
+                assert next(chunks) == b"hello"
+                released.set()
+                assert b"".join(chunks) == b"world"
+    assert waited == [True]
+
+
+def test_close_delimited_body_cut_is_end(sse_implementation):
+    # a close-delimited stream ends when the server closes: events so far are complete
+    def script(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n" + EVENT1)
+
+    with raw_server(script) as url:
+        with Client(api_key=API_KEY, base_url=url, max_retries=0) as c:
+            assert [e.data for e in c.stream_get("/e")] == ["first"]
+
+
+# -- content types -------------------------------------------------------------------------------
+
+
+def test_wrong_content_type_shows_body_start(client):
+    stream = client.stream_get("/test/sse?count=3&content_type=application/json")
+    with pytest.raises(APIResponseValidationError) as info:
+        next(stream)
+    message = str(info.value)
+    assert "text/event-stream" in message
+    assert "application/json" in message
+    assert 'data: {"index":0' in message
+    assert stream.response is None or stream.response.is_closed
+
+
+def test_wrong_content_type_on_entry(client):
+    with pytest.raises(APIResponseValidationError, match="text/html"):
+        with client.stream_post("/test/sse-raw?content_type=text/html", json="<html>"):
+            pass
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/event-stream; charset=latin-1", "Text/Event-Stream", "TEXT/EVENT-STREAM;charset=utf-8", "text/event-stream "],
+)
+def test_content_type_params_and_case_ignored_and_utf8(client, content_type, sse_implementation):
+    # the event name is sent as UTF-8; a charset parameter on the content type does not change that
+    stream = client.stream_get("/test/sse", params={"count": 2, "event": "héllo ✓", "content_type": content_type})
+    events = list(stream)
+    assert [e.event for e in events] == ["héllo ✓", "héllo ✓"]
+    assert stream.response.headers["content-type"].strip() == content_type.strip()
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "status,cls",
+    [(400, BadRequestError), (401, AuthenticationError), (404, NotFoundError), (418, APIStatusError),
+     (422, UnprocessableEntityError), (429, RateLimitError), (500, InternalServerError), (503, InternalServerError)],
+)
+def test_status_errors_before_streaming(client, tinker_server, status, cls):
+    stream = client.stream_get(f"/test/status/{status}", max_retries=0)
+    with pytest.raises(cls) as info:
+        next(stream)
+    error = info.value
+    assert type(error) is cls
+    assert error.status_code == status
+    assert error.response.status_code == status
+    assert error.body == {"error": {"message": f"status {status}"}}
+    assert str(error).startswith(f"Error code: {status} - ")
+    assert len(tinker_server.requests) == 1
+
+
+def test_status_error_body_decoded(client):
+    with pytest.raises(NotFoundError) as info:
+        list(client.stream_get("/test/status/404"))
+    assert info.value.body == {"error": {"message": "status 404"}}
+    assert str(info.value) == 'Error code: 404 - {"error":{"message":"status 404"}}'
+
+
+def test_api_key_rejected(tinker_server):
+    with Client(api_key="tml-wrong", base_url=tinker_server.url) as c:
+        with pytest.raises(AuthenticationError) as info:
+            list(c.stream_post("/api/v1/stream_sample", json={"prompt": "hi"}))
+    assert info.value.body["error"]["type"] == "authentication_error"
+
+
+def test_error_event_after_earlier_events(client, sse_implementation):
+    seen = []
+    with pytest.raises(APIError) as info:
+        for event in client.stream_get("/test/sse?count=10&error_at=3"):
+            seen.append(event.json()["index"])
+    assert seen == [0, 1, 2]
+    assert "boom" in str(info.value)
+    assert info.value.body == {"message": "boom"}
+    assert not isinstance(info.value, APIStatusError)
+
+
+def test_stream_sample_typed(client, sse_implementation):
+    chunks = list(client.stream_post("/api/v1/stream_sample", json={"prompt": "hi", "max_tokens": 3}, cast_to=Chunk))
+    assert [c.token for c in chunks[:3]] == ["tok0", "tok1", "tok2"]
+    assert chunks[-1] == Chunk(event_type="done", finish_reason="length", total_tokens=3)
+
+
+def test_stream_sample_error_event(client):
+    seen = []
+    with pytest.raises(APIError, match="boom"):
+        for chunk in client.stream_post("/api/v1/stream_sample", json={"max_tokens": 5, "error_at": 2}, cast_to=Chunk):
+            seen.append(chunk.token)
+    assert seen == ["tok0", "tok1"]
+
+
+def test_cast_to_mismatch_in_event(client):
+    class Wrong(msgspec.Struct):
+        index: str
+
+    with pytest.raises(APIResponseValidationError) as info:
+        list(client.stream_get("/test/sse?count=2", cast_to=Wrong))
+    assert "$.index" in str(info.value)
+
+
+def test_oversized_line_raises(client, monkeypatch, sse_implementation):
+    monkeypatch.setattr(
+        response_module, "SSEDecoder", functools.partial(response_module.SSEDecoder, max_size=1 << 16)
+    )
+    stream = client.stream_get("/test/sse?count=3&size=200000")
+    with pytest.raises(SSEDecodeError, match="max_size"):
+        next(stream)
+    assert stream.response.is_closed
+    # the default limit (16 MiB) lets the same stream through
+    monkeypatch.undo()
+    assert len(list(client.stream_get("/test/sse?count=3&size=200000"))) == 3
+
+
+def test_truncated_event_stream_raises(client, sse_implementation):
+    seen = []
+    with pytest.raises(APIConnectionError):
+        for event in client.stream_get("/test/sse?count=10&cut_after=4"):
+            seen.append(event)
+    assert len(seen) == 4
+
+
+def test_event_stream_response_attribute(client, tinker_server):
+    stream = client.stream_get("/test/sse?count=2")
+    assert stream.response is None
+    assert "EventStream" in repr(stream)
+    next(stream)
+    assert stream.response.status_code == 200
+    assert stream.response.url == tinker_server.url + "/test/sse?count=2"
+    stream.close()
+    assert stream.response.is_closed
