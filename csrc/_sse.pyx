@@ -32,6 +32,7 @@ import sys
 from tinker_sync._events import ServerSentEvent
 from tinker_sync._exceptions import SSEDecodeError
 from tinker_sync._sse_py import (
+    DECODE_FAILED,
     DEFAULT_MAX_SIZE,
     EVENT_TOO_LONG,
     LINE_TOO_LONG,
@@ -49,6 +50,7 @@ cdef str MESSAGE = "message"
 cdef enum:
     OK = 0
     EVENT_OVERFLOW = 1
+    LINE_OVERFLOW = 2
 
 
 cdef inline bint is_utf8(const unsigned char* s, Py_ssize_t n) noexcept nogil:
@@ -349,10 +351,9 @@ cdef class SSEDecoder:
         """
         cdef bytes chunk
         cdef const unsigned char* p
-        cdef Py_ssize_t n, pos = 0, i, k, held, lf = -1, cr = -1, eol, length
-        cdef const void* hit
+        cdef Py_ssize_t n, pos = 0, i, k, held
         cdef list events
-        cdef int status = OK
+        cdef int status
         if self._error is not None:
             raise SSEDecodeError(self._error)
         chunk = data if type(data) is bytes else _check_data(data)
@@ -382,6 +383,20 @@ cdef class SSEDecoder:
             if p[pos] == 10:
                 pos += 1
         events = []
+        try:
+            status = self._scan(p, n, pos, events, decode)
+        except BaseException:
+            self._fail(None, DECODE_FAILED)
+            raise
+        if status != OK:
+            return self._fail(events, LINE_TOO_LONG if status == LINE_OVERFLOW else EVENT_TOO_LONG)
+        return events
+
+    cdef int _scan(self, const unsigned char* p, Py_ssize_t n, Py_ssize_t pos, list events, object decode) except -1:
+        """Interpret p[pos:n]: complete lines now, the partial last line into the pending buffer."""
+        cdef Py_ssize_t lf = -1, cr = -1, eol, length
+        cdef const void* hit
+        cdef int status
         while True:
             if lf < pos:
                 hit = memchr(p + pos, 10, n - pos)
@@ -395,7 +410,7 @@ cdef class SSEDecoder:
             length = eol - pos
             if self._plen:
                 if self._plen + length > self._max_size:
-                    return self._fail(events, LINE_TOO_LONG)
+                    return LINE_OVERFLOW
                 self._reserve(&self._pbuf, &self._pcap, self._plen + length)
                 memcpy(self._pbuf + self._plen, p + pos, length)
                 length += self._plen
@@ -403,10 +418,10 @@ cdef class SSEDecoder:
                 status = self._line(self._pbuf, length, False, events, decode)
             else:
                 if length > self._max_size:
-                    return self._fail(events, LINE_TOO_LONG)
+                    return LINE_OVERFLOW
                 status = self._line(p + pos, length, True, events, decode)
             if status != OK:
-                return self._fail(events, EVENT_TOO_LONG)
+                return status
             pos = eol + 1
             if p[eol] == 13:
                 if pos == n:
@@ -417,19 +432,23 @@ cdef class SSEDecoder:
         length = n - pos
         if length:
             if self._plen + length > self._max_size:
-                return self._fail(events, LINE_TOO_LONG)
+                return LINE_OVERFLOW
             self._reserve(&self._pbuf, &self._pcap, self._plen + length)
             memcpy(self._pbuf + self._plen, p + pos, length)
             self._plen += length
-        return events
+        return OK
 
     cdef list _fail(self, list events, str template):
-        """Break the decoder; raise now, or after returning the events this chunk completed."""
+        """Break the decoder; raise now, or after returning the events this chunk completed.
+
+        With ``events`` None: break it and return, the caller re-raising what broke it.
+        """
         self._error = template.format(self._max_size)
-        self._dptr = NULL
+        self._dptr = NULL  # it may point into a chunk about to be freed
+        self._ndata = 0
         self._plen = 0
         self._dlen = 0
-        if events:
+        if events is None or events:
             return events
         raise SSEDecodeError(self._error)
 

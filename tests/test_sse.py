@@ -372,6 +372,21 @@ def test_typed_decode_error_propagates_unchanged(decoder_class: type) -> None:
         decoder_class().feed(b'data: {"a": "x"}\n\n', msgspec.json.Decoder(Item).decode)
 
 
+def test_decoder_is_broken_after_decode_raises(decoder_class: type) -> None:
+    def decode(data: Any) -> Any:
+        if data == b"2":
+            raise KeyError(data)
+        return data
+
+    decoder = decoder_class()
+    assert decoder.feed(b"data: 1\n\n", decode) == [b"1"]
+    with pytest.raises(KeyError):
+        decoder.feed(b"data: 2\n\ndata: 3\n\ndata: 4", decode)
+    for call in (lambda: decoder.feed(b"\n\n"), decoder.close):
+        with pytest.raises(SSEDecodeError, match=r"^SSE decoder unusable: an exception escaped an earlier feed\(\)$"):
+            call()
+
+
 def test_typed_mode_can_switch_per_feed(decoder_class: type) -> None:
     decoder = decoder_class()
     assert decoder.feed(b'data: {"a": 1}\n\n', msgspec.json.decode) == [{"a": 1}]

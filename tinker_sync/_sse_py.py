@@ -37,7 +37,8 @@ Decisions where the spec leaves room (shared by both twins):
   it may again begin with a BOM, and events carry on with the kept last event ID.
 - After an ``SSEDecodeError`` the decoder is broken: every later ``feed`` and
   ``close`` raises the same error. An exception raised by ``decode`` propagates
-  unchanged and leaves the rest of that chunk unread: drop the decoder.
+  unchanged; the rest of that chunk is not read, and the decoder is broken too
+  (later calls raise ``SSEDecodeError``, saying so).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ DEFAULT_MAX_SIZE = 16 * 2**20
 # Error messages, shared with the Cython twin so the texts are identical.
 LINE_TOO_LONG = "SSE line longer than max_size ({} bytes)"
 EVENT_TOO_LONG = "SSE event data longer than max_size ({} bytes)"
+DECODE_FAILED = "SSE decoder unusable: an exception escaped an earlier feed()"
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -209,7 +211,12 @@ class PySSEDecoder:
             error = LINE_TOO_LONG
         else:
             error = None
-        if not self._lines(lines, events, decode):
+        try:
+            complete = self._lines(lines, events, decode)
+        except BaseException:
+            self._fail([], DECODE_FAILED, raise_now=False)
+            raise
+        if not complete:
             return self._fail(events, EVENT_TOO_LONG)
         if error is not None:
             return self._fail(events, error)
@@ -223,9 +230,13 @@ class PySSEDecoder:
         for line in lines:
             if not line:  # dispatch
                 self._last_id = self._id_buf
+                etype, event_retry = self._type, self._event_retry
+                self._type = b""
+                self._event_retry = None
                 if data:
                     raw = data[0] if len(data) == 1 else b"\n".join(data)
-                    etype = self._type
+                    data = self._data = []
+                    data_len = self._data_len = 0
                     if decode is not None and etype != b"error":
                         events.append(decode(utf8_bytes(raw)))
                     else:
@@ -234,13 +245,9 @@ class PySSEDecoder:
                                 etype.decode("utf-8", "replace") if etype else "message",
                                 raw.decode("utf-8", "replace"),
                                 self._last_id,
-                                self._event_retry,
+                                event_retry,
                             )
                         )
-                    data = self._data = []
-                    data_len = 0
-                self._type = b""
-                self._event_retry = None
                 continue
             if line[:6] == b"data: ":
                 value = line[6:]
@@ -276,12 +283,12 @@ class PySSEDecoder:
         self._data_len = data_len
         return True
 
-    def _fail(self, events: list[Any], template: str) -> list[Any]:
+    def _fail(self, events: list[Any], template: str, raise_now: bool = True) -> list[Any]:
         """Break the decoder; raise now, or after returning the events this chunk completed."""
         self._error = template.format(self._max_size)
         self._pending = bytearray()
         self._data = []
-        if events:
+        if events or not raise_now:
             return events
         raise SSEDecodeError(self._error)
 
