@@ -1,0 +1,136 @@
+"""The exception tree: classes, the status table, messages from real responses, pickling."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+import tinker_sync
+import tinker_sync._exceptions as exceptions_module
+from tinker_sync import (
+    APIConnectionError,
+    APIError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    BillingError,
+    ConflictError,
+    InternalServerError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    RequestFailedError,
+    SSEDecodeError,
+    StreamAlreadyConsumed,
+    TinkerError,
+    UnprocessableEntityError,
+)
+from tinker_sync._exceptions import status_error_class
+
+STATUS_TABLE = [
+    (400, BadRequestError), (401, AuthenticationError), (402, BillingError), (403, PermissionDeniedError),
+    (404, NotFoundError), (409, ConflictError), (422, UnprocessableEntityError), (429, RateLimitError),
+    (500, InternalServerError), (502, InternalServerError), (503, InternalServerError), (504, InternalServerError),
+    (418, APIStatusError), (405, APIStatusError),
+]
+
+
+@pytest.mark.parametrize("status,cls", STATUS_TABLE)
+def test_status_error_class(status, cls):
+    assert status_error_class(status) is cls
+
+
+def test_tree():
+    assert issubclass(APIError, TinkerError)
+    assert issubclass(APIStatusError, APIError)
+    assert issubclass(APIConnectionError, APIError)
+    assert issubclass(APITimeoutError, APIConnectionError)
+    assert issubclass(APIResponseValidationError, APIError)
+    assert issubclass(RequestFailedError, TinkerError) and not issubclass(RequestFailedError, APIError)
+    assert issubclass(StreamAlreadyConsumed, TinkerError)
+    assert issubclass(SSEDecodeError, TinkerError) and issubclass(SSEDecodeError, ValueError)
+    for _status, cls in STATUS_TABLE:
+        assert issubclass(cls, APIStatusError)
+
+
+def test_every_exception_documented_and_exported():
+    for name in exceptions_module.__all__:
+        obj = getattr(exceptions_module, name)
+        if isinstance(obj, type) and issubclass(obj, BaseException):
+            assert obj.__doc__, name
+            assert name in exceptions_module.__doc__, f"{name} missing from the tree in the docstring"
+            assert getattr(tinker_sync, name) is obj
+            assert name in tinker_sync.__all__
+
+
+@pytest.mark.parametrize("status,cls", [s for s in STATUS_TABLE if s[0] in (400, 401, 404, 409, 422, 429, 500, 418)])
+def test_real_status_error_message_and_pickle(client, status, cls):
+    with pytest.raises(cls) as info:
+        client.get(f"/test/status/{status}", max_retries=0)
+    error = info.value
+    assert error.status_code == status
+    assert error.body == {"error": {"message": f"status {status}"}}
+    assert str(error) == f'Error code: {status} - {{"error":{{"message":"status {status}"}}}}'
+    assert error.message == str(error)
+    assert error.response.status_code == status
+    assert error.request.method == "GET"
+    clone = pickle.loads(pickle.dumps(error))
+    assert type(clone) is cls
+    assert str(clone) == str(error)
+    assert clone.message == error.message
+    assert clone.status_code == status
+    assert clone.body == error.body
+    assert clone.response is None and clone.request is None  # live objects are dropped
+
+
+def test_empty_error_body_message(client, tinker_server):
+    from tinker_sync.testing import Fault
+
+    tinker_server.script("/test/echo", Fault(status=500))
+    with pytest.raises(InternalServerError) as info:
+        client.get("/test/echo", max_retries=0)
+    assert str(info.value).startswith("Error code: 500 - ")
+    assert info.value.body["error"]["message"] == "injected status 500"
+
+
+PICKLE_CASES = [
+    TinkerError("plain"),
+    APIError("api", None, body={"a": 1}),
+    APIConnectionError("conn"),
+    APIConnectionError(),
+    APITimeoutError("slow"),
+    APITimeoutError(),
+    APIResponseValidationError("bad $.x", None, body="b"),
+    RequestFailedError("failed", "req-1", "user_error"),
+    StreamAlreadyConsumed("twice"),
+    SSEDecodeError("SSE line longer than max_size (10 bytes)"),
+    NotFoundError("Error code: 404 - {}", None, {"x": 1}),
+]
+
+
+@pytest.mark.parametrize("error", PICKLE_CASES, ids=lambda e: type(e).__name__)
+def test_pickle_round_trip(error):
+    clone = pickle.loads(pickle.dumps(error))
+    assert type(clone) is type(error)
+    assert str(clone) == str(error)
+    assert clone.args == error.args
+    for attr in ("message", "body", "status_code", "request_id", "category"):
+        if hasattr(error, attr):
+            assert getattr(clone, attr) == getattr(error, attr), attr
+
+
+def test_connection_error_pickle_from_real_failure(client):
+    with pytest.raises(APIConnectionError) as info:
+        with client.stream("GET", "/test/bytes?size=100000&reset_after=10", max_retries=0) as response:
+            response.read()
+    clone = pickle.loads(pickle.dumps(info.value))
+    assert str(clone) == str(info.value)
+    assert isinstance(clone, APIConnectionError)
+
+
+def test_status_code_default_without_response():
+    assert RateLimitError("x", None).status_code == 429
+    assert InternalServerError("x", None).status_code == 500
