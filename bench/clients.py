@@ -1,0 +1,406 @@
+"""The benchmarked clients, one function per (section, client); run by ``bench/run.py`` in subprocesses.
+
+``python bench/clients.py '<json spec>'`` runs one measurement and prints one JSON line:
+``{"count": ..., "seconds": ..., "hwm_kb": ..., ...}``. Each run is a fresh process, so its peak RSS
+(``VmHWM`` of /proc/self/status, read just before exit) belongs to that client alone, imports included.
+
+Only the client measured is imported. Timing starts just before the request is sent and stops after
+the last event or byte: interpreter start-up and imports are not in the time (see the import section).
+
+Every SSE client decodes each event's JSON with msgspec into the same ``Event`` Struct (the fastest
+decoding a peer can get), so the rows compare transports and SSE parsing, not JSON libraries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+import msgspec
+
+READ = 256 * 1024  # what the limit client asks read1 for (tinker_sync's own READ_SIZE)
+MiB = 1 << 20
+API_KEY = "tml-bench-key"
+
+
+class Event(msgspec.Struct):
+    """The JSON of every /sse event (see ``bench/server.py: event_json``)."""
+
+    event_type: str
+    index: int
+    logprob: float
+    token_ids: list[int]
+    text: str
+
+
+class Tick(msgspec.Struct):
+    """The JSON of every /trickle event: ``t`` is the server's ``time.time()`` at send."""
+
+    index: int
+    t: float
+    pad: str
+
+
+TYPES = {"event": Event, "tick": Tick, "dict": dict}
+
+
+def hwm_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+# -- SSE clients ---------------------------------------------------------------
+# Each ``sse_*(url, cast, count, on_event)`` consumes ``count`` events from ``url`` and returns how many it
+# got. With ``on_event`` None the loop only counts (the throughput loop); else it calls
+# ``on_event(decoded)`` per event (the trickle loop). Every client decodes every event.
+
+
+def _ts_client(url: str) -> Any:
+    from tinker_sync import Client
+
+    base = url.split("/", 3)
+    return Client(api_key=API_KEY, base_url="/".join(base[:3]), max_retries=0, timeout=120)
+
+
+def sse_tinker_sync(url: str, cast: Any, count: int, on_event: Callable | None) -> int:
+    n = 0
+    with _ts_client(url) as client:
+        stream = client.stream_get(url, cast_to=cast)
+        if on_event is None:
+            for _ in stream:
+                n += 1
+        else:
+            for item in stream:
+                on_event(item)
+                n += 1
+    return n
+
+
+def sse_httpx(url: str, cast: Any, count: int, on_event: Callable | None) -> int:
+    import httpx
+    from httpx_sse import connect_sse
+
+    decode = msgspec.json.Decoder(cast).decode
+    n = 0
+    with httpx.Client(timeout=120) as client, connect_sse(client, "GET", url) as source:
+        if on_event is None:
+            for sse in source.iter_sse():
+                decode(sse.data)
+                n += 1
+        else:
+            for sse in source.iter_sse():
+                on_event(decode(sse.data))
+                n += 1
+    return n
+
+
+def sse_sseclient(url: str, cast: Any, count: int, on_event: Callable | None) -> int:
+    import requests
+    import sseclient
+
+    decode = msgspec.json.Decoder(cast).decode
+    n = 0
+    with requests.Session() as session:
+        response = session.get(url, stream=True, headers={"Accept": "text/event-stream"}, timeout=120)
+        # sseclient-py's README passes the response itself, which iterates in 128-byte pieces
+        # (quadratic on 1 MB events); 64 KiB pieces are its best case.
+        client = sseclient.SSEClient(response.iter_content(chunk_size=65536))
+        if on_event is None:
+            for event in client.events():
+                decode(event.data)
+                n += 1
+        else:
+            for event in client.events():
+                on_event(decode(event.data))
+                n += 1
+        response.close()
+    return n
+
+
+def sse_requests_sse(url: str, cast: Any, count: int, on_event: Callable | None) -> int:
+    from requests_sse import EventSource
+
+    decode = msgspec.json.Decoder(cast).decode
+    n = 0
+    # requests-sse reconnects when a stream ends (an EventSource never ends): stop at ``count``.
+    with EventSource(url, timeout=120, max_connect_retry=0) as source:
+        for event in source:
+            item = decode(event.data)
+            if on_event is not None:
+                on_event(item)
+            n += 1
+            if n >= count:
+                break
+    return n
+
+
+def sse_limit(url: str, cast: Any, count: int, on_event: Callable | None) -> int:
+    """The limit: urllib3 read1, split on b"\\n\\n" with bytes.find, msgspec from a memoryview. No SSE rules."""
+    import urllib3
+
+    decode = msgspec.json.Decoder(cast).decode
+    n = 0
+    pool = urllib3.PoolManager(retries=False)
+    response = pool.request("GET", url, preload_content=False, timeout=120, headers={"Accept": "text/event-stream"})
+    read1 = response.read1
+    tail = b""
+    while True:
+        chunk = read1(READ)
+        if not chunk:
+            break
+        if tail:
+            # Search only from where the last search stopped (the tail never holds a whole b"\n\n").
+            scan = max(0, len(tail) - 1)
+            buf = tail + chunk
+        else:
+            scan = 0
+            buf = chunk
+        view = memoryview(buf)
+        pos = 0
+        while True:
+            end = buf.find(b"\n\n", scan)
+            if end < 0:
+                break
+            if on_event is None:
+                decode(view[pos + 6 : end])
+            else:
+                on_event(decode(view[pos + 6 : end]))
+            n += 1
+            pos = scan = end + 2
+        tail = buf[pos:]
+    response.release_conn()
+    pool.clear()
+    return n
+
+
+SSE_CLIENTS = {
+    "tinker_sync": sse_tinker_sync,
+    "tinker_sync-dict": sse_tinker_sync,
+    "tinker_sync-pure": sse_tinker_sync,
+    "httpx-sse": sse_httpx,
+    "sseclient-py": sse_sseclient,
+    "requests-sse": sse_requests_sse,
+    "limit": sse_limit,
+}
+
+
+def implementation(client: str) -> str:
+    if client.startswith("tinker_sync"):
+        from tinker_sync import sse
+
+        return sse.IMPLEMENTATION
+    return ""
+
+
+def run_sse(spec: dict[str, Any]) -> dict[str, Any]:
+    client = spec["client"]
+    cast = dict if client == "tinker_sync-dict" else TYPES[spec.get("type", "event")]
+    func = SSE_CLIENTS[client]
+    start = time.perf_counter()
+    n = func(spec["url"], cast, spec["count"], None)
+    seconds = time.perf_counter() - start
+    if n != spec["count"]:
+        raise SystemExit(f"{client}: got {n} events, expected {spec['count']}")
+    return {"count": n, "seconds": seconds, "impl": implementation(client)}
+
+
+def run_trickle(spec: dict[str, Any]) -> dict[str, Any]:
+    client = spec["client"]
+    func = SSE_CLIENTS[client]
+    lags: list[float] = []
+    first: list[float] = []
+    now = time.time
+    clock = time.perf_counter
+
+    def on_event(tick: Tick) -> None:
+        if not first:
+            first.append(clock())
+        lags.append(now() - tick.t)
+
+    start = clock()
+    n = func(spec["url"], Tick, spec["count"], on_event)
+    if n != spec["count"]:
+        raise SystemExit(f"{client}: got {n} events, expected {spec['count']}")
+    lags.sort()
+    return {
+        "count": n,
+        "ttfe_ms": (first[0] - start) * 1000,
+        "lag_ms": lags[len(lags) // 2] * 1000,
+        "lag_p99_ms": lags[min(len(lags) - 1, int(len(lags) * 0.99))] * 1000,
+        "impl": implementation(client),
+    }
+
+
+# -- downloads -----------------------------------------------------------------
+
+
+def dl_tinker_sync_file(url: str, dest: str) -> int:
+    with _ts_client(url) as client, client.stream("GET", url) as response:
+        return response.stream_to_file(dest)
+
+
+def dl_tinker_sync_iter(url: str, dest: str) -> int:
+    n = 0
+    with _ts_client(url) as client, client.stream("GET", url) as response, open(dest, "wb") as f:
+        for chunk in response.iter_bytes():
+            f.write(chunk)
+            n += len(chunk)
+    return n
+
+
+def dl_requests(url: str, dest: str) -> int:
+    import requests
+
+    n = 0
+    with requests.Session() as session, session.get(url, stream=True, timeout=120) as response:
+        with open(dest, "wb") as f:
+            for chunk in response.iter_content(MiB):
+                f.write(chunk)
+                n += len(chunk)
+    return n
+
+
+def dl_httpx(url: str, dest: str) -> int:
+    import httpx
+
+    n = 0
+    with httpx.Client(timeout=120) as client, client.stream("GET", url) as response, open(dest, "wb") as f:
+        for chunk in response.iter_bytes():
+            f.write(chunk)
+            n += len(chunk)
+    return n
+
+
+def dl_urllib3(url: str, dest: str) -> int:
+    import urllib3
+
+    n = 0
+    pool = urllib3.PoolManager(retries=False)
+    response = pool.request("GET", url, preload_content=False, timeout=120)
+    with open(dest, "wb") as f:
+        while chunk := response.read(MiB):
+            f.write(chunk)
+            n += len(chunk)
+    response.release_conn()
+    return n
+
+
+DOWNLOAD_CLIENTS = {
+    "tinker_sync stream_to_file": dl_tinker_sync_file,
+    "tinker_sync iter_bytes": dl_tinker_sync_iter,
+    "requests iter_content(1 MiB)": dl_requests,
+    "httpx iter_bytes": dl_httpx,
+    "urllib3 read(1 MiB)": dl_urllib3,
+}
+
+
+def run_download(spec: dict[str, Any]) -> dict[str, Any]:
+    func = DOWNLOAD_CLIENTS[spec["client"]]
+    start = time.perf_counter()
+    n = func(spec["url"], spec["dest"])
+    seconds = time.perf_counter() - start
+    if n != spec["size"]:
+        raise SystemExit(f"{spec['client']}: got {n} bytes, expected {spec['size']}")
+    if spec["dest"] != os.devnull and os.path.getsize(spec["dest"]) != spec["size"]:
+        raise SystemExit(f"{spec['client']}: file has {os.path.getsize(spec['dest'])} bytes")
+    return {"count": n, "seconds": seconds}
+
+
+# -- concurrency ---------------------------------------------------------------
+
+
+def run_concurrency(spec: dict[str, Any]) -> dict[str, Any]:
+    """``streams`` threads, each with one SSE stream of ``count`` events; one shared Client (or pool)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    streams, count, url, client = spec["streams"], spec["count"], spec["url"], spec["client"]
+    barrier = threading.Barrier(streams + 1)
+    got = [0] * streams
+    errors: list[BaseException] = []
+
+    if client == "tinker_sync":
+        shared = _ts_client(url)
+
+        def worker(i: int) -> None:
+            try:
+                with shared.stream_get(url, cast_to=Event) as stream:  # sends the request now
+                    barrier.wait()
+                    n = 0
+                    for _ in stream:
+                        n += 1
+                    got[i] = n
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+                barrier.abort()
+
+    else:  # the limit: a bare urllib3 pool shared by all threads
+        import urllib3
+
+        pool = urllib3.PoolManager(maxsize=32, retries=False)
+        decode = msgspec.json.Decoder(Event).decode
+
+        def worker(i: int) -> None:
+            try:
+                response = pool.request("GET", url, preload_content=False, timeout=120)
+                barrier.wait()
+                n = 0
+                tail = b""
+                while chunk := response.read1(READ):
+                    buf = tail + chunk if tail else chunk
+                    view = memoryview(buf)
+                    pos = 0
+                    while (end := buf.find(b"\n\n", pos)) >= 0:
+                        decode(view[pos + 6 : end])
+                        n += 1
+                        pos = end + 2
+                    tail = buf[pos:]
+                response.release_conn()
+                got[i] = n
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+                barrier.abort()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(streams)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    try:
+        barrier.wait()  # every stream is open: start the clock for the events
+    except threading.BrokenBarrierError:
+        pass
+    opened = time.perf_counter()
+    for t in threads:
+        t.join()
+    end = time.perf_counter()
+    if errors:
+        raise SystemExit(f"{client}: {len(errors)} streams failed, first: {errors[0]!r}")
+    total = sum(got)
+    bad = [n for n in got if n != count]
+    if bad:
+        raise SystemExit(f"{client}: {len(bad)} streams got the wrong count (e.g. {bad[0]} != {count})")
+    return {"count": total, "seconds": end - opened, "open_seconds": opened - start}
+
+
+SECTIONS = {"sse": run_sse, "trickle": run_trickle, "download": run_download, "concurrency": run_concurrency}
+
+
+def main() -> int:
+    spec = json.loads(sys.argv[1])
+    result = SECTIONS[spec["section"]](spec)
+    result["hwm_kb"] = hwm_kb()
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

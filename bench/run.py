@@ -1,0 +1,481 @@
+"""tinker_sync against its peers and against the limit: ``python bench/run.py [--quick] [--only ...]``.
+
+Sections (``--only`` takes a comma-separated list of these names):
+
+- ``server``: the bench server's own throughput, read by a raw socket into a reused buffer (it must
+  be far above every client), beside the mock server's (``python -m tinker_sync.testing``).
+- ``sse``: events/s with each event's JSON decoded, for ~200 B, ~20 KB and ~1 MB events.
+- ``trickle``: time to first event and per-event delivery lag on a stream of one event every 5 ms.
+- ``download``: MB/s and peak RSS for a large body, to a file (temp dir) and to /dev/null.
+- ``concurrency``: 1000 SSE streams from 1000 threads in one process: RSS and aggregate events/s.
+- ``import``: wall time of ``python -c "import tinker_sync"`` beside ``import urllib3, msgspec``.
+
+The server runs in its own process; every client run is a fresh subprocess (``bench/clients.py``), so
+peak RSS is per client. Runs are interleaved (client order rotates each round) and medians reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+PY = sys.executable
+SECTIONS = ("server", "sse", "trickle", "download", "concurrency", "import")
+
+SSE_SIZES = {"small": 200, "medium": 20_000, "large": 1_000_000}
+SSE_CLIENTS = ["tinker_sync", "tinker_sync-dict", "tinker_sync-pure", "httpx-sse", "sseclient-py",
+               "requests-sse", "limit"]  # fmt: skip
+PEERS = ("httpx-sse", "sseclient-py", "requests-sse")
+TRICKLE_CLIENTS = ["tinker_sync", "tinker_sync-pure", "httpx-sse", "sseclient-py", "requests-sse", "limit"]
+DOWNLOAD_CLIENTS = ["tinker_sync stream_to_file", "tinker_sync iter_bytes", "requests iter_content(1 MiB)",
+                    "httpx iter_bytes", "urllib3 read(1 MiB)", "curl -o"]  # fmt: skip
+DOWNLOAD_PEERS = ("requests iter_content(1 MiB)", "httpx iter_bytes")
+IMPORTS = {
+    "python -c pass": "pass",
+    "import urllib3, msgspec": "import urllib3, msgspec",
+    "import tinker_sync": "import tinker_sync",
+    "import tinker_sync (pure)": "import tinker_sync",
+    "import httpx": "import httpx",
+    "import requests": "import requests",
+}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def child_env(client: str = "") -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    env.pop("TINKER_SYNC_NO_EXTENSIONS", None)
+    if client.endswith("-pure") or client.endswith("(pure)"):
+        env["TINKER_SYNC_NO_EXTENSIONS"] = "1"
+    return env
+
+
+# -- processes -----------------------------------------------------------------
+
+
+class Server:
+    """``bench/server.py`` (or the mock server) in its own process, stopped by pid."""
+
+    def __init__(self, mock: bool = False) -> None:
+        if mock:
+            cmd = [PY, "-m", "tinker_sync.testing", "--port", "0"]
+        else:
+            cmd = [PY, str(BENCH / "server.py"), "--port", "0"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=child_env(), cwd=REPO)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if mock:  # "Mock Tinker server at http://127.0.0.1:PORT (api key ...)"
+            self.url = line.split(" at ", 1)[1].split()[0]
+        else:
+            self.url = f"http://127.0.0.1:{int(line.split()[1])}"
+        self.port = int(self.url.rsplit(":", 1)[1])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def run_client(spec: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
+    """One measurement in a fresh ``bench/clients.py`` process; {"error": ...} if it failed."""
+    proc = subprocess.run([PY, str(BENCH / "clients.py"), json.dumps(spec)], capture_output=True, text=True,
+                          env=child_env(spec.get("client", "")), cwd=REPO, timeout=timeout)  # fmt: skip
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        return {"error": tail[:200]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_curl(url: str, dest: str, size: int) -> dict[str, Any]:
+    """curl -o, timed from outside (process start included: a few ms); peak RSS polled from /proc."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(["curl", "-s", "-S", "-f", "-o", dest, url], stderr=subprocess.PIPE)
+    hwm = 0
+    status = Path(f"/proc/{proc.pid}/status")
+    while proc.poll() is None:
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    hwm = max(hwm, int(line.split()[1]))
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.005)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        return {"error": f"curl exit {proc.returncode}: {proc.stderr.read().decode()[:200]}"}
+    got = size if dest == os.devnull else os.path.getsize(dest)
+    if got != size:
+        return {"error": f"curl wrote {got} bytes, expected {size}"}
+    return {"count": size, "seconds": seconds, "hwm_kb": hwm}
+
+
+# -- statistics and tables ---------------------------------------------------
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def summarize(results: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    good = [r for r in results if "error" not in r]
+    out: dict[str, Any] = {"runs": len(good)}
+    if len(good) < len(results):
+        out["error"] = next(r["error"] for r in results if "error" in r)
+    if good:
+        out[key] = median([r[key] for r in good])
+        out["rss_mb"] = median([r["hwm_kb"] / 1024 for r in good if "hwm_kb" in r])
+        if good[0].get("impl"):
+            out["impl"] = good[0]["impl"]
+    return out
+
+
+def fmt(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if digits == 0 and abs(value) >= 100:
+            return f"{value:,.0f}"
+        return f"{value:,.{max(digits, 2)}f}"
+    return str(value)
+
+
+def ratio(value: float | None, ref: float | None, lower_is_better: bool = False) -> str:
+    if value is None or not ref:
+        return "-"
+    r = ref / value if lower_is_better else value / ref
+    return f"{r:.2f}x"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def rotate(items: list[str], k: int) -> list[str]:
+    k %= len(items)
+    return items[k:] + items[:k]
+
+
+# -- sections ------------------------------------------------------------------
+
+
+def raw_read(url: str, path: str) -> tuple[int, float]:
+    """Read a whole response with a raw socket (Connection: close) into a reused 1 MiB buffer."""
+    host, port = url.split("//")[1].split(":")
+    sock = socket.create_connection((host, int(port)))
+    start = time.perf_counter()
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    buf = bytearray(1 << 20)
+    total = 0
+    while n := sock.recv_into(buf):
+        total += n
+    seconds = time.perf_counter() - start
+    sock.close()
+    return total, seconds
+
+
+def section_server(args: argparse.Namespace, server: Server) -> dict[str, Any]:
+    """Throughput of the bench server (and of the mock server), read by a raw socket in this process."""
+    out: dict[str, Any] = {}
+    n_small = 2_000_000 if not args.quick else 500_000
+    gib = args.download_size
+    cases = [
+        ("bench server", server.url, f"/sse?size=200&count={n_small}", 200),
+        ("bench server", server.url, f"/sse?size=20000&count={n_small // 100}", 20_000),
+        ("bench server", server.url, f"/bytes?size={gib}", None),
+    ]
+    mock = Server(mock=True)
+    try:
+        cases += [
+            ("mock server", mock.url, f"/test/sse?count={n_small // 10}&size=200", 200),
+            ("mock server", mock.url, f"/test/bytes?size={gib // 8}&seed=1", None),
+        ]
+        rows = []
+        for name, url, path, event in cases:
+            runs = [raw_read(url, path) for _ in range(max(1, min(args.runs, 3)))]
+            total, seconds = runs[0][0], median([s for _, s in runs])
+            assert seconds is not None
+            mbs = total / seconds / 1e6
+            key = f"{name} {path.split('?')[0]}" + (f" {event} B" if event else "")
+            out[key] = {"bytes": total, "seconds": seconds, "mb_s": mbs,
+                        "events_s": (total / (event + 10)) / seconds if event else None}  # fmt: skip
+            rows.append([name, path, fmt(mbs), fmt(out[key]["events_s"])])
+    finally:
+        mock.stop()
+    print("\n## Server throughput (raw socket reader, same machine)\n")
+    print(table(["server", "route", "MB/s", "events/s (equiv.)"], rows))
+    return out
+
+
+def section_sse(args: argparse.Namespace, server: Server) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    base_counts = {"small": 5_000, "medium": 200, "large": 4}
+    target = 0.35 if args.quick else 0.8
+    for label, size in SSE_SIZES.items():
+        clients = [c for c in SSE_CLIENTS if c in args.clients] if args.clients else list(SSE_CLIENTS)
+        counts: dict[str, int] = {}
+        for client in clients:  # calibration (and warm-up): choose a count for ~target seconds
+            n = base_counts[label]
+            r = run_client({"section": "sse", "client": client, "count": n,
+                            "url": f"{server.url}/sse?size={size}&count={n}"})  # fmt: skip
+            if "error" in r:
+                counts[client] = n
+                log(f"sse {label} {client}: calibration failed: {r['error']}")
+                continue
+            rate = r["count"] / r["seconds"]
+            counts[client] = max(3, min(int(rate * target), 5_000_000))
+        results: dict[str, list[dict[str, Any]]] = {c: [] for c in clients}
+        for k in range(args.runs):
+            for client in rotate(clients, k):
+                n = counts[client]
+                r = run_client({"section": "sse", "client": client, "count": n,
+                                "url": f"{server.url}/sse?size={size}&count={n}"})  # fmt: skip
+                if "error" not in r:
+                    r["events_s"] = r["count"] / r["seconds"]
+                results[client].append(r)
+                log(f"sse {label} {client} run {k + 1}: {r.get('events_s', r.get('error'))}")
+        section = {c: summarize(rs, "events_s") | {"count": counts[c]} for c, rs in results.items()}
+        limit = section.get("limit", {}).get("events_s")
+        peers = [section[p]["events_s"] for p in PEERS if section.get(p, {}).get("events_s")]
+        best_peer = max(peers) if peers else None
+        rows = []
+        for client in clients:
+            s = section[client]
+            rate = s.get("events_s")
+            name = client + (f" ({s['impl']})" if s.get("impl") else "")
+            rows.append([name, fmt(rate), fmt(rate * (size + 10) / 1e6 if rate else None, 1),
+                         ratio(rate, limit), ratio(rate, best_peer), fmt(s.get("rss_mb"), 1),
+                         str(s["count"]) + (f" ERROR: {s['error']}" if "error" in s else "")])  # fmt: skip
+        print(f"\n## SSE throughput: {label} events (~{size:,} B of JSON each, decoded)\n")
+        print(table(["client", "events/s", "MB/s", "vs limit", "vs fastest peer", "peak RSS MB", "events/run"], rows))
+        out[label] = {"size": size, "clients": section, "limit": limit, "fastest_peer": best_peer}
+    return out
+
+
+def section_trickle(args: argparse.Namespace, server: Server) -> dict[str, Any]:
+    count = 60 if args.quick else 200
+    interval = 5
+    clients = [c for c in TRICKLE_CLIENTS if c in args.clients] if args.clients else list(TRICKLE_CLIENTS)
+    url = f"{server.url}/trickle?count={count}&interval={interval}&size=200"
+    results: dict[str, list[dict[str, Any]]] = {c: [] for c in clients}
+    for k in range(args.runs):
+        for client in rotate(clients, k):
+            r = run_client({"section": "trickle", "client": client, "count": count, "type": "tick", "url": url})
+            results[client].append(r)
+            log(f"trickle {client} run {k + 1}: {r.get('lag_ms', r.get('error'))}")
+    section: dict[str, Any] = {}
+    for client, rs in results.items():
+        good = [r for r in rs if "error" not in r]
+        section[client] = {
+            "runs": len(good),
+            "ttfe_ms": median([r["ttfe_ms"] for r in good]),
+            "lag_ms": median([r["lag_ms"] for r in good]),
+            "lag_p99_ms": median([r["lag_p99_ms"] for r in good]),
+            "rss_mb": median([r["hwm_kb"] / 1024 for r in good]),
+        }
+        if len(good) < len(rs):
+            section[client]["error"] = next(r["error"] for r in rs if "error" in r)
+    lim = section.get("limit", {})
+    rows = []
+    for client in clients:
+        s = section[client]
+        d_first = None if s["ttfe_ms"] is None or lim.get("ttfe_ms") is None else s["ttfe_ms"] - lim["ttfe_ms"]
+        d_lag = None if s["lag_ms"] is None or lim.get("lag_ms") is None else s["lag_ms"] - lim["lag_ms"]
+        rows.append([client, fmt(s["ttfe_ms"], 3), fmt(d_first, 3), fmt(s["lag_ms"], 3), fmt(d_lag, 3),
+                     fmt(s["lag_p99_ms"], 3), fmt(s["rss_mb"], 1) + (f" ERROR: {s['error']}" if "error" in s else "")])  # fmt: skip
+    print(f"\n## Time to first event and delivery lag ({count} events, one every {interval} ms, one HTTP chunk each)\n")
+    print(table(["client", "first event ms", "vs limit ms", "median lag ms", "vs limit ms", "p99 lag ms",
+                 "peak RSS MB"], rows))  # fmt: skip
+    return {"count": count, "interval_ms": interval, "clients": section}
+
+
+def section_download(args: argparse.Namespace, server: Server) -> dict[str, Any]:
+    size = args.download_size
+    url = f"{server.url}/bytes?size={size}"
+    has_download = (REPO / "tinker_sync" / "_download.py").exists()
+    notes = []
+    clients = [c for c in DOWNLOAD_CLIENTS if not args.clients or c.split()[0] in args.clients or c in args.clients]
+    if not has_download and "tinker_sync stream_to_file" in clients:
+        clients.remove("tinker_sync stream_to_file")
+        notes.append("tinker_sync stream_to_file: skipped, tinker_sync/_download.py does not exist yet.")
+    if not shutil.which("curl") and "curl -o" in clients:
+        clients.remove("curl -o")
+        notes.append("curl -o: skipped, curl is not installed.")
+    out: dict[str, Any] = {"size": size, "notes": notes, "targets": {}}
+    tmp = tempfile.mkdtemp(prefix="tinker-sync-bench-")
+    try:
+        for target in ("file", "/dev/null"):
+            results: dict[str, list[dict[str, Any]]] = {}
+            targets = [c for c in clients if not (target != "file" and c == "tinker_sync stream_to_file")]
+            for k in range(args.runs):
+                for client in rotate(targets, k):
+                    dest = os.path.join(tmp, "body.bin") if target == "file" else os.devnull
+                    if client == "curl -o":
+                        r = run_curl(url, dest, size)
+                    else:
+                        r = run_client({"section": "download", "client": client, "url": url, "dest": dest,
+                                        "size": size})  # fmt: skip
+                    if "error" not in r:
+                        r["mb_s"] = r["count"] / r["seconds"] / 1e6
+                    results.setdefault(client, []).append(r)
+                    log(f"download {target} {client} run {k + 1}: {r.get('mb_s', r.get('error'))}")
+                    for leftover in os.listdir(tmp):
+                        os.unlink(os.path.join(tmp, leftover))
+            section = {c: summarize(rs, "mb_s") for c, rs in results.items()}
+            refs = {name: section.get(name, {}).get("mb_s") for name in ("curl -o", "urllib3 read(1 MiB)")}
+            peers = [section[p]["mb_s"] for p in DOWNLOAD_PEERS if section.get(p, {}).get("mb_s")]
+            best_peer = max(peers) if peers else None
+            rows = []
+            for client in targets:
+                s = section[client]
+                rows.append([client, fmt(s.get("mb_s")), ratio(s.get("mb_s"), refs["curl -o"]),
+                             ratio(s.get("mb_s"), refs["urllib3 read(1 MiB)"]), ratio(s.get("mb_s"), best_peer),
+                             fmt(s.get("rss_mb"), 1) + (f" ERROR: {s['error']}" if "error" in s else "")])  # fmt: skip
+            where = "a file in a temp dir (same disk, no fsync by the bench)" if target == "file" else "/dev/null"
+            print(f"\n## Download {size / 2**20:,.0f} MiB to {where}\n")
+            print(table(["client", "MB/s", "vs curl", "vs urllib3 read(1 MiB)", "vs fastest peer", "peak RSS MB"], rows))
+            out["targets"][target] = {"clients": section, "refs": refs, "fastest_peer": best_peer}
+        for note in notes:
+            print(f"\nNote: {note}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def section_concurrency(args: argparse.Namespace, server: Server) -> dict[str, Any]:
+    streams = args.streams
+    count = 50 if args.quick else 200
+    url = f"{server.url}/sse?size=200&count={count}"
+    clients = ["tinker_sync", "limit"]
+    results: dict[str, list[dict[str, Any]]] = {c: [] for c in clients}
+    for k in range(max(1, min(args.runs, 3))):
+        for client in rotate(clients, k):
+            r = run_client({"section": "concurrency", "client": client, "streams": streams, "count": count,
+                            "url": url})  # fmt: skip
+            if "error" not in r:
+                r["events_s"] = r["count"] / r["seconds"]
+            results[client].append(r)
+            log(f"concurrency {client} run {k + 1}: {r.get('events_s', r.get('error'))}")
+    section = {c: summarize(rs, "events_s") for c, rs in results.items()}
+    for c, rs in results.items():
+        good = [r for r in rs if "error" not in r]
+        section[c]["open_seconds"] = median([r["open_seconds"] for r in good])
+    limit = section["limit"].get("events_s")
+    rows = [[c, fmt(s.get("events_s")), ratio(s.get("events_s"), limit), fmt(s.get("open_seconds"), 2),
+             fmt(s.get("rss_mb"), 1) + (f" ERROR: {s['error']}" if "error" in s else "")]
+            for c, s in section.items()]  # fmt: skip
+    print(f"\n## {streams} concurrent SSE streams, {streams} threads, one shared client "
+          f"({count} events of ~200 B each; every event counted)\n")  # fmt: skip
+    print(table(["client", "aggregate events/s", "vs limit", "all streams open s", "peak RSS MB"], rows))
+    return {"streams": streams, "events_per_stream": count, "clients": section}
+
+
+def section_import(args: argparse.Namespace, server: Server) -> dict[str, Any]:
+    n = 5 if args.quick else 15
+    times: dict[str, list[float]] = {name: [] for name in IMPORTS}
+    with tempfile.TemporaryDirectory() as cwd:
+        for k in range(n):
+            for name in rotate(list(IMPORTS), k):
+                start = time.perf_counter()
+                subprocess.run([PY, "-c", IMPORTS[name]], check=True, env=child_env(name), cwd=cwd)
+                times[name].append((time.perf_counter() - start) * 1000)
+        proc = subprocess.run([PY, "-X", "importtime", "-c", "import tinker_sync"], capture_output=True,
+                              text=True, env=child_env(), cwd=cwd)  # fmt: skip
+    heaviest = []
+    for line in proc.stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line or "self" in line:
+            continue
+        self_us, cumulative, name = (part.strip() for part in line[len("import time:"):].split("|"))
+        heaviest.append((int(self_us), int(cumulative), name))
+    heaviest.sort(reverse=True)
+    section = {name: median(t) for name, t in times.items()}
+    bare = section["python -c pass"]
+    base = section["import urllib3, msgspec"]
+    rows = [[name, fmt(ms, 1), fmt(ms - bare, 1), fmt(ms - base, 1)] for name, ms in section.items()]  # type: ignore[operator]
+    print(f"\n## Import time (wall time of a fresh `python -c ...`, median of {n})\n")
+    print(table(["command", "ms", "minus bare python ms", "minus urllib3+msgspec ms"], rows))
+    print("\nHeaviest modules under `python -X importtime -c 'import tinker_sync'` (self time):\n")
+    print(table(["module", "self ms", "cumulative ms"],
+                [[name.strip(), fmt(s / 1000, 2), fmt(c / 1000, 2)] for s, c, name in heaviest[:8]]))  # fmt: skip
+    return {"median_ms": section, "runs": n, "importtime_top": heaviest[:15]}
+
+
+RUNNERS = {
+    "server": section_server,
+    "sse": section_sse,
+    "trickle": section_trickle,
+    "download": section_download,
+    "concurrency": section_concurrency,
+    "import": section_import,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="fewer and shorter runs (under a minute)")
+    parser.add_argument("--only", default="", help=f"comma-separated sections: {','.join(SECTIONS)}")
+    parser.add_argument("--clients", default="", help="comma-separated client names to keep (sse, trickle, download)")
+    parser.add_argument("--json", metavar="PATH", help="also write all results as JSON")
+    parser.add_argument("--runs", type=int, default=None, help="runs per client (default 3, --quick 2)")
+    parser.add_argument("--streams", type=int, default=1000, help="concurrent streams (default 1000)")
+    args = parser.parse_args(argv)
+    args.runs = args.runs or (2 if args.quick else 3)
+    args.download_size = (256 if args.quick else 1024) << 20
+    args.clients = [c.strip() for c in args.clients.split(",") if c.strip()]
+    only = [s.strip() for s in args.only.split(",") if s.strip()] or list(SECTIONS)
+    unknown = set(only) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))} (choose from {', '.join(SECTIONS)})")
+    server = Server()
+    meta = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "quick": args.quick,
+        "runs": args.runs,
+        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=REPO).stdout.strip(),  # fmt: skip
+    }
+    print(f"# tinker_sync bench ({'quick' if args.quick else 'full'}; Python {meta['python']}, "
+          f"{meta['cpus']} CPUs, {args.runs} runs per client, medians; commit {meta['git']})")  # fmt: skip
+    results: dict[str, Any] = {"meta": meta}
+    started = time.perf_counter()
+    try:
+        for name in SECTIONS:
+            if name in only:
+                t0 = time.perf_counter()
+                results[name] = RUNNERS[name](args, server)
+                log(f"{name}: {time.perf_counter() - t0:.1f} s")
+                sys.stdout.flush()
+    finally:
+        server.stop()
+    meta["seconds"] = time.perf_counter() - started
+    print(f"\n(total {meta['seconds']:.0f} s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

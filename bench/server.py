@@ -1,0 +1,240 @@
+"""A fast loopback HTTP/1.1 server for bench/: pre-generated bodies written with large ``sendall`` calls.
+
+Run as ``python bench/server.py [--port N]``; it prints ``PORT <n>`` on stdout once listening and
+serves until killed. Stdlib only (never imports tinker_sync): it is the clients' common oracle, and it
+runs in its own process so that it never competes with a client for the GIL.
+
+Routes (GET only; keep-alive honoured; one thread per connection, backlog 4096):
+
+- ``/sse?size=B&count=N&framing=chunked|length&chunk=BYTES``: N events of ~B bytes of JSON each,
+  ``data: {...}\\n\\n``. The body is cut from a pre-generated block of whole events, written in
+  ``chunk``-sized pieces (default 256 KiB; with chunked framing, one HTTP chunk per write).
+- ``/trickle?count=N&interval=MS&size=B``: chunked, one event per chunk (TCP_NODELAY), sent every
+  ``interval`` ms; each event's JSON carries ``"t"``, the server's ``time.time()`` just before its write.
+- ``/bytes?size=B``: B bytes of incompressible data, ``Content-Length`` framing, 4 MiB writes.
+- ``/hello``: a tiny JSON body.
+
+``Connection: close`` in a request closes the connection after its response (the raw reader of
+``run.py``'s server check reads to EOF).
+
+Every event of ``/sse`` is a valid JSON document matching ``bench.clients.Event``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import random
+import resource
+import socket
+import sys
+import threading
+import time
+from urllib.parse import parse_qsl, urlsplit
+
+BYTES_BLOCK = 4 << 20  # one random block, sent over and over for /bytes
+DEFAULT_CHUNK = 256 << 10
+BACKLOG = 4096
+
+
+def raise_nofile() -> None:
+    """Raise the soft open-files limit to the hard limit (1000 streams need > 1024 descriptors)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 65536 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass
+
+
+def event_json(size: int, index: int) -> bytes:
+    """One event's JSON of about ``size`` bytes: a token-like record, padded with token ids and text.
+
+    Shape: ``{"event_type": str, "index": int, "token_ids": [int], "logprob": float, "text": str}``.
+    Half the padding is a list of ints, half text, so JSON decoding does real work at every size.
+    """
+    head = b'{"event_type":"token","index":%d,"logprob":-0.25,' % index
+    budget = max(0, size - len(head) - 30)
+    ids = []
+    used = 0
+    n = 0
+    while used < budget // 2:
+        item = b"%d" % (1000 + (index * 7919 + n * 104729) % 150000)
+        ids.append(item)
+        used += len(item) + 1
+        n += 1
+    text = b"x" * max(1, budget - used)
+    return head + b'"token_ids":[' + b",".join(ids) + b'],"text":"' + text + b'"}'
+
+
+@functools.lru_cache(maxsize=16)
+def sse_block(size: int) -> tuple[bytes, list[int]]:
+    """Whole events back to back (at least 4 MiB and 4 events) and the end offset of each event."""
+    parts = []
+    ends = []
+    total = 0
+    index = 0
+    while total < (4 << 20) or index < 4:
+        event = b"data: " + event_json(size, index) + b"\n\n"
+        parts.append(event)
+        total += len(event)
+        ends.append(total)
+        index += 1
+    return b"".join(parts), ends
+
+
+def sse_pieces(size: int, count: int) -> tuple[int, list[memoryview]]:
+    """The body of ``count`` events as views of the pre-generated block, and its length."""
+    block, ends = sse_block(size)
+    view = memoryview(block)
+    full, rest = divmod(count, len(ends))
+    pieces = [view] * full
+    if rest:
+        pieces.append(view[: ends[rest - 1]])
+    return len(block) * full + (ends[rest - 1] if rest else 0), pieces
+
+
+@functools.lru_cache(maxsize=1)
+def bytes_block() -> bytes:
+    return random.Random(1234).randbytes(BYTES_BLOCK)
+
+
+def head(status: str, content_type: str, length: int | None) -> bytes:
+    lines = [f"HTTP/1.1 {status}", f"Content-Type: {content_type}", "Cache-Control: no-cache"]
+    lines.append(f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+
+
+def send_body(sock: socket.socket, pieces: list[memoryview], chunk: int, chunked: bool) -> None:
+    """Write the pieces in writes of ``chunk`` bytes (coalescing small pieces, splitting big ones)."""
+    buf = bytearray()
+    for piece in pieces:
+        pos = 0
+        while pos < len(piece):
+            if not buf and len(piece) - pos >= chunk:
+                out = piece[pos : pos + chunk]
+                pos += chunk
+            else:
+                take = min(chunk - len(buf), len(piece) - pos)
+                buf += piece[pos : pos + take]
+                pos += take
+                if len(buf) < chunk:
+                    continue
+                out = memoryview(bytes(buf))
+                buf.clear()
+            if chunked:  # one write per chunk: a 256 KiB copy is cheaper than three syscalls
+                sock.sendall(b"".join((b"%x\r\n" % len(out), out, b"\r\n")))
+            else:
+                sock.sendall(out)
+    if buf:
+        sock.sendall(b"%x\r\n%s\r\n" % (len(buf), bytes(buf)) if chunked else bytes(buf))
+    if chunked:
+        sock.sendall(b"0\r\n\r\n")
+
+
+def route_sse(sock: socket.socket, query: dict[str, str]) -> None:
+    size = int(query.get("size", "200"))
+    count = int(query.get("count", "1000"))
+    chunked = query.get("framing", "chunked") == "chunked"
+    chunk = int(query.get("chunk", DEFAULT_CHUNK))
+    length, pieces = sse_pieces(size, count)
+    sock.sendall(head("200 OK", "text/event-stream", None if chunked else length))
+    send_body(sock, pieces, chunk, chunked)
+
+
+def route_trickle(sock: socket.socket, query: dict[str, str]) -> None:
+    count = int(query.get("count", "100"))
+    interval = float(query.get("interval", "5")) / 1000.0
+    pad = b"x" * max(0, int(query.get("size", "100")) - 60)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.sendall(head("200 OK", "text/event-stream", None))
+    start = time.monotonic()
+    for i in range(count):
+        if i:
+            delay = start + i * interval - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        event = b'data: {"index":%d,"t":%r,"pad":"%s"}\n\n' % (i, time.time(), pad)
+        sock.sendall(b"%x\r\n%s\r\n" % (len(event), event))
+    sock.sendall(b"0\r\n\r\n")
+
+
+def route_bytes(sock: socket.socket, query: dict[str, str]) -> None:
+    size = int(query.get("size", str(1 << 20)))
+    block = memoryview(bytes_block())
+    sock.sendall(head("200 OK", "application/octet-stream", size))
+    left = size
+    while left:
+        piece = block[: min(left, len(block))]
+        sock.sendall(piece)
+        left -= len(piece)
+
+
+def route_hello(sock: socket.socket, query: dict[str, str]) -> None:
+    body = b'{"hello":"world"}'
+    sock.sendall(head("200 OK", "application/json", len(body)) + body)
+
+
+ROUTES = {"/sse": route_sse, "/trickle": route_trickle, "/bytes": route_bytes, "/hello": route_hello}
+
+
+def handle(sock: socket.socket) -> None:
+    """Serve requests on one connection until the client closes it."""
+    buf = b""
+    try:
+        while True:
+            while b"\r\n\r\n" not in buf:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                buf += data
+            raw, _, buf = buf.partition(b"\r\n\r\n")
+            request_line = raw.split(b"\r\n", 1)[0].decode("latin-1")
+            method, target, _version = request_line.split(" ", 2)
+            parts = urlsplit(target)
+            route = ROUTES.get(parts.path)
+            if method not in ("GET", "HEAD") or route is None:
+                body = b"not found"
+                sock.sendall(head("404 Not Found", "text/plain", len(body)) + body)
+                continue
+            route(sock, dict(parse_qsl(parts.query)))
+            if b"\r\nconnection: close" in raw.lower():
+                return
+    except (ConnectionError, BrokenPipeError, OSError):
+        pass
+    finally:
+        sock.close()
+
+
+def serve(port: int) -> None:
+    raise_nofile()
+    threading.stack_size(256 << 10)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(BACKLOG)
+    bytes_block()
+    for size in (200, 20_000, 1_000_000):
+        sse_block(size)
+    print(f"PORT {listener.getsockname()[1]}", flush=True)
+    while True:
+        conn, _ = listener.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="bench/ loopback server")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        serve(args.port)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
