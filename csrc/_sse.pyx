@@ -13,11 +13,16 @@ How it is fast:
   scanned again.
 - Lines are parsed as bytes in C; a Python object is made only for what an
   event needs (its data, a new event type, an id, a retry value).
-- An event's data is copied at most once: a single ``data`` line that lies in
-  the current chunk is used in place (decoded to ``str``, or copied once into
-  the ``bytes`` handed to ``decode``); otherwise data lines are appended to a C
-  buffer. With ``decode``, it is called straight from the scan loop and no
-  ``ServerSentEvent`` and no ``str`` is made for non-error events.
+- A single ``data`` line lying in the current chunk (the usual event) is used
+  in place: decoded straight to ``str``, or copied once into the ``bytes``
+  handed to ``decode``. Other data (several lines, or a line split over chunks)
+  is appended to a C buffer, which is decoded to ``str`` in place, or copied
+  into ``bytes`` for ``decode``: ``bytes`` rather than a view of the buffer,
+  since ``decode`` may keep what it is given (``msgspec.Raw`` does).
+- With ``decode``, it is called straight from the scan loop, and no
+  ``ServerSentEvent`` and no ``str`` is made for a non-error event; its data is
+  checked to be valid UTF-8 in C (8 bytes at a time while ASCII) and only
+  re-encoded, with U+FFFD, when it is not.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -25,6 +30,9 @@ from cpython.list cimport PyList_Append
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport uint64_t
+
+cdef extern from "Python.h":
+    const Py_ssize_t PY_SSIZE_T_MAX
 from libc.string cimport memchr, memcmp, memcpy
 
 import sys
@@ -213,10 +221,10 @@ cdef class SSEDecoder:
         cdef unsigned char* new_buf
         if need <= cap[0]:
             return 0
-        new_cap = cap[0] * 2
+        new_cap = cap[0] * 2 if cap[0] < PY_SSIZE_T_MAX // 2 else PY_SSIZE_T_MAX
         if new_cap < 256:
             new_cap = 256
-        if new_cap > self._max_size + 1:
+        if new_cap - 1 > self._max_size:
             new_cap = self._max_size + 1
         if new_cap < need:
             new_cap = need

@@ -14,13 +14,12 @@ __all__ = ["DEFAULT_MAX_SIZE", "IMPLEMENTATION", "PySSEDecoder", "SSEDecoder"]
 
 if TYPE_CHECKING:
     from ._sse_py import PySSEDecoder as SSEDecoder
-IMPLEMENTATION = "python"
-if not TYPE_CHECKING and not os.environ.get("TINKER_SYNC_NO_EXTENSIONS") and sys.implementation.name == "cpython":
+elif os.environ.get("TINKER_SYNC_NO_EXTENSIONS") or sys.implementation.name != "cpython":
+    SSEDecoder = PySSEDecoder
+else:
     try:
         from ._sse import SSEDecoder
-
-        IMPLEMENTATION = "cython"
-    except ImportError:
+    except ImportError:  # not built: a pure-Python install
         SSEDecoder = PySSEDecoder
-elif not TYPE_CHECKING:
-    SSEDecoder = PySSEDecoder
+
+IMPLEMENTATION = "python" if SSEDecoder is PySSEDecoder else "cython"
