@@ -283,7 +283,9 @@ cdef class SSEDecoder:
         self._event_retry = None
         return OK
 
-    cdef int _line(self, const unsigned char* s, Py_ssize_t n, bint in_chunk, list events, object decode) except -1:
+    cdef int _line(
+        self, const unsigned char* s, Py_ssize_t n, bint in_chunk, list events, object decode
+    ) except -1:
         """Interpret one complete line (without its line end)."""
         cdef const unsigned char* v
         cdef const unsigned char* colon
@@ -400,7 +402,9 @@ cdef class SSEDecoder:
             return self._fail(events, LINE_TOO_LONG if status == LINE_OVERFLOW else EVENT_TOO_LONG)
         return events
 
-    cdef int _scan(self, const unsigned char* p, Py_ssize_t n, Py_ssize_t pos, list events, object decode) except -1:
+    cdef int _scan(
+        self, const unsigned char* p, Py_ssize_t n, Py_ssize_t pos, list events, object decode
+    ) except -1:
         """Interpret p[pos:n]: complete lines now, the partial last line into the pending buffer."""
         cdef Py_ssize_t lf = -1, cr = -1, eol, length
         cdef const void* hit

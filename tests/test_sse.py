@@ -83,7 +83,8 @@ CASES: list[tuple[str, bytes, list[tuple], str | None, int | None]] = [
     ("nul-in-data", b"data: a\x00b\n\n", [E("a\x00b")], None, None),
     ("long-data", b"data: " + b"x" * 3000 + b"\n\n", [E("x" * 3000)], None, None),
     # --- UTF-8, with replacement exactly as bytes.decode("utf-8", "replace")
-    ("utf8", b"data: caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\n\n", [E("caf\xe9 \u20ac \U0001f600")], None, None),
+    ("utf8", b"data: caf\xc3\xa9 \xe2\x82\xac\n\n", [E("caf\xe9 \u20ac")], None, None),
+    ("utf8-4-bytes", b"data: \xf0\x9f\x98\x80\n\n", [E("\U0001f600")], None, None),
     ("invalid-bytes", b"data: \xff\xfe\n\n", [E("\ufffd\ufffd")], None, None),
     ("truncated-sequence", b"data: \xe2\x82\n\n", [E("\ufffd")], None, None),
     ("truncated-before-colon", b"data: a\ndata\xe2\x82: b\n\n", [E("a")], None, None),
@@ -95,7 +96,7 @@ CASES: list[tuple[str, bytes, list[tuple], str | None, int | None]] = [
     ("invalid-id", b"id: \xff\ndata: x\n\n", [E("x", id="\ufffd")], "\ufffd", None),
     # --- event type
     ("event", b"event: add\ndata: a\n\n", [E("a", event="add")], None, None),
-    ("event-reset-after-dispatch", b"event: add\ndata: a\n\ndata: b\n\n", [E("a", "add"), E("b")], None, None),
+    ("event-reset-after-data", b"event: add\ndata: a\n\ndata: b\n\n", [E("a", "add"), E("b")], None, None),
     ("event-reset-without-data", b"event: add\n\ndata: b\n\n", [E("b")], None, None),
     ("event-last-wins", b"event: a\nevent: b\ndata: x\n\n", [E("x", event="b")], None, None),
     ("event-empty-is-message", b"event: a\nevent:\ndata: x\n\n", [E("x")], None, None),
@@ -111,7 +112,8 @@ CASES: list[tuple[str, bytes, list[tuple], str | None, int | None]] = [
     ("id-after-data", b"data: a\nid: 7\n\n", [E("a", id="7")], "7", None),
     ("id-empty-value", b"id: 1\ndata: a\n\nid\ndata: b\n\n", [E("a", id="1"), E("b", id="")], "", None),
     ("id-colon-empty", b"id:\ndata: a\n\n", [E("a", id="")], "", None),
-    ("id-with-nul-ignored", b"id: 1\ndata: a\n\nid: 2\x003\ndata: b\n\n", [E("a", id="1"), E("b", id="1")], "1", None),
+    ("id-nul-ignored", b"id: 1\n\nid: 2\x003\ndata: b\n\n", [E("b", id="1")], "1", None),
+    ("id-nul-at-end-ignored", b"id: 1\nid: 2\x00\ndata: b\n\n", [E("b", id="1")], "1", None),
     ("id-nul-only", b"id: \x00\ndata: a\n\n", [E("a")], None, None),
     ("id-without-data-updates", b"id: 5\n\n", [], "5", None),
     ("id-without-data-then-event", b"id: 5\n\ndata: a\n\n", [E("a", id="5")], "5", None),
@@ -138,7 +140,7 @@ CASES: list[tuple[str, bytes, list[tuple], str | None, int | None]] = [
     ("retry-huge", b"retry: " + b"9" * 40 + b"\ndata: a\n\n", [E("a", retry=10**40 - 1)], None, 10**40 - 1),
     ("retry-18-19-digits", b"retry: 999999999999999999\nretry: 1000000000000000000\n", [], None, 10**18),
     ("retry-many-leading-zeros", b"retry: " + b"0" * 5000 + b"5\ndata: a\n\n", [E("a", retry=5)], None, 5),
-    ("retry-too-many-digits", b"retry: 7\nretry: " + b"1" * 5000 + b"\ndata: a\n\n", [E("a", retry=7)], None, 7),
+    ("retry-too-many-digits", b"retry: 7\nretry: " + b"1" * 5000 + b"\n\n", [], None, 7),
     ("retry-without-data", b"retry: 5\n\n", [], None, 5),
     ("retry-set-before-dispatch", b"retry: 5\ndata: a\n", [], None, 5),
     ("retry-invalid-keeps-valid", b"retry: 5\nretry: x\ndata: a\n\n", [E("a", retry=5)], None, 5),
@@ -177,7 +179,8 @@ def chunkings(raw: bytes) -> Iterator[tuple[str, list[bytes]]]:
         yield f"two@{i}", [raw[:i], raw[i:]]
     for seed in range(8):
         rng = random.Random(seed)
-        cuts = sorted(rng.sample(range(1, len(raw)), min(len(raw) - 1, rng.randint(1, 6)))) if len(raw) > 1 else []
+        count = min(len(raw) - 1, rng.randint(1, 6))
+        cuts = sorted(rng.sample(range(1, len(raw)), count)) if count > 0 else []
         bounds = [0, *cuts, len(raw)]
         # an empty chunk now and then: it must change nothing
         yield f"random{seed}", [raw[a:b] for a, b in zip(bounds, bounds[1:])] + [b""]
@@ -206,8 +209,12 @@ def run(cls: type, raw: bytes, expected: list[tuple], last_id: str | None, retry
         assert (decoder.last_event_id, decoder.retry) == (last_id, retry), label
 
 
-@pytest.mark.parametrize(("raw", "expected", "last_id", "retry"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_spec_case(decoder_class: type, raw: bytes, expected: list[tuple], last_id: str | None, retry: int | None) -> None:
+@pytest.mark.parametrize(
+    ("raw", "expected", "last_id", "retry"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_spec_case(
+    decoder_class: type, raw: bytes, expected: list[tuple], last_id: str | None, retry: int | None
+) -> None:
     run(decoder_class, raw, expected, last_id, retry)
 
 
@@ -281,7 +288,8 @@ def test_huge_max_size_is_accepted(decoder_class: type) -> None:
 
 def test_close_discards_unterminated_event_and_its_id(decoder_class: type) -> None:
     decoder = decoder_class()
-    assert decoder.feed(b"id: 1\ndata: a\n\nid: 2\nretry: 9\ndata: b\n") == [ServerSentEvent("message", "a", "1")]
+    first = decoder.feed(b"id: 1\ndata: a\n\nid: 2\nretry: 9\ndata: b\n")
+    assert first == [ServerSentEvent("message", "a", "1")]
     assert decoder.close() == []
     assert (decoder.last_event_id, decoder.retry) == ("1", 9)
     # a new stream: a BOM is stripped again, the last event ID carries on
@@ -383,7 +391,7 @@ def test_decoder_is_broken_after_decode_raises(decoder_class: type) -> None:
     with pytest.raises(KeyError):
         decoder.feed(b"data: 2\n\ndata: 3\n\ndata: 4", decode)
     for call in (lambda: decoder.feed(b"\n\n"), decoder.close):
-        with pytest.raises(SSEDecodeError, match=r"^SSE decoder unusable: an exception escaped an earlier feed\(\)$"):
+        with pytest.raises(SSEDecodeError, match=r"^SSE decoder unusable: an exception escaped an earlier"):
             call()
 
 
@@ -419,7 +427,9 @@ def test_oversize_raises(decoder_class: type, raw: bytes, message: str) -> None:
 
 def test_limits_at_exactly_max_size(decoder_class: type) -> None:
     # a 10-byte line; data of 10 bytes counting one LF per line ("1234\n5678\n")
-    assert decoder_class(max_size=10).feed(b"data: 1234\ndata:5678\n\n") == [ServerSentEvent(data="1234\n5678")]
+    assert decoder_class(max_size=10).feed(b"data: 1234\ndata:5678\n\n") == [
+        ServerSentEvent(data="1234\n5678")
+    ]
     assert decoder_class(max_size=10).feed(b"data:01234\r\r") == [ServerSentEvent(data="01234")]
     assert decoder_class(max_size=10).feed(b"data\n" * 10 + b"\n") == [ServerSentEvent(data="\n" * 9)]
 

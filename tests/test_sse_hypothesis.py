@@ -4,9 +4,10 @@ Random streams are built from every field kind, CR/LF/CRLF mixes, BOMs, invalid
 UTF-8, NULs in ids, long lines and an unterminated tail; each is fed whole and
 under a random chunking, plain and typed, with a small or a roomy ``max_size``,
 to each twin (the ``decoder_class`` fixture: a missing extension fails the
-cython param) and to the pure twin. All runs must agree on the events, ``last_event_id``, ``retry`` and the error
-(type and message). Without an error, they must also agree with ``oracle``,
-which decodes the whole stream to text first and splits it with a regex.
+cython param) and to the pure twin. All runs must agree on the events,
+``last_event_id``, ``retry`` and the error (type and message). Without an
+error, they must also agree with ``oracle``, which decodes the whole stream to
+text first and splits it with a regex.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ ATOMS = [
     b"a", b"0", b"7", b" ", b":", b"\x00", b"\xff", b"\xc3\xa9", b"\xe2\x82", b"\xac", b"\xed\xa0\x80",
     b"\xf0\x9f\x98\x80", BOM, b"error", b"9" * 25, b"x" * 40, b"\t", b"{}",
 ]
-NAMES = [b"data", b"event", b"id", b"retry", b"Data", b"data ", b" data", b"", b"foo", BOM + b"data", b"\xffid"]
+NAMES = [b"data", b"event", b"id", b"retry", b"Data", b"data ", b" data", b"", b"foo", BOM + b"data",
+         b"\xffid"]
 
 values = st.lists(st.sampled_from(ATOMS), max_size=6).map(b"".join)
 digits = st.text("0123456789", min_size=1, max_size=30).map(str.encode)
@@ -116,7 +118,9 @@ def oracle(raw: bytes) -> tuple:
     cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=12),
     max_size=st.sampled_from([6, 24, 80, 2**20, 2**20, 2**20]),
 )
-def test_twins_agree_under_any_chunking(decoder_class: type, raw: bytes, cuts: list[int], max_size: int) -> None:
+def test_twins_agree_under_any_chunking(
+    decoder_class: type, raw: bytes, cuts: list[int], max_size: int
+) -> None:
     """``decoder_class`` (each twin in turn), whole and chunked, against the pure twin fed whole."""
     bounds = sorted({0, len(raw), *(c for c in cuts if c < len(raw))})
     chunked = [raw[a:b] for a, b in zip(bounds, bounds[1:])]

@@ -1,4 +1,7 @@
-"""Which SSE decoder ``tinker_sync.sse`` picks: checked in fresh subprocesses, with and without the env var."""
+"""Which SSE decoder ``tinker_sync.sse`` picks.
+
+Checked in fresh subprocesses, with and without ``TINKER_SYNC_NO_EXTENSIONS``.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +24,12 @@ def probe(env_value: str | None) -> str:
         env["TINKER_SYNC_NO_EXTENSIONS"] = env_value
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     done = subprocess.run(
-        [sys.executable, "-W", "error", "-c", PROBE], env=env, cwd=root, capture_output=True, text=True, check=True
+        [sys.executable, "-W", "error", "-c", PROBE],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return done.stdout.strip()
 

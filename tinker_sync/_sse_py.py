@@ -160,7 +160,9 @@ class PySSEDecoder:
         """The reconnection time in milliseconds from the last valid ``retry`` field, else None."""
         return self._retry
 
-    def feed(self, data: bytes | bytearray | memoryview, decode: Callable[[bytes], Any] | None = None) -> list[Any]:
+    def feed(
+        self, data: bytes | bytearray | memoryview, decode: Callable[[bytes], Any] | None = None
+    ) -> list[Any]:
         """Consume one chunk; return the events it completed, in order.
 
         Raises:
