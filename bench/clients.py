@@ -48,6 +48,18 @@ class Tick(msgspec.Struct):
 TYPES = {"event": Event, "tick": Tick, "dict": dict}
 
 
+_START: list[float] = []
+
+
+def mark() -> None:
+    """Start the clock: called by each client right before it sends its request (its objects built)."""
+    _START.append(time.perf_counter())
+
+
+def started(fallback: float) -> float:
+    return _START[0] if _START else fallback
+
+
 def hwm_kb() -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -73,6 +85,7 @@ def sse_tinker_sync(url: str, cast: Any, count: int, on_event: Callable | None) 
     n = 0
     with _ts_client(url) as client:
         stream = client.stream_get(url, cast_to=cast)
+        mark()
         if on_event is None:
             for _ in stream:
                 n += 1
@@ -89,15 +102,17 @@ def sse_httpx(url: str, cast: Any, count: int, on_event: Callable | None) -> int
 
     decode = msgspec.json.Decoder(cast).decode
     n = 0
-    with httpx.Client(timeout=120) as client, connect_sse(client, "GET", url) as source:
-        if on_event is None:
-            for sse in source.iter_sse():
-                decode(sse.data)
-                n += 1
-        else:
-            for sse in source.iter_sse():
-                on_event(decode(sse.data))
-                n += 1
+    with httpx.Client(timeout=120) as client:
+        mark()
+        with connect_sse(client, "GET", url) as source:
+            if on_event is None:
+                for sse in source.iter_sse():
+                    decode(sse.data)
+                    n += 1
+            else:
+                for sse in source.iter_sse():
+                    on_event(decode(sse.data))
+                    n += 1
     return n
 
 
@@ -108,6 +123,7 @@ def sse_sseclient(url: str, cast: Any, count: int, on_event: Callable | None) ->
     decode = msgspec.json.Decoder(cast).decode
     n = 0
     with requests.Session() as session:
+        mark()
         response = session.get(url, stream=True, headers={"Accept": "text/event-stream"}, timeout=120)
         # sseclient-py's README passes the response itself, which iterates in 128-byte pieces
         # (quadratic on 1 MB events); 64 KiB pieces are its best case.
@@ -130,7 +146,9 @@ def sse_requests_sse(url: str, cast: Any, count: int, on_event: Callable | None)
     decode = msgspec.json.Decoder(cast).decode
     n = 0
     # requests-sse reconnects when a stream ends (an EventSource never ends): stop at ``count``.
-    with EventSource(url, timeout=120, max_connect_retry=0) as source:
+    source = EventSource(url, timeout=120, max_connect_retry=0)
+    mark()
+    with source:
         for event in source:
             item = decode(event.data)
             if on_event is not None:
@@ -148,6 +166,7 @@ def sse_limit(url: str, cast: Any, count: int, on_event: Callable | None) -> int
     decode = msgspec.json.Decoder(cast).decode
     n = 0
     pool = urllib3.PoolManager(retries=False)
+    mark()
     response = pool.request("GET", url, preload_content=False, timeout=120, headers={"Accept": "text/event-stream"})
     read1 = response.read1
     tail = b""
@@ -191,6 +210,26 @@ SSE_CLIENTS = {
 }
 
 
+# What each client imports, loaded before the clock starts (import time has its own section).
+PREIMPORT = {
+    "tinker_sync": ["tinker_sync"],
+    "httpx-sse": ["httpx", "httpx_sse"],
+    "sseclient-py": ["requests", "sseclient"],
+    "requests-sse": ["requests", "requests_sse"],
+    "limit": ["urllib3"],
+    "requests": ["requests"],
+    "httpx": ["httpx"],
+    "urllib3": ["urllib3"],
+}
+
+
+def preimport(client: str) -> None:
+    import importlib
+
+    for name in PREIMPORT.get(client.split()[0].removesuffix("-dict").removesuffix("-pure"), []):
+        importlib.import_module(name)
+
+
 def implementation(client: str) -> str:
     if client.startswith("tinker_sync"):
         from tinker_sync import sse
@@ -203,9 +242,9 @@ def run_sse(spec: dict[str, Any]) -> dict[str, Any]:
     client = spec["client"]
     cast = dict if client == "tinker_sync-dict" else TYPES[spec.get("type", "event")]
     func = SSE_CLIENTS[client]
-    start = time.perf_counter()
+    preimport(client)
     n = func(spec["url"], cast, spec["count"], None)
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - started(0)
     if n != spec["count"]:
         raise SystemExit(f"{client}: got {n} events, expected {spec['count']}")
     return {"count": n, "seconds": seconds, "impl": implementation(client)}
@@ -214,6 +253,7 @@ def run_sse(spec: dict[str, Any]) -> dict[str, Any]:
 def run_trickle(spec: dict[str, Any]) -> dict[str, Any]:
     client = spec["client"]
     func = SSE_CLIENTS[client]
+    preimport(client)
     lags: list[float] = []
     first: list[float] = []
     now = time.time
@@ -224,8 +264,8 @@ def run_trickle(spec: dict[str, Any]) -> dict[str, Any]:
             first.append(clock())
         lags.append(now() - tick.t)
 
-    start = clock()
     n = func(spec["url"], Tick, spec["count"], on_event)
+    start = started(0)
     if n != spec["count"]:
         raise SystemExit(f"{client}: got {n} events, expected {spec['count']}")
     lags.sort()
@@ -242,13 +282,17 @@ def run_trickle(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def dl_tinker_sync_file(url: str, dest: str) -> int:
-    with _ts_client(url) as client, client.stream("GET", url) as response:
-        return response.stream_to_file(dest)
+    with _ts_client(url) as client:
+        mark()
+        with client.stream("GET", url) as response:
+            return response.stream_to_file(dest)
 
 
 def dl_tinker_sync_iter(url: str, dest: str) -> int:
     n = 0
-    with _ts_client(url) as client, client.stream("GET", url) as response, open(dest, "wb") as f:
+    client = _ts_client(url)
+    mark()
+    with client, client.stream("GET", url) as response, open(dest, "wb") as f:
         for chunk in response.iter_bytes():
             f.write(chunk)
             n += len(chunk)
@@ -259,7 +303,9 @@ def dl_requests(url: str, dest: str) -> int:
     import requests
 
     n = 0
-    with requests.Session() as session, session.get(url, stream=True, timeout=120) as response:
+    session = requests.Session()
+    mark()
+    with session, session.get(url, stream=True, timeout=120) as response:
         with open(dest, "wb") as f:
             for chunk in response.iter_content(MiB):
                 f.write(chunk)
@@ -271,7 +317,9 @@ def dl_httpx(url: str, dest: str) -> int:
     import httpx
 
     n = 0
-    with httpx.Client(timeout=120) as client, client.stream("GET", url) as response, open(dest, "wb") as f:
+    client = httpx.Client(timeout=120)
+    mark()
+    with client, client.stream("GET", url) as response, open(dest, "wb") as f:
         for chunk in response.iter_bytes():
             f.write(chunk)
             n += len(chunk)
@@ -283,6 +331,7 @@ def dl_urllib3(url: str, dest: str) -> int:
 
     n = 0
     pool = urllib3.PoolManager(retries=False)
+    mark()
     response = pool.request("GET", url, preload_content=False, timeout=120)
     with open(dest, "wb") as f:
         while chunk := response.read(MiB):
@@ -303,14 +352,28 @@ DOWNLOAD_CLIENTS = {
 
 def run_download(spec: dict[str, Any]) -> dict[str, Any]:
     func = DOWNLOAD_CLIENTS[spec["client"]]
-    start = time.perf_counter()
+    preimport(spec["client"])
     n = func(spec["url"], spec["dest"])
+    start = started(0)
     seconds = time.perf_counter() - start
     if n != spec["size"]:
         raise SystemExit(f"{spec['client']}: got {n} bytes, expected {spec['size']}")
-    if spec["dest"] != os.devnull and os.path.getsize(spec["dest"]) != spec["size"]:
-        raise SystemExit(f"{spec['client']}: file has {os.path.getsize(spec['dest'])} bytes")
-    return {"count": n, "seconds": seconds}
+    durable = None
+    if spec["dest"] != os.devnull:
+        if os.path.getsize(spec["dest"]) != spec["size"]:
+            raise SystemExit(f"{spec['client']}: file has {os.path.getsize(spec['dest'])} bytes")
+        durable = fsync_path(spec["dest"]) - start  # stream_to_file fsyncs already: then this is ~free
+    return {"count": n, "seconds": seconds, "durable_seconds": durable}
+
+
+def fsync_path(path: str) -> float:
+    """fsync ``path`` and return the clock after (the same step for every client, curl included)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return time.perf_counter()
 
 
 # -- concurrency ---------------------------------------------------------------
@@ -324,6 +387,7 @@ def run_concurrency(spec: dict[str, Any]) -> dict[str, Any]:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     streams, count, url, client = spec["streams"], spec["count"], spec["url"], spec["client"]
+    preimport(client)
     barrier = threading.Barrier(streams + 1)
     got = [0] * streams
     errors: list[BaseException] = []
