@@ -266,9 +266,9 @@ class Checkpoints:
         _remove_leftovers(target)  # a killed archive run cannot resume: start again
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
         try:
-            limit = max_total_size if max_total_size is not None else self._known_size(path)
             signer = _ArchiveSigner(self._client, path, prepare_timeout, say)
-            signer.sign()
+            signer.sign()  # first: a missing checkpoint fails here, and a prepared one knows its size
+            limit = max_total_size if max_total_size is not None else self._known_size(path)
             response = signer.open(0, None)
             with response:
                 total = response.total_size
