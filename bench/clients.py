@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import sys
 import threading
 import time
@@ -51,9 +52,19 @@ TYPES = {"event": Event, "tick": Tick, "dict": dict}
 _START: list[float] = []
 
 
+_CPU: list[float] = []
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def mark() -> None:
     """Start the clock: called by each client right before it sends its request (its objects built)."""
-    _START.append(time.perf_counter())
+    if not _START:
+        _START.append(time.perf_counter())
+        _CPU.append(cpu_seconds())
 
 
 def started(fallback: float) -> float:
@@ -169,33 +180,54 @@ def sse_limit(url: str, cast: Any, count: int, on_event: Callable | None) -> int
     mark()
     response = pool.request("GET", url, preload_content=False, timeout=120, headers={"Accept": "text/event-stream"})
     read1 = response.read1
-    tail = b""
-    while True:
-        chunk = read1(READ)
-        if not chunk:
-            break
-        if tail:
-            # Search only from where the last search stopped (the tail never holds a whole b"\n\n").
-            scan = max(0, len(tail) - 1)
-            buf = tail + chunk
+    parts: list[Any] = []  # the start of an incomplete event: a view of the last buffer, then whole chunks
+    held = 0
+    while chunk := read1(READ):
+        if parts:
+            if chunk.find(b"\n\n") < 0 and not (chunk[:1] == b"\n" and parts[-1][-1:] == b"\n"):
+                parts.append(chunk)  # still no event end: keep the chunk, copy nothing
+                held += len(chunk)
+                continue
+            parts.append(chunk)
+            buf = b"".join(parts)  # the one copy of a multi-chunk event
+            scan = held - 1
         else:
-            scan = 0
             buf = chunk
+            scan = 0
         view = memoryview(buf)
         pos = 0
-        while True:
-            end = buf.find(b"\n\n", scan)
-            if end < 0:
-                break
+        while (end := buf.find(b"\n\n", scan)) >= 0:
             if on_event is None:
                 decode(view[pos + 6 : end])
             else:
                 on_event(decode(view[pos + 6 : end]))
             n += 1
             pos = scan = end + 2
-        tail = buf[pos:]
+        parts = [view[pos:]] if pos < len(buf) else []
+        held = len(buf) - pos
     response.release_conn()
     pool.clear()
+    return n
+
+
+def sse_decode_only(url: str, cast: Any, count: int, on_event: Callable | None) -> int:
+    """No I/O: the same bytes, already in memory, split and decoded as the limit does (a ceiling)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from server import sse_pieces  # bench/server.py: the very bytes the server sends
+
+    size = int(parse_qs(urlsplit(url).query)["size"][0])
+    _, pieces = sse_pieces(size, count)
+    decode = msgspec.json.Decoder(cast).decode
+    n = 0
+    mark()
+    for view in pieces:
+        buf = view.obj[: len(view)] if len(view) != len(view.obj) else view.obj
+        pos = 0
+        while (end := buf.find(b"\n\n", pos)) >= 0:
+            decode(view[pos + 6 : end])
+            n += 1
+            pos = end + 2
     return n
 
 
@@ -207,6 +239,7 @@ SSE_CLIENTS = {
     "sseclient-py": sse_sseclient,
     "requests-sse": sse_requests_sse,
     "limit": sse_limit,
+    "decode-only": sse_decode_only,
 }
 
 
@@ -245,9 +278,10 @@ def run_sse(spec: dict[str, Any]) -> dict[str, Any]:
     preimport(client)
     n = func(spec["url"], cast, spec["count"], None)
     seconds = time.perf_counter() - started(0)
+    cpu = cpu_seconds() - _CPU[0]
     if n != spec["count"]:
         raise SystemExit(f"{client}: got {n} events, expected {spec['count']}")
-    return {"count": n, "seconds": seconds, "impl": implementation(client)}
+    return {"count": n, "seconds": seconds, "cpu_seconds": cpu, "impl": implementation(client)}
 
 
 def run_trickle(spec: dict[str, Any]) -> dict[str, Any]:
@@ -381,8 +415,6 @@ def fsync_path(path: str) -> float:
 
 def run_concurrency(spec: dict[str, Any]) -> dict[str, Any]:
     """``streams`` threads, each with one SSE stream of ``count`` events; one shared Client (or pool)."""
-    import resource
-
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
