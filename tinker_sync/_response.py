@@ -277,23 +277,16 @@ class StreamedResponse:
         if pending:
             yield pending.removesuffix("\r")
 
-    def iter_events(self, decode: Callable[[bytes], Any] | None = None) -> Iterator[Any]:
+    def iter_events(self, cast_to: Any = None, *, idle_timeout: float | None = None) -> Iterator[Any]:
         """Iterate over the body as Server-Sent Events (always UTF-8).
 
-        With ``decode`` (e.g. a msgspec decoder's ``decode``), each event's
-        data bytes are decoded by it instead. An event named ``error``
-        raises APIError, after every event before it was handed out.
+        With ``cast_to``, each event's data is decoded into that type instead
+        (msgspec, straight from bytes). An event named ``error`` raises
+        APIError, and data that does not fit ``cast_to`` raises
+        APIResponseValidationError, each after every event before it.
         """
-        decoder = SSEDecoder()
-        for chunk in self.iter_bytes():
-            for item in decoder.feed(chunk, decode):
-                if type(item) is ServerSentEvent and item.event == "error":
-                    raise _error_event(item, self)
-                yield item
-        for item in decoder.close(decode):
-            if type(item) is ServerSentEvent and item.event == "error":
-                raise _error_event(item, self)
-            yield item
+        decode = None if cast_to is None else _event_decoder(cast_to)
+        return _events_of(self, SSEDecoder(), decode, idle_timeout, [0])
 
     # -- whole body ----------------------------------------------------------
 
@@ -501,6 +494,34 @@ def _iterate_events(holder: list, open_response: Callable, cast_to: None, *a: An
 def _iterate_events(holder: list, open_response: Callable, cast_to: type[T], *a: Any) -> Iterator[T]: ...
 
 
+def _events_of(
+    response: StreamedResponse,
+    decoder: Any,
+    decode: Callable[[bytes], Any] | None,
+    idle_timeout: float | None,
+    counter: list[int],
+) -> Iterator[Any]:
+    """The events of one response body, counted in ``counter[0]``: the hot loop."""
+    last_event = time.monotonic()
+    for chunk in response.iter_bytes():
+        items = decoder.feed(chunk, decode)
+        if not items:
+            if idle_timeout is not None and time.monotonic() - last_event > idle_timeout:
+                raise APITimeoutError(f"No event for {idle_timeout} s (idle timeout)", response.request)
+            continue
+        for item in items:
+            if type(item) in _SPECIAL and (error := _special(item, response)) is not None:
+                raise error
+            counter[0] += 1
+            yield item
+        last_event = time.monotonic()
+    for item in decoder.close(decode):
+        if type(item) in _SPECIAL and (error := _special(item, response)) is not None:
+            raise error
+        counter[0] += 1
+        yield item
+
+
 def _iterate_events(  # type: ignore[misc]
     holder: list[StreamedResponse | None],
     open_response: Callable[[dict[str, str]], StreamedResponse],
@@ -515,7 +536,7 @@ def _iterate_events(  # type: ignore[misc]
     so dropping the stream mid-way closes the connection at once."""
     decode = None if cast_to is None else _event_decoder(cast_to)
     decoder = SSEDecoder()  # one for all reconnections: it keeps the last event ID and retry
-    count = 0
+    counter = [0]
     reconnects = 0
     error: BaseException | None = None
     try:
@@ -524,25 +545,8 @@ def _iterate_events(  # type: ignore[misc]
             if response is None:
                 last_id = decoder.last_event_id
                 response = holder[0] = _open_event_stream(open_response, {} if last_id is None else {"Last-Event-ID": last_id})
-            last_event = time.monotonic()
             try:
-                for chunk in response.iter_bytes():
-                    items = decoder.feed(chunk, decode)
-                    if not items:
-                        if idle_timeout is not None and time.monotonic() - last_event > idle_timeout:
-                            raise APITimeoutError(f"No event for {idle_timeout} s (idle timeout)", response.request)
-                        continue
-                    for item in items:
-                        if type(item) is ServerSentEvent and item.event == "error":
-                            raise _error_event(item, response)
-                        count += 1
-                        yield item
-                    last_event = time.monotonic()
-                for item in decoder.close(decode):
-                    if type(item) is ServerSentEvent and item.event == "error":
-                        raise _error_event(item, response)
-                    count += 1
-                    yield item
+                yield from _events_of(response, decoder, decode, idle_timeout, counter)
                 return
             except APIConnectionError:
                 if not reconnect or decoder.last_event_id is None or reconnects >= max_reconnects:
@@ -562,7 +566,17 @@ def _iterate_events(  # type: ignore[misc]
         if response is not None:
             response.close()
         if on_end is not None:
-            on_end(response, count, error if not isinstance(error, GeneratorExit) else None)
+            on_end(response, counter[0], error if not isinstance(error, GeneratorExit) else None)
+
+
+class _DecodeFailure:
+    """Stands in the event list for data that did not fit ``cast_to``, so the
+    events before it are still delivered and the decoder's state stays whole."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: APIResponseValidationError) -> None:
+        self.error = error
 
 
 def _event_decoder(cast_to: Any) -> Callable[[bytes], Any]:
@@ -571,9 +585,23 @@ def _event_decoder(cast_to: Any) -> Callable[[bytes], Any]:
     def decode(data: bytes) -> Any:
         try:
             return decoder.decode(data)
-        except msgspec.ValidationError as exc:
-            raise APIResponseValidationError(f"Event data does not fit {cast_to!r}: {exc}") from exc
-        except msgspec.DecodeError as exc:
-            raise APIResponseValidationError(f"Event data is not valid JSON: {exc}") from exc
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            what = "does not fit {!r}".format(cast_to) if isinstance(exc, msgspec.ValidationError) else "is not valid JSON"
+            error = APIResponseValidationError(f"Event data {what}: {exc}", body=data)
+            error.__cause__ = exc
+            return _DecodeFailure(error)
 
     return decode
+
+
+def _special(item: Any, response: StreamedResponse) -> BaseException | None:
+    """The exception an event-list item stands for: an ``error`` event or data that did not decode."""
+    if type(item) is _DecodeFailure:
+        item.error.response = response
+        return item.error
+    if item.event == "error":
+        return _error_event(item, response)
+    return None
+
+
+_SPECIAL = frozenset({ServerSentEvent, _DecodeFailure})
