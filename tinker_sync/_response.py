@@ -466,7 +466,13 @@ class EventStream(Generic[T]):
     def __enter__(self) -> EventStream[T]:
         """Send the request now (so status errors raise here) and return the stream."""
         if self._holder[0] is None:
-            self._holder[0] = _open_event_stream(self._open, {})
+            try:
+                self._holder[0] = _open_event_stream(self._open, {})
+            except BaseException as exc:
+                self._closed = True
+                if self._on_end is not None:  # as when the first iteration fails to open
+                    self._on_end(None, 0, exc)
+                raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -474,12 +480,15 @@ class EventStream(Generic[T]):
 
     def close(self) -> None:
         """Stop the stream and discard its connection (if still open)."""
-        self._closed = True
+        was_closed, self._closed = self._closed, True
         if self._iterator is not None:
             self._iterator.close()  # type: ignore[attr-defined]
         response = self._holder[0]
         if response is not None:
             response.close()
+            # Entered but never iterated: the generator's ``finally`` never ran, so report the end here.
+            if self._iterator is None and not was_closed and self._on_end is not None:
+                self._on_end(response, 0, None)
 
 
 def _open_event_stream(open_response: Callable[[dict[str, str]], StreamedResponse], headers: dict[str, str]) -> StreamedResponse:
