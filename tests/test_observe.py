@@ -150,6 +150,29 @@ def test_event_stream_broken_reports_error_in_stream_end(hooked, recorder):
     assert "APIConnectionError" in end.error
 
 
+def test_event_stream_entered_but_not_iterated_fires_stream_end(hooked, recorder):
+    with hooked.stream_get("/test/sse?count=2") as stream:
+        assert stream.response.status_code == 200
+    stream.close()
+    assert recorder.counts() == {"request": 1, "response": 1, "stream_end": 1}
+    end = recorder.records["stream_end"][0]
+    assert (end.status_code, end.events, end.error) == (200, 0, None)
+
+
+@pytest.mark.parametrize("enter", [True, False])
+def test_event_stream_open_failure_fires_stream_end_alike(hooked, recorder, enter):
+    stream = hooked.stream_get("/test/sse?count=2&content_type=text/plain")
+    with pytest.raises(tinker_sync.APIResponseValidationError):
+        if enter:
+            with stream:
+                pass
+        else:
+            next(stream)
+    counts = recorder.counts()
+    assert counts == {"request": 1, "response": 1, "stream_end": 1}
+    assert "APIResponseValidationError" in recorder.records["stream_end"][0].error
+
+
 def test_raw_stream_hooks_count_bytes(hooked, recorder):
     with hooked.stream("GET", "/test/bytes?size=300000") as response:
         for _ in response.iter_bytes():
