@@ -75,6 +75,9 @@ def resolve_api_key(api_key: str | None) -> str:
         raise TinkerError(
             f"Invalid API key: Tinker keys start with 'tml-' (or 'eyJ' for a JWT); got {key[:4]!r}..."
         )
+    if not key.isprintable() or any(c.isspace() for c in key):
+        # e.g. a trailing newline pasted into the variable: no header may carry it
+        raise TinkerError("Invalid API key: it contains whitespace or control characters")
     return key
 
 
