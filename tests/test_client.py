@@ -66,6 +66,23 @@ def test_bad_api_key_format_raises_before_any_request(tinker_server, key):
     assert tinker_server.connections == 0
 
 
+@pytest.mark.parametrize("key", ["tml-abc\n", "tml-a b", "tml-abc\r\nX-Evil: 1", "tml-\x1b[0m"])
+def test_api_key_with_whitespace_or_control_chars_rejected(tinker_server, monkeypatch, key):
+    with pytest.raises(TinkerError, match="whitespace or control") as info:
+        Client(api_key=key, base_url=tinker_server.url)
+    assert key not in str(info.value)
+    monkeypatch.setenv("TINKER_API_KEY", key)
+    with pytest.raises(TinkerError, match="whitespace or control"):
+        Client(base_url=tinker_server.url)
+    assert tinker_server.connections == 0
+
+
+def test_bad_key_message_does_not_leak_the_key():
+    with pytest.raises(TinkerError) as info:
+        Client(api_key="sk-secret-value-123", base_url="http://x")
+    assert "secret-value" not in str(info.value)
+
+
 def test_base_url_argument_env_default(monkeypatch):
     assert Client(api_key=API_KEY).base_url == DEFAULT_BASE_URL
     monkeypatch.setenv("TINKER_BASE_URL", "http://env.example:81/base/")
