@@ -279,15 +279,17 @@ def test_unknown_checkpoint(client, tinker_server, out: Path) -> None:
     assert list(out.iterdir()) == []
 
 
-def test_live_lock_blocks_a_second_run(client, tinker_server, out: Path) -> None:
+def test_live_lock_blocks_a_second_run(client, tinker_server, out: Path, monkeypatch) -> None:
+    from tinker_sync import _download
+
+    monkeypatch.setattr(_download, "LOCK_WAIT", 0.3)
     tinker_server.add_checkpoint(WEIGHTS, size=MiB)
-    out.mkdir()
     lock = out / "run-1_weights_final.lock"
-    lock.write_text(f"{os.getppid()} {socket.gethostname()}\n")
-    with pytest.raises(BlockingIOError, match=f"process {os.getppid()}"):
-        client.checkpoints.download(WEIGHTS, out)
-    assert lock.exists()
-    assert [p.name for p in out.iterdir()] == [lock.name]
+    with _download._target_lock(lock):  # another run (flock: per open file, so in-process works)
+        with pytest.raises(APIConnectionError, match="held by another download"):
+            client.checkpoints.download(WEIGHTS, out)
+        assert [p.name for p in out.iterdir()] == [lock.name]
+    assert list(out.iterdir()) == []
 
 
 def test_stale_lock_and_leftovers_of_a_killed_run_are_reclaimed(client, tinker_server, out: Path) -> None:
@@ -295,12 +297,107 @@ def test_stale_lock_and_leftovers_of_a_killed_run_are_reclaimed(client, tinker_s
     out.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (out / "run-1_weights_final.lock").write_text(f"{dead.pid} {socket.gethostname()}\n")
+    (out / "run-1_weights_final.lock").write_text(f"pid {dead.pid}@{socket.gethostname()}")
     leftover = out / ".run-1_weights_final.tmp-killed"
     (leftover / "weights").mkdir(parents=True)
     (leftover / "weights" / "half").write_bytes(b"x" * 100)
     path = client.checkpoints.download(WEIGHTS, out)
     check_download(path, out, 1, MiB)
+
+
+# -- external weights -----------------------------------------------------------------------------
+
+EXTERNAL = f"tinker://{RUN}/external_weights/ext"
+
+
+def check_external(path: Path, out: Path, seed: int, size: int, n_files: int = 4) -> None:
+    assert path == out / "run-1_external_weights_ext"
+    assert tree_hashes(path) == expected_files(seed, size, n_files)
+    assert sorted(p.name for p in out.iterdir()) == [path.name]
+
+
+def test_external_weights_flow(client, tinker_server, out: Path) -> None:
+    tinker_server.signed_checksums = ("sha256",)
+    tinker_server.add_checkpoint(EXTERNAL, size=3 * MiB + 5, seed=4, n_files=6)
+    rec = Recorder()
+    path = client.checkpoints.download(EXTERNAL, out, progress=rec.progress)
+    check_external(path, out, 4, 3 * MiB + 5, 6)
+    files = [r.path for r in signed_requests(tinker_server)]
+    assert files == sorted(files) and len(files) == 6  # sorted order, one GET each
+    assert all("x-api-key" not in r.headers for r in signed_requests(tinker_server))
+    assert rec.calls[0] == (0, 3 * MiB + 5) and rec.calls[-1] == (3 * MiB + 5, 3 * MiB + 5)
+    assert [d for d, _ in rec.calls] == sorted(d for d, _ in rec.calls)
+
+
+@pytest.mark.parametrize("size", [256 * MiB, 2 * GiB], ids=["256MiB", "2GiB"])
+@pytest.mark.limit_memory("32 MB", current_thread_only=True)
+def test_external_weights_large_in_constant_memory(client, tinker_server, out: Path, size: int) -> None:
+    tinker_server.add_checkpoint(EXTERNAL, size=size, seed=12)
+    path = client.checkpoints.download(EXTERNAL, out)
+    check_external(path, out, 12, size)
+
+
+def test_external_weights_resume_within_the_call(client, tinker_server, out: Path) -> None:
+    tinker_server.add_checkpoint(EXTERNAL, size=6 * MiB, seed=8)
+    tinker_server.script("/signed/", Fault(reset_after=100), Fault(), Fault(reset_after=2 * MiB))
+    path = client.checkpoints.download(EXTERNAL, out)
+    check_external(path, out, 8, 6 * MiB)
+    assert [r.headers.get("range") for r in signed_requests(tinker_server)].count(None) == 4
+
+
+def test_external_weights_resign_near_expiry(client, tinker_server, out: Path) -> None:
+    tinker_server.signed_url_ttl = 200  # inside the 5-minute margin: fetched again before each file
+    tinker_server.add_checkpoint(EXTERNAL, size=MiB, seed=9, n_files=3)
+    rec = Recorder()
+    path = client.checkpoints.download(EXTERNAL, out, notify=rec.notify)
+    check_external(path, out, 9, MiB, 3)
+    listings = [r for r in tinker_server.requests if r.path.endswith("/external_weights_urls")]
+    assert len(listings) == 4 and sum("expire soon" in m for m in rec.messages) == 3
+
+
+def test_external_weights_refused_url_is_re_signed(client, tinker_server, out: Path) -> None:
+    tinker_server.add_checkpoint(EXTERNAL, size=MiB, seed=9, n_files=3)
+    tinker_server.script("/signed/", Fault(status=403))
+    path = client.checkpoints.download(EXTERNAL, out)
+    check_external(path, out, 9, MiB, 3)
+    listings = [r for r in tinker_server.requests if r.path.endswith("/external_weights_urls")]
+    assert len(listings) == 2
+
+
+def test_external_weights_rerun_resumes_after_a_connection_failure(client, tinker_server, out: Path) -> None:
+    tinker_server.add_checkpoint(EXTERNAL, size=4 * MiB, seed=10, n_files=2)
+    tinker_server.script("/signed/", Fault(), Fault(reset_after=MiB))  # the big file breaks
+    with pytest.raises(APIConnectionError):
+        client.with_options(max_retries=0).checkpoints.download(EXTERNAL, out)
+    partial = out / ".run-1_external_weights_ext.partial"
+    assert sorted(p.name for p in out.iterdir()) == [partial.name]  # kept for the re-run; no target
+    assert stat.S_IMODE(partial.stat().st_mode) == 0o700
+    tinker_server.clear()
+    path = client.checkpoints.download(EXTERNAL, out)
+    check_external(path, out, 10, 4 * MiB, 2)
+    ranges = [r.headers.get("range") for r in signed_requests(tinker_server)]
+    assert ranges == [f"bytes={MiB}-"]  # the completed small file is kept, the big one resumed
+
+
+def test_external_weights_other_failure_removes_everything(client, tinker_server, out: Path) -> None:
+    tinker_server.add_checkpoint(EXTERNAL, size=MiB, n_files=3)
+    tinker_server.script("/signed/", Fault(), Fault(status=404))
+    with pytest.raises(NotFoundError):
+        client.checkpoints.download(EXTERNAL, out)
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("rel", ["/etc/x", "../x", "a/../../x", "", "a\x00b", "a\\..\\b", "a//b", "./a", "C:x"])
+def test_external_weights_unsafe_relative_paths(client, tinker_server, out: Path, monkeypatch, rel: str) -> None:
+    from tinker_sync.testing import archives
+
+    tinker_server.add_checkpoint(EXTERNAL, size=MiB)
+    real = archives.checkpoint_files
+    monkeypatch.setattr(archives, "checkpoint_files", lambda *a: [(rel, 10, 1), *real(*a)])
+    with pytest.raises(UnsafeArchiveError, match="refusing external weights path"):
+        client.checkpoints.download(EXTERNAL, out)
+    assert list(out.iterdir()) == []
+    assert signed_requests(tinker_server) == []
 
 
 # -- paths ----------------------------------------------------------------------------------------

@@ -24,8 +24,9 @@ Rules:
    their requests are built here (``_signed_request``), never by
    ``Client.build_request``.
 3. The archive is never held in memory nor copied to a temp tar.
-4. One run per target: ``<target>.lock`` (O_EXCL, PID inside, a stale lock
-   of a dead process is reclaimed).
+4. One run per target: ``<target>.lock``, the download module's lock (an
+   ``flock`` the kernel drops when its holder dies, so a killed run's lock
+   is simply reclaimed; a second run waits a few seconds, then fails).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import errno
 import logging
 import os
 import shutil
-import socket
 import stat
 import tempfile
 import time
@@ -218,7 +218,7 @@ class Checkpoints:
         Raises:
             ValueError: not a downloadable ``tinker://`` path.
             FileExistsError: the target exists and ``force`` is false.
-            BlockingIOError: another run is downloading the same target.
+            APIConnectionError: another run holds the target's lock (after a short wait).
             CheckpointNotReadyError: the archive was not prepared in time.
             UnsafeArchiveError: a refused archive member or relative path.
             APIStatusError, APIConnectionError: the API or the transfer failed.
@@ -235,7 +235,9 @@ class Checkpoints:
         _check_target(target, force)
         say = _notifier(notify)
         report = progress or _no_progress
-        with _TargetLock(target):
+        from .._download import _target_lock  # lazy: flock, released by the kernel even after kill -9
+
+        with _target_lock(target.with_name(target.name + ".lock")):
             _check_target(target, force)  # another run may have finished while we waited
             if path.kind == "weights":
                 tmp = self._download_archive(path, target, report, prepare_timeout, say, max_members, max_total_size)
@@ -324,7 +326,7 @@ class Checkpoints:
                         raise APIResponseValidationError(f"The new download URLs of {path} no longer list {rel!r}")
                     base = done
                     try:
-                        download_file(self._client, urls[rel], dest, resume=True,
+                        download_file(_SignedURLClient(self._client), urls[rel], dest, resume=True,
                                       progress=lambda n, _t, base=base: progress(base + n, total))  # fmt: skip
                     except APIStatusError as exc:
                         if exc.status_code not in (401, 403) or resigns >= MAX_RESIGNS:
@@ -357,6 +359,24 @@ def _signed_request(url: str, offset: int = 0, validator: str | None = None) -> 
         if validator:
             headers["If-Range"] = validator
     return Request("GET", url, headers)
+
+
+class _SignedURLClient:
+    """The client as ``_download.download`` uses it, for signed URLs: requests carry no API
+    key and no Tinker headers even when the URL shares the API's origin (as the mock's do)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def build_request(self, method: str, url: str, *, headers: Any = None, **_: Any) -> Request:
+        request = _signed_request(self._client.build_url(url))
+        request.method = method.upper()
+        for name, value in (headers or {}).items():
+            request.headers[name] = value
+        return request
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)  # build_url, send, range_reopener, ...
 
 
 class _ArchiveSigner:
@@ -645,81 +665,3 @@ def _install(tmp: Path, target: Path, force: bool) -> None:
         _remove(old)
         raise
     _remove(old)
-
-
-class _TargetLock:
-    """``<target>.lock``, created O_EXCL with ``PID HOST``; a dead process's lock is reclaimed."""
-
-    def __init__(self, target: Path) -> None:
-        self.path = target.with_name(target.name + ".lock")
-        self.token = f"{os.getpid()} {socket.gethostname()}\n"
-
-    def __enter__(self) -> _TargetLock:
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
-            except FileExistsError:
-                holder = self._holder()
-                if holder is not None:
-                    raise BlockingIOError(errno.EAGAIN, f"{self.path.with_suffix('')} is being downloaded by "
-                                          f"process {holder} (lock {self.path})", str(self.path)) from None  # fmt: skip
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(self.token)
-            return self
-        raise BlockingIOError(errno.EAGAIN, f"Cannot take the lock {self.path}", str(self.path))
-
-    def _holder(self) -> str | None:
-        """Who holds the lock, or None after reclaiming a stale one."""
-        try:
-            content = self.path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return None
-        pid_text, _, host = content.strip().partition(" ")
-        if not pid_text.isdigit():
-            if time.time() - _mtime(self.path) < 10:
-                return "another process (its lock is being written)"
-        elif host != socket.gethostname() or _alive(int(pid_text)):
-            return f"{pid_text} on {host or 'an unknown host'}"
-        # Stale: move it aside atomically, then check it is still the one we judged.
-        aside = self.path.with_name(f"{self.path.name}.stale-{os.getpid()}")
-        try:
-            os.rename(self.path, aside)
-        except FileNotFoundError:
-            return None
-        if aside.read_text(encoding="utf-8", errors="replace") != content:
-            try:
-                os.link(aside, self.path)  # someone else's fresh lock: put it back (never clobbering)
-            except FileExistsError:
-                pass
-            aside.unlink()
-            return "another process"
-        log.info("Reclaimed the stale lock %s (%s)", self.path, content.strip())
-        aside.unlink()
-        return None
-
-    def __exit__(self, *exc_info: object) -> None:
-        try:
-            if self.path.read_text(encoding="utf-8", errors="replace") == self.token:
-                self.path.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except FileNotFoundError:
-        return 0.0
