@@ -373,6 +373,7 @@ def test_external_weights_rerun_resumes_after_a_connection_failure(client, tinke
     assert sorted(p.name for p in out.iterdir()) == [partial.name]  # kept for the re-run; no target
     assert stat.S_IMODE(partial.stat().st_mode) == 0o700
     tinker_server.clear()
+    time.sleep(1.1)  # a new second: the re-run's signed URLs differ from the first run's
     path = client.checkpoints.download(EXTERNAL, out)
     check_external(path, out, 10, 4 * MiB, 2)
     ranges = [r.headers.get("range") for r in signed_requests(tinker_server)]

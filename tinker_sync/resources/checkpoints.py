@@ -32,6 +32,7 @@ Rules:
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import shutil
@@ -325,6 +326,7 @@ class Checkpoints:
                     if rel not in urls:
                         raise APIResponseValidationError(f"The new download URLs of {path} no longer list {rel!r}")
                     base = done
+                    _adopt_sidecar(dest, urls[rel])
                     try:
                         download_file(_SignedURLClient(self._client), urls[rel], dest, resume=True,
                                       progress=lambda n, _t, base=base: progress(base + n, total))  # fmt: skip
@@ -558,6 +560,28 @@ def _http_date(value: str | None) -> float | None:
 
 
 # -- files and directories ---------------------------------------------------------
+
+
+def _adopt_sidecar(dest: Path, url: str) -> None:
+    """Point a ``.part``'s resume sidecar at ``url`` when it names the same object under an older signature.
+
+    ``_download`` resumes only a ``.part`` whose sidecar names the same URL,
+    and a signed URL changes with every signing; the resume stays pinned to
+    the object's validator (If-Range), so a changed object still restarts.
+    """
+    from .._download import SIDECAR_SUFFIX
+
+    sidecar = Path(f"{dest}{SIDECAR_SUFFIX}")
+    try:
+        state = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return
+    old = state.get("url") if isinstance(state, dict) else None
+    if isinstance(old, str) and old != url and old.split("?")[0] == url.split("?")[0]:
+        state["url"] = url
+        tmp = Path(f"{sidecar}.tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, sidecar)
 
 
 def _no_progress(downloaded: int, total: int | None) -> None:
