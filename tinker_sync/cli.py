@@ -84,7 +84,9 @@ class ProgressReporter:
 
             self._bar = tqdm(
                 total=total, initial=0, desc=self.label, unit="B", unit_scale=True, unit_divisor=1024,
-                file=self.stream, dynamic_ncols=True, leave=True,
+                file=self.stream, leave=True,
+                # A terminal reporting 0x0 (an unsized pty) would make tqdm draw nothing.
+                **({"dynamic_ncols": True} if _columns(self.stream) else {"ncols": 80, "nrows": 24}),
             )
         bar = self._bar
         if total is not None and bar.total != total:
@@ -128,6 +130,14 @@ class ProgressReporter:
         elapsed = time.monotonic() - self.started
         rate = f", {format_size(size / elapsed)}/s" if elapsed > 0 else ""
         self._print(f"Saved {os.fspath(path)} ({format_size(size)}, {size} bytes) in {elapsed:.1f} s{rate}")
+
+
+def _columns(stream: Any) -> int:
+    """The terminal's width, 0 when unknown (a pty nobody sized): tqdm would draw nothing."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return 0
 
 
 def _isatty(stream: Any) -> bool:

@@ -1,0 +1,144 @@
+"""The ``tinker-sync`` CLI as a real subprocess against the loopback mock server."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import pty
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+
+import pytest
+
+from tinker_sync.testing._data import sha256_of
+
+API_KEY = "tml-test-key"  # as in conftest.py
+MiB = 1 << 20
+
+
+def cli_env(server, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TINKER_", "CLOUDFLARE_"))}
+    env.update(TINKER_API_KEY=API_KEY, TINKER_BASE_URL=server.url, COLUMNS="100")
+    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
+    env.update(extra)
+    return env
+
+
+def run_cli(server, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tinker_sync", *args], env=cli_env(server, **extra),
+                          capture_output=True, text=True, timeout=60)
+
+
+def file_sha(path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_download_without_terminal_prints_plain_lines(tinker_server, tmp_path):
+    dest = tmp_path / "out.bin"
+    size = 8 * MiB
+    result = run_cli(tinker_server, "download", f"/test/bytes?size={size}&seed=3&trickle=262144", "-o", str(dest))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert "\r" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert 2 <= len(lines) <= 12  # at most one per 10% (plus the first and the final line)
+    assert lines[-1].startswith(f"Saved {dest} (8.0 MiB, {size} bytes) in ")
+    assert file_sha(dest) == sha256_of(3, size)
+    assert sorted(os.listdir(tmp_path)) == ["out.bin"]
+
+
+def test_download_on_a_terminal_draws_a_tqdm_bar(tinker_server, tmp_path):
+    dest = tmp_path / "out.bin"
+    size = 4 * MiB
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tinker_sync", "download", f"/test/bytes?size={size}&seed=4&trickle=262144&trickle_delay=0.05",
+         "-o", str(dest)],
+        env=cli_env(tinker_server), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave,
+    )
+    os.close(slave)
+    output = b""
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not data:
+                    break
+                output += data
+            elif proc.poll() is not None:
+                break
+    finally:
+        os.close(master)
+        proc.wait(10)
+    assert proc.returncode == 0, output
+    text = output.decode(errors="replace")
+    assert "\r" in text  # tqdm redraws its bar in place
+    assert "100%" in text and "4.00M" in text
+    assert f"Saved {dest}" in text
+    assert file_sha(dest) == sha256_of(4, size)
+
+
+def test_resume_and_sha256_options(tinker_server, tmp_path):
+    dest = tmp_path / "out.bin"
+    size = 2 * MiB
+    url = f"/test/bytes?size={size}&seed=5"
+    result = run_cli(tinker_server, "download", url, "-o", str(dest), "--sha256", sha256_of(5, size))
+    assert result.returncode == 0, result.stderr
+    tinker_server.clear()
+    result = run_cli(tinker_server, "download", url, "-o", str(dest), "--no-resume")
+    assert result.returncode == 0, result.stderr
+    assert "range" not in tinker_server.requests[0].headers
+
+
+@pytest.mark.parametrize(
+    "args, extra, message",
+    [
+        (["download", "/test/nope", "-o", "{dest}"], {}, "Error code: 404"),
+        (["download", f"/test/bytes?size={MiB}&seed=1", "-o", "{dest}", "--sha256", "0" * 64], {},
+         "SHA-256 mismatch"),
+        (["download", f"/test/bytes?size={MiB}&seed=1&checksum=md5&bad_checksum=1", "-o", "{dest}"], {},
+         "MD5 mismatch"),
+        (["download", "/test/bytes", "-o", "{dest}"], {"TINKER_API_KEY": "bad-key"}, "Invalid API key"),
+        (["download", "/test/bytes", "-o", "{dest}"], {"TINKER_API_KEY": ""}, "No API key"),
+    ],
+    ids=["404", "sha256", "bad-checksum", "bad-key", "no-key"],
+)
+def test_expected_errors_exit_1_with_one_line(tinker_server, tmp_path, args, extra, message):
+    dest = tmp_path / "out.bin"
+    result = run_cli(tinker_server, *(a.format(dest=dest) for a in args), **extra)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("tinker-sync: error:")]
+    assert len(error_lines) == 1 and message in error_lines[0], result.stderr
+    assert result.stderr.splitlines()[-1] == error_lines[0]
+    assert not dest.exists()
+
+
+@pytest.mark.parametrize(
+    "args", [[], ["download"], ["download", "x"], ["nosuch"], ["download", "x", "-o", "y", "--sha256", "zz"]],
+    ids=["none", "no-url", "no-output", "unknown-command", "bad-sha256"],
+)
+def test_usage_errors_exit_2(tinker_server, args):
+    result = run_cli(tinker_server, *args)
+    assert result.returncode == 2
+    assert "usage: tinker-sync" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_main_returns_codes_in_process(capsys):
+    from tinker_sync.cli import main
+
+    assert main(["--version"]) == 0
+    assert "tinker-sync" in capsys.readouterr().out
+    assert main(["download"]) == 2
