@@ -558,7 +558,8 @@ def _iterate_events(  # type: ignore[misc]
                 yield from _events_of(response, decoder, decode, idle_timeout, counter)
                 return
             except APIConnectionError:
-                if not reconnect or decoder.last_event_id is None or reconnects >= max_reconnects:
+                # Without an ID only a stream that delivered nothing yet can restart without replaying.
+                if not reconnect or (decoder.last_event_id is None and counter[0]) or reconnects >= max_reconnects:
                     raise
                 decoder.close(decode)  # the broken, unterminated event is discarded
                 reconnects += 1
