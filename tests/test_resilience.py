@@ -231,6 +231,25 @@ def test_sse_reconnect_waits_server_retry(client, tinker_server, waits):
     assert waits == [0.05, 0.05]
 
 
+def test_sse_reconnect_after_cut_before_first_event(client, tinker_server, waits):
+    # nothing was delivered yet, so the stream restarts (no Last-Event-ID) without replaying anything
+    tinker_server.script("/test/sse", Fault(reset_after=20))
+    events = list(client.stream_get("/test/sse?count=10&ids=1", reconnect=True))
+    assert [e.json()["index"] for e in events] == list(range(10))
+    assert ["last-event-id" in r.headers for r in tinker_server.requests] == [False, False]
+
+
+def test_sse_no_reconnect_without_ids_after_events(client, tinker_server, waits):
+    # events without IDs were delivered: a restart would replay them, so the break is raised
+    tinker_server.script("/test/sse", Fault(reset_after=250))
+    seen = []
+    with pytest.raises(APIConnectionError):
+        for event in client.stream_get("/test/sse?count=10", reconnect=True):
+            seen.append(event.json()["index"])
+    assert seen == [0, 1]
+    assert len(tinker_server.requests) == 1
+
+
 def test_sse_without_reconnect_raises(client, tinker_server, waits):
     tinker_server.script("/test/sse", Fault(reset_after=250))
     seen = []
