@@ -17,6 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 __all__ = ["ProgressReporter", "build_parser", "format_size", "main"]
@@ -160,11 +161,60 @@ def _cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- checkpoint download: reserved for `tinker-sync checkpoint download` (another change) -----------
-# Register its parser in build_parser() below, next to the marker, and reuse ProgressReporter.
+def _checkpoint_download(client: Any, tinker_path: str, output: str, force: bool) -> tuple[str, int]:
+    """Download with a progress bar; notes (preparing, resumed) go above it. Returns (path, bytes)."""
+    with ProgressReporter(tinker_path.rsplit("/", 1)[-1]) as reporter:
 
-# -- demo: reserved for `tinker-sync demo` (another change) --------------------------------------------
-# Register its parser in build_parser() below, next to the marker.
+        def note(message: str) -> None:
+            if reporter._bar is not None:
+                reporter._bar.write(message, file=reporter.stream)
+            else:
+                print(message, file=reporter.stream, flush=True)
+
+        path = client.checkpoints.download(tinker_path, output, force=force, progress=reporter, notify=note)
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        reporter.summary(path, size)
+    return os.fspath(path), size
+
+
+def _cmd_checkpoint_download(args: argparse.Namespace) -> int:
+    from . import Client
+
+    with Client() as client:
+        _checkpoint_download(client, args.tinker_path, args.output, args.force)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """The mock server in-process: a few streamed sampling events, then a checkpoint download that
+    survives an injected connection reset."""
+    from . import Client
+    from .resources.types import SampleStreamChunk
+    from .testing import Fault, MockTinkerServer  # lazy: only the demo runs a server
+
+    size = int(args.size * (1 << 20))
+    with MockTinkerServer() as server, Client(api_key=server.api_key, base_url=server.url) as client:
+        print(f"Mock Tinker server at {server.url}")
+        print("Streaming a sample (POST /api/v1/stream_sample):")
+        events = client.stream_post("/api/v1/stream_sample", json={"prompt": "Hello", "max_tokens": 6},
+                                    cast_to=SampleStreamChunk)  # fmt: skip
+        for chunk in events:
+            if chunk.event_type == "token":
+                print(f"  token {chunk.index}: {chunk.token!r}")
+            else:
+                print(f"  {chunk.event_type}: finish_reason={chunk.finish_reason} total_tokens={chunk.total_tokens}")
+        path = "tinker://demo-run/weights/demo"
+        server.add_checkpoint(path, size=size, seed=1)
+        server.script("/signed/", Fault(reset_after=size // 2))  # one connection reset mid-transfer
+        print(f"Downloading {path} ({format_size(size)}); the server resets the connection halfway:", flush=True)
+        target, total = _checkpoint_download(client, path, args.output, True)
+        resumed = [r for r in server.requests if r.path.startswith("/signed/") and "range" in r.headers]
+        for request in resumed:
+            print(f"Resumed after the reset with {request.headers['range']} (the extraction never noticed)")
+        print(f"Checkpoint extracted to {target} ({format_size(total)}):")
+        for file in sorted(p for p in Path(target).rglob("*") if p.is_file()):
+            print(f"  {file.relative_to(target)}  {file.stat().st_size} bytes")
+    return 0
 
 
 def _sha256_arg(value: str) -> str:
@@ -195,8 +245,24 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--sha256", type=_sha256_arg, metavar="HEX", help="the expected SHA-256 of the file")
     download.set_defaults(func=_cmd_download)
 
-    # checkpoint download: commands.add_parser("checkpoint", ...) goes here (reserved).
-    # demo: commands.add_parser("demo", ...) goes here (reserved).
+    checkpoint = commands.add_parser("checkpoint", help="checkpoint commands (download)")
+    checkpoint_commands = checkpoint.add_subparsers(dest="checkpoint_command", metavar="COMMAND")
+    checkpoint_commands.required = True
+    ck_download = checkpoint_commands.add_parser(
+        "download",
+        help="download and extract a checkpoint (tinker://RUN/weights/NAME or .../external_weights/NAME)",
+        description="Download into DIR/RUN_KIND_NAME: all or nothing, resumed after a broken connection, "
+        "hardened extraction.",
+    )
+    ck_download.add_argument("tinker_path", metavar="TINKER_PATH", help="tinker://RUN/KIND/NAME")
+    ck_download.add_argument("-o", "--output", default=".", metavar="DIR", help="parent directory (default: .)")
+    ck_download.add_argument("--force", action="store_true", help="replace an existing download")
+    ck_download.set_defaults(func=_cmd_checkpoint_download)
+
+    demo = commands.add_parser("demo", help="run a local mock server: stream a sample, download a checkpoint")
+    demo.add_argument("--size", type=float, default=300, metavar="MIB", help="checkpoint size in MiB (300)")
+    demo.add_argument("-o", "--output", default="tinker-demo", metavar="DIR", help="where to put it (./tinker-demo)")
+    demo.set_defaults(func=_cmd_demo)
     return parser
 
 
