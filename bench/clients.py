@@ -180,31 +180,37 @@ def sse_limit(url: str, cast: Any, count: int, on_event: Callable | None) -> int
     mark()
     response = pool.request("GET", url, preload_content=False, timeout=120, headers={"Accept": "text/event-stream"})
     read1 = response.read1
-    parts: list[Any] = []  # the start of an incomplete event: a view of the last buffer, then whole chunks
-    held = 0
+    parts: list[Any] = []  # the start of an event that straddles chunks
     while chunk := read1(READ):
-        if parts:
-            if chunk.find(b"\n\n") < 0 and not (chunk[:1] == b"\n" and parts[-1][-1:] == b"\n"):
-                parts.append(chunk)  # still no event end: keep the chunk, copy nothing
-                held += len(chunk)
-                continue
-            parts.append(chunk)
-            buf = b"".join(parts)  # the one copy of a multi-chunk event
-            scan = held - 1
-        else:
-            buf = chunk
-            scan = 0
-        view = memoryview(buf)
         pos = 0
-        while (end := buf.find(b"\n\n", scan)) >= 0:
+        if parts:
+            if chunk[:1] == b"\n" and parts[-1][-1:] == b"\n":  # b"\n\n" split across the chunks
+                event = b"".join(parts)[:-1]
+                pos = 1
+            else:
+                end = chunk.find(b"\n\n")
+                if end < 0:
+                    parts.append(chunk)
+                    continue
+                parts.append(memoryview(chunk)[:end])
+                event = b"".join(parts)  # the one copy: only the straddling event
+                pos = end + 2
+            parts = []
+            if on_event is None:
+                decode(memoryview(event)[6:])
+            else:
+                on_event(decode(memoryview(event)[6:]))
+            n += 1
+        view = memoryview(chunk)  # whole events are decoded in place
+        while (end := chunk.find(b"\n\n", pos)) >= 0:
             if on_event is None:
                 decode(view[pos + 6 : end])
             else:
                 on_event(decode(view[pos + 6 : end]))
             n += 1
-            pos = scan = end + 2
-        parts = [view[pos:]] if pos < len(buf) else []
-        held = len(buf) - pos
+            pos = end + 2
+        if pos < len(chunk):
+            parts.append(view[pos:])
     response.release_conn()
     pool.clear()
     return n
@@ -420,7 +426,10 @@ def run_concurrency(spec: dict[str, Any]) -> dict[str, Any]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     streams, count, url, client = spec["streams"], spec["count"], spec["url"], spec["client"]
     preimport(client)
-    barrier = threading.Barrier(streams + 1)
+    opened_at: list[float] = []
+    # The clock starts when the last stream is open: the barrier's action runs in the thread that
+    # completes it, before any thread is released (the main thread may be scheduled much later).
+    barrier = threading.Barrier(streams + 1, action=lambda: opened_at.append(time.perf_counter()))
     got = [0] * streams
     errors: list[BaseException] = []
 
@@ -474,12 +483,12 @@ def run_concurrency(spec: dict[str, Any]) -> dict[str, Any]:
         barrier.wait()  # every stream is open: start the clock for the events
     except threading.BrokenBarrierError:
         pass
-    opened = time.perf_counter()
     for t in threads:
         t.join()
     end = time.perf_counter()
     if errors:
         raise SystemExit(f"{client}: {len(errors)} streams failed, first: {errors[0]!r}")
+    opened = opened_at[0]
     total = sum(got)
     bad = [n for n in got if n != count]
     if bad:
