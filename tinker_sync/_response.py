@@ -15,10 +15,11 @@ from __future__ import annotations
 import codecs
 import functools
 import logging
+import operator
 import os
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
@@ -457,8 +458,9 @@ class EventStream(Generic[T]):
             )  # fmt: skip
         return self._iterator
 
-    def __iter__(self) -> EventStream[T]:
-        return self
+    def __iter__(self) -> Iterator[T]:
+        # The generator itself, so a ``for`` loop pays no extra call per event.
+        return self._ensure_iterator()
 
     def __next__(self) -> T:
         return next(self._ensure_iterator())
@@ -497,12 +499,6 @@ def _open_event_stream(open_response: Callable[[dict[str, str]], StreamedRespons
     return response
 
 
-@overload
-def _iterate_events(holder: list, open_response: Callable, cast_to: None, *a: Any) -> Iterator[ServerSentEvent]: ...
-@overload
-def _iterate_events(holder: list, open_response: Callable, cast_to: type[T], *a: Any) -> Iterator[T]: ...
-
-
 def _events_of(
     response: StreamedResponse,
     decoder: Any,
@@ -512,17 +508,26 @@ def _events_of(
 ) -> Iterator[Any]:
     """The events of one response body, counted in ``counter[0]``: the hot loop."""
     last_event = time.monotonic()
+    feed = decoder.feed
     for chunk in response.iter_bytes():
-        items = decoder.feed(chunk, decode)
+        items = feed(chunk, decode)
         if not items:
             if idle_timeout is not None and time.monotonic() - last_event > idle_timeout:
                 raise APITimeoutError(f"No event for {idle_timeout} s (idle timeout)", response.request)
             continue
-        for item in items:
-            if type(item) in _SPECIAL and (error := _special(item, response)) is not None:
-                raise error
-            counter[0] += 1
-            yield item
+        # Is anything in the batch an error event or undecodable data? Checked in C.
+        if "error" not in map(_event_name, items) if decode is None else _SPECIAL.isdisjoint(map(type, items)):
+            batch = iter(items)
+            try:
+                yield from batch
+            finally:  # count what was handed out, even when the consumer stops mid-batch
+                counter[0] += len(items) - batch.__length_hint__()
+        else:
+            for item in items:
+                if type(item) in _SPECIAL and (error := _special(item, response)) is not None:
+                    raise error
+                counter[0] += 1
+                yield item
         last_event = time.monotonic()
     for item in decoder.close(decode):
         if type(item) in _SPECIAL and (error := _special(item, response)) is not None:
@@ -531,7 +536,7 @@ def _events_of(
         yield item
 
 
-def _iterate_events(  # type: ignore[misc]
+def _iterate_events(
     holder: list[StreamedResponse | None],
     open_response: Callable[[dict[str, str]], StreamedResponse],
     cast_to: Any,
@@ -615,3 +620,4 @@ def _special(item: Any, response: StreamedResponse) -> BaseException | None:
 
 
 _SPECIAL = frozenset({ServerSentEvent, _DecodeFailure})
+_event_name = operator.attrgetter("event")
