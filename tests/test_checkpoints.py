@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_extract import HOSTILE_EXPECTED  # the extractor's message for each hostile kind
 
 import tinker_sync
 from tinker_sync import (
@@ -35,8 +36,6 @@ from tinker_sync.testing.archives import (
     HOSTILE_MAX_TOTAL_SIZE,
     expected_files,
 )
-
-from test_extract import HOSTILE_EXPECTED  # the extractor's message for each hostile kind
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -286,7 +285,7 @@ def test_live_lock_blocks_a_second_run(client, tinker_server, out: Path, monkeyp
     tinker_server.add_checkpoint(WEIGHTS, size=MiB)
     lock = out / "run-1_weights_final.lock"
     with _download._target_lock(lock):  # another run (flock: per open file, so in-process works)
-        with pytest.raises(APIConnectionError, match="held by another download"):
+        with pytest.raises(tinker_sync.DownloadLockedError, match="held by another download"):
             client.checkpoints.download(WEIGHTS, out)
         assert [p.name for p in out.iterdir()] == [lock.name]
     assert list(out.iterdir()) == []

@@ -29,7 +29,7 @@ MiB = 1 << 20
 GiB = 1 << 30
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def expected_sha(seed: int, size: int) -> str:
     return sha256_of(seed, size)
 
@@ -71,7 +71,7 @@ def test_download_writes_verified_file_and_cleans_up(client, tinker_server, tmp_
     assert request.headers["accept-encoding"] == "identity"
     assert "range" not in request.headers
     assert calls[0] == (0, size) and calls[-1] == (size, size)
-    assert all(a[0] <= b[0] for a, b in zip(calls, calls[1:]))
+    assert all(a[0] <= b[0] for a, b in zip(calls, calls[1:], strict=False))
 
 
 def test_progress_is_rate_limited(client, tmp_path, monkeypatch):
@@ -175,7 +175,7 @@ def test_truncated_body_without_retries(client, tinker_server, tmp_path):
 def test_256mib_cut_at_50_random_offsets_ends_identical(client, tinker_server, tmp_path):
     size = 256 * MiB
     cuts = sorted(random.Random(1234).sample(range(1, size), 50))
-    relative = [b - a for a, b in zip([0, *cuts], cuts)]
+    relative = [b - a for a, b in zip([0, *cuts], cuts, strict=False)]
     tinker_server.script("/test/bytes", *(Fault(reset_after=n) for n in relative))
     dest = tmp_path / "big.bin"
     client.with_options(max_retries=60).download(f"/test/bytes?size={size}&seed=9", dest)
@@ -265,13 +265,26 @@ def test_resume_false_starts_from_zero(client, tinker_server, tmp_path):
     assert file_sha(dest) == expected_sha(6, 2 * MiB)
 
 
-def test_sidecar_for_another_url_is_not_resumed(client, tinker_server, tmp_path):
+def test_sidecar_for_another_query_is_pinned_by_if_range(client, tinker_server, tmp_path):
+    """Same path, other query (as a re-signed URL): a resume is tried, but If-Range holds the old
+    ETag, so another resource answers 200 and the download restarts: never a splice."""
     dest = tmp_path / "out.bin"
     _leave_partial(client, tinker_server, f"/test/bytes?size={2 * MiB}&seed=6", dest, 500_000)
     tinker_server.clear()
     client.download(f"/test/bytes?size={2 * MiB}&seed=7", dest)
-    assert "range" not in bytes_requests(tinker_server)[0].headers
+    first = bytes_requests(tinker_server)[0].headers
+    assert first["range"] == "bytes=500000-" and first["if-range"].startswith('"6-')
     assert file_sha(dest) == expected_sha(7, 2 * MiB)
+
+
+def test_sidecar_for_another_path_is_not_resumed(client, tinker_server, tmp_path):
+    dest = tmp_path / "out.bin"
+    _leave_partial(client, tinker_server, f"/test/bytes?size={2 * MiB}&seed=6", dest, 500_000)
+    tinker_server.clear()
+    other_host = tinker_server.url.replace("127.0.0.1", "localhost")
+    client.download(f"{other_host}/test/bytes?size={2 * MiB}&seed=6", dest)
+    assert "range" not in bytes_requests(tinker_server)[0].headers
+    assert file_sha(dest) == expected_sha(6, 2 * MiB)
 
 
 @pytest.mark.parametrize("checksum", ["sha256", None])
@@ -361,7 +374,7 @@ def test_second_download_fails_clearly_while_first_runs(client, tinker_server, t
         deadline = time.monotonic() + 10
         while not os.path.exists(f"{dest}.part") and time.monotonic() < deadline:
             time.sleep(0.01)
-        with pytest.raises(tinker_sync.APIConnectionError, match=rf"held by another download \(pid {os.getpid()}@"):
+        with pytest.raises(tinker_sync.DownloadLockedError, match=rf"held by another download \(pid {os.getpid()}@"):
             client.download(f"/test/bytes?size={size}&seed=13", dest)
     finally:
         first.join()

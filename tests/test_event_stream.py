@@ -23,8 +23,8 @@ from tinker_sync import (
     InternalServerError,
     NotFoundError,
     RateLimitError,
-    SSEDecodeError,
     ServerSentEvent,
+    SSEDecodeError,
     UnprocessableEntityError,
 )
 

@@ -108,7 +108,8 @@ def test_final_failure_fires_error_once(hooked, recorder):
 def test_non_retryable_failure_fires_error(hooked, recorder):
     with pytest.raises(NotFoundError):
         hooked.get("/test/status/404")
-    assert recorder.counts() == {"request": 1, "error": 1}
+    assert recorder.counts() == {"request": 1, "error": 1, "stream_end": 1}
+    assert "NotFoundError" in recorder.records["stream_end"][0].error
 
 
 def test_connection_failure_fires_error(recorder):
@@ -116,8 +117,9 @@ def test_connection_failure_fires_error(recorder):
         c._sleep = lambda s: None
         with pytest.raises(APIConnectionError):
             c.get("/x")
-    assert recorder.counts() == {"request": 1, "retry": 1, "error": 1}
+    assert recorder.counts() == {"request": 1, "retry": 1, "error": 1, "stream_end": 1}
     assert recorder.records["error"][0].attempts == 2
+    assert recorder.records["stream_end"][0].error.startswith("APIConnectionError(")  # refused is no timeout
 
 
 def test_event_stream_hooks(hooked, recorder, tinker_server):

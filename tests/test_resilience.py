@@ -15,8 +15,7 @@ import pytest
 
 from tinker_sync import APIConnectionError, APITimeoutError, Client, Timeout
 from tinker_sync._config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
-from tinker_sync.testing import Fault
-from tinker_sync.testing import _data
+from tinker_sync.testing import Fault, _data
 
 API_KEY = "tml-test-key"
 MiB = 1 << 20
@@ -162,7 +161,7 @@ def test_resume_64_mib_through_100_resets(client, tinker_server, waits):
     assert len(requests) == 101
     assert "range" not in requests[0].headers
     position = 0
-    for n, request in zip(offsets, requests[1:]):
+    for n, request in zip(offsets, requests[1:], strict=False):
         position += n
         assert request.headers["range"] == f"bytes={position}-"
         assert request.headers["if-range"] == response.headers["etag"]

@@ -14,8 +14,7 @@ from tinker_sync import (
     StreamAlreadyConsumed,
     Timeout,
 )
-from tinker_sync.testing import Fault
-from tinker_sync.testing import _data
+from tinker_sync.testing import Fault, _data
 
 
 def body_of(size: int, seed: int = 0) -> bytes:

@@ -8,7 +8,8 @@ seeded random splits. Then: the typed fast path, the size limit, linearity.
 from __future__ import annotations
 
 import random
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import msgspec
 import pytest
@@ -183,7 +184,7 @@ def chunkings(raw: bytes) -> Iterator[tuple[str, list[bytes]]]:
         cuts = sorted(rng.sample(range(1, len(raw)), count)) if count > 0 else []
         bounds = [0, *cuts, len(raw)]
         # an empty chunk now and then: it must change nothing
-        yield f"random{seed}", [raw[a:b] for a, b in zip(bounds, bounds[1:])] + [b""]
+        yield f"random{seed}", [raw[a:b] for a, b in zip(bounds, bounds[1:], strict=False)] + [b""]
 
 
 def decode_all(cls: type, chunks: list[bytes], **kwargs: Any) -> tuple[list[Any], Any]:

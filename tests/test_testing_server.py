@@ -19,8 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import urllib3
 
-from tinker_sync.testing import Fault, MockTinkerServer, RecordedRequest, serve
-from tinker_sync.testing import _data
+from tinker_sync.testing import Fault, MockTinkerServer, RecordedRequest, _data, serve
 
 API_KEY = "tml-test-key"
 AUTH = {"X-API-Key": API_KEY}

@@ -6,6 +6,7 @@ tarfile: they load lazily, when used.
 
 import logging
 
+from ._client import Client
 from ._config import Timeout
 from ._events import ServerSentEvent
 from ._exceptions import (
@@ -20,6 +21,7 @@ from ._exceptions import (
     CheckpointNotReadyError,
     ConflictError,
     DownloadIntegrityError,
+    DownloadLockedError,
     InternalServerError,
     NotFoundError,
     PermissionDeniedError,
@@ -33,7 +35,6 @@ from ._exceptions import (
 )
 from ._observe import ErrorInfo, RequestInfo, ResponseInfo, RetryInfo, StreamEndInfo
 from ._response import EventStream, StreamedResponse
-from ._client import Client
 from ._version import __version__
 
 logging.getLogger("tinker_sync").addHandler(logging.NullHandler())
@@ -51,6 +52,7 @@ __all__ = [
     "Client",
     "ConflictError",
     "DownloadIntegrityError",
+    "DownloadLockedError",
     "ErrorInfo",
     "EventStream",
     "InternalServerError",

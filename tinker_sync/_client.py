@@ -171,8 +171,13 @@ class Client:
         content: bytes | str | None = None,
         headers: Mapping[str, str] | None = None,
         accept: str = "application/json",
+        credentials: bool = True,
     ) -> Request:
-        """The request to send, with the Tinker headers only when it goes to the API's origin."""
+        """The request to send, with the Tinker headers only when it goes to the API's origin.
+
+        ``credentials=False`` leaves out the API key and every Tinker header
+        whatever the origin: for signed URLs, which carry their own authorization.
+        """
         method = method.upper()
         url = self.build_url(path, params)
         request_headers = Headers({"User-Agent": USER_AGENT})
@@ -182,7 +187,7 @@ class Client:
             request_headers["Content-Type"] = "application/json"
         elif content is not None:
             body = content.encode() if isinstance(content, str) else bytes(content)
-        if self.is_api_url(url):
+        if credentials and self.is_api_url(url):
             request_headers["Accept"] = accept
             request_headers["X-API-Key"] = self.api_key
             request_headers.update(cloudflare_headers())
@@ -328,7 +333,11 @@ class Client:
         """
         request = self.build_request(method, path, params=params, json=json, content=content, headers=headers)
         start = time.monotonic()
-        response = self.send(request, timeout=timeout, max_retries=max_retries, read_body=True)
+        try:
+            response = self.send(request, timeout=timeout, max_retries=max_retries, read_body=True)
+        except BaseException as exc:
+            self._stream_end(None, request, 0, exc, start)
+            raise
         self._stream_end(response, request, 0, None, start)
         return _decode_body(response, cast_to)
 
@@ -368,17 +377,19 @@ class Client:
         resume: bool = True,
         expected_size: int | None = None,
         expected_sha256: str | None = None,
+        credentials: bool = True,
     ) -> pathlib.Path:
         """Download ``url_or_path`` (an API path or any http(s) URL, e.g. a signed URL) to ``dest``.
 
         Constant memory, atomic (a ``.part`` file renamed when complete and
-        verified), resumed with Range after a break or a crash. See
-        ``tinker_sync._download.download``.
+        verified), resumed with Range after a break or a crash. The API key
+        goes only to the API's origin; ``credentials=False`` withholds it
+        there too. See ``tinker_sync._download.download``.
         """
         from ._download import download
 
-        return download(self, url_or_path, dest, progress=progress, resume=resume,
-                        expected_size=expected_size, expected_sha256=expected_sha256)  # fmt: skip
+        return download(self, url_or_path, dest, progress=progress, resume=resume, expected_size=expected_size,
+                        expected_sha256=expected_sha256, credentials=credentials)  # fmt: skip
 
     # -- raw streams ---------------------------------------------------------
 
@@ -412,7 +423,11 @@ class Client:
         """
         request = self.build_request(method, path, params=params, json=json, content=content, headers=headers)
         start = time.monotonic()
-        response = self.send(request, timeout=timeout, max_retries=max_retries)
+        try:
+            response = self.send(request, timeout=timeout, max_retries=max_retries)
+        except BaseException as exc:
+            self._stream_end(None, request, 0, exc, start)
+            raise
         if request.method == "GET":
             response.resume_with(self.range_reopener(request, response, timeout, max_retries))
         error: BaseException | None = None
@@ -445,7 +460,7 @@ class Client:
         timeout = self.timeout if timeout is None else Timeout.coerce(timeout)
         if idle_timeout is not None:
             read = idle_timeout if timeout.read is None else min(timeout.read, idle_timeout)
-            timeout = Timeout(connect=timeout.connect, read=read, total=None)
+            timeout = Timeout(connect=timeout.connect, read=read, total=timeout.total)
         retries = self.max_retries if max_retries is None else max_retries
         base: list[Request] = []
         start = time.monotonic()
@@ -462,6 +477,9 @@ class Client:
             if base:
                 self._stream_end(response, base[0], events, error, start)
 
+        def on_reconnect(attempt: int, reason: str, wait: float) -> None:
+            emit(self.event_hooks, "retry", RetryInfo(method, base[0].url, attempt, reason, wait))
+
         return EventStream(
             open_response,
             cast_to=cast_to,
@@ -470,6 +488,7 @@ class Client:
             idle_timeout=idle_timeout,
             sleep=self._sleep,
             on_end=on_end,
+            on_reconnect=on_reconnect,
         )
 
     def stream_get(self, path: str, *, params: Params | None = None, headers: Mapping[str, str] | None = None,

@@ -35,7 +35,8 @@ class Timeout:
         connect: to open the TCP (and TLS) connection.
         read: the longest wait for the next bytes; applied between chunks, so
             a stream that keeps sending is never cut by it.
-        total: an overall deadline for a plain (non-streaming) call, or None.
+        total: an overall deadline for the whole call, body included (for a
+            stream: until its body ends), or None.
     """
 
     connect: float | None = DEFAULT_CONNECT_TIMEOUT

@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from ._exceptions import APIConnectionError, APIStatusError, DownloadIntegrityError
+from ._exceptions import APIConnectionError, APIStatusError, DownloadIntegrityError, DownloadLockedError
 
 __all__ = ["download", "stream_to_file"]
 
@@ -135,12 +135,14 @@ def download(
     resume: bool = True,
     expected_size: int | None = None,
     expected_sha256: str | None = None,
+    credentials: bool = True,
 ) -> pathlib.Path:
     """Download ``url_or_path`` to ``dest``: atomic, verified, resumable, safe to run twice.
 
     A GET with ``Accept-Encoding: identity``; redirects are followed here (up
     to 10), each hop built with ``client.build_request`` so the API key and
-    Tinker headers only go to the API's origin; https -> http is refused.
+    Tinker headers only go to the API's origin (and never with
+    ``credentials=False``, for signed URLs); https -> http is refused.
     While it runs, ``dest.part`` holds the data, ``dest.part.json`` the
     resume sidecar and ``dest.lock`` the lock (see the module docstring).
     A second download of the same ``dest`` waits up to ``LOCK_WAIT`` seconds
@@ -152,8 +154,9 @@ def download(
     that is a plain MD5; and ``expected_sha256``.
 
     Resumed: within the call through the response's resume machinery; across
-    runs from a ``.part`` whose sidecar names the same URL (``Range`` +
-    ``If-Range``). A changed resource restarts from zero. ``resume=False``
+    runs from a ``.part`` whose sidecar names the same URL, query aside (a
+    signed URL is signed anew each time), pinned by ``If-Range`` to the
+    same resource version. A changed resource restarts from zero. ``resume=False``
     always starts from zero.
 
     Returns:
@@ -180,7 +183,7 @@ def download(
                 headers["Range"] = f"bytes={offset}-"
                 headers["If-Range"] = state["validator"]  # type: ignore[index]
             try:
-                response = _open(client, url, headers)
+                response = _open(client, url, headers, credentials)
             except APIStatusError as exc:
                 if exc.status_code != 416 or not state:
                     raise
@@ -214,10 +217,10 @@ def download(
 # -- opening --------------------------------------------------------------------------------------
 
 
-def _open(client: Any, url: str, headers: dict[str, str]) -> Any:
+def _open(client: Any, url: str, headers: dict[str, str], credentials: bool = True) -> Any:
     """GET ``url``, following up to MAX_REDIRECTS redirects; each hop gets headers for its own origin."""
     for _ in range(MAX_REDIRECTS + 1):
-        request = client.build_request("GET", url, headers=headers)
+        request = client.build_request("GET", url, headers=headers, credentials=credentials)
         response = client.send(request)
         if response.status_code not in _REDIRECT_STATUSES:
             return response
@@ -592,6 +595,21 @@ class _Paths:
         self.lock = pathlib.Path(f"{dest}{LOCK_SUFFIX}")
 
 
+def _same_resource(state: dict[str, Any], url: str) -> bool:
+    """Whether a sidecar is for ``url``'s resource.
+
+    The query may differ (a signed URL is signed anew each time) when the
+    resume is pinned by an ETag, which names one version of one resource; a
+    Last-Modified date could match another resource's, so then the whole URL must.
+    """
+    saved = state.get("url")
+    if not isinstance(saved, str):
+        return False
+    if saved == url:
+        return True
+    return saved.partition("?")[0] == url.partition("?")[0] and state["validator"].startswith('"')
+
+
 def _save_state(paths: _Paths, url: str, response: Any) -> None:
     """Write the sidecar for a ``.part`` starting at byte 0 of ``response``'s resource.
 
@@ -622,7 +640,7 @@ def _load_state(paths: _Paths, url: str) -> dict[str, Any] | None:
         size = paths.part.stat().st_size
     except (OSError, ValueError):
         return None
-    if not isinstance(state, dict) or state.get("url") != url or not isinstance(state.get("validator"), str):
+    if not isinstance(state, dict) or not isinstance(state.get("validator"), str) or not _same_resource(state, url):
         log.info("Not resuming %s: its sidecar is for another URL or incomplete", paths.part)
         return None
     total = state.get("total")
@@ -660,7 +678,7 @@ def _target_lock(path: pathlib.Path) -> Iterator[None]:
             holder = _read_holder(fd)
             os.close(fd)
             if time.monotonic() >= deadline:
-                raise APIConnectionError(
+                raise DownloadLockedError(
                     f"{path} is held by another download ({holder}); waited {LOCK_WAIT:g} s"
                 ) from None
             time.sleep(LOCK_POLL)

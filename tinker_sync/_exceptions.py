@@ -20,6 +20,7 @@
     +-- StreamAlreadyConsumed             a body read twice
     +-- SSEDecodeError                    line or event over the decoder's limit
     +-- DownloadIntegrityError            size or checksum mismatch
+    +-- DownloadLockedError               another run holds the target's lock
     +-- UnsafeArchiveError                hostile tar member
 
 Rules: every class is picklable (the live ``response`` and ``request``
@@ -43,6 +44,7 @@ __all__ = [
     "CheckpointNotReadyError",
     "ConflictError",
     "DownloadIntegrityError",
+    "DownloadLockedError",
     "InternalServerError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -217,6 +219,10 @@ class SSEDecodeError(TinkerError, ValueError):
 
 class DownloadIntegrityError(TinkerError):
     """A download's size or checksum does not match what was promised."""
+
+
+class DownloadLockedError(TinkerError):
+    """Another download (an overlapping run) holds the lock of the same target."""
 
 
 class UnsafeArchiveError(TinkerError):

@@ -506,7 +506,7 @@ def extract_tar(
             _finish(archive.fileobj, guard)
     except (UnsafeArchiveError, tarfile.TarError, EOFError, zlib.error, RecursionError) as exc:
         if raw.error is not None:
-            raise raw.error  # the stream's own error, never wrapped
+            raise raw.error from None  # the stream's own error, never wrapped
         if isinstance(exc, UnsafeArchiveError):
             raise
         raise _malformed(f"{str(exc) or type(exc).__name__} {guard.where()}") from exc

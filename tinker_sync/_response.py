@@ -31,6 +31,7 @@ from ._exceptions import (
     APITimeoutError,
     StreamAlreadyConsumed,
 )
+from ._observe import mask_url
 from ._transport import Headers, RawResponse, Request, discard, read_chunk
 from .sse import SSEDecoder
 
@@ -221,15 +222,15 @@ class StreamedResponse:
             raise exc
         problem = _resume_problem(self, new, offset)
         if problem is None:
-            log.info("Resumed %s at byte %d", self.url, offset)
+            log.info("Resumed %s at byte %d", mask_url(self.url), offset)
         elif new.status_code == 200 and self._on_restart is not None:
-            log.warning("Restarting %s from byte 0: %s", self.url, problem)
+            log.warning("Restarting %s from byte 0: %s", mask_url(self.url), problem)
             self._on_restart()
             self.status_code, self.headers = 200, new.headers
             self._first_byte = self.num_bytes_downloaded = 0
         else:
             new.close()
-            raise APIConnectionError(f"Cannot resume {self.url} at byte {offset}: {problem}", self.request) from exc
+            raise APIConnectionError(f"Cannot resume {mask_url(self.url)} at byte {offset}: {problem}", self.request) from exc
         self._raw = new._raw
 
     def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:
@@ -428,6 +429,7 @@ class EventStream(Generic[T]):
         idle_timeout: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
         on_end: Callable[[StreamedResponse | None, int, BaseException | None], None] | None = None,
+        on_reconnect: Callable[[int, str, float], None] | None = None,
     ) -> None:
         self._open = open_response
         self._cast_to = cast_to
@@ -436,6 +438,7 @@ class EventStream(Generic[T]):
         self._idle_timeout = idle_timeout
         self._sleep = sleep
         self._on_end = on_end
+        self._on_reconnect = on_reconnect
         self._holder: list[StreamedResponse | None] = [None]
         self._iterator: Iterator[T] | None = None
         self._closed = False
@@ -454,7 +457,7 @@ class EventStream(Generic[T]):
                 raise StreamAlreadyConsumed("This event stream was closed before it was read.")
             self._iterator = _iterate_events(
                 self._holder, self._open, self._cast_to, self._reconnect, self._max_reconnects,
-                self._idle_timeout, self._sleep, self._on_end,
+                self._idle_timeout, self._sleep, self._on_end, self._on_reconnect,
             )  # fmt: skip
         return self._iterator
 
@@ -545,6 +548,7 @@ def _iterate_events(
     idle_timeout: float | None,
     sleep: Callable[[float], None],
     on_end: Callable[[StreamedResponse | None, int, BaseException | None], None] | None,
+    on_reconnect: Callable[[int, str, float], None] | None,
 ) -> Iterator[Any]:
     """The generator behind EventStream. It holds no reference to the EventStream (no cycle),
     so dropping the stream mid-way closes the connection at once."""
@@ -562,7 +566,7 @@ def _iterate_events(
             try:
                 yield from _events_of(response, decoder, decode, idle_timeout, counter)
                 return
-            except APIConnectionError:
+            except APIConnectionError as exc:
                 # Without an ID only a stream that delivered nothing yet can restart without replaying.
                 if not reconnect or (decoder.last_event_id is None and counter[0]) or reconnects >= max_reconnects:
                     raise
@@ -570,6 +574,8 @@ def _iterate_events(
                 reconnects += 1
                 wait = (decoder.retry if decoder.retry is not None else 1000) / 1000.0
                 log.info("Event stream broke; reconnecting in %.3fs with Last-Event-ID %r", wait, decoder.last_event_id)
+                if on_reconnect is not None:
+                    on_reconnect(reconnects, f"stream broke ({exc}); reconnecting", wait)
                 response.close()
                 holder[0] = None
                 sleep(wait)
@@ -601,7 +607,7 @@ def _event_decoder(cast_to: Any) -> Callable[[bytes], Any]:
         try:
             return decoder.decode(data)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            what = "does not fit {!r}".format(cast_to) if isinstance(exc, msgspec.ValidationError) else "is not valid JSON"
+            what = f"does not fit {cast_to!r}" if isinstance(exc, msgspec.ValidationError) else "is not valid JSON"
             error = APIResponseValidationError(f"Event data {what}: {exc}", body=data)
             error.__cause__ = exc
             return _DecodeFailure(error)

@@ -43,7 +43,8 @@ Decisions where the spec leaves room (shared by both twins):
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ._events import ServerSentEvent
 from ._exceptions import SSEDecodeError

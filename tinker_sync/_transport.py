@@ -13,7 +13,6 @@ Rules:
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -76,10 +75,10 @@ def mapped_errors(request: Request | None, during: str = "") -> Iterator[None]:
     where = f" {during}" if during else ""
     try:
         yield
-    except (ConnectTimeoutError, ReadTimeoutError, socket.timeout) as exc:
-        raise APITimeoutError(f"Request timed out{where}: {exc}", request) from exc
-    except NewConnectionError as exc:
+    except NewConnectionError as exc:  # first: urllib3 makes it a ConnectTimeoutError subclass
         raise APIConnectionError(f"Connection failed{where}: {exc}", request) from exc
+    except (TimeoutError, ConnectTimeoutError, ReadTimeoutError) as exc:
+        raise APITimeoutError(f"Request timed out{where}: {exc}", request) from exc
     except ProtocolError as exc:
         raise APIConnectionError(f"Connection broken{where}: {exc}", request) from exc
     except LocationParseError as exc:

@@ -21,8 +21,7 @@ Rules:
    external-weights ``.partial`` directory survives a connection failure or
    an interrupt, for the next run to resume; it is never the target.)
 2. Signed URLs get no API key and no Tinker headers, whatever their origin:
-   their requests are built here (``_signed_request``), never by
-   ``Client.build_request``.
+   their requests are built with ``credentials=False``.
 3. The archive is never held in memory nor copied to a temp tar.
 4. One run per target: ``<target>.lock``, the download module's lock (an
    ``flock`` the kernel drops when its holder dies, so a killed run's lock
@@ -32,7 +31,6 @@ Rules:
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import shutil
@@ -40,13 +38,12 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from datetime import timezone
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, urljoin
 
-from .._client import USER_AGENT
 from .._config import Timeout
 from .._exceptions import (
     APIConnectionError,
@@ -57,7 +54,6 @@ from .._exceptions import (
     UnsafeArchiveError,
 )
 from .._retry import retry_delay
-from .._transport import Headers, Request
 from .types import Checkpoint, CheckpointList, ExternalWeightsUrls
 
 if TYPE_CHECKING:
@@ -297,7 +293,7 @@ class Checkpoints:
             _check_relative(rel)
         expires = listing.expires
         if expires is not None and expires.tzinfo is None:
-            expires = expires.replace(tzinfo=timezone.utc)
+            expires = expires.replace(tzinfo=UTC)
         return dict(listing.urls), None if expires is None else expires.timestamp()
 
     def _download_external(self, path: TinkerPath, target: Path, progress: Progress, say: Notify) -> Path:
@@ -326,9 +322,8 @@ class Checkpoints:
                     if rel not in urls:
                         raise APIResponseValidationError(f"The new download URLs of {path} no longer list {rel!r}")
                     base = done
-                    _adopt_sidecar(dest, urls[rel])
                     try:
-                        download_file(_SignedURLClient(self._client), urls[rel], dest, resume=True,
+                        download_file(self._client, urls[rel], dest, resume=True, credentials=False,
                                       progress=lambda n, _t, base=base: progress(base + n, total))  # fmt: skip
                     except APIStatusError as exc:
                         if exc.status_code not in (401, 403) or resigns >= MAX_RESIGNS:
@@ -351,34 +346,6 @@ class Checkpoints:
 
 
 # -- the archive's signed URL ----------------------------------------------------
-
-
-def _signed_request(url: str, offset: int = 0, validator: str | None = None) -> Request:
-    """A GET for a signed URL: no API key, no Tinker headers, whatever the URL's origin."""
-    headers = Headers({"User-Agent": USER_AGENT})
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-        if validator:
-            headers["If-Range"] = validator
-    return Request("GET", url, headers)
-
-
-class _SignedURLClient:
-    """The client as ``_download.download`` uses it, for signed URLs: requests carry no API
-    key and no Tinker headers even when the URL shares the API's origin (as the mock's do)."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
-
-    def build_request(self, method: str, url: str, *, headers: Any = None, **_: Any) -> Request:
-        request = _signed_request(self._client.build_url(url))
-        request.method = method.upper()
-        for name, value in (headers or {}).items():
-            request.headers[name] = value
-        return request
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)  # build_url, send, range_reopener, ...
 
 
 class _ArchiveSigner:
@@ -470,7 +437,9 @@ class _ArchiveSigner:
                 self.say(f"The archive URL of {self.path} expires; signing it again")
                 self.sign()
             try:
-                return self.client.send(_signed_request(self.url, offset, validator))
+                headers = {"Range": f"bytes={offset}-", "If-Range": validator or ""} if offset else {}
+                request = self.client.build_request("GET", self.url, headers=headers, credentials=False)
+                return self.client.send(request)
             except APIStatusError as exc:
                 if exc.status_code not in (401, 403) or attempt == MAX_RESIGNS:
                     raise
@@ -560,28 +529,6 @@ def _http_date(value: str | None) -> float | None:
 
 
 # -- files and directories ---------------------------------------------------------
-
-
-def _adopt_sidecar(dest: Path, url: str) -> None:
-    """Point a ``.part``'s resume sidecar at ``url`` when it names the same object under an older signature.
-
-    ``_download`` resumes only a ``.part`` whose sidecar names the same URL,
-    and a signed URL changes with every signing; the resume stays pinned to
-    the object's validator (If-Range), so a changed object still restarts.
-    """
-    from .._download import SIDECAR_SUFFIX
-
-    sidecar = Path(f"{dest}{SIDECAR_SUFFIX}")
-    try:
-        state = json.loads(sidecar.read_text())
-    except (OSError, ValueError):
-        return
-    old = state.get("url") if isinstance(state, dict) else None
-    if isinstance(old, str) and old != url and old.split("?")[0] == url.split("?")[0]:
-        state["url"] = url
-        tmp = Path(f"{sidecar}.tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, sidecar)
 
 
 def _no_progress(downloaded: int, total: int | None) -> None:

@@ -319,6 +319,7 @@ def serve(**kwargs: Any) -> Iterator[MockTinkerServer]:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes: no delayed-ACK stalls
     server_version = "MockTinker/1.0"
     server: _HTTPServer
     fault: Fault = NO_FAULT
