@@ -29,8 +29,18 @@ MiB = 1 << 20
 API_KEY = "tml-bench-key"
 
 
+class Chunk(msgspec.Struct):
+    """A small /sse event: Tinker's SampleStreamChunk token event (see ``bench/server.py: event_json``)."""
+
+    event_type: str
+    index: int
+    logprob: float
+    token: str
+    token_id: int
+
+
 class Event(msgspec.Struct):
-    """The JSON of every /sse event (see ``bench/server.py: event_json``)."""
+    """A medium or large /sse event (see ``bench/server.py: event_json``)."""
 
     event_type: str
     index: int
@@ -47,7 +57,7 @@ class Tick(msgspec.Struct):
     pad: str
 
 
-TYPES = {"event": Event, "tick": Tick, "dict": dict}
+TYPES = {"chunk": Chunk, "event": Event, "tick": Tick, "dict": dict}
 
 
 _START: list[float] = []

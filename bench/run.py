@@ -36,6 +36,7 @@ PY = sys.executable
 SECTIONS = ("server", "sse", "trickle", "download", "concurrency", "import")
 
 SSE_SIZES = {"small": 200, "medium": 20_000, "large": 1_000_000}
+SSE_TYPES = {"small": "chunk", "medium": "event", "large": "event"}  # the Struct each event decodes into
 SSE_CLIENTS = ["tinker_sync", "tinker_sync-dict", "tinker_sync-pure", "httpx-sse", "sseclient-py",
                "requests-sse", "limit", "decode-only"]  # fmt: skip
 PEERS = ("httpx-sse", "sseclient-py", "requests-sse")
@@ -242,7 +243,7 @@ def section_sse(args: argparse.Namespace, server: Server) -> dict[str, Any]:
         counts: dict[str, int] = {}
         for client in clients:  # calibration (and warm-up): choose a count for ~target seconds
             n = base_counts[label]
-            r = run_client({"section": "sse", "client": client, "count": n,
+            r = run_client({"section": "sse", "client": client, "count": n, "type": SSE_TYPES[label],
                             "url": f"{server.url}/sse?size={size}&count={n}"})  # fmt: skip
             if "error" in r:
                 counts[client] = n
@@ -254,7 +255,7 @@ def section_sse(args: argparse.Namespace, server: Server) -> dict[str, Any]:
         for k in range(args.runs):
             for client in rotate(clients, k):
                 n = counts[client]
-                r = run_client({"section": "sse", "client": client, "count": n,
+                r = run_client({"section": "sse", "client": client, "count": n, "type": SSE_TYPES[label],
                                 "url": f"{server.url}/sse?size={size}&count={n}"})  # fmt: skip
                 if "error" not in r:
                     r["events_s"] = r["count"] / r["seconds"]

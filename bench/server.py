@@ -49,12 +49,19 @@ def raise_nofile() -> None:
 
 
 def event_json(size: int, index: int) -> bytes:
-    """One event's JSON of about ``size`` bytes: a token-like record, padded with token ids and text.
+    """One event's JSON of about ``size`` bytes.
 
-    Shape: ``{"event_type": str, "index": int, "token_ids": [int], "logprob": float, "text": str}``.
-    Half the padding is a list of ints, half text, so JSON decoding does real work at every size.
+    Small events (up to 512 B) are Tinker's own ``SampleStreamChunk`` token
+    event, its text padded to size: what a sampling stream really carries.
+    Larger ones are a token-like record padded half with a list of ints and
+    half with text, so JSON decoding does real work at every size. Shape:
+    ``{"event_type", "index", "logprob", "token", "token_id"}`` or
+    ``{"event_type", "index", "logprob", "token_ids": [int], "text"}``.
     """
     head = b'{"event_type":"token","index":%d,"logprob":-0.25,' % index
+    if size <= 512:
+        tail = b'"token_id":%d,"token":"' % (1000 + index % 150000)
+        return head + tail + b"x" * max(1, size - len(head) - len(tail) - 2) + b'"}'
     budget = max(0, size - len(head) - 30)
     ids = []
     used = 0

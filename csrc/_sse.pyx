@@ -173,6 +173,7 @@ cdef class SSEDecoder:
     cdef object _event_retry
     cdef object _retry
     cdef object _error
+    cdef object _held            # an exception from ``decode``, raised by the next call
 
     def __cinit__(self):
         self._pbuf = NULL
@@ -183,6 +184,7 @@ cdef class SSEDecoder:
         self._last_id = None
         self._retry = None
         self._error = None
+        self._held = None
         self._type_cache_b = None
         self._type_cache_s = None
         self._start_stream()
@@ -365,7 +367,7 @@ cdef class SSEDecoder:
         cdef list events
         cdef int status
         if self._error is not None:
-            raise SSEDecodeError(self._error)
+            self._raise_error()
         chunk = data if type(data) is bytes else _check_data(data)
         p = <const unsigned char*>PyBytes_AS_STRING(chunk)
         n = PyBytes_GET_SIZE(chunk)
@@ -395,6 +397,12 @@ cdef class SSEDecoder:
         events = []
         try:
             status = self._scan(p, n, pos, events, decode)
+        except Exception as exc:
+            self._fail(None, DECODE_FAILED)
+            if not events:
+                raise
+            self._held = exc  # raised by the next call, after the events before it
+            return events
         except BaseException:
             self._fail(None, DECODE_FAILED)
             raise
@@ -450,6 +458,13 @@ cdef class SSEDecoder:
             self._plen += length
         return OK
 
+    def _raise_error(self):
+        """Raise what broke the decoder: a held-back ``decode`` exception once, then SSEDecodeError."""
+        held, self._held = self._held, None
+        if held is not None:
+            raise held
+        raise SSEDecodeError(self._error)
+
     cdef list _fail(self, list events, str template):
         """Break the decoder; raise now, or after returning the events this chunk completed.
 
@@ -472,6 +487,6 @@ cdef class SSEDecoder:
         ``last_event_id`` and ``retry`` are kept; a later ``feed`` starts a new stream.
         """
         if self._error is not None:
-            raise SSEDecodeError(self._error)
+            self._raise_error()
         self._start_stream()
         return []

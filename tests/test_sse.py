@@ -499,3 +499,33 @@ def test_byte_by_byte_is_linear(decoder_class: type) -> None:
     assert len(results) == n
     assert results[0].data == "z" * 2**20 + "\n0123456789\nabc"
     assert results[1] == ServerSentEvent(data="0123456789\nabc")
+
+
+def test_decode_error_comes_after_the_events_before_it(decoder_class):
+    """A ``decode`` that raises on the third event of a chunk: the first two are returned,
+    the next call raises that same exception, and the decoder stays broken after it."""
+    boom = ValueError("bad data")
+
+    def decode(data: bytes) -> bytes:
+        if data == b"3":
+            raise boom
+        return data
+
+    decoder = decoder_class()
+    assert decoder.feed(b"data: 1\n\ndata: 2\n\ndata: 3\n\ndata: 4\n\n", decode) == [b"1", b"2"]
+    with pytest.raises(ValueError) as raised:
+        decoder.feed(b"data: 5\n\n", decode)
+    assert raised.value is boom
+    with pytest.raises(SSEDecodeError, match="unusable"):
+        decoder.close(decode)
+
+
+def test_decode_error_on_the_first_event_raises_at_once(decoder_class):
+    def decode(data: bytes) -> bytes:
+        raise KeyError(data)
+
+    decoder = decoder_class()
+    with pytest.raises(KeyError):
+        decoder.feed(b"data: 1\n\ndata: 2\n\n", decode)
+    with pytest.raises(SSEDecodeError, match="unusable"):
+        decoder.feed(b"data: 3\n\n")

@@ -287,8 +287,7 @@ class StreamedResponse:
         APIError, and data that does not fit ``cast_to`` raises
         APIResponseValidationError, each after every event before it.
         """
-        decode = None if cast_to is None else _event_decoder(cast_to)
-        return _events_of(self, SSEDecoder(), decode, idle_timeout, [0])
+        return _iterate_events([self], _no_reopen, cast_to, False, 0, idle_timeout, time.sleep, None, None)
 
     # -- whole body ----------------------------------------------------------
 
@@ -502,41 +501,8 @@ def _open_event_stream(open_response: Callable[[dict[str, str]], StreamedRespons
     return response
 
 
-def _events_of(
-    response: StreamedResponse,
-    decoder: Any,
-    decode: Callable[[bytes], Any] | None,
-    idle_timeout: float | None,
-    counter: list[int],
-) -> Iterator[Any]:
-    """The events of one response body, counted in ``counter[0]``: the hot loop."""
-    last_event = time.monotonic()
-    feed = decoder.feed
-    for chunk in response.iter_bytes():
-        items = feed(chunk, decode)
-        if not items:
-            if idle_timeout is not None and time.monotonic() - last_event > idle_timeout:
-                raise APITimeoutError(f"No event for {idle_timeout} s (idle timeout)", response.request)
-            continue
-        # Is anything in the batch an error event or undecodable data? Checked in C.
-        if "error" not in map(_event_name, items) if decode is None else _SPECIAL.isdisjoint(map(type, items)):
-            batch = iter(items)
-            try:
-                yield from batch
-            finally:  # count what was handed out, even when the consumer stops mid-batch
-                counter[0] += len(items) - batch.__length_hint__()
-        else:
-            for item in items:
-                if type(item) in _SPECIAL and (error := _special(item, response)) is not None:
-                    raise error
-                counter[0] += 1
-                yield item
-        last_event = time.monotonic()
-    for item in decoder.close(decode):
-        if type(item) in _SPECIAL and (error := _special(item, response)) is not None:
-            raise error
-        counter[0] += 1
-        yield item
+def _no_reopen(headers: dict[str, str]) -> StreamedResponse:
+    raise AssertionError("a single response is never reopened")
 
 
 def _iterate_events(
@@ -550,11 +516,16 @@ def _iterate_events(
     on_end: Callable[[StreamedResponse | None, int, BaseException | None], None] | None,
     on_reconnect: Callable[[int, str, float], None] | None,
 ) -> Iterator[Any]:
-    """The generator behind EventStream. It holds no reference to the EventStream (no cycle),
-    so dropping the stream mid-way closes the connection at once."""
-    decode = None if cast_to is None else _event_decoder(cast_to)
+    """The generator behind EventStream and ``iter_events``: the hot loop, in one frame.
+
+    It holds no reference to the EventStream (no cycle), so dropping the
+    stream mid-way closes the connection at once. Batches with no error
+    event are handed out with ``yield from`` (checked in C, not per event).
+    """
+    decode = None if cast_to is None else json_decoder(cast_to).decode
     decoder = SSEDecoder()  # one for all reconnections: it keeps the last event ID and retry
-    counter = [0]
+    feed = decoder.feed
+    count = 0
     reconnects = 0
     error: BaseException | None = None
     try:
@@ -564,13 +535,39 @@ def _iterate_events(
                 last_id = decoder.last_event_id
                 response = holder[0] = _open_event_stream(open_response, {} if last_id is None else {"Last-Event-ID": last_id})
             try:
-                yield from _events_of(response, decoder, decode, idle_timeout, counter)
+                last_event = time.monotonic()
+                for chunk in response.iter_bytes():
+                    try:
+                        items = feed(chunk, decode)
+                    except msgspec.DecodeError as exc:  # held back by the decoder until the events before it were out
+                        raise _invalid_event(exc, cast_to, response) from exc
+                    if not items:
+                        if idle_timeout is not None and time.monotonic() - last_event > idle_timeout:
+                            raise APITimeoutError(f"No event for {idle_timeout} s (idle timeout)", response.request)
+                        continue
+                    if "error" not in map(_event_name, items) if decode is None else ServerSentEvent not in map(type, items):
+                        batch = iter(items)
+                        try:
+                            yield from batch
+                        finally:  # count what was handed out, even when the consumer stops mid-batch
+                            count += len(items) - batch.__length_hint__()
+                    else:
+                        for item in items:
+                            if type(item) is ServerSentEvent and item.event == "error":
+                                raise _error_event(item, response)
+                            count += 1
+                            yield item
+                    last_event = time.monotonic()
+                try:
+                    decoder.close(decode)  # events always come out of feed(); this raises a held-back error
+                except msgspec.DecodeError as exc:
+                    raise _invalid_event(exc, cast_to, response) from exc
                 return
             except APIConnectionError as exc:
                 # Without an ID only a stream that delivered nothing yet can restart without replaying.
-                if not reconnect or (decoder.last_event_id is None and counter[0]) or reconnects >= max_reconnects:
+                if not reconnect or (decoder.last_event_id is None and count) or reconnects >= max_reconnects:
                     raise
-                decoder.close(decode)  # the broken, unterminated event is discarded
+                decoder.close()  # the broken, unterminated event is discarded
                 reconnects += 1
                 wait = (decoder.retry if decoder.retry is not None else 1000) / 1000.0
                 log.info("Event stream broke; reconnecting in %.3fs with Last-Event-ID %r", wait, decoder.last_event_id)
@@ -587,43 +584,13 @@ def _iterate_events(
         if response is not None:
             response.close()
         if on_end is not None:
-            on_end(response, counter[0], error if not isinstance(error, GeneratorExit) else None)
+            on_end(response, count, error if not isinstance(error, GeneratorExit) else None)
 
 
-class _DecodeFailure:
-    """Stands in the event list for data that did not fit ``cast_to``, so the
-    events before it are still delivered and the decoder's state stays whole."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: APIResponseValidationError) -> None:
-        self.error = error
+def _invalid_event(exc: msgspec.DecodeError, cast_to: Any, response: StreamedResponse) -> APIResponseValidationError:
+    if isinstance(exc, msgspec.ValidationError):
+        return APIResponseValidationError(f"Event data does not fit {cast_to!r}: {exc}", response)
+    return APIResponseValidationError(f"Event data is not valid JSON: {exc}", response)
 
 
-def _event_decoder(cast_to: Any) -> Callable[[bytes], Any]:
-    decoder = json_decoder(cast_to)
-
-    def decode(data: bytes) -> Any:
-        try:
-            return decoder.decode(data)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            what = f"does not fit {cast_to!r}" if isinstance(exc, msgspec.ValidationError) else "is not valid JSON"
-            error = APIResponseValidationError(f"Event data {what}: {exc}", body=data)
-            error.__cause__ = exc
-            return _DecodeFailure(error)
-
-    return decode
-
-
-def _special(item: Any, response: StreamedResponse) -> BaseException | None:
-    """The exception an event-list item stands for: an ``error`` event or data that did not decode."""
-    if type(item) is _DecodeFailure:
-        item.error.response = response
-        return item.error
-    if item.event == "error":
-        return _error_event(item, response)
-    return None
-
-
-_SPECIAL = frozenset({ServerSentEvent, _DecodeFailure})
 _event_name = operator.attrgetter("event")

@@ -36,9 +36,10 @@ Decisions where the spec leaves room (shared by both twins):
   ``retry`` are kept. A later ``feed()`` starts a new stream (a reconnection):
   it may again begin with a BOM, and events carry on with the kept last event ID.
 - After an ``SSEDecodeError`` the decoder is broken: every later ``feed`` and
-  ``close`` raises the same error. An exception raised by ``decode`` propagates
-  unchanged; the rest of that chunk is not read, and the decoder is broken too
-  (later calls raise ``SSEDecodeError``, saying so).
+  ``close`` raises the same error. An exception raised by ``decode`` breaks it
+  too: ``feed`` returns the events completed before it, the next ``feed`` or
+  ``close`` raises that exception unchanged (at once if there were none), the
+  rest of that chunk is not read, and later calls raise ``SSEDecodeError``.
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ class PySSEDecoder:
         "_event_retry",
         "_retry",
         "_error",
+        "_held",
     )
 
     def __init__(self, max_size: int = DEFAULT_MAX_SIZE) -> None:
@@ -139,6 +141,7 @@ class PySSEDecoder:
         self._last_id: str | None = None
         self._retry: int | None = None
         self._error: str | None = None
+        self._held: Exception | None = None
         self._start_stream()
 
     def _start_stream(self) -> None:
@@ -171,7 +174,7 @@ class PySSEDecoder:
                 (or was earlier: the decoder is broken).
         """
         if self._error is not None:
-            raise SSEDecodeError(self._error)
+            self._raise_error()
         data = _check_data(data)
         if self._bom is not None:
             held = self._bom + data
@@ -216,6 +219,12 @@ class PySSEDecoder:
             error = None
         try:
             complete = self._lines(lines, events, decode)
+        except Exception as exc:
+            self._fail([], DECODE_FAILED, raise_now=False)
+            if not events:
+                raise
+            self._held = exc  # raised by the next call, after the events before it
+            return events
         except BaseException:
             self._fail([], DECODE_FAILED, raise_now=False)
             raise
@@ -286,6 +295,13 @@ class PySSEDecoder:
         self._data_len = data_len
         return True
 
+    def _raise_error(self) -> None:
+        """Raise what broke the decoder: a held-back ``decode`` exception once, then SSEDecodeError."""
+        held, self._held = self._held, None
+        if held is not None:
+            raise held
+        raise SSEDecodeError(self._error)
+
     def _fail(self, events: list[Any], template: str, raise_now: bool = True) -> list[Any]:
         """Break the decoder; raise now, or after returning the events this chunk completed."""
         self._error = template.format(self._max_size)
@@ -303,6 +319,6 @@ class PySSEDecoder:
         ``last_event_id`` and ``retry`` are kept; a later ``feed`` starts a new stream.
         """
         if self._error is not None:
-            raise SSEDecodeError(self._error)
+            self._raise_error()
         self._start_stream()
         return []
