@@ -1,7 +1,7 @@
 """The Client: plain calls, raw streams and event streams, all through one send path.
 
 Rules:
-1. Every request, plain or streaming, goes through ``Client._send``: the same
+1. Every request, plain or streaming, goes through ``Client.send``: the same
    retries, timeouts, errors, hooks and dumps.
 2. The API key and Tinker headers go only to the base URL's origin; an
    absolute URL elsewhere (a signed download URL) gets none of them.
@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import msgspec
@@ -48,12 +48,14 @@ from ._observe import (
 )
 from ._response import EventStream, StreamedResponse, decode_json
 from ._retry import retry_delay, should_retry_status
-from ._transport import DEFAULT_POOL_MAXSIZE, Headers, Request, Transport, origin_of, read_chunk
+from ._transport import DEFAULT_POOL_MAXSIZE, Headers, Request, Transport, origin_of
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from .resources.checkpoints import Checkpoints
 
 __all__ = ["Client"]
 
-T = TypeVar("T")
 Params = Mapping[str, Any]
 Timeoutish = float | Timeout | None
 
@@ -135,13 +137,13 @@ class Client:
     # -- resources -----------------------------------------------------------
 
     @property
-    def checkpoints(self) -> Any:
+    def checkpoints(self) -> Checkpoints:
         """Checkpoint operations: list, delete, publish, download (``resources.checkpoints``)."""
         if "checkpoints" not in self._resources:
             from .resources.checkpoints import Checkpoints
 
             self._resources["checkpoints"] = Checkpoints(self)
-        return self._resources["checkpoints"]
+        return self._resources["checkpoints"]  # type: ignore[no-any-return]
 
     # -- building requests ---------------------------------------------------
 
@@ -235,9 +237,8 @@ class Client:
                 dump(">", f"{method} {mask_url(url)} (attempt {attempt})", request.headers)
             retry_headers: Any = None
             try:
-                response = StreamedResponse(self._transport.send(request, timeout), request)
-                response._deadline = deadline
-                response.attempts = attempt
+                raw = self._transport.send(request, timeout)
+                response = StreamedResponse(raw, request, deadline=deadline, attempts=attempt)
                 if self.dump_headers:
                     dump("<", f"{response.status_code} {mask_url(url)}", response.headers)
                 if response.status_code >= 400:
@@ -258,9 +259,10 @@ class Client:
                 emit(hooks, "error", ErrorInfo(method, url, attempt, exc))
                 raise
             else:
-                if retry_headers is None:
+                if retry_headers is None:  # established
                     if not quiet:
-                            emit(hooks, "response", ResponseInfo(method, url, response.status_code, attempt, time.monotonic() - start))
+                        elapsed = time.monotonic() - start
+                        emit(hooks, "response", ResponseInfo(method, url, response.status_code, attempt, elapsed))
                     return response
             wait = retry_delay(attempt - 1, retry_headers)
             emit(hooks, "retry", RetryInfo(method, url, attempt, reason, wait))
@@ -571,22 +573,7 @@ def _past(deadline: float | None) -> bool:
 
 def _read_error_body(response: StreamedResponse) -> Any:
     """Read (up to MAX_ERROR_BODY) and release an error response's body; decode JSON when it is JSON."""
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        while size < MAX_ERROR_BODY:
-            chunk = read_chunk(response._raw, MAX_ERROR_BODY - size, response.request)
-            if not chunk:
-                response._complete = True
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except APIConnectionError:
-        pass  # the status is the error; a broken error body does not hide it
-    finally:
-        response.close()
-    content = b"".join(chunks)
-    response._content = content
+    content = response.read_capped(MAX_ERROR_BODY)
     try:
         return msgspec.json.decode(content) if content else None
     except msgspec.DecodeError:
@@ -594,7 +581,7 @@ def _read_error_body(response: StreamedResponse) -> Any:
 
 
 def _status_error(response: StreamedResponse, body: Any) -> Exception:
-    content = response._content or b""
+    content = response.read()  # already read, capped, by _read_error_body
     text = content.decode("utf-8", errors="replace") if content else "(empty body)"
     cls = status_error_class(response.status_code)
     return cls(f"Error code: {response.status_code} - {text}", response, body)

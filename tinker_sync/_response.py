@@ -81,7 +81,7 @@ class StreamedResponse:
         num_bytes_downloaded: body bytes received so far.
     """
 
-    def __init__(self, raw: RawResponse, request: Request) -> None:
+    def __init__(self, raw: RawResponse, request: Request, *, deadline: float | None = None, attempts: int = 1) -> None:
         self._raw = raw
         self.request = request
         self.url = request.url
@@ -92,8 +92,8 @@ class StreamedResponse:
         self._consumed = False
         self._complete = False
         self._closed = False
-        self._deadline: float | None = None
-        self.attempts = 1
+        self._deadline = deadline  # time.monotonic() past which reading raises APITimeoutError
+        self.attempts = attempts  # how many sends it took to establish this response
         self._reopen: Callable[[int, str], StreamedResponse | None] | None = None
         self._on_restart: Callable[[], None] | None = None
         self._first_byte = 0
@@ -295,6 +295,32 @@ class StreamedResponse:
         """Read and return the whole body (cached: calling again returns the same bytes)."""
         if self._content is None:
             self._content = b"".join(self._read_raw())
+        return self._content
+
+    def read_capped(self, limit: int) -> bytes:
+        """Read at most ``limit`` bytes of the body, then release it (as ``read()`` returns later).
+
+        For error bodies: a broken or over-long one never hides the status
+        it explains (what is past ``limit``, or after a break, is dropped).
+        """
+        if self._content is None:
+            chunks: list[bytes] = []
+            size = 0
+            try:
+                self._start()
+                while size < limit:
+                    chunk = read_chunk(self._raw, limit - size, self.request)
+                    if not chunk:
+                        self._complete = True
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+            except APIConnectionError:
+                pass
+            finally:
+                self.close()
+            self._content = b"".join(chunks)
+            self.num_bytes_downloaded = len(self._content)
         return self._content
 
     def text(self) -> str:
