@@ -436,6 +436,7 @@ def run_concurrency(spec: dict[str, Any]) -> dict[str, Any]:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     streams, count, url, client = spec["streams"], spec["count"], spec["url"], spec["client"]
+    cast = TYPES[spec.get("type", "chunk")]
     preimport(client)
     opened_at: list[float] = []
     # The clock starts when the last stream is open: the barrier's action runs in the thread that
@@ -449,7 +450,7 @@ def run_concurrency(spec: dict[str, Any]) -> dict[str, Any]:
 
         def worker(i: int) -> None:
             try:
-                with shared.stream_get(url, cast_to=Event) as stream:  # sends the request now
+                with shared.stream_get(url, cast_to=cast) as stream:  # sends the request now
                     barrier.wait()
                     n = 0
                     for _ in stream:
@@ -463,7 +464,7 @@ def run_concurrency(spec: dict[str, Any]) -> dict[str, Any]:
         import urllib3
 
         pool = urllib3.PoolManager(maxsize=32, retries=False)
-        decode = msgspec.json.Decoder(Event).decode
+        decode = msgspec.json.Decoder(cast).decode
 
         def worker(i: int) -> None:
             try:

@@ -404,8 +404,8 @@ def section_concurrency(args: argparse.Namespace, server: Server) -> dict[str, A
     results: dict[str, list[dict[str, Any]]] = {c: [] for c in clients}
     for k in range(max(1, min(args.runs, 3))):
         for client in rotate(clients, k):
-            r = run_client({"section": "concurrency", "client": client, "streams": streams, "count": count,
-                            "url": url})  # fmt: skip
+            r = run_client({"section": "concurrency", "client": client, "type": SSE_TYPES["small"],
+                            "streams": streams, "count": count, "url": url})  # fmt: skip
             if "error" not in r:
                 r["events_s"] = r["count"] / r["seconds"]
             results[client].append(r)
