@@ -20,6 +20,9 @@ from tinker_sync import (
 from tinker_sync._config import DEFAULT_BASE_URL
 from tinker_sync.testing import Fault, MockTinkerServer
 
+# Every test here runs once per SSE decoder twin (py, cython).
+pytestmark = pytest.mark.usefixtures("sse_implementation")
+
 API_KEY = "tml-test-key"
 ENV = ("TINKER_API_KEY", "TINKER_BASE_URL", "CLOUDFLARE_ACCESS_CLIENT_ID", "CLOUDFLARE_ACCESS_CLIENT_SECRET")
 

@@ -28,6 +28,9 @@ from tinker_sync import (
     UnprocessableEntityError,
 )
 
+# Every test here runs once per SSE decoder twin (py, cython).
+pytestmark = pytest.mark.usefixtures("sse_implementation")
+
 API_KEY = "tml-test-key"
 
 

@@ -26,6 +26,9 @@ from tinker_sync import (
 from tinker_sync._observe import HOOK_NAMES, mask_headers, mask_url
 from tinker_sync.testing import Fault
 
+# Every test here runs once per SSE decoder twin (py, cython).
+pytestmark = pytest.mark.usefixtures("sse_implementation")
+
 API_KEY = "tml-test-key"
 ROOT = pathlib.Path(tinker_sync.__file__).parent.parent
 

@@ -16,6 +16,9 @@ from tinker_sync import (
 )
 from tinker_sync.testing import Fault, _data
 
+# Every test here runs once per SSE decoder twin (py, cython).
+pytestmark = pytest.mark.usefixtures("sse_implementation")
+
 
 def body_of(size: int, seed: int = 0) -> bytes:
     return b"".join(_data.generate(seed, size))

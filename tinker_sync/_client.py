@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode
 
 import msgspec
@@ -50,9 +50,6 @@ from ._response import EventStream, StreamedResponse, decode_json
 from ._retry import retry_delay, should_retry_status
 from ._transport import DEFAULT_POOL_MAXSIZE, Headers, Request, Transport, origin_of
 from ._version import __version__
-
-if TYPE_CHECKING:
-    from .resources.checkpoints import Checkpoints
 
 __all__ = ["Client"]
 
@@ -137,13 +134,13 @@ class Client:
     # -- resources -----------------------------------------------------------
 
     @property
-    def checkpoints(self) -> Checkpoints:
+    def checkpoints(self) -> Any:  # resources.checkpoints.Checkpoints (resources sit below the client)
         """Checkpoint operations: list, delete, publish, download (``resources.checkpoints``)."""
         if "checkpoints" not in self._resources:
             from .resources.checkpoints import Checkpoints
 
             self._resources["checkpoints"] = Checkpoints(self)
-        return self._resources["checkpoints"]  # type: ignore[no-any-return]
+        return self._resources["checkpoints"]
 
     # -- building requests ---------------------------------------------------
 
