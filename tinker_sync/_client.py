@@ -72,7 +72,9 @@ class Client:
         timeout: seconds (the read timeout; connect is at most 5 s) or a
             ``Timeout(connect, read, total)``.
         max_retries: retries on connection errors, timeouts, 408/409/429/5xx.
-        default_headers: extra headers for every API request.
+        default_headers: extra headers for every API request (after the
+            Cloudflare Access headers from ``CLOUDFLARE_ACCESS_CLIENT_ID`` /
+            ``_SECRET``, which they may override).
         event_hooks: ``{"request"|"response"|"retry"|"stream_end"|"error": [callable, ...]}``.
         dump_headers: log each request and response head at INFO, secrets
             masked; defaults to ``TINKER_SYNC_DUMP_HEADERS``.
@@ -99,7 +101,8 @@ class Client:
         self._origin = origin_of(self.base_url)
         self.timeout = Timeout.coerce(timeout)
         self.max_retries = max_retries
-        self.default_headers = dict(default_headers or {})
+        # Read once, as every environment setting (TINKER_*, CLOUDFLARE_ACCESS_*).
+        self.default_headers = {**cloudflare_headers(), **(default_headers or {})}
         self.event_hooks = check_hooks(event_hooks)
         if dump_headers is None:
             dump_headers = os.environ.get("TINKER_SYNC_DUMP_HEADERS", "") not in ("", "0", "false")
@@ -189,7 +192,6 @@ class Client:
         if credentials and self.is_api_url(url):
             request_headers["Accept"] = accept
             request_headers["X-API-Key"] = self.api_key
-            request_headers.update(cloudflare_headers())
             request_headers.update(self.default_headers)
             if method != "GET":
                 request_headers["X-Idempotency-Key"] = str(uuid.uuid4())

@@ -49,7 +49,7 @@ from urllib.parse import urljoin, urlsplit
 
 from ._exceptions import APIConnectionError, APIStatusError, DownloadIntegrityError, DownloadLockedError
 
-__all__ = ["download", "stream_to_file"]
+__all__ = ["download", "stream_to_file", "target_lock"]
 
 log = logging.getLogger("tinker_sync")
 
@@ -111,10 +111,11 @@ def stream_to_file(
         DownloadIntegrityError: size or checksum mismatch (nothing is left behind).
         APIConnectionError: the body broke and could not be resumed.
         OSError: not enough disk space (checked first when the size is known).
+        DownloadLockedError: another download of ``path`` holds its lock.
     """
     dest = pathlib.Path(os.fspath(path))
     paths = _Paths(dest)
-    with _target_lock(paths.lock):
+    with target_lock(paths.lock):
         _remove(paths.part, paths.sidecar)
         whole = response.status_code == 200
         checks = _checksums(response.headers) if whole else []
@@ -165,14 +166,14 @@ def download(
     Raises:
         DownloadIntegrityError: size or checksum mismatch (``.part`` and sidecar removed).
         APIStatusError: the server refused (404, 403 for an expired signed URL, ...).
-        APIConnectionError: the connection failed beyond the retry budget, a
-            bad redirect, or the target is locked by another download.
+        APIConnectionError: the connection failed beyond the retry budget, or a bad redirect.
+        DownloadLockedError: another download of ``dest`` holds its lock (after ``LOCK_WAIT``).
         OSError: not enough disk space, or the file system failed.
     """
     dest = pathlib.Path(os.fspath(dest))
     paths = _Paths(dest)
     url = client.build_url(url_or_path)
-    with _target_lock(paths.lock):
+    with target_lock(paths.lock):
         state = _load_state(paths, url) if resume else None
         if state is None:
             _remove(paths.part, paths.sidecar)
@@ -656,7 +657,7 @@ def _load_state(paths: _Paths, url: str) -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def _target_lock(path: pathlib.Path) -> Iterator[None]:
+def target_lock(path: pathlib.Path) -> Iterator[None]:
     """Hold ``path`` (``dest.lock``) exclusively for the block.
 
     An ``fcntl.flock`` on the lock file: the kernel drops it when its holder

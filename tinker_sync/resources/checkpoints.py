@@ -215,7 +215,7 @@ class Checkpoints:
         Raises:
             ValueError: not a downloadable ``tinker://`` path.
             FileExistsError: the target exists and ``force`` is false.
-            APIConnectionError: another run holds the target's lock (after a short wait).
+            DownloadLockedError: another run holds the target's lock (after a short wait).
             CheckpointNotReadyError: the archive was not prepared in time.
             UnsafeArchiveError: a refused archive member or relative path.
             APIStatusError, APIConnectionError: the API or the transfer failed.
@@ -232,9 +232,9 @@ class Checkpoints:
         _check_target(target, force)
         say = _notifier(notify)
         report = progress or _no_progress
-        from .._download import _target_lock  # lazy: flock, released by the kernel even after kill -9
+        from .._download import target_lock  # lazy: flock, released by the kernel even after kill -9
 
-        with _target_lock(target.with_name(target.name + ".lock")):
+        with target_lock(target.with_name(target.name + ".lock")):
             _check_target(target, force)  # another run may have finished while we waited
             if path.kind == "weights":
                 tmp = self._download_archive(path, target, report, prepare_timeout, say, max_members, max_total_size)
