@@ -43,8 +43,10 @@ import bz2
 import errno
 import lzma
 import os
+import queue
 import stat
 import tarfile
+import threading
 import zlib
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -58,8 +60,10 @@ __all__ = ["DEFAULT_MAX_MEMBERS", "ExtractResult", "extract_tar"]
 # and header-parsing time a hostile archive can cost.
 DEFAULT_MAX_MEMBERS = 100_000
 
-# Data is copied through one buffer of this size, reused for every member.
+# Member data is read in blocks of this size and handed to the writer thread,
+# which holds at most _WRITE_QUEUE blocks: memory stays bounded (~9 MiB).
 _COPY_BLOCK = 1 << 20
+_WRITE_QUEUE = 8
 # Compressed bytes read from the stream at a time, and the most decompressed
 # bytes one read may produce (so a bomb cannot inflate in one call).
 _RAW_CHUNK = 64 * 1024
@@ -390,21 +394,73 @@ class _Tree:
             raise _refuse(name, f"a file over {what}") from None
 
 
-def _copy(archive: tarfile.TarFile, member: tarfile.TarInfo, fd: int, view: memoryview) -> None:
-    """Copy a file member's data to ``fd`` through ``view``; a short member raises."""
+class _FileWriter:
+    """Writes member data on its own thread.
+
+    Writing a big file is mostly the kernel copying it into the page cache;
+    on its own thread that copy overlaps reading the next bytes from the
+    network (and parsing them), instead of taking turns with it. The queue is
+    bounded, so a slow disk slows the reader down. Every file descriptor
+    handed over is closed by the thread, in order, whatever happens; a write
+    error is raised in the reader at its next call.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[int, bytes | None]] = queue.Queue(_WRITE_QUEUE)
+        self._error: BaseException | None = None
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="tinker-sync-extract", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            fd, data = self._queue.get()
+            if fd < 0:
+                return
+            try:
+                if data is None:
+                    os.close(fd)
+                elif self._error is None and not self._stop:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+            except BaseException as exc:  # handed to the reader
+                self._error = self._error or exc
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def write(self, fd: int, data: bytes) -> None:
+        self._check()
+        self._queue.put((fd, data))
+
+    def close_file(self, fd: int) -> None:
+        """Close ``fd`` once its data is written (never skipped, even after an error)."""
+        self._queue.put((fd, None))
+
+    def finish(self, *, abort: bool = False) -> None:
+        """Wait for every write and close; raise a write error unless aborting (then skip queued writes)."""
+        self._stop = abort
+        self._queue.put((-1, None))
+        self._thread.join()
+        if not abort:
+            self._check()
+
+
+def _copy(archive: tarfile.TarFile, member: tarfile.TarInfo, fd: int, writer: _FileWriter) -> None:
+    """Copy a file member's data to ``fd`` through ``writer``; a short member raises."""
     source = archive.extractfile(member)
     assert source is not None  # a regular file always has a reader
     remaining = member.size
     try:
         with source:
             while remaining:
-                n = source.readinto(view[: min(remaining, len(view))])
-                if not n:
+                data = source.read(min(remaining, _COPY_BLOCK))
+                if not data:
                     raise tarfile.ReadError("unexpected end of data")
-                chunk = view[:n]
-                while chunk:
-                    chunk = chunk[os.write(fd, chunk) :]
-                remaining -= n
+                writer.write(fd, data)
+                remaining -= len(data)
     except tarfile.ReadError as exc:
         raise _malformed(f"member {member.name!r} is truncated: {member.size - remaining} of "
                          f"{member.size} bytes ({exc})") from exc
@@ -463,9 +519,9 @@ def extract_tar(
     guard = _Guard(max_extended=2 * max_name_length + _EXTENDED_HEADER_SLACK)
     info_class = type("_BoundTarInfo", (_GuardedTarInfo,), {"_guard": guard})
     members = files = directories = total = 0
-    buffer = bytearray(_COPY_BLOCK)
-    view = memoryview(buffer)
     tree = _Tree(dest)
+    writer = _FileWriter()
+    finished = False
     try:
         # bufsize: tarfile's stream reads 10 KiB at a time by default; 256 KiB
         # (one network chunk) halves the per-byte overhead on big archives.
@@ -494,9 +550,9 @@ def extract_tar(
                                       f"max_total_size={max_total_size}")
                     fd = tree.open_file(name, parts)
                     try:
-                        _copy(archive, member, fd, view)
+                        _copy(archive, member, fd, writer)
                     finally:
-                        os.close(fd)
+                        writer.close_file(fd)
                     total += member.size
                     files += 1
                 else:
@@ -504,6 +560,8 @@ def extract_tar(
                     raise _refuse(name, f"{what}; only regular files and directories are extracted")
                 guard.last_name = name
             _finish(archive.fileobj, guard)
+        finished = True
+        writer.finish()  # the last writes: a full disk raises here
     except (UnsafeArchiveError, tarfile.TarError, EOFError, zlib.error, RecursionError) as exc:
         if raw.error is not None:
             raise raw.error from None  # the stream's own error, never wrapped
@@ -511,5 +569,7 @@ def extract_tar(
             raise
         raise _malformed(f"{str(exc) or type(exc).__name__} {guard.where()}") from exc
     finally:
+        if not finished:
+            writer.finish(abort=True)
         tree.close()
     return ExtractResult(files=files, directories=directories, total_size=total, archive_bytes=raw.count)
