@@ -340,3 +340,26 @@ def test_memory_is_constant(dest: Path, seed: int, size: int) -> None:
     result = extract_tar(ChunkReader(iter_checkpoint_tar(seed, size)), dest, max_total_size=size)
     assert result.total_size == size
     assert (dest / "weights" / "adapter_model.safetensors").stat().st_size > size - 20_000
+
+
+def test_a_failing_disk_write_raises_and_every_file_is_closed(dest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk (ENOSPC from write, on the writer thread) raises in the caller; no fd leaks."""
+    import errno
+
+    import tinker_sync._extract as extract_module
+
+    real_write = os.write
+    written = [0]
+
+    def write(fd: int, data: memoryview) -> int:
+        if written[0] > 3 * 1024 * 1024:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written[0] += len(data)
+        return real_write(fd, data)
+
+    monkeypatch.setattr(extract_module.os, "write", write)
+    fds_before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError) as raised:
+        extract_tar(ChunkReader(iter_checkpoint_tar(31, 16 * 1024 * 1024)), dest)
+    assert raised.value.errno == errno.ENOSPC
+    assert len(os.listdir("/proc/self/fd")) == fds_before
