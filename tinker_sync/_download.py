@@ -120,7 +120,7 @@ def stream_to_file(
         whole = response.status_code == 200
         checks = _checksums(response.headers) if whole else []
         total = response.total_size if whole else _int_header(response.headers.get("content-length"))
-        reopen = getattr(response, "_reopen", None) if resume else None
+        reopen = response.reopener if resume else None
         try:
             return _receive(response, reopen, paths, 0, total, checks, progress=progress, chunk_size=chunk_size)
         finally:

@@ -210,6 +210,11 @@ class StreamedResponse:
         self._reopen = reopen
         self._on_restart = on_restart
 
+    @property
+    def reopener(self) -> Callable[[int, str], StreamedResponse | None] | None:
+        """The ``reopen`` given to ``resume_with`` (None when a broken body cannot resume)."""
+        return self._reopen
+
     def _resume_after(self, exc: APIConnectionError) -> None:
         reopen = getattr(self, "_reopen", None)
         validator = self.validator
