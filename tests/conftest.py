@@ -1,4 +1,4 @@
-"""Shared fixtures: both SSE decoder twins, and the loopback mock Tinker server."""
+"""Shared fixtures: both SSE decoder twins, and a client on the loopback mock Tinker server."""
 
 from __future__ import annotations
 
@@ -45,13 +45,8 @@ def sse_implementation(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
     return request.param
 
 
-@pytest.fixture
-def tinker_server():
-    """A fresh mock Tinker server on 127.0.0.1 (ephemeral port), stopped after the test."""
-    from tinker_sync.testing import MockTinkerServer
-
-    with MockTinkerServer(api_key=API_KEY) as server:
-        yield server
+# ``tinker_server`` (a fresh MockTinkerServer per test, API key tml-test-key) comes from
+# the package's own pytest plugin, tinker_sync.testing.pytest_plugin (entry point pytest11).
 
 
 @pytest.fixture

@@ -545,3 +545,20 @@ def test_the_server_never_imports_the_client():
     out = subprocess.run([sys.executable, "-I", "-W", "error", "-c", IMPORT_CHECK, folder],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_pytest_plugin_gives_any_project_the_fixture(tmp_path):
+    """The ``pytest11`` entry point: a project with tinker_sync installed gets ``tinker_server``."""
+    (tmp_path / "test_elsewhere.py").write_text(
+        "import urllib3\n"
+        "def test_health(tinker_server):\n"
+        "    r = urllib3.request('GET', tinker_server.url + '/api/v1/healthz',\n"
+        "                        headers={'X-API-Key': tinker_server.api_key})\n"
+        "    assert r.status == 200 and r.json() == {'status': 'ok'}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout

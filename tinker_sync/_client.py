@@ -59,7 +59,6 @@ Timeoutish = float | Timeout | None
 # Error bodies are read for the exception, up to this size (the rest is discarded).
 MAX_ERROR_BODY = 1 << 20
 USER_AGENT = f"tinker-sync/{__version__} Python/{platform.python_version()}"
-_NOT_GIVEN: Any = object()
 
 
 class Client:
@@ -169,7 +168,7 @@ class Client:
         path: str,
         *,
         params: Params | None = None,
-        json: Any = _NOT_GIVEN,
+        json: Any = None,
         content: bytes | str | None = None,
         headers: Mapping[str, str] | None = None,
         accept: str = "application/json",
@@ -184,7 +183,7 @@ class Client:
         url = self.build_url(path, params)
         request_headers = Headers({"User-Agent": USER_AGENT})
         body: bytes | None = None
-        if json is not _NOT_GIVEN:
+        if json is not None:
             body = msgspec.json.encode(json)
             request_headers["Content-Type"] = "application/json"
         elif content is not None:
@@ -321,7 +320,7 @@ class Client:
         path: str,
         *,
         params: Params | None = None,
-        json: Any = _NOT_GIVEN,
+        json: Any = None,
         content: bytes | str | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: Timeoutish = None,
@@ -342,27 +341,27 @@ class Client:
         self._stream_end(response, request, 0, None, start)
         return _decode_body(response, cast_to)
 
-    def get(self, path: str, *, params: Params | None = None, headers: Mapping[str, str] | None = None,
+    def get(self, path: str, *, params: Params | None = None, json: Any = None, headers: Mapping[str, str] | None = None,
             timeout: Timeoutish = None, cast_to: Any = None, max_retries: int | None = None) -> Any:  # fmt: skip
         """GET ``path`` and return its decoded JSON body (into ``cast_to`` when given)."""
-        return self.request("GET", path, params=params, headers=headers, timeout=timeout, cast_to=cast_to, max_retries=max_retries)
+        return self.request("GET", path, params=params, json=json, headers=headers, timeout=timeout, cast_to=cast_to, max_retries=max_retries)
 
-    def post(self, path: str, *, params: Params | None = None, json: Any = _NOT_GIVEN, headers: Mapping[str, str] | None = None,
+    def post(self, path: str, *, params: Params | None = None, json: Any = None, headers: Mapping[str, str] | None = None,
              timeout: Timeoutish = None, cast_to: Any = None, max_retries: int | None = None) -> Any:  # fmt: skip
         """POST ``json`` to ``path`` and return the decoded JSON body."""
         return self.request("POST", path, params=params, json=json, headers=headers, timeout=timeout, cast_to=cast_to, max_retries=max_retries)
 
-    def put(self, path: str, *, params: Params | None = None, json: Any = _NOT_GIVEN, headers: Mapping[str, str] | None = None,
+    def put(self, path: str, *, params: Params | None = None, json: Any = None, headers: Mapping[str, str] | None = None,
             timeout: Timeoutish = None, cast_to: Any = None, max_retries: int | None = None) -> Any:  # fmt: skip
         """PUT ``json`` to ``path`` and return the decoded JSON body."""
         return self.request("PUT", path, params=params, json=json, headers=headers, timeout=timeout, cast_to=cast_to, max_retries=max_retries)
 
-    def patch(self, path: str, *, params: Params | None = None, json: Any = _NOT_GIVEN, headers: Mapping[str, str] | None = None,
+    def patch(self, path: str, *, params: Params | None = None, json: Any = None, headers: Mapping[str, str] | None = None,
               timeout: Timeoutish = None, cast_to: Any = None, max_retries: int | None = None) -> Any:  # fmt: skip
         """PATCH ``path`` with ``json`` and return the decoded JSON body."""
         return self.request("PATCH", path, params=params, json=json, headers=headers, timeout=timeout, cast_to=cast_to, max_retries=max_retries)
 
-    def delete(self, path: str, *, params: Params | None = None, json: Any = _NOT_GIVEN, headers: Mapping[str, str] | None = None,
+    def delete(self, path: str, *, params: Params | None = None, json: Any = None, headers: Mapping[str, str] | None = None,
                timeout: Timeoutish = None, cast_to: Any = None, max_retries: int | None = None) -> Any:  # fmt: skip
         """DELETE ``path`` and return the decoded JSON body (None when empty)."""
         return self.request("DELETE", path, params=params, json=json, headers=headers, timeout=timeout, cast_to=cast_to, max_retries=max_retries)
@@ -401,7 +400,7 @@ class Client:
         path: str,
         *,
         params: Params | None = None,
-        json: Any = _NOT_GIVEN,
+        json: Any = None,
         content: bytes | str | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: Timeoutish = None,
@@ -449,7 +448,7 @@ class Client:
         path: str,
         *,
         params: Params | None = None,
-        json: Any = _NOT_GIVEN,
+        json: Any = None,
         headers: Mapping[str, str] | None = None,
         timeout: Timeoutish = None,
         cast_to: Any = None,
@@ -492,18 +491,20 @@ class Client:
             on_reconnect=on_reconnect,
         )
 
-    def stream_get(self, path: str, *, params: Params | None = None, headers: Mapping[str, str] | None = None,
-                   timeout: Timeoutish = None, cast_to: Any = None, idle_timeout: float | None = None,
-                   reconnect: bool = False, max_retries: int | None = None) -> EventStream[Any]:  # fmt: skip
+    def stream_get(self, path: str, *, params: Params | None = None, json: Any = None,
+                   headers: Mapping[str, str] | None = None, timeout: Timeoutish = None, cast_to: Any = None,
+                   idle_timeout: float | None = None, reconnect: bool = False,
+                   max_retries: int | None = None) -> EventStream[Any]:  # fmt: skip
         """A lazy stream of Server-Sent Events from ``GET path``; see ``stream_post``.
 
         With ``reconnect=True`` a broken stream is resumed with ``Last-Event-ID``
         (for servers that support it), waiting the server's ``retry`` time.
         """
-        return self.stream_events("GET", path, params=params, headers=headers, timeout=timeout, cast_to=cast_to,
-                                  idle_timeout=idle_timeout, reconnect=reconnect, max_retries=max_retries)  # fmt: skip
+        return self.stream_events("GET", path, params=params, json=json, headers=headers, timeout=timeout,
+                                  cast_to=cast_to, idle_timeout=idle_timeout, reconnect=reconnect,
+                                  max_retries=max_retries)  # fmt: skip
 
-    def stream_post(self, path: str, *, params: Params | None = None, json: Any = _NOT_GIVEN,
+    def stream_post(self, path: str, *, params: Params | None = None, json: Any = None,
                     headers: Mapping[str, str] | None = None, timeout: Timeoutish = None, cast_to: Any = None,
                     idle_timeout: float | None = None, reconnect: bool = False,
                     max_retries: int | None = None) -> EventStream[Any]:  # fmt: skip
@@ -538,7 +539,7 @@ class Client:
                                   cast_to=cast_to, idle_timeout=idle_timeout, reconnect=reconnect,
                                   max_retries=max_retries)  # fmt: skip
 
-    def stream_put(self, path: str, *, params: Params | None = None, json: Any = _NOT_GIVEN,
+    def stream_put(self, path: str, *, params: Params | None = None, json: Any = None,
                    headers: Mapping[str, str] | None = None, timeout: Timeoutish = None, cast_to: Any = None,
                    idle_timeout: float | None = None, reconnect: bool = False,
                    max_retries: int | None = None) -> EventStream[Any]:  # fmt: skip
@@ -547,7 +548,7 @@ class Client:
                                   cast_to=cast_to, idle_timeout=idle_timeout, reconnect=reconnect,
                                   max_retries=max_retries)  # fmt: skip
 
-    def stream_patch(self, path: str, *, params: Params | None = None, json: Any = _NOT_GIVEN,
+    def stream_patch(self, path: str, *, params: Params | None = None, json: Any = None,
                      headers: Mapping[str, str] | None = None, timeout: Timeoutish = None, cast_to: Any = None,
                      idle_timeout: float | None = None, reconnect: bool = False,
                      max_retries: int | None = None) -> EventStream[Any]:  # fmt: skip
@@ -556,7 +557,7 @@ class Client:
                                   cast_to=cast_to, idle_timeout=idle_timeout, reconnect=reconnect,
                                   max_retries=max_retries)  # fmt: skip
 
-    def stream_delete(self, path: str, *, params: Params | None = None, json: Any = _NOT_GIVEN,
+    def stream_delete(self, path: str, *, params: Params | None = None, json: Any = None,
                       headers: Mapping[str, str] | None = None, timeout: Timeoutish = None, cast_to: Any = None,
                       idle_timeout: float | None = None, reconnect: bool = False,
                       max_retries: int | None = None) -> EventStream[Any]:  # fmt: skip
