@@ -42,8 +42,8 @@ class ProgressReporter:
     ``\\r``. A ``done`` lower than before (a restart from zero) is shown as such.
     Use as a context manager; ``summary(path, size)`` prints the final line.
 
-    Reused by every command that transfers bytes (``download``; ``checkpoint
-    download`` and ``demo`` when they exist).
+    Reused by every command that transfers bytes (``download``, ``checkpoint
+    download``, ``demo``); ``note(message)`` prints a line above the bar.
     """
 
     def __init__(
@@ -120,6 +120,13 @@ class ProgressReporter:
     def _print(self, line: str) -> None:
         print(line, file=self.stream, flush=True)
 
+    def note(self, message: str) -> None:
+        """Print a one-line note (archive being prepared, transfer resumed) without breaking the bar."""
+        if self._bar is not None:
+            self._bar.write(message, file=self.stream)
+        else:
+            self._print(message)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
@@ -164,14 +171,7 @@ def _cmd_download(args: argparse.Namespace) -> int:
 def _checkpoint_download(client: Any, tinker_path: str, output: str, force: bool) -> tuple[str, int]:
     """Download with a progress bar; notes (preparing, resumed) go above it. Returns (path, bytes)."""
     with ProgressReporter(tinker_path.rsplit("/", 1)[-1]) as reporter:
-
-        def note(message: str) -> None:
-            if reporter._bar is not None:
-                reporter._bar.write(message, file=reporter.stream)
-            else:
-                print(message, file=reporter.stream, flush=True)
-
-        path = client.checkpoints.download(tinker_path, output, force=force, progress=reporter, notify=note)
+        path = client.checkpoints.download(tinker_path, output, force=force, progress=reporter, notify=reporter.note)
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         reporter.summary(path, size)
     return os.fspath(path), size
