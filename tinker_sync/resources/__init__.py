@@ -1,5 +1,5 @@
-"""API resources, one module each: ``client.checkpoints`` (checkpoints.py), ``training_runs.py``;
-``types.py`` holds the msgspec Structs they return.
+"""API resources, one module each: ``client.checkpoints`` (checkpoints.py; the archive
+flow's signed URL and body reader in _archive.py); ``types.py`` holds the msgspec Structs.
 
 Importing this package imports nothing: each resource loads when its client
 property is first used.
