@@ -229,13 +229,17 @@ class Registry:
 
     # -- signed URLs -------------------------------------------------------------------------------
 
-    def _sig(self, path: str, expires: int) -> str:
-        return hmac.new(self.secret, f"{path}\n{expires}".encode(), hashlib.sha256).hexdigest()
+    def _sig(self, path: str, expires: int, nonce: str) -> str:
+        return hmac.new(self.secret, f"{path}\n{expires}\n{nonce}".encode(), hashlib.sha256).hexdigest()
 
     def sign(self, path: str) -> tuple[str, int]:
-        """An absolute signed URL for ``path`` and its expiry (unix seconds, rounded up)."""
+        """An absolute signed URL for ``path`` and its expiry (unix seconds, rounded up).
+
+        Each signing differs (a nonce), as a real signer's would, even within one second.
+        """
         expires = math.ceil(time.time() + self.mock.signed_url_ttl)
-        return f"{self.mock.url}{path}?expires={expires}&sig={self._sig(path, expires)}", expires
+        nonce = secrets.token_hex(4)
+        return f"{self.mock.url}{path}?expires={expires}&n={nonce}&sig={self._sig(path, expires, nonce)}", expires
 
     def _resolve(self, path: str) -> tuple[Checkpoint, Any]:
         from urllib.parse import unquote
@@ -285,7 +289,7 @@ class Registry:
             expires = int(query.get("expires", ""))
         except ValueError:
             raise HTTPError(403, "missing or malformed expires", "signature_invalid") from None
-        if not hmac.compare_digest(self._sig(path, expires), query.get("sig", "")):
+        if not hmac.compare_digest(self._sig(path, expires, query.get("n", "")), query.get("sig", "")):
             raise HTTPError(403, "signature does not match", "signature_invalid")
         if time.time() > expires:
             raise HTTPError(403, "signed URL expired", "expired")
