@@ -400,7 +400,7 @@ def check_signed(server, url: str) -> None:
     assert f"{parts.scheme}://{parts.netloc}" == server.url
     query = dict(parse_qsl(parts.query))
     secret = server._registry.secret
-    expected = hmac.new(secret, f"{parts.path}\n{query['expires']}".encode(), hashlib.sha256).hexdigest()
+    expected = hmac.new(secret, f"{parts.path}\n{query['expires']}\n{query['n']}".encode(), hashlib.sha256).hexdigest()
     assert query["sig"] == expected
 
 
