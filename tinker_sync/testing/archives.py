@@ -40,8 +40,6 @@ __all__ = [
 MTIME = 1_700_000_000
 _BLOCK = tarfile.BLOCKSIZE
 _BIG_FILE = "weights/adapter_model.safetensors"
-# The big file first among the data files, the completion marker last.
-_SMALL_FILES = ("adapter_config.json", "checkpoint_complete")
 
 
 def checkpoint_files(seed: int, total_size: int, n_files: int = 4) -> list[tuple[str, int, int]]:
@@ -65,6 +63,7 @@ def checkpoint_files(seed: int, total_size: int, n_files: int = 4) -> list[tuple
         sizes[name] = size
         remaining -= size
     sizes[_BIG_FILE] = remaining
+    # The small data files, then the big one, the completion marker last.
     order = [name for name in small if name != "checkpoint_complete"] + [_BIG_FILE]
     order += [name for name in small if name == "checkpoint_complete"]
     return [(name, sizes[name], seed * 1_000_003 + i + 1) for i, name in enumerate(order)]
