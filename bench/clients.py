@@ -189,7 +189,9 @@ def sse_limit(url: str, cast: Any, count: int, on_event: Callable | None) -> int
     n = 0
     pool = urllib3.PoolManager(retries=False)
     mark()
-    response = pool.request("GET", url, preload_content=False, timeout=120, headers={"Accept": "text/event-stream"})
+    response = pool.request(
+        "GET", url, preload_content=False, timeout=120, headers={"Accept": "text/event-stream"}
+    )
     read1 = response.read1
     parts: list[Any] = []  # the start of an event that straddles chunks
     while chunk := read1(READ):

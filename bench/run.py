@@ -37,12 +37,26 @@ SECTIONS = ("server", "sse", "trickle", "download", "concurrency", "import")
 
 SSE_SIZES = {"small": 200, "medium": 20_000, "large": 1_000_000}
 SSE_TYPES = {"small": "chunk", "medium": "event", "large": "event"}  # the Struct each event decodes into
-SSE_CLIENTS = ["tinker_sync", "tinker_sync-dict", "tinker_sync-pure", "httpx-sse", "sseclient-py",
-               "requests-sse", "limit", "decode-only"]  # fmt: skip
+SSE_CLIENTS = [
+    "tinker_sync",
+    "tinker_sync-dict",
+    "tinker_sync-pure",
+    "httpx-sse",
+    "sseclient-py",
+    "requests-sse",
+    "limit",
+    "decode-only",
+]
 PEERS = ("httpx-sse", "sseclient-py", "requests-sse")
 TRICKLE_CLIENTS = ["tinker_sync", "tinker_sync-pure", "httpx-sse", "sseclient-py", "requests-sse", "limit"]
-DOWNLOAD_CLIENTS = ["tinker_sync stream_to_file", "tinker_sync iter_bytes", "requests iter_content(1 MiB)",
-                    "httpx iter_bytes", "urllib3 read(1 MiB)", "curl -o"]  # fmt: skip
+DOWNLOAD_CLIENTS = [
+    "tinker_sync stream_to_file",
+    "tinker_sync iter_bytes",
+    "requests iter_content(1 MiB)",
+    "httpx iter_bytes",
+    "urllib3 read(1 MiB)",
+    "curl -o",
+]
 DOWNLOAD_PEERS = ("requests iter_content(1 MiB)", "httpx iter_bytes")
 IMPORTS = {
     "python -c pass": "pass",
@@ -98,8 +112,14 @@ class Server:
 
 def run_client(spec: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
     """One measurement in a fresh ``bench/clients.py`` process; {"error": ...} if it failed."""
-    proc = subprocess.run([PY, str(BENCH / "clients.py"), json.dumps(spec)], capture_output=True, text=True,
-                          env=child_env(spec.get("client", "")), cwd=REPO, timeout=timeout)  # fmt: skip
+    proc = subprocess.run(
+        [PY, str(BENCH / "clients.py"), json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=child_env(spec.get("client", "")),
+        cwd=REPO,
+        timeout=timeout,
+    )
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
         return {"error": tail[:200]}
@@ -224,8 +244,12 @@ def section_server(args: argparse.Namespace, server: Server) -> dict[str, Any]:
             assert seconds is not None
             mbs = total / seconds / 1e6
             key = f"{name} {path.split('?')[0]}" + (f" {event} B" if event else "")
-            out[key] = {"bytes": total, "seconds": seconds, "mb_s": mbs,
-                        "events_s": (total / (event + 10)) / seconds if event else None}  # fmt: skip
+            out[key] = {
+                "bytes": total,
+                "seconds": seconds,
+                "mb_s": mbs,
+                "events_s": (total / (event + 10)) / seconds if event else None,
+            }
             rows.append([name, path, fmt(mbs), fmt(out[key]["events_s"])])
     finally:
         mock.stop()
@@ -243,8 +267,15 @@ def section_sse(args: argparse.Namespace, server: Server) -> dict[str, Any]:
         counts: dict[str, int] = {}
         for client in clients:  # calibration (and warm-up): choose a count for ~target seconds
             n = base_counts[label]
-            r = run_client({"section": "sse", "client": client, "count": n, "type": SSE_TYPES[label],
-                            "url": f"{server.url}/sse?size={size}&count={n}"})  # fmt: skip
+            r = run_client(
+                {
+                    "section": "sse",
+                    "client": client,
+                    "count": n,
+                    "type": SSE_TYPES[label],
+                    "url": f"{server.url}/sse?size={size}&count={n}",
+                }
+            )
             if "error" in r:
                 counts[client] = n
                 log(f"sse {label} {client}: calibration failed: {r['error']}")
@@ -255,8 +286,15 @@ def section_sse(args: argparse.Namespace, server: Server) -> dict[str, Any]:
         for k in range(args.runs):
             for client in rotate(clients, k):
                 n = counts[client]
-                r = run_client({"section": "sse", "client": client, "count": n, "type": SSE_TYPES[label],
-                                "url": f"{server.url}/sse?size={size}&count={n}"})  # fmt: skip
+                r = run_client(
+                    {
+                        "section": "sse",
+                        "client": client,
+                        "count": n,
+                        "type": SSE_TYPES[label],
+                        "url": f"{server.url}/sse?size={size}&count={n}",
+                    }
+                )
                 if "error" not in r:
                     r["events_s"] = r["count"] / r["seconds"]
                     r["cpu_events_s"] = r["count"] / max(r["cpu_seconds"], 1e-9)
@@ -274,21 +312,48 @@ def section_sse(args: argparse.Namespace, server: Server) -> dict[str, Any]:
             s = section[client]
             rate, cpu = s.get("events_s"), s.get("cpu_events_s")
             name = client + (f" ({s['impl']})" if s.get("impl") else "")
-            rows.append([name, fmt(rate), fmt(cpu), fmt(rate * (size + 10) / 1e6 if rate else None, 1),
-                         f"{ratio(rate, refs['events_s'][0])} / {ratio(cpu, refs['cpu_events_s'][0])}",
-                         f"{ratio(rate, refs['events_s'][1])} / {ratio(cpu, refs['cpu_events_s'][1])}",
-                         fmt(s.get("rss_mb"), 1),
-                         str(s["count"]) + (f" ERROR: {s['error']}" if "error" in s else "")])  # fmt: skip
+            rows.append(
+                [
+                    name,
+                    fmt(rate),
+                    fmt(cpu),
+                    fmt(rate * (size + 10) / 1e6 if rate else None, 1),
+                    f"{ratio(rate, refs['events_s'][0])} / {ratio(cpu, refs['cpu_events_s'][0])}",
+                    f"{ratio(rate, refs['events_s'][1])} / {ratio(cpu, refs['cpu_events_s'][1])}",
+                    fmt(s.get("rss_mb"), 1),
+                    str(s["count"]) + (f" ERROR: {s['error']}" if "error" in s else ""),
+                ]
+            )
         print(f"\n## SSE throughput: {label} events (~{size:,} B of JSON each, decoded)\n")
         if label == "small":
-            print("Ratios are wall / CPU: events per wall second, and per CPU second of the client process "
-                  "(steadier when other processes share the machine).\n"
-                  "decode-only: no I/O, the same bytes split and decoded in memory (the JSON cost alone).\n")
-        print(table(["client", "events/s", "events/CPU-s", "MB/s", "vs limit", "vs fastest peer", "peak RSS MB",
-                     "events/run"], rows))  # fmt: skip
-        out[label] = {"size": size, "clients": section, "limit": refs["events_s"][0],
-                      "fastest_peer": refs["events_s"][1], "limit_cpu": refs["cpu_events_s"][0],
-                      "fastest_peer_cpu": refs["cpu_events_s"][1]}  # fmt: skip
+            print(
+                "Ratios are wall / CPU: events per wall second, and per CPU second of the client process "
+                "(steadier when other processes share the machine).\n"
+                "decode-only: no I/O, the same bytes split and decoded in memory (the JSON cost alone).\n"
+            )
+        print(
+            table(
+                [
+                    "client",
+                    "events/s",
+                    "events/CPU-s",
+                    "MB/s",
+                    "vs limit",
+                    "vs fastest peer",
+                    "peak RSS MB",
+                    "events/run",
+                ],
+                rows,
+            )
+        )
+        out[label] = {
+            "size": size,
+            "clients": section,
+            "limit": refs["events_s"][0],
+            "fastest_peer": refs["events_s"][1],
+            "limit_cpu": refs["cpu_events_s"][0],
+            "fastest_peer_cpu": refs["cpu_events_s"][1],
+        }
     return out
 
 
@@ -300,7 +365,9 @@ def section_trickle(args: argparse.Namespace, server: Server) -> dict[str, Any]:
     results: dict[str, list[dict[str, Any]]] = {c: [] for c in clients}
     for k in range(args.runs):
         for client in rotate(clients, k):
-            r = run_client({"section": "trickle", "client": client, "count": count, "type": "tick", "url": url})
+            r = run_client(
+                {"section": "trickle", "client": client, "count": count, "type": "tick", "url": url}
+            )
             results[client].append(r)
             log(f"trickle {client} run {k + 1}: {r.get('lag_ms', r.get('error'))}")
     section: dict[str, Any] = {}
@@ -319,13 +386,38 @@ def section_trickle(args: argparse.Namespace, server: Server) -> dict[str, Any]:
     rows = []
     for client in clients:
         s = section[client]
-        d_first = None if s["ttfe_ms"] is None or lim.get("ttfe_ms") is None else s["ttfe_ms"] - lim["ttfe_ms"]
+        d_first = (
+            None if s["ttfe_ms"] is None or lim.get("ttfe_ms") is None else s["ttfe_ms"] - lim["ttfe_ms"]
+        )
         d_lag = None if s["lag_ms"] is None or lim.get("lag_ms") is None else s["lag_ms"] - lim["lag_ms"]
-        rows.append([client, fmt(s["ttfe_ms"], 3), fmt(d_first, 3), fmt(s["lag_ms"], 3), fmt(d_lag, 3),
-                     fmt(s["lag_p99_ms"], 3), fmt(s["rss_mb"], 1) + (f" ERROR: {s['error']}" if "error" in s else "")])  # fmt: skip
-    print(f"\n## Time to first event and delivery lag ({count} events, one every {interval} ms, one HTTP chunk each)\n")
-    print(table(["client", "first event ms", "vs limit ms", "median lag ms", "vs limit ms", "p99 lag ms",
-                 "peak RSS MB"], rows))  # fmt: skip
+        rows.append(
+            [
+                client,
+                fmt(s["ttfe_ms"], 3),
+                fmt(d_first, 3),
+                fmt(s["lag_ms"], 3),
+                fmt(d_lag, 3),
+                fmt(s["lag_p99_ms"], 3),
+                fmt(s["rss_mb"], 1) + (f" ERROR: {s['error']}" if "error" in s else ""),
+            ]
+        )
+    print(
+        f"\n## Time to first event and delivery lag ({count} events, one every {interval} ms, one HTTP chunk each)\n"
+    )
+    print(
+        table(
+            [
+                "client",
+                "first event ms",
+                "vs limit ms",
+                "median lag ms",
+                "vs limit ms",
+                "p99 lag ms",
+                "peak RSS MB",
+            ],
+            rows,
+        )
+    )
     return {"count": count, "interval_ms": interval, "clients": section}
 
 
@@ -334,7 +426,9 @@ def section_download(args: argparse.Namespace, server: Server) -> dict[str, Any]
     url = f"{server.url}/bytes?size={size}"
     has_download = (REPO / "tinker_sync" / "_download.py").exists()
     notes = []
-    clients = [c for c in DOWNLOAD_CLIENTS if not args.clients or c.split()[0] in args.clients or c in args.clients]
+    clients = [
+        c for c in DOWNLOAD_CLIENTS if not args.clients or c.split()[0] in args.clients or c in args.clients
+    ]
     if not has_download and "tinker_sync stream_to_file" in clients:
         clients.remove("tinker_sync stream_to_file")
         notes.append("tinker_sync stream_to_file: skipped, tinker_sync/_download.py does not exist yet.")
@@ -353,8 +447,9 @@ def section_download(args: argparse.Namespace, server: Server) -> dict[str, Any]
                     if client == "curl -o":
                         r = run_curl(url, dest, size)
                     else:
-                        r = run_client({"section": "download", "client": client, "url": url, "dest": dest,
-                                        "size": size})  # fmt: skip
+                        r = run_client(
+                            {"section": "download", "client": client, "url": url, "dest": dest, "size": size}
+                        )
                     if "error" not in r:
                         r["mb_s"] = r["count"] / r["seconds"] / 1e6
                         if r.get("durable_seconds"):
@@ -378,15 +473,23 @@ def section_download(args: argparse.Namespace, server: Server) -> dict[str, Any]
                 row = [client, fmt(s.get("mb_s"))]
                 if target == "file":
                     row.append(fmt(s.get("durable_mb_s")))
-                rows.append(row + [ratio(s.get(key), refs["curl -o"]), ratio(s.get(key), refs["urllib3 read(1 MiB)"]),
-                                   ratio(s.get(key), best_peer),
-                                   fmt(s.get("rss_mb"), 1) + (f" ERROR: {s['error']}" if "error" in s else "")])  # fmt: skip
+                rows.append(
+                    row
+                    + [
+                        ratio(s.get(key), refs["curl -o"]),
+                        ratio(s.get(key), refs["urllib3 read(1 MiB)"]),
+                        ratio(s.get(key), best_peer),
+                        fmt(s.get("rss_mb"), 1) + (f" ERROR: {s['error']}" if "error" in s else ""),
+                    ]
+                )
             head = ["client", "MB/s written"] + (["MB/s durable (+fsync)"] if target == "file" else [])
             where = "a file in a temp dir (same disk)" if target == "file" else "/dev/null"
             print(f"\n## Download {size / 2**20:,.0f} MiB to {where}\n")
             if target == "file":
-                print("Ratios use the durable rate: the time until the data is on disk (each client's write, then "
-                      "one fsync of the file; stream_to_file fsyncs before its rename by design).\n")
+                print(
+                    "Ratios use the durable rate: the time until the data is on disk (each client's write, then "
+                    "one fsync of the file; stream_to_file fsyncs before its rename by design).\n"
+                )
             print(table(head + ["vs curl", "vs urllib3 read(1 MiB)", "vs fastest peer", "peak RSS MB"], rows))
             out["targets"][target] = {"clients": section, "refs": refs, "fastest_peer": best_peer}
         for note in notes:
@@ -404,8 +507,16 @@ def section_concurrency(args: argparse.Namespace, server: Server) -> dict[str, A
     results: dict[str, list[dict[str, Any]]] = {c: [] for c in clients}
     for k in range(max(1, min(args.runs, 3))):
         for client in rotate(clients, k):
-            r = run_client({"section": "concurrency", "client": client, "type": SSE_TYPES["small"],
-                            "streams": streams, "count": count, "url": url})  # fmt: skip
+            r = run_client(
+                {
+                    "section": "concurrency",
+                    "client": client,
+                    "type": SSE_TYPES["small"],
+                    "streams": streams,
+                    "count": count,
+                    "url": url,
+                }
+            )
             if "error" not in r:
                 r["events_s"] = r["count"] / r["seconds"]
             results[client].append(r)
@@ -415,11 +526,20 @@ def section_concurrency(args: argparse.Namespace, server: Server) -> dict[str, A
         good = [r for r in rs if "error" not in r]
         section[c]["open_seconds"] = median([r["open_seconds"] for r in good])
     limit = section["limit"].get("events_s")
-    rows = [[c, fmt(s.get("events_s")), ratio(s.get("events_s"), limit), fmt(s.get("open_seconds"), 2),
-             fmt(s.get("rss_mb"), 1) + (f" ERROR: {s['error']}" if "error" in s else "")]
-            for c, s in section.items()]  # fmt: skip
-    print(f"\n## {streams} concurrent SSE streams, {streams} threads, one shared client "
-          f"({count} events of ~200 B each; every event counted)\n")  # fmt: skip
+    rows = [
+        [
+            c,
+            fmt(s.get("events_s")),
+            ratio(s.get("events_s"), limit),
+            fmt(s.get("open_seconds"), 2),
+            fmt(s.get("rss_mb"), 1) + (f" ERROR: {s['error']}" if "error" in s else ""),
+        ]
+        for c, s in section.items()
+    ]
+    print(
+        f"\n## {streams} concurrent SSE streams, {streams} threads, one shared client "
+        f"({count} events of ~200 B each; every event counted)\n"
+    )
     print(table(["client", "aggregate events/s", "vs limit", "all streams open s", "peak RSS MB"], rows))
     return {"streams": streams, "events_per_stream": count, "clients": section}
 
@@ -433,13 +553,18 @@ def section_import(args: argparse.Namespace, server: Server) -> dict[str, Any]:
                 start = time.perf_counter()
                 subprocess.run([PY, "-c", IMPORTS[name]], check=True, env=child_env(name), cwd=cwd)
                 times[name].append((time.perf_counter() - start) * 1000)
-        proc = subprocess.run([PY, "-X", "importtime", "-c", "import tinker_sync"], capture_output=True,
-                              text=True, env=child_env(), cwd=cwd)  # fmt: skip
+        proc = subprocess.run(
+            [PY, "-X", "importtime", "-c", "import tinker_sync"],
+            capture_output=True,
+            text=True,
+            env=child_env(),
+            cwd=cwd,
+        )
     heaviest = []
     for line in proc.stderr.splitlines():
         if not line.startswith("import time:") or "|" not in line or "self" in line:
             continue
-        self_us, cumulative, name = (part.strip() for part in line[len("import time:"):].split("|"))
+        self_us, cumulative, name = (part.strip() for part in line[len("import time:") :].split("|"))
         heaviest.append((int(self_us), int(cumulative), name))
     heaviest.sort(reverse=True)
     section = {name: median(t) for name, t in times.items()}
@@ -449,8 +574,12 @@ def section_import(args: argparse.Namespace, server: Server) -> dict[str, Any]:
     print(f"\n## Import time (wall time of a fresh `python -c ...`, median of {n})\n")
     print(table(["command", "ms", "minus bare python ms", "minus urllib3+msgspec ms"], rows))
     print("\nHeaviest modules under `python -X importtime -c 'import tinker_sync'` (self time):\n")
-    print(table(["module", "self ms", "cumulative ms"],
-                [[name.strip(), fmt(s / 1000, 2), fmt(c / 1000, 2)] for s, c, name in heaviest[:8]]))  # fmt: skip
+    print(
+        table(
+            ["module", "self ms", "cumulative ms"],
+            [[name.strip(), fmt(s / 1000, 2), fmt(c / 1000, 2)] for s, c, name in heaviest[:8]],
+        )
+    )
     return {"median_ms": section, "runs": n, "importtime_top": heaviest[:15]}
 
 
@@ -465,11 +594,14 @@ RUNNERS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python bench/run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="fewer and shorter runs (under a minute)")
     parser.add_argument("--only", default="", help=f"comma-separated sections: {','.join(SECTIONS)}")
-    parser.add_argument("--clients", default="", help="comma-separated client names to keep (sse, trickle, download)")
+    parser.add_argument(
+        "--clients", default="", help="comma-separated client names to keep (sse, trickle, download)"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write all results as JSON")
     parser.add_argument("--runs", type=int, default=None, help="runs per client (default 3, --quick 2)")
     parser.add_argument("--streams", type=int, default=1000, help="concurrent streams (default 1000)")
@@ -489,11 +621,14 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "runs": args.runs,
         "load_average": os.getloadavg(),
-        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=REPO).stdout.strip(),  # fmt: skip
+        "git": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+        ).stdout.strip(),
     }
-    print(f"# tinker_sync bench ({'quick' if args.quick else 'full'}; Python {meta['python']}, "
-          f"{meta['cpus']} CPUs, {args.runs} runs per client, medians; commit {meta['git']})")  # fmt: skip
+    print(
+        f"# tinker_sync bench ({'quick' if args.quick else 'full'}; Python {meta['python']}, "
+        f"{meta['cpus']} CPUs, {args.runs} runs per client, medians; commit {meta['git']})"
+    )
     results: dict[str, Any] = {"meta": meta}
     started = time.perf_counter()
     try:
@@ -507,9 +642,11 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
     meta["seconds"] = time.perf_counter() - started
     meta["load_average_end"] = os.getloadavg()
-    print(f"\n(total {meta['seconds']:.0f} s; 1-min load average {meta['load_average'][0]:.1f} at start, "
-          f"{meta['load_average_end'][0]:.1f} at end on {meta['cpus']} CPUs: other load skews absolute numbers, "
-          "interleaving keeps the ratios fair)")
+    print(
+        f"\n(total {meta['seconds']:.0f} s; 1-min load average {meta['load_average'][0]:.1f} at start, "
+        f"{meta['load_average_end'][0]:.1f} at end on {meta['cpus']} CPUs: other load skews absolute numbers, "
+        "interleaving keeps the ratios fair)"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

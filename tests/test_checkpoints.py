@@ -169,7 +169,9 @@ def test_archive_expired_signed_url_mid_download(client, tinker_server, out: Pat
     size = 4 * MiB
     tinker_server.add_checkpoint(WEIGHTS, size=size, seed=6)
     tinker_server.signed_url_ttl = 1.0
-    tinker_server.script("/signed/", Fault(stall_after=MiB, stall=2.5))  # past expiry, and past the read timeout
+    tinker_server.script(
+        "/signed/", Fault(stall_after=MiB, stall=2.5)
+    )  # past expiry, and past the read timeout
     path = client.with_options(timeout=0.5).checkpoints.download(WEIGHTS, out)
     check_download(path, out, 6, size)
     signed = signed_requests(tinker_server)
@@ -190,7 +192,9 @@ def test_slow_archive_preparation_waits(client, tinker_server, out: Path, status
 
 def test_slow_archive_headers_wait(client, tinker_server, out: Path) -> None:
     tinker_server.add_checkpoint(WEIGHTS, size=MiB, seed=1)
-    tinker_server.script(f"/api/v1/training_runs/{RUN}/checkpoints/weights/final/archive", Fault(delay_headers=1.2))
+    tinker_server.script(
+        f"/api/v1/training_runs/{RUN}/checkpoints/weights/final/archive", Fault(delay_headers=1.2)
+    )
     path = client.with_options(timeout=0.3).checkpoints.download(WEIGHTS, out, prepare_timeout=10)
     check_download(path, out, 1, MiB)
 
@@ -207,7 +211,9 @@ def test_archive_preparation_deadline(client, tinker_server, out: Path) -> None:
 
 def test_archive_headers_never_come(client, tinker_server, out: Path) -> None:
     tinker_server.add_checkpoint(WEIGHTS, size=MiB)
-    tinker_server.script(f"/api/v1/training_runs/{RUN}/checkpoints/weights/final/archive", Fault(delay_headers=5))
+    tinker_server.script(
+        f"/api/v1/training_runs/{RUN}/checkpoints/weights/final/archive", Fault(delay_headers=5)
+    )
     with pytest.raises(CheckpointNotReadyError, match="no answer"):
         client.checkpoints.download(WEIGHTS, out, prepare_timeout=1.0)
     assert list(out.iterdir()) == []
@@ -222,8 +228,9 @@ def test_hostile_archive_is_refused(client, tinker_server, tmp_path: Path, kind:
     out.mkdir()
     tinker_server.add_hostile_archive(WEIGHTS, kind)
     with pytest.raises(UnsafeArchiveError) as info:
-        client.checkpoints.download(WEIGHTS, out, max_members=HOSTILE_MAX_MEMBERS,
-                                    max_total_size=HOSTILE_MAX_TOTAL_SIZE)  # fmt: skip
+        client.checkpoints.download(
+            WEIGHTS, out, max_members=HOSTILE_MAX_MEMBERS, max_total_size=HOSTILE_MAX_TOTAL_SIZE
+        )
     assert HOSTILE_EXPECTED[kind][0] in str(info.value)
     assert list(out.iterdir()) == []  # no target, no temp dir, no lock
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing written beside it
@@ -387,8 +394,12 @@ def test_external_weights_other_failure_removes_everything(client, tinker_server
     assert list(out.iterdir()) == []
 
 
-@pytest.mark.parametrize("rel", ["/etc/x", "../x", "a/../../x", "", "a\x00b", "a\\..\\b", "a//b", "./a", "C:x"])
-def test_external_weights_unsafe_relative_paths(client, tinker_server, out: Path, monkeypatch, rel: str) -> None:
+@pytest.mark.parametrize(
+    "rel", ["/etc/x", "../x", "a/../../x", "", "a\x00b", "a\\..\\b", "a//b", "./a", "C:x"]
+)
+def test_external_weights_unsafe_relative_paths(
+    client, tinker_server, out: Path, monkeypatch, rel: str
+) -> None:
     from tinker_sync.testing import archives
 
     tinker_server.add_checkpoint(EXTERNAL, size=MiB)
@@ -403,10 +414,20 @@ def test_external_weights_unsafe_relative_paths(client, tinker_server, out: Path
 # -- paths ----------------------------------------------------------------------------------------
 
 BAD_PATHS = [
-    "", "run/weights/final", "http://run/weights/final", "tinker://", "tinker://run",
-    "tinker://run/weights", "tinker://run/weights/", "tinker:///weights/final",
-    "tinker://run/weights/a/b", "tinker://run/optimizer/final", "tinker://run/weights/..",
-    "tinker://../weights/x", "tinker://run/weights/a\\b", "tinker://run/weights/a\x00b",
+    "",
+    "run/weights/final",
+    "http://run/weights/final",
+    "tinker://",
+    "tinker://run",
+    "tinker://run/weights",
+    "tinker://run/weights/",
+    "tinker:///weights/final",
+    "tinker://run/weights/a/b",
+    "tinker://run/optimizer/final",
+    "tinker://run/weights/..",
+    "tinker://../weights/x",
+    "tinker://run/weights/a\\b",
+    "tinker://run/weights/a\x00b",
 ]
 
 
@@ -445,7 +466,10 @@ def test_list_get_publish_ttl_delete(client, tinker_server) -> None:
     assert isinstance(listing, CheckpointList) and listing.cursor.total_count == 3
     assert [c.tinker_path for c in listing.checkpoints][0] == "tinker://run-2/weights/w"  # newest first
     assert len(client.checkpoints.list(limit=1).checkpoints) == 1
-    assert {c.checkpoint_id for c in client.checkpoints.list(RUN).checkpoints} == {"weights/final", "sampler_weights/s1"}
+    assert {c.checkpoint_id for c in client.checkpoints.list(RUN).checkpoints} == {
+        "weights/final",
+        "sampler_weights/s1",
+    }
     checkpoint = client.checkpoints.get(WEIGHTS)
     assert isinstance(checkpoint, Checkpoint) and checkpoint.size_bytes == MiB and not checkpoint.public
     client.checkpoints.publish(WEIGHTS)

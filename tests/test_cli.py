@@ -30,8 +30,13 @@ def cli_env(server, **extra: str) -> dict[str, str]:
 
 
 def run_cli(server, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tinker_sync", *args], env=cli_env(server, **extra),
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "tinker_sync", *args],
+        env=cli_env(server, **extra),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def file_sha(path) -> str:
@@ -42,7 +47,9 @@ def file_sha(path) -> str:
 def test_download_without_terminal_prints_plain_lines(tinker_server, tmp_path):
     dest = tmp_path / "out.bin"
     size = 8 * MiB
-    result = run_cli(tinker_server, "download", f"/test/bytes?size={size}&seed=3&trickle=262144", "-o", str(dest))
+    result = run_cli(
+        tinker_server, "download", f"/test/bytes?size={size}&seed=3&trickle=262144", "-o", str(dest)
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
     assert "\r" not in result.stderr
@@ -59,9 +66,19 @@ def test_download_on_a_terminal_draws_a_tqdm_bar(tinker_server, tmp_path):
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tinker_sync", "download", f"/test/bytes?size={size}&seed=4&trickle=262144&trickle_delay=0.05",
-         "-o", str(dest)],
-        env=cli_env(tinker_server), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave,
+        [
+            sys.executable,
+            "-m",
+            "tinker_sync",
+            "download",
+            f"/test/bytes?size={size}&seed=4&trickle=262144&trickle_delay=0.05",
+            "-o",
+            str(dest),
+        ],
+        env=cli_env(tinker_server),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
     )
     os.close(slave)
     output = b""
@@ -106,10 +123,16 @@ def test_resume_and_sha256_options(tinker_server, tmp_path):
     "args, extra, message",
     [
         (["download", "/test/nope", "-o", "{dest}"], {}, "Error code: 404"),
-        (["download", f"/test/bytes?size={MiB}&seed=1", "-o", "{dest}", "--sha256", "0" * 64], {},
-         "SHA-256 mismatch"),
-        (["download", f"/test/bytes?size={MiB}&seed=1&checksum=md5&bad_checksum=1", "-o", "{dest}"], {},
-         "MD5 mismatch"),
+        (
+            ["download", f"/test/bytes?size={MiB}&seed=1", "-o", "{dest}", "--sha256", "0" * 64],
+            {},
+            "SHA-256 mismatch",
+        ),
+        (
+            ["download", f"/test/bytes?size={MiB}&seed=1&checksum=md5&bad_checksum=1", "-o", "{dest}"],
+            {},
+            "MD5 mismatch",
+        ),
         (["download", "/test/bytes", "-o", "{dest}"], {"TINKER_API_KEY": "bad-key"}, "Invalid API key"),
         (["download", "/test/bytes", "-o", "{dest}"], {"TINKER_API_KEY": ""}, "No API key"),
     ],
@@ -127,7 +150,8 @@ def test_expected_errors_exit_1_with_one_line(tinker_server, tmp_path, args, ext
 
 
 @pytest.mark.parametrize(
-    "args", [[], ["download"], ["download", "x"], ["nosuch"], ["download", "x", "-o", "y", "--sha256", "zz"]],
+    "args",
+    [[], ["download"], ["download", "x"], ["nosuch"], ["download", "x", "-o", "y", "--sha256", "zz"]],
     ids=["none", "no-url", "no-output", "unknown-command", "bad-sha256"],
 )
 def test_usage_errors_exit_2(tinker_server, args):

@@ -28,13 +28,22 @@ def cli_env(server=None) -> dict[str, str]:
 
 
 def run_cli(server, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tinker_sync", *args], env=cli_env(server), cwd=cwd,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "tinker_sync", *args],
+        env=cli_env(server),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_checkpoint_download(tinker_server, tmp_path: Path) -> None:
@@ -61,9 +70,13 @@ def test_checkpoint_download(tinker_server, tmp_path: Path) -> None:
 def test_checkpoint_download_on_a_terminal_draws_a_bar(tinker_server, tmp_path: Path) -> None:
     tinker_server.add_checkpoint(WEIGHTS, size=4 * MiB, seed=4, prepare_seconds=1.0)
     master, slave = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "tinker_sync", "checkpoint", "download", WEIGHTS,
-                                "-o", str(tmp_path)], env=dict(cli_env(tinker_server), COLUMNS="100"),
-                               stdin=slave, stdout=slave, stderr=slave)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tinker_sync", "checkpoint", "download", WEIGHTS, "-o", str(tmp_path)],
+        env=dict(cli_env(tinker_server), COLUMNS="100"),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+    )
     os.close(slave)
     output = b""
     deadline = time.monotonic() + 60
@@ -104,8 +117,14 @@ def test_checkpoint_download_errors(tinker_server, tmp_path: Path) -> None:
 
 
 def test_demo(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "tinker_sync", "demo", "--size", "8"], env=cli_env(),
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "tinker_sync", "demo", "--size", "8"],
+        env=cli_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "token 0: 'tok0'" in out and "done: finish_reason=length" in out
@@ -117,7 +136,13 @@ def test_demo(tmp_path: Path) -> None:
     assert "Connection broke at byte" in result.stderr
     assert result.stderr.splitlines()[-1].startswith("Saved ")
     # a second run replaces the first one's download
-    again = subprocess.run([sys.executable, "-m", "tinker_sync", "demo", "--size", "1"], env=cli_env(),
-                           cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+    again = subprocess.run(
+        [sys.executable, "-m", "tinker_sync", "demo", "--size", "1"],
+        env=cli_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode == 0, again.stderr
     assert tree_hashes(target) == expected_files(1, MiB)

@@ -63,7 +63,9 @@ def test_download_writes_verified_file_and_cleans_up(client, tinker_server, tmp_
     dest = tmp_path / "out.bin"
     size = 3 * MiB + 17
     calls = []
-    result = client.download(f"/test/bytes?size={size}&seed=5", dest, progress=lambda d, t: calls.append((d, t)))
+    result = client.download(
+        f"/test/bytes?size={size}&seed=5", dest, progress=lambda d, t: calls.append((d, t))
+    )
     assert result == dest and isinstance(result, type(dest))
     assert file_sha(dest) == expected_sha(5, size)
     assert leftovers(dest) == []
@@ -122,7 +124,9 @@ def test_checksum_parsing():
 @pytest.mark.parametrize("checksum", ["md5", "sha256", "etag-md5"])
 def test_bad_checksum_raises_and_removes_everything(client, tmp_path, checksum):
     dest = tmp_path / "out.bin"
-    with pytest.raises(tinker_sync.DownloadIntegrityError, match=r"mismatch for .*expected [0-9a-f]+ .*got [0-9a-f]+"):
+    with pytest.raises(
+        tinker_sync.DownloadIntegrityError, match=r"mismatch for .*expected [0-9a-f]+ .*got [0-9a-f]+"
+    ):
         client.download(f"/test/bytes?size={MiB}&seed=2&checksum={checksum}&bad_checksum=1", dest)
     assert not dest.exists() and leftovers(dest) == []
 
@@ -333,8 +337,12 @@ def test_killed_process_resumes(tinker_server, tmp_path):
     tinker_server.script("/test/bytes", Fault(trickle=64 * 1024, trickle_delay=0.02))
     env = dict(os.environ, TINKER_API_KEY=API_KEY, TINKER_BASE_URL=tinker_server.url)
     env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
-    proc = subprocess.Popen([sys.executable, "-m", "tinker_sync", "download", url, "-o", str(dest)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tinker_sync", "download", url, "-o", str(dest)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -374,7 +382,9 @@ def test_second_download_fails_clearly_while_first_runs(client, tinker_server, t
         deadline = time.monotonic() + 10
         while not os.path.exists(f"{dest}.part") and time.monotonic() < deadline:
             time.sleep(0.01)
-        with pytest.raises(tinker_sync.DownloadLockedError, match=rf"held by another download \(pid {os.getpid()}@"):
+        with pytest.raises(
+            tinker_sync.DownloadLockedError, match=rf"held by another download \(pid {os.getpid()}@"
+        ):
             client.download(f"/test/bytes?size={size}&seed=13", dest)
     finally:
         first.join()

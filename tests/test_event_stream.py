@@ -84,7 +84,11 @@ EVENT2 = b"id: 2\ndata: second\n\n"
 def _frame(framing: str) -> tuple[bytes, Callable[[bytes], bytes], bytes]:
     head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
     if framing == "chunked":
-        return head + b"Transfer-Encoding: chunked\r\n\r\n", lambda b: b"%x\r\n%s\r\n" % (len(b), b), b"0\r\n\r\n"
+        return (
+            head + b"Transfer-Encoding: chunked\r\n\r\n",
+            lambda b: b"%x\r\n%s\r\n" % (len(b), b),
+            b"0\r\n\r\n",
+        )
     if framing == "length":
         length = len(EVENT1) + len(EVENT2)
         return head + b"Content-Length: %d\r\n\r\n" % length, lambda b: b, b""
@@ -136,7 +140,9 @@ def test_raw_iter_bytes_first_chunk_before_rest_is_sent():
 def test_close_delimited_body_cut_is_end(sse_implementation):
     # a close-delimited stream ends when the server closes: events so far are complete
     def script(conn: socket.socket) -> None:
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n" + EVENT1)
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n" + EVENT1
+        )
 
     with raw_server(script) as url:
         with Client(api_key=API_KEY, base_url=url, max_retries=0) as c:
@@ -165,11 +171,18 @@ def test_wrong_content_type_on_entry(client):
 
 @pytest.mark.parametrize(
     "content_type",
-    ["text/event-stream; charset=latin-1", "Text/Event-Stream", "TEXT/EVENT-STREAM;charset=utf-8", "text/event-stream "],
+    [
+        "text/event-stream; charset=latin-1",
+        "Text/Event-Stream",
+        "TEXT/EVENT-STREAM;charset=utf-8",
+        "text/event-stream ",
+    ],
 )
 def test_content_type_params_and_case_ignored_and_utf8(client, content_type, sse_implementation):
     # the event name is sent as UTF-8; a charset parameter on the content type does not change that
-    stream = client.stream_get("/test/sse", params={"count": 2, "event": "héllo ✓", "content_type": content_type})
+    stream = client.stream_get(
+        "/test/sse", params={"count": 2, "event": "héllo ✓", "content_type": content_type}
+    )
     events = list(stream)
     assert [e.event for e in events] == ["héllo ✓", "héllo ✓"]
     assert stream.response.headers["content-type"].strip() == content_type.strip()
@@ -180,8 +193,16 @@ def test_content_type_params_and_case_ignored_and_utf8(client, content_type, sse
 
 @pytest.mark.parametrize(
     "status,cls",
-    [(400, BadRequestError), (401, AuthenticationError), (404, NotFoundError), (418, APIStatusError),
-     (422, UnprocessableEntityError), (429, RateLimitError), (500, InternalServerError), (503, InternalServerError)],
+    [
+        (400, BadRequestError),
+        (401, AuthenticationError),
+        (404, NotFoundError),
+        (418, APIStatusError),
+        (422, UnprocessableEntityError),
+        (429, RateLimitError),
+        (500, InternalServerError),
+        (503, InternalServerError),
+    ],
 )
 def test_status_errors_before_streaming(client, tinker_server, status, cls):
     stream = client.stream_get(f"/test/status/{status}", max_retries=0)
@@ -222,7 +243,9 @@ def test_error_event_after_earlier_events(client, sse_implementation):
 
 
 def test_stream_sample_typed(client, sse_implementation):
-    chunks = list(client.stream_post("/api/v1/stream_sample", json={"prompt": "hi", "max_tokens": 3}, cast_to=Chunk))
+    chunks = list(
+        client.stream_post("/api/v1/stream_sample", json={"prompt": "hi", "max_tokens": 3}, cast_to=Chunk)
+    )
     assert [c.token for c in chunks[:3]] == ["tok0", "tok1", "tok2"]
     assert chunks[-1] == Chunk(event_type="done", finish_reason="length", total_tokens=3)
 
@@ -230,7 +253,9 @@ def test_stream_sample_typed(client, sse_implementation):
 def test_stream_sample_error_event(client):
     seen = []
     with pytest.raises(APIError, match="boom"):
-        for chunk in client.stream_post("/api/v1/stream_sample", json={"max_tokens": 5, "error_at": 2}, cast_to=Chunk):
+        for chunk in client.stream_post(
+            "/api/v1/stream_sample", json={"max_tokens": 5, "error_at": 2}, cast_to=Chunk
+        ):
             seen.append(chunk.token)
     assert seen == ["tok0", "tok1"]
 

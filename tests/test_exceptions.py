@@ -31,10 +31,20 @@ from tinker_sync import (
 from tinker_sync._exceptions import status_error_class
 
 STATUS_TABLE = [
-    (400, BadRequestError), (401, AuthenticationError), (402, BillingError), (403, PermissionDeniedError),
-    (404, NotFoundError), (409, ConflictError), (422, UnprocessableEntityError), (429, RateLimitError),
-    (500, InternalServerError), (502, InternalServerError), (503, InternalServerError), (504, InternalServerError),
-    (418, APIStatusError), (405, APIStatusError),
+    (400, BadRequestError),
+    (401, AuthenticationError),
+    (402, BillingError),
+    (403, PermissionDeniedError),
+    (404, NotFoundError),
+    (409, ConflictError),
+    (422, UnprocessableEntityError),
+    (429, RateLimitError),
+    (500, InternalServerError),
+    (502, InternalServerError),
+    (503, InternalServerError),
+    (504, InternalServerError),
+    (418, APIStatusError),
+    (405, APIStatusError),
 ]
 
 
@@ -66,7 +76,9 @@ def test_every_exception_documented_and_exported():
             assert name in tinker_sync.__all__
 
 
-@pytest.mark.parametrize("status,cls", [s for s in STATUS_TABLE if s[0] in (400, 401, 404, 409, 422, 429, 500, 418)])
+@pytest.mark.parametrize(
+    "status,cls", [s for s in STATUS_TABLE if s[0] in (400, 401, 404, 409, 422, 429, 500, 418)]
+)
 def test_real_status_error_message_and_pickle(client, status, cls):
     with pytest.raises(cls) as info:
         client.get(f"/test/status/{status}", max_retries=0)

@@ -43,8 +43,9 @@ MiB = 1 << 20
 class ChunkReader:
     """A read-once ``read(n)`` stream over an iterable of chunks, like a network body."""
 
-    def __init__(self, chunks: Iterable[bytes], fail_after: int | None = None,
-                 error: BaseException | None = None) -> None:
+    def __init__(
+        self, chunks: Iterable[bytes], fail_after: int | None = None, error: BaseException | None = None
+    ) -> None:
         self._chunks: Iterator[bytes] = iter(chunks)
         self._view = memoryview(b"")
         self._fail_after = fail_after
@@ -204,20 +205,28 @@ HOSTILE_EXPECTED: dict[str, tuple[str, dict[str, str]]] = {
     "dir_over_file": ("member 'a': a directory over an existing file", {"a": "file"}),
     "file_under_file": ("member 'a/b': 'a' exists and is not a directory", {"a": "file"}),
     "dir_with_size": ("member 'd': a directory with a size", {}),
-    "too_many_members": (f"member 'f{HOSTILE_MAX_MEMBERS}': more than {HOSTILE_MAX_MEMBERS} members",
-                         {f"f{i}": "file" for i in range(HOSTILE_MAX_MEMBERS)}),
+    "too_many_members": (
+        f"member 'f{HOSTILE_MAX_MEMBERS}': more than {HOSTILE_MAX_MEMBERS} members",
+        {f"f{i}": "file" for i in range(HOSTILE_MAX_MEMBERS)},
+    ),
     "oversize": ("member 'big': 1048577 bytes would bring the total over max_total_size=1048576", {}),
     "gzip_bomb": ("member 'zeros': 33554432 bytes would bring the total over max_total_size", {}),
     "pax_header_bomb": ("member '././@PaxHeader': extended header of", {}),
     "gnu_sparse": ("member 'sparse': a sparse file", {}),
     "pax_sparse": ("member 'sparse': a sparse file", {}),
     "negative_size": ("member 'negative': negative size -1", {}),
-    "malformed_header": ("malformed archive: invalid header after member 'good' (bad checksum)",
-                         {"good": "file"}),
-    "truncated": ("malformed archive: member 'truncated' is truncated: 0 of 10000 bytes",
-                  {"truncated": "file"}),
-    "no_end_marker": ("malformed archive: the stream ends after member 'complete' without an "
-                      "end-of-archive marker", {"complete": "file"}),
+    "malformed_header": (
+        "malformed archive: invalid header after member 'good' (bad checksum)",
+        {"good": "file"},
+    ),
+    "truncated": (
+        "malformed archive: member 'truncated' is truncated: 0 of 10000 bytes",
+        {"truncated": "file"},
+    ),
+    "no_end_marker": (
+        "malformed archive: the stream ends after member 'complete' without an end-of-archive marker",
+        {"complete": "file"},
+    ),
 }
 
 
@@ -238,8 +247,9 @@ def test_hostile_archive_refused(tmp_path: Path, dest: Path, kind: str, compress
     text, left = HOSTILE_EXPECTED[kind]
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(UnsafeArchiveError) as info:
-        extract_tar(ChunkReader([data]), dest, max_members=HOSTILE_MAX_MEMBERS,
-                    max_total_size=HOSTILE_MAX_TOTAL_SIZE)
+        extract_tar(
+            ChunkReader([data]), dest, max_members=HOSTILE_MAX_MEMBERS, max_total_size=HOSTILE_MAX_TOTAL_SIZE
+        )
     assert text in str(info.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == before == [HOSTILE_DEST_NAME]
     assert _tree(dest) == left  # nothing of the refused member, and never a link
@@ -342,7 +352,9 @@ def test_memory_is_constant(dest: Path, seed: int, size: int) -> None:
     assert (dest / "weights" / "adapter_model.safetensors").stat().st_size > size - 20_000
 
 
-def test_a_failing_disk_write_raises_and_every_file_is_closed(dest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_disk_write_raises_and_every_file_is_closed(
+    dest: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A full disk (ENOSPC from write, on the writer thread) raises in the caller; no fd leaks."""
     import errno
 

@@ -116,7 +116,9 @@ def test_non_retryable_failure_fires_error(hooked, recorder):
 
 
 def test_connection_failure_fires_error(recorder):
-    with Client(api_key=API_KEY, base_url="http://127.0.0.1:1", max_retries=1, event_hooks=recorder.hooks()) as c:
+    with Client(
+        api_key=API_KEY, base_url="http://127.0.0.1:1", max_retries=1, event_hooks=recorder.hooks()
+    ) as c:
         c._sleep = lambda s: None
         with pytest.raises(APIConnectionError):
             c.get("/x")
@@ -218,7 +220,9 @@ def test_dump_headers_masks_secrets(tinker_server, caplog, monkeypatch):
     monkeypatch.setenv("CLOUDFLARE_ACCESS_CLIENT_SECRET", "cf-very-secret")
     with Client(api_key=API_KEY, base_url=tinker_server.url, dump_headers=True) as c:
         with caplog.at_level(logging.INFO, logger="tinker_sync"):
-            c.post("/test/echo?sig=signature-value&x=1", json={"a": 1}, headers={"Authorization": "Bearer tok"})
+            c.post(
+                "/test/echo?sig=signature-value&x=1", json={"a": 1}, headers={"Authorization": "Bearer tok"}
+            )
             list(c.stream_get("/test/sse?count=1"))
     text = _dump_text(caplog)
     assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "tinker_sync")
@@ -267,9 +271,14 @@ MASK_CASES = [
     ("https://x/y", "https://x/y"),
     ("https://x/y?a=1&b=2", "https://x/y?a=1&b=2"),
     ("https://x/y?sig=abc&a=1", "https://x/y?sig=***&a=1"),
-    ("https://s3/o?X-Amz-Signature=abc&X-Amz-Credential=c&X-Amz-Date=d",
-     "https://s3/o?X-Amz-Signature=***&X-Amz-Credential=***&X-Amz-Date=d"),
-    ("https://g/o?X-Goog-Signature=abc&X-Goog-Expires=60", "https://g/o?X-Goog-Signature=***&X-Goog-Expires=60"),
+    (
+        "https://s3/o?X-Amz-Signature=abc&X-Amz-Credential=c&X-Amz-Date=d",
+        "https://s3/o?X-Amz-Signature=***&X-Amz-Credential=***&X-Amz-Date=d",
+    ),
+    (
+        "https://g/o?X-Goog-Signature=abc&X-Goog-Expires=60",
+        "https://g/o?X-Goog-Signature=***&X-Goog-Expires=60",
+    ),
     ("https://x/y?token=t&api_key=k", "https://x/y?token=***&api_key=***"),
     ("https://x/y?expires=1&signature=s#frag", "https://x/y?expires=1&signature=***#frag"),
 ]
@@ -281,10 +290,24 @@ def test_mask_url(url, expected):
 
 
 def test_mask_headers():
-    masked = mask_headers({"X-API-Key": "tml-1", "authorization": "b", "Cookie": "c", "Accept": "a",
-                           "CF-Access-Client-Secret": "s", "CF-Access-Client-Id": "i"})  # fmt: skip
-    assert masked == {"X-API-Key": "***", "authorization": "***", "Cookie": "***", "Accept": "a",
-                      "CF-Access-Client-Secret": "***", "CF-Access-Client-Id": "i"}  # fmt: skip
+    masked = mask_headers(
+        {
+            "X-API-Key": "tml-1",
+            "authorization": "b",
+            "Cookie": "c",
+            "Accept": "a",
+            "CF-Access-Client-Secret": "s",
+            "CF-Access-Client-Id": "i",
+        }
+    )
+    assert masked == {
+        "X-API-Key": "***",
+        "authorization": "***",
+        "Cookie": "***",
+        "Accept": "a",
+        "CF-Access-Client-Secret": "***",
+        "CF-Access-Client-Id": "i",
+    }
 
 
 # -- TINKER_LOG ----------------------------------------------------------------------------------
@@ -300,15 +323,19 @@ c.close()
 """
 
 
-@pytest.mark.parametrize("level,expect_info,expect_debug", [("debug", True, True), ("info", True, False),
-                                                             ("", False, False)])  # fmt: skip
+@pytest.mark.parametrize(
+    "level,expect_info,expect_debug", [("debug", True, True), ("info", True, False), ("", False, False)]
+)
 def test_tinker_log_env(tinker_server, level, expect_info, expect_debug):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TINKER")}
     env["TINKER_LOG"] = level
     result = subprocess.run(
         [sys.executable, "-I", "-c", LOG_PROBE.format(root=str(ROOT), url=tinker_server.url)],
-        capture_output=True, text=True, timeout=60, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     assert ("> GET" in result.stderr) is expect_info
     assert ("debug-probe" in result.stderr) is expect_debug

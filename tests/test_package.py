@@ -48,8 +48,12 @@ def run(code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.
     code = f"import sys; sys.path.insert(0, {str(PACKAGE.parent)!r})\n" + code
     return subprocess.run(
         [sys.executable, "-I", "-W", "error", *args, "-c", code],
-        capture_output=True, text=True, timeout=60, env=env, cwd=str(PACKAGE.parent),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=str(PACKAGE.parent),
+    )
 
 
 # -- public API ----------------------------------------------------------------------------------
@@ -77,7 +81,8 @@ def test_version():
 
 
 @pytest.mark.parametrize(
-    "method", ["stream_get", "stream_post", "stream_put", "stream_patch", "stream_delete", "stream", "get", "post"]
+    "method",
+    ["stream_get", "stream_post", "stream_put", "stream_patch", "stream_delete", "stream", "get", "post"],
 )
 def test_public_methods_have_docstrings(method):
     doc = getattr(tinker_sync.Client, method).__doc__
@@ -86,8 +91,17 @@ def test_public_methods_have_docstrings(method):
 
 def test_help_stream_post_is_useful():
     text = pydoc.render_doc(tinker_sync.Client.stream_post, renderer=pydoc.plaintext)
-    for needle in ("Server-Sent Events", "Lazy", "cast_to", "idle_timeout", "reconnect", "Raises",
-                   "APIStatusError", "APIConnectionError", "Example"):  # fmt: skip
+    for needle in (
+        "Server-Sent Events",
+        "Lazy",
+        "cast_to",
+        "idle_timeout",
+        "reconnect",
+        "Raises",
+        "APIStatusError",
+        "APIConnectionError",
+        "Example",
+    ):
         assert needle in text, needle
 
 
@@ -183,7 +197,9 @@ def test_only_transport_imports_urllib3(path):
     if path.name == "_transport.py" and path.parent == PACKAGE:
         assert any(name.split(".")[0] == "urllib3" for _, name in _imports(path, False))
         return
-    offenders = [f"line {line}: {name}" for line, name in _imports(path, False) if name.split(".")[0] == "urllib3"]
+    offenders = [
+        f"line {line}: {name}" for line, name in _imports(path, False) if name.split(".")[0] == "urllib3"
+    ]
     assert offenders == []
 
 

@@ -85,8 +85,9 @@ def test_stalled_event_stream_times_out(client, tinker_server):
 def test_stalled_raw_stream_times_out(client):
     start = time.monotonic()
     with pytest.raises(APITimeoutError):
-        with client.stream("GET", "/test/bytes?size=100000&stall_after=1000&stall=30", timeout=0.5,
-                           max_retries=0) as response:  # fmt: skip
+        with client.stream(
+            "GET", "/test/bytes?size=100000&stall_after=1000&stall=30", timeout=0.5, max_retries=0
+        ) as response:
             response.read()
     assert time.monotonic() - start < 5
     assert response.is_closed
@@ -118,7 +119,9 @@ def test_slow_but_live_stream_is_not_cut(client, sse_implementation):
 
 def test_idle_timeout_with_pings_only(sse_implementation):
     def script(conn: socket.socket, stop: threading.Event) -> None:
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
         ping = b": ping\n\n"
         conn.sendall(b"%x\r\n%s\r\n" % (len(ping) + 9, b"data: 1\n\n" + ping))
         while not stop.wait(0.1):  # keep-alive pings, never another event

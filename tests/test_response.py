@@ -76,7 +76,9 @@ def test_iter_bytes_rejects_bad_chunk_size(client):
 
 def test_iter_text_multibyte_split(client):
     text = "héllo wörld ✓ 🎉" * 10
-    with client.stream("POST", "/test/sse-raw?chunk=1&content_type=text/plain", content=text.encode()) as response:
+    with client.stream(
+        "POST", "/test/sse-raw?chunk=1&content_type=text/plain", content=text.encode()
+    ) as response:
         parts = list(response.iter_text())
     assert "".join(parts) == text
     assert len(parts) > 1
@@ -224,7 +226,9 @@ def test_short_content_length_raises_get(client, tinker_server):
 
 
 def test_short_content_length_raises_post(client):
-    with client.stream("POST", "/test/sse-raw?framing=length&wrong_length=500", content=b"x" * 100) as response:
+    with client.stream(
+        "POST", "/test/sse-raw?framing=length&wrong_length=500", content=b"x" * 100
+    ) as response:
         with pytest.raises(APIConnectionError):
             for _chunk in response.iter_bytes():
                 pass
@@ -232,7 +236,9 @@ def test_short_content_length_raises_post(client):
 
 def test_short_content_length_plain_call_raises(client, tinker_server):
     with pytest.raises(APIConnectionError):
-        client.request("POST", "/test/sse-raw?framing=length&wrong_length=500", content=b"x" * 100, max_retries=0)
+        client.request(
+            "POST", "/test/sse-raw?framing=length&wrong_length=500", content=b"x" * 100, max_retries=0
+        )
     assert len(tinker_server.requests) == 1
 
 

@@ -28,8 +28,17 @@ def fixed(value: float):
 # -- should_retry_status -------------------------------------------------------------------------
 
 STATUS_CASES = [
-    (400, {}, False), (401, {}, False), (403, {}, False), (404, {}, False), (422, {}, False),
-    (408, {}, True), (409, {}, True), (429, {}, True), (500, {}, True), (502, {}, True), (503, {}, True),
+    (400, {}, False),
+    (401, {}, False),
+    (403, {}, False),
+    (404, {}, False),
+    (422, {}, False),
+    (408, {}, True),
+    (409, {}, True),
+    (429, {}, True),
+    (500, {}, True),
+    (502, {}, True),
+    (503, {}, True),
     (599, {}, True),
     (400, {"x-should-retry": "true"}, True),
     (503, {"x-should-retry": "false"}, False),

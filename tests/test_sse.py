@@ -318,10 +318,10 @@ class Item(msgspec.Struct):
 
 TYPED_STREAM = (
     b'data: {"a": 1}\n\n'
-    b"event: error\nid: 7\ndata: {\"message\": \"boom\"}\n\n"
-    b"event: update\nretry: 5\ndata: {\"a\": 2,\ndata: \"b\": \"x\\u00e9\xc3\xa9\"}\r\n\r\n"
-    b"event: Error\ndata: {\"a\": 3}\n\n"
-    b"event: error \ndata: {\"a\": 4}\n\n"
+    b'event: error\nid: 7\ndata: {"message": "boom"}\n\n'
+    b'event: update\nretry: 5\ndata: {"a": 2,\ndata: "b": "x\\u00e9\xc3\xa9"}\r\n\r\n'
+    b'event: Error\ndata: {"a": 3}\n\n'
+    b'event: error \ndata: {"a": 4}\n\n'
     b"id: 8\n\n"
     b'data: {"a": 5}\n\n'
 )

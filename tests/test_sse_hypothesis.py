@@ -23,11 +23,38 @@ from tinker_sync._sse_py import PySSEDecoder
 
 BOM = b"\xef\xbb\xbf"
 ATOMS = [
-    b"a", b"0", b"7", b" ", b":", b"\x00", b"\xff", b"\xc3\xa9", b"\xe2\x82", b"\xac", b"\xed\xa0\x80",
-    b"\xf0\x9f\x98\x80", BOM, b"error", b"9" * 25, b"x" * 40, b"\t", b"{}",
+    b"a",
+    b"0",
+    b"7",
+    b" ",
+    b":",
+    b"\x00",
+    b"\xff",
+    b"\xc3\xa9",
+    b"\xe2\x82",
+    b"\xac",
+    b"\xed\xa0\x80",
+    b"\xf0\x9f\x98\x80",
+    BOM,
+    b"error",
+    b"9" * 25,
+    b"x" * 40,
+    b"\t",
+    b"{}",
 ]
-NAMES = [b"data", b"event", b"id", b"retry", b"Data", b"data ", b" data", b"", b"foo", BOM + b"data",
-         b"\xffid"]
+NAMES = [
+    b"data",
+    b"event",
+    b"id",
+    b"retry",
+    b"Data",
+    b"data ",
+    b" data",
+    b"",
+    b"foo",
+    BOM + b"data",
+    b"\xffid",
+]
 
 values = st.lists(st.sampled_from(ATOMS), max_size=6).map(b"".join)
 digits = st.text("0123456789", min_size=1, max_size=30).map(str.encode)

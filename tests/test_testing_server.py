@@ -74,8 +74,12 @@ def test_requests_are_recorded_and_cleared(server, pool):
     get(pool, server, "/test/echo?a=1&a=2&b=x", {"X-Custom": "Yes"}, method="POST", body=b"\x00\xffhi")
     (req,) = server.requests
     assert isinstance(req, RecordedRequest)
-    assert (req.method, req.path, req.query, req.body) == ("POST", "/test/echo", {"a": "2", "b": "x"},
-                                                           b"\x00\xffhi")
+    assert (req.method, req.path, req.query, req.body) == (
+        "POST",
+        "/test/echo",
+        {"a": "2", "b": "x"},
+        b"\x00\xffhi",
+    )
     assert req.headers["x-custom"] == "Yes"
     server.clear()
     assert server.requests == [] and server.connections == 0
@@ -104,14 +108,21 @@ def test_capabilities_and_serve_helper(pool):
 def test_echo_and_status_routes(server, pool):
     r = get(pool, server, "/test/echo?x=1", {"X-Thing": "v"}, method="PUT", body=b"caf\xe9")
     body = r.json()
-    assert (body["method"], body["path"], body["query"], body["body"]) == ("PUT", "/test/echo", {"x": "1"},
-                                                                          "caf\xe9")
+    assert (body["method"], body["path"], body["query"], body["body"]) == (
+        "PUT",
+        "/test/echo",
+        {"x": "1"},
+        "caf\xe9",
+    )
     assert body["headers"]["x-thing"] == "v"
     r = get(pool, server, "/test/status/429?retry_after=3&retry_after_ms=1500&should_retry=false")
     assert r.status == 429
     assert r.json() == {"error": {"message": "status 429"}}
     assert (r.headers["retry-after"], r.headers["retry-after-ms"], r.headers["x-should-retry"]) == (
-        "3", "1500", "false")
+        "3",
+        "1500",
+        "false",
+    )
 
 
 def test_unknown_route_is_a_json_404(server, pool):
@@ -150,10 +161,11 @@ def test_sse_framings(server, pool, framing):
 
 
 def test_sse_chunk_splits_the_wire_body(server):
-    raw = raw_exchange(server, b"GET /test/sse?count=1&size=20&chunk=5 HTTP/1.1\r\nHost: x\r\n"
-                               b"Connection: close\r\n\r\n")
+    raw = raw_exchange(
+        server, b"GET /test/sse?count=1&size=20&chunk=5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     body = raw.split(b"\r\n\r\n", 1)[1]
-    assert body.startswith(b"5\r\ndata:\r\n5\r\n {\"in")
+    assert body.startswith(b'5\r\ndata:\r\n5\r\n {"in')
     assert body.endswith(b"0\r\n\r\n")
 
 
@@ -174,8 +186,13 @@ def test_sse_error_status_and_content_type(server, pool):
     r = get(pool, server, "/test/sse?count=5&error_at=2")
     assert r.data.endswith(b'event: error\ndata: {"message":"boom"}\n\n')
     assert [e.get("index") for e in sse_data(r.data)] == [0, 1, None]
-    r = get(pool, server, "/test/sse?count=1&status=500&content_type=text/plain", method="DELETE",
-            body=b'{"ignored": true}')
+    r = get(
+        pool,
+        server,
+        "/test/sse?count=1&status=500&content_type=text/plain",
+        method="DELETE",
+        body=b'{"ignored": true}',
+    )
     assert r.status == 500 and r.headers["Content-Type"] == "text/plain"
 
 
@@ -187,10 +204,14 @@ def test_sse_cut_after_aborts_without_the_last_chunk(server):
 
 
 def test_sse_hang_holds_the_connection_until_the_client_leaves(server, pool):
-    r = pool.request("GET", server.url + "/test/sse?count=2&hang=1", preload_content=False,
-                     timeout=urllib3.Timeout(read=0.3))
+    r = pool.request(
+        "GET",
+        server.url + "/test/sse?count=2&hang=1",
+        preload_content=False,
+        timeout=urllib3.Timeout(read=0.3),
+    )
     try:
-        assert r.read(10) == b"data: {\"in"
+        assert r.read(10) == b'data: {"in'
         with pytest.raises(urllib3.exceptions.ReadTimeoutError):
             r.read()
     finally:
@@ -226,8 +247,14 @@ def test_stream_sample(server, pool):
     assert events[-1] == {"event_type": "done", "finish_reason": "length", "total_tokens": 3}
     assert b"id: 2\n" in r.data
     assert server.requests[-1].json() == {"prompt": "hi", "max_tokens": 3}
-    r = get(pool, server, "/api/v1/stream_sample", AUTH, "POST",
-            body=json.dumps({"prompt": "hi", "max_tokens": 5, "error_at": 1}).encode())
+    r = get(
+        pool,
+        server,
+        "/api/v1/stream_sample",
+        AUTH,
+        "POST",
+        body=json.dumps({"prompt": "hi", "max_tokens": 5, "error_at": 1}).encode(),
+    )
     assert r.data.endswith(b'event: error\ndata: {"event_type":"error","message":"boom"}\n\n')
     assert len(sse_data(r.data)) == 2
 
@@ -249,12 +276,15 @@ def test_bytes_body_and_headers(server, pool):
     assert chunked.data == b"".join(_data.generate(7, 1000))
 
 
-@pytest.mark.parametrize("header,start,end", [
-    ("bytes=10-19", 10, 20),
-    ("bytes=990-", 990, 1000),
-    ("bytes=990-5000", 990, 1000),
-    ("bytes=-5", 995, 1000),
-])
+@pytest.mark.parametrize(
+    "header,start,end",
+    [
+        ("bytes=10-19", 10, 20),
+        ("bytes=990-", 990, 1000),
+        ("bytes=990-5000", 990, 1000),
+        ("bytes=-5", 995, 1000),
+    ],
+)
 def test_bytes_ranges(server, pool, header, start, end):
     full = b"".join(_data.generate(3, 1000))
     r = get(pool, server, "/test/bytes?size=1000&seed=3", {"Range": header})
@@ -370,10 +400,15 @@ def test_training_runs_and_checkpoint_listing(server, pool):
     assert run["last_checkpoint"]["checkpoint_id"] == "weights/w1"
     cks = get(pool, server, "/api/v1/training_runs/run-a/checkpoints", AUTH).json()["checkpoints"]
     assert {c["checkpoint_id"]: c["checkpoint_type"] for c in cks} == {
-        "weights/w1": "training", "sampler_weights/s1": "sampler"}
+        "weights/w1": "training",
+        "sampler_weights/s1": "sampler",
+    }
     first = cks[0]
-    assert (first["tinker_path"], first["size_bytes"], first["public"]) == ("tinker://run-a/weights/w1", 1000,
-                                                                           False)
+    assert (first["tinker_path"], first["size_bytes"], first["public"]) == (
+        "tinker://run-a/weights/w1",
+        1000,
+        False,
+    )
     everything = get(pool, server, "/api/v1/checkpoints", AUTH).json()
     assert everything["cursor"]["total_count"] == 3
     assert get(pool, server, "/api/v1/training_runs/nope", AUTH).status == 404
@@ -400,7 +435,9 @@ def check_signed(server, url: str) -> None:
     assert f"{parts.scheme}://{parts.netloc}" == server.url
     query = dict(parse_qsl(parts.query))
     secret = server._registry.secret
-    expected = hmac.new(secret, f"{parts.path}\n{query['expires']}\n{query['n']}".encode(), hashlib.sha256).hexdigest()
+    expected = hmac.new(
+        secret, f"{parts.path}\n{query['expires']}\n{query['n']}".encode(), hashlib.sha256
+    ).hexdigest()
     assert query["sig"] == expected
 
 
@@ -435,8 +472,9 @@ def test_archive_preparation_answers_503_first(server, pool):
 
 def test_signed_url_checks(server, pool):
     server.add_checkpoint("tinker://run-a/weights/w1", size=1000)
-    location = get(pool, server, "/api/v1/training_runs/run-a/checkpoints/weights/w1/archive",
-                   AUTH).headers["Location"]
+    location = get(pool, server, "/api/v1/training_runs/run-a/checkpoints/weights/w1/archive", AUTH).headers[
+        "Location"
+    ]
     tampered = location[:-1] + ("0" if location[-1] != "0" else "1")
     assert pool.request("GET", tampered).status == 403
     leaked = pool.request("GET", location, headers=AUTH)
@@ -446,8 +484,9 @@ def test_signed_url_checks(server, pool):
     assert pool.request("GET", location).status == 503
     assert pool.request("GET", location).status == 200
     server.signed_url_ttl = -10
-    expired = get(pool, server, "/api/v1/training_runs/run-a/checkpoints/weights/w1/archive",
-                  AUTH).headers["Location"]
+    expired = get(pool, server, "/api/v1/training_runs/run-a/checkpoints/weights/w1/archive", AUTH).headers[
+        "Location"
+    ]
     r = pool.request("GET", expired)
     assert r.status == 403 and r.json()["error"]["type"] == "expired"
 
@@ -457,8 +496,12 @@ def test_external_weights_urls(server, pool):
 
     server.signed_checksums = ("md5",)
     server.add_checkpoint("tinker://run-x/external_weights/e1", size=200_000, seed=4, n_files=3)
-    r = get(pool, server, "/api/v1/training_runs/run-x/checkpoints/external_weights/e1/external_weights_urls",
-            AUTH)
+    r = get(
+        pool,
+        server,
+        "/api/v1/training_runs/run-x/checkpoints/external_weights/e1/external_weights_urls",
+        AUTH,
+    )
     body = r.json()
     assert body["expires"].endswith("Z")
     files = archives.checkpoint_files(4, 200_000, 3)
@@ -479,8 +522,9 @@ def test_hostile_archive(server, pool):
 
     kind = sorted(archives.HOSTILE_ARCHIVES)[0]
     server.add_hostile_archive("tinker://run-h/weights/bad", kind)
-    location = get(pool, server, "/api/v1/training_runs/run-h/checkpoints/weights/bad/archive",
-                   AUTH).headers["Location"]
+    location = get(pool, server, "/api/v1/training_runs/run-h/checkpoints/weights/bad/archive", AUTH).headers[
+        "Location"
+    ]
     assert pool.request("GET", location).data == archives.HOSTILE_ARCHIVES[kind]()
 
 
@@ -493,7 +537,9 @@ def test_a_failing_route_answers_500(server, pool):
 def test_retrieve_future(server, pool):
     server.add_future("req-1", {"type": "try_again", "queue_state": "active"}, {"result": 42})
     path = "/api/v1/retrieve_future"
-    results = [get(pool, server, path, AUTH, "POST", body=b'{"request_id": "req-1"}').json() for _ in range(3)]
+    results = [
+        get(pool, server, path, AUTH, "POST", body=b'{"request_id": "req-1"}').json() for _ in range(3)
+    ]
     assert results == [{"type": "try_again", "queue_state": "active"}, {"result": 42}, {"result": 42}]
     assert get(pool, server, path, AUTH, "POST", body=b'{"request_id": "x"}').status == 404
 
@@ -503,8 +549,13 @@ def test_retrieve_future(server, pool):
 
 def test_cli_serves_until_terminated():
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "tinker_sync.testing", "--api-key", "tml-cli"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tinker_sync.testing", "--api-key", "tml-cli"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert line.startswith("Mock Tinker server at http://127.0.0.1:") and "(api key tml-cli)" in line
@@ -542,8 +593,9 @@ for f in pathlib.Path(sys.argv[1]).glob("*.py"):
 def test_the_server_never_imports_the_client():
     """An oracle must not share code with what it checks; tarfile is only imported lazily."""
     folder = os.path.dirname(_data.__file__)
-    out = subprocess.run([sys.executable, "-I", "-W", "error", "-c", IMPORT_CHECK, folder],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-I", "-W", "error", "-c", IMPORT_CHECK, folder], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
 
 
@@ -558,7 +610,10 @@ def test_pytest_plugin_gives_any_project_the_fixture(tmp_path):
     )
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout

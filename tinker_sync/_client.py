@@ -123,7 +123,9 @@ class Client:
         """Close every pooled connection (shared with copies made by ``with_options``)."""
         self._transport.close()
 
-    def with_options(self, *, max_retries: int | None = None, timeout: float | Timeout | None = None) -> Client:
+    def with_options(
+        self, *, max_retries: int | None = None, timeout: float | Timeout | None = None
+    ) -> Client:
         """A copy with other defaults, sharing this client's connection pool."""
         clone = copy.copy(self)
         clone._resources = {}
@@ -260,7 +262,11 @@ class Client:
                 if retry_headers is None:  # established
                     if not quiet:
                         elapsed = time.monotonic() - start
-                        emit(hooks, "response", ResponseInfo(method, url, response.status_code, attempt, elapsed))
+                        emit(
+                            hooks,
+                            "response",
+                            ResponseInfo(method, url, response.status_code, attempt, elapsed),
+                        )
                     return response
             wait = retry_delay(attempt - 1, retry_headers)
             emit(hooks, "retry", RetryInfo(method, url, attempt, reason, wait))
@@ -283,20 +289,35 @@ class Client:
             budget[0] -= 1
             wait = retry_delay(used[0])
             used[0] += 1
-            emit(self.event_hooks, "retry", RetryInfo(request.method, request.url, used[0], f"body broken at byte {offset}", wait))
+            emit(
+                self.event_hooks,
+                "retry",
+                RetryInfo(request.method, request.url, used[0], f"body broken at byte {offset}", wait),
+            )
             self._sleep(wait)
             headers = request.headers.copy()
             headers["Range"] = f"bytes={offset}-"
             headers["If-Range"] = validator
-            new = self.send(Request(request.method, request.url, headers, request.body),
-                            timeout=timeout, max_retries=budget[0], quiet=True)  # fmt: skip
+            new = self.send(
+                Request(request.method, request.url, headers, request.body),
+                timeout=timeout,
+                max_retries=budget[0],
+                quiet=True,
+            )
             budget[0] -= new.attempts - 1
             used[0] += new.attempts - 1
             return new
 
         return reopen
 
-    def _stream_end(self, response: StreamedResponse | None, request: Request, events: int, error: BaseException | None, start: float) -> None:
+    def _stream_end(
+        self,
+        response: StreamedResponse | None,
+        request: Request,
+        events: int,
+        error: BaseException | None,
+        start: float,
+    ) -> None:
         emit(
             self.event_hooks,
             "stream_end",
@@ -341,30 +362,120 @@ class Client:
         self._stream_end(response, request, 0, None, start)
         return _decode_body(response, cast_to)
 
-    def get(self, path: str, *, params: Params | None = None, json: Any = None, headers: Mapping[str, str] | None = None,
-            timeout: Timeoutish = None, cast_to: Any = None, max_retries: int | None = None) -> Any:  # fmt: skip
+    def get(
+        self,
+        path: str,
+        *,
+        params: Params | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeoutish = None,
+        cast_to: Any = None,
+        max_retries: int | None = None,
+    ) -> Any:
         """GET ``path`` and return its decoded JSON body (into ``cast_to`` when given)."""
-        return self.request("GET", path, params=params, json=json, headers=headers, timeout=timeout, cast_to=cast_to, max_retries=max_retries)
+        return self.request(
+            "GET",
+            path,
+            params=params,
+            json=json,
+            headers=headers,
+            timeout=timeout,
+            cast_to=cast_to,
+            max_retries=max_retries,
+        )
 
-    def post(self, path: str, *, params: Params | None = None, json: Any = None, headers: Mapping[str, str] | None = None,
-             timeout: Timeoutish = None, cast_to: Any = None, max_retries: int | None = None) -> Any:  # fmt: skip
+    def post(
+        self,
+        path: str,
+        *,
+        params: Params | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeoutish = None,
+        cast_to: Any = None,
+        max_retries: int | None = None,
+    ) -> Any:
         """POST ``json`` to ``path`` and return the decoded JSON body."""
-        return self.request("POST", path, params=params, json=json, headers=headers, timeout=timeout, cast_to=cast_to, max_retries=max_retries)
+        return self.request(
+            "POST",
+            path,
+            params=params,
+            json=json,
+            headers=headers,
+            timeout=timeout,
+            cast_to=cast_to,
+            max_retries=max_retries,
+        )
 
-    def put(self, path: str, *, params: Params | None = None, json: Any = None, headers: Mapping[str, str] | None = None,
-            timeout: Timeoutish = None, cast_to: Any = None, max_retries: int | None = None) -> Any:  # fmt: skip
+    def put(
+        self,
+        path: str,
+        *,
+        params: Params | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeoutish = None,
+        cast_to: Any = None,
+        max_retries: int | None = None,
+    ) -> Any:
         """PUT ``json`` to ``path`` and return the decoded JSON body."""
-        return self.request("PUT", path, params=params, json=json, headers=headers, timeout=timeout, cast_to=cast_to, max_retries=max_retries)
+        return self.request(
+            "PUT",
+            path,
+            params=params,
+            json=json,
+            headers=headers,
+            timeout=timeout,
+            cast_to=cast_to,
+            max_retries=max_retries,
+        )
 
-    def patch(self, path: str, *, params: Params | None = None, json: Any = None, headers: Mapping[str, str] | None = None,
-              timeout: Timeoutish = None, cast_to: Any = None, max_retries: int | None = None) -> Any:  # fmt: skip
+    def patch(
+        self,
+        path: str,
+        *,
+        params: Params | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeoutish = None,
+        cast_to: Any = None,
+        max_retries: int | None = None,
+    ) -> Any:
         """PATCH ``path`` with ``json`` and return the decoded JSON body."""
-        return self.request("PATCH", path, params=params, json=json, headers=headers, timeout=timeout, cast_to=cast_to, max_retries=max_retries)
+        return self.request(
+            "PATCH",
+            path,
+            params=params,
+            json=json,
+            headers=headers,
+            timeout=timeout,
+            cast_to=cast_to,
+            max_retries=max_retries,
+        )
 
-    def delete(self, path: str, *, params: Params | None = None, json: Any = None, headers: Mapping[str, str] | None = None,
-               timeout: Timeoutish = None, cast_to: Any = None, max_retries: int | None = None) -> Any:  # fmt: skip
+    def delete(
+        self,
+        path: str,
+        *,
+        params: Params | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeoutish = None,
+        cast_to: Any = None,
+        max_retries: int | None = None,
+    ) -> Any:
         """DELETE ``path`` and return the decoded JSON body (None when empty)."""
-        return self.request("DELETE", path, params=params, json=json, headers=headers, timeout=timeout, cast_to=cast_to, max_retries=max_retries)
+        return self.request(
+            "DELETE",
+            path,
+            params=params,
+            json=json,
+            headers=headers,
+            timeout=timeout,
+            cast_to=cast_to,
+            max_retries=max_retries,
+        )
 
     # -- downloads -----------------------------------------------------------
 
@@ -388,8 +499,16 @@ class Client:
         """
         from ._download import download
 
-        return download(self, url_or_path, dest, progress=progress, resume=resume, expected_size=expected_size,
-                        expected_sha256=expected_sha256, credentials=credentials)  # fmt: skip
+        return download(
+            self,
+            url_or_path,
+            dest,
+            progress=progress,
+            resume=resume,
+            expected_size=expected_size,
+            expected_sha256=expected_sha256,
+            credentials=credentials,
+        )
 
     # -- raw streams ---------------------------------------------------------
 
@@ -438,7 +557,9 @@ class Client:
             raise
         finally:
             response.close()
-            self._stream_end(response, request, 0, error if not isinstance(error, GeneratorExit) else None, start)
+            self._stream_end(
+                response, request, 0, error if not isinstance(error, GeneratorExit) else None, start
+            )
 
     # -- event streams -------------------------------------------------------
 
@@ -467,7 +588,11 @@ class Client:
 
         def open_response(extra_headers: dict[str, str]) -> StreamedResponse:
             if not base:  # built on first use: nothing happens before iteration
-                base.append(self.build_request(method, path, params=params, json=json, headers=headers, accept="text/event-stream"))
+                base.append(
+                    self.build_request(
+                        method, path, params=params, json=json, headers=headers, accept="text/event-stream"
+                    )
+                )
             request = copy.copy(base[0])
             request.headers = base[0].headers.copy()
             request.headers.update(extra_headers)
@@ -491,23 +616,50 @@ class Client:
             on_reconnect=on_reconnect,
         )
 
-    def stream_get(self, path: str, *, params: Params | None = None, json: Any = None,
-                   headers: Mapping[str, str] | None = None, timeout: Timeoutish = None, cast_to: Any = None,
-                   idle_timeout: float | None = None, reconnect: bool = False,
-                   max_retries: int | None = None) -> EventStream[Any]:  # fmt: skip
+    def stream_get(
+        self,
+        path: str,
+        *,
+        params: Params | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeoutish = None,
+        cast_to: Any = None,
+        idle_timeout: float | None = None,
+        reconnect: bool = False,
+        max_retries: int | None = None,
+    ) -> EventStream[Any]:
         """A lazy stream of Server-Sent Events from ``GET path``; see ``stream_post``.
 
         With ``reconnect=True`` a broken stream is resumed with ``Last-Event-ID``
         (for servers that support it), waiting the server's ``retry`` time.
         """
-        return self.stream_events("GET", path, params=params, json=json, headers=headers, timeout=timeout,
-                                  cast_to=cast_to, idle_timeout=idle_timeout, reconnect=reconnect,
-                                  max_retries=max_retries)  # fmt: skip
+        return self.stream_events(
+            "GET",
+            path,
+            params=params,
+            json=json,
+            headers=headers,
+            timeout=timeout,
+            cast_to=cast_to,
+            idle_timeout=idle_timeout,
+            reconnect=reconnect,
+            max_retries=max_retries,
+        )
 
-    def stream_post(self, path: str, *, params: Params | None = None, json: Any = None,
-                    headers: Mapping[str, str] | None = None, timeout: Timeoutish = None, cast_to: Any = None,
-                    idle_timeout: float | None = None, reconnect: bool = False,
-                    max_retries: int | None = None) -> EventStream[Any]:  # fmt: skip
+    def stream_post(
+        self,
+        path: str,
+        *,
+        params: Params | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeoutish = None,
+        cast_to: Any = None,
+        idle_timeout: float | None = None,
+        reconnect: bool = False,
+        max_retries: int | None = None,
+    ) -> EventStream[Any]:
         """POST ``json`` to ``path`` and stream the Server-Sent Events of the response.
 
         Lazy: nothing is sent until the first iteration (or ``with`` entry).
@@ -535,36 +687,99 @@ class Client:
 
         Breaking out of the loop, ``close()``, or dropping the stream closes its connection.
         """
-        return self.stream_events("POST", path, params=params, json=json, headers=headers, timeout=timeout,
-                                  cast_to=cast_to, idle_timeout=idle_timeout, reconnect=reconnect,
-                                  max_retries=max_retries)  # fmt: skip
+        return self.stream_events(
+            "POST",
+            path,
+            params=params,
+            json=json,
+            headers=headers,
+            timeout=timeout,
+            cast_to=cast_to,
+            idle_timeout=idle_timeout,
+            reconnect=reconnect,
+            max_retries=max_retries,
+        )
 
-    def stream_put(self, path: str, *, params: Params | None = None, json: Any = None,
-                   headers: Mapping[str, str] | None = None, timeout: Timeoutish = None, cast_to: Any = None,
-                   idle_timeout: float | None = None, reconnect: bool = False,
-                   max_retries: int | None = None) -> EventStream[Any]:  # fmt: skip
+    def stream_put(
+        self,
+        path: str,
+        *,
+        params: Params | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeoutish = None,
+        cast_to: Any = None,
+        idle_timeout: float | None = None,
+        reconnect: bool = False,
+        max_retries: int | None = None,
+    ) -> EventStream[Any]:
         """PUT ``json`` to ``path`` and stream the Server-Sent Events of the response; see ``stream_post``."""
-        return self.stream_events("PUT", path, params=params, json=json, headers=headers, timeout=timeout,
-                                  cast_to=cast_to, idle_timeout=idle_timeout, reconnect=reconnect,
-                                  max_retries=max_retries)  # fmt: skip
+        return self.stream_events(
+            "PUT",
+            path,
+            params=params,
+            json=json,
+            headers=headers,
+            timeout=timeout,
+            cast_to=cast_to,
+            idle_timeout=idle_timeout,
+            reconnect=reconnect,
+            max_retries=max_retries,
+        )
 
-    def stream_patch(self, path: str, *, params: Params | None = None, json: Any = None,
-                     headers: Mapping[str, str] | None = None, timeout: Timeoutish = None, cast_to: Any = None,
-                     idle_timeout: float | None = None, reconnect: bool = False,
-                     max_retries: int | None = None) -> EventStream[Any]:  # fmt: skip
+    def stream_patch(
+        self,
+        path: str,
+        *,
+        params: Params | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeoutish = None,
+        cast_to: Any = None,
+        idle_timeout: float | None = None,
+        reconnect: bool = False,
+        max_retries: int | None = None,
+    ) -> EventStream[Any]:
         """PATCH ``path`` with ``json`` and stream the Server-Sent Events of the response; see ``stream_post``."""
-        return self.stream_events("PATCH", path, params=params, json=json, headers=headers, timeout=timeout,
-                                  cast_to=cast_to, idle_timeout=idle_timeout, reconnect=reconnect,
-                                  max_retries=max_retries)  # fmt: skip
+        return self.stream_events(
+            "PATCH",
+            path,
+            params=params,
+            json=json,
+            headers=headers,
+            timeout=timeout,
+            cast_to=cast_to,
+            idle_timeout=idle_timeout,
+            reconnect=reconnect,
+            max_retries=max_retries,
+        )
 
-    def stream_delete(self, path: str, *, params: Params | None = None, json: Any = None,
-                      headers: Mapping[str, str] | None = None, timeout: Timeoutish = None, cast_to: Any = None,
-                      idle_timeout: float | None = None, reconnect: bool = False,
-                      max_retries: int | None = None) -> EventStream[Any]:  # fmt: skip
+    def stream_delete(
+        self,
+        path: str,
+        *,
+        params: Params | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeoutish = None,
+        cast_to: Any = None,
+        idle_timeout: float | None = None,
+        reconnect: bool = False,
+        max_retries: int | None = None,
+    ) -> EventStream[Any]:
         """DELETE ``path`` and stream the Server-Sent Events of the response; see ``stream_post``."""
-        return self.stream_events("DELETE", path, params=params, json=json, headers=headers, timeout=timeout,
-                                  cast_to=cast_to, idle_timeout=idle_timeout, reconnect=reconnect,
-                                  max_retries=max_retries)  # fmt: skip
+        return self.stream_events(
+            "DELETE",
+            path,
+            params=params,
+            json=json,
+            headers=headers,
+            timeout=timeout,
+            cast_to=cast_to,
+            idle_timeout=idle_timeout,
+            reconnect=reconnect,
+            max_retries=max_retries,
+        )
 
 
 def _past(deadline: float | None) -> bool:

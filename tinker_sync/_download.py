@@ -122,7 +122,9 @@ def stream_to_file(
         total = response.total_size if whole else _int_header(response.headers.get("content-length"))
         reopen = response.reopener if resume else None
         try:
-            return _receive(response, reopen, paths, 0, total, checks, progress=progress, chunk_size=chunk_size)
+            return _receive(
+                response, reopen, paths, 0, total, checks, progress=progress, chunk_size=chunk_size
+            )
         finally:
             response.close()
 
@@ -209,10 +211,22 @@ def download(
                 else:  # a verified continuation: the checksums are the ones saved with the .part
                     checks = _checksums(_headers_from(state["checksums"]), expected_sha256)  # type: ignore[index]
                 reopen = client.range_reopener(response.request, response, None, None)
-                _receive(response, reopen, paths, offset, response.total_size, checks, url=url,
-                         expected_size=expected_size, expected_sha256=expected_sha256, progress=progress)
+                _receive(
+                    response,
+                    reopen,
+                    paths,
+                    offset,
+                    response.total_size,
+                    checks,
+                    url=url,
+                    expected_size=expected_size,
+                    expected_sha256=expected_sha256,
+                    progress=progress,
+                )
                 return dest
-        raise APIConnectionError(f"Could not download {_show(url)}: the server kept answering inconsistent ranges")
+        raise APIConnectionError(
+            f"Could not download {_show(url)}: the server kept answering inconsistent ranges"
+        )
 
 
 # -- opening --------------------------------------------------------------------------------------
@@ -228,7 +242,9 @@ def _open(client: Any, url: str, headers: dict[str, str], credentials: bool = Tr
         location = response.headers.get("location")
         response.close()
         if not location:
-            raise APIConnectionError(f"Redirect {response.status_code} without a Location from {_show(url)}", request)
+            raise APIConnectionError(
+                f"Redirect {response.status_code} without a Location from {_show(url)}", request
+            )
         target = urljoin(url, location.strip())
         check_redirect(url, target)
         log.info("Following redirect %d from %s to %s", response.status_code, _show(url), _show(target))
@@ -246,7 +262,9 @@ def check_redirect(source: str, target: str) -> None:
     if new not in ("http", "https"):
         raise APIConnectionError(f"Refusing redirect to a non-HTTP URL: {_show(target)}")
     if old == "https" and new == "http":
-        raise APIConnectionError(f"Refusing redirect from https to plain http: {_show(source)} -> {_show(target)}")
+        raise APIConnectionError(
+            f"Refusing redirect from https to plain http: {_show(source)} -> {_show(target)}"
+        )
 
 
 def _continuation_problem(response: Any, state: dict[str, Any] | None, offset: int) -> str | None:
@@ -255,7 +273,9 @@ def _continuation_problem(response: Any, state: dict[str, Any] | None, offset: i
     if status == 200:
         return None  # a whole body: always usable (a resume attempt restarts from zero)
     if status != 206:
-        raise APIConnectionError(f"Unexpected status {status} downloading {_show(response.url)}", response.request)
+        raise APIConnectionError(
+            f"Unexpected status {status} downloading {_show(response.url)}", response.request
+        )
     if not offset or state is None:
         return "the server sent 206 Partial Content to a request without Range"
     if response.position != offset:
@@ -366,8 +386,14 @@ def _finish(paths: _Paths) -> pathlib.Path:
     return paths.dest
 
 
-def _verify(dest: pathlib.Path, size: int, total: int | None, expected_size: int | None,
-            checks: list[tuple[str, str, str]], hashers: dict[str, Any]) -> None:
+def _verify(
+    dest: pathlib.Path,
+    size: int,
+    total: int | None,
+    expected_size: int | None,
+    checks: list[tuple[str, str, str]],
+    hashers: dict[str, Any],
+) -> None:
     for want, source in ((total, "the server's Content-Length"), (expected_size, "expected_size")):
         if want is not None and size != want:
             raise DownloadIntegrityError(
@@ -381,8 +407,13 @@ def _verify(dest: pathlib.Path, size: int, total: int | None, expected_size: int
             )
 
 
-def _already_complete(paths: _Paths, state: dict[str, Any], response: Any, expected_size: int | None,
-                      expected_sha256: str | None) -> bool:
+def _already_complete(
+    paths: _Paths,
+    state: dict[str, Any],
+    response: Any,
+    expected_size: int | None,
+    expected_sha256: str | None,
+) -> bool:
     """A 416 to ``Range: bytes=<part size>-``: is the ``.part`` the whole, verified resource?"""
     headers = getattr(response, "headers", None) or {}
     _, _, total = headers.get("content-range", "").partition("/")
@@ -561,7 +592,11 @@ def _checksums(headers: Any, expected_sha256: str | None = None) -> list[tuple[s
                 if digest is not None:
                     found.append((algo, digest, f"{header.title()} {name.strip().lower()}"))
     etag = (headers.get("etag") or "").strip()
-    if not any(algo == "md5" for algo, _, _ in found) and _HEX32.match(etag.strip('"')) and not etag.startswith("W/"):
+    if (
+        not any(algo == "md5" for algo, _, _ in found)
+        and _HEX32.match(etag.strip('"'))
+        and not etag.startswith("W/")
+    ):
         found.append(("md5", etag.strip('"').lower(), "ETag"))
     if expected_sha256 is not None:
         value = expected_sha256.strip().lower()
@@ -641,7 +676,11 @@ def _load_state(paths: _Paths, url: str) -> dict[str, Any] | None:
         size = paths.part.stat().st_size
     except (OSError, ValueError):
         return None
-    if not isinstance(state, dict) or not isinstance(state.get("validator"), str) or not _same_resource(state, url):
+    if (
+        not isinstance(state, dict)
+        or not isinstance(state.get("validator"), str)
+        or not _same_resource(state, url)
+    ):
         log.info("Not resuming %s: its sidecar is for another URL or incomplete", paths.part)
         return None
     total = state.get("total")

@@ -265,8 +265,9 @@ class _GuardedTarInfo(tarfile.TarInfo):
         except tarfile.EOFHeaderError:
             raise  # a zero block: the normal end of the archive
         except tarfile.EmptyHeaderError as exc:
-            raise _malformed(f"the stream ends {cls._guard.where()} without an end-of-archive marker "
-                             "(truncated?)") from exc
+            raise _malformed(
+                f"the stream ends {cls._guard.where()} without an end-of-archive marker (truncated?)"
+            ) from exc
         except tarfile.HeaderError as exc:
             raise _malformed(f"invalid header {cls._guard.where()} ({exc})") from exc
 
@@ -278,8 +279,9 @@ class _GuardedTarInfo(tarfile.TarInfo):
             guard.chain += 1
             guard.extended_total += self.size
             if self.size > guard.max_extended:
-                raise _refuse(self.name, f"extended header of {self.size} bytes, over the limit of "
-                              f"{guard.max_extended}")
+                raise _refuse(
+                    self.name, f"extended header of {self.size} bytes, over the limit of {guard.max_extended}"
+                )
             if guard.extended_total > _MAX_EXTENDED_TOTAL:
                 raise _refuse(self.name, f"extended headers total over {_MAX_EXTENDED_TOTAL} bytes")
             if guard.chain > _MAX_EXTENDED_CHAIN:
@@ -462,8 +464,9 @@ def _copy(archive: tarfile.TarFile, member: tarfile.TarInfo, fd: int, writer: _F
                 writer.write(fd, data)
                 remaining -= len(data)
     except tarfile.ReadError as exc:
-        raise _malformed(f"member {member.name!r} is truncated: {member.size - remaining} of "
-                         f"{member.size} bytes ({exc})") from exc
+        raise _malformed(
+            f"member {member.name!r} is truncated: {member.size - remaining} of {member.size} bytes ({exc})"
+        ) from exc
 
 
 def _finish(stream: Any, guard: _Guard) -> None:
@@ -526,7 +529,11 @@ def extract_tar(
         # bufsize: tarfile's stream reads 10 KiB at a time by default; 256 KiB
         # (one network chunk) halves the per-byte overhead on big archives.
         with tarfile.open(
-            fileobj=_open_layers(raw), mode="r|", bufsize=1 << 18, tarinfo=info_class, encoding="utf-8",
+            fileobj=_open_layers(raw),
+            mode="r|",
+            bufsize=1 << 18,
+            tarinfo=info_class,
+            encoding="utf-8",
             errors="surrogateescape",
         ) as archive:
             while (member := archive.next()) is not None:
@@ -546,8 +553,10 @@ def extract_tar(
                         raise _refuse(name, "a sparse file")
                     parts = _split_name(name, max_name_length)
                     if max_total_size is not None and total + member.size > max_total_size:
-                        raise _refuse(name, f"{member.size} bytes would bring the total over "
-                                      f"max_total_size={max_total_size}")
+                        raise _refuse(
+                            name,
+                            f"{member.size} bytes would bring the total over max_total_size={max_total_size}",
+                        )
                     fd = tree.open_file(name, parts)
                     try:
                         _copy(archive, member, fd, writer)

@@ -81,7 +81,9 @@ class StreamedResponse:
         num_bytes_downloaded: body bytes received so far.
     """
 
-    def __init__(self, raw: RawResponse, request: Request, *, deadline: float | None = None, attempts: int = 1) -> None:
+    def __init__(
+        self, raw: RawResponse, request: Request, *, deadline: float | None = None, attempts: int = 1
+    ) -> None:
         self._raw = raw
         self.request = request
         self.url = request.url
@@ -235,7 +237,9 @@ class StreamedResponse:
             self._first_byte = self.num_bytes_downloaded = 0
         else:
             new.close()
-            raise APIConnectionError(f"Cannot resume {mask_url(self.url)} at byte {offset}: {problem}", self.request) from exc
+            raise APIConnectionError(
+                f"Cannot resume {mask_url(self.url)} at byte {offset}: {problem}", self.request
+            ) from exc
         self._raw = new._raw
 
     def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:
@@ -486,9 +490,16 @@ class EventStream(Generic[T]):
             if self._closed:
                 raise StreamAlreadyConsumed("This event stream was closed before it was read.")
             self._iterator = _iterate_events(
-                self._holder, self._open, self._cast_to, self._reconnect, self._max_reconnects,
-                self._idle_timeout, self._sleep, self._on_end, self._on_reconnect,
-            )  # fmt: skip
+                self._holder,
+                self._open,
+                self._cast_to,
+                self._reconnect,
+                self._max_reconnects,
+                self._idle_timeout,
+                self._sleep,
+                self._on_end,
+                self._on_reconnect,
+            )
         return self._iterator
 
     def __iter__(self) -> Iterator[T]:
@@ -526,7 +537,9 @@ class EventStream(Generic[T]):
                 self._on_end(response, 0, None)
 
 
-def _open_event_stream(open_response: Callable[[dict[str, str]], StreamedResponse], headers: dict[str, str]) -> StreamedResponse:
+def _open_event_stream(
+    open_response: Callable[[dict[str, str]], StreamedResponse], headers: dict[str, str]
+) -> StreamedResponse:
     response = open_response(headers)
     check_event_stream(response)
     return response
@@ -564,19 +577,29 @@ def _iterate_events(
             response = holder[0]
             if response is None:
                 last_id = decoder.last_event_id
-                response = holder[0] = _open_event_stream(open_response, {} if last_id is None else {"Last-Event-ID": last_id})
+                response = holder[0] = _open_event_stream(
+                    open_response, {} if last_id is None else {"Last-Event-ID": last_id}
+                )
             try:
                 last_event = time.monotonic()
                 for chunk in response.iter_bytes():
                     try:
                         items = feed(chunk, decode)
-                    except msgspec.DecodeError as exc:  # held back by the decoder until the events before it were out
+                    except (
+                        msgspec.DecodeError
+                    ) as exc:  # held back by the decoder until the events before it were out
                         raise _invalid_event(exc, cast_to, response) from exc
                     if not items:
                         if idle_timeout is not None and time.monotonic() - last_event > idle_timeout:
-                            raise APITimeoutError(f"No event for {idle_timeout} s (idle timeout)", response.request)
+                            raise APITimeoutError(
+                                f"No event for {idle_timeout} s (idle timeout)", response.request
+                            )
                         continue
-                    if "error" not in map(_event_name, items) if decode is None else ServerSentEvent not in map(type, items):
+                    if (
+                        "error" not in map(_event_name, items)
+                        if decode is None
+                        else ServerSentEvent not in map(type, items)
+                    ):
                         batch = iter(items)
                         try:
                             yield from batch
@@ -601,7 +624,11 @@ def _iterate_events(
                 decoder.close()  # the broken, unterminated event is discarded
                 reconnects += 1
                 wait = (decoder.retry if decoder.retry is not None else 1000) / 1000.0
-                log.info("Event stream broke; reconnecting in %.3fs with Last-Event-ID %r", wait, decoder.last_event_id)
+                log.info(
+                    "Event stream broke; reconnecting in %.3fs with Last-Event-ID %r",
+                    wait,
+                    decoder.last_event_id,
+                )
                 if on_reconnect is not None:
                     on_reconnect(reconnects, f"stream broke ({exc}); reconnecting", wait)
                 response.close()
@@ -618,7 +645,9 @@ def _iterate_events(
             on_end(response, count, error if not isinstance(error, GeneratorExit) else None)
 
 
-def _invalid_event(exc: msgspec.DecodeError, cast_to: Any, response: StreamedResponse) -> APIResponseValidationError:
+def _invalid_event(
+    exc: msgspec.DecodeError, cast_to: Any, response: StreamedResponse
+) -> APIResponseValidationError:
     if isinstance(exc, msgspec.ValidationError):
         return APIResponseValidationError(f"Event data does not fit {cast_to!r}: {exc}", response)
     return APIResponseValidationError(f"Event data is not valid JSON: {exc}", response)

@@ -84,8 +84,14 @@ class ProgressReporter:
             from tqdm import tqdm  # lazy: only a terminal needs it
 
             self._bar = tqdm(
-                total=total, initial=0, desc=self.label, unit="B", unit_scale=True, unit_divisor=1024,
-                file=self.stream, leave=True,
+                total=total,
+                initial=0,
+                desc=self.label,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                file=self.stream,
+                leave=True,
                 # A terminal reporting 0x0 (an unsized pty) would make tqdm draw nothing.
                 **({"dynamic_ncols": True} if _columns(self.stream) else {"ncols": 80, "nrows": 24}),
             )
@@ -113,7 +119,9 @@ class ProgressReporter:
         elapsed = now - self.started
         rate = f", {format_size(done / elapsed)}/s" if elapsed > 0 and done else ""
         if total:
-            self._print(f"{self.label}: {format_size(done)} / {format_size(total)} ({100 * done / total:.0f}%{rate})")
+            self._print(
+                f"{self.label}: {format_size(done)} / {format_size(total)} ({100 * done / total:.0f}%{rate})"
+            )
         else:
             self._print(f"{self.label}: {format_size(done)}{rate}")
 
@@ -162,8 +170,13 @@ def _cmd_download(args: argparse.Namespace) -> int:
     from . import Client
 
     with Client() as client, ProgressReporter(os.path.basename(args.output) or args.output) as reporter:
-        path = client.download(args.url_or_path, args.output, progress=reporter, resume=not args.no_resume,
-                               expected_sha256=args.sha256)
+        path = client.download(
+            args.url_or_path,
+            args.output,
+            progress=reporter,
+            resume=not args.no_resume,
+            expected_sha256=args.sha256,
+        )
         reporter.summary(path, os.path.getsize(path))
     return 0
 
@@ -171,7 +184,9 @@ def _cmd_download(args: argparse.Namespace) -> int:
 def _checkpoint_download(client: Any, tinker_path: str, output: str, force: bool) -> tuple[str, int]:
     """Download with a progress bar; notes (preparing, resumed) go above it. Returns (path, bytes)."""
     with ProgressReporter(tinker_path.rsplit("/", 1)[-1]) as reporter:
-        path = client.checkpoints.download(tinker_path, output, force=force, progress=reporter, notify=reporter.note)
+        path = client.checkpoints.download(
+            tinker_path, output, force=force, progress=reporter, notify=reporter.note
+        )
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         reporter.summary(path, size)
     return os.fspath(path), size
@@ -196,17 +211,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     with MockTinkerServer() as server, Client(api_key=server.api_key, base_url=server.url) as client:
         print(f"Mock Tinker server at {server.url}")
         print("Streaming a sample (POST /api/v1/stream_sample):")
-        events = client.stream_post("/api/v1/stream_sample", json={"prompt": "Hello", "max_tokens": 6},
-                                    cast_to=SampleStreamChunk)  # fmt: skip
+        events = client.stream_post(
+            "/api/v1/stream_sample", json={"prompt": "Hello", "max_tokens": 6}, cast_to=SampleStreamChunk
+        )
         for chunk in events:
             if chunk.event_type == "token":
                 print(f"  token {chunk.index}: {chunk.token!r}")
             else:
-                print(f"  {chunk.event_type}: finish_reason={chunk.finish_reason} total_tokens={chunk.total_tokens}")
+                print(
+                    f"  {chunk.event_type}: finish_reason={chunk.finish_reason} total_tokens={chunk.total_tokens}"
+                )
         path = "tinker://demo-run/weights/demo"
         server.add_checkpoint(path, size=size, seed=1)
         server.script("/signed/", Fault(reset_after=size // 2))  # one connection reset mid-transfer
-        print(f"Downloading {path} ({format_size(size)}); the server resets the connection halfway:", flush=True)
+        print(
+            f"Downloading {path} ({format_size(size)}); the server resets the connection halfway:", flush=True
+        )
         target, total = _checkpoint_download(client, path, args.output, True)
         resumed = [r for r in server.requests if r.path.startswith("/signed/") and "range" in r.headers]
         for request in resumed:
@@ -228,7 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser: one subparser per command, each with ``func``."""
     from ._version import __version__
 
-    parser = argparse.ArgumentParser(prog=PROG, description="A synchronous, streaming-first Tinker API client.")
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="A synchronous, streaming-first Tinker API client."
+    )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
@@ -239,10 +261,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Download to FILE via FILE.part; verified against the size and checksums on offer; "
         "an interrupted run resumes where it stopped.",
     )
-    download.add_argument("url_or_path", metavar="URL_OR_PATH", help="an absolute URL or a path under TINKER_BASE_URL")
+    download.add_argument(
+        "url_or_path", metavar="URL_OR_PATH", help="an absolute URL or a path under TINKER_BASE_URL"
+    )
     download.add_argument("-o", "--output", required=True, metavar="FILE", help="where to save it")
-    download.add_argument("--no-resume", action="store_true", help="ignore a partial download and start from zero")
-    download.add_argument("--sha256", type=_sha256_arg, metavar="HEX", help="the expected SHA-256 of the file")
+    download.add_argument(
+        "--no-resume", action="store_true", help="ignore a partial download and start from zero"
+    )
+    download.add_argument(
+        "--sha256", type=_sha256_arg, metavar="HEX", help="the expected SHA-256 of the file"
+    )
     download.set_defaults(func=_cmd_download)
 
     checkpoint = commands.add_parser("checkpoint", help="checkpoint commands (download)")
@@ -255,13 +283,17 @@ def build_parser() -> argparse.ArgumentParser:
         "hardened extraction.",
     )
     ck_download.add_argument("tinker_path", metavar="TINKER_PATH", help="tinker://RUN/KIND/NAME")
-    ck_download.add_argument("-o", "--output", default=".", metavar="DIR", help="parent directory (default: .)")
+    ck_download.add_argument(
+        "-o", "--output", default=".", metavar="DIR", help="parent directory (default: .)"
+    )
     ck_download.add_argument("--force", action="store_true", help="replace an existing download")
     ck_download.set_defaults(func=_cmd_checkpoint_download)
 
     demo = commands.add_parser("demo", help="run a local mock server: stream a sample, download a checkpoint")
     demo.add_argument("--size", type=float, default=300, metavar="MIB", help="checkpoint size in MiB (300)")
-    demo.add_argument("-o", "--output", default="tinker-demo", metavar="DIR", help="where to put it (./tinker-demo)")
+    demo.add_argument(
+        "-o", "--output", default="tinker-demo", metavar="DIR", help="where to put it (./tinker-demo)"
+    )
     demo.set_defaults(func=_cmd_demo)
     return parser
 

@@ -70,7 +70,8 @@ class ArchiveSigner:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise CheckpointNotReadyError(
-                    f"The archive of {self.path} was not ready after {self.prepare_timeout:g} s; try again later")
+                    f"The archive of {self.path} was not ready after {self.prepare_timeout:g} s; try again later"
+                )
             request = client.build_request("GET", self.path.api_path + "/archive")
             # Slow headers count as preparation: wait for them up to the deadline.
             timeout = Timeout(connect=client.timeout.connect, read=max(1.0, remaining))
@@ -81,7 +82,9 @@ class ArchiveSigner:
                 if time.monotonic() >= deadline:
                     raise CheckpointNotReadyError(
                         f"The archive of {self.path} was not ready after {self.prepare_timeout:g} s "
-                        f"(no answer): {exc}", request) from exc  # fmt: skip
+                        f"(no answer): {exc}",
+                        request,
+                    ) from exc
                 transient += 1
                 if transient > client.max_retries:
                     raise
@@ -112,12 +115,16 @@ class ArchiveSigner:
                         self.url = urljoin(request.url, location)
                         self.expires = _http_date(response.headers.get("expires"))
                         if waits:
-                            log.info("The archive of %s is ready after %.1f s", self.path, time.monotonic() - start)
+                            log.info(
+                                "The archive of %s is ready after %.1f s", self.path, time.monotonic() - start
+                            )
                         return self.url
                     else:
                         raise APIResponseValidationError(
                             f"Expected a redirect to the archive of {self.path}, got {response.status_code}"
-                            f"{'' if location else ' without a Location header'}", response)  # fmt: skip
+                            f"{'' if location else ' without a Location header'}",
+                            response,
+                        )
             wait = retry_delay(min(waits, 2) if headers is not None else transient - 1, headers)
             if time.monotonic() + wait > deadline:
                 wait = max(0.0, deadline - time.monotonic())
@@ -126,8 +133,10 @@ class ArchiveSigner:
     def _preparing(self) -> None:
         if not self._told:
             self._told = True
-            self.say(f"The server is preparing the archive of {self.path}; waiting up to "
-                     f"{self.prepare_timeout:g} s")  # fmt: skip
+            self.say(
+                f"The server is preparing the archive of {self.path}; waiting up to "
+                f"{self.prepare_timeout:g} s"
+            )
 
     def open(self, offset: int, validator: str | None) -> StreamedResponse:
         """GET the signed URL from ``offset``; a refused (expired) URL is re-signed and tried again."""
@@ -146,7 +155,9 @@ class ArchiveSigner:
                 self.sign()
         raise AssertionError("unreachable")
 
-    def reopener(self, response: StreamedResponse, total: int | None) -> Callable[[int, str], StreamedResponse | None]:
+    def reopener(
+        self, response: StreamedResponse, total: int | None
+    ) -> Callable[[int, str], StreamedResponse | None]:
         """``reopen(offset, validator)`` for ``resume_with``: the retry budget renews whenever bytes arrive."""
         state = {"offset": -1, "failures": 0}
         of = f" of {total}" if total is not None else ""
@@ -192,7 +203,7 @@ class BodyReader:
 
     def peek(self) -> bytes:
         """The next bytes without consuming them (empty at the end)."""
-        return self._chunk[self._pos:] if self._fill() else b""
+        return self._chunk[self._pos :] if self._fill() else b""
 
     def read(self, n: int = -1) -> bytes:
         if not self._fill():
@@ -211,7 +222,9 @@ class BodyReader:
         while data := self.read(1 << 20):
             extra += len(data)
             if extra > limit:
-                raise UnsafeArchiveError(f"malformed archive: more than {limit} bytes after the end of the archive")
+                raise UnsafeArchiveError(
+                    f"malformed archive: more than {limit} bytes after the end of the archive"
+                )
 
 
 def is_compressed(head: bytes) -> bool:

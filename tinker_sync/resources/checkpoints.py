@@ -104,10 +104,12 @@ def parse_tinker_path(path: str) -> TinkerPath:
     """
     if not isinstance(path, str) or not path.startswith("tinker://"):
         raise ValueError(f"Not a checkpoint path: {path!r}; expected tinker://RUN/KIND/NAME")
-    parts = path[len("tinker://"):].split("/")
+    parts = path[len("tinker://") :].split("/")
     if len(parts) != 3 or not all(parts):
-        raise ValueError(f"Not a checkpoint path: {path!r}; expected tinker://RUN/KIND/NAME "
-                         f"with KIND one of {', '.join(KINDS)}")  # fmt: skip
+        raise ValueError(
+            f"Not a checkpoint path: {path!r}; expected tinker://RUN/KIND/NAME "
+            f"with KIND one of {', '.join(KINDS)}"
+        )
     run, kind, name = parts
     if kind not in KINDS:
         raise ValueError(f"Unknown checkpoint kind {kind!r} in {path!r}; expected one of {', '.join(KINDS)}")
@@ -125,15 +127,21 @@ class Checkpoints:
 
     # -- listing and management ------------------------------------------------
 
-    def list(self, run_id: str | None = None, *, limit: int | None = None, offset: int | None = None) -> CheckpointList:
+    def list(
+        self, run_id: str | None = None, *, limit: int | None = None, offset: int | None = None
+    ) -> CheckpointList:
         """The caller's checkpoints, newest first (paged), or all checkpoints of ``run_id``."""
         if run_id is not None:
             return self.list_for_run(run_id)
-        return self._client.get("/api/v1/checkpoints", params={"limit": limit, "offset": offset}, cast_to=CheckpointList)
+        return self._client.get(
+            "/api/v1/checkpoints", params={"limit": limit, "offset": offset}, cast_to=CheckpointList
+        )
 
     def list_for_run(self, run_id: str) -> CheckpointList:
         """Every checkpoint of one training run."""
-        return self._client.get(f"/api/v1/training_runs/{quote(run_id, safe='')}/checkpoints", cast_to=CheckpointList)
+        return self._client.get(
+            f"/api/v1/training_runs/{quote(run_id, safe='')}/checkpoints", cast_to=CheckpointList
+        )
 
     def get(self, tinker_path: str) -> Checkpoint:
         """The checkpoint at ``tinker_path`` (found in its run's list).
@@ -225,7 +233,9 @@ class Checkpoints:
         with target_lock(target.with_name(target.name + ".lock")):
             _check_target(target, force)  # another run may have finished while we waited
             if path.kind == "weights":
-                tmp = self._download_archive(path, target, report, prepare_timeout, say, max_members, max_total_size)
+                tmp = self._download_archive(
+                    path, target, report, prepare_timeout, say, max_members, max_total_size
+                )
             else:
                 tmp = self._download_external(path, target, report, say)
             try:
@@ -246,8 +256,16 @@ class Checkpoints:
 
     # -- archive flow ----------------------------------------------------------
 
-    def _download_archive(self, path: TinkerPath, target: Path, progress: Progress, prepare_timeout: float,
-                          say: Notify, max_members: int | None, max_total_size: int | None) -> Path:  # fmt: skip
+    def _download_archive(
+        self,
+        path: TinkerPath,
+        target: Path,
+        progress: Progress,
+        prepare_timeout: float,
+        say: Notify,
+        max_members: int | None,
+        max_total_size: int | None,
+    ) -> Path:
         from .._extract import DEFAULT_MAX_MEMBERS, extract_tar  # lazy: imports tarfile
 
         _remove_leftovers(target)  # a killed archive run cannot resume: start again
@@ -275,8 +293,9 @@ class Checkpoints:
     # -- external-weights flow -------------------------------------------------
 
     def _external_urls(self, path: TinkerPath) -> tuple[dict[str, str], float | None]:
-        listing: ExternalWeightsUrls = self._client.get(path.api_path + "/external_weights_urls",
-                                                        cast_to=ExternalWeightsUrls)  # fmt: skip
+        listing: ExternalWeightsUrls = self._client.get(
+            path.api_path + "/external_weights_urls", cast_to=ExternalWeightsUrls
+        )
         for rel in listing.urls:
             _check_relative(rel)
         expires = listing.expires
@@ -308,11 +327,19 @@ class Checkpoints:
                         say(f"Download URLs expire soon; fetching new ones for {path}")
                         urls, expires = self._external_urls(path)
                     if rel not in urls:
-                        raise APIResponseValidationError(f"The new download URLs of {path} no longer list {rel!r}")
+                        raise APIResponseValidationError(
+                            f"The new download URLs of {path} no longer list {rel!r}"
+                        )
                     base = done
                     try:
-                        download_file(self._client, urls[rel], dest, resume=True, credentials=False,
-                                      progress=lambda n, _t, base=base: progress(base + n, total))  # fmt: skip
+                        download_file(
+                            self._client,
+                            urls[rel],
+                            dest,
+                            resume=True,
+                            credentials=False,
+                            progress=lambda n, _t, base=base: progress(base + n, total),
+                        )
                     except APIStatusError as exc:
                         if exc.status_code not in (401, 403) or resigns >= MAX_RESIGNS:
                             raise
@@ -351,8 +378,9 @@ def _notifier(notify: Notify | None) -> Notify:
 
 def _check_target(target: Path, force: bool) -> None:
     if os.path.lexists(target) and not force:
-        raise FileExistsError(errno.EEXIST, f"{target} already exists (use force=True, or --force, to replace it)",
-                              str(target))  # fmt: skip
+        raise FileExistsError(
+            errno.EEXIST, f"{target} already exists (use force=True, or --force, to replace it)", str(target)
+        )
 
 
 def _check_relative(rel: str) -> None:
@@ -419,7 +447,9 @@ def _private_dir(path: Path) -> None:
         pass
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
-        raise FileExistsError(errno.EEXIST, f"{path} exists and is not a private directory of ours", str(path))
+        raise FileExistsError(
+            errno.EEXIST, f"{path} exists and is not a private directory of ours", str(path)
+        )
     log.info("Resuming the partial download in %s", path)
 
 

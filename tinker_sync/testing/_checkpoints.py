@@ -77,22 +77,25 @@ class Registry:
     def add(self, tinker_path: str, **options: Any) -> dict[str, Any]:
         if not tinker_path.startswith("tinker://"):
             raise ValueError(f"not a tinker:// path: {tinker_path!r}")
-        parts = tinker_path[len("tinker://"):].split("/")
+        parts = tinker_path[len("tinker://") :].split("/")
         if len(parts) != 3 or parts[1] not in KINDS or not parts[0] or not parts[2]:
             raise ValueError(f"expected tinker://RUN/KIND/NAME with KIND in {KINDS}: {tinker_path!r}")
         run, kind, name = parts
         checkpoint = Checkpoint(run, kind, name, **options)
         with self.lock:
-            self.runs.setdefault(run, {
-                "training_run_id": run,
-                "base_model": self.mock.supported_models[0] if self.mock.supported_models else "base",
-                "model_owner": "mock-user",
-                "is_lora": True,
-                "lora_rank": 32,
-                "corrupted": False,
-                "last_request_time": _iso(checkpoint.time),
-                "user_metadata": None,
-            })
+            self.runs.setdefault(
+                run,
+                {
+                    "training_run_id": run,
+                    "base_model": self.mock.supported_models[0] if self.mock.supported_models else "base",
+                    "model_owner": "mock-user",
+                    "is_lora": True,
+                    "lora_rank": 32,
+                    "corrupted": False,
+                    "last_request_time": _iso(checkpoint.time),
+                    "user_metadata": None,
+                },
+            )
             self.checkpoints[(run, kind, name)] = checkpoint
         return checkpoint.to_json()
 
@@ -104,7 +107,8 @@ class Registry:
                 last[kind] = ck
         info["last_checkpoint"] = last["weights"].to_json() if last["weights"] else None
         info["last_sampler_checkpoint"] = (
-            last["sampler_weights"].to_json() if last["sampler_weights"] else None)
+            last["sampler_weights"].to_json() if last["sampler_weights"] else None
+        )
         return info
 
     def _get(self, run: str, kind: str, name: str) -> Checkpoint:
@@ -123,19 +127,25 @@ class Registry:
             offset, limit = _paging(query, 20)
             with self.lock:
                 runs = [self._run_json(r) for r in self.runs]
-            return handler.send_json(200, {
-                "training_runs": runs[offset:offset + limit],
-                "cursor": {"offset": offset, "limit": limit, "total_count": len(runs)},
-            })
+            return handler.send_json(
+                200,
+                {
+                    "training_runs": runs[offset : offset + limit],
+                    "cursor": {"offset": offset, "limit": limit, "total_count": len(runs)},
+                },
+            )
         if parts == ["checkpoints"] and method == "GET":
             offset, limit = _paging(query, 100)
             with self.lock:
                 items = sorted(self.checkpoints.values(), key=lambda c: c.time, reverse=True)
                 checkpoints = [c.to_json() for c in items]
-            return handler.send_json(200, {
-                "checkpoints": checkpoints[offset:offset + limit],
-                "cursor": {"offset": offset, "limit": limit, "total_count": len(checkpoints)},
-            })
+            return handler.send_json(
+                200,
+                {
+                    "checkpoints": checkpoints[offset : offset + limit],
+                    "cursor": {"offset": offset, "limit": limit, "total_count": len(checkpoints)},
+                },
+            )
         if len(parts) >= 2 and parts[0] == "training_runs":
             run = parts[1]
             with self.lock:
@@ -154,8 +164,9 @@ class Registry:
                 return self._checkpoint_route(handler, method, run, kind, name, rest)
         raise HTTPError(404, f"no route for {method} /api/v1{path}", "not_found")
 
-    def _checkpoint_route(self, handler: Any, method: str, run: str, kind: str, name: str,
-                          rest: list[str]) -> None:
+    def _checkpoint_route(
+        self, handler: Any, method: str, run: str, kind: str, name: str, rest: list[str]
+    ) -> None:
         checkpoint = self._get(run, kind, name)
         if not rest and method == "DELETE":
             with self.lock:
@@ -190,8 +201,12 @@ class Registry:
                 checkpoint.prepare_started = now
             preparing = now - checkpoint.prepare_started < checkpoint.prepare_seconds
         if preparing:
-            raise HTTPError(checkpoint.prepare_status, "archive is being prepared, try again",
-                            "try_again", [("Retry-After", "1")])
+            raise HTTPError(
+                checkpoint.prepare_status,
+                "archive is being prepared, try again",
+                "try_again",
+                [("Retry-After", "1")],
+            )
         self._ensure_archive(checkpoint)
         url, expires = self.sign(f"/signed/{checkpoint.token}/archive")
         handler.send_empty(302, [("Location", url), ("Expires", formatdate(expires, usegmt=True))])
@@ -208,9 +223,13 @@ class Registry:
                 if checkpoint.hostile is not None:
                     f.write(archives.HOSTILE_ARCHIVES[checkpoint.hostile]())
                 else:
-                    archives.write_checkpoint_tar(f, checkpoint.seed, checkpoint.size,
-                                                  n_files=checkpoint.n_files,
-                                                  compression=checkpoint.compression)
+                    archives.write_checkpoint_tar(
+                        f,
+                        checkpoint.seed,
+                        checkpoint.size,
+                        n_files=checkpoint.n_files,
+                        compression=checkpoint.compression,
+                    )
             checkpoint.archive_size = os.path.getsize(path)
             if checkpoint.hostile is not None:
                 checkpoint.size = checkpoint.archive_size
@@ -222,8 +241,9 @@ class Registry:
 
         urls = {}
         expires = 0
-        for rel, _size, _seed in archives.checkpoint_files(checkpoint.seed, checkpoint.size,
-                                                           checkpoint.n_files):
+        for rel, _size, _seed in archives.checkpoint_files(
+            checkpoint.seed, checkpoint.size, checkpoint.n_files
+        ):
             urls[rel], expires = self.sign(f"/signed/{checkpoint.token}/files/{quote(rel)}")
         handler.send_json(200, {"urls": urls, "expires": _iso(expires)})
 
@@ -239,7 +259,10 @@ class Registry:
         """
         expires = math.ceil(time.time() + self.mock.signed_url_ttl)
         nonce = secrets.token_hex(4)
-        return f"{self.mock.url}{path}?expires={expires}&n={nonce}&sig={self._sig(path, expires, nonce)}", expires
+        return (
+            f"{self.mock.url}{path}?expires={expires}&n={nonce}&sig={self._sig(path, expires, nonce)}",
+            expires,
+        )
 
     def _resolve(self, path: str) -> tuple[Checkpoint, Any]:
         from urllib.parse import unquote
@@ -262,9 +285,10 @@ class Registry:
         if rest.startswith("files/"):
             from . import archives
 
-            rel = unquote(rest[len("files/"):])
-            for name, size, seed in archives.checkpoint_files(checkpoint.seed, checkpoint.size,
-                                                              checkpoint.n_files):
+            rel = unquote(rest[len("files/") :])
+            for name, size, seed in archives.checkpoint_files(
+                checkpoint.seed, checkpoint.size, checkpoint.n_files
+            ):
                 if name == rel:
                     return checkpoint, _files.GeneratedBody(("file", token, rel), seed, size)
         raise HTTPError(404, "no such signed object", "not_found")

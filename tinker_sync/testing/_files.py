@@ -164,12 +164,14 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None | bool:
     return start, min(end, size)
 
 
-def serve_body(handler: Any, body: Body, *, checksums: Any = (), bad_checksum: bool = False,
-               chunked: bool = False) -> None:
+def serve_body(
+    handler: Any, body: Body, *, checksums: Any = (), bad_checksum: bool = False, chunked: bool = False
+) -> None:
     """Answer GET or HEAD for ``body`` with Range / If-Range / ETag support and the request's fault."""
     if handler.command not in ("GET", "HEAD"):
-        raise HTTPError(405, f"method {handler.command} not allowed", "method_not_allowed",
-                        [("Allow", "GET, HEAD")])
+        raise HTTPError(
+            405, f"method {handler.command} not allowed", "method_not_allowed", [("Allow", "GET, HEAD")]
+        )
     mock = handler.mock
     etag = etag_of(mock, body, checksums, bad_checksum)
     last_modified = last_modified_of(mock, body)
@@ -187,14 +189,19 @@ def serve_body(handler: Any, body: Body, *, checksums: Any = (), bad_checksum: b
         if if_range is None or if_range.strip() in (etag, last_modified):
             parsed = parse_range(range_header, body.size)
             if parsed is False:
-                raise HTTPError(416, f"range {range_header!r} not satisfiable for {body.size} bytes",
-                                "range_not_satisfiable", [("Content-Range", f"bytes */{body.size}")])
+                raise HTTPError(
+                    416,
+                    f"range {range_header!r} not satisfiable for {body.size} bytes",
+                    "range_not_satisfiable",
+                    [("Content-Range", f"bytes */{body.size}")],
+                )
             if parsed:
                 start, end = parsed
                 status = 206
                 headers.append(("Content-Range", f"bytes {start}-{end - 1}/{body.size}"))
-    framing = handler.start_response(status, headers, length=end - start,
-                                     framing="chunked" if chunked else "length")
+    framing = handler.start_response(
+        status, headers, length=end - start, framing="chunked" if chunked else "length"
+    )
     if handler.command == "HEAD":
         if framing == "wrong":
             handler.close_connection = True
@@ -223,6 +230,10 @@ def bytes_route(handler: Any) -> None:
     size, seed = _bytes_params(handler.query)
     checksum = handler.query.get("checksum")
     body = GeneratedBody(("bytes", seed, size), seed, size)
-    serve_body(handler, body, checksums=[c for c in (checksum or "").split(",") if c],
-               bad_checksum=handler.query.get("bad_checksum") in ("1", "true"),
-               chunked=handler.query.get("chunked") in ("1", "true"))
+    serve_body(
+        handler,
+        body,
+        checksums=[c for c in (checksum or "").split(",") if c],
+        bad_checksum=handler.query.get("bad_checksum") in ("1", "true"),
+        chunked=handler.query.get("chunked") in ("1", "true"),
+    )

@@ -172,7 +172,9 @@ class MockTinkerServer:
         self._httpd = _HTTPServer((self.host, self.port), self)
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
             name=f"mock-tinker-{self.port}",
         )
         self._thread.start()
@@ -285,8 +287,14 @@ class MockTinkerServer:
     ) -> dict[str, Any]:
         """Register ``tinker://RUN/KIND/NAME`` (KIND: weights, sampler_weights, external_weights)."""
         return self._registry.add(
-            tinker_path, size=size, seed=seed, n_files=n_files, compression=compression,
-            prepare_seconds=prepare_seconds, prepare_status=prepare_status, public=public,
+            tinker_path,
+            size=size,
+            seed=seed,
+            n_files=n_files,
+            compression=compression,
+            prepare_seconds=prepare_seconds,
+            prepare_status=prepare_status,
+            public=public,
         )
 
     def add_hostile_archive(self, tinker_path: str, kind: str) -> dict[str, Any]:
@@ -422,7 +430,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/api/v1/") or path == "/api/v1":
             if self.headers.get("X-API-Key") != self.mock.api_key:
                 raise HTTPError(401, "missing or invalid X-API-Key", "authentication_error")
-            return self._api(unquote(path[len("/api/v1"):]))
+            return self._api(unquote(path[len("/api/v1") :]))
         if path.startswith("/signed/"):
             return self.mock._registry.serve_signed(self, path)
         if path == "/test/sse":
@@ -430,10 +438,17 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/test/sse-raw":
             return _sse_routes.sse_raw(self)
         if path == "/test/echo":
-            return self.send_json(200, {
-                "method": self.command, "path": path, "query": self.query,
-                "headers": self.lheaders, "body": self.body.decode("latin-1"),
-            }, _retry_headers(self.query))
+            return self.send_json(
+                200,
+                {
+                    "method": self.command,
+                    "path": path,
+                    "query": self.query,
+                    "headers": self.lheaders,
+                    "body": self.body.decode("latin-1"),
+                },
+                _retry_headers(self.query),
+            )
         if path.startswith("/test/status/"):
             code = int(path.rsplit("/", 1)[1])
             return self.send_error_json(code, f"status {code}", None, _retry_headers(self.query))
@@ -469,7 +484,11 @@ class _Handler(BaseHTTPRequestHandler):
     # -- response ----------------------------------------------------------------------------------
 
     def start_response(
-        self, status: int, headers: Iterable[tuple[str, str]], *, length: int | None = None,
+        self,
+        status: int,
+        headers: Iterable[tuple[str, str]],
+        *,
+        length: int | None = None,
         framing: str = "length",
     ) -> str:
         """Send the status line and headers; returns the framing actually used."""
@@ -522,7 +541,7 @@ class _Handler(BaseHTTPRequestHandler):
                     n = min(n, reset_at - sent)
                 if wrote and fault.trickle and fault.trickle_delay and wait(fault.trickle_delay):
                     return self._abort()
-                piece = view[pos:pos + n]
+                piece = view[pos : pos + n]
                 if chunked:
                     write(b"%x\r\n%s\r\n" % (n, piece))
                 else:
@@ -561,7 +580,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def send_error_json(
-        self, status: int, message: str, type: str | None = "error", headers: Iterable[tuple[str, str]] = (),
+        self,
+        status: int,
+        message: str,
+        type: str | None = "error",
+        headers: Iterable[tuple[str, str]] = (),
     ) -> None:
         error: dict[str, Any] = {"message": message}
         if type is not None:
@@ -578,8 +601,11 @@ def _fmt_seconds(value: float) -> str:
 
 def _retry_headers(query: dict[str, str]) -> list[tuple[str, str]]:
     headers = []
-    for param, header in (("retry_after", "retry-after"), ("retry_after_ms", "retry-after-ms"),
-                          ("should_retry", "x-should-retry")):
+    for param, header in (
+        ("retry_after", "retry-after"),
+        ("retry_after_ms", "retry-after-ms"),
+        ("should_retry", "x-should-retry"),
+    ):
         if param in query:
             headers.append((header, query[param]))
     return headers

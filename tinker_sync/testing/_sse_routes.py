@@ -56,8 +56,16 @@ def _coalesce(chunks: Iterator[Any]) -> Iterator[Any]:
         yield bytes(buf)
 
 
-def _serve_events(handler: Any, events: Any, *, status: int, content_type: str, framing: str,
-                  chunk: int | None, delay: float) -> None:
+def _serve_events(
+    handler: Any,
+    events: Any,
+    *,
+    status: int,
+    content_type: str,
+    framing: str,
+    chunk: int | None,
+    delay: float,
+) -> None:
     """``events(live)`` is a generator function; called first with ``live=False`` (no delays, no cut)
     to measure the body for Content-Length framing."""
     headers = [("Content-Type", content_type), ("Cache-Control", "no-cache")]
@@ -136,8 +144,9 @@ def sse(handler: Any) -> None:
 
     status = _int(q, "status", 200)
     content_type = q.get("content_type", "text/event-stream")
-    _serve_events(handler, events, status=status, content_type=content_type, framing=framing,
-                  chunk=chunk, delay=delay)
+    _serve_events(
+        handler, events, status=status, content_type=content_type, framing=framing, chunk=chunk, delay=delay
+    )
 
 
 def sse_raw(handler: Any) -> None:
@@ -154,11 +163,18 @@ def sse_raw(handler: Any) -> None:
             if with_delay and delay and pos and wait(delay):
                 yield ABORT
                 return
-            yield body[pos:pos + step]
+            yield body[pos : pos + step]
 
     content_type = q.get("content_type", "text/event-stream")
-    _serve_events(handler, events, status=_int(q, "status", 200), content_type=content_type,
-                  framing=framing, chunk=chunk, delay=delay)
+    _serve_events(
+        handler,
+        events,
+        status=_int(q, "status", 200),
+        content_type=content_type,
+        framing=framing,
+        chunk=chunk,
+        delay=delay,
+    )
 
 
 def stream_sample(handler: Any) -> None:
@@ -179,8 +195,9 @@ def stream_sample(handler: Any) -> None:
             if with_delay and delay and wait(delay):
                 yield ABORT
                 return
-            data = encode({"event_type": "token", "token": f"tok{i}", "token_id": i, "index": i,
-                           "logprob": -0.5})
+            data = encode(
+                {"event_type": "token", "token": f"tok{i}", "token_id": i, "index": i, "logprob": -0.5}
+            )
             yield b"id: %d\ndata: %s\n\n" % (i, data)
         if error_at is not None and error_at >= max_tokens:
             yield b'event: error\ndata: {"event_type":"error","message":"boom"}\n\n'
@@ -188,5 +205,12 @@ def stream_sample(handler: Any) -> None:
         data = encode({"event_type": "done", "finish_reason": "length", "total_tokens": max_tokens})
         yield b"data: %s\n\n" % data
 
-    _serve_events(handler, events, status=200, content_type="text/event-stream", framing="chunked",
-                  chunk=None, delay=delay)
+    _serve_events(
+        handler,
+        events,
+        status=200,
+        content_type="text/event-stream",
+        framing="chunked",
+        chunk=None,
+        delay=delay,
+    )

@@ -74,8 +74,9 @@ def expected_files(seed: int, total_size: int, n_files: int = 4) -> dict[str, st
     return {name: sha256_of(mseed, size) for name, size, mseed in checkpoint_files(seed, total_size, n_files)}
 
 
-def _info(name: str, *, size: int = 0, type: bytes = tarfile.REGTYPE, mode: int | None = None,
-          linkname: str = "") -> tarfile.TarInfo:
+def _info(
+    name: str, *, size: int = 0, type: bytes = tarfile.REGTYPE, mode: int | None = None, linkname: str = ""
+) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.size = size
     info.type = type
@@ -123,8 +124,9 @@ def _compressor(compression: str | None) -> object | None:
     raise ValueError(f"unknown compression {compression!r}")
 
 
-def iter_checkpoint_tar(seed: int, total_size: int, *, n_files: int = 4,
-                        compression: str | None = None) -> Iterator[bytes]:
+def iter_checkpoint_tar(
+    seed: int, total_size: int, *, n_files: int = 4, compression: str | None = None
+) -> Iterator[bytes]:
     """Yield the checkpoint tar (``compression``: None, "gz", "bz2" or "xz") in chunks of <= 1 MiB."""
     compressor = _compressor(compression)
     chunks = _iter_plain_tar(seed, total_size, n_files)
@@ -138,8 +140,9 @@ def iter_checkpoint_tar(seed: int, total_size: int, *, n_files: int = 4,
     yield compressor.flush()  # type: ignore[attr-defined]
 
 
-def write_checkpoint_tar(fileobj: BinaryIO, seed: int, total_size: int, *, n_files: int = 4,
-                         compression: str | None = None) -> None:
+def write_checkpoint_tar(
+    fileobj: BinaryIO, seed: int, total_size: int, *, n_files: int = 4, compression: str | None = None
+) -> None:
     """Write the checkpoint tar to ``fileobj``, in constant memory."""
     for chunk in iter_checkpoint_tar(seed, total_size, n_files=n_files, compression=compression):
         fileobj.write(chunk)
