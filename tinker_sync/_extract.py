@@ -43,15 +43,14 @@ import bz2
 import errno
 import lzma
 import os
-import queue
 import stat
 import tarfile
-import threading
 import zlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ._exceptions import UnsafeArchiveError
+from ._workers import Worker
 
 __all__ = ["DEFAULT_MAX_MEMBERS", "ExtractResult", "extract_tar"]
 
@@ -396,61 +395,38 @@ class _Tree:
             raise _refuse(name, f"a file over {what}") from None
 
 
-class _FileWriter:
-    """Writes member data on its own thread.
+def _write_member_data(item: tuple[int, bytes | None]) -> None:
+    """Write a block of member data to its file, or close the file (data None)."""
+    fd, data = item
+    if data is None:
+        os.close(fd)
+        return
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _close_only(item: tuple[int, bytes | None]) -> None:
+    """After a write error or an abort: skip the data, still close every file."""
+    fd, data = item
+    if data is None:
+        os.close(fd)
+
+
+def _file_writer() -> Worker[tuple[int, bytes | None]]:
+    """Member data is written on its own thread.
 
     Writing a big file is mostly the kernel copying it into the page cache;
     on its own thread that copy overlaps reading the next bytes from the
-    network (and parsing them), instead of taking turns with it. The queue is
-    bounded, so a slow disk slows the reader down. Every file descriptor
-    handed over is closed by the thread, in order, whatever happens; a write
-    error is raised in the reader at its next call.
+    network (and parsing them), instead of taking turns with it. Every file
+    descriptor handed over is closed by the thread, in order, whatever happens.
     """
-
-    def __init__(self) -> None:
-        self._queue: queue.Queue[tuple[int, bytes | None]] = queue.Queue(_WRITE_QUEUE)
-        self._error: BaseException | None = None
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="tinker-sync-extract", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            fd, data = self._queue.get()
-            if fd < 0:
-                return
-            try:
-                if data is None:
-                    os.close(fd)
-                elif self._error is None and not self._stop:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view) :]
-            except BaseException as exc:  # handed to the reader
-                self._error = self._error or exc
-
-    def _check(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def write(self, fd: int, data: bytes) -> None:
-        self._check()
-        self._queue.put((fd, data))
-
-    def close_file(self, fd: int) -> None:
-        """Close ``fd`` once its data is written (never skipped, even after an error)."""
-        self._queue.put((fd, None))
-
-    def finish(self, *, abort: bool = False) -> None:
-        """Wait for every write and close; raise a write error unless aborting (then skip queued writes)."""
-        self._stop = abort
-        self._queue.put((-1, None))
-        self._thread.join()
-        if not abort:
-            self._check()
+    return Worker(_write_member_data, depth=_WRITE_QUEUE, name="tinker-sync-extract", discard=_close_only)
 
 
-def _copy(archive: tarfile.TarFile, member: tarfile.TarInfo, fd: int, writer: _FileWriter) -> None:
+def _copy(
+    archive: tarfile.TarFile, member: tarfile.TarInfo, fd: int, writer: Worker[tuple[int, bytes | None]]
+) -> None:
     """Copy a file member's data to ``fd`` through ``writer``; a short member raises."""
     source = archive.extractfile(member)
     assert source is not None  # a regular file always has a reader
@@ -461,7 +437,7 @@ def _copy(archive: tarfile.TarFile, member: tarfile.TarInfo, fd: int, writer: _F
                 data = source.read(min(remaining, _COPY_BLOCK))
                 if not data:
                     raise tarfile.ReadError("unexpected end of data")
-                writer.write(fd, data)
+                writer.put((fd, data))
                 remaining -= len(data)
     except tarfile.ReadError as exc:
         raise _malformed(
@@ -523,7 +499,7 @@ def extract_tar(
     info_class = type("_BoundTarInfo", (_GuardedTarInfo,), {"_guard": guard})
     members = files = directories = total = 0
     tree = _Tree(dest)
-    writer = _FileWriter()
+    writer = _file_writer()
     finished = False
     try:
         # bufsize: tarfile's stream reads 10 KiB at a time by default; 256 KiB
@@ -561,7 +537,7 @@ def extract_tar(
                     try:
                         _copy(archive, member, fd, writer)
                     finally:
-                        writer.close_file(fd)
+                        writer.put((fd, None))
                     total += member.size
                     files += 1
                 else:
@@ -570,7 +546,7 @@ def extract_tar(
                 guard.last_name = name
             _finish(archive.fileobj, guard)
         finished = True
-        writer.finish()  # the last writes: a full disk raises here
+        writer.close()  # the last writes: a full disk raises here
     except (UnsafeArchiveError, tarfile.TarError, EOFError, zlib.error, RecursionError) as exc:
         if raw.error is not None:
             raise raw.error from None  # the stream's own error, never wrapped
@@ -579,6 +555,6 @@ def extract_tar(
         raise _malformed(f"{str(exc) or type(exc).__name__} {guard.where()}") from exc
     finally:
         if not finished:
-            writer.finish(abort=True)
+            writer.close(abort=True)
         tree.close()
     return ExtractResult(files=files, directories=directories, total_size=total, archive_bytes=raw.count)

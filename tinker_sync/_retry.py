@@ -1,10 +1,15 @@
-"""Retry policy: which failures to retry, and how long to wait. Pure, no I/O.
+"""Retry policy: which failures to retry, how long to wait, and the one retry budget. Pure, no I/O.
 
 Rules (the official SDK's): retry connection errors, timeouts and the statuses
 408, 409, 429 and >= 500; an ``x-should-retry: true|false`` header overrides
 the status rule. Wait ``retry-after-ms`` / ``retry-after`` (seconds or an
 HTTP-date) when it lies in (0, 60] seconds, else ``min(0.5 * 2**n, 10)``
 shortened by up to 25% of jitter (jitter only ever shortens).
+
+One ``RetryBudget`` per logical call is shared by every kind of recovery
+(plain retries, byte resume, SSE reconnect, re-signing a URL, each file of a
+checkpoint): there is never a budget inside a budget. See its docstring for
+the bound on sends.
 """
 
 from __future__ import annotations
@@ -14,12 +19,26 @@ import random
 import time
 from collections.abc import Callable, Mapping
 
-__all__ = ["INITIAL_RETRY_DELAY", "MAX_RETRY_DELAY", "retry_delay", "should_retry_status"]
+__all__ = [
+    "DNS_RETRIES",
+    "INITIAL_RETRY_DELAY",
+    "MAX_RETRY_DELAY",
+    "NEVER_RETRIED",
+    "RetryBudget",
+    "retry_delay",
+    "should_retry_status",
+]
 
 INITIAL_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 10.0
 MAX_RETRY_AFTER = 60.0
 RETRY_STATUSES = frozenset({408, 409, 429})
+# Failures no retry can mend: a certificate the client does not trust, a URL it
+# cannot parse, a redirect it refuses. They raise at once.
+NEVER_RETRIED = frozenset({"tls", "url", "redirect"})
+# Resolvers do fail transiently, but a name that does not resolve twice in a
+# row is almost always a typo: retry briefly, never for a silent minute.
+DNS_RETRIES = 2
 
 
 def should_retry_status(status: int, headers: Mapping[str, str]) -> bool:
@@ -73,3 +92,100 @@ def retry_delay(
             return wanted
     delay = min(INITIAL_RETRY_DELAY * 2.0 ** min(retries_taken, 1000), MAX_RETRY_DELAY)
     return max(delay * (1 - 0.25 * rand()), 0.0)
+
+
+class RetryBudget:
+    """What one logical call may still spend on recovery, and when it must give up.
+
+    Rules:
+    1. At most ``max_retries`` failures in a row without progress; the waits
+       between them follow ``retry_delay`` (the server's Retry-After first).
+    2. Progress renews the budget: a failure reported with a ``progress``
+       mark (bytes or events delivered) past the mark of the failure before
+       it starts the count and the backoff again from the bottom, and its
+       retry goes at once (a cut after data is a transient, not an outage).
+    3. ``deadline`` (``time.monotonic()``, from ``Timeout.total``): no retry
+       whose wait would end past it.
+    4. A cause in ``NEVER_RETRIED`` is never retried; ``"dns"`` at most
+       ``DNS_RETRIES`` times in the whole call.
+
+    Worst case: a call makes at most ``max_retries + 1`` sends between two
+    points of progress, so at most ``(max_retries + 1) * (1 + renewals)``
+    sends in all, each renewal needing new bytes or events; ``Timeout.total``
+    bounds the time.
+
+    Attributes:
+        attempts: sends made so far (the caller counts each with ``sent()``).
+        retries: retries granted so far (sent as ``x-stainless-retry-count``).
+        failures: failures since the last progress.
+    """
+
+    def __init__(
+        self,
+        max_retries: int,
+        *,
+        deadline: float | None = None,
+        rand: Callable[[], float] = random.random,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_retries = max_retries
+        self.deadline = deadline
+        self.attempts = 0
+        self.retries = 0
+        self.failures = 0
+        self._mark = 0
+        self._dns = 0
+        self._rand = rand
+        self._now = now
+
+    def __repr__(self) -> str:
+        return f"<RetryBudget {self.failures}/{self.max_retries} failures, {self.attempts} sends>"
+
+    def sent(self) -> int:
+        """Count one send; returns the retry count to put on it."""
+        self.attempts += 1
+        return self.retries
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (never negative), or None without one."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - self._now())
+
+    def expired(self) -> bool:
+        return self.deadline is not None and self._now() >= self.deadline
+
+    def retry(
+        self,
+        *,
+        cause: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        progress: int | None = None,
+        min_wait: float = 0.0,
+    ) -> float | None:
+        """Count one failure; the seconds to wait before the next send, or None to give up.
+
+        Args:
+            cause: what failed, as ``APIConnectionError.cause`` says (None for a status).
+            headers: the failed response's headers (Retry-After).
+            progress: how far the call had got (bytes or events delivered).
+            min_wait: the least wait (an SSE stream's reconnection time).
+        """
+        if cause in NEVER_RETRIED:
+            return None
+        if cause == "dns":
+            if self._dns >= DNS_RETRIES:
+                return None
+            self._dns += 1
+        advanced = False
+        if progress is not None and progress > self._mark:
+            self._mark, self.failures, advanced = progress, 0, True
+        if self.failures >= self.max_retries:
+            return None
+        wait = 0.0 if advanced and headers is None else retry_delay(self.failures, headers, rand=self._rand)
+        wait = max(wait, min_wait)
+        if self.deadline is not None and self._now() + wait >= self.deadline:
+            return None
+        self.failures += 1
+        self.retries += 1
+        return wait
