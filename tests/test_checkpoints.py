@@ -286,12 +286,12 @@ def test_unknown_checkpoint(client, tinker_server, out: Path) -> None:
 
 
 def test_live_lock_blocks_a_second_run(client, tinker_server, out: Path, monkeypatch) -> None:
-    from tinker_sync import _download
+    from tinker_sync import _files
 
-    monkeypatch.setattr(_download, "LOCK_WAIT", 0.3)
+    monkeypatch.setattr(_files, "LOCK_WAIT", 0.3)
     tinker_server.add_checkpoint(WEIGHTS, size=MiB)
     lock = out / "run-1_weights_final.lock"
-    with _download.target_lock(lock):  # another run (flock: per open file, so in-process works)
+    with _files.target_lock(lock):  # another run (flock: per open file, so in-process works)
         with pytest.raises(tinker_sync.DownloadLockedError, match="held by another download"):
             client.checkpoints.download(WEIGHTS, out)
         assert [p.name for p in out.iterdir()] == [lock.name]

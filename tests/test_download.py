@@ -19,7 +19,9 @@ import time
 import pytest
 
 import tinker_sync
-import tinker_sync._download as dl
+import tinker_sync._files as files
+from tinker_sync._base_client import check_redirect
+from tinker_sync._response import continuation_problem
 from tinker_sync.testing import Fault
 from tinker_sync.testing._data import sha256_of
 
@@ -44,7 +46,7 @@ def file_sha(path) -> str:
 
 def leftovers(dest) -> list[str]:
     """Files next to ``dest`` that a finished or failed download must not leave behind."""
-    return [s for s in (dl.PART_SUFFIX, dl.SIDECAR_SUFFIX, dl.LOCK_SUFFIX) if os.path.exists(f"{dest}{s}")]
+    return [s for s in (files.PART_SUFFIX, files.SIDECAR_SUFFIX, files.LOCK_SUFFIX) if os.path.exists(f"{dest}{s}")]
 
 
 @pytest.fixture(autouse=True)
@@ -77,7 +79,7 @@ def test_download_writes_verified_file_and_cleans_up(client, tinker_server, tmp_
 
 
 def test_progress_is_rate_limited(client, tmp_path, monkeypatch):
-    monkeypatch.setattr(dl, "PROGRESS_INTERVAL", 3600)
+    monkeypatch.setattr(files, "PROGRESS_INTERVAL", 3600)
     size = 64 * MiB
     calls = []
     with client.stream("GET", f"/test/bytes?size={size}&seed=1&trickle=16384") as response:
@@ -103,19 +105,19 @@ def test_checksum_parsing():
         "content-digest": "sha-256=:RK/0qy18MlBSVnWgjwz6lZEWjP/lF5HF9bvEF8FabDg=:",
         "etag": '"0123456789abcdef0123456789abcdef"',
     }
-    checks = dl._checksums(headers, "a" * 64)
+    checks = files.checksums_from(headers, "a" * 64)
     algos = [(algo, source) for algo, _, source in checks]
     assert ("md5", "x-goog-hash md5") in algos
     assert ("sha256", "Content-Digest sha-256") in algos
     assert ("sha256", "expected_sha256") in algos
     assert not any(source == "ETag" for _, source in algos)  # x-goog-hash md5 wins
-    assert dl._checksums({"etag": '"0123456789ABCDEF0123456789abcdef"'}) == [
+    assert files.checksums_from({"etag": '"0123456789ABCDEF0123456789abcdef"'}) == [
         ("md5", "0123456789abcdef0123456789abcdef", "ETag")
     ]
-    assert dl._checksums({"etag": 'W/"0123456789abcdef0123456789abcdef"'}) == []
-    assert dl._checksums({"digest": "MD5=Ojk9c3dhfxgoKVVHYwFbHQ=="})[0][0] == "md5"
+    assert files.checksums_from({"etag": 'W/"0123456789abcdef0123456789abcdef"'}) == []
+    assert files.checksums_from({"digest": "MD5=Ojk9c3dhfxgoKVVHYwFbHQ=="})[0][0] == "md5"
     with pytest.raises(ValueError, match="64 hex"):
-        dl._checksums({}, "xyz")
+        files.checksums_from({}, "xyz")
 
 
 # -- integrity failures: nothing at the target -------------------------------------------------------
@@ -313,20 +315,21 @@ def test_416_with_complete_part(client, tinker_server, tmp_path, checksum):
     assert leftovers(dest) == []
 
 
-class _FakeResponse:
-    def __init__(self, status, position, total, validator):
-        self.status_code, self.position, self.total_size, self.validator = status, position, total, validator
-        self.headers = {"content-range": "bytes 0-9/10"}
-        self.url, self.request = "http://x/y", None
+def range_headers(first, total, etag):
+    return {"content-range": f"bytes {first}-{total - 1}/{total}", "etag": etag}
 
 
 def test_wrong_content_range_is_a_restart():
-    state = {"validator": '"v1"', "total": 100}
-    assert dl._continuation_problem(_FakeResponse(206, 50, 100, '"v1"'), state, 50) is None
-    assert "wrong Content-Range" in dl._continuation_problem(_FakeResponse(206, 0, 100, '"v1"'), state, 50)
-    assert "size changed" in dl._continuation_problem(_FakeResponse(206, 50, 200, '"v1"'), state, 50)
-    assert "resource changed" in dl._continuation_problem(_FakeResponse(206, 50, 100, '"v2"'), state, 50)
-    assert dl._continuation_problem(_FakeResponse(200, 0, 100, '"v2"'), state, 50) is None
+    def problem(status, first, total, etag):
+        return continuation_problem(status, range_headers(first, total, etag), 50, '"v1"', 100)
+
+    assert problem(206, 50, 100, '"v1"') is None
+    assert "wrong Content-Range" in problem(206, 0, 100, '"v1"')
+    assert "size changed" in problem(206, 50, 200, '"v1"')
+    assert "resource changed" in problem(206, 50, 100, '"v2"')
+    # A whole 200 is not the continuation (the file restarts from zero with it); from byte 0 it is the body.
+    assert "200 instead of 206" in problem(200, 0, 100, '"v2"')
+    assert continuation_problem(200, {"etag": '"v2"'}, 0, None, None) is None
 
 
 def test_killed_process_resumes(tinker_server, tmp_path):
@@ -371,7 +374,7 @@ def test_killed_process_resumes(tinker_server, tmp_path):
 
 
 def test_second_download_fails_clearly_while_first_runs(client, tinker_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(dl, "LOCK_WAIT", 0.3)
+    monkeypatch.setattr(files, "LOCK_WAIT", 0.3)
     size = 2 * MiB
     dest = tmp_path / "out.bin"
     slow = f"/test/bytes?size={size}&seed=12&trickle=65536&trickle_delay=0.05"
@@ -430,12 +433,12 @@ def test_not_enough_disk_space_fails_before_transfer(client, tinker_server, tmp_
 
 
 def test_https_to_http_redirect_refused():
-    dl.check_redirect("http://a/x", "https://b/y")
-    dl.check_redirect("https://a/x", "https://b/y")
+    check_redirect("http://a/x", "https://b/y")
+    check_redirect("https://a/x", "https://b/y")
     with pytest.raises(tinker_sync.APIConnectionError, match="from https to plain http"):
-        dl.check_redirect("https://a/x", "http://b/y?sig=secret")
+        check_redirect("https://a/x", "http://b/y?sig=secret")
     with pytest.raises(tinker_sync.APIConnectionError, match="non-HTTP"):
-        dl.check_redirect("https://a/x", "file:///etc/passwd")
+        check_redirect("https://a/x", "file:///etc/passwd")
 
 
 def test_redirect_to_signed_url_on_another_origin_gets_no_api_key(tinker_server, tmp_path, monkeypatch):

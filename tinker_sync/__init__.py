@@ -8,6 +8,7 @@ import logging
 
 from ._client import Client
 from ._config import Timeout
+from ._event_stream import EventStream
 from ._events import ServerSentEvent
 from ._exceptions import (
     APIConnectionError,
@@ -34,7 +35,7 @@ from ._exceptions import (
     UnsafeArchiveError,
 )
 from ._observe import ErrorInfo, RequestInfo, ResponseInfo, RetryInfo, StreamEndInfo
-from ._response import EventStream, StreamedResponse
+from ._response import StreamedResponse
 from ._version import __version__
 
 logging.getLogger("tinker_sync").addHandler(logging.NullHandler())

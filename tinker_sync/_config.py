@@ -16,6 +16,8 @@ __all__ = [
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_READ_TIMEOUT",
     "Timeout",
+    "cloudflare_headers",
+    "dump_headers_default",
     "resolve_api_key",
     "resolve_base_url",
 ]
@@ -86,6 +88,11 @@ def resolve_base_url(base_url: str | None) -> str:
     """The base URL from the argument, ``TINKER_BASE_URL`` or the default, without a trailing '/'."""
     url = base_url or _env("TINKER_BASE_URL") or DEFAULT_BASE_URL
     return url.rstrip("/")
+
+
+def dump_headers_default() -> bool:
+    """``TINKER_SYNC_DUMP_HEADERS``: anything but empty, ``0`` or ``false`` turns header dumps on."""
+    return os.environ.get("TINKER_SYNC_DUMP_HEADERS", "").strip().lower() not in ("", "0", "false")
 
 
 def cloudflare_headers() -> dict[str, str]:

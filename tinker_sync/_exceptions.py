@@ -166,17 +166,31 @@ class APIConnectionError(APIError):
 
     A body cut short (reset, truncated chunked encoding, fewer bytes than
     Content-Length) raises this, never ends a loop as if it were complete.
+
+    Attributes:
+        cause: what failed, for the retry policy and for callers: ``"connect"``
+            (refused, unreachable), ``"dns"`` (the host does not resolve),
+            ``"tls"`` (certificate or handshake), ``"timeout"``, ``"deadline"``
+            (``Timeout.total``), ``"broken"`` (reset or cut mid-body),
+            ``"url"`` (unusable URL), ``"redirect"`` (a refused redirect),
+            ``"resume"`` (a body that cannot be continued), or None.
+            ``tls``, ``url`` and ``redirect`` are never retried.
     """
 
-    def __init__(self, message: str = "Connection error.", request: Any = None) -> None:
+    def __init__(
+        self, message: str = "Connection error.", request: Any = None, *, cause: str | None = None
+    ) -> None:
         super().__init__(message, request)
+        self.cause = cause
 
 
 class APITimeoutError(APIConnectionError):
     """A connect, read, idle or total timeout expired."""
 
-    def __init__(self, message: str = "Request timed out.", request: Any = None) -> None:
-        super().__init__(message, request)
+    def __init__(
+        self, message: str = "Request timed out.", request: Any = None, *, cause: str | None = "timeout"
+    ) -> None:
+        super().__init__(message, request, cause=cause)
 
 
 class APIResponseValidationError(APIError):

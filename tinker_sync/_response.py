@@ -1,54 +1,72 @@
-"""Streamed responses: raw bodies, text, lines and Server-Sent Events.
+"""Streamed responses: raw bodies, text, lines, events and files, with in-call resume.
 
 Rules:
-1. Bytes are handed out as soon as they arrive (urllib3 ``read1``): a
-   trickling stream is never held back to fill a buffer.
+1. Bytes are handed out as soon as they arrive: a trickling stream is never
+   held back to fill a buffer.
 2. A body read to its end gives its connection back to the pool; anything
    else (close, break, error, garbage collection) discards the connection.
    An endless stream is never drained.
 3. A body is read once: reading it again raises StreamAlreadyConsumed.
-4. An ``EventStream`` sends nothing until it is first iterated or entered.
+4. A broken GET body with a validator resumes with ``Range`` + ``If-Range``
+   through the client that sent it (the ``Sender``), inside the call's one
+   retry budget. Whether a response continues the body is decided by one
+   rule, ``continuation_problem``; a response that does not continue it
+   raises for a byte stream (it cannot take back bytes it handed out) and
+   restarts a file from zero (``stream_to_file`` truncates first).
 """
 
 from __future__ import annotations
 
 import codecs
-import functools
 import logging
-import operator
 import os
-import time
-from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol
 
 import msgspec
 
-from ._events import ServerSentEvent
-from ._exceptions import (
-    APIConnectionError,
-    APIError,
-    APIResponseValidationError,
-    APITimeoutError,
-    StreamAlreadyConsumed,
-)
+from ._config import Timeout
+from ._event_stream import EventStream, json_decoder
+from ._exceptions import APIConnectionError, APIResponseValidationError, StreamAlreadyConsumed
+from ._files import BUFFER_SIZE, Checksum, PartFile, Progress, Receiver, checksums_from
 from ._observe import mask_url
-from ._transport import Headers, RawResponse, Request, discard, read_chunk
-from .sse import SSEDecoder
+from ._retry import RetryBudget
+from ._transport import READ_SIZE, Body, Headers, RawResponse, Request, first_buffer, next_buffer
 
-__all__ = ["EventStream", "StreamedResponse", "json_decoder"]
+__all__ = [
+    "Sender",
+    "StreamedResponse",
+    "continuation_problem",
+    "decode_json",
+    "parse_content_range",
+]
 
-T = TypeVar("T")
 log = logging.getLogger("tinker_sync")
 
-# How much one read asks the socket for. read1 returns what has arrived, so
-# this only caps a chunk; 256 KiB keeps per-chunk overhead low on fast links.
-READ_SIZE = 256 * 1024
 
+class Sender(Protocol):
+    """What a response needs of the client that sent it, to resume a broken body."""
 
-@functools.lru_cache(maxsize=256)
-def json_decoder(cast_to: Any) -> msgspec.json.Decoder:
-    """One reused msgspec decoder per target type."""
-    return msgspec.json.Decoder(cast_to)
+    def send(
+        self,
+        request: Request,
+        *,
+        timeout: Timeout | None = ...,
+        budget: RetryBudget | None = ...,
+        quiet: bool = ...,
+    ) -> StreamedResponse: ...
+
+    def _backoff(
+        self,
+        budget: RetryBudget,
+        request: Request,
+        reason: str,
+        *,
+        cause: str | None = ...,
+        headers: Mapping[str, str] | None = ...,
+        progress: int | None = ...,
+        min_wait: float = ...,
+    ) -> bool: ...
 
 
 def decode_json(content: bytes | memoryview, cast_to: Any, response: Any = None) -> Any:
@@ -61,7 +79,7 @@ def decode_json(content: bytes | memoryview, cast_to: Any, response: Any = None)
         raise APIResponseValidationError(f"Response is not valid JSON: {exc}", response) from exc
 
 
-def _charset(headers: Headers, default: str = "utf-8") -> str:
+def _charset(headers: Mapping[str, str], default: str = "utf-8") -> str:
     for param in headers.get("content-type", "").split(";")[1:]:
         key, _, value = param.strip().partition("=")
         if key.lower() == "charset" and value:
@@ -73,38 +91,95 @@ def _charset(headers: Headers, default: str = "utf-8") -> str:
     return default
 
 
+# -- the continuation rule --------------------------------------------------------------------------
+
+
+def parse_content_range(value: str) -> tuple[int, int, int | None] | None:
+    """``bytes A-B/N`` as (A, B, N or None for ``*``); None when malformed."""
+    unit, _, spec = value.strip().partition(" ")
+    span, _, total = spec.partition("/")
+    first, _, last = span.partition("-")
+    if unit.lower() != "bytes" or not (first.isdigit() and last.isdigit()):
+        return None
+    if not (total.isdigit() or total == "*"):
+        return None
+    return int(first), int(last), int(total) if total.isdigit() else None
+
+
+def validator_of(headers: Mapping[str, str]) -> str | None:
+    """What If-Range can pin a resume to: a strong ETag, else Last-Modified."""
+    etag = headers.get("etag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return headers.get("last-modified")
+
+
+def continuation_problem(
+    status: int, headers: Mapping[str, str], offset: int, validator: str | None, total: int | None
+) -> str | None:
+    """Why a response does not continue a resource's bytes at ``offset`` (None when it does).
+
+    The one rule for every resume, in a call and across runs: at ``offset``
+    0 a 200 continues (it is the whole); past 0 only a 206 whose
+    Content-Range starts at ``offset``, names the same total length, and
+    whose validator (when it sends one) is ``validator``.
+    """
+    if status == 200 and offset == 0:
+        return None
+    if status != 206:
+        return f"the server answered {status} instead of 206 Partial Content"
+    if not offset:
+        return "the server sent 206 Partial Content to a request without Range"
+    parsed = parse_content_range(headers.get("content-range", ""))
+    if parsed is None or parsed[0] != offset:
+        return f"wrong Content-Range {headers.get('content-range')!r} for a resume at byte {offset}"
+    if total is not None and parsed[2] is not None and parsed[2] != total:
+        return f"the resource size changed from {total} to {parsed[2]}"
+    new = validator_of(headers)
+    if new is not None and validator is not None and new != validator:
+        return f"the resource changed (validator {validator!r} became {new!r})"
+    return None
+
+
+# -- the response -----------------------------------------------------------------------------------
+
+
 class StreamedResponse:
     """An HTTP response whose body has not been read yet.
 
     Attributes:
         status_code, headers (case-insensitive), url, request.
         num_bytes_downloaded: body bytes received so far.
+        attempts: sends made for this logical request so far (retries and resumes included).
     """
 
     def __init__(
-        self, raw: RawResponse, request: Request, *, deadline: float | None = None, attempts: int = 1
+        self,
+        raw: RawResponse,
+        request: Request,
+        *,
+        sender: Sender | None = None,
+        budget: RetryBudget | None = None,
+        timeout: Timeout | None = None,
     ) -> None:
-        self._raw = raw
         self.request = request
         self.url = request.url
         self.status_code: int = raw.status
         self.headers: Headers = raw.headers
         self.num_bytes_downloaded = 0
+        self._budget = budget
+        self._body = Body(raw, request, budget.deadline if budget is not None else None)
+        self._sender = sender
+        self._timeout = timeout
         self._content: bytes | None = None
         self._consumed = False
-        self._complete = False
-        self._closed = False
-        self._deadline = deadline  # time.monotonic() past which reading raises APITimeoutError
-        self.attempts = attempts  # how many sends it took to establish this response
-        self._reopen: Callable[[int, str], StreamedResponse | None] | None = None
-        self._on_restart: Callable[[], None] | None = None
         self._first_byte = 0
         if raw.status == 206:
             parsed = parse_content_range(raw.headers.get("content-range", ""))
             self._first_byte = parsed[0] if parsed else 0
 
     def __repr__(self) -> str:
-        return f"<StreamedResponse [{self.status_code}] {self.request.method} {self.url}>"
+        return f"<StreamedResponse [{self.status_code}] {self.request.method} {mask_url(self.url)}>"
 
     def __enter__(self) -> StreamedResponse:
         return self
@@ -115,9 +190,13 @@ class StreamedResponse:
     # -- state ---------------------------------------------------------------
 
     @property
+    def attempts(self) -> int:
+        return self._budget.attempts if self._budget is not None else 1
+
+    @property
     def is_closed(self) -> bool:
         """True once the connection was released or discarded."""
-        return self._closed
+        return self._body.closed
 
     @property
     def is_stream_consumed(self) -> bool:
@@ -130,47 +209,14 @@ class StreamedResponse:
 
     def close(self) -> None:
         """Release the connection: back to the pool if the body was read to its end, else closed."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._complete:
-            self._raw.release_conn()
-        else:
-            discard(self._raw)
+        self._body.close()
 
     def _start(self) -> None:
-        if self._consumed or self._closed:
+        if self._consumed or self._body.closed:
             raise StreamAlreadyConsumed(
                 "The response body was already read or closed; a streamed body can be read only once."
             )
         self._consumed = True
-
-    # -- bytes ---------------------------------------------------------------
-
-    def _read_raw(self, size: int = READ_SIZE) -> Iterator[bytes]:
-        """The body as it arrives; releases the connection at its end, discards it otherwise.
-
-        A broken body is resumed with a Range request when the client allows
-        it (see ``resume_with``), so the caller sees one seamless stream.
-        """
-        self._start()
-        request, deadline = self.request, self._deadline
-        try:
-            while True:
-                if deadline is not None and time.monotonic() > deadline:
-                    raise APITimeoutError("Request timed out: total deadline passed while reading", request)
-                try:
-                    chunk = read_chunk(self._raw, size, request)
-                except APIConnectionError as exc:
-                    self._resume_after(exc)
-                    continue
-                if not chunk:
-                    break
-                self.num_bytes_downloaded += len(chunk)
-                yield chunk
-            self._complete = True
-        finally:
-            self.close()
 
     # -- resume --------------------------------------------------------------
 
@@ -191,56 +237,101 @@ class StreamedResponse:
     @property
     def validator(self) -> str | None:
         """What If-Range can pin a resume to: a strong ETag, else Last-Modified."""
-        etag = self.headers.get("etag")
-        if etag and not etag.startswith("W/"):
-            return etag
-        return self.headers.get("last-modified")
+        return validator_of(self.headers)
 
-    def resume_with(
-        self,
-        reopen: Callable[[int, str], StreamedResponse | None],
-        on_restart: Callable[[], None] | None = None,
-    ) -> None:
-        """Let a broken body continue through ``reopen(offset, validator)``.
+    def _resume(self, exc: APIConnectionError, on_restart: Callable[[], None] | None) -> None:
+        """Continue the body after ``exc``, or raise: swaps in a response that continues at ``position``.
 
-        ``reopen`` sends ``Range: bytes=offset-`` with ``If-Range`` and
-        returns the new response, or None when the retry budget is spent.
-        A resume answered with anything but the matching 206 raises, unless
-        ``on_restart`` is given: then a full 200 restarts the body from zero
-        (``on_restart`` is called first, so the caller can truncate its file).
+        With ``on_restart``, a response that does not continue (or a fresh
+        200 fetched instead) starts the body again from byte 0, after
+        ``on_restart()`` was called.
         """
-        self._reopen = reopen
-        self._on_restart = on_restart
-
-    @property
-    def reopener(self) -> Callable[[int, str], StreamedResponse | None] | None:
-        """The ``reopen`` given to ``resume_with`` (None when a broken body cannot resume)."""
-        return self._reopen
-
-    def _resume_after(self, exc: APIConnectionError) -> None:
-        reopen = getattr(self, "_reopen", None)
-        validator = self.validator
-        if reopen is None or validator is None or "content-encoding" in self.headers:
+        sender, budget, request = self._sender, self._budget, self.request
+        validator, offset = self.validator, self.position
+        if sender is None or budget is None or request.method != "GET" or validator is None:
             raise exc
-        discard(self._raw)
-        offset = self.position
-        new = reopen(offset, validator)
-        if new is None:
+        if "content-encoding" in self.headers:
+            raise exc  # the decoded bytes have no offset in the resource
+        self._body.close()
+        reason = f"body broken at byte {offset}: {exc}"
+        if not sender._backoff(budget, request, reason, cause=exc.cause, progress=offset):
             raise exc
-        problem = _resume_problem(self, new, offset)
+        headers = request.headers.copy()
+        headers["Range"] = f"bytes={offset}-"
+        headers["If-Range"] = validator
+        new = sender.send(
+            Request("GET", request.url, headers), timeout=self._timeout, budget=budget, quiet=True
+        )
+        problem = continuation_problem(new.status_code, new.headers, offset, validator, self.total_size)
         if problem is None:
             log.info("Resumed %s at byte %d", mask_url(self.url), offset)
-        elif new.status_code == 200 and self._on_restart is not None:
-            log.warning("Restarting %s from byte 0: %s", mask_url(self.url), problem)
-            self._on_restart()
-            self.status_code, self.headers = 200, new.headers
-            self._first_byte = self.num_bytes_downloaded = 0
-        else:
+        elif on_restart is None:
             new.close()
             raise APIConnectionError(
-                f"Cannot resume {mask_url(self.url)} at byte {offset}: {problem}", self.request
+                f"Cannot resume {mask_url(self.url)} at byte {offset}: {problem}", request, cause="resume"
             ) from exc
-        self._raw = new._raw
+        else:
+            log.warning("Restarting %s from byte 0: %s", mask_url(self.url), problem)
+            if new.status_code != 200:  # fetch the whole again
+                new.close()
+                if not sender._backoff(budget, request, f"cannot resume: {problem}", cause="resume"):
+                    raise APIConnectionError(
+                        f"Cannot resume {mask_url(self.url)} at byte {offset}: {problem}",
+                        request,
+                        cause="resume",
+                    ) from exc
+                whole = request.headers.copy()
+                new = sender.send(
+                    Request("GET", request.url, whole), timeout=self._timeout, budget=budget, quiet=True
+                )
+                if new.status_code != 200:
+                    new.close()
+                    raise APIConnectionError(
+                        f"Cannot restart {mask_url(self.url)}: the server answered {new.status_code}",
+                        request,
+                        cause="resume",
+                    ) from exc
+            self._first_byte = self.num_bytes_downloaded = 0
+        self.status_code, self.headers, self._body = new.status_code, new.headers, new._body
+        if problem is not None and on_restart is not None:
+            on_restart()
+
+    def _readinto(
+        self, buffer: memoryview, *, resume: bool = True, on_restart: Callable[[], None] | None = None
+    ) -> int:
+        while True:
+            try:
+                n = self._body.readinto(buffer)
+            except APIConnectionError as exc:
+                if not resume:
+                    raise
+                self._resume(exc, on_restart)
+                continue
+            self.num_bytes_downloaded += n
+            return n
+
+    # -- bytes ---------------------------------------------------------------
+
+    def readinto(self, buffer: memoryview, /) -> int:
+        """Read the next bytes of the body into ``buffer`` as soon as any arrived; 0 at its end.
+
+        A broken GET body resumes (see the module docstring); a body cut
+        short raises APIConnectionError, never a quiet 0.
+        """
+        if not self._consumed:
+            self._start()
+        return self._readinto(buffer)
+
+    def _iter_raw(self, limit: int) -> Iterator[bytes]:
+        """The body as it arrives; releases the connection at its end, discards it otherwise."""
+        self._start()
+        buffer = first_buffer(limit)
+        try:
+            while n := self._readinto(buffer):
+                yield bytes(buffer[:n])
+                buffer = next_buffer(buffer, n, limit)
+        finally:
+            self.close()
 
     def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:
         """Iterate over the body.
@@ -249,15 +340,12 @@ class StreamedResponse:
             chunk_size: None hands out data as soon as it arrives; an int
                 re-chunks to exactly that size (the last chunk may be shorter).
         """
+        if chunk_size is not None and chunk_size <= 0:
+            raise ValueError("chunk_size must be a positive int or None")
         if self._content is not None:
             yield from _rechunk(iter((self._content,)), chunk_size)
             return
-        if chunk_size is None:
-            yield from self._read_raw()
-        else:
-            if chunk_size <= 0:
-                raise ValueError("chunk_size must be a positive int or None")
-            yield from _rechunk(self._read_raw(max(chunk_size, READ_SIZE)), chunk_size)
+        yield from _rechunk(self._iter_raw(max(chunk_size or 0, READ_SIZE)), chunk_size)
 
     def iter_text(self, chunk_size: int | None = None) -> Iterator[str]:
         """Iterate over the body decoded with the charset of Content-Type (UTF-8 by default).
@@ -288,7 +376,7 @@ class StreamedResponse:
         if pending:
             yield pending.removesuffix("\r")
 
-    def iter_events(self, cast_to: Any = None, *, idle_timeout: float | None = None) -> Iterator[Any]:
+    def iter_events(self, cast_to: Any = None, *, idle_timeout: float | None = None) -> EventStream[Any]:
         """Iterate over the body as Server-Sent Events (always UTF-8).
 
         With ``cast_to``, each event's data is decoded into that type instead
@@ -296,14 +384,16 @@ class StreamedResponse:
         APIError, and data that does not fit ``cast_to`` raises
         APIResponseValidationError, each after every event before it.
         """
-        return _iterate_events([self], _no_reopen, cast_to, False, 0, idle_timeout, time.sleep, None, None)
+        self._start()
+        stream: EventStream[Any] = EventStream(source=self, cast_to=cast_to, idle_timeout=idle_timeout)
+        return stream
 
     # -- whole body ----------------------------------------------------------
 
     def read(self) -> bytes:
         """Read and return the whole body (cached: calling again returns the same bytes)."""
         if self._content is None:
-            self._content = b"".join(self._read_raw())
+            self._content = b"".join(self._iter_raw(READ_SIZE))
         return self._content
 
     def read_capped(self, limit: int) -> bytes:
@@ -313,23 +403,21 @@ class StreamedResponse:
         it explains (what is past ``limit``, or after a break, is dropped).
         """
         if self._content is None:
-            chunks: list[bytes] = []
+            self._start()
+            content = bytearray(limit)
+            view = memoryview(content)
             size = 0
             try:
-                self._start()
-                while size < limit:
-                    chunk = read_chunk(self._raw, limit - size, self.request)
-                    if not chunk:
-                        self._complete = True
-                        break
-                    chunks.append(chunk)
-                    size += len(chunk)
+                while size < limit and (n := self._body.readinto(view[size:])):
+                    size += n
             except APIConnectionError:
                 pass
             finally:
+                view.release()
                 self.close()
-            self._content = b"".join(chunks)
-            self.num_bytes_downloaded = len(self._content)
+            del content[size:]
+            self._content = bytes(content)
+            self.num_bytes_downloaded = size
         return self._content
 
     def text(self) -> str:
@@ -347,16 +435,96 @@ class StreamedResponse:
         path: str | os.PathLike[str],
         *,
         chunk_size: int | None = None,
-        progress: Callable[[int, int | None], None] | None = None,
+        progress: Progress | None = None,
         resume: bool = True,
     ) -> int:
-        """Stream the body to ``path`` in constant memory: atomic, verified, resumable.
+        """Write the body to ``path``: atomic, verified, in constant memory.
 
-        See ``tinker_sync._download.stream_to_file``. Returns the final file's size.
+        The bytes go to ``path + ".part"`` and are renamed into place only when
+        the body is complete and its size and the checksums the server sent
+        (``x-goog-hash``, ``Content-Digest``/``Digest``, an MD5 ETag) match; the
+        data is fsynced first. A broken body resumes in place with Range
+        requests when ``resume`` (the default) and the response allows it; a
+        server that answers the resume with anything but the continuation
+        restarts the file from zero. Unlike ``Client.download``, this never
+        resumes a ``.part`` left by an earlier run: the response was already
+        requested from byte 0.
+
+        Args:
+            chunk_size: the most bytes read (and written) at a time; None
+                (the default, and the fastest) is 256 KiB, as they arrive.
+            progress: ``progress(downloaded, total)``, called at most every 0.1 s
+                or 1% of ``total`` while data arrives, and always once at the end.
+            resume: False turns off the in-call resume (a broken body raises).
+
+        Returns:
+            The size of the final file.
+
+        Raises:
+            DownloadIntegrityError: size or checksum mismatch (nothing is left behind).
+            APIConnectionError: the body broke and could not be resumed.
+            OSError: not enough disk space (checked first when the size is known).
+            DownloadLockedError: another download of ``path`` holds its lock.
         """
-        from ._download import stream_to_file
+        part = PartFile(path)
+        with part.lock():
+            part.discard()
+            whole = self.status_code == 200
+            checks = checksums_from(self.headers) if whole else []
+            length = self.headers.get("content-length")
+            total = self.total_size if whole else (int(length) if length and length.isdigit() else None)
+            return self._receive(
+                part, checks=checks, total=total, progress=progress, buffer_size=chunk_size, resume=resume
+            )
 
-        return stream_to_file(self, path, chunk_size=chunk_size, progress=progress, resume=resume)
+    def _receive(
+        self,
+        part: PartFile,
+        *,
+        offset: int = 0,
+        checks: list[Checksum],
+        total: int | None,
+        url: str | None = None,
+        expected_size: int | None = None,
+        expected_sha256: str | None = None,
+        progress: Progress | None = None,
+        buffer_size: int | None = None,
+        resume: bool = True,
+    ) -> int:
+        """Write this body into ``part`` from ``offset``; verify and rename. Returns the file's size.
+
+        With ``url`` (a download that a later run may resume) the sidecar is
+        written and the ``.part`` kept on failure; without it a failure
+        removes the ``.part``. The caller holds the part's lock.
+        """
+        self._start()
+        keep = url is not None
+        with (
+            self,
+            Receiver(
+                part,
+                offset=offset,
+                checks=checks,
+                total=total,
+                expected_size=expected_size,
+                progress=progress,
+                buffer_size=buffer_size or BUFFER_SIZE,
+                keep=keep,
+            ) as receiver,
+        ):
+            if url is not None and not offset:
+                part.save(url, self.validator, total, self.headers)
+
+            def restart() -> None:
+                # The resource came back whole (maybe changed): new size, checksums and sidecar.
+                receiver.restart(checksums_from(self.headers, expected_sha256), self.total_size)
+                if url is not None:
+                    part.save(url, self.validator, self.total_size, self.headers)
+
+            on_restart = restart if resume else None
+            while n := self._readinto(receiver.buffer(), resume=resume, on_restart=on_restart):
+                receiver.commit(n)
+            return receiver.complete()
 
     def write_to_file(self, path: str | os.PathLike[str]) -> int:
         """Write a body already read with ``read()`` to ``path``; returns its size."""
@@ -365,33 +533,6 @@ class StreamedResponse:
         with open(path, "wb") as f:
             f.write(self._content)
         return len(self._content)
-
-
-def parse_content_range(value: str) -> tuple[int, int, int | None] | None:
-    """``bytes A-B/N`` as (A, B, N or None for ``*``); None when malformed."""
-    unit, _, spec = value.strip().partition(" ")
-    span, _, total = spec.partition("/")
-    first, _, last = span.partition("-")
-    if unit.lower() != "bytes" or not (first.isdigit() and last.isdigit()):
-        return None
-    if not (total.isdigit() or total == "*"):
-        return None
-    return int(first), int(last), int(total) if total.isdigit() else None
-
-
-def _resume_problem(old: StreamedResponse, new: StreamedResponse, offset: int) -> str | None:
-    """Why ``new`` cannot continue ``old``'s body at ``offset`` (None when it can)."""
-    if new.status_code != 206:
-        return f"the server answered {new.status_code} instead of 206 Partial Content"
-    parsed = parse_content_range(new.headers.get("content-range", ""))
-    if parsed is None or parsed[0] != offset:
-        return f"wrong Content-Range {new.headers.get('content-range')!r} for a resume at byte {offset}"
-    total = old.total_size
-    if total is not None and parsed[2] is not None and parsed[2] != total:
-        return f"the resource size changed from {total} to {parsed[2]}"
-    if new.validator is not None and new.validator != old.validator:
-        return f"the resource changed (validator {old.validator!r} became {new.validator!r})"
-    return None
 
 
 def _rechunk(chunks: Iterator[bytes], size: int | None) -> Iterator[bytes]:
@@ -410,247 +551,3 @@ def _rechunk(chunks: Iterator[bytes], size: int | None) -> Iterator[bytes]:
             del buffer[:stop]
     if buffer:
         yield bytes(buffer)
-
-
-def _error_event(event: ServerSentEvent, response: StreamedResponse | None) -> APIError:
-    body: Any = event.data
-    message = event.data
-    try:
-        body = msgspec.json.decode(event.data)
-    except msgspec.DecodeError:
-        pass
-    else:
-        if isinstance(body, dict):
-            inner = body.get("error", body)
-            message = str(inner.get("message", event.data) if isinstance(inner, dict) else inner)
-    request = response.request if response is not None else None
-    return APIError(f"The server sent an error event: {message}", request, body=body)
-
-
-def check_event_stream(response: StreamedResponse) -> None:
-    """Raise unless a successful response is a ``text/event-stream``."""
-    content_type = response.headers.get("content-type", "")
-    if content_type.split(";")[0].strip().lower() == "text/event-stream":
-        return
-    try:
-        start = read_chunk(response._raw, 200, response.request)
-    except APIConnectionError:
-        start = b""
-    response.close()
-    raise APIResponseValidationError(
-        f"Expected a text/event-stream response, got Content-Type {content_type or 'none'!r}; "
-        f"the body starts with {start[:200]!r}",
-        response,
-    )
-
-
-class EventStream(Generic[T]):
-    """A lazy stream of Server-Sent Events (or of their data, decoded into ``cast_to``).
-
-    Nothing is sent until the first iteration or ``with`` entry. Use it in a
-    ``for`` loop, as ``next(stream)``, or as a ``with`` block. Its connection
-    is released when the stream is exhausted and discarded when it is closed,
-    broken out of, or garbage-collected mid-way.
-    """
-
-    def __init__(
-        self,
-        open_response: Callable[[dict[str, str]], StreamedResponse],
-        *,
-        cast_to: Any = None,
-        reconnect: bool = False,
-        max_reconnects: int = 0,
-        idle_timeout: float | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        on_end: Callable[[StreamedResponse | None, int, BaseException | None], None] | None = None,
-        on_reconnect: Callable[[int, str, float], None] | None = None,
-    ) -> None:
-        self._open = open_response
-        self._cast_to = cast_to
-        self._reconnect = reconnect
-        self._max_reconnects = max_reconnects
-        self._idle_timeout = idle_timeout
-        self._sleep = sleep
-        self._on_end = on_end
-        self._on_reconnect = on_reconnect
-        self._holder: list[StreamedResponse | None] = [None]
-        self._iterator: Iterator[T] | None = None
-        self._closed = False
-
-    @property
-    def response(self) -> StreamedResponse | None:
-        """The current HTTP response, or None before the request was sent."""
-        return self._holder[0]
-
-    def __repr__(self) -> str:
-        return f"<EventStream response={self.response!r}>"
-
-    def _ensure_iterator(self) -> Iterator[T]:
-        if self._iterator is None:
-            if self._closed:
-                raise StreamAlreadyConsumed("This event stream was closed before it was read.")
-            self._iterator = _iterate_events(
-                self._holder,
-                self._open,
-                self._cast_to,
-                self._reconnect,
-                self._max_reconnects,
-                self._idle_timeout,
-                self._sleep,
-                self._on_end,
-                self._on_reconnect,
-            )
-        return self._iterator
-
-    def __iter__(self) -> Iterator[T]:
-        # The generator itself, so a ``for`` loop pays no extra call per event.
-        return self._ensure_iterator()
-
-    def __next__(self) -> T:
-        return next(self._ensure_iterator())
-
-    def __enter__(self) -> EventStream[T]:
-        """Send the request now (so status errors raise here) and return the stream."""
-        if self._holder[0] is None:
-            try:
-                self._holder[0] = _open_event_stream(self._open, {})
-            except BaseException as exc:
-                self._closed = True
-                if self._on_end is not None:  # as when the first iteration fails to open
-                    self._on_end(None, 0, exc)
-                raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Stop the stream and discard its connection (if still open)."""
-        was_closed, self._closed = self._closed, True
-        if self._iterator is not None:
-            self._iterator.close()  # type: ignore[attr-defined]
-        response = self._holder[0]
-        if response is not None:
-            response.close()
-            # Entered but never iterated: the generator's ``finally`` never ran, so report the end here.
-            if self._iterator is None and not was_closed and self._on_end is not None:
-                self._on_end(response, 0, None)
-
-
-def _open_event_stream(
-    open_response: Callable[[dict[str, str]], StreamedResponse], headers: dict[str, str]
-) -> StreamedResponse:
-    response = open_response(headers)
-    check_event_stream(response)
-    return response
-
-
-def _no_reopen(headers: dict[str, str]) -> StreamedResponse:
-    raise AssertionError("a single response is never reopened")
-
-
-def _iterate_events(
-    holder: list[StreamedResponse | None],
-    open_response: Callable[[dict[str, str]], StreamedResponse],
-    cast_to: Any,
-    reconnect: bool,
-    max_reconnects: int,
-    idle_timeout: float | None,
-    sleep: Callable[[float], None],
-    on_end: Callable[[StreamedResponse | None, int, BaseException | None], None] | None,
-    on_reconnect: Callable[[int, str, float], None] | None,
-) -> Iterator[Any]:
-    """The generator behind EventStream and ``iter_events``: the hot loop, in one frame.
-
-    It holds no reference to the EventStream (no cycle), so dropping the
-    stream mid-way closes the connection at once. Batches with no error
-    event are handed out with ``yield from`` (checked in C, not per event).
-    """
-    decode = None if cast_to is None else json_decoder(cast_to).decode
-    decoder = SSEDecoder()  # one for all reconnections: it keeps the last event ID and retry
-    feed = decoder.feed
-    count = 0
-    reconnects = 0
-    error: BaseException | None = None
-    try:
-        while True:
-            response = holder[0]
-            if response is None:
-                last_id = decoder.last_event_id
-                response = holder[0] = _open_event_stream(
-                    open_response, {} if last_id is None else {"Last-Event-ID": last_id}
-                )
-            try:
-                last_event = time.monotonic()
-                for chunk in response.iter_bytes():
-                    try:
-                        items = feed(chunk, decode)
-                    except (
-                        msgspec.DecodeError
-                    ) as exc:  # held back by the decoder until the events before it were out
-                        raise _invalid_event(exc, cast_to, response) from exc
-                    if not items:
-                        if idle_timeout is not None and time.monotonic() - last_event > idle_timeout:
-                            raise APITimeoutError(
-                                f"No event for {idle_timeout} s (idle timeout)", response.request
-                            )
-                        continue
-                    if (
-                        "error" not in map(_event_name, items)
-                        if decode is None
-                        else ServerSentEvent not in map(type, items)
-                    ):
-                        batch = iter(items)
-                        try:
-                            yield from batch
-                        finally:  # count what was handed out, even when the consumer stops mid-batch
-                            count += len(items) - batch.__length_hint__()
-                    else:
-                        for item in items:
-                            if type(item) is ServerSentEvent and item.event == "error":
-                                raise _error_event(item, response)
-                            count += 1
-                            yield item
-                    last_event = time.monotonic()
-                try:
-                    decoder.close(decode)  # events always come out of feed(); this raises a held-back error
-                except msgspec.DecodeError as exc:
-                    raise _invalid_event(exc, cast_to, response) from exc
-                return
-            except APIConnectionError as exc:
-                # Without an ID only a stream that delivered nothing yet can restart without replaying.
-                if not reconnect or (decoder.last_event_id is None and count) or reconnects >= max_reconnects:
-                    raise
-                decoder.close()  # the broken, unterminated event is discarded
-                reconnects += 1
-                wait = (decoder.retry if decoder.retry is not None else 1000) / 1000.0
-                log.info(
-                    "Event stream broke; reconnecting in %.3fs with Last-Event-ID %r",
-                    wait,
-                    decoder.last_event_id,
-                )
-                if on_reconnect is not None:
-                    on_reconnect(reconnects, f"stream broke ({exc}); reconnecting", wait)
-                response.close()
-                holder[0] = None
-                sleep(wait)
-    except BaseException as exc:
-        error = exc
-        raise
-    finally:
-        response = holder[0]
-        if response is not None:
-            response.close()
-        if on_end is not None:
-            on_end(response, count, error if not isinstance(error, GeneratorExit) else None)
-
-
-def _invalid_event(
-    exc: msgspec.DecodeError, cast_to: Any, response: StreamedResponse
-) -> APIResponseValidationError:
-    if isinstance(exc, msgspec.ValidationError):
-        return APIResponseValidationError(f"Event data does not fit {cast_to!r}: {exc}", response)
-    return APIResponseValidationError(f"Event data is not valid JSON: {exc}", response)
-
-
-_event_name = operator.attrgetter("event")

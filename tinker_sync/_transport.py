@@ -1,38 +1,66 @@
-"""The one module that imports urllib3: the pool, sending, reading, error mapping.
+"""The one module that imports urllib3: the pool, sending, reading bodies, error mapping.
 
 Rules:
 1. Every urllib3 or socket error is mapped here, once, to the most specific
-   tinker_sync exception (``raise ... from``); nothing above this module sees
-   a urllib3 exception.
+   tinker_sync exception (``raise ... from``), with a ``cause`` the retry
+   policy reads; nothing above this module sees a urllib3 exception.
 2. Bodies are never preloaded (``preload_content=False``) and redirects are
    never followed here: the client decides, so that credentials never cross
    origins.
-3. A connection whose body was not read to its end is closed before its pool
+3. Bodies are read into the caller's buffers (``Body.readinto``), straight
+   from the socket: no read allocates, so a 16 KiB TLS record costs a copy,
+   not a 256 KiB allocation.
+4. A connection whose body was not read to its end is closed before its pool
    slot is given back: a half-read connection is never reused.
+5. A deadline (``Timeout.total``) covers connecting, the response head and
+   the body: a watchdog shuts the socket down when it passes, so even a
+   server trickling its headers a byte at a time is cut on time.
 """
 
 from __future__ import annotations
 
+import heapq
+import http.client
+import io
+import itertools
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
     LocationParseError,
+    NameResolutionError,
     NewConnectionError,
     ProtocolError,
     ReadTimeoutError,
+    SSLError,
 )
+from urllib3.util import parse_url
 
 from ._config import Timeout
 from ._exceptions import APIConnectionError, APITimeoutError
 
-__all__ = ["Headers", "RawResponse", "Request", "Transport", "mapped_errors", "origin_of"]
+__all__ = [
+    "READ_SIZE",
+    "Body",
+    "Headers",
+    "RawResponse",
+    "Request",
+    "Transport",
+    "first_buffer",
+    "mapped_errors",
+    "next_buffer",
+    "origin_of",
+]
 
 # Case-insensitive, multi-valued header mapping (re-exported so that no other
 # module imports urllib3).
@@ -43,6 +71,16 @@ RawResponse = urllib3.BaseHTTPResponse
 # (the pool does not block); only this many are kept alive afterwards.
 DEFAULT_POOL_MAXSIZE = 32
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# While the socket file's own buffer may hold bytes (after the head, a chunk
+# header), reads ask for at most its size, so that they never wait for more
+# after copying what is already there.
+_SMALL_READ = io.DEFAULT_BUFFER_SIZE
+_MAX_LINE = 65536
+# A body's read buffer starts at one TLS record and doubles while reads fill
+# it, up to READ_SIZE: a thousand quiet streams cost 16 KiB each, a fast one
+# reads 256 KiB at a time. Reads return what has arrived: the size only caps them.
+FIRST_READ_SIZE = 16 * 1024
+READ_SIZE = 256 * 1024
 
 
 @dataclass
@@ -59,32 +97,127 @@ class Request:
 
 
 def origin_of(url: str) -> tuple[str, str, int]:
-    """(scheme, host, port) of a URL, with the scheme's default port filled in."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"Invalid port in URL {url!r}") from exc
-    return scheme, (parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(scheme, 0)
+    """(scheme, host, port) of a URL, as urllib3 will connect to it, the scheme's default port filled in."""
+    parts = parse_url(url)
+    scheme = (parts.scheme or "").lower()
+    return scheme, (parts.host or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme, 0)
 
 
 @contextmanager
-def mapped_errors(request: Request | None, during: str = "") -> Iterator[None]:
-    """Map urllib3, socket and http.client errors to APIConnectionError / APITimeoutError."""
+def mapped_errors(request: Request | None, during: str = "", deadline: float | None = None) -> Iterator[None]:
+    """Map urllib3, socket and http.client errors to APIConnectionError / APITimeoutError.
+
+    Past ``deadline`` (the watchdog shut the socket down), any error is the deadline's.
+    """
     where = f" {during}" if during else ""
     try:
         yield
-    except NewConnectionError as exc:  # first: urllib3 makes it a ConnectTimeoutError subclass
-        raise APIConnectionError(f"Connection failed{where}: {exc}", request) from exc
-    except (TimeoutError, ConnectTimeoutError, ReadTimeoutError) as exc:
-        raise APITimeoutError(f"Request timed out{where}: {exc}", request) from exc
-    except ProtocolError as exc:
-        raise APIConnectionError(f"Connection broken{where}: {exc}", request) from exc
-    except LocationParseError as exc:
-        raise APIConnectionError(f"Invalid URL: {exc}", request) from exc
-    except (HTTPError, OSError) as exc:
-        raise APIConnectionError(f"Connection error{where}: {exc}", request) from exc
+    except (HTTPError, OSError, http.client.HTTPException) as exc:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise APITimeoutError(
+                f"Request timed out{where}: the total deadline passed", request, cause="deadline"
+            ) from exc
+        raise _mapped(exc, request, where) from exc
+
+
+def _mapped(exc: BaseException, request: Request | None, where: str) -> APIConnectionError:
+    if isinstance(exc, NameResolutionError):  # a NewConnectionError: first
+        return APIConnectionError(f"Could not resolve host{where}: {exc}", request, cause="dns")
+    if isinstance(exc, NewConnectionError):  # a ConnectTimeoutError subclass: before it
+        return APIConnectionError(f"Connection failed{where}: {exc}", request, cause="connect")
+    if isinstance(exc, (TimeoutError, ConnectTimeoutError, ReadTimeoutError)):
+        return APITimeoutError(f"Request timed out{where}: {exc}", request, cause="timeout")
+    if isinstance(exc, SSLError):
+        return APIConnectionError(f"TLS error{where}: {exc}", request, cause="tls")
+    if isinstance(exc, LocationParseError):
+        return APIConnectionError(f"Invalid URL: {exc}", request, cause="url")
+    if isinstance(exc, ProtocolError):
+        return APIConnectionError(f"Connection broken{where}: {exc}", request, cause="broken")
+    return APIConnectionError(f"Connection error{where}: {exc}", request, cause="broken")
+
+
+# -- the deadline watchdog ------------------------------------------------------------------------
+
+
+class _Watchdog:
+    """Shuts down the sockets of calls past their deadline. One thread, started on first use."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, HTTPConnection]] = []
+        self._armed: dict[int, int] = {}  # id(conn) -> the entry's sequence number
+        self._cond = threading.Condition()
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, conn: HTTPConnection, deadline: float) -> None:
+        with self._cond:
+            seq = next(self._seq)
+            self._armed[id(conn)] = seq
+            heapq.heappush(self._heap, (deadline, seq, conn))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="tinker-sync-deadlines", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def disarm(self, conn: Any) -> None:
+        with self._cond:
+            self._armed.pop(id(conn), None)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                while self._heap and self._armed.get(id(self._heap[0][2])) != self._heap[0][1]:
+                    heapq.heappop(self._heap)  # disarmed
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                deadline, _, conn = self._heap[0]
+                wait = deadline - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+                del self._armed[id(conn)]
+                sock = conn.sock
+                if sock is not None:
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+
+_watchdog = _Watchdog()
+_deadline = threading.local()  # the deadline of the call this thread is sending
+
+
+class _ConnectionMixin:
+    """Arms the watchdog as the request goes out, for calls with a deadline."""
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        deadline = getattr(_deadline, "value", None)
+        if deadline is not None:
+            _watchdog.arm(self, deadline)  # type: ignore[arg-type]
+            _deadline.conn = self
+        super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _HTTPConnection(_ConnectionMixin, HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_ConnectionMixin, HTTPSConnection):
+    pass
+
+
+class _HTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+# -- the transport --------------------------------------------------------------------------------
 
 
 class Transport:
@@ -92,23 +225,40 @@ class Transport:
 
     def __init__(self, *, pool_maxsize: int = DEFAULT_POOL_MAXSIZE) -> None:
         self._pool = urllib3.PoolManager(maxsize=pool_maxsize, block=False, retries=False)
+        self._pool.pool_classes_by_scheme = {"http": _HTTPConnectionPool, "https": _HTTPSConnectionPool}
 
-    def send(self, request: Request, timeout: Timeout) -> urllib3.BaseHTTPResponse:
-        """Send ``request`` and return the response with its body unread."""
-        read = timeout.read
-        if timeout.total is not None:
-            read = timeout.total if read is None else min(read, timeout.total)
-        with mapped_errors(request, "while connecting"):
-            return self._pool.urlopen(
-                request.method,
-                request.url,
-                body=request.body,
-                headers=request.headers,
-                redirect=False,
-                retries=False,
-                preload_content=False,
-                timeout=urllib3.Timeout(connect=timeout.connect, read=read),
-            )
+    def send(self, request: Request, timeout: Timeout, deadline: float | None = None) -> RawResponse:
+        """Send ``request`` and return the response with its body unread.
+
+        With a ``deadline``, connecting and waiting for the head each wait at
+        most the time left, and the watchdog cuts the socket when it passes
+        (``Body`` then raises APITimeoutError).
+        """
+        connect, read = timeout.connect, timeout.read
+        if deadline is not None:
+            left = max(deadline - time.monotonic(), 0.001)
+            connect = left if connect is None else min(connect, left)
+            read = left if read is None else min(read, left)
+        _deadline.value = deadline
+        try:
+            with mapped_errors(request, "while connecting", deadline):
+                return self._pool.urlopen(
+                    request.method,
+                    request.url,
+                    body=request.body,
+                    headers=request.headers,
+                    redirect=False,
+                    retries=False,
+                    preload_content=False,
+                    timeout=urllib3.Timeout(connect=connect, read=read),
+                )
+        except BaseException:
+            conn = getattr(_deadline, "conn", None)
+            if conn is not None:
+                _watchdog.disarm(conn)
+            raise
+        finally:
+            _deadline.value = _deadline.conn = None
 
     def pool_stats(self, url: str) -> dict[str, Any]:
         """Open and idle connection counts of the pool serving ``url`` (for tests and debugging)."""
@@ -121,17 +271,161 @@ class Transport:
         self._pool.clear()
 
 
-def read_chunk(raw: urllib3.BaseHTTPResponse, amt: int, request: Request | None) -> bytes:
-    """Up to ``amt`` bytes, as soon as any have arrived; b"" at the end of the body.
+# -- bodies ---------------------------------------------------------------------------------------
 
-    A body shorter than its Content-Length, or a broken chunked encoding,
-    raises APIConnectionError (never a quiet b"").
+
+def first_buffer(limit: int = READ_SIZE) -> memoryview:
+    """A read buffer for a new body: small, until reads show the body is fast."""
+    return memoryview(bytearray(min(FIRST_READ_SIZE, limit)))
+
+
+def next_buffer(buffer: memoryview, n: int, limit: int = READ_SIZE) -> memoryview:
+    """The buffer for the next read: twice as big when the last read filled it, up to ``limit``."""
+    if n == len(buffer) and n < limit:
+        return memoryview(bytearray(min(2 * n, limit)))
+    return buffer
+
+
+class Body:
+    """One response's body, read into the caller's buffers as bytes arrive.
+
+    ``readinto(view)`` returns as soon as any bytes are there (never waiting
+    to fill ``view``: a trickle is handed on as it comes) and 0 at the end. A
+    body cut short (fewer bytes than Content-Length, a broken chunked
+    encoding, a reset) raises APIConnectionError, never a quiet 0.
+
+    Plain and chunked bodies are read straight from the socket's file;
+    a body with a Content-Encoding goes through urllib3's decoder.
     """
-    with mapped_errors(request, "while reading the body"):
-        return raw.read1(amt, decode_content="content-encoding" in raw.headers)
 
+    def __init__(self, raw: RawResponse, request: Request, deadline: float | None = None) -> None:
+        self.raw = raw
+        self.request = request
+        self.deadline = deadline
+        self.complete = False
+        self.closed = False
+        response = getattr(raw, "_fp", None)
+        self._response: http.client.HTTPResponse | None = None
+        self._file: Any = None
+        self._left: int | None = None  # bytes left of a Content-Length body or of the current chunk
+        self._chunked = False
+        self._small = True
+        encoding = raw.headers.get("content-encoding", "identity").strip().lower()
+        if isinstance(response, http.client.HTTPResponse) and encoding in ("", "identity") and response.fp:
+            self._response, self._file = response, response.fp
+            self._chunked = bool(response.chunked)
+            self._left = 0 if self._chunked else response.length
+            if self._left == 0 and not self._chunked:
+                self._finish()
 
-def discard(raw: urllib3.BaseHTTPResponse) -> None:
-    """Close the connection under an unfinished body, then free its pool slot."""
-    raw.close()
-    raw.release_conn()
+    def readinto(self, view: memoryview) -> int:
+        """Read the next bytes into ``view``; the count, 0 at the end of the body."""
+        if self.complete:
+            return 0
+        with mapped_errors(self.request, "while reading the body", self.deadline):
+            if self._file is None:
+                return self._readinto_decoded(view)
+            if self._chunked:
+                return self._readinto_chunked(view)
+            return self._readinto_plain(view)
+
+    def _read(self, view: memoryview, limit: int | None) -> int:
+        size = len(view) if limit is None else min(len(view), limit)
+        if self._small:
+            size = min(size, _SMALL_READ)
+        n: int = self._file.readinto1(view[:size])
+        if self._small and n < size:
+            self._small = False  # the file's own buffer is now empty: read big, straight from the socket
+        return n
+
+    def _readinto_plain(self, view: memoryview) -> int:
+        n = self._read(view, self._left)
+        if self._left is None:  # ends with the connection
+            if not n:
+                self._finish()
+            return n
+        if not n:
+            raise APIConnectionError(
+                f"Connection broken while reading the body: it ended {self._left} bytes short of its Content-Length",
+                self.request,
+                cause="broken",
+            )
+        self._left -= n
+        if not self._left:
+            self._finish()
+        return n
+
+    def _readinto_chunked(self, view: memoryview) -> int:
+        if not self._left:
+            size = self._next_chunk_size()
+            if size == 0:
+                self._read_trailer()
+                self._finish()
+                return 0
+            self._left = size
+        assert self._left is not None
+        n = self._read(view, self._left)
+        if not n:
+            raise APIConnectionError(
+                "Connection broken while reading the body: it ended inside a chunk",
+                self.request,
+                cause="broken",
+            )
+        self._left -= n
+        if not self._left and self._readline() not in (b"\r\n", b"\n"):
+            raise APIConnectionError(
+                "Connection broken: a chunk is not followed by CRLF", self.request, cause="broken"
+            )
+        return n
+
+    def _readline(self) -> bytes:
+        self._small = True  # the line's read may have buffered what follows it
+        line: bytes = self._file.readline(_MAX_LINE)
+        return line
+
+    def _next_chunk_size(self) -> int:
+        line = self._readline()
+        if not line:
+            raise APIConnectionError(
+                "Connection broken while reading the body: it ended before its last chunk",
+                self.request,
+                cause="broken",
+            )
+        try:
+            return int(line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise APIConnectionError(
+                f"Connection broken: invalid chunk size line {line[:40]!r}", self.request, cause="broken"
+            ) from None
+
+    def _read_trailer(self) -> None:
+        while True:
+            line = self._readline()
+            if line in (b"\r\n", b"\n", b""):
+                return
+
+    def _readinto_decoded(self, view: memoryview) -> int:
+        data = self.raw.read1(len(view), decode_content=True)
+        if not data:
+            self.complete = True
+            return 0
+        n = len(data)
+        view[:n] = data
+        return n
+
+    def _finish(self) -> None:
+        self.complete = True
+        if self._response is not None:
+            self._response.close()  # the socket's file only: the connection stays open for reuse
+
+    def close(self) -> None:
+        """Release the connection: back to the pool if the body was read to its end, else closed."""
+        if self.closed:
+            return
+        self.closed = True
+        _watchdog.disarm(self.raw.connection)
+        if self.complete:
+            self.raw.release_conn()
+        else:
+            self.raw.close()
+            self.raw.release_conn()

@@ -1,23 +1,27 @@
-"""The archive flow's signed URL and body: sign (waiting while the server
-prepares the archive), open at an offset, re-sign when refused or about to
-expire, and read the body as a file-like for the extractor.
+"""The archive flow's signed URL and body: sign (waiting while the server prepares the archive),
+open the signed URL at an offset (re-signing when it is refused or about to expire), and read the
+body as a file-like for the extractor.
 
 Rules:
 1. Signed URLs get no API key and no Tinker headers (``credentials=False``).
-2. A resume keeps the offset: the extractor sees one seamless stream.
-3. The retry budget renews whenever bytes arrive; re-signing that makes no
-   progress gives up after MAX_RESIGNS.
+2. ``ArchiveSigner`` is the ``Sender`` of the archive's responses: a broken
+   body resumes through the response's own resume (``Range`` at the same
+   offset, the one continuation rule), and the signer only swaps in a fresh
+   signed URL. The extractor sees one seamless stream.
+3. Everything spends the download's one retry budget (renewed by progress),
+   except waiting for the server to prepare the archive, which is bounded by
+   ``prepare_timeout`` instead.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
+from .._base_client import BaseClient
 from .._config import Timeout
 from .._exceptions import (
     APIConnectionError,
@@ -27,44 +31,42 @@ from .._exceptions import (
     CheckpointNotReadyError,
     UnsafeArchiveError,
 )
-from .._retry import retry_delay
+from .._files import Progress
+from .._response import StreamedResponse
+from .._retry import RetryBudget, retry_delay, should_retry_status
+from .._transport import READ_SIZE, Request
+from ._paths import TinkerPath
 
-if TYPE_CHECKING:
-    from .._client import Client
-    from .._response import StreamedResponse
-    from .checkpoints import TinkerPath
-
-__all__ = ["MAX_RESIGNS", "ArchiveSigner", "BodyReader", "Notify", "Progress", "is_compressed"]
+__all__ = ["ArchiveSigner", "BodyReader", "Notify", "is_compressed"]
 
 log = logging.getLogger("tinker_sync")
 
-Progress = Callable[[int, "int | None"], None]
 Notify = Callable[[str], None]
 
 # An archive URL is re-signed before a resume when this close to its Expires.
 ARCHIVE_RESIGN_MARGIN = 10.0
-# Re-signing that makes no progress (the new URL is refused too) gives up after this many.
-MAX_RESIGNS = 3
 
 
 class ArchiveSigner:
-    """Gets (and renews) the archive's signed URL, and opens it at an offset."""
+    """Gets (and renews) the archive's signed URL, and opens it at an offset (the archive's ``Sender``)."""
 
-    def __init__(self, client: Client, path: TinkerPath, prepare_timeout: float, say: Notify) -> None:
+    def __init__(
+        self, client: BaseClient, path: TinkerPath, prepare_timeout: float, say: Notify, budget: RetryBudget
+    ) -> None:
         self.client = client
         self.path = path
         self.prepare_timeout = prepare_timeout
         self.say = say
+        self.budget = budget
         self.url = ""
         self.expires: float | None = None
         self._told = False
 
     def sign(self) -> str:
         """GET ``.../archive`` until it redirects, waiting while the server prepares the archive."""
-        client = self.client
+        client, budget = self.client, self.budget
         start = time.monotonic()
         deadline = start + self.prepare_timeout
-        transient = 0
         waits = 0
         while True:
             remaining = deadline - time.monotonic()
@@ -75,9 +77,9 @@ class ArchiveSigner:
             request = client.build_request("GET", self.path.api_path + "/archive")
             # Slow headers count as preparation: wait for them up to the deadline.
             timeout = Timeout(connect=client.timeout.connect, read=max(1.0, remaining))
-            headers: Any = None
+            headers: Mapping[str, str] | None = None
             try:
-                response = client.send(request, timeout=timeout, max_retries=0)
+                response = client.send(request, timeout=timeout, budget=budget, retry=False)
             except APITimeoutError as exc:
                 if time.monotonic() >= deadline:
                     raise CheckpointNotReadyError(
@@ -85,33 +87,26 @@ class ArchiveSigner:
                         f"(no answer): {exc}",
                         request,
                     ) from exc
-                transient += 1
-                if transient > client.max_retries:
+                if not client._backoff(budget, request, str(exc), cause=exc.cause):
                     raise
+                continue
             except APIStatusError as exc:
-                if exc.status_code in (409, 503):
-                    self._preparing()
-                    headers = exc.response.headers if exc.response is not None else None
-                    waits += 1
-                elif exc.status_code in (408, 429) or exc.status_code >= 500:
-                    transient += 1
-                    if transient > client.max_retries:
-                        raise
-                    headers = exc.response.headers if exc.response is not None else None
-                else:
+                headers = exc.response.headers if exc.response is not None else None
+                if exc.status_code not in (409, 503):
+                    reason = f"HTTP {exc.status_code}"
+                    if should_retry_status(exc.status_code, headers or {}) and client._backoff(
+                        budget, request, reason, headers=headers
+                    ):
+                        continue
                     raise
-            except APIConnectionError:
-                transient += 1
-                if transient > client.max_retries:
+            except APIConnectionError as exc:
+                if not client._backoff(budget, request, str(exc), cause=exc.cause):
                     raise
+                continue
             else:
                 with response:
                     location = response.headers.get("location")
-                    if response.status_code == 202:
-                        self._preparing()
-                        headers = response.headers
-                        waits += 1
-                    elif 300 <= response.status_code < 400 and location:
+                    if 300 <= response.status_code < 400 and location:
                         self.url = urljoin(request.url, location)
                         self.expires = _http_date(response.headers.get("expires"))
                         if waits:
@@ -119,107 +114,114 @@ class ArchiveSigner:
                                 "The archive of %s is ready after %.1f s", self.path, time.monotonic() - start
                             )
                         return self.url
-                    else:
+                    if response.status_code != 202:
                         raise APIResponseValidationError(
                             f"Expected a redirect to the archive of {self.path}, got {response.status_code}"
                             f"{'' if location else ' without a Location header'}",
                             response,
                         )
-            wait = retry_delay(min(waits, 2) if headers is not None else transient - 1, headers)
-            if time.monotonic() + wait > deadline:
-                wait = max(0.0, deadline - time.monotonic())
-            client._sleep(wait)
+                    headers = response.headers
+            # 409, 503 or 202: the archive is being prepared.
+            self._preparing()
+            wait = min(retry_delay(min(waits, 2), headers), max(0.0, deadline - time.monotonic()))
+            waits += 1
+            client._wait(wait, f"the server is preparing the archive of {self.path}")
 
     def _preparing(self) -> None:
         if not self._told:
             self._told = True
             self.say(
-                f"The server is preparing the archive of {self.path}; waiting up to "
-                f"{self.prepare_timeout:g} s"
+                f"The server is preparing the archive of {self.path}; waiting up to {self.prepare_timeout:g} s"
             )
 
-    def open(self, offset: int, validator: str | None) -> StreamedResponse:
-        """GET the signed URL from ``offset``; a refused (expired) URL is re-signed and tried again."""
-        for attempt in range(MAX_RESIGNS + 1):
+    # -- the Sender of the archive's responses ---------------------------------
+
+    def send(
+        self,
+        request: Request,
+        *,
+        timeout: Timeout | None = None,
+        budget: RetryBudget | None = None,
+        quiet: bool = False,
+    ) -> StreamedResponse:
+        """GET the archive from the ``Range`` of ``request`` at the current signed URL.
+
+        The URL is signed again first when about to expire, and when the
+        storage refuses it (401/403: expired), within the retry budget.
+        """
+        budget = budget or self.budget
+        ranged = {name: request.headers[name] for name in ("Range", "If-Range") if name in request.headers}
+        while True:
             if self.expires is not None and time.time() > self.expires - ARCHIVE_RESIGN_MARGIN:
                 self.say(f"The archive URL of {self.path} expires; signing it again")
                 self.sign()
+            signed = self.client.build_request("GET", self.url, headers=ranged, credentials=False)
             try:
-                headers = {"Range": f"bytes={offset}-", "If-Range": validator or ""} if offset else {}
-                request = self.client.build_request("GET", self.url, headers=headers, credentials=False)
-                return self.client.send(request)
+                return self.client.send(signed, timeout=timeout, budget=budget, quiet=True, resumer=self)
             except APIStatusError as exc:
-                if exc.status_code not in (401, 403) or attempt == MAX_RESIGNS:
+                if exc.status_code not in (401, 403):
+                    raise
+                reason = f"the archive URL was refused ({exc.status_code})"
+                if not self.client._backoff(budget, signed, reason, progress=_offset(ranged)):
                     raise
                 self.say(f"The archive URL of {self.path} was refused ({exc.status_code}); signing it again")
                 self.sign()
-        raise AssertionError("unreachable")
 
-    def reopener(
-        self, response: StreamedResponse, total: int | None
-    ) -> Callable[[int, str], StreamedResponse | None]:
-        """``reopen(offset, validator)`` for ``resume_with``: the retry budget renews whenever bytes arrive."""
-        state = {"offset": -1, "failures": 0}
-        of = f" of {total}" if total is not None else ""
-
-        def reopen(offset: int, validator: str) -> StreamedResponse | None:
-            if offset != state["offset"]:
-                state["offset"], state["failures"] = offset, 0
-            if state["failures"] >= self.client.max_retries:
-                return None
-            wait = retry_delay(state["failures"])
-            state["failures"] += 1
-            self.say(f"Connection broke at byte {offset}{of}; resuming in {wait:.1f} s")
-            self.client._sleep(wait)
-            try:
-                return self.open(offset, validator)
-            except APIConnectionError as exc:
-                log.info("Resume at byte %d failed: %s", offset, exc)
-                return reopen(offset, validator)
-
-        return reopen
+    def _backoff(
+        self,
+        budget: RetryBudget,
+        request: Request,
+        reason: str,
+        *,
+        cause: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        progress: int | None = None,
+        min_wait: float = 0.0,
+    ) -> bool:
+        if not self.client._backoff(
+            budget, request, reason, cause=cause, headers=headers, progress=progress, min_wait=min_wait
+        ):
+            return False
+        if progress is not None:
+            self.say(f"Connection broke at byte {progress}; resuming")
+        return True
 
 
 class BodyReader:
-    """``read(n)`` over a body's chunks, for the extractor; counts received bytes for progress."""
+    """``read(n)`` over a response's body, for the extractor; counts received bytes for progress."""
 
-    def __init__(self, chunks: Iterator[bytes], progress: Progress, total: int | None) -> None:
-        self._chunks = chunks
+    def __init__(self, response: StreamedResponse, progress: Progress, total: int | None) -> None:
+        self._response = response
         self._progress = progress
         self._total = total
-        self._chunk = b""
-        self._pos = 0
+        self._buffer = memoryview(bytearray(READ_SIZE))
+        self._pushback = b""
         self.count = 0
 
-    def _fill(self) -> bool:
-        while self._pos >= len(self._chunk):
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return False
-            self._chunk, self._pos = chunk, 0
-            self.count += len(chunk)
-            self._progress(self.count, self._total)
-        return True
-
-    def peek(self) -> bytes:
-        """The next bytes without consuming them (empty at the end)."""
-        return self._chunk[self._pos :] if self._fill() else b""
+    def peek(self, n: int = 512) -> bytes:
+        """The first bytes, without consuming them (fewer only at the end)."""
+        data = self._pushback
+        while len(data) < n and (more := self.read(n - len(data))):
+            data += more
+        self._pushback = data
+        return data
 
     def read(self, n: int = -1) -> bytes:
-        if not self._fill():
-            return b""
-        chunk, pos = self._chunk, self._pos
-        if pos == 0 and (n < 0 or n >= len(chunk)):
-            self._pos = len(chunk)
-            return chunk  # the common case: no copy
-        end = len(chunk) if n < 0 else min(len(chunk), pos + n)
-        self._pos = end
-        return chunk[pos:end]
+        if self._pushback:
+            cut = len(self._pushback) if n < 0 else n
+            data, self._pushback = self._pushback[:cut], self._pushback[cut:]
+            return data
+        view = self._buffer if n < 0 else self._buffer[: min(n, READ_SIZE)]
+        got = self._response.readinto(view)
+        if got:
+            self.count += got
+            self._progress(self.count, self._total)
+        return bytes(view[:got])
 
     def drain(self, limit: int) -> None:
         """Read to the end of the body (so it completes, and its connection is reused)."""
         extra = 0
-        while data := self.read(1 << 20):
+        while data := self.read():
             extra += len(data)
             if extra > limit:
                 raise UnsafeArchiveError(
@@ -230,6 +232,12 @@ class BodyReader:
 def is_compressed(head: bytes) -> bool:
     """Whether an archive starts like a gzip, bzip2 or xz stream."""
     return head.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00"))
+
+
+def _offset(headers: Mapping[str, str]) -> int:
+    """The first byte a ``Range: bytes=N-`` header asks for (0 without one)."""
+    first = headers.get("Range", "").removeprefix("bytes=").partition("-")[0]
+    return int(first) if first.isdigit() else 0
 
 
 def _http_date(value: str | None) -> float | None:

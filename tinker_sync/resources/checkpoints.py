@@ -39,27 +39,28 @@ import tempfile
 import time
 from datetime import UTC
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import quote
 
+from .._download import download as download_file
 from .._exceptions import (
     APIConnectionError,
     APIResponseValidationError,
     APIStatusError,
     UnsafeArchiveError,
 )
-from ._archive import MAX_RESIGNS, ArchiveSigner, BodyReader, Notify, Progress, is_compressed
+from .._files import Progress, target_lock
+from .._retry import RetryBudget
+from .._transport import Request
+from ._archive import ArchiveSigner, BodyReader, Notify, is_compressed
+from ._paths import TinkerPath, parse_tinker_path
+from ._resource import SyncAPIResource
 from .types import Checkpoint, CheckpointList, ExternalWeightsUrls
-
-if TYPE_CHECKING:
-    from .._client import Client
 
 __all__ = ["DEFAULT_PREPARE_TIMEOUT", "Checkpoints", "TinkerPath", "parse_tinker_path"]
 
 log = logging.getLogger("tinker_sync")
 
 
-KINDS = ("weights", "sampler_weights", "external_weights")
 # How long the server may take to prepare an archive (409/503 + Retry-After,
 # or slow response headers) before CheckpointNotReadyError. Archives of big
 # checkpoints are packed on demand; ten minutes covers the slow cases seen.
@@ -70,60 +71,8 @@ RESIGN_MARGIN = 300.0
 MAX_TRAILING_BYTES = 1 << 20
 
 
-class TinkerPath(NamedTuple):
-    """A parsed ``tinker://RUN/KIND/NAME``."""
-
-    run: str
-    kind: str
-    name: str
-
-    @property
-    def checkpoint_id(self) -> str:
-        """The API's checkpoint id, which keeps the kind: ``weights/NAME``."""
-        return f"{self.kind}/{self.name}"
-
-    @property
-    def dir_name(self) -> str:
-        """The download directory's name: the path without ``tinker://``, ``/`` -> ``_``."""
-        return f"{self.run}_{self.kind}_{self.name}"
-
-    @property
-    def api_path(self) -> str:
-        """``/api/v1/training_runs/RUN/checkpoints/KIND/NAME`` (components percent-encoded)."""
-        return f"/api/v1/training_runs/{quote(self.run, safe='')}/checkpoints/{self.kind}/{quote(self.name, safe='')}"
-
-    def __str__(self) -> str:
-        return f"tinker://{self.run}/{self.kind}/{self.name}"
-
-
-def parse_tinker_path(path: str) -> TinkerPath:
-    """Parse ``tinker://RUN/KIND/NAME`` (KIND: weights, sampler_weights, external_weights).
-
-    Raises:
-        ValueError: anything else, with what was expected.
-    """
-    if not isinstance(path, str) or not path.startswith("tinker://"):
-        raise ValueError(f"Not a checkpoint path: {path!r}; expected tinker://RUN/KIND/NAME")
-    parts = path[len("tinker://") :].split("/")
-    if len(parts) != 3 or not all(parts):
-        raise ValueError(
-            f"Not a checkpoint path: {path!r}; expected tinker://RUN/KIND/NAME "
-            f"with KIND one of {', '.join(KINDS)}"
-        )
-    run, kind, name = parts
-    if kind not in KINDS:
-        raise ValueError(f"Unknown checkpoint kind {kind!r} in {path!r}; expected one of {', '.join(KINDS)}")
-    for part in (run, name):
-        if part in (".", "..") or "\\" in part or "\x00" in part or any(ord(c) < 32 for c in part):
-            raise ValueError(f"Invalid component {part!r} in checkpoint path {path!r}")
-    return TinkerPath(run, kind, name)
-
-
-class Checkpoints:
+class Checkpoints(SyncAPIResource):
     """``client.checkpoints``: checkpoint operations of the REST API."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
 
     # -- listing and management ------------------------------------------------
 
@@ -228,16 +177,16 @@ class Checkpoints:
         _check_target(target, force)
         say = _notifier(notify)
         report = progress or _no_progress
-        from .._download import target_lock  # lazy: flock, released by the kernel even after kill -9
-
+        client = self._client
+        budget = client._budget(client.timeout, None)  # one for the whole checkpoint: every file and resume
         with target_lock(target.with_name(target.name + ".lock")):
             _check_target(target, force)  # another run may have finished while we waited
             if path.kind == "weights":
                 tmp = self._download_archive(
-                    path, target, report, prepare_timeout, say, max_members, max_total_size
+                    path, target, report, prepare_timeout, say, budget, max_members, max_total_size
                 )
             else:
-                tmp = self._download_external(path, target, report, say)
+                tmp = self._download_external(path, target, report, say, budget)
             try:
                 _install(tmp, target, force)
             except BaseException:
@@ -263,6 +212,7 @@ class Checkpoints:
         progress: Progress,
         prepare_timeout: float,
         say: Notify,
+        budget: RetryBudget,
         max_members: int | None,
         max_total_size: int | None,
     ) -> Path:
@@ -271,14 +221,12 @@ class Checkpoints:
         _remove_leftovers(target)  # a killed archive run cannot resume: start again
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
         try:
-            signer = ArchiveSigner(self._client, path, prepare_timeout, say)
+            signer = ArchiveSigner(self._client, path, prepare_timeout, say, budget)
             signer.sign()  # first: a missing checkpoint fails here, and a prepared one knows its size
             limit = max_total_size if max_total_size is not None else self._known_size(path)
-            response = signer.open(0, None)
-            with response:
+            with signer.send(Request("GET", signer.url)) as response:
                 total = response.total_size
-                response.resume_with(signer.reopener(response, total))
-                reader = BodyReader(response.iter_bytes(), progress, total)
+                reader = BodyReader(response, progress, total)
                 progress(0, total)
                 if limit is None and total is not None and not is_compressed(reader.peek()):
                     limit = total  # a plain tar's size bounds its files' size
@@ -293,9 +241,7 @@ class Checkpoints:
     # -- external-weights flow -------------------------------------------------
 
     def _external_urls(self, path: TinkerPath) -> tuple[dict[str, str], float | None]:
-        listing: ExternalWeightsUrls = self._client.get(
-            path.api_path + "/external_weights_urls", cast_to=ExternalWeightsUrls
-        )
+        listing = self._client.get(path.api_path + "/external_weights_urls", cast_to=ExternalWeightsUrls)
         for rel in listing.urls:
             _check_relative(rel)
         expires = listing.expires
@@ -303,9 +249,10 @@ class Checkpoints:
             expires = expires.replace(tzinfo=UTC)
         return dict(listing.urls), None if expires is None else expires.timestamp()
 
-    def _download_external(self, path: TinkerPath, target: Path, progress: Progress, say: Notify) -> Path:
-        from .._download import download as download_file  # lazy: the download module is optional here
-
+    def _download_external(
+        self, path: TinkerPath, target: Path, progress: Progress, say: Notify, budget: RetryBudget
+    ) -> Path:
+        client = self._client
         partial = target.parent / f".{target.name}.partial"
         _remove_leftovers(target, keep=partial.name)
         _private_dir(partial)
@@ -321,7 +268,6 @@ class Checkpoints:
                     done += dest.stat().st_size  # completed by an earlier, killed run
                     progress(done, total)
                     continue
-                resigns = 0
                 while True:
                     if expires is not None and time.time() > expires - RESIGN_MARGIN:
                         say(f"Download URLs expire soon; fetching new ones for {path}")
@@ -333,17 +279,23 @@ class Checkpoints:
                     base = done
                     try:
                         download_file(
-                            self._client,
+                            client,
                             urls[rel],
                             dest,
                             resume=True,
                             credentials=False,
+                            budget=budget,
                             progress=lambda n, _t, base=base: progress(base + n, total),
                         )
                     except APIStatusError as exc:
-                        if exc.status_code not in (401, 403) or resigns >= MAX_RESIGNS:
+                        if exc.status_code not in (401, 403):
                             raise
-                        resigns += 1
+                        reason = f"the signed URL of {rel} was refused ({exc.status_code})"
+                        request = (
+                            exc.request if isinstance(exc.request, Request) else Request("GET", urls[rel])
+                        )
+                        if not client._backoff(budget, request, reason, progress=done + _size(dest)):
+                            raise
                         say(f"Signed URL of {rel} refused ({exc.status_code}); fetching new URLs")
                         expires = 0.0  # fetch again, then resume the .part file
                         continue
@@ -365,6 +317,14 @@ class Checkpoints:
 
 def _no_progress(downloaded: int, total: int | None) -> None:
     pass
+
+
+def _size(dest: Path) -> int:
+    """Bytes already in ``dest``'s partial file (progress, for the retry budget)."""
+    try:
+        return os.stat(f"{dest}.part").st_size
+    except OSError:
+        return 0
 
 
 def _notifier(notify: Notify | None) -> Notify:

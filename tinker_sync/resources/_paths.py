@@ -1,0 +1,63 @@
+"""Checkpoint paths: ``tinker://RUN/KIND/NAME``, parsed once and encoded for the API.
+
+The checkpoint id keeps its kind (``weights/NAME``): it holds a ``/``, so the
+API path is built from percent-encoded components, never by string splicing.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+from urllib.parse import quote
+
+__all__ = ["KINDS", "TinkerPath", "parse_tinker_path"]
+
+KINDS = ("weights", "sampler_weights", "external_weights")
+
+
+class TinkerPath(NamedTuple):
+    """A parsed ``tinker://RUN/KIND/NAME``."""
+
+    run: str
+    kind: str
+    name: str
+
+    @property
+    def checkpoint_id(self) -> str:
+        """The API's checkpoint id, which keeps the kind: ``weights/NAME``."""
+        return f"{self.kind}/{self.name}"
+
+    @property
+    def dir_name(self) -> str:
+        """The download directory's name: the path without ``tinker://``, ``/`` -> ``_``."""
+        return f"{self.run}_{self.kind}_{self.name}"
+
+    @property
+    def api_path(self) -> str:
+        """``/api/v1/training_runs/RUN/checkpoints/KIND/NAME`` (components percent-encoded)."""
+        return f"/api/v1/training_runs/{quote(self.run, safe='')}/checkpoints/{self.kind}/{quote(self.name, safe='')}"
+
+    def __str__(self) -> str:
+        return f"tinker://{self.run}/{self.kind}/{self.name}"
+
+
+def parse_tinker_path(path: str) -> TinkerPath:
+    """Parse ``tinker://RUN/KIND/NAME`` (KIND: weights, sampler_weights, external_weights).
+
+    Raises:
+        ValueError: anything else, with what was expected.
+    """
+    if not isinstance(path, str) or not path.startswith("tinker://"):
+        raise ValueError(f"Not a checkpoint path: {path!r}; expected tinker://RUN/KIND/NAME")
+    parts = path[len("tinker://") :].split("/")
+    if len(parts) != 3 or not all(parts):
+        raise ValueError(
+            f"Not a checkpoint path: {path!r}; expected tinker://RUN/KIND/NAME "
+            f"with KIND one of {', '.join(KINDS)}"
+        )
+    run, kind, name = parts
+    if kind not in KINDS:
+        raise ValueError(f"Unknown checkpoint kind {kind!r} in {path!r}; expected one of {', '.join(KINDS)}")
+    for part in (run, name):
+        if part in (".", "..") or "\\" in part or "\x00" in part or any(ord(c) < 32 for c in part):
+            raise ValueError(f"Invalid component {part!r} in checkpoint path {path!r}")
+    return TinkerPath(run, kind, name)
