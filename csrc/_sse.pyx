@@ -7,6 +7,11 @@ makes them fast, and the shared test suite runs both.
 
 How it is fast:
 
+- A chunk is read in place: ``bytes`` directly, any other C-contiguous buffer
+  (``bytearray``, a slice of a ``memoryview``) through the buffer protocol,
+  released before ``feed`` returns. Nothing points into it after that: a data
+  value still in place at the end of the chunk is copied (``_materialize``),
+  and every error path drops it (``_fail``).
 - Lines are found with ``memchr`` for LF and for CR, each remembering the next
   hit in the chunk, so a chunk is scanned once whatever its CR/LF mix; the
   partial line left at the end of a chunk is copied to a C buffer and never
@@ -25,6 +30,7 @@ How it is fast:
   re-encoded, with U+FFFD, when it is not.
 """
 
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_Append
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
@@ -147,7 +153,8 @@ cdef class SSEDecoder:
     ``ServerSentEvent(event, data, id, retry)``. With ``decode`` (for example
     ``msgspec.json.Decoder(T).decode``), each event whose type is not
     ``"error"`` is returned as ``decode(data)`` instead, ``data`` being the
-    event's data as UTF-8 bytes; ``"error"`` events stay ``ServerSentEvent``.
+    event's data as UTF-8 bytes; ``"error"`` events stay ``ServerSentEvent``,
+    and an event with empty data is skipped (see the decisions in _sse_py.py).
     """
 
     cdef Py_ssize_t _max_size
@@ -265,11 +272,12 @@ cdef class SSEDecoder:
             self._dptr = NULL
             self._dlen = 0
             if decode is not None and not self._type_is_error:
-                if is_utf8(ptr, n):
-                    raw = PyBytes_FromStringAndSize(<const char*>ptr, n)
-                else:
-                    raw = PyUnicode_DecodeUTF8(<const char*>ptr, n, "replace").encode("utf-8")
-                PyList_Append(events, decode(raw))
+                if n:  # typed mode skips an event with empty data (a keep-alive): decode never sees b""
+                    if is_utf8(ptr, n):
+                        raw = PyBytes_FromStringAndSize(<const char*>ptr, n)
+                    else:
+                        raw = PyUnicode_DecodeUTF8(<const char*>ptr, n, "replace").encode("utf-8")
+                    PyList_Append(events, decode(raw))
             else:
                 PyList_Append(
                     events,
@@ -357,20 +365,38 @@ cdef class SSEDecoder:
     def feed(self, data, decode=None):
         """Consume one chunk; return the events it completed, in order.
 
+        ``data`` is read in place through the buffer protocol and released
+        before ``feed`` returns; nothing keeps a pointer into it afterwards, so
+        the caller may refill the same ``bytearray`` for the next chunk. It must
+        not change while ``feed`` runs (from ``decode``, say).
+
         Raises:
             SSEDecodeError: a line or an event's data is longer than ``max_size``
                 (or was earlier: the decoder is broken).
         """
-        cdef bytes chunk
-        cdef const unsigned char* p
-        cdef Py_ssize_t n, pos = 0, i, k, held
-        cdef list events
-        cdef int status
+        cdef Py_buffer view
         if self._error is not None:
             self._raise_error()
-        chunk = data if type(data) is bytes else _check_data(data)
-        p = <const unsigned char*>PyBytes_AS_STRING(chunk)
-        n = PyBytes_GET_SIZE(chunk)
+        if type(data) is bytes:
+            return self._feed(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), decode)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            _check_data(data)  # raises the TypeError the pure twin raises
+        try:
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        except BufferError:  # a non-contiguous memoryview: one copy, as the pure twin does
+            data = _check_data(data)
+            return self._feed(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), decode)
+        try:
+            return self._feed(<const unsigned char*>view.buf, view.len, decode)
+        finally:
+            PyBuffer_Release(&view)
+
+    cdef list _feed(self, const unsigned char* p, Py_ssize_t n, object decode):
+        """Consume p[:n], which is only valid until this returns: see ``_scan`` and ``_fail``."""
+        cdef bytes joined  # the held BOM prefix and the chunk, when that prefix was no BOM
+        cdef Py_ssize_t pos = 0, i, k, held
+        cdef list events
+        cdef int status
         if self._bom_n >= 0:
             held = self._bom_n
             k = held
@@ -387,9 +413,11 @@ cdef class SSEDecoder:
             else:
                 self._bom_n = -1
                 if held:
-                    chunk = PyBytes_FromStringAndSize(<const char*>BOM, held) + chunk
-                    p = <const unsigned char*>PyBytes_AS_STRING(chunk)
-                    n = PyBytes_GET_SIZE(chunk)
+                    joined = PyBytes_FromStringAndSize(NULL, held + n)
+                    memcpy(PyBytes_AS_STRING(joined), BOM, held)
+                    memcpy(PyBytes_AS_STRING(joined) + held, p, n)
+                    p = <const unsigned char*>PyBytes_AS_STRING(joined)
+                    n += held
         if self._skip_lf and pos < n:
             self._skip_lf = False
             if p[pos] == 10:
@@ -471,7 +499,7 @@ cdef class SSEDecoder:
         With ``events`` None: break it and return, the caller re-raising what broke it.
         """
         self._error = template.format(self._max_size)
-        self._dptr = NULL  # it may point into a chunk about to be freed
+        self._dptr = NULL  # it may point into a chunk about to be released
         self._ndata = 0
         self._plen = 0
         self._dlen = 0

@@ -356,13 +356,13 @@ def test_typed_decode_gets_utf8_data_bytes(decoder_class: type) -> None:
         seen.append(bytes(data))
         return len(seen)
 
-    stream = b"data: a\ndata: b\n\ndata\n\ndata: \xff\xe2\x82x\n\ndata: \xc3\xa9\xf0\x9f\x98\x80\n\n"
+    stream = b"data: a\ndata: b\n\ndata\ndata\n\ndata: \xff\xe2\x82x\n\ndata: \xc3\xa9\xf0\x9f\x98\x80\n\n"
     for label, chunks in chunkings(stream):
         seen.clear()
         decoder = decoder_class()
         results = [r for chunk in chunks for r in decoder.feed(chunk, decode)]
         assert results == [1, 2, 3, 4], label
-        assert seen == [b"a\nb", b"", "\ufffd\ufffdx".encode(), "\xe9\U0001f600".encode()], label
+        assert seen == [b"a\nb", b"\n", "\ufffd\ufffdx".encode(), "\xe9\U0001f600".encode()], label
 
 
 def test_typed_decode_error_propagates_unchanged(decoder_class: type) -> None:
@@ -394,6 +394,88 @@ def test_decoder_is_broken_after_decode_raises(decoder_class: type) -> None:
     for call in (lambda: decoder.feed(b"\n\n"), decoder.close):
         with pytest.raises(SSEDecodeError, match=r"^SSE decoder unusable: an exception escaped an earlier"):
             call()
+
+
+# Typed mode skips an event whose data is empty (a keep-alive): no decode(b""), nothing returned, while
+# its id and retry act as for any dispatched event. "error" events and the raw layer are unchanged.
+# (name, stream, expected typed results, final last_event_id, final retry); decode(d) gives ("d", d).
+TYPED_EMPTY_CASES: list[tuple[str, bytes, list[Any], str | None, int | None]] = [
+    ("data-colon", b"data:\n\n", [], None, None),
+    ("data-bare", b"data\n\n", [], None, None),
+    ("data-colon-space", b"data: \n\n", [], None, None),
+    ("data-crlf", b"data:\r\n\r\n", [], None, None),
+    ("data-cr", b"data\r\r", [], None, None),
+    ("with-id", b"id: 7\ndata:\n\n", [], "7", None),
+    ("with-id-after-data", b"data\nid: 7\n\n", [], "7", None),
+    ("with-retry", b"retry: 250\ndata:\n\n", [], None, 250),
+    ("with-event-name", b"event: ping\ndata:\n\n", [], None, None),
+    ("with-all-fields", b"id: x\nevent: ping\nretry: 9\ndata\n\n", [], "x", 9),
+    ("between-two-events", b"data: 1\n\ndata:\n\ndata: 2\n\n", [("d", b"1"), ("d", b"2")], None, None),
+    (
+        "id-of-skipped-event-carries-on",
+        b"id: 1\ndata: a\n\nid: 2\ndata:\n\ndata: b\n\n",
+        [("d", b"a"), ("d", b"b")],
+        "2",
+        None,
+    ),
+    ("id-of-last-skipped-event", b"id: 1\ndata: a\n\nid: 2\ndata\n\n", [("d", b"a")], "2", None),
+    ("retry-of-skipped-event", b"retry: 5\ndata:\n\ndata: z\n\n", [("d", b"z")], None, 5),
+    ("keep-alives", b":\n\ndata:\n\n" * 3 + b"data: {}\n\n" + b"data\n\n" * 2, [("d", b"{}")], None, None),
+    ("two-empty-lines-not-empty", b"data\ndata\n\n", [("d", b"\n")], None, None),
+    ("empty-then-real-line", b"data:\ndata: a\n\n", [("d", b"\na")], None, None),
+    ("error-empty-kept", b"event: error\ndata:\n\n", [ServerSentEvent("error", "")], None, None),
+    (
+        "error-empty-with-id-kept",
+        b"event: error\nid: 3\nretry: 4\ndata\n\n",
+        [ServerSentEvent("error", "", "3", 4)],
+        "3",
+        4,
+    ),
+    ("unterminated-after-empty", b"data:\n\ndata: x\n", [], None, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected", "last_id", "retry"),
+    [c[1:] for c in TYPED_EMPTY_CASES],
+    ids=[c[0] for c in TYPED_EMPTY_CASES],
+)
+def test_typed_mode_skips_empty_data(
+    decoder_class: type, raw: bytes, expected: list[Any], last_id: str | None, retry: int | None
+) -> None:
+    calls: list[bytes] = []
+
+    def decode(data: Any) -> tuple[str, bytes]:
+        calls.append(bytes(data))
+        return ("d", bytes(data))
+
+    for label, chunks in chunkings(raw):
+        calls.clear()
+        decoder = decoder_class()
+        results = [r for chunk in chunks for r in decoder.feed(chunk, decode)] + decoder.close(decode)
+        assert results == expected, label
+        assert b"" not in calls, label
+        assert len(calls) == sum(type(r) is tuple for r in expected), label
+        assert (decoder.last_event_id, decoder.retry) == (last_id, retry), label
+        # the raw layer still returns every event, empty data included, with the same state
+        plain, plain_decoder = decode_all(decoder_class, chunks)
+        kept = [
+            ("d", e.data.encode()) if e.event != "error" else e for e in plain if e.data or e.event == "error"
+        ]
+        assert kept == expected, label
+        assert (plain_decoder.last_event_id, plain_decoder.retry) == (last_id, retry), label
+
+
+def test_typed_mode_skipped_event_updates_last_event_id_at_once(decoder_class: type) -> None:
+    decoder = decoder_class()
+    decode = msgspec.json.Decoder(Item).decode
+    assert decoder.feed(b'id: 1\ndata: {"a": 1}\n\n', decode) == [Item(1)]
+    assert decoder.feed(b"id: 2\nretry: 30\ndata:\n", decode) == []
+    assert (decoder.last_event_id, decoder.retry) == ("1", 30)  # the id is in force at dispatch only
+    assert decoder.feed(b"\n", decode) == []  # a JSON decoder would fail on b""; it is never called
+    assert (decoder.last_event_id, decoder.retry) == ("2", 30)
+    assert decoder.feed(b"data\n\n", decode) == []
+    assert decoder.feed(b'data: {"a": 2}\n\n') == [ServerSentEvent(data='{"a": 2}', id="2")]
 
 
 def test_typed_mode_can_switch_per_feed(decoder_class: type) -> None:

@@ -4,10 +4,12 @@ Random streams are built from every field kind, CR/LF/CRLF mixes, BOMs, invalid
 UTF-8, NULs in ids, long lines and an unterminated tail; each is fed whole and
 under a random chunking, plain and typed, with a small or a roomy ``max_size``,
 to each twin (the ``decoder_class`` fixture: a missing extension fails the
-cython param) and to the pure twin. All runs must agree on the events,
-``last_event_id``, ``retry`` and the error (type and message). Without an
-error, they must also agree with ``oracle``, which decodes the whole stream to
-text first and splits it with a regex.
+cython param), also from one reused ``bytearray``, and to the pure twin. All
+runs must agree on the events, ``last_event_id``, ``retry`` and the error (type
+and message). Without an error, they must also agree with ``oracle``, which
+decodes the whole stream to text first and splits it with a regex. Typed runs
+must be the plain run with empty-data events skipped, never calling ``decode``
+with empty data.
 """
 
 from __future__ import annotations
@@ -79,24 +81,45 @@ streams = st.tuples(
 ).map(b"".join)
 
 
+CALLS: list[bytes] = []  # every argument ``typed`` was called with
+
+
 def typed(data: Any) -> tuple[str, bytes]:
+    """A ``decode`` that accepts anything, empty input included, and records its calls."""
     assert isinstance(data, (bytes, memoryview))
+    CALLS.append(bytes(data))
     return ("typed", bytes(data))
 
 
-def outcome(cls: type, chunks: list[bytes], max_size: int, decode: Any) -> tuple:
-    """(results, last_event_id, retry, error) of one run; results as plain tuples."""
+def outcome(cls: type, chunks: list[bytes], max_size: int, decode: Any, reuse: bool = False) -> tuple:
+    """(results, last_event_id, retry, error) of one run; results as plain tuples.
+
+    With ``reuse``, each chunk is fed as a slice of one ``bytearray``, overwritten after each ``feed``.
+    """
     decoder = cls(max_size=max_size)
     results: list[Any] = []
     error = None
+    buf = bytearray(max(map(len, chunks), default=0))
     try:
         for chunk in chunks:
-            results += decoder.feed(chunk, decode)
+            if reuse:
+                buf[: len(chunk)] = chunk
+                results += decoder.feed(memoryview(buf)[: len(chunk)], decode)
+                buf[:] = b"\n\r:data: \xff" * (len(buf) // 10) + b"\r" * (len(buf) % 10)
+            else:
+                results += decoder.feed(chunk, decode)
         results += decoder.close(decode)
     except Exception as exc:  # noqa: BLE001 - the twins must raise the same thing
         error = (type(exc), str(exc))
     plain = [(r.event, r.data, r.id, r.retry) if type(r) is ServerSentEvent else r for r in results]
     return plain, decoder.last_event_id, decoder.retry, error
+
+
+def as_typed(run: tuple) -> tuple:
+    """What typed mode must make of a plain run: decode(data) per event, but "error" events and empty data."""
+    events, last_id, retry, error = run
+    kept = [e if e[0] == "error" else ("typed", e[1].encode()) for e in events if e[1] or e[0] == "error"]
+    return kept, last_id, retry, error
 
 
 def oracle(raw: bytes) -> tuple:
@@ -150,14 +173,22 @@ def test_twins_agree_under_any_chunking(
     """``decoder_class`` (each twin in turn), whole and chunked, against the pure twin fed whole."""
     bounds = sorted({0, len(raw), *(c for c in cuts if c < len(raw))})
     chunked = [raw[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    plain = None
     for decode in (None, typed):
+        CALLS.clear()
         first = outcome(PySSEDecoder, [raw], max_size, decode)
         runs = {
             "whole": outcome(decoder_class, [raw], max_size, decode),
             "chunked": outcome(decoder_class, chunked, max_size, decode),
+            "chunked-reused-buffer": outcome(decoder_class, chunked, max_size, decode, reuse=True),
             "chunked-py": outcome(PySSEDecoder, chunked, max_size, decode),
         }
         for key, run in runs.items():
             assert run == first, key
-        if decode is None and first[3] is None:
-            assert first == oracle(raw)
+        if decode is None:
+            plain = first
+            if first[3] is None:
+                assert first == oracle(raw)
+        else:
+            assert b"" not in CALLS  # typed mode skips empty data: decode never sees it
+            assert first == as_typed(plain)

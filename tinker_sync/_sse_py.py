@@ -40,6 +40,19 @@ Decisions where the spec leaves room (shared by both twins):
   too: ``feed`` returns the events completed before it, the next ``feed`` or
   ``close`` raises that exception unchanged (at once if there were none), the
   rest of that chunk is not read, and later calls raise ``SSEDecodeError``.
+- Typed mode (``decode`` given) skips an event whose data is empty (``data:``
+  or ``data`` alone, a keep-alive): ``decode`` is not called and nothing is
+  returned for it, since ``b""`` is no valid document for a typed decoder. The
+  event is otherwise dispatched as usual: its ``id`` becomes ``last_event_id``
+  and its ``retry`` applies. ``"error"`` events are still returned as
+  ``ServerSentEvent``, even with empty data; without ``decode`` an empty-data
+  event is returned as ``ServerSentEvent(data="")``, as the spec says.
+- ``feed`` takes ``bytes``, ``bytearray`` or ``memoryview`` (anything else is a
+  ``TypeError``) and keeps no reference to the chunk once it returns, so the
+  caller may refill one ``bytearray`` and feed ``memoryview(buf)[:n]`` each
+  time. The pure twin copies a chunk that is not ``bytes`` once, into
+  ``bytes``; the Cython twin reads a C-contiguous chunk in place (a
+  non-contiguous ``memoryview`` is copied once).
 """
 
 from __future__ import annotations
@@ -73,7 +86,7 @@ def check_max_size(max_size: Any) -> int:
     """``max_size`` as a positive int, or TypeError / ValueError (shared with the Cython twin)."""
     if isinstance(max_size, bool):
         raise TypeError("max_size must be an int, not bool")
-    size = max_size.__index__() if hasattr(max_size, "__index__") else None
+    size: int | None = max_size.__index__() if hasattr(max_size, "__index__") else None
     if size is None:
         raise TypeError(f"max_size must be an int, not {type(max_size).__name__}")
     if size < 1:
@@ -100,7 +113,7 @@ def utf8_bytes(data: bytes) -> bytes:
 
 def _check_data(data: object) -> bytes:
     if type(data) is bytes:
-        return data  # type: ignore[return-value]
+        return data
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
     raise TypeError(f"feed() takes bytes, bytearray or memoryview, not {type(data).__name__}")
@@ -117,7 +130,8 @@ class PySSEDecoder:
     ``ServerSentEvent(event, data, id, retry)``. With ``decode`` (for example
     ``msgspec.json.Decoder(T).decode``), each event whose type is not
     ``"error"`` is returned as ``decode(data)`` instead, ``data`` being the
-    event's data as UTF-8 bytes; ``"error"`` events stay ``ServerSentEvent``.
+    event's data as UTF-8 bytes; ``"error"`` events stay ``ServerSentEvent``,
+    and an event with empty data is skipped (see the decisions above).
     """
 
     __slots__ = (
@@ -168,6 +182,9 @@ class PySSEDecoder:
         self, data: bytes | bytearray | memoryview, decode: Callable[[bytes], Any] | None = None
     ) -> list[Any]:
         """Consume one chunk; return the events it completed, in order.
+
+        A ``bytearray`` or ``memoryview`` chunk is copied once into ``bytes``
+        (the Cython twin reads it in place); nothing refers to it afterwards.
 
         Raises:
             SSEDecodeError: a line or an event's data is longer than ``max_size``
@@ -250,7 +267,8 @@ class PySSEDecoder:
                     data = self._data = []
                     data_len = self._data_len = 0
                     if decode is not None and etype != b"error":
-                        events.append(decode(utf8_bytes(raw)))
+                        if raw:  # typed mode skips an event with empty data: decode never sees b""
+                            events.append(decode(utf8_bytes(raw)))
                     else:
                         events.append(
                             ServerSentEvent(
