@@ -39,9 +39,9 @@ def sse_implementation(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
     module = "tinker_sync._sse_py" if request.param == "py" else "tinker_sync._sse"
     name = "PySSEDecoder" if request.param == "py" else "SSEDecoder"
     cls = getattr(importlib.import_module(module), name)
-    import tinker_sync._response as response_module
+    import tinker_sync._event_stream as event_stream_module
 
-    monkeypatch.setattr(response_module, "SSEDecoder", cls)
+    monkeypatch.setattr(event_stream_module, "SSEDecoder", cls)
     return request.param
 
 

@@ -299,7 +299,7 @@ def test_exception_in_loop_closes(client):
 def test_del_mid_way_closes_connection(client, tinker_server):
     stream = client.stream_get("/test/sse?count=100000&delay=0.001")
     next(stream)
-    raw = stream.response._raw
+    raw = stream.response._body.raw
     response = stream.response
     del stream
     gc.collect()

@@ -46,7 +46,11 @@ def file_sha(path) -> str:
 
 def leftovers(dest) -> list[str]:
     """Files next to ``dest`` that a finished or failed download must not leave behind."""
-    return [s for s in (files.PART_SUFFIX, files.SIDECAR_SUFFIX, files.LOCK_SUFFIX) if os.path.exists(f"{dest}{s}")]
+    return [
+        s
+        for s in (files.PART_SUFFIX, files.SIDECAR_SUFFIX, files.LOCK_SUFFIX)
+        if os.path.exists(f"{dest}{s}")
+    ]
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -11,7 +10,6 @@ from contextlib import contextmanager
 import msgspec
 import pytest
 
-import tinker_sync._response as response_module
 from tinker_sync import (
     APIConnectionError,
     APIError,
@@ -269,16 +267,13 @@ def test_cast_to_mismatch_in_event(client):
     assert "$.index" in str(info.value)
 
 
-def test_oversized_line_raises(client, monkeypatch, sse_implementation):
-    monkeypatch.setattr(
-        response_module, "SSEDecoder", functools.partial(response_module.SSEDecoder, max_size=1 << 16)
-    )
-    stream = client.stream_get("/test/sse?count=3&size=200000")
-    with pytest.raises(SSEDecodeError, match="max_size"):
-        next(stream)
-    assert stream.response.is_closed
+def test_oversized_line_raises(client, tinker_server, sse_implementation):
+    with Client(api_key=client.api_key, base_url=tinker_server.url, max_event_size=1 << 16) as small:
+        stream = small.stream_get("/test/sse?count=3&size=200000")
+        with pytest.raises(SSEDecodeError, match="max_size"):
+            next(stream)
+        assert stream.response.is_closed
     # the default limit (16 MiB) lets the same stream through
-    monkeypatch.undo()
     assert len(list(client.stream_get("/test/sse?count=3&size=200000"))) == 3
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import re
 import pydoc
 import subprocess
 import sys
@@ -20,27 +21,9 @@ MODULES = sorted(
     if path.name != "__main__.py"
 )
 
-# The module map of STYLE.md, top to bottom: a module may import only modules above it (or itself).
-MODULE_MAP = [
-    "_version",
-    "_exceptions",
-    "_events",
-    "_config",
-    "_sse_py",
-    "_sse",
-    "sse",
-    "_extract",
-    "_download",
-    "_retry",  # pure policy, no I/O: above _transport
-    "_observe",  # hook records, logging: above _transport
-    "_transport",
-    "_response",
-    "_client",
-    "resources",
-    "cli",
-    "__init__",
-    "__main__",
-]
+ROOT = PACKAGE.parent
+# The module map, bottom layer first, as docs/ARCHITECTURE.md lists it (one "### `module`" heading each).
+MODULE_MAP = re.findall(r"^### `(tinker_sync[\w.]*)`$", (ROOT / "docs" / "ARCHITECTURE.md").read_text(), re.M)
 
 
 def run(code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -156,92 +139,109 @@ def test_logger_has_null_handler():
 # -- static import rules -------------------------------------------------------------------------
 
 
-def _imports(path: pathlib.Path, top_level_only: bool) -> list[tuple[int, str]]:
-    """(line, absolute module name) of each import in ``path``."""
+def _module_name(path: pathlib.Path) -> str:
+    name = ".".join(("tinker_sync", *path.relative_to(PACKAGE).with_suffix("").parts))
+    return name.removesuffix(".__init__")
+
+
+SOURCES = sorted(PACKAGE.rglob("*.py"))
+PYX = ROOT / "csrc" / "_sse.pyx"
+
+
+def _imports(path: pathlib.Path) -> list[tuple[int, str]]:
+    """(line, module) of every import in ``path``: module level, in functions and under TYPE_CHECKING.
+
+    ``from pkg import name`` counts as importing ``pkg.name`` when that is a module of the map.
+    """
+    if path.suffix == ".pyx":  # Cython: its Python-level imports, by their lines
+        return [
+            (number, match.group(1))
+            for number, line in enumerate(path.read_text().splitlines(), 1)
+            if (match := re.match(r"\s*(?:from|import)\s+([\w.]+)", line))
+        ]
     tree = ast.parse(path.read_text(), str(path))
-    package_parts = ("tinker_sync", *path.relative_to(PACKAGE).parent.parts)
-    nodes: list[ast.AST] = []
-    if top_level_only:
-        stack = list(tree.body)
-        while stack:  # module level, including under if/try (TYPE_CHECKING, fallbacks)
-            node = stack.pop()
-            nodes.append(node)
-            if isinstance(node, (ast.If, ast.Try)):
-                stack.extend(node.body + node.orelse + getattr(node, "finalbody", []))
-                for handler in getattr(node, "handlers", []):
-                    stack.extend(handler.body)
-    else:
-        nodes = list(ast.walk(tree))
+    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
     found = []
-    for node in nodes:
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package_parts[: len(package_parts) - node.level + 1]
-                name = ".".join(base + ((node.module,) if node.module else ()))
-                if node.module is None:  # from . import x
-                    found += [(node.lineno, f"{name}.{alias.name}") for alias in node.names]
-                    continue
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                name = ".".join(base + ([node.module] if node.module else []))
             else:
                 name = node.module or ""
-            found.append((node.lineno, name))
+            for alias in node.names:
+                sub = f"{name}.{alias.name}"
+                found.append((node.lineno, sub if sub in MODULE_MAP else name))
     return found
 
 
-SOURCES = sorted(PACKAGE.rglob("*.py"))
+def test_the_module_map_names_every_module_once():
+    modules = {_module_name(path) for path in SOURCES} | {"tinker_sync._sse"}
+    assert len(MODULE_MAP) == len(set(MODULE_MAP)), "a module is listed twice"
+    assert set(MODULE_MAP) == modules, "docs/ARCHITECTURE.md and the package disagree"
+
+
+@pytest.mark.parametrize("path", [*SOURCES, PYX], ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_point_up_the_module_map(path):
+    module = "tinker_sync._sse" if path == PYX else _module_name(path)
+    own = MODULE_MAP.index(module)
+    bad = []
+    for line, name in _imports(path):
+        if name.split(".")[0] != "tinker_sync" or name == module:
+            continue
+        if name not in MODULE_MAP:
+            bad.append(f"line {line}: {name} (not on the map)")
+        elif MODULE_MAP.index(name) > own:
+            bad.append(f"line {line}: {name} (listed below {module})")
+    assert bad == [], f"{module} imports modules listed below it in docs/ARCHITECTURE.md"
+
+
+def test_no_import_cycles():
+    """Redundant with the map (imports only point up), but says which modules form a cycle if one appears."""
+    graph = {
+        _module_name(path): {n for _, n in _imports(path) if n.startswith("tinker_sync") and n != _module_name(path)}
+        for path in SOURCES
+    }
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
+            elif nxt not in state:
+                visit(nxt, [*stack, nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == []
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_only_transport_imports_urllib3(path):
-    if path.name == "_transport.py" and path.parent == PACKAGE:
-        assert any(name.split(".")[0] == "urllib3" for _, name in _imports(path, False))
-        return
-    offenders = [
-        f"line {line}: {name}" for line, name in _imports(path, False) if name.split(".")[0] == "urllib3"
-    ]
-    assert offenders == []
-
-
-def _rank(module: str) -> int | None:
-    parts = module.split(".")
-    if parts[0] != "tinker_sync":
-        return None
-    if len(parts) == 1:
-        return MODULE_MAP.index("__init__")
-    if parts[1] == "testing":
-        return None
-    return MODULE_MAP.index(parts[1]) if parts[1] in MODULE_MAP else -1
-
-
-@pytest.mark.parametrize(
-    "path", [p for p in SOURCES if "testing" not in p.parts], ids=lambda p: str(p.relative_to(PACKAGE))
-)
-def test_imports_follow_the_module_map(path):
-    module = ".".join(("tinker_sync", *path.relative_to(PACKAGE).with_suffix("").parts))
-    own = _rank(module.removesuffix(".__init__") if path.parent == PACKAGE else module)
-    assert own not in (None, -1), f"{module} is not on the module map"
-    bad = []
-    for line, name in _imports(path, top_level_only=True):
-        rank = _rank(name)
-        if rank is None:
-            continue
-        if rank == -1 or rank > own:
-            bad.append(f"line {line}: {name}")
-    assert bad == [], f"{module} imports modules listed below it"
+    names = [name for _, name in _imports(path)]
+    if path == PACKAGE / "_transport.py":
+        assert any(name.split(".")[0] == "urllib3" for name in names)
+    else:
+        assert [n for n in names if n.split(".")[0] == "urllib3"] == []
 
 
 @pytest.mark.parametrize(
     "path", [p for p in SOURCES if "testing" in p.parts], ids=lambda p: str(p.relative_to(PACKAGE))
 )
 def test_testing_server_never_imports_the_client(path):
-    for line, name in _imports(path, False):
+    for line, name in _imports(path):
         if name.startswith("tinker_sync") and not name.startswith("tinker_sync.testing"):
             pytest.fail(f"{path.name} line {line} imports {name}")
 
 
 def test_lazy_modules_never_imported_at_package_level():
     init = PACKAGE / "__init__.py"
-    names = [name for _, name in _imports(init, False)]
+    names = [name for _, name in _imports(init)]
     for heavy in ("tarfile", "tqdm", "tinker_sync.cli", "tinker_sync.testing", "asyncio"):
         assert not any(n == heavy or n.startswith(heavy + ".") for n in names), heavy

@@ -173,11 +173,22 @@ def test_resume_64_mib_through_100_resets(client, tinker_server, waits):
 
 
 def test_resume_budget_exhausted_raises(client, tinker_server, waits):
-    tinker_server.script("/test/bytes", *[Fault(reset_after=1000)] * 4)
+    # One resume after progress, then failures without progress spend the budget.
+    tinker_server.script("/test/bytes", Fault(reset_after=1000), *[Fault(reset_after=0)] * 4)
     with pytest.raises(APIConnectionError):
         with client.stream("GET", "/test/bytes?size=100000", max_retries=2) as response:
             response.read()
     assert len(tinker_server.requests) == 3
+
+
+def test_resume_budget_renews_with_progress(client, tinker_server, waits):
+    # Each break comes after new bytes: the budget (2) renews every time, and each resume goes at once.
+    tinker_server.script("/test/bytes", *[Fault(reset_after=1000)] * 4)
+    with client.stream("GET", "/test/bytes?size=100000&seed=3", max_retries=2) as response:
+        body = response.read()
+    assert body == b"".join(_data.generate(3, 100_000))
+    assert len(tinker_server.requests) == 5
+    assert waits == [0.0] * 4
 
 
 def test_resume_refused_when_range_ignored(client, tinker_server, waits):
@@ -263,7 +274,8 @@ def test_sse_without_reconnect_raises(client, tinker_server, waits):
 
 
 def test_sse_reconnect_budget(client, tinker_server, waits):
-    tinker_server.script("/test/sse", *[Fault(reset_after=300)] * 10)
+    # A break after events renews the budget; the breaks before any new event spend it.
+    tinker_server.script("/test/sse", Fault(reset_after=300), *[Fault(reset_after=0)] * 10)
     seen = []
     with pytest.raises(APIConnectionError):
         for event in client.stream_get("/test/sse?count=50&ids=1", reconnect=True, max_retries=3):

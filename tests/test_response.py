@@ -184,7 +184,7 @@ def test_early_break_discards_connection(client, tinker_server):
         for _chunk in response.iter_bytes():
             break
     assert response.is_closed
-    assert response._raw.closed
+    assert response._body.raw.closed
     with client.stream("GET", "/test/bytes?size=100") as response:
         assert response.read() == body_of(100)
     assert tinker_server.connections == 2

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeVar, overload
+from typing import Any, TypedDict, TypeVar, Unpack
 from urllib.parse import urlencode, urljoin
 
 import msgspec
@@ -36,8 +36,7 @@ from ._config import (
     resolve_base_url,
 )
 from ._event_stream import EventSource, EventStream
-from ._events import ServerSentEvent
-from ._exceptions import APIConnectionError, APIResponseValidationError, APIStatusError, status_error_class
+from ._exceptions import APIConnectionError
 from ._observe import (
     ErrorInfo,
     Hooks,
@@ -51,25 +50,41 @@ from ._observe import (
     mask_url,
     setup_logging,
 )
-from ._response import Sender, StreamedResponse, decode_json
+from ._response import Sender, StreamedResponse, decode_body, status_error
 from ._retry import RetryBudget, should_retry_status
 from ._transport import DEFAULT_POOL_MAXSIZE, Headers, Request, Transport, origin_of
+from ._typing import E, T
 from ._version import __version__
 from .sse import DEFAULT_MAX_SIZE
 
-__all__ = ["MAX_REDIRECTS", "BaseClient", "Params", "Timeoutish"]
+__all__ = ["MAX_REDIRECTS", "BaseClient", "CallOptions", "Params", "StreamOptions", "Timeoutish"]
 
-T = TypeVar("T")
+Self = TypeVar("Self", bound="BaseClient")
 Params = Mapping[str, Any]
 Timeoutish = float | Timeout | None
 
 log = logging.getLogger("tinker_sync")
 
-# Error bodies are read for the exception, up to this size (the rest is discarded).
-MAX_ERROR_BODY = 1 << 20
 MAX_REDIRECTS = 10
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 USER_AGENT = f"tinker-sync/{__version__} Python/{platform.python_version()}"
+
+
+class CallOptions(TypedDict, total=False):
+    """The options of every plain call (``get``, ``post``, ...); see ``BaseClient.request``."""
+
+    params: Params | None
+    json: Any
+    headers: Mapping[str, str] | None
+    timeout: Timeoutish
+    max_retries: int | None
+
+
+class StreamOptions(CallOptions, total=False):
+    """The options of every event stream (``stream_get``, ``stream_post``, ...); see ``stream_post``."""
+
+    idle_timeout: float | None
+    reconnect: bool
 
 
 class BaseClient:
@@ -129,7 +144,7 @@ class BaseClient:
     def __repr__(self) -> str:
         return f"<tinker_sync.{type(self).__name__} base_url={self.base_url!r}>"
 
-    def __enter__(self: T) -> T:
+    def __enter__(self: Self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -252,7 +267,7 @@ class BaseClient:
                 if self.dump_headers:
                     dump("<", f"{response.status_code} {url}", response.headers)
                 if response.status_code >= 400:
-                    error = _status_error(response)
+                    error = status_error(response)
                     retryable = should_retry_status(response.status_code, response.headers)
                     reason = f"HTTP {response.status_code}"
                     if (
@@ -405,35 +420,6 @@ class BaseClient:
 
     # -- plain calls ---------------------------------------------------------
 
-    @overload
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Params | None = ...,
-        json: Any = ...,
-        content: bytes | str | None = ...,
-        headers: Mapping[str, str] | None = ...,
-        timeout: Timeoutish = ...,
-        max_retries: int | None = ...,
-        cast_to: type[T],
-    ) -> T: ...
-    @overload
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Params | None = ...,
-        json: Any = ...,
-        content: bytes | str | None = ...,
-        headers: Mapping[str, str] | None = ...,
-        timeout: Timeoutish = ...,
-        max_retries: int | None = ...,
-        cast_to: None = ...,
-    ) -> Any: ...
-
     def request(
         self,
         method: str,
@@ -445,185 +431,55 @@ class BaseClient:
         headers: Mapping[str, str] | None = None,
         timeout: Timeoutish = None,
         max_retries: int | None = None,
-        cast_to: Any = None,
-    ) -> Any:
+        cast_to: type[T] | None = None,
+    ) -> T:
         """Send a request, read the whole body and decode it (JSON via msgspec, into ``cast_to`` if given).
 
         Returns None for an empty body, text for a non-JSON body.
         """
-        response = self._read_response(
-            method,
-            path,
-            params=params,
-            json=json,
-            content=content,
-            headers=headers,
-            timeout=timeout,
-            max_retries=max_retries,
-        )
-        return decode_body(response, cast_to)
-
-    def _read_response(
-        self,
-        method: str,
-        path: str,
-        *,
-        timeout: Timeoutish = None,
-        max_retries: int | None = None,
-        **kwargs: Any,
-    ) -> StreamedResponse:
-        """Send a request and read its body: one logical request, reported once (``stream_end`` too)."""
         timeout = self._timeout(timeout)
         budget = self._budget(timeout, max_retries)
-        request = Request(method.upper(), self.build_url(path, kwargs.get("params")))
         start = time.monotonic()
         try:
-            response = self._open(method, path, timeout=timeout, budget=budget, read_body=True, **kwargs)
+            response = self._open(
+                method,
+                path,
+                params=params,
+                json=json,
+                content=content,
+                headers=headers,
+                timeout=timeout,
+                budget=budget,
+                read_body=True,
+            )
         except BaseException as exc:
-            self._stream_end(None, request, budget, 0, exc, start)
+            self._stream_end(
+                None, Request(method.upper(), self.build_url(path, params)), budget, 0, exc, start
+            )
             raise
         self._stream_end(response, response.request, budget, 0, None, start)
-        return response
+        decoded: T = decode_body(response, cast_to)
+        return decoded
 
-    @overload
-    def get(
-        self,
-        path: str,
-        *,
-        params: Params | None = ...,
-        json: Any = ...,
-        headers: Mapping[str, str] | None = ...,
-        timeout: Timeoutish = ...,
-        max_retries: int | None = ...,
-        cast_to: type[T],
-    ) -> T: ...
-    @overload
-    def get(
-        self,
-        path: str,
-        *,
-        params: Params | None = ...,
-        json: Any = ...,
-        headers: Mapping[str, str] | None = ...,
-        timeout: Timeoutish = ...,
-        max_retries: int | None = ...,
-        cast_to: None = ...,
-    ) -> Any: ...
-    def get(self, path: str, **kwargs: Any) -> Any:
+    def get(self, path: str, *, cast_to: type[T] | None = None, **options: Unpack[CallOptions]) -> T:
         """GET ``path`` and return its decoded JSON body (into ``cast_to`` when given)."""
-        return self.request("GET", path, **kwargs)
+        return self.request("GET", path, cast_to=cast_to, **options)
 
-    @overload
-    def post(
-        self,
-        path: str,
-        *,
-        params: Params | None = ...,
-        json: Any = ...,
-        headers: Mapping[str, str] | None = ...,
-        timeout: Timeoutish = ...,
-        max_retries: int | None = ...,
-        cast_to: type[T],
-    ) -> T: ...
-    @overload
-    def post(
-        self,
-        path: str,
-        *,
-        params: Params | None = ...,
-        json: Any = ...,
-        headers: Mapping[str, str] | None = ...,
-        timeout: Timeoutish = ...,
-        max_retries: int | None = ...,
-        cast_to: None = ...,
-    ) -> Any: ...
-    def post(self, path: str, **kwargs: Any) -> Any:
+    def post(self, path: str, *, cast_to: type[T] | None = None, **options: Unpack[CallOptions]) -> T:
         """POST ``json`` to ``path`` and return the decoded JSON body."""
-        return self.request("POST", path, **kwargs)
+        return self.request("POST", path, cast_to=cast_to, **options)
 
-    @overload
-    def put(
-        self,
-        path: str,
-        *,
-        params: Params | None = ...,
-        json: Any = ...,
-        headers: Mapping[str, str] | None = ...,
-        timeout: Timeoutish = ...,
-        max_retries: int | None = ...,
-        cast_to: type[T],
-    ) -> T: ...
-    @overload
-    def put(
-        self,
-        path: str,
-        *,
-        params: Params | None = ...,
-        json: Any = ...,
-        headers: Mapping[str, str] | None = ...,
-        timeout: Timeoutish = ...,
-        max_retries: int | None = ...,
-        cast_to: None = ...,
-    ) -> Any: ...
-    def put(self, path: str, **kwargs: Any) -> Any:
+    def put(self, path: str, *, cast_to: type[T] | None = None, **options: Unpack[CallOptions]) -> T:
         """PUT ``json`` to ``path`` and return the decoded JSON body."""
-        return self.request("PUT", path, **kwargs)
+        return self.request("PUT", path, cast_to=cast_to, **options)
 
-    @overload
-    def patch(
-        self,
-        path: str,
-        *,
-        params: Params | None = ...,
-        json: Any = ...,
-        headers: Mapping[str, str] | None = ...,
-        timeout: Timeoutish = ...,
-        max_retries: int | None = ...,
-        cast_to: type[T],
-    ) -> T: ...
-    @overload
-    def patch(
-        self,
-        path: str,
-        *,
-        params: Params | None = ...,
-        json: Any = ...,
-        headers: Mapping[str, str] | None = ...,
-        timeout: Timeoutish = ...,
-        max_retries: int | None = ...,
-        cast_to: None = ...,
-    ) -> Any: ...
-    def patch(self, path: str, **kwargs: Any) -> Any:
+    def patch(self, path: str, *, cast_to: type[T] | None = None, **options: Unpack[CallOptions]) -> T:
         """PATCH ``path`` with ``json`` and return the decoded JSON body."""
-        return self.request("PATCH", path, **kwargs)
+        return self.request("PATCH", path, cast_to=cast_to, **options)
 
-    @overload
-    def delete(
-        self,
-        path: str,
-        *,
-        params: Params | None = ...,
-        json: Any = ...,
-        headers: Mapping[str, str] | None = ...,
-        timeout: Timeoutish = ...,
-        max_retries: int | None = ...,
-        cast_to: type[T],
-    ) -> T: ...
-    @overload
-    def delete(
-        self,
-        path: str,
-        *,
-        params: Params | None = ...,
-        json: Any = ...,
-        headers: Mapping[str, str] | None = ...,
-        timeout: Timeoutish = ...,
-        max_retries: int | None = ...,
-        cast_to: None = ...,
-    ) -> Any: ...
-    def delete(self, path: str, **kwargs: Any) -> Any:
+    def delete(self, path: str, *, cast_to: type[T] | None = None, **options: Unpack[CallOptions]) -> T:
         """DELETE ``path`` and return the decoded JSON body (None when empty)."""
-        return self.request("DELETE", path, **kwargs)
+        return self.request("DELETE", path, cast_to=cast_to, **options)
 
     # -- raw streams ---------------------------------------------------------
 
@@ -691,37 +547,6 @@ class BaseClient:
 
     # -- event streams -------------------------------------------------------
 
-    @overload
-    def stream_events(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Params | None = ...,
-        json: Any = ...,
-        headers: Mapping[str, str] | None = ...,
-        timeout: Timeoutish = ...,
-        cast_to: type[T],
-        idle_timeout: float | None = ...,
-        reconnect: bool = ...,
-        max_retries: int | None = ...,
-    ) -> EventStream[T]: ...
-    @overload
-    def stream_events(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Params | None = ...,
-        json: Any = ...,
-        headers: Mapping[str, str] | None = ...,
-        timeout: Timeoutish = ...,
-        cast_to: None = ...,
-        idle_timeout: float | None = ...,
-        reconnect: bool = ...,
-        max_retries: int | None = ...,
-    ) -> EventStream[ServerSentEvent]: ...
-
     def stream_events(
         self,
         method: str,
@@ -731,91 +556,38 @@ class BaseClient:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         timeout: Timeoutish = None,
-        cast_to: Any = None,
+        cast_to: type[E] | None = None,
         idle_timeout: float | None = None,
         reconnect: bool = False,
         max_retries: int | None = None,
-    ) -> EventStream[Any]:
+    ) -> EventStream[E]:
         """A lazy stream of Server-Sent Events from ``method path``; see ``stream_post``."""
         timeout = self._timeout(timeout)
         if idle_timeout is not None:
             read = idle_timeout if timeout.read is None else min(timeout.read, idle_timeout)
             timeout = Timeout(connect=timeout.connect, read=read, total=timeout.total)
         connector = _EventConnector(self, method, path, params, json, headers, timeout, max_retries)
-        stream: EventStream[Any] = EventStream(
+        return EventStream(
             connector,
             cast_to=cast_to,
             reconnect=reconnect,
             idle_timeout=idle_timeout,
             max_event_size=self.max_event_size,
         )
-        return stream
 
-    @overload
     def stream_get(
-        self,
-        path: str,
-        *,
-        params: Params | None = ...,
-        json: Any = ...,
-        headers: Mapping[str, str] | None = ...,
-        timeout: Timeoutish = ...,
-        cast_to: type[T],
-        idle_timeout: float | None = ...,
-        reconnect: bool = ...,
-        max_retries: int | None = ...,
-    ) -> EventStream[T]: ...
-    @overload
-    def stream_get(
-        self,
-        path: str,
-        *,
-        params: Params | None = ...,
-        json: Any = ...,
-        headers: Mapping[str, str] | None = ...,
-        timeout: Timeoutish = ...,
-        cast_to: None = ...,
-        idle_timeout: float | None = ...,
-        reconnect: bool = ...,
-        max_retries: int | None = ...,
-    ) -> EventStream[ServerSentEvent]: ...
-    def stream_get(self, path: str, **kwargs: Any) -> EventStream[Any]:
+        self, path: str, *, cast_to: type[E] | None = None, **options: Unpack[StreamOptions]
+    ) -> EventStream[E]:
         """A lazy stream of Server-Sent Events from ``GET path``; see ``stream_post``.
 
         With ``reconnect=True`` a broken stream is resumed with ``Last-Event-ID``
         (for servers that support it), waiting the server's ``retry`` time.
         """
-        return self.stream_events("GET", path, **kwargs)
+        return self.stream_events("GET", path, cast_to=cast_to, **options)
 
-    @overload
     def stream_post(
-        self,
-        path: str,
-        *,
-        params: Params | None = ...,
-        json: Any = ...,
-        headers: Mapping[str, str] | None = ...,
-        timeout: Timeoutish = ...,
-        cast_to: type[T],
-        idle_timeout: float | None = ...,
-        reconnect: bool = ...,
-        max_retries: int | None = ...,
-    ) -> EventStream[T]: ...
-    @overload
-    def stream_post(
-        self,
-        path: str,
-        *,
-        params: Params | None = ...,
-        json: Any = ...,
-        headers: Mapping[str, str] | None = ...,
-        timeout: Timeoutish = ...,
-        cast_to: None = ...,
-        idle_timeout: float | None = ...,
-        reconnect: bool = ...,
-        max_retries: int | None = ...,
-    ) -> EventStream[ServerSentEvent]: ...
-    def stream_post(self, path: str, **kwargs: Any) -> EventStream[Any]:
+        self, path: str, *, cast_to: type[E] | None = None, **options: Unpack[StreamOptions]
+    ) -> EventStream[E]:
         """POST ``json`` to ``path`` and stream the Server-Sent Events of the response.
 
         Lazy: nothing is sent until the first iteration (or ``with`` entry).
@@ -845,103 +617,25 @@ class BaseClient:
 
         Breaking out of the loop, ``close()``, or dropping the stream closes its connection.
         """
-        return self.stream_events("POST", path, **kwargs)
+        return self.stream_events("POST", path, cast_to=cast_to, **options)
 
-    @overload
     def stream_put(
-        self,
-        path: str,
-        *,
-        params: Params | None = ...,
-        json: Any = ...,
-        headers: Mapping[str, str] | None = ...,
-        timeout: Timeoutish = ...,
-        cast_to: type[T],
-        idle_timeout: float | None = ...,
-        reconnect: bool = ...,
-        max_retries: int | None = ...,
-    ) -> EventStream[T]: ...
-    @overload
-    def stream_put(
-        self,
-        path: str,
-        *,
-        params: Params | None = ...,
-        json: Any = ...,
-        headers: Mapping[str, str] | None = ...,
-        timeout: Timeoutish = ...,
-        cast_to: None = ...,
-        idle_timeout: float | None = ...,
-        reconnect: bool = ...,
-        max_retries: int | None = ...,
-    ) -> EventStream[ServerSentEvent]: ...
-    def stream_put(self, path: str, **kwargs: Any) -> EventStream[Any]:
+        self, path: str, *, cast_to: type[E] | None = None, **options: Unpack[StreamOptions]
+    ) -> EventStream[E]:
         """PUT ``json`` to ``path`` and stream the Server-Sent Events of the response; see ``stream_post``."""
-        return self.stream_events("PUT", path, **kwargs)
+        return self.stream_events("PUT", path, cast_to=cast_to, **options)
 
-    @overload
     def stream_patch(
-        self,
-        path: str,
-        *,
-        params: Params | None = ...,
-        json: Any = ...,
-        headers: Mapping[str, str] | None = ...,
-        timeout: Timeoutish = ...,
-        cast_to: type[T],
-        idle_timeout: float | None = ...,
-        reconnect: bool = ...,
-        max_retries: int | None = ...,
-    ) -> EventStream[T]: ...
-    @overload
-    def stream_patch(
-        self,
-        path: str,
-        *,
-        params: Params | None = ...,
-        json: Any = ...,
-        headers: Mapping[str, str] | None = ...,
-        timeout: Timeoutish = ...,
-        cast_to: None = ...,
-        idle_timeout: float | None = ...,
-        reconnect: bool = ...,
-        max_retries: int | None = ...,
-    ) -> EventStream[ServerSentEvent]: ...
-    def stream_patch(self, path: str, **kwargs: Any) -> EventStream[Any]:
+        self, path: str, *, cast_to: type[E] | None = None, **options: Unpack[StreamOptions]
+    ) -> EventStream[E]:
         """PATCH ``path`` with ``json`` and stream the Server-Sent Events of the response; see ``stream_post``."""
-        return self.stream_events("PATCH", path, **kwargs)
+        return self.stream_events("PATCH", path, cast_to=cast_to, **options)
 
-    @overload
     def stream_delete(
-        self,
-        path: str,
-        *,
-        params: Params | None = ...,
-        json: Any = ...,
-        headers: Mapping[str, str] | None = ...,
-        timeout: Timeoutish = ...,
-        cast_to: type[T],
-        idle_timeout: float | None = ...,
-        reconnect: bool = ...,
-        max_retries: int | None = ...,
-    ) -> EventStream[T]: ...
-    @overload
-    def stream_delete(
-        self,
-        path: str,
-        *,
-        params: Params | None = ...,
-        json: Any = ...,
-        headers: Mapping[str, str] | None = ...,
-        timeout: Timeoutish = ...,
-        cast_to: None = ...,
-        idle_timeout: float | None = ...,
-        reconnect: bool = ...,
-        max_retries: int | None = ...,
-    ) -> EventStream[ServerSentEvent]: ...
-    def stream_delete(self, path: str, **kwargs: Any) -> EventStream[Any]:
+        self, path: str, *, cast_to: type[E] | None = None, **options: Unpack[StreamOptions]
+    ) -> EventStream[E]:
         """DELETE ``path`` and stream the Server-Sent Events of the response; see ``stream_post``."""
-        return self.stream_events("DELETE", path, **kwargs)
+        return self.stream_events("DELETE", path, cast_to=cast_to, **options)
 
 
 class _EventConnector:
@@ -1012,40 +706,7 @@ def check_redirect(source: str, target: str, request: Request | None = None) -> 
         )
     if old == "https" and new == "http":
         raise APIConnectionError(
-            f"Refusing redirect from https to plain http: {mask_url(request.url)} -> {mask_url(target)}",
+            f"Refusing redirect from https to plain http: {mask_url(source)} -> {mask_url(target)}",
             request,
             cause="redirect",
         )
-
-
-def _status_error(response: StreamedResponse) -> APIStatusError:
-    """The SDK's exception for an error response, its body read (capped) and released."""
-    content = response.read_capped(MAX_ERROR_BODY)
-    body: Any
-    try:
-        body = msgspec.json.decode(content) if content else None
-    except msgspec.DecodeError:
-        body = content.decode("utf-8", errors="replace")
-    text = content.decode("utf-8", errors="replace") if content else "(empty body)"
-    cls = status_error_class(response.status_code)
-    return cls(f"Error code: {response.status_code} - {text}", response, body)
-
-
-def decode_body(response: StreamedResponse, cast_to: Any) -> Any:
-    """A read response's body: ``bytes``/``str`` as asked, JSON into ``cast_to``, else JSON or text."""
-    content = response.read()
-    if cast_to is bytes:
-        return content
-    if cast_to is str:
-        return response.text()
-    if cast_to is not None:
-        return decode_json(content, cast_to, response)
-    if not content:
-        return None
-    content_type = response.headers.get("content-type", "application/json").lower()
-    if "json" not in content_type:
-        return response.text()
-    try:
-        return msgspec.json.decode(content)
-    except msgspec.DecodeError as exc:
-        raise APIResponseValidationError(f"Response is not valid JSON: {exc}", response) from exc

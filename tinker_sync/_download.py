@@ -81,14 +81,14 @@ def download(
                 if _complete_after_416(part, state, exc, expected_size, expected_sha256):
                     log.info("%s was already complete", part.part)
                     return part.finish()
-                state = _restart(
-                    client, budget, part, exc.request, "the server cannot satisfy the range (416)"
-                )
+                _restart(client, budget, part, exc.request, "the server cannot satisfy the range (416)")
+                state = None
                 continue
             problem = _problem(response, state, offset)
             if problem is not None and response.status_code != 200:
                 response.close()
-                state = _restart(client, budget, part, response.request, problem)
+                _restart(client, budget, part, response.request, problem)
+                state = None
                 continue
             if problem is not None:  # a whole 200 instead of the rest: use it, from zero
                 log.warning("Restarting %s from byte 0: %s", part.dest, problem)

@@ -25,7 +25,7 @@ import logging
 import operator
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any, Generic, Protocol, TypeVar, cast, overload
+from typing import Any, Generic, Protocol, cast
 
 import msgspec
 
@@ -38,11 +38,11 @@ from ._exceptions import (
     StreamAlreadyConsumed,
 )
 from ._transport import first_buffer, next_buffer
+from ._typing import E
 from .sse import DEFAULT_MAX_SIZE, SSEDecoder
 
 __all__ = ["Connector", "EventSource", "EventStream", "json_decoder"]
 
-T = TypeVar("T")
 log = logging.getLogger("tinker_sync")
 
 # The SSE spec's default reconnection time, when the server sent no ``retry``.
@@ -89,7 +89,7 @@ class Connector(Protocol):
         ...
 
 
-class EventStream(Generic[T]):
+class EventStream(Generic[E]):
     """A lazy stream of Server-Sent Events (or of their data, decoded into ``cast_to``).
 
     Nothing is sent until the first iteration or ``with`` entry. Use it in a
@@ -101,36 +101,12 @@ class EventStream(Generic[T]):
     line) is skipped: there is nothing to decode.
     """
 
-    @overload
-    def __init__(
-        self: EventStream[ServerSentEvent],
-        connector: Connector | None = None,
-        *,
-        source: EventSource | None = None,
-        cast_to: None = None,
-        reconnect: bool = False,
-        idle_timeout: float | None = None,
-        max_event_size: int = DEFAULT_MAX_SIZE,
-    ) -> None: ...
-
-    @overload
     def __init__(
         self,
         connector: Connector | None = None,
         *,
         source: EventSource | None = None,
-        cast_to: type[T],
-        reconnect: bool = False,
-        idle_timeout: float | None = None,
-        max_event_size: int = DEFAULT_MAX_SIZE,
-    ) -> None: ...
-
-    def __init__(
-        self,
-        connector: Connector | None = None,
-        *,
-        source: EventSource | None = None,
-        cast_to: Any = None,
+        cast_to: type[E] | None = None,
         reconnect: bool = False,
         idle_timeout: float | None = None,
         max_event_size: int = DEFAULT_MAX_SIZE,
@@ -143,7 +119,7 @@ class EventStream(Generic[T]):
         self._idle_timeout = idle_timeout
         self._max_event_size = max_event_size
         self._holder: list[EventSource | None] = [source]
-        self._iterator: Iterator[T] | None = None
+        self._iterator: Iterator[E] | None = None
         self._closed = False
 
     @property
@@ -154,12 +130,12 @@ class EventStream(Generic[T]):
     def __repr__(self) -> str:
         return f"<EventStream response={self.response!r}>"
 
-    def _ensure_iterator(self) -> Iterator[T]:
+    def _ensure_iterator(self) -> Iterator[E]:
         if self._iterator is None:
             if self._closed:
                 raise StreamAlreadyConsumed("This event stream was closed before it was read.")
             self._iterator = cast(
-                Iterator[T],
+                Iterator[E],
                 _iterate_events(
                     self._holder,
                     self._connector,
@@ -171,14 +147,14 @@ class EventStream(Generic[T]):
             )
         return self._iterator
 
-    def __iter__(self) -> Iterator[T]:
+    def __iter__(self) -> Iterator[E]:
         # The generator itself, so a ``for`` loop pays no extra call per event.
         return self._ensure_iterator()
 
-    def __next__(self) -> T:
+    def __next__(self) -> E:
         return next(self._ensure_iterator())
 
-    def __enter__(self) -> EventStream[T]:
+    def __enter__(self) -> EventStream[E]:
         """Send the request now (so status errors raise here) and return the stream."""
         if self._holder[0] is None and self._connector is not None:
             try:

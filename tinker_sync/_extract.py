@@ -47,7 +47,7 @@ import stat
 import tarfile
 import zlib
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import IO, Any, Protocol, Self, cast
 
 from ._exceptions import UnsafeArchiveError
 from ._workers import Worker
@@ -78,6 +78,10 @@ _MAX_EXTENDED_CHAIN = 8
 # What may follow the end-of-archive marker (writers pad to a 10 KiB record).
 _MAX_TRAILER = 1 << 20
 
+# tarfile's header errors (undocumented, stable since 3.2): a zero block is the end of the
+# archive, an empty (short) header is a truncation.
+_EOF_HEADER: type[Exception] = tarfile.EOFHeaderError  # type: ignore[attr-defined]
+_EMPTY_HEADER: type[Exception] = tarfile.EmptyHeaderError  # type: ignore[attr-defined]
 _EXTENDED_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
 _LONG_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 _FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
@@ -139,7 +143,7 @@ class _CountingReader:
         self.count = 0
         self.error: BaseException | None = None
 
-    def read(self, n: int) -> bytes:
+    def read(self, n: int = -1, /) -> bytes:
         if self._pushback:
             data, self._pushback = self._pushback[:n], self._pushback[n:]
             return data
@@ -258,12 +262,12 @@ class _GuardedTarInfo(tarfile.TarInfo):
     _guard: _Guard
 
     @classmethod
-    def frombuf(cls, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo:
+    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
         try:
             return super().frombuf(buf, encoding, errors)
-        except tarfile.EOFHeaderError:
+        except _EOF_HEADER:
             raise  # a zero block: the normal end of the archive
-        except tarfile.EmptyHeaderError as exc:
+        except _EMPTY_HEADER as exc:
             raise _malformed(
                 f"the stream ends {cls._guard.where()} without an end-of-archive marker (truncated?)"
             ) from exc
@@ -505,7 +509,7 @@ def extract_tar(
         # bufsize: tarfile's stream reads 10 KiB at a time by default; 256 KiB
         # (one network chunk) halves the per-byte overhead on big archives.
         with tarfile.open(
-            fileobj=_open_layers(raw),
+            fileobj=cast(IO[bytes], _open_layers(raw)),
             mode="r|",
             bufsize=1 << 18,
             tarinfo=info_class,
@@ -513,7 +517,7 @@ def extract_tar(
             errors="surrogateescape",
         ) as archive:
             while (member := archive.next()) is not None:
-                archive.members.clear()  # stream mode keeps every TarInfo otherwise
+                archive.members.clear()  # type: ignore[attr-defined]  # stream mode keeps every TarInfo otherwise
                 name = member.name
                 members += 1
                 if members > max_members:

@@ -27,7 +27,13 @@ import msgspec
 
 from ._config import Timeout
 from ._event_stream import EventStream, json_decoder
-from ._exceptions import APIConnectionError, APIResponseValidationError, StreamAlreadyConsumed
+from ._exceptions import (
+    APIConnectionError,
+    APIResponseValidationError,
+    APIStatusError,
+    StreamAlreadyConsumed,
+    status_error_class,
+)
 from ._files import BUFFER_SIZE, Checksum, PartFile, Progress, Receiver, checksums_from
 from ._observe import mask_url
 from ._retry import RetryBudget
@@ -37,11 +43,16 @@ __all__ = [
     "Sender",
     "StreamedResponse",
     "continuation_problem",
+    "decode_body",
     "decode_json",
     "parse_content_range",
+    "status_error",
 ]
 
 log = logging.getLogger("tinker_sync")
+
+# Error bodies are read for the exception, up to this size (the rest is discarded).
+MAX_ERROR_BODY = 1 << 20
 
 
 class Sender(Protocol):
@@ -533,6 +544,39 @@ class StreamedResponse:
         with open(path, "wb") as f:
             f.write(self._content)
         return len(self._content)
+
+
+def status_error(response: StreamedResponse) -> APIStatusError:
+    """The SDK's exception for an error response, its body read (capped) and released."""
+    content = response.read_capped(MAX_ERROR_BODY)
+    body: Any
+    try:
+        body = msgspec.json.decode(content) if content else None
+    except msgspec.DecodeError:
+        body = content.decode("utf-8", errors="replace")
+    text = content.decode("utf-8", errors="replace") if content else "(empty body)"
+    cls = status_error_class(response.status_code)
+    return cls(f"Error code: {response.status_code} - {text}", response, body)
+
+
+def decode_body(response: StreamedResponse, cast_to: Any) -> Any:
+    """A read response's body: ``bytes``/``str`` as asked, JSON into ``cast_to``, else JSON or text."""
+    content = response.read()
+    if cast_to is bytes:
+        return content
+    if cast_to is str:
+        return response.text()
+    if cast_to is not None:
+        return decode_json(content, cast_to, response)
+    if not content:
+        return None
+    content_type = response.headers.get("content-type", "application/json").lower()
+    if "json" not in content_type:
+        return response.text()
+    try:
+        return msgspec.json.decode(content)
+    except msgspec.DecodeError as exc:
+        raise APIResponseValidationError(f"Response is not valid JSON: {exc}", response) from exc
 
 
 def _rechunk(chunks: Iterator[bytes], size: int | None) -> Iterator[bytes]:

@@ -322,12 +322,29 @@ class Body:
         """Read the next bytes into ``view``; the count, 0 at the end of the body."""
         if self.complete:
             return 0
-        with mapped_errors(self.request, "while reading the body", self.deadline):
+        try:
             if self._file is None:
                 return self._readinto_decoded(view)
             if self._chunked:
                 return self._readinto_chunked(view)
             return self._readinto_plain(view)
+        except (HTTPError, OSError, http.client.HTTPException, APIConnectionError) as exc:
+            error = self._error(exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    def _error(self, exc: BaseException) -> APIConnectionError:
+        """The error to raise for ``exc``: the deadline's once it passed (the watchdog cut the socket)."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return APITimeoutError(
+                "Request timed out while reading the body: the total deadline passed",
+                self.request,
+                cause="deadline",
+            )
+        if isinstance(exc, APIConnectionError):
+            return exc
+        return _mapped(exc, self.request, " while reading the body")
 
     def _read(self, view: memoryview, limit: int | None) -> int:
         size = len(view) if limit is None else min(len(view), limit)

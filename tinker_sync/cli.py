@@ -18,7 +18,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from ._client import Client
 
 __all__ = ["ProgressReporter", "build_parser", "format_size", "main"]
 
@@ -167,7 +170,7 @@ def _isatty(stream: Any) -> bool:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    from . import Client
+    from ._client import Client
 
     with Client() as client, ProgressReporter(os.path.basename(args.output) or args.output) as reporter:
         path = client.download(
@@ -181,7 +184,7 @@ def _cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checkpoint_download(client: Any, tinker_path: str, output: str, force: bool) -> tuple[str, int]:
+def _checkpoint_download(client: Client, tinker_path: str, output: str, force: bool) -> tuple[str, int]:
     """Download with a progress bar; notes (preparing, resumed) go above it. Returns (path, bytes)."""
     with ProgressReporter(tinker_path.rsplit("/", 1)[-1]) as reporter:
         path = client.checkpoints.download(
@@ -193,7 +196,7 @@ def _checkpoint_download(client: Any, tinker_path: str, output: str, force: bool
 
 
 def _cmd_checkpoint_download(args: argparse.Namespace) -> int:
-    from . import Client
+    from ._client import Client
 
     with Client() as client:
         _checkpoint_download(client, args.tinker_path, args.output, args.force)
@@ -203,7 +206,7 @@ def _cmd_checkpoint_download(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     """The mock server in-process: a few streamed sampling events, then a checkpoint download that
     survives an injected connection reset."""
-    from . import Client
+    from ._client import Client
     from .resources.types import SampleStreamChunk
     from .testing import Fault, MockTinkerServer  # lazy: only the demo runs a server
 

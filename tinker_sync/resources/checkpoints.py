@@ -277,6 +277,10 @@ class Checkpoints(SyncAPIResource):
                             f"The new download URLs of {path} no longer list {rel!r}"
                         )
                     base = done
+
+                    def file_progress(n: int, _total: int | None, base: int = base) -> None:
+                        progress(base + n, total)
+
                     try:
                         download_file(
                             client,
@@ -285,7 +289,7 @@ class Checkpoints(SyncAPIResource):
                             resume=True,
                             credentials=False,
                             budget=budget,
-                            progress=lambda n, _t, base=base: progress(base + n, total),
+                            progress=file_progress,
                         )
                     except APIStatusError as exc:
                         if exc.status_code not in (401, 403):
