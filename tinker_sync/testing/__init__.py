@@ -69,14 +69,27 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._server import Fault, MockTinkerServer, RecordedRequest, serve
+    from ._server import MockTinkerServer, serve
+    from ._sessions import ModelRecord, SessionRecord
+    from ._types import Fault, RecordedRequest
 
-__all__ = ["Fault", "MockTinkerServer", "RecordedRequest", "serve"]
+__all__ = ["Fault", "MockTinkerServer", "ModelRecord", "RecordedRequest", "SessionRecord", "serve"]
+
+# Lazy: importing the package must not load the server (http.server, threads) or tarfile.
+_HOMES = {
+    "Fault": "_types",
+    "MockTinkerServer": "_server",
+    "ModelRecord": "_sessions",
+    "RecordedRequest": "_types",
+    "SessionRecord": "_sessions",
+    "serve": "_server",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from . import _server
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
 
-        return getattr(_server, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
