@@ -53,6 +53,9 @@ from ._validate import method_not_allowed, violation
 __all__ = ["Fault", "MockTinkerServer", "ModelRecord", "RecordedRequest", "SessionRecord", "serve"]
 
 
+_Socket = socket.socket | tuple[bytes, socket.socket]  # what socketserver calls a request
+
+
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -62,22 +65,22 @@ class _HTTPServer(ThreadingHTTPServer):
         self.mock = mock
         super().__init__(address, _Handler)
 
-    def get_request(self) -> tuple[Any, Any]:
+    def get_request(self) -> tuple[socket.socket, Any]:
         sock, address = super().get_request()
         context = self.mock.ssl_context
         if context is not None:  # the handshake runs on the connection's own thread (_Handler.setup)
             sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         return sock, address
 
-    def process_request(self, request: Any, client_address: Any) -> None:
+    def process_request(self, request: _Socket, client_address: Any) -> None:
         self.mock._accepted(request)
         super().process_request(request, client_address)
 
-    def shutdown_request(self, request: Any) -> None:
+    def shutdown_request(self, request: _Socket) -> None:
         self.mock._closed(request)
         super().shutdown_request(request)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
+    def handle_error(self, request: _Socket, client_address: Any) -> None:
         exc = sys.exc_info()[1]
         if isinstance(exc, (ConnectionError, TimeoutError, ValueError, OSError)):
             return  # a client that went away, a failed TLS handshake, or a socket closed by stop()
@@ -123,7 +126,7 @@ class MockTinkerServer:
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._connections = 0
-        self._open: set[Any] = set()
+        self._open: set[_Socket] = set()
         self._scripts: list[tuple[str, collections.deque[Fault]]] = []
         self._versions: dict[Hashable, int] = {}
         self._memo: dict[Hashable, bytes] = {}
@@ -168,7 +171,8 @@ class MockTinkerServer:
                     open_sockets = list(self._open)
                 for sock in open_sockets:
                     with contextlib.suppress(OSError, ValueError):
-                        sock.shutdown(socket.SHUT_RDWR)
+                        if isinstance(sock, socket.socket):
+                            sock.shutdown(socket.SHUT_RDWR)
                 httpd.server_close()
                 if self._thread is not None:
                     self._thread.join(5)
@@ -214,12 +218,12 @@ class MockTinkerServer:
         with self._lock:
             self._requests.append(request)
 
-    def _accepted(self, sock: Any) -> None:
+    def _accepted(self, sock: _Socket) -> None:
         with self._lock:
             self._connections += 1
             self._open.add(sock)
 
-    def _closed(self, sock: Any) -> None:
+    def _closed(self, sock: _Socket) -> None:
         with self._lock:
             self._open.discard(sock)
 
