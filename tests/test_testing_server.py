@@ -23,6 +23,7 @@ from tinker_sync.testing import Fault, MockTinkerServer, RecordedRequest, _data,
 
 API_KEY = "tml-test-key"
 AUTH = {"X-API-Key": API_KEY}
+JSON = {**AUTH, "Content-Type": "application/json"}  # what a request with a JSON body sends
 
 
 @pytest.fixture
@@ -240,7 +241,7 @@ def test_sse_raw_echoes_the_body(server, pool):
 
 def test_stream_sample(server, pool):
     body = json.dumps({"prompt": "hi", "max_tokens": 3}).encode()
-    r = get(pool, server, "/api/v1/stream_sample", {**AUTH, "Accept": "text/event-stream"}, "POST", body=body)
+    r = get(pool, server, "/api/v1/stream_sample", {**JSON, "Accept": "text/event-stream"}, "POST", body=body)
     events = sse_data(r.data)
     assert [e["event_type"] for e in events] == ["token", "token", "token", "done"]
     assert events[1] == {"event_type": "token", "token": "tok1", "token_id": 1, "index": 1, "logprob": -0.5}
@@ -251,7 +252,7 @@ def test_stream_sample(server, pool):
         pool,
         server,
         "/api/v1/stream_sample",
-        AUTH,
+        JSON,
         "POST",
         body=json.dumps({"prompt": "hi", "max_tokens": 5, "error_at": 1}).encode(),
     )
@@ -421,7 +422,7 @@ def test_publish_ttl_and_delete(server, pool):
     assert get(pool, server, base + "/publish", AUTH, "POST").status == 409
     assert get(pool, server, base + "/publish", AUTH, "DELETE").status == 204
     assert get(pool, server, base + "/publish", AUTH, "DELETE").status == 409
-    assert get(pool, server, base + "/ttl", AUTH, "PUT", body=b'{"ttl_seconds": 3600}').status == 204
+    assert get(pool, server, base + "/ttl", JSON, "PUT", body=b'{"ttl_seconds": 3600}').status == 204
     listed = get(pool, server, "/api/v1/checkpoints", AUTH).json()["checkpoints"][0]
     assert listed["expires_at"] is not None
     # The checkpoint id may arrive with its "/" percent-encoded.
@@ -538,10 +539,10 @@ def test_retrieve_future(server, pool):
     server.add_future("req-1", {"type": "try_again", "queue_state": "active"}, {"result": 42})
     path = "/api/v1/retrieve_future"
     results = [
-        get(pool, server, path, AUTH, "POST", body=b'{"request_id": "req-1"}').json() for _ in range(3)
+        get(pool, server, path, JSON, "POST", body=b'{"request_id": "req-1"}').json() for _ in range(3)
     ]
     assert results == [{"type": "try_again", "queue_state": "active"}, {"result": 42}, {"result": 42}]
-    assert get(pool, server, path, AUTH, "POST", body=b'{"request_id": "x"}').status == 404
+    assert get(pool, server, path, JSON, "POST", body=b'{"request_id": "x"}').status == 404
 
 
 # -- CLI and packaging ----------------------------------------------------------------------------

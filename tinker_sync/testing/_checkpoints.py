@@ -1,4 +1,16 @@
-"""Training runs and checkpoints: the REST routes, archive preparation and signed download URLs."""
+"""Training runs and checkpoints: their registry, REST routes, archives and signed download URLs.
+
+Routes (paths relative to ``/api/v1``): ``GET training_runs``, ``GET training_runs/{run}``,
+``GET training_runs/{run}/checkpoints``, ``GET checkpoints`` and, under
+``training_runs/{run}/checkpoints/{kind}/{name}``: ``DELETE``, ``POST|DELETE publish``,
+``PUT ttl``, ``GET archive``, ``GET external_weights_urls``. Signed URLs
+(``/signed/<token>/...``) serve the archive and the external-weights files.
+
+Rules: JSON shapes are the SDK's ``TrainingRun``, ``Checkpoint``, ``Cursor``; a
+run owned by someone else (``owner`` other than ``OWNER``) is listed only with
+``access_scope=accessible``; a missing run or checkpoint is a plain 404, a
+malformed path or query a violation.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +21,36 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Hashable
 from datetime import UTC, datetime
 from email.utils import formatdate
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
-from ._server import HTTPError
+import msgspec
+
+from . import _files
+from ._types import HTTPError, Request, ServerState
+from ._validate import decode, method_not_allowed, query_choice, query_int, violation
+
+__all__ = ["KINDS", "OWNER", "Checkpoint", "Registry", "Run", "iso"]
 
 KINDS = ("weights", "sampler_weights", "external_weights")
+CHECKPOINT_TYPES = {"weights": "training", "sampler_weights": "sampler", "external_weights": "external"}
+OWNER = "mock-user"  # the owner of the API key's runs
+SCOPES = ("owned", "accessible")
+ARCHIVE_MODES = ("archive", "export", 404, 405, 501)
 
 
-def _iso(ts: float) -> str:
+def iso(ts: float) -> str:
+    """``ts`` as an ISO 8601 UTC time with microseconds and a Z."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class Checkpoint:
-    def __init__(self, run: str, kind: str, name: str, **options: Any):
+    """One checkpoint and its content: ``archives.checkpoint_files(seed, size, n_files)``."""
+
+    def __init__(self, run: str, kind: str, name: str, **options: Any) -> None:
         self.run, self.kind, self.name = run, kind, name
         self.size: int = options["size"]
         self.seed: int = options.get("seed", 0)
@@ -34,8 +60,9 @@ class Checkpoint:
         self.prepare_status: int = options.get("prepare_status", 503)
         self.public: bool = options.get("public", False)
         self.hostile: str | None = options.get("hostile")
-        self.time = time.time()
-        self.ttl_seconds: int | None = None
+        self.user_metadata: dict[str, str] | None = options.get("user_metadata")
+        self.time: float = options.get("created") or time.time()
+        self.expires_at: float | None = options.get("expires_at")
         self.prepare_started: float | None = None
         self.archive_path: str | None = None
         self.archive_size = 0
@@ -50,151 +77,256 @@ class Checkpoint:
     def tinker_path(self) -> str:
         return f"tinker://{self.run}/{self.kind}/{self.name}"
 
+    def files(self) -> list[tuple[str, int, int]]:
+        """``(relative path, size, seed)`` of each file, as in the archive."""
+        from . import archives  # lazy: archives imports tarfile
+
+        return archives.checkpoint_files(self.seed, self.size, self.n_files)
+
     def to_json(self) -> dict[str, Any]:
-        expires = None if self.ttl_seconds is None else _iso(self.time + self.ttl_seconds)
         return {
             "checkpoint_id": self.checkpoint_id,
-            "checkpoint_type": "sampler" if self.kind == "sampler_weights" else "training",
+            "checkpoint_type": CHECKPOINT_TYPES[self.kind],
             "tinker_path": self.tinker_path,
             "training_run_id": self.run,
             "size_bytes": self.size,
             "public": self.public,
-            "time": _iso(self.time),
-            "expires_at": expires,
+            "time": iso(self.time),
+            "expires_at": None if self.expires_at is None else iso(self.expires_at),
+            "user_metadata": self.user_metadata,
         }
 
 
+class Run(msgspec.Struct, kw_only=True):
+    """One training run (the SDK's TrainingRun, less the last checkpoints, which are derived)."""
+
+    training_run_id: str
+    base_model: str
+    model_owner: str = OWNER
+    is_lora: bool = True
+    lora_rank: int | None = 32
+    corrupted: bool = False
+    last_request_time: float = 0.0
+    user_metadata: dict[str, str] | None = None
+
+
+class TtlRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of ``PUT .../ttl``."""
+
+    ttl_seconds: int | None
+
+
+TTL_MIN, TTL_MAX = 3600, 10 * 366 * 86400
+
+
+def parse_tinker_path(tinker_path: str) -> tuple[str, str, str]:
+    """``(run, kind, name)`` of ``tinker://RUN/KIND/NAME``; ValueError otherwise."""
+    if not tinker_path.startswith("tinker://"):
+        raise ValueError(f"not a tinker:// path: {tinker_path!r}")
+    parts = tinker_path[len("tinker://") :].split("/")
+    if len(parts) != 3 or parts[1] not in KINDS or not parts[0] or not parts[2]:
+        raise ValueError(f"expected tinker://RUN/KIND/NAME with KIND in {KINDS}: {tinker_path!r}")
+    return parts[0], parts[1], parts[2]
+
+
 class Registry:
-    def __init__(self, mock: Any):
-        self.mock = mock
+    """The training runs and checkpoints of one server."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
         self.lock = threading.Lock()
         self.secret = secrets.token_bytes(32)
-        self.runs: dict[str, dict[str, Any]] = {}
+        self.runs: dict[str, Run] = {}
         self.checkpoints: dict[tuple[str, str, str], Checkpoint] = {}
+        self.deleted: list[str] = []
 
     # -- registration ------------------------------------------------------------------------------
 
-    def add(self, tinker_path: str, **options: Any) -> dict[str, Any]:
-        if not tinker_path.startswith("tinker://"):
-            raise ValueError(f"not a tinker:// path: {tinker_path!r}")
-        parts = tinker_path[len("tinker://") :].split("/")
-        if len(parts) != 3 or parts[1] not in KINDS or not parts[0] or not parts[2]:
-            raise ValueError(f"expected tinker://RUN/KIND/NAME with KIND in {KINDS}: {tinker_path!r}")
-        run, kind, name = parts
+    def add_run(self, run_id: str, **fields: Any) -> Run:
+        """Register (or update) a training run; fields as ``Run``."""
+        with self.lock:
+            run = self.runs.get(run_id)
+            if run is None:
+                fields.setdefault("base_model", self.default_base_model())
+                fields.setdefault("last_request_time", time.time())
+                run = self.runs[run_id] = Run(training_run_id=run_id, **fields)
+            else:
+                for name, value in fields.items():
+                    setattr(run, name, value)
+            return run
+
+    def default_base_model(self) -> str:
+        models = self.state.supported_models
+        return models[0] if models else "base"
+
+    def add(self, tinker_path: str, **options: Any) -> Checkpoint:
+        """Register a checkpoint (and its run, if new); options as ``Checkpoint``."""
+        run, kind, name = parse_tinker_path(tinker_path)
         checkpoint = Checkpoint(run, kind, name, **options)
         with self.lock:
-            self.runs.setdefault(
-                run,
-                {
-                    "training_run_id": run,
-                    "base_model": self.mock.supported_models[0] if self.mock.supported_models else "base",
-                    "model_owner": "mock-user",
-                    "is_lora": True,
-                    "lora_rank": 32,
-                    "corrupted": False,
-                    "last_request_time": _iso(checkpoint.time),
-                    "user_metadata": None,
-                },
-            )
+            known = run in self.runs
+        if not known:
+            self.add_run(run, last_request_time=checkpoint.time)
+        with self.lock:
             self.checkpoints[(run, kind, name)] = checkpoint
-        return checkpoint.to_json()
+            info = self.runs[run]
+            info.last_request_time = max(info.last_request_time, checkpoint.time)
+        return checkpoint
 
-    def _run_json(self, run: str) -> dict[str, Any]:
-        info = dict(self.runs[run])
-        last = {"weights": None, "sampler_weights": None}
+    def find(self, tinker_path: str) -> Checkpoint | None:
+        """The checkpoint at ``tinker_path``, or None."""
+        try:
+            key = parse_tinker_path(tinker_path)
+        except ValueError:
+            return None
+        with self.lock:
+            return self.checkpoints.get(key)
+
+    # -- JSON --------------------------------------------------------------------------------------
+
+    def run_json(self, run_id: str) -> dict[str, Any]:
+        """The SDK's TrainingRun of ``run_id`` (call with the lock held)."""
+        run = self.runs[run_id]
+        info = msgspec.structs.asdict(run)
+        info["last_request_time"] = iso(run.last_request_time)
+        last: dict[str, Checkpoint | None] = {"weights": None, "sampler_weights": None}
         for (r, kind, _), ck in self.checkpoints.items():
-            if r == run and kind in last and (last[kind] is None or ck.time >= last[kind].time):
-                last[kind] = ck
-        info["last_checkpoint"] = last["weights"].to_json() if last["weights"] else None
-        info["last_sampler_checkpoint"] = (
-            last["sampler_weights"].to_json() if last["sampler_weights"] else None
-        )
+            if r == run_id and kind in last:
+                previous = last[kind]
+                if previous is None or ck.time >= previous.time:
+                    last[kind] = ck
+        weights, sampler = last["weights"], last["sampler_weights"]
+        info["last_checkpoint"] = weights.to_json() if weights else None
+        info["last_sampler_checkpoint"] = sampler.to_json() if sampler else None
         return info
 
-    def _get(self, run: str, kind: str, name: str) -> Checkpoint:
-        with self.lock:
-            checkpoint = self.checkpoints.get((run, kind, name))
-        if checkpoint is None:
-            raise HTTPError(404, f"checkpoint tinker://{run}/{kind}/{name} not found", "not_found")
-        return checkpoint
+    def _visible(self, run_id: str, scope: str) -> bool:
+        run = self.runs.get(run_id)
+        return run is not None and (scope == "accessible" or run.model_owner == OWNER)
 
     # -- REST --------------------------------------------------------------------------------------
 
-    def route(self, handler: Any, method: str, path: str) -> None:
-        parts = [p for p in path.split("/") if p]
-        query = handler.query
-        if parts == ["training_runs"] and method == "GET":
-            offset, limit = _paging(query, 20)
+    def route(self, request: Request, parts: list[str]) -> None:
+        """Answer a request whose path (after ``/api/v1``, unquoted, split on ``/``) starts with
+        ``training_runs`` or is ``checkpoints``."""
+        method = request.command
+        if parts == ["training_runs"]:
+            if method != "GET":
+                raise method_not_allowed(request, ["GET"])
+            limit = query_int(request, "limit", 20)
+            offset = query_int(request, "offset", 0)
+            scope = query_choice(request, "access_scope", SCOPES, "owned")
             with self.lock:
-                runs = [self._run_json(r) for r in self.runs]
-            return handler.send_json(
+                runs = [self.run_json(r) for r in self.runs if self._visible(r, scope)]
+            return request.send_json(
                 200,
                 {
                     "training_runs": runs[offset : offset + limit],
                     "cursor": {"offset": offset, "limit": limit, "total_count": len(runs)},
                 },
             )
-        if parts == ["checkpoints"] and method == "GET":
-            offset, limit = _paging(query, 100)
+        if parts == ["checkpoints"]:
+            if method != "GET":
+                raise method_not_allowed(request, ["GET"])
+            limit = query_int(request, "limit", 100)
+            offset = query_int(request, "offset", 0)
             with self.lock:
-                items = sorted(self.checkpoints.values(), key=lambda c: c.time, reverse=True)
+                owned = [c for c in self.checkpoints.values() if self._visible(c.run, "owned")]
+                items = sorted(owned, key=lambda c: c.time, reverse=True)
                 checkpoints = [c.to_json() for c in items]
-            return handler.send_json(
+            return request.send_json(
                 200,
                 {
                     "checkpoints": checkpoints[offset : offset + limit],
                     "cursor": {"offset": offset, "limit": limit, "total_count": len(checkpoints)},
                 },
             )
-        if len(parts) >= 2 and parts[0] == "training_runs":
-            run = parts[1]
+        run = parts[1]
+        if len(parts) == 2:
+            if method != "GET":
+                raise method_not_allowed(request, ["GET"])
+            scope = query_choice(request, "access_scope", SCOPES, "owned")
             with self.lock:
-                known = run in self.runs
-            if not known:
-                raise HTTPError(404, f"training run {run!r} not found", "not_found")
-            if len(parts) == 2 and method == "GET":
-                with self.lock:
-                    return handler.send_json(200, self._run_json(run))
-            if len(parts) == 3 and parts[2] == "checkpoints" and method == "GET":
-                with self.lock:
-                    items = [c.to_json() for (r, _, _), c in self.checkpoints.items() if r == run]
-                return handler.send_json(200, {"checkpoints": items})
-            if len(parts) >= 5 and parts[2] == "checkpoints":
-                kind, name, rest = parts[3], parts[4], parts[5:]
-                return self._checkpoint_route(handler, method, run, kind, name, rest)
-        raise HTTPError(404, f"no route for {method} /api/v1{path}", "not_found")
+                if self._visible(run, scope):
+                    return request.send_json(200, self.run_json(run))
+            raise HTTPError(404, f"training run {run!r} not found", "not_found")
+        if parts[2] != "checkpoints":
+            raise violation(404, f"no route for {method} {request.path}", "not_found")
+        if len(parts) == 3:
+            if method != "GET":
+                raise method_not_allowed(request, ["GET"])
+            with self.lock:
+                if not self._visible(run, "accessible"):
+                    raise HTTPError(404, f"training run {run!r} not found", "not_found")
+                listed = [c.to_json() for (r, _, _), c in self.checkpoints.items() if r == run]
+            return request.send_json(200, {"checkpoints": listed})
+        if len(parts) < 5 or parts[3] not in KINDS or len(parts) > 6:
+            raise violation(
+                404,
+                f"no route for {method} {request.path}: a checkpoint id is KIND/NAME with KIND in "
+                f"{', '.join(KINDS)}",
+                "not_found",
+            )
+        return self._checkpoint_route(request, run, parts[3], parts[4], parts[5:])
 
-    def _checkpoint_route(
-        self, handler: Any, method: str, run: str, kind: str, name: str, rest: list[str]
-    ) -> None:
-        checkpoint = self._get(run, kind, name)
-        if not rest and method == "DELETE":
+    def _checkpoint_route(self, request: Request, run: str, kind: str, name: str, rest: list[str]) -> None:
+        method = request.command
+        allowed = {
+            (): ["DELETE"],
+            ("publish",): ["POST", "DELETE"],
+            ("ttl",): ["PUT"],
+            ("archive",): ["GET"],
+            ("external_weights_urls",): ["GET"],
+        }.get(tuple(rest))
+        if allowed is None:
+            raise violation(404, f"no route for {method} {request.path}", "not_found")
+        if method not in allowed:
+            raise method_not_allowed(request, allowed)
+        ttl = decode(request, TtlRequest) if rest == ["ttl"] else None
+        with self.lock:
+            checkpoint = self.checkpoints.get((run, kind, name))
+        if checkpoint is None:
+            raise HTTPError(404, f"checkpoint tinker://{run}/{kind}/{name} not found", "not_found")
+        if not rest:
             with self.lock:
-                self.checkpoints.pop((run, kind, name), None)
-            return handler.send_empty(204)
-        if rest == ["publish"] and method in ("POST", "DELETE"):
+                if self.checkpoints.pop((run, kind, name), None) is not None:
+                    self.deleted.append(checkpoint.tinker_path)
+            return request.send_empty(204)
+        if rest == ["publish"]:
             want = method == "POST"
             with checkpoint.lock:
                 if checkpoint.public == want:
                     state = "public" if want else "private"
                     raise HTTPError(409, f"checkpoint is already {state}", "conflict")
                 checkpoint.public = want
-            return handler.send_empty(204)
-        if rest == ["ttl"] and method == "PUT":
-            ttl = handler.json_body().get("ttl_seconds")
-            if ttl is not None and not isinstance(ttl, int):
-                raise HTTPError(400, "ttl_seconds must be an integer or null", "invalid_request_error")
-            checkpoint.ttl_seconds = ttl
-            return handler.send_empty(204)
-        if rest == ["archive"] and method == "GET":
-            return self._archive(handler, checkpoint)
-        if rest == ["external_weights_urls"] and method == "GET":
-            return self._external_urls(handler, checkpoint)
-        raise HTTPError(404, f"no route for {method} {checkpoint.tinker_path}/{'/'.join(rest)}", "not_found")
+            return request.send_empty(204)
+        if ttl is not None:
+            seconds = ttl.ttl_seconds
+            if seconds is not None and not TTL_MIN <= seconds <= TTL_MAX:
+                raise HTTPError(
+                    400,
+                    f"ttl_seconds must be between {TTL_MIN} and {TTL_MAX}, or null",
+                    "invalid_request_error",
+                )
+            checkpoint.expires_at = None if seconds is None else time.time() + seconds
+            return request.send_empty(204)
+        if rest == ["archive"]:
+            return self._archive(request, checkpoint)
+        return self._external_urls(request, checkpoint)
 
     # -- archives ----------------------------------------------------------------------------------
 
-    def _archive(self, handler: Any, checkpoint: Checkpoint) -> None:
+    def _archive(self, request: Request, checkpoint: Checkpoint) -> None:
+        mode = self.state.archive_mode
+        if mode not in ARCHIVE_MODES:
+            raise ValueError(f"archive_mode must be one of {ARCHIVE_MODES}, got {mode!r}")
+        if mode != "archive":
+            status = 404 if mode == "export" else int(mode)
+            raise HTTPError(
+                status,
+                "checkpoint archives are not served: export the checkpoint as external weights",
+                "not_found",
+            )
         now = time.monotonic()
         with checkpoint.lock:
             if checkpoint.prepare_started is None:
@@ -209,7 +341,7 @@ class Registry:
             )
         self._ensure_archive(checkpoint)
         url, expires = self.sign(f"/signed/{checkpoint.token}/archive")
-        handler.send_empty(302, [("Location", url), ("Expires", formatdate(expires, usegmt=True))])
+        request.send_empty(302, [("Location", url), ("Expires", formatdate(expires, usegmt=True))])
 
     def _ensure_archive(self, checkpoint: Checkpoint) -> str:
         with checkpoint.lock:
@@ -218,7 +350,7 @@ class Registry:
             from . import archives  # lazy: imports tarfile
 
             suffix = f".tar.{checkpoint.compression}" if checkpoint.compression else ".tar"
-            path = os.path.join(self.mock.tmpdir(), f"{checkpoint.token}{suffix}")
+            path = os.path.join(self.state.tmpdir(), f"{checkpoint.token}{suffix}")
             with open(path, "wb") as f:
                 if checkpoint.hostile is not None:
                     f.write(archives.HOSTILE_ARCHIVES[checkpoint.hostile]())
@@ -236,16 +368,17 @@ class Registry:
             checkpoint.archive_path = path
             return path
 
-    def _external_urls(self, handler: Any, checkpoint: Checkpoint) -> None:
-        from . import archives
-
+    def _external_urls(self, request: Request, checkpoint: Checkpoint) -> None:
+        if checkpoint.kind != "external_weights":
+            raise violation(
+                400,
+                f"external_weights_urls only serves external_weights checkpoints, not {checkpoint.tinker_path}",
+            )
         urls = {}
         expires = 0
-        for rel, _size, _seed in archives.checkpoint_files(
-            checkpoint.seed, checkpoint.size, checkpoint.n_files
-        ):
+        for rel, _size, _seed in checkpoint.files():
             urls[rel], expires = self.sign(f"/signed/{checkpoint.token}/files/{quote(rel)}")
-        handler.send_json(200, {"urls": urls, "expires": _iso(expires)})
+        request.send_json(200, {"urls": urls, "expires": iso(expires)})
 
     # -- signed URLs -------------------------------------------------------------------------------
 
@@ -257,18 +390,14 @@ class Registry:
 
         Each signing differs (a nonce), as a real signer's would, even within one second.
         """
-        expires = math.ceil(time.time() + self.mock.signed_url_ttl)
+        expires = math.ceil(time.time() + self.state.signed_url_ttl)
         nonce = secrets.token_hex(4)
         return (
-            f"{self.mock.url}{path}?expires={expires}&n={nonce}&sig={self._sig(path, expires, nonce)}",
+            f"{self.state.url}{path}?expires={expires}&n={nonce}&sig={self._sig(path, expires, nonce)}",
             expires,
         )
 
-    def _resolve(self, path: str) -> tuple[Checkpoint, Any]:
-        from urllib.parse import unquote
-
-        from . import _files
-
+    def _resolve(self, path: str) -> _files.Body:
         parts = path.split("/", 3)  # "", "signed", token, rest
         if len(parts) < 4:
             raise HTTPError(404, "no such signed object", "not_found")
@@ -281,34 +410,34 @@ class Registry:
         if rest == "archive":
             archive = self._ensure_archive(checkpoint)
             stem = f"a{checkpoint.seed}-{checkpoint.archive_size}"
-            return checkpoint, _files.FileBody(("archive", token), archive, checkpoint.archive_size, stem)
+            return _files.FileBody(("archive", token), archive, checkpoint.archive_size, stem)
         if rest.startswith("files/"):
-            from . import archives
-
             rel = unquote(rest[len("files/") :])
-            for name, size, seed in archives.checkpoint_files(
-                checkpoint.seed, checkpoint.size, checkpoint.n_files
-            ):
+            for name, size, seed in checkpoint.files():
                 if name == rel:
-                    return checkpoint, _files.GeneratedBody(("file", token, rel), seed, size)
+                    return _files.GeneratedBody(("file", token, rel), seed, size)
         raise HTTPError(404, "no such signed object", "not_found")
 
-    def signed_key(self, path: str) -> Any:
+    def signed_key(self, path: str) -> Hashable | None:
+        """The version key of the signed object at ``path`` (for Fault.change_etag), or None."""
         try:
-            return self._resolve(path)[1].key
+            return self._resolve(path).key
         except HTTPError:
             return None
 
-    def serve_signed(self, handler: Any, path: str) -> None:
-        from . import _files
-
-        for header in ("X-API-Key", "Authorization"):
-            if handler.headers.get(header) is not None:
-                message = f"{header} sent to signed URL {handler.command} {path}"
-                with self.mock._lock:
-                    self.mock.violations.append(message)
-                raise HTTPError(400, message, "credentials_on_signed_url")
-        query = handler.query
+    def serve_signed(self, request: Request) -> None:
+        """``GET|HEAD /signed/<token>/archive`` and ``/signed/<token>/files/<path>``."""
+        path = request.path
+        for header in ("x-api-key", "authorization"):
+            if request.headers.get(header) is not None:
+                name = "X-API-Key" if header == "x-api-key" else "Authorization"
+                raise HTTPError(
+                    400,
+                    f"{name} sent to signed URL {request.command} {path}",
+                    "credentials_on_signed_url",
+                    violation=True,
+                )
+        query = request.query
         try:
             expires = int(query.get("expires", ""))
         except ValueError:
@@ -317,12 +446,4 @@ class Registry:
             raise HTTPError(403, "signature does not match", "signature_invalid")
         if time.time() > expires:
             raise HTTPError(403, "signed URL expired", "expired")
-        _, body = self._resolve(path)
-        _files.serve_body(handler, body, checksums=list(self.mock.signed_checksums))
-
-
-def _paging(query: dict[str, str], default_limit: int) -> tuple[int, int]:
-    try:
-        return max(0, int(query.get("offset", 0))), max(0, int(query.get("limit", default_limit)))
-    except ValueError:
-        raise HTTPError(400, "limit and offset must be integers", "invalid_request_error") from None
+        _files.serve_body(request, self._resolve(path), checksums=list(self.state.signed_checksums))

@@ -5,12 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from email.utils import formatdate
-from typing import Any
+from typing import Literal
 
 from . import _data
-from ._server import HTTPError
+from ._types import HTTPError, Request, ServerState
 
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$")
 
@@ -46,7 +46,7 @@ class Body:
 
     content_type = "application/octet-stream"
 
-    def __init__(self, key: Any, size: int, etag_stem: str):
+    def __init__(self, key: Hashable, size: int, etag_stem: str) -> None:
         self.key = key
         self.size = size
         self.etag_stem = etag_stem
@@ -58,7 +58,7 @@ class Body:
 class GeneratedBody(Body):
     """``_data.generate(seed, size)``."""
 
-    def __init__(self, key: Any, seed: int, size: int):
+    def __init__(self, key: Hashable, seed: int, size: int) -> None:
         super().__init__(key, size, f"{seed}-{size}")
         self.seed = seed
 
@@ -69,7 +69,7 @@ class GeneratedBody(Body):
 class FileBody(Body):
     """A file on disk (a prepared archive)."""
 
-    def __init__(self, key: Any, path: str, size: int, etag_stem: str):
+    def __init__(self, key: Hashable, path: str, size: int, etag_stem: str) -> None:
         super().__init__(key, size, etag_stem)
         self.path = path
 
@@ -85,28 +85,24 @@ class FileBody(Body):
                 yield data
 
 
-def _digest(mock: Any, body: Body, algo: str) -> bytes:
-    cache_key = (body.key, body.size, body.etag_stem, algo)
-    with mock._lock:
-        cached = mock._checksums.get(cache_key)
-    if cached is not None:
-        return cached
-    if algo == "crc32c":
-        crc = 0
-        for chunk in body.chunks(0, body.size):
-            crc = crc32c(chunk, crc)
-        digest = crc.to_bytes(4, "big")
-    else:
+def _digest(state: ServerState, body: Body, algo: str) -> bytes:
+    def compute() -> bytes:
+        if algo == "crc32c":
+            crc = 0
+            for chunk in body.chunks(0, body.size):
+                crc = crc32c(chunk, crc)
+            return crc.to_bytes(4, "big")
         h = hashlib.new(algo)
         for chunk in body.chunks(0, body.size):
             h.update(chunk)
-        digest = h.digest()
-    with mock._lock:
-        mock._checksums[cache_key] = digest
-    return digest
+        return h.digest()
+
+    return state.memo((body.key, body.size, body.etag_stem, algo), compute)
 
 
-def checksum_headers(mock: Any, body: Body, algos: Any, bad: bool) -> list[tuple[str, str]]:
+def checksum_headers(
+    state: ServerState, body: Body, algos: Iterable[str], bad: bool
+) -> list[tuple[str, str]]:
     """Headers advertising checksums of the whole body; ``bad`` flips a bit in each."""
     headers = []
     goog = []
@@ -114,7 +110,7 @@ def checksum_headers(mock: Any, body: Body, algos: Any, bad: bool) -> list[tuple
         name = "md5" if algo == "etag-md5" else algo
         if name not in ("md5", "crc32c", "sha256"):
             raise HTTPError(400, f"unknown checksum {algo!r}", "invalid_request_error")
-        digest = _digest(mock, body, name)
+        digest = _digest(state, body, name)
         if bad:
             digest = bytes([digest[0] ^ 0xFF]) + digest[1:]
         if algo == "etag-md5":
@@ -129,20 +125,20 @@ def checksum_headers(mock: Any, body: Body, algos: Any, bad: bool) -> list[tuple
     return headers
 
 
-def etag_of(mock: Any, body: Body, algos: Any = (), bad: bool = False) -> str:
+def etag_of(state: ServerState, body: Body, algos: Sequence[str] = (), bad: bool = False) -> str:
     if "etag-md5" in algos:
-        digest = _digest(mock, body, "md5")
+        digest = _digest(state, body, "md5")
         if bad:
             digest = bytes([digest[0] ^ 0xFF]) + digest[1:]
         return f'"{digest.hex()}"'
-    return f'"{body.etag_stem}-{mock.version(body.key)}"'
+    return f'"{body.etag_stem}-{state.version(body.key)}"'
 
 
-def last_modified_of(mock: Any, body: Body) -> str:
-    return formatdate(int(mock.started_at) - 3600 + mock.version(body.key), usegmt=True)
+def last_modified_of(state: ServerState, body: Body) -> str:
+    return formatdate(int(state.started_at) - 3600 + state.version(body.key), usegmt=True)
 
 
-def parse_range(header: str, size: int) -> tuple[int, int] | None | bool:
+def parse_range(header: str, size: int) -> tuple[int, int] | Literal[False] | None:
     """(start, end_exclusive), None to ignore the header, or False if unsatisfiable."""
     match = _RANGE.match(header)
     if match is None:
@@ -165,27 +161,32 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None | bool:
 
 
 def serve_body(
-    handler: Any, body: Body, *, checksums: Any = (), bad_checksum: bool = False, chunked: bool = False
+    request: Request,
+    body: Body,
+    *,
+    checksums: Sequence[str] = (),
+    bad_checksum: bool = False,
+    chunked: bool = False,
 ) -> None:
     """Answer GET or HEAD for ``body`` with Range / If-Range / ETag support and the request's fault."""
-    if handler.command not in ("GET", "HEAD"):
+    if request.command not in ("GET", "HEAD"):
         raise HTTPError(
-            405, f"method {handler.command} not allowed", "method_not_allowed", [("Allow", "GET, HEAD")]
+            405, f"method {request.command} not allowed", "method_not_allowed", [("Allow", "GET, HEAD")]
         )
-    mock = handler.mock
-    etag = etag_of(mock, body, checksums, bad_checksum)
-    last_modified = last_modified_of(mock, body)
+    state = request.state
+    etag = etag_of(state, body, checksums, bad_checksum)
+    last_modified = last_modified_of(state, body)
     headers = [
         ("Content-Type", body.content_type),
         ("ETag", etag),
         ("Last-Modified", last_modified),
         ("Accept-Ranges", "bytes"),
-        *checksum_headers(mock, body, checksums, bad_checksum),
+        *checksum_headers(state, body, checksums, bad_checksum),
     ]
     status, start, end = 200, 0, body.size
-    range_header = handler.headers.get("Range")
-    if range_header and not handler.fault.ignore_range:
-        if_range = handler.headers.get("If-Range")
+    range_header = request.headers.get("range")
+    if range_header and not request.fault.ignore_range:
+        if_range = request.headers.get("if-range")
         if if_range is None or if_range.strip() in (etag, last_modified):
             parsed = parse_range(range_header, body.size)
             if parsed is False:
@@ -199,14 +200,10 @@ def serve_body(
                 start, end = parsed
                 status = 206
                 headers.append(("Content-Range", f"bytes {start}-{end - 1}/{body.size}"))
-    framing = handler.start_response(
+    framing = request.start_response(
         status, headers, length=end - start, framing="chunked" if chunked else "length"
     )
-    if handler.command == "HEAD":
-        if framing == "wrong":
-            handler.close_connection = True
-        return
-    handler.emit(body.chunks(start, end), framing)
+    request.emit(body.chunks(start, end), framing)
 
 
 def _bytes_params(query: dict[str, str]) -> tuple[int, int]:
@@ -216,24 +213,22 @@ def _bytes_params(query: dict[str, str]) -> tuple[int, int]:
         raise HTTPError(400, "size and seed must be integers", "invalid_request_error") from None
 
 
-def resource_key(handler: Any, path: str) -> Any:
-    """The version key of the resource at ``path`` (for Fault.change_etag), or None."""
-    if path == "/test/bytes":
-        size, seed = _bytes_params(handler.query)
-        return ("bytes", seed, size)
-    if path.startswith("/signed/"):
-        return handler.mock._registry.signed_key(path)
-    return None
+def bytes_key(query: dict[str, str]) -> Hashable:
+    """The version key of ``/test/bytes`` with this query (for Fault.change_etag)."""
+    size, seed = _bytes_params(query)
+    return ("bytes", seed, size)
 
 
-def bytes_route(handler: Any) -> None:
-    size, seed = _bytes_params(handler.query)
-    checksum = handler.query.get("checksum")
+def bytes_route(request: Request) -> None:
+    """``GET|HEAD /test/bytes``: ``size`` bytes made from ``seed``, with Range and checksums."""
+    query = request.query
+    size, seed = _bytes_params(query)
+    checksum = query.get("checksum")
     body = GeneratedBody(("bytes", seed, size), seed, size)
     serve_body(
-        handler,
+        request,
         body,
         checksums=[c for c in (checksum or "").split(",") if c],
-        bad_checksum=handler.query.get("bad_checksum") in ("1", "true"),
-        chunked=handler.query.get("chunked") in ("1", "true"),
+        bad_checksum=query.get("bad_checksum") in ("1", "true"),
+        chunked=query.get("chunked") in ("1", "true"),
     )

@@ -1,134 +1,39 @@
-"""The loopback mock Tinker server: a stdlib ``ThreadingHTTPServer`` in a daemon thread.
+"""The loopback mock Tinker server object and the dispatch of each path to its route.
 
 It is an independent oracle for the client's tests, so it uses the standard
-library and msgspec only and never imports the client. Every body is
-generated on the fly and written in modest chunks; wire faults (resets,
-stalls, wrong lengths, trickles) are applied by one writer, ``_Handler._emit``,
-so every route gets them for free.
+library and msgspec only and never imports the client. The server runs a stdlib
+``ThreadingHTTPServer`` (``_wire``) on a daemon thread.
+
+Owns: ``MockTinkerServer`` (settings, recording, faults, registration helpers,
+the ``ServerState`` the routes see) and ``_route``, which sends each request to
+its route module. The route modules sit below it and see only
+``_types.Request`` and ``_types.ServerState``.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
-import select
 import shutil
 import socket
-import struct
-import sys
+import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote
 
 import msgspec
 
-__all__ = ["Fault", "MockTinkerServer", "RecordedRequest", "serve"]
+from . import _demo, _files, _sampling, _sse_routes, _wire
+from ._checkpoints import OWNER, Registry
+from ._futures import Answer, Futures
+from ._sessions import ModelRecord, SessionRecord, Sessions
+from ._types import Fault, HTTPError, RecordedRequest, Request
+from ._validate import method_not_allowed, violation
 
-WRITE_SIZE = 64 * 1024  # the largest single socket write of a body
-ABORT = object()  # a body iterator yields this to reset the connection mid-body
-HANG = object()  # ... or this to send nothing more until the client goes away or the server stops
-
-
-class RecordedRequest(msgspec.Struct, frozen=True):
-    """One request as the server saw it. ``headers`` names are lower-cased; ``query`` keeps the last value."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        """The body decoded as JSON."""
-        return msgspec.json.decode(self.body)
-
-
-@dataclasses.dataclass(frozen=True)
-class Fault:
-    """A wire fault for one response; see ``MockTinkerServer.script``.
-
-    Byte counts are body bytes (payload, not chunked framing).
-    """
-
-    reset_after: int | None = None  # close the connection mid-body after this many body bytes
-    rst: bool = False  # ... with an RST (SO_LINGER 0; may drop bytes in flight) instead of a FIN
-    stall_after: int | None = None  # after this many body bytes, sleep ``stall`` seconds, then continue
-    stall: float = 0.0
-    status: int | None = None  # answer this status with a JSON error body instead
-    retry_after: float | None = None  # ... with this Retry-After (seconds)
-    ignore_range: bool = False  # answer 200 with the full body even to a Range request
-    change_etag: bool = False  # bump the resource's version first: its ETag changes from now on
-    wrong_length: int | None = None  # announce this Content-Length, send the true bytes, then close
-    trickle: int | None = None  # write the body in pieces of this many bytes ...
-    trickle_delay: float = 0.0  # ... with this delay between them
-    delay_headers: float = 0.0  # wait this long before sending the status line
-
-    @classmethod
-    def from_query(cls, query: dict[str, str]) -> Fault:
-        """The fault given by query parameters (``reset_after=``, ``stall_after=&stall=``, ...)."""
-
-        def num(name: str, kind: type = int) -> Any:
-            value = query.get(name)
-            return None if value in (None, "") else kind(value)
-
-        return cls(
-            reset_after=num("reset_after"),
-            rst=query.get("rst") in ("1", "true"),
-            stall_after=num("stall_after"),
-            stall=num("stall", float) or 0.0,
-            ignore_range=query.get("ignore_range") in ("1", "true"),
-            change_etag=query.get("change_etag") in ("1", "true"),
-            wrong_length=num("wrong_length"),
-            trickle=num("trickle"),
-            trickle_delay=num("trickle_delay", float) or 0.0,
-            delay_headers=num("delay_headers", float) or 0.0,
-        )
-
-
-NO_FAULT = Fault()
-
-
-class HTTPError(Exception):
-    """Raised by a route to answer a JSON error."""
-
-    def __init__(self, status: int, message: str, type: str = "error", headers: Iterable = ()):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type
-        self.headers = list(headers)
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    block_on_close = False
-
-    def __init__(self, address: tuple[str, int], mock: MockTinkerServer):
-        self.mock = mock
-        super().__init__(address, _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self.mock._lock:
-            self.mock._connections += 1
-            self.mock._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self.mock._lock:
-            self.mock._open.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError, ValueError, OSError)):
-            return  # a client that went away, or a socket closed by stop()
-        super().handle_error(request, client_address)
+__all__ = ["Fault", "MockTinkerServer", "ModelRecord", "RecordedRequest", "SessionRecord", "serve"]
 
 
 class MockTinkerServer:
@@ -136,40 +41,63 @@ class MockTinkerServer:
 
     Use as a context manager (``with MockTinkerServer() as server: server.url``)
     or call ``start()`` / ``stop()``. See the package docstring for the routes.
+
+    Args:
+        api_key: the key ``/api/v1`` requests must send as ``X-API-Key``.
+        host, port: where to listen (port 0 picks a free one).
+        demo_data: start with the deterministic demo dataset (see the package docstring).
+        ssl_context: serve HTTPS with this server-side context (a certificate loaded).
+        rate_limit: cap every connection's body bytes at this many per second.
     """
 
-    def __init__(self, api_key: str = "tml-test-key", *, host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self,
+        api_key: str = "tml-test-key",
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        demo_data: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+        rate_limit: float | None = None,
+    ) -> None:
         self.api_key = api_key
         self.host = host
         self.port = port
+        self.ssl_context = ssl_context
+        self.rate_limit = rate_limit
         self.signed_url_ttl: float = 15 * 60
         self.signed_checksums: tuple[str, ...] = ()  # e.g. ("md5", "crc32c"): x-goog-hash on signed files
         self.supported_models: list[str] = ["meta-llama/Llama-3.1-8B", "Qwen/Qwen3-8B"]
+        self.archive_mode: str | int = "archive"
+        self.future_polls: int = 2
         self.violations: list[str] = []
+        self.started_at = time.time()
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._connections = 0
-        self._open: set[Any] = set()
+        self._open: set[_wire.Socket] = set()
         self._scripts: list[tuple[str, collections.deque[Fault]]] = []
-        self._versions: dict[Any, int] = {}
-        self._checksums: dict[Any, str] = {}
-        self._futures: dict[str, list[Any]] = {}
+        self._versions: dict[Hashable, int] = {}
+        self._memo: dict[Hashable, bytes] = {}
         self._stopping = threading.Event()
-        self._httpd: _HTTPServer | None = None
+        self._httpd: _wire.HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._tmpdir: str | None = None
-        self.started_at = time.time()
-        from . import _checkpoints
-
-        self._registry = _checkpoints.Registry(self)
+        self._registry = Registry(self)
+        self._futures = Futures(self)
+        self._sessions = Sessions(self, self._registry, self._futures)
+        self._sampler = _sampling.Sampler(self._registry, self._futures)
+        if demo_data:
+            _demo.populate(self._registry, self._sessions, self._futures)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def start(self) -> MockTinkerServer:
+        """Listen and serve on a daemon thread; returns self. A no-op when already started."""
         if self._httpd is not None:
             return self
         self._stopping.clear()
-        self._httpd = _HTTPServer((self.host, self.port), self)
+        self._httpd = _wire.HTTPServer((self.host, self.port), self)
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
@@ -181,6 +109,7 @@ class MockTinkerServer:
         return self
 
     def stop(self) -> None:
+        """Stop serving: wakes every waiting response, closes open connections, removes temp files."""
         httpd, self._httpd = self._httpd, None
         self._stopping.set()
         if httpd is not None:
@@ -190,8 +119,9 @@ class MockTinkerServer:
                 with self._lock:
                     open_sockets = list(self._open)
                 for sock in open_sockets:
-                    with contextlib.suppress(OSError):
-                        sock.shutdown(socket.SHUT_RDWR)
+                    with contextlib.suppress(OSError, ValueError):
+                        if isinstance(sock, socket.socket):
+                            sock.shutdown(socket.SHUT_RDWR)
                 httpd.server_close()
                 if self._thread is not None:
                     self._thread.join(5)
@@ -207,8 +137,10 @@ class MockTinkerServer:
 
     @property
     def url(self) -> str:
-        """The base URL, ``http://127.0.0.1:PORT`` (no trailing slash; API paths start with /api/v1)."""
-        return f"http://{self.host}:{self.port}"
+        """The base URL, ``http://127.0.0.1:PORT`` (``https://`` with an ssl_context; no trailing
+        slash; API paths start with /api/v1)."""
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     # -- recording ---------------------------------------------------------------------------------
 
@@ -235,6 +167,81 @@ class MockTinkerServer:
         with self._lock:
             self._requests.append(request)
 
+    def _accepted(self, sock: _wire.Socket) -> None:
+        with self._lock:
+            self._connections += 1
+            self._open.add(sock)
+
+    def _closed(self, sock: _wire.Socket) -> None:
+        with self._lock:
+            self._open.discard(sock)
+
+    @property
+    def sessions(self) -> list[SessionRecord]:
+        """A snapshot of every session (created by requests, ``add_session`` or the demo data)."""
+        with self._sessions.lock:
+            return [
+                msgspec.convert(msgspec.to_builtins(s), SessionRecord)
+                for s in self._sessions.sessions.values()
+            ]
+
+    @property
+    def models(self) -> list[ModelRecord]:
+        """A snapshot of every model created by create_model or load_weights."""
+        with self._sessions.lock:
+            return [
+                msgspec.convert(msgspec.to_builtins(m), ModelRecord) for m in self._sessions.models.values()
+            ]
+
+    @property
+    def deleted_checkpoints(self) -> list[str]:
+        """The tinker paths deleted by ``DELETE .../checkpoints/KIND/NAME``, oldest first."""
+        with self._registry.lock:
+            return list(self._registry.deleted)
+
+    def checkpoint(self, tinker_path: str) -> dict[str, Any] | None:
+        """The Checkpoint JSON of ``tinker_path`` as the API lists it, or None if there is none."""
+        checkpoint = self._registry.find(tinker_path)
+        return None if checkpoint is None else checkpoint.to_json()
+
+    # -- ServerState: what the routes use ----------------------------------------------------------
+
+    def add_violation(self, message: str) -> None:
+        """Record a client mistake (the routes call this for every violation they answer)."""
+        with self._lock:
+            self.violations.append(message)
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep, waking early when the server stops. True if it stopped."""
+        return self._stopping.wait(seconds) if seconds > 0 else self._stopping.is_set()
+
+    def version(self, key: Hashable) -> int:
+        """The version of a byte resource (1 until bumped); part of its ETag."""
+        with self._lock:
+            return self._versions.get(key, 1)
+
+    def bump_version(self, key: Hashable) -> None:
+        """Change a resource's version, so its ETag and Last-Modified change."""
+        with self._lock:
+            self._versions[key] = self._versions.get(key, 1) + 1
+
+    def tmpdir(self) -> str:
+        """A directory for prepared archives, removed by ``stop()``."""
+        with self._lock:
+            if self._tmpdir is None:
+                self._tmpdir = tempfile.mkdtemp(prefix="mock-tinker-")
+            return self._tmpdir
+
+    def memo(self, key: Hashable, compute: Callable[[], bytes]) -> bytes:
+        """``compute()`` once per key (checksums of large bodies)."""
+        with self._lock:
+            cached = self._memo.get(key)
+        if cached is None:
+            cached = compute()
+            with self._lock:
+                self._memo[key] = cached
+        return cached
+
     # -- faults ------------------------------------------------------------------------------------
 
     def script(self, path_prefix: str, *faults: Fault) -> None:
@@ -253,25 +260,10 @@ class MockTinkerServer:
                     return queue.popleft()
         return None
 
-    def version(self, key: Any) -> int:
-        with self._lock:
-            return self._versions.get(key, 1)
+    def _route(self, request: Request) -> None:
+        _route(self, request)
 
-    def bump_version(self, key: Any) -> None:
-        with self._lock:
-            self._versions[key] = self._versions.get(key, 1) + 1
-
-    def _wait(self, seconds: float) -> bool:
-        """Sleep, waking early when the server stops. True if it stopped."""
-        return self._stopping.wait(seconds) if seconds > 0 else self._stopping.is_set()
-
-    def tmpdir(self) -> str:
-        with self._lock:
-            if self._tmpdir is None:
-                self._tmpdir = tempfile.mkdtemp(prefix="mock-tinker-")
-            return self._tmpdir
-
-    # -- checkpoints and futures -------------------------------------------------------------------
+    # -- registration ------------------------------------------------------------------------------
 
     def add_checkpoint(
         self,
@@ -285,7 +277,10 @@ class MockTinkerServer:
         prepare_status: int = 503,
         public: bool = False,
     ) -> dict[str, Any]:
-        """Register ``tinker://RUN/KIND/NAME`` (KIND: weights, sampler_weights, external_weights)."""
+        """Register ``tinker://RUN/KIND/NAME`` (KIND: weights, sampler_weights, external_weights)
+        and its run if new; returns the checkpoint JSON. Its files are
+        ``archives.checkpoint_files(seed, size, n_files)``, served as a tar (``compression``
+        None, "gz", "bz2" or "xz") by ``.../archive`` and one by one by ``.../external_weights_urls``."""
         return self._registry.add(
             tinker_path,
             size=size,
@@ -295,23 +290,75 @@ class MockTinkerServer:
             prepare_seconds=prepare_seconds,
             prepare_status=prepare_status,
             public=public,
-        )
+        ).to_json()
 
     def add_hostile_archive(self, tinker_path: str, kind: str) -> dict[str, Any]:
         """Register a checkpoint whose archive is ``archives.HOSTILE_ARCHIVES[kind]()``."""
-        return self._registry.add(tinker_path, size=0, hostile=kind)
+        return self._registry.add(tinker_path, size=0, hostile=kind).to_json()
 
-    def add_future(self, request_id: str, *results: Any) -> None:
-        """Queue answers for ``POST /api/v1/retrieve_future``; the last one repeats."""
-        with self._lock:
-            self._futures[request_id] = list(results)
+    def add_run(
+        self,
+        run_id: str,
+        *,
+        base_model: str | None = None,
+        owner: str = OWNER,
+        is_lora: bool = True,
+        lora_rank: int | None = 32,
+        corrupted: bool = False,
+        user_metadata: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Register (or update) a training run; returns its TrainingRun JSON. A run whose ``owner``
+        is not ``"mock-user"`` is listed only with ``access_scope=accessible``."""
+        self._registry.add_run(
+            run_id,
+            base_model=base_model or self._registry.default_base_model(),
+            model_owner=owner,
+            is_lora=is_lora,
+            lora_rank=lora_rank,
+            corrupted=corrupted,
+            user_metadata=user_metadata,
+        )
+        with self._registry.lock:
+            return self._registry.run_json(run_id)
 
-    def _next_future(self, request_id: str) -> Any:
-        with self._lock:
-            queue = self._futures.get(request_id)
-            if not queue:
-                raise HTTPError(404, f"unknown request_id {request_id!r}", "not_found")
-            return queue.pop(0) if len(queue) > 1 else queue[0]
+    def add_session(
+        self,
+        session_id: str | None = None,
+        *,
+        training_run_ids: Iterable[str] = (),
+        sampler_ids: Iterable[str] = (),
+        tags: Iterable[str] = (),
+        user_metadata: dict[str, Any] | None = None,
+        display_name: str | None = None,
+        owner: str = OWNER,
+    ) -> SessionRecord:
+        """Register a session (a new ``session-NNN`` id when None); returns a snapshot of it."""
+        record = self._sessions.add_session(
+            session_id,
+            training_run_ids=list(training_run_ids),
+            sampler_ids=list(sampler_ids),
+            tags=list(tags),
+            user_metadata=user_metadata,
+            display_name=display_name,
+            owner=owner,
+        )
+        return msgspec.convert(msgspec.to_builtins(record), SessionRecord)
+
+    def add_future(self, request_id: str, *results: Answer) -> None:
+        """Queue answers for ``POST /api/v1/retrieve_future`` of ``request_id``; the last one repeats.
+
+        An answer is a dict (answered 200: a result, ``{"type": "try_again", "queue_state": ...}`` or
+        ``{"error": ..., "category": ...}``) or a ``Fault(status=...)``: 408 answers a try_again body,
+        any other status the JSON error (with ``Retry-After`` from ``retry_after``).
+        """
+        self._futures.add(request_id, *results)
+
+    def script_future(self, kind: str, *answers: Answer) -> None:
+        """Queue the answers of the next future the server creates for ``kind`` (create_model,
+        load_weights, save_weights_external, unload_model or sample), given before its result and
+        instead of the ``future_polls`` try_again answers; a ``{"error", "category"}`` answer ends it
+        (it repeats, and the operation has no effect). Answers as in ``add_future``."""
+        self._futures.script(kind, *answers)
 
 
 @contextlib.contextmanager
@@ -325,274 +372,7 @@ def serve(**kwargs: Any) -> Iterator[MockTinkerServer]:
         server.stop()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out as separate writes: no delayed-ACK stalls
-    server_version = "MockTinker/1.0"
-    server: _HTTPServer
-    fault: Fault = NO_FAULT
-    _aborted = False
-    _headers_sent = False
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
-
-    # -- connection end ----------------------------------------------------------------------------
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        except OSError:
-            pass
-        if self._aborted:
-            if self.fault.rst:
-                with contextlib.suppress(OSError):
-                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            # Closed here, before the server's shutdown_request, which then finds it closed.
-            self.connection.close()
-
-    def _abort(self) -> None:
-        self._aborted = True
-        self.close_connection = True
-
-    # -- request -----------------------------------------------------------------------------------
-
-    @property
-    def mock(self) -> MockTinkerServer:
-        return self.server.mock
-
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            parts = []
-            while True:
-                line = self.rfile.readline(65537)
-                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(parts)
-                parts.append(self.rfile.read(size))
-                self.rfile.readline(65537)
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
-
-    def _dispatch(self) -> None:
-        mock = self.mock
-        self.fault = NO_FAULT
-        self._headers_sent = False
-        try:
-            split = urlsplit(self.path)
-            path = split.path
-            self.query = dict(parse_qsl(split.query, keep_blank_values=True))
-            self.body = self._read_body()
-            self.lheaders = {name.lower(): value for name, value in self.headers.items()}
-            recorded = RecordedRequest(self.command, path, dict(self.query), dict(self.lheaders), self.body)
-            mock._record(recorded)
-            fault = mock._take_fault(path)
-            if fault is None and (path.startswith("/test/") or path.startswith("/signed/")):
-                fault = Fault.from_query(self.query)
-            self.fault = fault or NO_FAULT
-            if self.fault.delay_headers and mock._wait(self.fault.delay_headers):
-                return self._abort()
-            try:
-                self._route(path)
-            except HTTPError as error:
-                self.send_error_json(error.status, error.message, error.type, error.headers)
-        except (ConnectionError, TimeoutError):
-            self.close_connection = True
-        except Exception as error:  # a bug in a route: answer 500 if still possible, and say so
-            import traceback
-
-            traceback.print_exc()
-            if self._headers_sent:
-                return self._abort()
-            self.fault = NO_FAULT
-            self.send_error_json(500, f"mock server error: {error!r}", "mock_server_error")
-            self.close_connection = True
-
-    def _route(self, path: str) -> None:
-        from . import _files, _sse_routes
-
-        if self.fault.change_etag:
-            key = _files.resource_key(self, path)
-            if key is not None:
-                self.mock.bump_version(key)
-        if self.fault.status is not None:
-            headers = []
-            if self.fault.retry_after is not None:
-                headers.append(("Retry-After", _fmt_seconds(self.fault.retry_after)))
-            raise HTTPError(self.fault.status, f"injected status {self.fault.status}", "fault", headers)
-        if path.startswith("/api/v1/") or path == "/api/v1":
-            if self.headers.get("X-API-Key") != self.mock.api_key:
-                raise HTTPError(401, "missing or invalid X-API-Key", "authentication_error")
-            return self._api(unquote(path[len("/api/v1") :]))
-        if path.startswith("/signed/"):
-            return self.mock._registry.serve_signed(self, path)
-        if path == "/test/sse":
-            return _sse_routes.sse(self)
-        if path == "/test/sse-raw":
-            return _sse_routes.sse_raw(self)
-        if path == "/test/echo":
-            return self.send_json(
-                200,
-                {
-                    "method": self.command,
-                    "path": path,
-                    "query": self.query,
-                    "headers": self.lheaders,
-                    "body": self.body.decode("latin-1"),
-                },
-                _retry_headers(self.query),
-            )
-        if path.startswith("/test/status/"):
-            code = int(path.rsplit("/", 1)[1])
-            return self.send_error_json(code, f"status {code}", None, _retry_headers(self.query))
-        if path == "/test/bytes":
-            return _files.bytes_route(self)
-        raise HTTPError(404, f"no route for {self.command} {path}", "not_found")
-
-    def _api(self, path: str) -> None:
-        from . import _sse_routes
-
-        method = self.command
-        if path == "/healthz" and method in ("GET", "HEAD"):
-            return self.send_json(200, {"status": "ok"})
-        if path == "/get_server_capabilities" and method == "GET":
-            models = [{"model_name": name} for name in self.mock.supported_models]
-            return self.send_json(200, {"supported_models": models})
-        if path == "/stream_sample" and method == "POST":
-            return _sse_routes.stream_sample(self)
-        if path == "/retrieve_future" and method == "POST":
-            request = self.json_body()
-            return self.send_json(200, self.mock._next_future(str(request.get("request_id"))))
-        return self.mock._registry.route(self, method, path)
-
-    def json_body(self) -> dict[str, Any]:
-        try:
-            value = msgspec.json.decode(self.body) if self.body else {}
-        except msgspec.DecodeError as error:
-            raise HTTPError(400, f"invalid JSON body: {error}", "invalid_request_error") from None
-        if not isinstance(value, dict):
-            raise HTTPError(400, "JSON body must be an object", "invalid_request_error")
-        return value
-
-    # -- response ----------------------------------------------------------------------------------
-
-    def start_response(
-        self,
-        status: int,
-        headers: Iterable[tuple[str, str]],
-        *,
-        length: int | None = None,
-        framing: str = "length",
-    ) -> str:
-        """Send the status line and headers; returns the framing actually used."""
-        if self.fault.wrong_length is not None:
-            framing, length = "wrong", self.fault.wrong_length
-        self._headers_sent = True
-        self.send_response(status)
-        for name, value in headers:
-            self.send_header(name, value)
-        if framing in ("length", "wrong"):
-            self.send_header("Content-Length", str(length or 0))
-        elif framing == "chunked":
-            self.send_header("Transfer-Encoding", "chunked")
-        if framing in ("close", "wrong"):
-            self.send_header("Connection", "close")
-        self.end_headers()
-        return framing
-
-    def emit(self, chunks: Iterable[Any], framing: str, *, max_write: int | None = None) -> None:
-        """Write a body: each chunk as it comes (one HTTP chunk each when chunked), split into writes
-        of at most ``max_write`` bytes, with the request's fault applied. ``ABORT`` / ``HANG`` items
-        reset the connection / wait for the client to leave."""
-        fault = self.fault
-        chunked = framing == "chunked"
-        limit = min(x for x in (max_write, fault.trickle, WRITE_SIZE) if x)
-        stall_at, reset_at = fault.stall_after, fault.reset_after
-        sent = 0
-        wrote = False
-        write = self.wfile.write
-        wait = self.mock._wait
-        for chunk in chunks:
-            if chunk is ABORT:
-                return self._abort()
-            if chunk is HANG:
-                self._hang()
-                return self._abort()
-            view = memoryview(chunk)
-            pos, total = 0, len(view)
-            while pos < total:
-                if stall_at is not None and sent >= stall_at:
-                    stall_at = None
-                    if wait(fault.stall):
-                        return self._abort()
-                if reset_at is not None and sent >= reset_at:
-                    return self._abort()
-                n = min(total - pos, limit)
-                if stall_at is not None:
-                    n = min(n, stall_at - sent)
-                if reset_at is not None:
-                    n = min(n, reset_at - sent)
-                if wrote and fault.trickle and fault.trickle_delay and wait(fault.trickle_delay):
-                    return self._abort()
-                piece = view[pos : pos + n]
-                if chunked:
-                    write(b"%x\r\n%s\r\n" % (n, piece))
-                else:
-                    write(piece)
-                wrote = True
-                pos += n
-                sent += n
-        if stall_at is not None and sent >= stall_at and wait(fault.stall):
-            return self._abort()
-        if reset_at is not None and sent >= reset_at:
-            return self._abort()
-        if chunked:
-            write(b"0\r\n\r\n")
-        if framing in ("close", "wrong"):
-            self.close_connection = True
-
-    def _hang(self) -> None:
-        sock = self.connection
-        while not self.mock._stopping.is_set():
-            try:
-                readable, _, _ = select.select([sock], [], [], 0.05)
-                if readable and not sock.recv(1, socket.MSG_PEEK):
-                    return  # the client closed its end
-            except (OSError, ValueError):
-                return
-            if readable:
-                self.mock._wait(0.05)
-
-    def send_json(self, status: int, obj: Any, headers: Iterable[tuple[str, str]] = ()) -> None:
-        body = msgspec.json.encode(obj)
-        all_headers = [("Content-Type", "application/json"), *headers]
-        framing = self.start_response(status, all_headers, length=len(body))
-        if self.command != "HEAD":
-            self.emit([body], framing)
-        elif framing == "wrong":
-            self.close_connection = True
-
-    def send_error_json(
-        self,
-        status: int,
-        message: str,
-        type: str | None = "error",
-        headers: Iterable[tuple[str, str]] = (),
-    ) -> None:
-        error: dict[str, Any] = {"message": message}
-        if type is not None:
-            error["type"] = type
-        self.send_json(status, {"error": error}, headers)
-
-    def send_empty(self, status: int, headers: Iterable[tuple[str, str]] = ()) -> None:
-        self.start_response(status, headers, length=0)
+# -- dispatch ---------------------------------------------------------------------------------------
 
 
 def _fmt_seconds(value: float) -> str:
@@ -609,3 +389,88 @@ def _retry_headers(query: dict[str, str]) -> list[tuple[str, str]]:
         if param in query:
             headers.append((header, query[param]))
     return headers
+
+
+def _resource_key(server: MockTinkerServer, exchange: Request) -> Hashable | None:
+    """The version key of the resource at the request's path (for Fault.change_etag), or None."""
+    if exchange.path == "/test/bytes":
+        return _files.bytes_key(exchange.query)
+    if exchange.path.startswith("/signed/"):
+        return server._registry.signed_key(exchange.path)
+    return None
+
+
+def _route(server: MockTinkerServer, exchange: Request) -> None:
+    path = exchange.path
+    fault = exchange.fault
+    if fault.change_etag:
+        key = _resource_key(server, exchange)
+        if key is not None:
+            server.bump_version(key)
+    if fault.status is not None:
+        headers = []
+        if fault.retry_after is not None:
+            headers.append(("Retry-After", _fmt_seconds(fault.retry_after)))
+        raise HTTPError(fault.status, f"injected status {fault.status}", "fault", headers)
+    if path.startswith("/api/v1/") or path == "/api/v1":
+        return _api(server, exchange)
+    if path.startswith("/signed/"):
+        return server._registry.serve_signed(exchange)
+    if path == "/test/sse":
+        return _sse_routes.sse(exchange)
+    if path == "/test/sse-raw":
+        return _sse_routes.sse_raw(exchange)
+    if path == "/test/echo":
+        return exchange.send_json(
+            200,
+            {
+                "method": exchange.command,
+                "path": path,
+                "query": exchange.query,
+                "headers": exchange.headers,
+                "body": exchange.body.decode("latin-1"),
+            },
+            _retry_headers(exchange.query),
+        )
+    if path.startswith("/test/status/"):
+        code = int(path.rsplit("/", 1)[1])
+        return exchange.send_error_json(code, f"status {code}", None, _retry_headers(exchange.query))
+    if path == "/test/bytes":
+        return _files.bytes_route(exchange)
+    raise HTTPError(404, f"no route for {exchange.command} {path}", "not_found")
+
+
+def _api(server: MockTinkerServer, exchange: Request) -> None:
+    key = exchange.headers.get("x-api-key")
+    if key is None:
+        raise HTTPError(401, "missing X-API-Key", "authentication_error", violation=True)
+    if key != server.api_key:
+        raise HTTPError(401, "invalid X-API-Key", "authentication_error")
+    if exchange.body and "application/json" not in exchange.headers.get("content-type", ""):
+        raise violation(400, "a request body needs Content-Type: application/json")
+    parts = [p for p in unquote(exchange.path[len("/api/v1") :]).split("/") if p]
+    method = exchange.command
+    head = parts[0] if parts else ""
+    if parts == ["healthz"]:
+        if method not in ("GET", "HEAD"):
+            raise method_not_allowed(exchange, ["GET", "HEAD"])
+        return exchange.send_json(200, {"status": "ok"})
+    if parts == ["get_server_capabilities"]:
+        if method != "GET":
+            raise method_not_allowed(exchange, ["GET"])
+        models = [
+            {"model_name": name, "max_context_length": 32768, "trainable": True, "sampleable": True}
+            for name in server.supported_models
+        ]
+        return exchange.send_json(200, {"supported_models": models})
+    if parts == ["retrieve_future"]:
+        return server._futures.route(exchange)
+    if parts == ["stream_sample"]:
+        return _sampling.stream_sample(exchange)
+    if parts == ["asample"]:
+        return server._sampler.route(exchange)
+    if parts == ["checkpoints"] or head == "training_runs":
+        return server._registry.route(exchange, parts)
+    if head in Sessions.ROUTES:
+        return server._sessions.route(exchange, parts)
+    raise violation(404, "no such route", "not_found")

@@ -1,26 +1,31 @@
-"""Server-sent event routes: ``/test/sse``, ``/test/sse-raw`` and ``POST /api/v1/stream_sample``."""
+"""Server-sent event test routes, ``/test/sse`` and ``/test/sse-raw``, and the event body writer.
+
+``serve_events`` is shared with ``POST /api/v1/stream_sample`` (in ``_sampling``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
 
-import msgspec
-
-from ._server import ABORT, HANG, HTTPError
+from ._types import ABORT, HANG, Chunk, HTTPError, Marker, Request
 
 EOLS = {"lf": b"\n", "cr": b"\r", "crlf": b"\r\n"}
 COALESCE = 64 * 1024
 
 
-def _int(query: dict[str, str], name: str, default: int | None) -> int | None:
+def _opt_int(query: dict[str, str], name: str) -> int | None:
     value = query.get(name)
-    if value in (None, ""):
-        return default
+    if value is None or value == "":
+        return None
     try:
         return int(value)
     except ValueError:
         raise HTTPError(400, f"query {name} must be an integer", "invalid_request_error") from None
+
+
+def _int(query: dict[str, str], name: str, default: int) -> int:
+    value = _opt_int(query, name)
+    return default if value is None else value
 
 
 def _float(query: dict[str, str], name: str, default: float) -> float:
@@ -38,11 +43,11 @@ def _framing(query: dict[str, str]) -> str:
     return framing
 
 
-def _coalesce(chunks: Iterator[Any]) -> Iterator[Any]:
+def _coalesce(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
     """Batch small event chunks into ~64 KiB writes (only used when no delay or chunk is asked)."""
     buf = bytearray()
     for chunk in chunks:
-        if chunk is ABORT or chunk is HANG:
+        if isinstance(chunk, Marker):
             if buf:
                 yield bytes(buf)
                 buf.clear()
@@ -56,9 +61,12 @@ def _coalesce(chunks: Iterator[Any]) -> Iterator[Any]:
         yield bytes(buf)
 
 
-def _serve_events(
-    handler: Any,
-    events: Any,
+EventSource = Callable[[bool], Iterator[Chunk]]
+
+
+def serve_events(
+    request: Request,
+    events: EventSource,
     *,
     status: int,
     content_type: str,
@@ -71,18 +79,17 @@ def _serve_events(
     headers = [("Content-Type", content_type), ("Cache-Control", "no-cache")]
     length = None
     if framing == "length":
-        length = sum(len(c) for c in events(False) if c is not ABORT and c is not HANG)
-    framing = handler.start_response(status, headers, length=length, framing=framing)
-    if handler.command == "HEAD":
-        return
+        length = sum(len(c) for c in events(False) if not isinstance(c, Marker))
+    framing = request.start_response(status, headers, length=length, framing=framing)
     body = events(True)
     if not delay and not chunk:
         body = _coalesce(body)
-    handler.emit(body, framing, max_write=chunk)
+    request.emit(body, framing, max_write=chunk)
 
 
-def sse(handler: Any) -> None:
-    q = handler.query
+def sse(request: Request) -> None:
+    """``/test/sse``: numbered events, with the framing, pacing and failures the query asks for."""
+    q = request.query
     count = _int(q, "count", 10)
     size = _int(q, "size", 100)
     delay = _float(q, "delay", 0.0)
@@ -90,24 +97,25 @@ def sse(handler: Any) -> None:
     if eol is None:
         raise HTTPError(400, "eol must be lf, cr or crlf", "invalid_request_error")
     framing = _framing(q)
-    chunk = _int(q, "chunk", None)
+    chunk = _opt_int(q, "chunk")
     ids = q.get("ids") in ("1", "true")
-    retry = _int(q, "retry", None)
-    error_at = _int(q, "error_at", None)
+    retry = _opt_int(q, "retry")
+    error_at = _opt_int(q, "error_at")
     ping = q.get("ping") in ("1", "true")
     event_name = q.get("event")
-    cut_after = _int(q, "cut_after", None)
+    cut_after = _opt_int(q, "cut_after")
     hang = q.get("hang") in ("1", "true")
     start = 0
-    last_id = handler.headers.get("Last-Event-ID")
+    last_id = request.headers.get("last-event-id")
     if ids and last_id not in (None, ""):
         try:
             start = int(last_id) + 1
         except ValueError:
             start = 0
-    wait = handler.mock._wait
+    wait = request.state.wait
+    assert eol is not None
 
-    def events(with_delay: bool) -> Iterator[Any]:
+    def events(with_delay: bool) -> Iterator[Chunk]:
         sent = 0
         for i in range(start, count):
             if with_delay and delay and wait(delay):
@@ -144,21 +152,22 @@ def sse(handler: Any) -> None:
 
     status = _int(q, "status", 200)
     content_type = q.get("content_type", "text/event-stream")
-    _serve_events(
-        handler, events, status=status, content_type=content_type, framing=framing, chunk=chunk, delay=delay
+    serve_events(
+        request, events, status=status, content_type=content_type, framing=framing, chunk=chunk, delay=delay
     )
 
 
-def sse_raw(handler: Any) -> None:
-    q = handler.query
-    body = handler.body
-    chunk = _int(q, "chunk", None)
+def sse_raw(request: Request) -> None:
+    """``/test/sse-raw``: the request body echoed as an event stream."""
+    q = request.query
+    body = request.body
+    chunk = _opt_int(q, "chunk")
     delay = _float(q, "delay", 0.0)
     framing = _framing(q)
-    wait = handler.mock._wait
+    wait = request.state.wait
     step = chunk or max(1, len(body))
 
-    def events(with_delay: bool) -> Iterator[Any]:
+    def events(with_delay: bool) -> Iterator[Chunk]:
         for pos in range(0, len(body), step):
             if with_delay and delay and pos and wait(delay):
                 yield ABORT
@@ -166,51 +175,12 @@ def sse_raw(handler: Any) -> None:
             yield body[pos : pos + step]
 
     content_type = q.get("content_type", "text/event-stream")
-    _serve_events(
-        handler,
+    serve_events(
+        request,
         events,
         status=_int(q, "status", 200),
         content_type=content_type,
         framing=framing,
         chunk=chunk,
-        delay=delay,
-    )
-
-
-def stream_sample(handler: Any) -> None:
-    request = handler.json_body()
-    if not isinstance(request.get("prompt", ""), str):
-        raise HTTPError(400, "prompt must be a string", "invalid_request_error")
-    max_tokens = int(request.get("max_tokens", 8))
-    error_at = request.get("error_at")
-    delay = float(request.get("delay") or 0.0)
-    wait = handler.mock._wait
-    encode = msgspec.json.encode
-
-    def events(with_delay: bool) -> Iterator[Any]:
-        for i in range(max_tokens):
-            if error_at is not None and i == error_at:
-                yield b'event: error\ndata: {"event_type":"error","message":"boom"}\n\n'
-                return
-            if with_delay and delay and wait(delay):
-                yield ABORT
-                return
-            data = encode(
-                {"event_type": "token", "token": f"tok{i}", "token_id": i, "index": i, "logprob": -0.5}
-            )
-            yield b"id: %d\ndata: %s\n\n" % (i, data)
-        if error_at is not None and error_at >= max_tokens:
-            yield b'event: error\ndata: {"event_type":"error","message":"boom"}\n\n'
-            return
-        data = encode({"event_type": "done", "finish_reason": "length", "total_tokens": max_tokens})
-        yield b"data: %s\n\n" % data
-
-    _serve_events(
-        handler,
-        events,
-        status=200,
-        content_type="text/event-stream",
-        framing="chunked",
-        chunk=None,
         delay=delay,
     )

@@ -1,0 +1,364 @@
+"""The wire: the HTTP server, its request handler and the one body writer every route uses.
+
+Owns: accepting connections (TLS wrapped here, handshaken on the connection's
+own thread), reading and recording each request, choosing its fault, and
+``_Exchange``, the ``_types.Request`` a route answers through. ``emit`` applies
+every wire fault (resets, stalls, wrong lengths, trickles) and the rate caps,
+so every route gets them for free.
+
+Rules: this module knows the server only as ``Host`` (below), so it never
+imports ``_server``; waits go through the server's stop event, never
+``time.sleep``, so ``stop()`` ends every waiting response at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import ssl
+import struct
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlsplit
+
+import msgspec
+
+from ._types import (
+    ABORT,
+    HANG,
+    NO_FAULT,
+    WRITE_SIZE,
+    Chunk,
+    Fault,
+    Headers,
+    HTTPError,
+    RecordedRequest,
+    Request,
+    ServerState,
+)
+from ._validate import violation
+
+__all__ = ["Host", "HTTPServer", "Socket"]
+
+Socket = socket.socket | tuple[bytes, socket.socket]  # what socketserver calls a request
+
+
+class HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], mock: Host) -> None:
+        self.mock = mock
+        super().__init__(address, _Handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        context = self.mock.ssl_context
+        if context is not None:  # the handshake runs on the connection's own thread (_Handler.setup)
+            sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
+
+    def process_request(self, request: Socket, client_address: Any) -> None:
+        self.mock._accepted(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Socket) -> None:
+        self.mock._closed(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Socket, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError, ValueError, OSError)):
+            return  # a client that went away, a failed TLS handshake, or a socket closed by stop()
+        super().handle_error(request, client_address)
+
+
+class Host(ServerState, Protocol):
+    """What the wire needs of the server object, besides what routes need."""
+
+    ssl_context: ssl.SSLContext | None
+    rate_limit: float | None
+    _stopping: threading.Event
+
+    def _accepted(self, sock: Socket) -> None: ...
+    def _closed(self, sock: Socket) -> None: ...
+    def _record(self, request: RecordedRequest) -> None: ...
+    def _take_fault(self, path: str) -> Fault | None: ...
+    def _route(self, request: Request) -> None: ...
+
+
+class _Bucket:
+    """A token bucket pacing body bytes at ``rate`` per second, with ~50 ms of burst."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = float(rate)
+        self.burst = max(1024, int(rate / 20))
+        self.tokens = float(self.burst)
+        self.stamp = time.monotonic()
+
+    def take(self, n: int, wait: Callable[[float], bool]) -> bool:
+        """Spend ``n`` bytes, waiting (on the server's stop event) while in debt. True if stopped."""
+        now = time.monotonic()
+        self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        self.tokens -= n
+        return self.tokens < 0 and wait(-self.tokens / self.rate)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One connection: reads each request, records it and hands an ``_Exchange`` to its route."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes: no delayed-ACK stalls
+    server_version = "MockTinker/1.0"
+    server: HTTPServer
+    fault: Fault = NO_FAULT
+    bucket: _Bucket | None = None  # the connection's rate cap (MockTinkerServer.rate_limit)
+    aborted = False
+
+    def setup(self) -> None:
+        super().setup()
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.do_handshake()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+
+    @property
+    def mock(self) -> Host:
+        return self.server.mock
+
+    # -- connection end ----------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        with contextlib.suppress(OSError):
+            super().finish()
+        if self.aborted:
+            if self.fault.rst:
+                with contextlib.suppress(OSError):
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            # Closed here, before the server's shutdown_request, which then finds it closed.
+            self.connection.close()
+
+    def abort(self) -> None:
+        self.aborted = True
+        self.close_connection = True
+
+    def hang(self) -> None:
+        """Send nothing more until the client closes its end or the server stops."""
+        sock = self.connection
+        stopping = self.mock._stopping
+        while not stopping.is_set():
+            try:
+                readable, _, _ = select.select([sock], [], [], 0.05)
+                if readable and not sock.recv(65536):  # the connection is aborted next: reading is harmless
+                    return  # the client closed its end
+            except ssl.SSLWantReadError:
+                continue
+            except (OSError, ValueError):
+                return
+
+    # -- request -----------------------------------------------------------------------------------
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            parts: list[bytes] = []
+            while True:
+                line = self.rfile.readline(65537)
+                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline(65537)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _dispatch(self) -> None:
+        mock = self.mock
+        self.fault = NO_FAULT
+        exchange: _Exchange | None = None
+        try:
+            split = urlsplit(self.path)
+            path = split.path
+            query = dict(parse_qsl(split.query, keep_blank_values=True))
+            body = self._read_body()
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            mock._record(RecordedRequest(self.command, path, dict(query), dict(headers), body))
+            exchange = _Exchange(self, path, query, body, headers)
+            try:
+                fault = mock._take_fault(path)
+                if fault is None and (path.startswith("/test/") or path.startswith("/signed/")):
+                    fault = Fault.from_query(query)
+                self.fault = exchange.fault = fault or NO_FAULT
+                if self.fault.delay_headers and mock.wait(self.fault.delay_headers):
+                    return self.abort()
+                mock._route(exchange)
+            except HTTPError as error:
+                if error.violation:
+                    mock.add_violation(f"{self.command} {path}: {error.message}")
+                exchange.send_error_json(error.status, error.message, error.type, error.headers)
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+        except Exception as error:  # a bug in a route: answer 500 if still possible, and say so
+            traceback.print_exc()
+            if exchange is None or exchange.headers_sent:
+                return self.abort()
+            self.fault = exchange.fault = NO_FAULT
+            exchange.send_error_json(500, f"mock server error: {error!r}", "mock_server_error")
+            self.close_connection = True
+
+
+class _Exchange:
+    """One request and its response: the ``_types.Request`` every route is given."""
+
+    def __init__(
+        self, handler: _Handler, path: str, query: dict[str, str], body: bytes, headers: dict[str, str]
+    ):
+        self.handler = handler
+        self.command = handler.command
+        self.path = path
+        self.query = query
+        self.body = body
+        self.headers = headers
+        self.fault: Fault = NO_FAULT
+        self.headers_sent = False
+
+    @property
+    def state(self) -> Host:
+        return self.handler.mock
+
+    def json_body(self) -> dict[str, Any]:
+        try:
+            value = msgspec.json.decode(self.body) if self.body else {}
+        except msgspec.DecodeError as error:
+            raise violation(400, f"invalid JSON body: {error}") from None
+        if not isinstance(value, dict):
+            raise violation(400, "JSON body must be an object")
+        return value
+
+    def start_response(
+        self,
+        status: int,
+        headers: Headers,
+        *,
+        length: int | None = None,
+        framing: str = "length",
+    ) -> str:
+        """Send the status line and headers; returns the framing actually used."""
+        if self.fault.wrong_length is not None:
+            framing, length = "wrong", self.fault.wrong_length
+        handler = self.handler
+        self.headers_sent = True
+        handler.send_response(status)
+        for name, value in headers:
+            handler.send_header(name, value)
+        if framing in ("length", "wrong"):
+            handler.send_header("Content-Length", str(length or 0))
+        elif framing == "chunked":
+            handler.send_header("Transfer-Encoding", "chunked")
+        if framing in ("close", "wrong"):
+            handler.send_header("Connection", "close")
+        handler.end_headers()
+        return framing
+
+    def _bucket(self) -> _Bucket | None:
+        if self.fault.rate:
+            return _Bucket(self.fault.rate)
+        rate = self.state.rate_limit
+        if not rate:
+            return None
+        handler = self.handler
+        if handler.bucket is None or handler.bucket.rate != rate:
+            handler.bucket = _Bucket(rate)
+        return handler.bucket
+
+    def emit(self, chunks: Iterable[Chunk], framing: str, *, max_write: int | None = None) -> None:
+        """Write a body: each chunk as it comes (one HTTP chunk each when chunked), split into writes
+        of at most ``max_write`` bytes, with the request's fault and rate cap applied. ``ABORT`` /
+        ``HANG`` items reset the connection / wait for the client to leave. Nothing for HEAD."""
+        handler = self.handler
+        if self.command == "HEAD":
+            if framing in ("close", "wrong"):
+                handler.close_connection = True
+            return
+        fault = self.fault
+        bucket = self._bucket()
+        chunked = framing == "chunked"
+        limit = min(x for x in (max_write, fault.trickle, WRITE_SIZE, bucket and bucket.burst) if x)
+        stall_at, reset_at = fault.stall_after, fault.reset_after
+        sent = 0
+        wrote = False
+        write = handler.wfile.write
+        wait = self.state.wait
+        for chunk in chunks:
+            if chunk is ABORT:
+                return handler.abort()
+            if chunk is HANG:
+                handler.hang()
+                return handler.abort()
+            view = memoryview(chunk)  # type: ignore[arg-type]
+            pos, total = 0, len(view)
+            while pos < total:
+                if stall_at is not None and sent >= stall_at:
+                    stall_at = None
+                    if wait(fault.stall):
+                        return handler.abort()
+                if reset_at is not None and sent >= reset_at:
+                    return handler.abort()
+                n = min(total - pos, limit)
+                if stall_at is not None:
+                    n = min(n, stall_at - sent)
+                if reset_at is not None:
+                    n = min(n, reset_at - sent)
+                if wrote and fault.trickle and fault.trickle_delay and wait(fault.trickle_delay):
+                    return handler.abort()
+                if bucket is not None and bucket.take(n, wait):
+                    return handler.abort()
+                piece = view[pos : pos + n]
+                if chunked:
+                    write(b"%x\r\n%s\r\n" % (n, piece))
+                else:
+                    write(piece)
+                wrote = True
+                pos += n
+                sent += n
+        if stall_at is not None and sent >= stall_at and wait(fault.stall):
+            return handler.abort()
+        if reset_at is not None and sent >= reset_at:
+            return handler.abort()
+        if chunked:
+            write(b"0\r\n\r\n")
+        if framing in ("close", "wrong"):
+            handler.close_connection = True
+
+    def send_json(self, status: int, obj: Any, headers: Headers = ()) -> None:
+        body = msgspec.json.encode(obj)
+        framing = self.start_response(
+            status, [("Content-Type", "application/json"), *headers], length=len(body)
+        )
+        self.emit([body], framing)
+
+    def send_error_json(
+        self, status: int, message: str, type: str | None = "error", headers: Headers = ()
+    ) -> None:
+        error: dict[str, Any] = {"message": message}
+        if type is not None:
+            error["type"] = type
+        self.send_json(status, {"error": error}, headers)
+
+    def send_empty(self, status: int, headers: Headers = ()) -> None:
+        self.start_response(status, headers, length=0)
