@@ -20,8 +20,7 @@ from tinker_sync import (
 from tinker_sync._config import DEFAULT_BASE_URL
 from tinker_sync.testing import Fault, MockTinkerServer
 
-# Every test here runs once per SSE decoder twin (py, cython).
-pytestmark = pytest.mark.usefixtures("sse_implementation")
+# Tests that reach the SSE decoder run once per twin (py, cython): they ask for ``sse_implementation``.
 
 API_KEY = "tml-test-key"
 ENV = ("TINKER_API_KEY", "TINKER_BASE_URL", "CLOUDFLARE_ACCESS_CLIENT_ID", "CLOUDFLARE_ACCESS_CLIENT_SECRET")
@@ -205,7 +204,7 @@ def test_invalid_json_body_is_validation_error(client):
 # -- lazy event streams --------------------------------------------------------------------------
 
 
-def test_event_stream_is_lazy(client, tinker_server):
+def test_event_stream_is_lazy(client, tinker_server, sse_implementation):
     stream = client.stream_get("/test/sse?count=3")
     assert isinstance(stream, EventStream)
     assert stream.response is None
@@ -219,7 +218,7 @@ def test_event_stream_is_lazy(client, tinker_server):
     assert stream.response.is_closed
 
 
-def test_event_stream_with_entry_sends(client, tinker_server):
+def test_event_stream_with_entry_sends(client, tinker_server, sse_implementation):
     stream = client.stream_post("/test/sse?count=2", json={"x": 1})
     assert tinker_server.requests == []
     with stream as s:
@@ -249,7 +248,7 @@ def test_stream_every_method(client, tinker_server, method, sse_implementation):
         uuid.UUID(recorded.headers["x-idempotency-key"])
 
 
-def test_stream_second_iteration_raises(client):
+def test_stream_second_iteration_raises(client, sse_implementation):
     stream = client.stream_get("/test/sse?count=2")
     assert len(list(stream)) == 2
     assert list(stream) == []  # the same exhausted iterator
@@ -257,7 +256,7 @@ def test_stream_second_iteration_raises(client):
         stream.response.read()
 
 
-def test_closed_stream_cannot_be_iterated(client, tinker_server):
+def test_closed_stream_cannot_be_iterated(client, tinker_server, sse_implementation):
     stream = client.stream_get("/test/sse?count=2")
     stream.close()
     with pytest.raises(StreamAlreadyConsumed):
@@ -265,7 +264,7 @@ def test_closed_stream_cannot_be_iterated(client, tinker_server):
     assert tinker_server.requests == []
 
 
-def test_close_mid_stream_discards(client, tinker_server):
+def test_close_mid_stream_discards(client, tinker_server, sse_implementation):
     stream = client.stream_get("/test/sse?count=1000&delay=0.001")
     next(stream)
     response = stream.response
@@ -278,7 +277,7 @@ def test_close_mid_stream_discards(client, tinker_server):
     assert tinker_server.connections == 2
 
 
-def test_break_releases(client, tinker_server):
+def test_break_releases(client, tinker_server, sse_implementation):
     stream = client.stream_get("/test/sse?count=1000&delay=0.001")
     for _event in stream:
         break
@@ -287,7 +286,7 @@ def test_break_releases(client, tinker_server):
     assert response.is_closed
 
 
-def test_exception_in_loop_closes(client):
+def test_exception_in_loop_closes(client, sse_implementation):
     stream = client.stream_get("/test/sse?count=1000&delay=0.001")
     with pytest.raises(RuntimeError):
         with stream:
@@ -296,7 +295,7 @@ def test_exception_in_loop_closes(client):
     assert stream.response.is_closed
 
 
-def test_del_mid_way_closes_connection(client, tinker_server):
+def test_del_mid_way_closes_connection(client, tinker_server, sse_implementation):
     stream = client.stream_get("/test/sse?count=100000&delay=0.001")
     next(stream)
     raw = stream.response._body.raw
@@ -307,7 +306,7 @@ def test_del_mid_way_closes_connection(client, tinker_server):
     assert raw.closed
 
 
-def test_exhaustion_releases_to_pool(client, tinker_server):
+def test_exhaustion_releases_to_pool(client, tinker_server, sse_implementation):
     list(client.stream_get("/test/sse?count=5"))
     list(client.stream_get("/test/sse?count=5"))
     assert tinker_server.connections == 1
@@ -316,7 +315,7 @@ def test_exhaustion_releases_to_pool(client, tinker_server):
 # -- origin --------------------------------------------------------------------------------------
 
 
-def test_api_key_never_sent_to_another_origin(client, tinker_server, monkeypatch):
+def test_api_key_never_sent_to_another_origin(client, tinker_server, monkeypatch, sse_implementation):
     monkeypatch.setenv("CLOUDFLARE_ACCESS_CLIENT_ID", "cf-id")
     monkeypatch.setenv("CLOUDFLARE_ACCESS_CLIENT_SECRET", "cf-secret")
     with MockTinkerServer(api_key=API_KEY) as other:

@@ -6,6 +6,7 @@ import errno
 import functools
 import hashlib
 import json
+import logging
 import os
 import pathlib
 import random
@@ -127,7 +128,7 @@ def test_checksum_parsing():
 # -- integrity failures: nothing at the target -------------------------------------------------------
 
 
-@pytest.mark.parametrize("checksum", ["md5", "sha256", "etag-md5"])
+@pytest.mark.parametrize("checksum", ["md5", "sha256", "etag-md5", "crc32c"])
 def test_bad_checksum_raises_and_removes_everything(client, tmp_path, checksum):
     dest = tmp_path / "out.bin"
     with pytest.raises(
@@ -135,6 +136,16 @@ def test_bad_checksum_raises_and_removes_everything(client, tmp_path, checksum):
     ):
         client.download(f"/test/bytes?size={MiB}&seed=2&checksum={checksum}&bad_checksum=1", dest)
     assert not dest.exists() and leftovers(dest) == []
+
+
+def test_crc32c_without_google_crc32c_is_skipped_and_said(client, tmp_path, monkeypatch, caplog):
+    """The other path: without the optional package, CRC32C is not checked (and the log says so)."""
+    monkeypatch.setitem(sys.modules, "google_crc32c", None)  # import google_crc32c -> ImportError
+    dest = tmp_path / "out.bin"
+    with caplog.at_level(logging.INFO, logger="tinker_sync"):
+        client.download(f"/test/bytes?size={MiB}&seed=2&checksum=crc32c&bad_checksum=1", dest)
+    assert file_sha(dest) == expected_sha(2, MiB)  # the size was still checked; the bad CRC went unseen
+    assert any("Not checking CRC32C" in r.getMessage() for r in caplog.records)
 
 
 def test_wrong_expected_sha256(client, tmp_path):
@@ -383,7 +394,14 @@ def test_second_download_fails_clearly_while_first_runs(client, tinker_server, t
     dest = tmp_path / "out.bin"
     slow = f"/test/bytes?size={size}&seed=12&trickle=65536&trickle_delay=0.05"
     errors: list[BaseException] = []
-    first = threading.Thread(target=lambda: client.download(slow, dest))
+
+    def first_download() -> None:
+        try:
+            client.download(slow, dest)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    first = threading.Thread(target=first_download)
     first.start()
     try:
         deadline = time.monotonic() + 10

@@ -26,8 +26,7 @@ from tinker_sync import (
     UnprocessableEntityError,
 )
 
-# Every test here runs once per SSE decoder twin (py, cython).
-pytestmark = pytest.mark.usefixtures("sse_implementation")
+# Tests that reach the SSE decoder run once per twin (py, cython): they ask for ``sse_implementation``.
 
 API_KEY = "tml-test-key"
 
@@ -150,7 +149,7 @@ def test_close_delimited_body_cut_is_end(sse_implementation):
 # -- content types -------------------------------------------------------------------------------
 
 
-def test_wrong_content_type_shows_body_start(client):
+def test_wrong_content_type_shows_body_start(client, sse_implementation):
     stream = client.stream_get("/test/sse?count=3&content_type=application/json")
     with pytest.raises(APIResponseValidationError) as info:
         next(stream)
@@ -161,7 +160,7 @@ def test_wrong_content_type_shows_body_start(client):
     assert stream.response is None or stream.response.is_closed
 
 
-def test_wrong_content_type_on_entry(client):
+def test_wrong_content_type_on_entry(client, sse_implementation):
     with pytest.raises(APIResponseValidationError, match="text/html"):
         with client.stream_post("/test/sse-raw?content_type=text/html", json="<html>"):
             pass
@@ -202,7 +201,7 @@ def test_content_type_params_and_case_ignored_and_utf8(client, content_type, sse
         (503, InternalServerError),
     ],
 )
-def test_status_errors_before_streaming(client, tinker_server, status, cls):
+def test_status_errors_before_streaming(client, tinker_server, status, cls, sse_implementation):
     stream = client.stream_get(f"/test/status/{status}", max_retries=0)
     with pytest.raises(cls) as info:
         next(stream)
@@ -215,14 +214,14 @@ def test_status_errors_before_streaming(client, tinker_server, status, cls):
     assert len(tinker_server.requests) == 1
 
 
-def test_status_error_body_decoded(client):
+def test_status_error_body_decoded(client, sse_implementation):
     with pytest.raises(NotFoundError) as info:
         list(client.stream_get("/test/status/404"))
     assert info.value.body == {"error": {"message": "status 404"}}
     assert str(info.value) == 'Error code: 404 - {"error":{"message":"status 404"}}'
 
 
-def test_api_key_rejected(tinker_server):
+def test_api_key_rejected(tinker_server, sse_implementation):
     with Client(api_key="tml-wrong", base_url=tinker_server.url) as c:
         with pytest.raises(AuthenticationError) as info:
             list(c.stream_post("/api/v1/stream_sample", json={"prompt": "hi"}))
@@ -248,7 +247,7 @@ def test_stream_sample_typed(client, sse_implementation):
     assert chunks[-1] == Chunk(event_type="done", finish_reason="length", total_tokens=3)
 
 
-def test_stream_sample_error_event(client):
+def test_stream_sample_error_event(client, sse_implementation):
     seen = []
     with pytest.raises(APIError, match="boom"):
         for chunk in client.stream_post(
@@ -258,7 +257,7 @@ def test_stream_sample_error_event(client):
     assert seen == ["tok0", "tok1"]
 
 
-def test_cast_to_mismatch_in_event(client):
+def test_cast_to_mismatch_in_event(client, sse_implementation):
     class Wrong(msgspec.Struct):
         index: str
 
@@ -285,7 +284,7 @@ def test_truncated_event_stream_raises(client, sse_implementation):
     assert len(seen) == 4
 
 
-def test_event_stream_response_attribute(client, tinker_server):
+def test_event_stream_response_attribute(client, tinker_server, sse_implementation):
     stream = client.stream_get("/test/sse?count=2")
     assert stream.response is None
     assert "EventStream" in repr(stream)

@@ -26,8 +26,7 @@ from tinker_sync import (
 from tinker_sync._observe import HOOK_NAMES, mask_headers, mask_url
 from tinker_sync.testing import Fault
 
-# Every test here runs once per SSE decoder twin (py, cython).
-pytestmark = pytest.mark.usefixtures("sse_implementation")
+# Tests that reach the SSE decoder run once per twin (py, cython): they ask for ``sse_implementation``.
 
 API_KEY = "tml-test-key"
 ROOT = pathlib.Path(tinker_sync.__file__).parent.parent
@@ -127,7 +126,7 @@ def test_connection_failure_fires_error(recorder):
     assert recorder.records["stream_end"][0].error.startswith("APIConnectionError(")  # refused is no timeout
 
 
-def test_event_stream_hooks(hooked, recorder, tinker_server):
+def test_event_stream_hooks(hooked, recorder, tinker_server, sse_implementation):
     tinker_server.script("/test/sse", Fault(status=503))
     events = list(hooked.stream_get("/test/sse?count=7&size=100"))
     assert len(events) == 7
@@ -138,7 +137,7 @@ def test_event_stream_hooks(hooked, recorder, tinker_server):
     assert end.bytes == 7 * len(b"data: " + b"x" * 100 + b"\n\n")  # size= is the data length
 
 
-def test_event_stream_break_fires_stream_end_once(hooked, recorder):
+def test_event_stream_break_fires_stream_end_once(hooked, recorder, sse_implementation):
     stream = hooked.stream_get("/test/sse?count=1000&delay=0.001")
     for _ in stream:
         break
@@ -149,7 +148,7 @@ def test_event_stream_break_fires_stream_end_once(hooked, recorder):
     assert end.events == 1 and end.error is None
 
 
-def test_event_stream_broken_reports_error_in_stream_end(hooked, recorder):
+def test_event_stream_broken_reports_error_in_stream_end(hooked, recorder, sse_implementation):
     with pytest.raises(APIConnectionError):
         list(hooked.stream_get("/test/sse?count=10&cut_after=2"))
     [end] = recorder.records["stream_end"]
@@ -157,7 +156,7 @@ def test_event_stream_broken_reports_error_in_stream_end(hooked, recorder):
     assert "APIConnectionError" in end.error
 
 
-def test_event_stream_entered_but_not_iterated_fires_stream_end(hooked, recorder):
+def test_event_stream_entered_but_not_iterated_fires_stream_end(hooked, recorder, sse_implementation):
     with hooked.stream_get("/test/sse?count=2") as stream:
         assert stream.response.status_code == 200
     stream.close()
@@ -167,7 +166,7 @@ def test_event_stream_entered_but_not_iterated_fires_stream_end(hooked, recorder
 
 
 @pytest.mark.parametrize("enter", [True, False])
-def test_event_stream_open_failure_fires_stream_end_alike(hooked, recorder, enter):
+def test_event_stream_open_failure_fires_stream_end_alike(hooked, recorder, enter, sse_implementation):
     stream = hooked.stream_get("/test/sse?count=2&content_type=text/plain")
     with pytest.raises(tinker_sync.APIResponseValidationError):
         if enter:
@@ -189,7 +188,7 @@ def test_raw_stream_hooks_count_bytes(hooked, recorder):
     assert (end.bytes, end.events, end.error) == (300_000, 0, None)
 
 
-def test_raising_hook_is_logged_and_ignored(tinker_server, caplog):
+def test_raising_hook_is_logged_and_ignored(tinker_server, caplog, sse_implementation):
     def bad(record):
         raise RuntimeError("hook bug")
 
@@ -215,7 +214,7 @@ def _dump_text(caplog) -> str:
     return "\n".join(r.getMessage() for r in caplog.records if r.name == "tinker_sync")
 
 
-def test_dump_headers_masks_secrets(tinker_server, caplog, monkeypatch):
+def test_dump_headers_masks_secrets(tinker_server, caplog, monkeypatch, sse_implementation):
     monkeypatch.setenv("CLOUDFLARE_ACCESS_CLIENT_ID", "cf-id")
     monkeypatch.setenv("CLOUDFLARE_ACCESS_CLIENT_SECRET", "cf-very-secret")
     with Client(api_key=API_KEY, base_url=tinker_server.url, dump_headers=True) as c:

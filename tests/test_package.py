@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ast
 import pathlib
-import re
 import pydoc
+import re
 import subprocess
 import sys
 import types
@@ -201,7 +201,9 @@ def test_imports_point_up_the_module_map(path):
 def test_no_import_cycles():
     """Redundant with the map (imports only point up), but says which modules form a cycle if one appears."""
     graph = {
-        _module_name(path): {n for _, n in _imports(path) if n.startswith("tinker_sync") and n != _module_name(path)}
+        _module_name(path): {
+            n for _, n in _imports(path) if n.startswith("tinker_sync") and n != _module_name(path)
+        }
         for path in SOURCES
     }
     state: dict[str, int] = {}
@@ -245,3 +247,36 @@ def test_lazy_modules_never_imported_at_package_level():
     names = [name for _, name in _imports(init)]
     for heavy in ("tarfile", "tqdm", "tinker_sync.cli", "tinker_sync.testing", "asyncio"):
         assert not any(n == heavy or n.startswith(heavy + ".") for n in names), heavy
+
+
+# -- memory bounds are enforced ------------------------------------------------------------------
+
+MEMORY_PROBE = """
+import pytest
+
+
+@pytest.mark.limit_memory("4 MB")
+def test_over():
+    data = bytearray(32 * 1024 * 1024)
+    assert len(data)
+
+
+@pytest.mark.limit_memory("64 MB")
+def test_under():
+    data = bytearray(1024 * 1024)
+    assert len(data)
+"""
+
+
+def test_limit_memory_is_enforced_without_tracing_every_test(tmp_path):
+    """The suite runs without --memray (tracing every test doubled its time): a marked test is still traced."""
+    (tmp_path / "test_probe.py").write_text(MEMORY_PROBE)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_probe.py"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert "1 failed, 1 passed" in result.stdout, result.stdout
+    assert "Test was limited to 4.0MiB but allocated 32.0MiB" in result.stdout

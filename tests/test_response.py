@@ -16,8 +16,7 @@ from tinker_sync import (
 )
 from tinker_sync.testing import Fault, _data
 
-# Every test here runs once per SSE decoder twin (py, cython).
-pytestmark = pytest.mark.usefixtures("sse_implementation")
+# Tests that reach the SSE decoder run once per twin (py, cython): they ask for ``sse_implementation``.
 
 
 def body_of(size: int, seed: int = 0) -> bytes:
@@ -168,7 +167,7 @@ def test_status_error_raises_on_entry(client, tinker_server):
 # -- connections ---------------------------------------------------------------------------------
 
 
-def test_streams_read_to_end_reuse_one_connection(client, tinker_server):
+def test_streams_read_to_end_reuse_one_connection(client, tinker_server, sse_implementation):
     for _ in range(5):
         with client.stream("GET", "/test/bytes?size=100000") as response:
             assert len(b"".join(response.iter_bytes())) == 100_000
@@ -210,7 +209,7 @@ def test_reset_mid_body_raises(client, tinker_server):
     assert response.num_bytes_downloaded <= 50000
 
 
-def test_truncated_chunked_sse_raises(client):
+def test_truncated_chunked_sse_raises(client, sse_implementation):
     with client.stream("GET", "/test/sse?count=10&cut_after=3") as response:
         seen = []
         with pytest.raises(APIConnectionError):
