@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import time
 
 import pytest
 
@@ -50,11 +51,19 @@ def sse_implementation(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
 
 
 @pytest.fixture
-def client(tinker_server, monkeypatch: pytest.MonkeyPatch):
-    """A Client pointed at ``tinker_server``, closed after the test."""
+def waits() -> list[float]:
+    """The waits of the ``client`` fixture, recorded instead of slept (ask for both)."""
+    return []
+
+
+@pytest.fixture
+def client(tinker_server, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest):
+    """A Client pointed at ``tinker_server``, closed after the test; it records its waits in ``waits``
+    instead of sleeping when the test asks for that fixture too."""
     monkeypatch.delenv("TINKER_API_KEY", raising=False)
     monkeypatch.delenv("TINKER_BASE_URL", raising=False)
     import tinker_sync
 
-    with tinker_sync.Client(api_key=API_KEY, base_url=tinker_server.url) as c:
+    sleep = request.getfixturevalue("waits").append if "waits" in request.fixturenames else time.sleep
+    with tinker_sync.Client(api_key=API_KEY, base_url=tinker_server.url, sleep=sleep) as c:
         yield c

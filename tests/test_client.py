@@ -130,9 +130,7 @@ def test_json_body_headers_and_cloudflare(tinker_server, monkeypatch):
     uuid.UUID(headers["x-idempotency-key"])  # a uuid
 
 
-def test_idempotency_key_same_across_retries(client, tinker_server):
-    waits = []
-    client._sleep = waits.append
+def test_idempotency_key_same_across_retries(client, tinker_server, waits):
     tinker_server.script("/test/echo", Fault(status=503), Fault(status=503))
     client.post("/test/echo", json={})
     keys = [r.headers["x-idempotency-key"] for r in tinker_server.requests]

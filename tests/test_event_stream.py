@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import msgspec
 import pytest
+from _sockets import raw_server
 
 from tinker_sync import (
     APIConnectionError,
@@ -42,38 +42,6 @@ class Chunk(msgspec.Struct):
 # -- a one-connection raw socket server, sequenced by the test -----------------------------------
 
 
-@contextmanager
-def raw_server(script: Callable[[socket.socket], None]) -> Iterator[str]:
-    """Serve one connection: read the request head, then run ``script(conn)``. Yields the base URL."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            conn, _ = listener.accept()
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    more = conn.recv(65536)
-                    if not more:
-                        return
-                    data += more
-                script(conn)
-        except BaseException as exc:  # noqa: BLE001 - reported to the test
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        thread.join(10)
-        listener.close()
-        assert not thread.is_alive()
-        if errors:
-            raise errors[0]
-
-
 EVENT1 = b"id: 1\ndata: first\n\n"
 EVENT2 = b"id: 2\ndata: second\n\n"
 
@@ -98,7 +66,7 @@ def test_event_handed_out_when_its_blank_line_arrives(framing, sse_implementatio
     waited: list[bool] = []
     head, frame, tail = _frame(framing)
 
-    def script(conn: socket.socket) -> None:
+    def script(conn: socket.socket, request: bytes, stop: threading.Event) -> None:
         conn.sendall(head + frame(EVENT1))
         # the test sets ``released`` only after it got event 1; a client holding it back times this out
         waited.append(released.wait(10))
@@ -119,7 +87,7 @@ def test_raw_iter_bytes_first_chunk_before_rest_is_sent():
     released = threading.Event()
     waited: list[bool] = []
 
-    def script(conn: socket.socket) -> None:
+    def script(conn: socket.socket, request: bytes, stop: threading.Event) -> None:
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
         waited.append(released.wait(10))
         conn.sendall(b"world")
@@ -136,7 +104,7 @@ def test_raw_iter_bytes_first_chunk_before_rest_is_sent():
 
 def test_close_delimited_body_cut_is_end(sse_implementation):
     # a close-delimited stream ends when the server closes: events so far are complete
-    def script(conn: socket.socket) -> None:
+    def script(conn: socket.socket, request: bytes, stop: threading.Event) -> None:
         conn.sendall(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n" + EVENT1
         )

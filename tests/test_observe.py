@@ -29,6 +29,12 @@ from tinker_sync.testing import Fault
 # Tests that reach the SSE decoder run once per twin (py, cython): they ask for ``sse_implementation``.
 
 API_KEY = "tml-test-key"
+
+
+def no_sleep(seconds: float) -> None:
+    pass
+
+
 ROOT = pathlib.Path(tinker_sync.__file__).parent.parent
 
 
@@ -50,8 +56,8 @@ def recorder():
 
 @pytest.fixture
 def hooked(tinker_server, recorder):
-    with Client(api_key=API_KEY, base_url=tinker_server.url, event_hooks=recorder.hooks()) as c:
-        c._sleep = lambda s: recorder.records["sleep"].append(s)
+    sleep = recorder.records["sleep"].append
+    with Client(api_key=API_KEY, base_url=tinker_server.url, event_hooks=recorder.hooks(), sleep=sleep) as c:
         yield c
 
 
@@ -116,9 +122,12 @@ def test_non_retryable_failure_fires_error(hooked, recorder):
 
 def test_connection_failure_fires_error(recorder):
     with Client(
-        api_key=API_KEY, base_url="http://127.0.0.1:1", max_retries=1, event_hooks=recorder.hooks()
+        api_key=API_KEY,
+        base_url="http://127.0.0.1:1",
+        max_retries=1,
+        event_hooks=recorder.hooks(),
+        sleep=no_sleep,
     ) as c:
-        c._sleep = lambda s: None
         with pytest.raises(APIConnectionError):
             c.get("/x")
     assert recorder.counts() == {"request": 1, "retry": 1, "error": 1, "stream_end": 1}
@@ -257,8 +266,7 @@ def test_dump_headers_off(tinker_server, caplog, monkeypatch, value):
 
 def test_dump_shows_each_attempt(tinker_server, caplog):
     tinker_server.script("/test/echo", Fault(status=503))
-    with Client(api_key=API_KEY, base_url=tinker_server.url, dump_headers=True) as c:
-        c._sleep = lambda s: None
+    with Client(api_key=API_KEY, base_url=tinker_server.url, dump_headers=True, sleep=no_sleep) as c:
         with caplog.at_level(logging.INFO, logger="tinker_sync"):
             c.get("/test/echo")
     text = _dump_text(caplog)

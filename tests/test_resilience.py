@@ -3,56 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 import pytest
+from _sockets import raw_server
 
-from tinker_sync import APIConnectionError, APITimeoutError, Client, Timeout
+from tinker_sync import APIConnectionError, APITimeoutError, Client, InvalidRequestError, Timeout
 from tinker_sync._config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
 from tinker_sync.testing import Fault, _data
 
 API_KEY = "tml-test-key"
 MiB = 1 << 20
-
-
-@pytest.fixture
-def waits(client):
-    recorded: list[float] = []
-    client._sleep = recorded.append
-    return recorded
-
-
-@contextmanager
-def raw_server(script: Callable[[socket.socket], None]) -> Iterator[str]:
-    """Serve one connection with ``script(conn)`` after reading the request head; yields the base URL."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def run() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += conn.recv(65536)
-            try:
-                script(conn, stop)
-            except OSError:
-                pass  # the client went away
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join(10)
-        listener.close()
 
 
 # -- timeouts ------------------------------------------------------------------------------------
@@ -118,7 +84,7 @@ def test_slow_but_live_stream_is_not_cut(client, sse_implementation):
 
 
 def test_idle_timeout_with_pings_only(sse_implementation):
-    def script(conn: socket.socket, stop: threading.Event) -> None:
+    def script(conn: socket.socket, request: bytes, stop: threading.Event) -> None:
         conn.sendall(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
         )
@@ -304,3 +270,201 @@ def test_thousand_abandoned_streams_leave_no_fd(client, tinker_server):
     assert _open_fds() <= before + 5
     assert tinker_server.connections >= 1000
     assert client.get("/api/v1/healthz") == {"status": "ok"}
+
+
+# -- one budget, one continuation rule (default settings) -----------------------------------------
+
+
+def test_download_cut_at_100_random_offsets_with_default_settings(tinker_server, tmp_path):
+    """The budget renews with progress: 100 cuts (10 retries allowed) cost no backoff at all."""
+    size, seed = 256 * MiB, 21
+    rng = random.Random(99)
+    cuts = [rng.randrange(1, 2 * MiB) for _ in range(100)]
+    tinker_server.script("/test/bytes", *[Fault(reset_after=n) for n in cuts])
+    retries: list = []
+    with Client(api_key=API_KEY, base_url=tinker_server.url, event_hooks={"retry": [retries.append]}) as c:
+        assert c.max_retries == 10
+        path = c.download(f"/test/bytes?size={size}&seed={seed}", tmp_path / "big.bin")
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(4 * MiB):
+            digest.update(block)
+    assert digest.hexdigest() == _data.sha256_of(seed, size)
+    assert len(retries) == 100 and all("body broken at byte" in r.reason for r in retries)
+    assert sum(r.wait for r in retries) == 0.0  # every resume followed progress: none waited
+
+
+BODY = b"".join(_data.generate(5, 200_000))
+CUT = 70_000
+
+
+def _first_part(conn: socket.socket, request: bytes, stop: threading.Event) -> None:
+    """A 200 with a strong ETag that breaks after CUT bytes."""
+    conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: %d\r\nETag: "v1"\r\n\r\n' % len(BODY) + BODY[:CUT])
+
+
+def _whole(*, to_a_resume: bool = False):
+    """The whole BODY: as the (wrong) answer to a resume, or to the refetch of a restart."""
+
+    def script(conn: socket.socket, request: bytes, stop: threading.Event) -> None:
+        assert (b"\r\nrange:" in request.lower()) == to_a_resume  # a restart asks for the whole
+        conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: %d\r\nETag: "v1"\r\n\r\n' % len(BODY) + BODY)
+
+    return script
+
+
+def _partial(first: int, total: int, etag: bytes):
+    """A 206 that claims ``first``-end/``total`` and sends BODY from ``first``."""
+
+    def script(conn: socket.socket, request: bytes, stop: threading.Event) -> None:
+        assert b"range: bytes=%d-" % CUT in request.lower()
+        data = BODY[first:]
+        conn.sendall(
+            b"HTTP/1.1 206 Partial Content\r\nContent-Length: %d\r\nContent-Range: bytes %d-%d/%d\r\n"
+            b"ETag: %s\r\n\r\n" % (len(data), first, first + len(data) - 1, total, etag) + data
+        )
+
+    return script
+
+
+# (name, the answer to the resume, the problem an iter_bytes stream names, whether a download refetches)
+CONTINUATIONS = [
+    ("200 instead of 206", _whole(to_a_resume=True), "200 instead of 206", False),
+    ("206 at the wrong offset", _partial(0, len(BODY), b'"v1"'), "wrong Content-Range", True),
+    ("206 of another length", _partial(CUT, len(BODY) + 5, b'"v1"'), "size changed", True),
+    ("206 of a changed resource", _partial(CUT, len(BODY), b'"v2"'), "resource changed", True),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "answer", "problem", "refetch"), CONTINUATIONS, ids=[c[0] for c in CONTINUATIONS]
+)
+def test_a_download_restarts_cleanly_from_zero(name, answer, problem, refetch, tmp_path, waits):
+    scripts = [_first_part, answer] + ([_whole()] if refetch else [])
+    with raw_server(*scripts) as url:
+        with Client(api_key=API_KEY, base_url=url, sleep=waits.append) as c:
+            path = c.download(f"{url}/blob", tmp_path / "blob", credentials=False)
+    assert path.read_bytes() == BODY  # never spliced
+
+
+@pytest.mark.parametrize(
+    ("name", "answer", "problem", "refetch"), CONTINUATIONS, ids=[c[0] for c in CONTINUATIONS]
+)
+def test_a_byte_stream_cannot_take_back_its_bytes(name, answer, problem, refetch, waits):
+    received = bytearray()
+    with raw_server(_first_part, answer) as url:
+        with Client(api_key=API_KEY, base_url=url, sleep=waits.append) as c:
+            with pytest.raises(APIConnectionError, match=f"Cannot resume .*{problem}") as info:
+                with c.stream("GET", f"{url}/blob") as response:
+                    for chunk in response.iter_bytes():
+                        received += chunk
+    assert bytes(received) == BODY[:CUT]  # what was handed out is all true
+    assert info.value.cause == "resume"
+
+
+@pytest.mark.parametrize(
+    ("name", "answer", "problem", "refetch"), CONTINUATIONS, ids=[c[0] for c in CONTINUATIONS]
+)
+def test_a_rerun_uses_the_same_rule(name, answer, problem, refetch, tmp_path, waits):
+    """A .part left by a failed run meets the same answers: the same rule restarts it from zero."""
+    dest = tmp_path / "blob"
+    scripts = [_first_part, answer] + ([_whole()] if refetch else [])
+    with raw_server(*scripts) as url:
+        with Client(api_key=API_KEY, base_url=url, max_retries=0, sleep=waits.append) as c:
+            with pytest.raises(APIConnectionError):
+                c.download(f"{url}/blob", dest, credentials=False)
+            assert os.path.getsize(f"{dest}.part") == CUT  # kept, with its sidecar, for the re-run
+        with Client(api_key=API_KEY, base_url=url, max_retries=1, sleep=waits.append) as c:
+            c.download(f"{url}/blob", dest, credentials=False)
+    assert dest.read_bytes() == BODY
+
+
+# -- the total deadline ---------------------------------------------------------------------------
+
+
+def test_total_deadline_cuts_trickled_headers(waits):
+    """A server trickling its head a byte every 0.1 s is cut at total, not at the end of the trickle."""
+
+    def script(conn: socket.socket, request: bytes, stop: threading.Event) -> None:
+        for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"x" * 200:
+            if stop.wait(0.1):
+                return
+            conn.sendall(bytes([byte]))
+
+    with raw_server(script) as url:
+        with Client(api_key=API_KEY, base_url=url, max_retries=3, sleep=waits.append) as c:
+            start = time.monotonic()
+            with pytest.raises(APITimeoutError, match="total deadline") as info:
+                c.get("/slow", timeout=Timeout(connect=1, read=5, total=0.5))
+            elapsed = time.monotonic() - start
+    assert info.value.cause == "deadline"
+    assert elapsed < 3  # the trickle would last 21 s
+    assert waits == []  # no retry can fit in a spent deadline
+
+
+# -- fail fast on what a retry cannot fix ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url", ["http://[::1/x", "http://exa mple.com/x", "http://host:99999/x", "ftp://host/x"]
+)
+def test_an_invalid_url_raises_at_once(url, waits):
+    events: list = []
+    hooks = {"request": [events.append], "retry": [events.append]}
+    with Client(api_key=API_KEY, base_url="http://127.0.0.1:1", event_hooks=hooks) as c:
+        with pytest.raises(InvalidRequestError, match="URL"):
+            c.get(url)
+    assert events == []  # refused before anything was sent: nothing to retry
+
+
+@pytest.fixture
+def tls_server():
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    context = __import__("ssl").create_default_context(__import__("ssl").Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    return ca, context
+
+
+def test_an_untrusted_certificate_raises_at_once(tls_server):
+    ca, context = tls_server
+    retries: list = []
+    from tinker_sync.testing import MockTinkerServer
+
+    with MockTinkerServer(ssl_context=context) as server:
+        with Client(api_key=API_KEY, base_url=server.url, event_hooks={"retry": [retries.append]}) as c:
+            with pytest.raises(APIConnectionError, match="(?i)certificate") as info:
+                c.get("/api/v1/healthz")
+    assert info.value.cause == "tls" and retries == []
+
+
+def test_a_refused_https_to_http_redirect_raises_at_once(tls_server, tmp_path, monkeypatch):
+    ca, context = tls_server
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))  # trust the test CA (OpenSSL's default paths)
+
+    def redirect(conn: socket.socket, request: bytes, stop: threading.Event) -> None:
+        conn.sendall(
+            b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:1/x?sig=secret\r\nContent-Length: 0\r\n\r\n"
+        )
+
+    retries: list = []
+    with raw_server(redirect, tls=context) as url:
+        with Client(api_key=API_KEY, base_url=url, event_hooks={"retry": [retries.append]}) as c:
+            with pytest.raises(APIConnectionError, match="from https to plain http") as info:
+                c.download(f"{url}/file", tmp_path / "file")
+    assert info.value.cause == "redirect" and retries == []
+    assert "secret" not in str(info.value)
+
+
+def test_every_retry_and_resume_is_logged(client, tinker_server, waits, caplog):
+    tinker_server.script("/test/bytes", Fault(status=503), Fault(reset_after=5000))
+    with caplog.at_level(logging.INFO, logger="tinker_sync"):
+        with client.stream("GET", "/test/bytes?size=20000") as response:
+            assert len(response.read()) == 20000
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Retrying")]
+    assert len(lines) == 2
+    assert "HTTP 503" in lines[0] and "attempt 2" in lines[0] and " in 0." in lines[0]
+    assert "body broken at byte 5000" in lines[1] and "attempt 3" in lines[1] and "in 0.00 s" in lines[1]
+    assert any(r.getMessage().startswith("Resumed") for r in caplog.records)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import random
 
 import pytest
 
@@ -14,7 +15,7 @@ from tinker_sync import (
     InternalServerError,
     RateLimitError,
 )
-from tinker_sync._retry import MAX_RETRY_DELAY, retry_delay, should_retry_status
+from tinker_sync._retry import MAX_RETRY_DELAY, RetryBudget, retry_delay, should_retry_status
 from tinker_sync._transport import Headers
 from tinker_sync.testing import Fault
 
@@ -113,13 +114,6 @@ def test_retry_after_is_not_jittered():
 # -- through the client --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def waits(client):
-    recorded: list[float] = []
-    client._sleep = recorded.append
-    return recorded
-
-
 def test_503_then_200_is_retried_with_recorded_waits(client, tinker_server, waits):
     tinker_server.script("/test/echo", Fault(status=503), Fault(status=503, retry_after=2), Fault(status=503))
     assert client.get("/test/echo")["method"] == "GET"
@@ -138,8 +132,7 @@ def test_retry_after_ms_through_client(client, tinker_server, waits):
 
 
 def test_max_retries_per_client_per_call_and_with_options(tinker_server):
-    with Client(api_key="tml-k", base_url=tinker_server.url, max_retries=2) as c:
-        c._sleep = lambda s: None
+    with Client(api_key="tml-k", base_url=tinker_server.url, max_retries=2, sleep=lambda s: None) as c:
         with pytest.raises(InternalServerError):
             c.get("/test/status/500")
         assert len(tinker_server.requests) == 3
@@ -198,9 +191,8 @@ def test_connection_errors_retried(client, tinker_server, waits):
 
 
 def test_connection_refused_retried_then_raises():
-    with Client(api_key="tml-k", base_url="http://127.0.0.1:1", max_retries=3) as c:
-        waits: list[float] = []
-        c._sleep = waits.append
+    waits: list[float] = []
+    with Client(api_key="tml-k", base_url="http://127.0.0.1:1", max_retries=3, sleep=waits.append) as c:
         with pytest.raises(APIConnectionError):
             c.get("/x")
         assert len(waits) == 3
@@ -214,8 +206,13 @@ def test_event_stream_retried_before_first_event(client, tinker_server, waits):
 
 
 def test_pool_of_one_survives_rate_limit_storm(tinker_server):
-    with Client(api_key="tml-test-key", base_url=tinker_server.url, pool_maxsize=1, max_retries=2) as c:
-        c._sleep = lambda s: None
+    with Client(
+        api_key="tml-test-key",
+        base_url=tinker_server.url,
+        pool_maxsize=1,
+        max_retries=2,
+        sleep=lambda s: None,
+    ) as c:
         for _ in range(50):
             with pytest.raises(RateLimitError) as info:
                 list(c.stream_get("/test/status/429"))
@@ -227,3 +224,101 @@ def test_pool_of_one_survives_rate_limit_storm(tinker_server):
         assert len(list(c.stream_get("/test/sse?count=3"))) == 3
         assert c.get("/api/v1/healthz") == {"status": "ok"}
         assert tinker_server.connections == 1
+
+
+# -- RetryBudget ---------------------------------------------------------------------------------
+
+
+def budget(max_retries: int = 3, **kw) -> RetryBudget:
+    return RetryBudget(max_retries, rand=fixed(0.0), **kw)
+
+
+def test_budget_gives_up_after_max_retries_without_progress():
+    b = budget(3)
+    assert [b.retry(), b.retry(), b.retry(), b.retry()] == [0.5, 1.0, 2.0, None]
+    assert (b.retries, b.failures) == (3, 3)
+
+
+def test_budget_zero_retries_never_retries():
+    assert budget(0).retry() is None
+
+
+@pytest.mark.parametrize("marks", [[10, 20, 30, 40, 50], [1, 2, 3, 4, 5, 6, 7, 8, 9]])
+def test_progress_renews_the_budget_and_the_retry_goes_at_once(marks):
+    b = budget(1)
+    for mark in marks:
+        assert b.retry(progress=mark) == 0.0  # after progress: at once, and the count starts again
+    assert b.retry(progress=marks[-1]) is None  # no progress since: 1 retry was the budget
+    assert b.retries == len(marks)
+
+
+def test_failures_without_progress_back_off_from_the_bottom_again():
+    b = budget(5)
+    assert b.retry(progress=0) == 0.5  # no progress yet: the usual backoff
+    assert b.retry(progress=0) == 1.0
+    assert b.retry(progress=100) == 0.0  # progress: renewed, at once
+    assert b.retry(progress=100) == 0.5  # then the backoff starts from the bottom
+    assert b.retry(progress=100) == 1.0
+
+
+def test_retry_after_is_honoured_even_after_progress():
+    b = budget(3)
+    assert b.retry(progress=10, headers=Headers({"retry-after": "3"})) == 3.0
+
+
+def test_min_wait_is_a_floor():
+    b = budget(3)
+    assert b.retry(progress=10, min_wait=1.0) == 1.0  # an SSE stream's reconnection time
+    assert b.retry(min_wait=0.1) == 0.5
+
+
+@pytest.mark.parametrize("cause", ["tls", "url", "redirect"])
+def test_causes_no_retry_can_mend_are_never_retried(cause):
+    b = budget(10)
+    assert b.retry(cause=cause) is None
+    assert b.retry(cause=cause, progress=1000) is None
+    assert b.retries == 0
+
+
+def test_dns_failures_are_retried_only_briefly():
+    b = budget(10)
+    assert [b.retry(cause="dns") is not None for _ in range(4)] == [True, True, False, False]
+    assert b.retry(cause="connect") is not None  # other causes keep their budget
+
+
+def test_no_retry_past_the_deadline():
+    now = [100.0]
+    b = RetryBudget(10, deadline=101.0, rand=fixed(0.0), now=lambda: now[0])
+    assert b.retry() == 0.5  # ends at 100.5, before the deadline
+    assert b.remaining() == 1.0 and not b.expired()
+    now[0] = 100.6
+    assert b.retry() is None  # a 1 s wait would end past it
+    now[0] = 101.0
+    assert b.expired() and b.remaining() == 0.0
+
+
+def test_sent_counts_attempts_and_reports_the_retry_count():
+    b = budget(3)
+    assert b.sent() == 0 and b.attempts == 1
+    b.retry()
+    assert b.sent() == 1 and b.attempts == 2
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_worst_case_sends_are_bounded_as_documented(seed):
+    """Sends <= (max_retries + 1) * (1 + renewals), whatever the mix of failures and progress."""
+    rng = random.Random(seed)
+    max_retries = rng.randrange(0, 6)
+    b = budget(max_retries)
+    position = renewals = 0
+    b.sent()
+    while True:
+        if rng.random() < 0.3:
+            position += rng.randrange(1, 100)  # the transfer advanced before it broke
+            renewals += 1
+        if b.retry(progress=position) is None:
+            break
+        b.sent()
+        if renewals > 50:
+            break
+    assert b.attempts <= (max_retries + 1) * (1 + renewals)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -36,7 +37,7 @@ from ._config import (
     resolve_base_url,
 )
 from ._event_stream import EventSource, EventStream
-from ._exceptions import APIConnectionError
+from ._exceptions import APIConnectionError, InvalidRequestError
 from ._observe import (
     ErrorInfo,
     Hooks,
@@ -67,6 +68,8 @@ log = logging.getLogger("tinker_sync")
 
 MAX_REDIRECTS = 10
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+# An absolute URL starts with a scheme (RFC 3986): anything else is a path under the base URL.
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 USER_AGENT = f"tinker-sync/{__version__} Python/{platform.python_version()}"
 
 
@@ -161,11 +164,18 @@ class BaseClient:
         return origin_of(url) == self._origin
 
     def build_url(self, path: str, params: Params | None = None) -> str:
-        """Join ``path`` to the base URL (an absolute http(s) URL is kept) and add ``params``."""
-        if path.startswith(("http://", "https://")):
+        """Join ``path`` to the base URL (an absolute http(s) URL is kept) and add ``params``.
+
+        Raises:
+            InvalidRequestError: an absolute URL of another scheme (``ftp:``, ``file:``, ...).
+        """
+        scheme = _SCHEME.match(path)
+        if scheme is None:
+            url = f"{self.base_url}/{path.lstrip('/')}"
+        elif scheme.group(1).lower() in ("http", "https"):
             url = path
         else:
-            url = f"{self.base_url}/{path.lstrip('/')}"
+            raise InvalidRequestError(f"Invalid URL {path!r}: only http and https URLs can be requested")
         if params:
             query = urlencode({k: v for k, v in params.items() if v is not None}, doseq=True)
             if query:
@@ -696,14 +706,15 @@ class _EventConnector:
 def check_redirect(source: str, target: str, request: Request | None = None) -> None:
     """Raise APIConnectionError (never retried) unless a redirect to ``target`` may be followed.
 
-    Only http(s) targets, and never from https down to plain http (the signed
-    URL, and anything sent with it, would travel in the clear).
+    Only http(s) URLs that parse unambiguously, and never from https down to
+    plain http (the signed URL, and anything sent with it, would travel in the clear).
     """
-    old, new = origin_of(source)[0], origin_of(target)[0]
-    if new not in ("http", "https"):
+    try:
+        old, new = origin_of(source)[0], origin_of(target)[0]
+    except InvalidRequestError as exc:
         raise APIConnectionError(
-            f"Refusing redirect to a non-HTTP URL: {mask_url(target)}", request, cause="redirect"
-        )
+            f"Refusing redirect to a non-HTTP URL: {mask_url(target)} ({exc})", request, cause="redirect"
+        ) from None
     if old == "https" and new == "http":
         raise APIConnectionError(
             f"Refusing redirect from https to plain http: {mask_url(source)} -> {mask_url(target)}",

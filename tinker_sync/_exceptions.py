@@ -17,6 +17,7 @@
     |   +-- APIResponseValidationError    body does not fit ``cast_to``
     |   +-- CheckpointNotReadyError       archive not prepared within the deadline
     +-- RequestFailedError(message, request_id, category)
+    +-- InvalidRequestError               a request refused before sending (bad URL, CR/LF/NUL)
     +-- StreamAlreadyConsumed             a body read twice
     +-- SSEDecodeError                    line or event over the decoder's limit
     +-- DownloadIntegrityError            size or checksum mismatch
@@ -46,6 +47,7 @@ __all__ = [
     "DownloadIntegrityError",
     "DownloadLockedError",
     "InternalServerError",
+    "InvalidRequestError",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
@@ -221,6 +223,15 @@ class RequestFailedError(TinkerError):
         self.message = message
         self.request_id = request_id
         self.category = category
+
+
+class InvalidRequestError(TinkerError, ValueError):
+    """The client refused to send a request, before anything was sent.
+
+    A URL it cannot parse unambiguously (or that is not http/https), or a CR,
+    LF or NUL in a path, query, header name or header value: anything that
+    could make the request mean something else on the wire.
+    """
 
 
 class StreamAlreadyConsumed(TinkerError):

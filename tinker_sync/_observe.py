@@ -126,8 +126,12 @@ def mask_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def mask_url(url: str) -> str:
-    """``url`` with signature-like query values replaced by ``***``."""
-    parts = urlsplit(url)
+    """``url`` with signature-like query values replaced by ``***`` (a URL that does not parse: its whole query)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        base, sep, _ = url.partition("?")
+        return base + (f"?{MASK}" if sep else "")
     if not parts.query:
         return url
     query = [

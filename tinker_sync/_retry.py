@@ -134,6 +134,7 @@ class RetryBudget:
         self.retries = 0
         self.failures = 0
         self._mark = 0
+        self._step = 0  # backoff steps taken since the last progress
         self._dns = 0
         self._rand = rand
         self._now = now
@@ -179,13 +180,14 @@ class RetryBudget:
             self._dns += 1
         advanced = False
         if progress is not None and progress > self._mark:
-            self._mark, self.failures, advanced = progress, 0, True
+            self._mark, self.failures, self._step, advanced = progress, 0, 0, True
         if self.failures >= self.max_retries:
             return None
-        wait = 0.0 if advanced and headers is None else retry_delay(self.failures, headers, rand=self._rand)
-        wait = max(wait, min_wait)
+        backoff = not (advanced and headers is None)
+        wait = max(retry_delay(self._step, headers, rand=self._rand) if backoff else 0.0, min_wait)
         if self.deadline is not None and self._now() + wait >= self.deadline:
             return None
+        self._step += backoff
         self.failures += 1
         self.retries += 1
         return wait

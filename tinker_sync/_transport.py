@@ -44,10 +44,10 @@ from urllib3.exceptions import (
     ReadTimeoutError,
     SSLError,
 )
-from urllib3.util import parse_url
+from urllib3.util import Url, parse_url
 
 from ._config import Timeout
-from ._exceptions import APIConnectionError, APITimeoutError
+from ._exceptions import APIConnectionError, APITimeoutError, InvalidRequestError
 
 __all__ = [
     "READ_SIZE",
@@ -56,6 +56,7 @@ __all__ = [
     "RawResponse",
     "Request",
     "Transport",
+    "check_url",
     "first_buffer",
     "mapped_errors",
     "next_buffer",
@@ -96,11 +97,27 @@ class Request:
         return f"<Request {self.method} {self.url}>"
 
 
+def check_url(url: str) -> Url:
+    """``url`` parsed by urllib3's parser, the one that connects; InvalidRequestError unless it is an
+    unambiguous absolute http(s) URL with a host."""
+    if not isinstance(url, str) or any(ord(c) < 0x21 or c == "\x7f" for c in url):
+        raise InvalidRequestError(f"Invalid URL {url!r}: it contains whitespace or control characters")
+    try:
+        parts = parse_url(url)
+    except LocationParseError as exc:
+        raise InvalidRequestError(f"Invalid URL {url!r}: {exc}") from None
+    if (parts.scheme or "").lower() not in _DEFAULT_PORTS:
+        raise InvalidRequestError(f"Invalid URL {url!r}: only http and https URLs can be requested")
+    if not parts.host:
+        raise InvalidRequestError(f"Invalid URL {url!r}: no host")
+    return parts
+
+
 def origin_of(url: str) -> tuple[str, str, int]:
     """(scheme, host, port) of a URL, as urllib3 will connect to it, the scheme's default port filled in."""
-    parts = parse_url(url)
+    parts = check_url(url)
     scheme = (parts.scheme or "").lower()
-    return scheme, (parts.host or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme, 0)
+    return scheme, (parts.host or "").lower(), parts.port or _DEFAULT_PORTS[scheme]
 
 
 @contextmanager
