@@ -35,7 +35,7 @@ from ._exceptions import (
     UnprocessableEntityError,
     UnsafeArchiveError,
 )
-from ._observe import ErrorInfo, RequestInfo, ResponseInfo, RetryInfo, StreamEndInfo
+from ._observe import ErrorInfo, EventHooks, RequestInfo, ResponseInfo, RetryInfo, StreamEndInfo
 from ._response import StreamedResponse
 from ._version import __version__
 
@@ -56,6 +56,7 @@ __all__ = [
     "DownloadIntegrityError",
     "DownloadLockedError",
     "ErrorInfo",
+    "EventHooks",
     "EventStream",
     "InternalServerError",
     "InvalidRequestError",

@@ -40,7 +40,7 @@ from ._event_stream import EventSource, EventStream
 from ._exceptions import APIConnectionError, InvalidRequestError
 from ._observe import (
     ErrorInfo,
-    Hooks,
+    EventHooks,
     RequestInfo,
     ResponseInfo,
     RetryInfo,
@@ -124,7 +124,7 @@ class BaseClient:
         timeout: float | Timeout = DEFAULT_READ_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         default_headers: Mapping[str, str] | None = None,
-        event_hooks: Hooks | None = None,
+        event_hooks: EventHooks | None = None,
         dump_headers: bool | None = None,
         pool_maxsize: int = DEFAULT_POOL_MAXSIZE,
         max_event_size: int = DEFAULT_MAX_SIZE,

@@ -16,11 +16,13 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypedDict
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 __all__ = [
     "HOOK_NAMES",
     "ErrorInfo",
+    "EventHooks",
     "RequestInfo",
     "ResponseInfo",
     "RetryInfo",
@@ -98,20 +100,30 @@ class ErrorInfo:
     error: BaseException
 
 
-Hooks = Mapping[str, Sequence[Callable[[object], object]]]
+class EventHooks(TypedDict, total=False):
+    """``event_hooks``: for each hook name, the callables that receive its records."""
+
+    request: Sequence[Callable[[RequestInfo], object]]
+    response: Sequence[Callable[[ResponseInfo], object]]
+    retry: Sequence[Callable[[RetryInfo], object]]
+    stream_end: Sequence[Callable[[StreamEndInfo], object]]
+    error: Sequence[Callable[[ErrorInfo], object]]
 
 
-def check_hooks(event_hooks: Hooks | None) -> dict[str, list[Callable[[object], object]]]:
-    """Validate ``event_hooks`` and copy it into lists."""
-    hooks: dict[str, list[Callable[[object], object]]] = {name: [] for name in HOOK_NAMES}
-    for name, funcs in (event_hooks or {}).items():
+def check_hooks(
+    event_hooks: EventHooks | Mapping[str, Sequence[Callable[[Any], object]]] | None,
+) -> dict[str, list[Callable[[Any], object]]]:
+    """Validate ``event_hooks`` (a name that is no hook raises ValueError) and copy it into lists."""
+    hooks: dict[str, list[Callable[[Any], object]]] = {name: [] for name in HOOK_NAMES}
+    given: Mapping[str, Sequence[Callable[[Any], object]]] = event_hooks or {}  # type: ignore[assignment]  # to mypy a TypedDict is only a Mapping[str, object]
+    for name, funcs in given.items():
         if name not in hooks:
             raise ValueError(f"Unknown event hook {name!r}; expected one of {', '.join(HOOK_NAMES)}")
         hooks[name].extend(funcs)
     return hooks
 
 
-def emit(hooks: Mapping[str, Iterable[Callable[[object], object]]], name: str, record: object) -> None:
+def emit(hooks: Mapping[str, Iterable[Callable[[Any], object]]], name: str, record: object) -> None:
     """Call every hook registered for ``name``; a hook that raises is logged, never propagated."""
     for hook in hooks.get(name, ()):
         try:
