@@ -69,3 +69,57 @@ def raw_server(*scripts: Script, tls: object = None) -> Iterator[str]:
         thread.join(10)
         if errors:
             raise errors[0]
+
+
+class RecordingServer:
+    """A keep-alive HTTP server on ``host`` that records every request head and answers 200 ``ok``,
+    or 302 to ``redirects[path]``. For tests of where requests (and their headers) go."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.listener = socket.create_server((host, 0))
+        self.url = f"http://{host}:{self.listener.getsockname()[1]}"
+        self.heads: list[bytes] = []
+        self.redirects: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> RecordingServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.listener.close()
+
+    def _serve(self) -> None:
+        self.listener.settimeout(0.05)  # so that the stop event is seen at once
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(None)
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                while head := read_head(conn):
+                    self.heads.append(head)
+                    path = head.split(b" ", 2)[1].decode("latin-1")
+                    if path in self.redirects:
+                        location = self.redirects[path].encode("utf-8", "surrogateescape")
+                        conn.sendall(
+                            b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\nContent-Length: 0\r\n\r\n"
+                        )
+                    else:
+                        conn.sendall(
+                            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+                        )
+            except OSError:
+                pass
+
+    def api_keys(self) -> list[bool]:
+        """For each recorded request: whether it carried an X-API-Key."""
+        return [b"\r\nx-api-key:" in head.lower() for head in self.heads]

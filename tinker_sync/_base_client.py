@@ -53,7 +53,7 @@ from ._observe import (
 )
 from ._response import Sender, StreamedResponse, decode_body, status_error
 from ._retry import RetryBudget, should_retry_status
-from ._transport import DEFAULT_POOL_MAXSIZE, Headers, Request, Transport, origin_of
+from ._transport import DEFAULT_POOL_MAXSIZE, Headers, Request, Transport, check_request, origin_of
 from ._typing import E, T
 from ._version import __version__
 from .sse import DEFAULT_MAX_SIZE
@@ -138,6 +138,7 @@ class BaseClient:
         self.max_retries = max_retries
         # Read once, as every environment setting (TINKER_*, CLOUDFLARE_ACCESS_*).
         self.default_headers = {**cloudflare_headers(), **(default_headers or {})}
+        check_request("GET", self.default_headers)
         self.event_hooks = check_hooks(event_hooks)
         self.dump_headers = dump_headers_default() if dump_headers is None else dump_headers
         self.max_event_size = max_event_size
@@ -177,6 +178,10 @@ class BaseClient:
         else:
             raise InvalidRequestError(f"Invalid URL {path!r}: only http and https URLs can be requested")
         if params:
+            for key, value in params.items():
+                for text in (key, *(value if isinstance(value, (list, tuple)) else (value,))):
+                    if isinstance(text, str) and ("\r" in text or "\n" in text or "\x00" in text):
+                        raise InvalidRequestError(f"Invalid query parameter {str(key)[:40]!r}: CR, LF or NUL")
             query = urlencode({k: v for k, v in params.items() if v is not None}, doseq=True)
             if query:
                 url += ("&" if "?" in url else "?") + query
@@ -215,8 +220,10 @@ class BaseClient:
             if method != "GET":
                 request_headers["X-Idempotency-Key"] = str(uuid.uuid4())
         if headers:
+            check_request(method, headers)
             for name, value in headers.items():
                 request_headers[name] = value  # the caller's value wins, its idempotency key too
+        check_request(method, request_headers)
         return Request(method, url, request_headers, body)
 
     # -- the one send path ---------------------------------------------------
@@ -407,7 +414,10 @@ class BaseClient:
                     request,
                     cause="redirect",
                 )
-            target = urljoin(request.url, location.strip())
+            try:
+                target = urljoin(request.url, location.strip())
+            except ValueError:
+                target = location  # refused just below, as a URL that does not parse
             check_redirect(request.url, target, request)
             log.info(
                 "Following redirect %d from %s to %s",

@@ -24,7 +24,8 @@ import functools
 import logging
 import operator
 import time
-from collections.abc import Iterator, Mapping
+import weakref
+from collections.abc import Generator, Iterator, Mapping
 from typing import Any, Generic, Protocol, cast
 
 import msgspec
@@ -119,7 +120,11 @@ class EventStream(Generic[E]):
         self._idle_timeout = idle_timeout
         self._max_event_size = max_event_size
         self._holder: list[EventSource | None] = [source]
-        self._iterator: Iterator[E] | None = None
+        # The generator: held strongly once ``next()`` is used, only weakly when a ``for``
+        # loop took it (so that the loop's end, even a ``break``, drops and closes it).
+        self._generator: Generator[E] | None = None
+        self._weak: weakref.ref[Generator[E]] | None = None
+        self._started = False
         self._closed = False
 
     @property
@@ -130,29 +135,46 @@ class EventStream(Generic[E]):
     def __repr__(self) -> str:
         return f"<EventStream response={self.response!r}>"
 
-    def _ensure_iterator(self) -> Iterator[E]:
-        if self._iterator is None:
-            if self._closed:
-                raise StreamAlreadyConsumed("This event stream was closed before it was read.")
-            self._iterator = cast(
-                Iterator[E],
-                _iterate_events(
-                    self._holder,
-                    self._connector,
-                    self._cast_to,
-                    self._reconnect,
-                    self._idle_timeout,
-                    self._max_event_size,
-                ),
-            )
-        return self._iterator
+    def _live(self) -> Generator[E] | None:
+        return self._generator or (self._weak() if self._weak is not None else None)
+
+    def _new_generator(self) -> Generator[E]:
+        if self._closed and not self._started:
+            raise StreamAlreadyConsumed("This event stream was closed before it was read.")
+        self._started = True
+        generator = _iterate_events(
+            self._holder,
+            self._connector,
+            self._cast_to,
+            self._reconnect,
+            self._idle_timeout,
+            self._max_event_size,
+        )
+        return cast(Generator[E], generator)
 
     def __iter__(self) -> Iterator[E]:
-        # The generator itself, so a ``for`` loop pays no extra call per event.
-        return self._ensure_iterator()
+        """The generator itself (a ``for`` loop pays no extra call per event).
+
+        The stream keeps only a weak reference to it: when the loop ends, by
+        exhaustion, ``break`` or an exception, the generator goes and its
+        connection is closed at once. Iterating again after that yields nothing.
+        """
+        generator = self._live()
+        if generator is None:
+            if self._started:
+                return iter(())
+            generator = self._new_generator()
+            self._weak = weakref.ref(generator)
+        return generator
 
     def __next__(self) -> E:
-        return next(self._ensure_iterator())
+        generator = self._live()
+        if generator is None:
+            if self._started:
+                raise StopIteration
+            generator = self._new_generator()
+        self._generator = generator
+        return next(generator)
 
     def __enter__(self) -> EventStream[E]:
         """Send the request now (so status errors raise here) and return the stream."""
@@ -171,13 +193,15 @@ class EventStream(Generic[E]):
     def close(self) -> None:
         """Stop the stream and discard its connection (if still open)."""
         was_closed, self._closed = self._closed, True
-        if self._iterator is not None:
-            self._iterator.close()  # type: ignore[attr-defined]
+        generator = self._live()
+        if generator is not None:
+            generator.close()
+        self._generator = None
         source = self._holder[0]
         if source is not None:
             source.close()
             # Entered but never iterated: the generator's ``finally`` never ran, so report the end here.
-            if self._iterator is None and not was_closed and self._connector is not None:
+            if not self._started and not was_closed and self._connector is not None:
                 self._connector.finished(source, 0, None)
 
 

@@ -23,10 +23,11 @@ import heapq
 import http.client
 import io
 import itertools
+import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,7 @@ from urllib3.util import Url, parse_url
 
 from ._config import Timeout
 from ._exceptions import APIConnectionError, APITimeoutError, InvalidRequestError
+from ._observe import mask_url
 
 __all__ = [
     "READ_SIZE",
@@ -56,6 +58,7 @@ __all__ = [
     "RawResponse",
     "Request",
     "Transport",
+    "check_request",
     "check_url",
     "first_buffer",
     "mapped_errors",
@@ -98,26 +101,66 @@ class Request:
 
 
 def check_url(url: str) -> Url:
-    """``url`` parsed by urllib3's parser, the one that connects; InvalidRequestError unless it is an
-    unambiguous absolute http(s) URL with a host."""
+    """``url`` parsed by urllib3's parser (the one that connects), or InvalidRequestError.
+
+    Only an unambiguous absolute http(s) URL with a host passes: no whitespace
+    or control characters, no backslash (parsers disagree on it), no userinfo
+    (``user:pw@``: the API key travels in a header, and ``a@b@c`` reads
+    differently to different parsers), no percent-encoding in the host. The
+    origin check (``origin_of``) and the connection then read the same parts.
+    """
+    shown = repr(mask_url(url)) if isinstance(url, str) else repr(url)
     if not isinstance(url, str) or any(ord(c) < 0x21 or c == "\x7f" for c in url):
-        raise InvalidRequestError(f"Invalid URL {url!r}: it contains whitespace or control characters")
+        raise InvalidRequestError(f"Invalid URL {shown}: it contains whitespace or control characters")
+    if "\\" in url:
+        raise InvalidRequestError(f"Invalid URL {shown}: it contains a backslash")
     try:
         parts = parse_url(url)
     except LocationParseError as exc:
-        raise InvalidRequestError(f"Invalid URL {url!r}: {exc}") from None
+        raise InvalidRequestError(f"Invalid URL {shown}: {exc}") from None
     if (parts.scheme or "").lower() not in _DEFAULT_PORTS:
-        raise InvalidRequestError(f"Invalid URL {url!r}: only http and https URLs can be requested")
-    if not parts.host:
-        raise InvalidRequestError(f"Invalid URL {url!r}: no host")
+        raise InvalidRequestError(f"Invalid URL {shown}: only http and https URLs can be requested")
+    authority = (
+        url.split("//", 1)[1].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0] if "//" in url else ""
+    )
+    if not parts.host or not authority:
+        raise InvalidRequestError(f"Invalid URL {shown}: no host")
+    if parts.auth is not None or "@" in authority:
+        raise InvalidRequestError(
+            f"Invalid URL {shown}: credentials in the URL (user@host) are not supported"
+        )
+    if "%" in authority:
+        raise InvalidRequestError(f"Invalid URL {shown}: percent-encoding in the host")
     return parts
 
 
 def origin_of(url: str) -> tuple[str, str, int]:
-    """(scheme, host, port) of a URL, as urllib3 will connect to it, the scheme's default port filled in."""
+    """(scheme, host, port) of a URL, as urllib3 will connect to it: lower case, the scheme's default
+    port filled in, a trailing dot dropped (``host.`` is ``host``)."""
     parts = check_url(url)
     scheme = (parts.scheme or "").lower()
-    return scheme, (parts.host or "").lower(), parts.port or _DEFAULT_PORTS[scheme]
+    host = (parts.host or "").lower().removesuffix(".")
+    return scheme, host, parts.port or _DEFAULT_PORTS[scheme]
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def check_request(method: str, headers: Mapping[str, object]) -> None:
+    """InvalidRequestError unless the method is a token and every header name a token and value a
+    string without CR, LF or NUL (which would split the request on the wire). Values never appear
+    in the message: they may be secrets."""
+    if not _TOKEN.fullmatch(method):
+        raise InvalidRequestError(f"Invalid HTTP method {method[:40]!r}")
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise InvalidRequestError(f"Invalid header name {str(name)[:40]!r}")
+        if not isinstance(value, str):
+            raise InvalidRequestError(
+                f"Invalid value for header {name}: a str is needed, not {type(value).__name__}"
+            )
+        if "\r" in value or "\n" in value or "\x00" in value:
+            raise InvalidRequestError(f"Invalid value for header {name}: it contains CR, LF or NUL")
 
 
 @contextmanager
