@@ -59,19 +59,20 @@ CLEANUP_FUTURE_TIMEOUT = 60.0
 
 @contextmanager
 def exported(
-    client: BaseClient, path: TinkerPath, budget: RetryBudget, prepare_timeout: float, say: Notify
+    client: BaseClient, path: TinkerPath, budget: RetryBudget, prepare_timeout: float, say: Notify, why: str
 ) -> Iterator[TinkerPath]:
     """Export the training checkpoint ``path``; yield the export's ``tinker://`` path; clean up.
 
-    The session is finished ``success`` when the block completes, ``interrupted``
-    on Ctrl-C, ``errored`` otherwise.
+    ``why`` is said (with the session's id) once the checkpoint is known to
+    exist. The session is finished ``success`` when the block completes,
+    ``interrupted`` on Ctrl-C, ``errored`` otherwise.
     """
     info = _post(client, "/api/v1/weights_info", {"tinker_path": str(path)}, WeightsInfo, budget)
     session_body = {"sdk_version": __version__, "tags": ["tinker-sync"], "user_metadata": CREATED_BY}
     session = _post(client, "/api/v1/create_session", session_body, CreateSessionResponse, budget)
     if session.warning_message or session.error_message:
         log.warning("create_session: %s", session.warning_message or session.error_message)
-    say(f"Exporting {path} as external weights (session {session.session_id}, base model {info.base_model})")
+    say(f"Exporting {path} as external weights, as {why} (session {session.session_id})")
     model_ids: list[str] = []
     export: TinkerPath | None = None
     outcome = "errored"

@@ -309,8 +309,9 @@ class Checkpoints(SyncAPIResource[M]):
         except APIStatusError as exc:
             if exc.status_code not in ARCHIVE_UNSUPPORTED:
                 raise
-            say(f"The server does not serve archives (HTTP {exc.status_code}); exporting {path} instead")
-            with exported(self._client, path, budget, prepare_timeout, say) as export:
+            log.info("The archive of %s: HTTP %d; trying the export flow", path, exc.status_code)
+            why = f"the server does not serve archives (HTTP {exc.status_code})"
+            with exported(self._client, path, budget, prepare_timeout, say, why) as export:
                 return self._download_external(export, target, progress, say, budget, renew_ttl=EXPORT_TTL)
         return self._download_archive(signer, target, progress, max_members, max_total_size)
 
