@@ -187,7 +187,9 @@ def poll(
             if status != 429 and status < 500:
                 raise
             headers = exc.response.headers if exc.response is not None else None
-            progress = polls if status >= 500 and fresh else None
+            progress = None
+            if status >= 500 and fresh:  # the first 5xx since an answer: poll again at once
+                progress, headers = polls, None
             fresh = False
             reason = f"HTTP {status} polling future {request_id}"
             if client._backoff(budget, request, reason, headers=headers, progress=progress):
