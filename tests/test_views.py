@@ -281,3 +281,16 @@ def test_unknown_fields_are_tolerated_and_optional_ones_default():
         None,
         None,
     )
+
+
+@pytest.mark.parametrize(
+    "call", ["training_runs.iter", "sessions.iter", "checkpoints.iter", "checkpoints.download"]
+)
+def test_helpers_that_are_not_one_call_have_no_views(client, tinker_server, call):
+    resource, method = call.split(".")
+    for view in (client.with_raw_response, client.with_streaming_response):
+        with pytest.raises(TypeError, match=f"{method}\\(\\) has no"):
+            getattr(getattr(view, resource), method)(
+                *(["tinker://r/weights/x"] if method == "download" else [])
+            )
+    assert tinker_server.requests == []

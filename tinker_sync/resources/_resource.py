@@ -104,6 +104,13 @@ class SyncAPIResource(Generic[M]):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} ({self._mode.__name__}) of {self._client!r}>"
 
+    def _plain_only(self, name: str) -> None:
+        """Refuse a helper that is not one API call (``iter``, ``download``) on a view (mypy does too)."""
+        if self._mode is not Parsed:
+            raise TypeError(
+                f"{name}() has no {self._mode.__name__.lower()} view; call it on the plain resource"
+            )
+
     def _request(
         self,
         method: str,

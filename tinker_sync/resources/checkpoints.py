@@ -118,6 +118,8 @@ class Checkpoints(SyncAPIResource[M]):
         """Every checkpoint of the caller, newest first, lazily: one ``list`` request per ``limit``
         checkpoints, sent only when the loop gets there; stops at ``total_count`` or ``max_items``."""
 
+        self._plain_only("iter")
+
         def fetch(offset: int, limit: int) -> tuple[list[Checkpoint], int | None]:
             page = self.list(limit=limit, offset=offset)
             return page.checkpoints, page.cursor.total_count if page.cursor is not None else None
@@ -252,6 +254,7 @@ class Checkpoints(SyncAPIResource[M]):
             UnsafeArchiveError: a refused archive member or relative path.
             APIStatusError, APIConnectionError: the API or the transfer failed.
         """
+        self._plain_only("download")
         path = parse_tinker_path(tinker_path)
         if path.kind == "sampler_weights":
             raise ValueError(

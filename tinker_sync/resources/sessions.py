@@ -41,6 +41,8 @@ class Sessions(SyncAPIResource[M]):
         """Every session id from ``offset`` on, lazily, one ``list`` request per ``limit`` ids, sent
         only when the loop gets there; stops at a short page or ``max_items``."""
 
+        self._plain_only("iter")
+
         def fetch(offset: int, limit: int) -> tuple[list[str], int | None]:
             return self.list(limit=limit, offset=offset, access_scope=access_scope).sessions, None
 

@@ -46,6 +46,8 @@ class TrainingRuns(SyncAPIResource[M]):
         """Every training run from ``offset`` on, lazily: one ``list`` request per ``limit`` runs,
         sent only when the loop gets there; stops at the cursor's ``total_count`` or ``max_items``."""
 
+        self._plain_only("iter")
+
         def fetch(offset: int, limit: int) -> tuple[list[TrainingRun], int | None]:
             page = self.list(limit=limit, offset=offset, access_scope=access_scope)
             return page.training_runs, page.cursor.total_count
