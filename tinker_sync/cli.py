@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["ProgressReporter", "build_parser", "format_size", "main"]
 
 PROG = "tinker-sync"
+X = TypeVar("X")
 
 
 def format_size(n: float) -> str:
@@ -282,21 +283,33 @@ def _cmd_checkpoint_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _collect(
+    fetch: Callable[[int, int], tuple[list[X], int | None]], limit: int
+) -> tuple[list[X], int | None]:
+    """Up to ``limit`` items (0: all), ``PAGE_SIZE`` a request, and the total the API reported."""
+    from .resources._resource import iterate_pages
+
+    total: list[int | None] = [None]
+
+    def page(offset: int, size: int) -> tuple[list[X], int | None]:
+        items, total[0] = fetch(offset, size)
+        return items, total[0]
+
+    return list(iterate_pages(page, limit=PAGE_SIZE, max_items=limit or None)), total[0]
+
+
 def _cmd_run_list(args: argparse.Namespace) -> int:
     from ._client import Client
+    from .resources.types import TrainingRun
 
     with Client() as client:
-        runs = client.training_runs
-        first = runs.list(limit=min(PAGE_SIZE, args.limit or PAGE_SIZE), access_scope=args.access_scope)
-        found = first.training_runs
-        if len(found) < (args.limit or first.cursor.total_count):
-            found += runs.iter(
-                limit=PAGE_SIZE,
-                offset=len(found),
-                access_scope=args.access_scope,
-                max_items=args.limit - len(found) if args.limit else None,
-            )
-    title = f"{len(found)} training run{'' if len(found) == 1 else 's'}{_more(len(found), first.cursor.total_count)}"
+
+        def fetch(offset: int, size: int) -> tuple[list[TrainingRun], int | None]:
+            page = client.training_runs.list(limit=size, offset=offset, access_scope=args.access_scope)
+            return page.training_runs, page.cursor.total_count
+
+        found, total = _collect(fetch, args.limit)
+    title = f"{len(found)} training run{'' if len(found) == 1 else 's'}{_more(len(found), total)}"
     columns = ["Run ID", "Base Model", "Owner", "LoRA", "Last Update", "Status"]
     rows = [
         [
@@ -337,6 +350,7 @@ def _cmd_run_info(args: argparse.Namespace) -> int:
 
 def _cmd_checkpoint_list(args: argparse.Namespace) -> int:
     from ._client import Client
+    from .resources.types import Checkpoint
 
     run_id = args.run or args.run_id
     total: int | None = None
@@ -344,16 +358,12 @@ def _cmd_checkpoint_list(args: argparse.Namespace) -> int:
         if run_id:
             found = client.checkpoints.list_for_run(run_id).checkpoints
         else:
-            first = client.checkpoints.list(limit=min(PAGE_SIZE, args.limit or PAGE_SIZE))
-            found, total = first.checkpoints, first.cursor.total_count if first.cursor else None
-            if len(found) == min(PAGE_SIZE, args.limit or PAGE_SIZE) and (
-                total is None or len(found) < total
-            ):
-                found += client.checkpoints.iter(
-                    limit=PAGE_SIZE,
-                    offset=len(found),
-                    max_items=args.limit - len(found) if args.limit else None,
-                )
+
+            def fetch(offset: int, size: int) -> tuple[list[Checkpoint], int | None]:
+                page = client.checkpoints.list(limit=size, offset=offset)
+                return page.checkpoints, page.cursor.total_count if page.cursor is not None else None
+
+            found, total = _collect(fetch, args.limit)
     where = f" for run {run_id}" if run_id else ""
     count = f"{len(found)} checkpoint{'' if len(found) == 1 else 's'}{where}{_more(len(found), total)}"
     columns = ["Checkpoint ID", "Type", "Size", "Public", "Created", "Expires", "Path"]
