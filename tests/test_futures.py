@@ -299,3 +299,19 @@ def test_sample_of_a_missing_model_path_fails(client, tinker_server, waits):
             [1], sampling_params=SamplingParams(max_tokens=2), model_path="tinker://nope/sampler_weights/x"
         )
     assert raised.value.category == "user"
+
+
+def test_hooks_see_one_logical_call(tinker_server):
+    seen: dict[str, list[Any]] = {"request": [], "response": [], "stream_end": []}
+    hooks: Any = {name: [records.append] for name, records in seen.items()}
+    with tinker_sync.Client(
+        api_key=tinker_server.api_key, base_url=tinker_server.url, event_hooks=hooks, sleep=lambda s: None
+    ) as client:
+        client.sampling.sample([1], sampling_params=SamplingParams(max_tokens=2), base_model="Qwen/Qwen3-8B")
+        assert [len(records) for records in seen.values()] == [1, 1, 1]
+        assert seen["request"][0].url.endswith("/api/v1/asample")
+        assert seen["stream_end"][0].attempts == 1 + 3  # the POST, two try_agains, the result
+        client.futures.retrieve("future-ok", cast_to=dict)
+        assert [len(records) for records in seen.values()] == [2, 2, 2]
+        assert seen["request"][1].url.endswith("/api/v1/retrieve_future")
+        assert seen["stream_end"][1].attempts == 3 and seen["stream_end"][1].error is None

@@ -294,3 +294,9 @@ def test_helpers_that_are_not_one_call_have_no_views(client, tinker_server, call
                 *(["tinker://r/weights/x"] if method == "download" else [])
             )
     assert tinker_server.requests == []
+
+
+def test_raw_view_writes_its_body_to_a_file(client, tmp_path: Path):
+    response = client.with_raw_response.checkpoints.archive(FINAL)
+    assert response.write_to_file(tmp_path / "model.tar") == len(response.read()) > 2 * MiB
+    assert (tmp_path / "model.tar").read_bytes() == response.parse()

@@ -122,6 +122,10 @@ class APIResponse(Generic[T]):
             path, chunk_size=chunk_size, progress=progress, resume=resume
         )
 
+    def write_to_file(self, path: str | os.PathLike[str]) -> int:
+        """Write a body already read (the raw view's) to ``path``; its size."""
+        return self.http_response.write_to_file(path)
+
     def close(self) -> None:
         """Release the connection (back to the pool if the body was read to its end)."""
         self.http_response.close()

@@ -119,11 +119,11 @@ def submit(
 
     ``on_handle`` sees the future's handle before polling (a created model's id, say).
     """
-    with client._call("POST", path, json=body, timeout=timeout, budget=budget, read_body=True) as response:
+    with client._open("POST", path, json=body, timeout=timeout, budget=budget, read_body=True) as response:
         handle = decode_json(response.read(), FutureHandle, response)
     if on_handle is not None:
         on_handle(handle)
-    return poll(client, handle.request_id, budget, timeout, deadline, on_queue_state)
+    return poll(client, handle.request_id, budget, timeout, deadline, on_queue_state, announce=False)
 
 
 def poll(
@@ -133,9 +133,15 @@ def poll(
     timeout: Timeout,
     deadline: float,
     on_queue_state: QueueStateCallback | None = None,
+    *,
+    announce: bool = True,
 ) -> StreamedResponse:
     """Poll ``request_id`` until its result (the response, body read), within ``deadline``
-    (``time.monotonic()``) and ``budget``; see the module docstring for each answer."""
+    (``time.monotonic()``) and ``budget``; see the module docstring for each answer.
+
+    The first poll is reported to the ``request``/``response`` hooks when it
+    starts the logical call (``announce``); the others never are.
+    """
     start = time.monotonic()
     polls = waits = 0
     state: str | None = None
@@ -175,7 +181,7 @@ def poll(
                 timeout=Timeout(connect=connect, read=read),
                 budget=budget,
                 read_body=True,
-                quiet=polls > 1,
+                quiet=polls > 1 or not announce,
                 retry=False,
             )
         except APIStatusError as exc:
