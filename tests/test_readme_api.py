@@ -61,7 +61,7 @@ def test_the_api_examples_run_as_written(tmp_path: Path, monkeypatch: pytest.Mon
         step = server.checkpoint("tinker://run-001/weights/step-0100")
         assert step is not None and step["public"] is False and step["expires_at"] is not None
         publish = [r.method for r in server.requests if r.path.endswith("/weights/step-0100/publish")]
-        assert publish == ["POST", "DELETE"]
+        assert publish == ["POST", "DELETE"] * 2
 
     out = capsys.readouterr().out
     assert "Qwen/Qwen3-8B 16 tinker://run-001/weights/final" in out
