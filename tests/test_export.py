@@ -193,3 +193,19 @@ def test_the_export_requests_mirror_the_sdk(client, tinker_server, tmp_path, wai
         "path": "download",
         "ttl_seconds": 3600,
     }
+
+
+@pytest.mark.parametrize("mode", ["archive", "export"])
+@pytest.mark.parametrize("name", ["my checkpoint", "100%done", "v1#final", "what?now", "étape-🚀"])
+def test_download_of_awkward_ids_in_both_flows(client, tinker_server, tmp_path, waits, mode, name):
+    tinker_server.archive_mode = mode
+    path = f"tinker://run {name}/weights/{name}"
+    tinker_server.add_checkpoint(path, size=64 * 1024 + 5, seed=8, n_files=3)
+    target = client.checkpoints.download(path, tmp_path)
+    assert target.name == f"run {name}_weights_{name}"
+    assert tree_hashes(target) == expected_files(8, 64 * 1024 + 5, 3)
+    if mode == "export":
+        cleaned_up(tinker_server, "success")
+        assert [
+            r.json()["tinker_path"] for r in tinker_server.requests if r.path == "/api/v1/weights_info"
+        ] == [path]

@@ -226,7 +226,11 @@ class Checkpoints(SyncAPIResource[M]):
 
         All or nothing: the directory appears, complete, only at the end. A
         broken transfer is resumed inside the call (Range; an expired signed
-        URL is re-signed). Memory stays constant whatever the size.
+        URL is re-signed). Memory stays constant whatever the size. A server
+        that answers the archive request 404, 405 or 501 gets the export flow:
+        the checkpoint is exported as temporary external weights (through a
+        session), downloaded, and the export, model and session cleaned up
+        whatever happens.
 
         Args:
             tinker_path: ``tinker://RUN/weights/NAME`` (a tar archive, extracted
@@ -238,7 +242,8 @@ class Checkpoints(SyncAPIResource[M]):
                 in bytes received; ``total`` is None when unknown. Called at
                 the start, as bytes arrive, and at the end.
             prepare_timeout: how long to wait for the server to prepare the
-                archive (409/503 with Retry-After, or slow headers).
+                archive (409/503 with Retry-After, or slow headers), or for each
+                step of an export.
             notify: called with a one-line message on notable events (the
                 archive is being prepared, a transfer resumed, a URL re-signed);
                 they are logged at INFO too.
