@@ -435,7 +435,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(
             f"Downloading {path} ({format_size(size)}); the server resets the connection halfway:", flush=True
         )
-        target, total = _checkpoint_download(client, path, args.output, True)
+        target, total = _checkpoint_download(client, path, args.output, True, _diagnostics(args))
         resumed = [r for r in server.requests if r.path.startswith("/signed/") and "range" in r.headers]
         for request in resumed:
             print(f"Resumed after the reset with {request.headers['range']} (the extraction never noticed)")
