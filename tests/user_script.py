@@ -8,19 +8,37 @@ also works. ``.ci/run`` type-checks it with the package (pyproject ``[tool.mypy]
 from __future__ import annotations
 
 import pathlib
-from typing import assert_type
+from collections.abc import Iterator
+from typing import Any, assert_type
 
 import tinker_sync
 from tinker_sync import (
+    APIResponse,
     EventHooks,
     EventStream,
+    ResponseContextManager,
     RetryInfo,
     ServerSentEvent,
     StreamedResponse,
     StreamEndInfo,
     Timeout,
 )
+from tinker_sync.resources.sampling import SampleStream
 from tinker_sync.resources.types import CheckpointList, SampleStreamChunk
+from tinker_sync.types import (
+    Checkpoint,
+    CheckpointArchiveUrl,
+    CreateModelResponse,
+    ExternalWeightsUrls,
+    HealthResponse,
+    SampleResponse,
+    SamplingParams,
+    ServerCapabilities,
+    Session,
+    SessionList,
+    TrainingRun,
+    TrainingRunList,
+)
 
 
 def main(api_key: str, base_url: str, workdir: pathlib.Path) -> None:
@@ -67,6 +85,70 @@ def main(api_key: str, base_url: str, workdir: pathlib.Path) -> None:
     target = client.checkpoints.download("tinker://run-001/weights/final", output_dir=workdir / "ckpt")
     assert_type(target, pathlib.Path)
     assert any(target.iterdir())
+
+    # The API's resources, typed.
+    assert_type(client.health.check(), HealthResponse)
+    assert_type(client.server.capabilities(), ServerCapabilities)
+    page = client.training_runs.list(limit=5)
+    assert_type(page, TrainingRunList)
+    assert page.cursor.total_count == 45
+    runs = client.training_runs.iter(max_items=3)
+    assert_type(runs, Iterator[TrainingRun])
+    assert [run.training_run_id for run in runs] == ["run-001", "run-002", "run-003"]
+    assert_type(client.training_runs.get("run-001"), TrainingRun)
+    assert_type(client.checkpoints.get("tinker://run-001/weights/final"), Checkpoint)
+    assert_type(client.checkpoints.iter(max_items=2), Iterator[Checkpoint])
+    assert_type(client.checkpoints.archive_url("tinker://run-001/weights/final"), CheckpointArchiveUrl)
+    urls = client.checkpoints.external_weights_urls("tinker://run-001/external_weights/hf-export")
+    assert_type(urls, ExternalWeightsUrls)
+    assert_type(client.checkpoints.set_ttl("tinker://run-001/weights/step-0100", 3600), None)
+    assert_type(client.sessions.list(), SessionList)
+    assert_type(client.sessions.get("session-001"), Session)
+    assert_type(client.sessions.iter(), Iterator[str])
+    model = client.futures.retrieve("future-ok", cast_to=CreateModelResponse, timeout=30)
+    assert_type(model, CreateModelResponse)
+    assert_type(client.futures.retrieve("future-ok", cast_to=dict[str, Any]), dict[str, Any])
+    stream = client.sampling.stream_sample("Hi", max_tokens=3)
+    assert_type(stream, SampleStream)
+    as_events: EventStream[SampleStreamChunk] = stream  # a SampleStream is an EventStream of chunks
+    assert_type(stream.text(), str)
+    assert as_events.response is not None
+    sampled = client.sampling.sample(
+        [1, 2], sampling_params=SamplingParams(max_tokens=2), base_model="Qwen/Qwen3-8B"
+    )
+    assert_type(sampled, SampleResponse)
+
+    # Raw views: APIResponse[T], from the client or from a resource.
+    raw = client.with_raw_response.training_runs.list(limit=2)
+    assert_type(raw, APIResponse[TrainingRunList])
+    assert_type(raw.parse(), TrainingRunList)
+    assert_type(raw.status_code, int)
+    assert_type(raw.read(), bytes)
+    assert_type(client.training_runs.with_raw_response.get("run-001"), APIResponse[TrainingRun])
+    assert_type(
+        client.with_raw_response.checkpoints.delete("tinker://run-002/weights/step-0100"), APIResponse[None]
+    )
+    assert_type(
+        client.with_raw_response.futures.retrieve("future-ok", cast_to=CreateModelResponse).parse(),
+        CreateModelResponse,
+    )
+
+    # Streaming views: a with block whose body is unread.
+    block = client.with_streaming_response.checkpoints.archive("tinker://run-001/weights/final")
+    assert_type(block, ResponseContextManager[bytes])
+    with block as archive:
+        assert_type(archive, APIResponse[bytes])
+        written = archive.stream_to_file(workdir / "model.tar", progress=lambda done, total: None)
+        assert_type(written, int)
+    with client.checkpoints.with_streaming_response.list("run-001") as listing_response:
+        assert_type(listing_response.parse(), CheckpointList)
+        for line in listing_response.iter_lines():
+            assert_type(line, str)
+    with client.with_streaming_response.sampling.stream_sample("Hi", max_tokens=2) as sse:
+        assert_type(sse.iter_events(SampleStreamChunk), EventStream[SampleStreamChunk])
+    with client.with_streaming_response.sessions.get("session-001") as streamed:
+        assert_type(streamed.iter_events(), EventStream[ServerSentEvent])
+        assert_type(streamed.iter_bytes(1024), Iterator[bytes])
 
     # Retries, timeouts and hooks.
     def on_retry(info: RetryInfo) -> None:

@@ -6,6 +6,7 @@ tarfile: they load lazily, when used.
 
 import logging
 
+from ._api_response import APIResponse, ResponseContextManager
 from ._client import Client
 from ._config import Timeout
 from ._event_stream import EventStream
@@ -44,6 +45,7 @@ logging.getLogger("tinker_sync").addHandler(logging.NullHandler())
 __all__ = [
     "APIConnectionError",
     "APIError",
+    "APIResponse",
     "APIResponseValidationError",
     "APIStatusError",
     "APITimeoutError",
@@ -65,6 +67,7 @@ __all__ = [
     "RateLimitError",
     "RequestFailedError",
     "RequestInfo",
+    "ResponseContextManager",
     "ResponseInfo",
     "RetryInfo",
     "SSEDecodeError",

@@ -36,7 +36,7 @@ from ._config import (
     resolve_api_key,
     resolve_base_url,
 )
-from ._event_stream import EventSource, EventStream
+from ._event_stream import Connector, EventSource, EventStream
 from ._exceptions import APIConnectionError, InvalidRequestError
 from ._observe import (
     ErrorInfo,
@@ -457,29 +457,81 @@ class BaseClient:
 
         Returns None for an empty body, text for a non-JSON body.
         """
+        call = self._call(
+            method,
+            path,
+            params=params,
+            json=json,
+            content=content,
+            headers=headers,
+            timeout=timeout,
+            max_retries=max_retries,
+            read_body=True,
+        )
+        with call as response:
+            decoded: T = decode_body(response, cast_to)
+        return decoded
+
+    @contextmanager
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params | None = None,
+        json: Any = None,
+        content: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeoutish = None,
+        max_retries: int | None = None,
+        budget: RetryBudget | None = None,
+        read_body: bool = False,
+        credentials: bool = True,
+        follow_redirects: bool = False,
+        opener: Callable[[RetryBudget, Timeout], StreamedResponse] | None = None,
+    ) -> Iterator[StreamedResponse]:
+        """One logical call as a ``with`` block: the response once established, closed at the end.
+
+        The call gets its own retry budget and deadline, or spends ``budget``
+        when it is part of a larger call. ``opener`` replaces the plain send
+        (a polled future, a signed archive): it gets the budget and timeout.
+        The ``stream_end`` hook reports the call when the block ends.
+        """
         timeout = self._timeout(timeout)
-        budget = self._budget(timeout, max_retries)
+        if budget is None:
+            budget = self._budget(timeout, max_retries)
         start = time.monotonic()
         try:
-            response = self._open(
-                method,
-                path,
-                params=params,
-                json=json,
-                content=content,
-                headers=headers,
-                timeout=timeout,
-                budget=budget,
-                read_body=True,
-            )
+            if opener is not None:
+                response = opener(budget, timeout)
+            else:
+                response = self._open(
+                    method,
+                    path,
+                    params=params,
+                    json=json,
+                    content=content,
+                    headers=headers,
+                    timeout=timeout,
+                    budget=budget,
+                    read_body=read_body,
+                    credentials=credentials,
+                    follow_redirects=follow_redirects,
+                )
         except BaseException as exc:
             self._stream_end(
                 None, Request(method.upper(), self.build_url(path, params)), budget, 0, exc, start
             )
             raise
-        self._stream_end(response, response.request, budget, 0, None, start)
-        decoded: T = decode_body(response, cast_to)
-        return decoded
+        error: BaseException | None = None
+        try:
+            yield response
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            response.close()
+            self._stream_end(response, response.request, budget, 0, error, start)
 
     def get(self, path: str, *, cast_to: type[T] | None = None, **options: Unpack[CallOptions]) -> T:
         """GET ``path`` and return its decoded JSON body (into ``cast_to`` when given)."""
@@ -534,36 +586,20 @@ class BaseClient:
                 for chunk in response.iter_bytes(chunk_size=65536):
                     ...
         """
-        timeout = self._timeout(timeout)
-        budget = self._budget(timeout, max_retries)
-        start = time.monotonic()
-        try:
-            response = self._open(
-                method,
-                path,
-                params=params,
-                json=json,
-                content=content,
-                headers=headers,
-                timeout=timeout,
-                budget=budget,
-                credentials=credentials,
-                follow_redirects=follow_redirects,
-            )
-        except BaseException as exc:
-            self._stream_end(
-                None, Request(method.upper(), self.build_url(path, params)), budget, 0, exc, start
-            )
-            raise
-        error: BaseException | None = None
-        try:
+        call = self._call(
+            method,
+            path,
+            params=params,
+            json=json,
+            content=content,
+            headers=headers,
+            timeout=timeout,
+            max_retries=max_retries,
+            credentials=credentials,
+            follow_redirects=follow_redirects,
+        )
+        with call as response:
             yield response
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            response.close()
-            self._stream_end(response, response.request, budget, 0, error, start)
 
     # -- event streams -------------------------------------------------------
 
@@ -582,11 +618,16 @@ class BaseClient:
         max_retries: int | None = None,
     ) -> EventStream[E]:
         """A lazy stream of Server-Sent Events from ``method path``; see ``stream_post``."""
-        timeout = self._timeout(timeout)
-        if idle_timeout is not None:
-            read = idle_timeout if timeout.read is None else min(timeout.read, idle_timeout)
-            timeout = Timeout(connect=timeout.connect, read=read, total=timeout.total)
-        connector = _EventConnector(self, method, path, params, json, headers, timeout, max_retries)
+        connector = self._event_connector(
+            method,
+            path,
+            params=params,
+            json=json,
+            headers=headers,
+            timeout=timeout,
+            idle_timeout=idle_timeout,
+            max_retries=max_retries,
+        )
         return EventStream(
             connector,
             cast_to=cast_to,
@@ -594,6 +635,25 @@ class BaseClient:
             idle_timeout=idle_timeout,
             max_event_size=self.max_event_size,
         )
+
+    def _event_connector(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeoutish = None,
+        idle_timeout: float | None = None,
+        max_retries: int | None = None,
+    ) -> Connector:
+        """What an ``EventStream`` (or a subclass of it) opens and reopens its request through."""
+        timeout = self._timeout(timeout)
+        if idle_timeout is not None:
+            read = idle_timeout if timeout.read is None else min(timeout.read, idle_timeout)
+            timeout = Timeout(connect=timeout.connect, read=read, total=timeout.total)
+        return _EventConnector(self, method, path, params, json, headers, timeout, max_retries)
 
     def stream_get(
         self, path: str, *, cast_to: type[E] | None = None, **options: Unpack[StreamOptions]

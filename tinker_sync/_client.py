@@ -1,8 +1,13 @@
-"""Client: the public client, ``BaseClient`` plus the API's resources and downloads.
+"""Client: the public client, ``BaseClient`` plus the API's resources, their views, and downloads.
 
-Rule: resources load lazily (the first use of ``client.checkpoints``), so that
-``import tinker_sync`` and a plain call stay light; their types are known to
-mypy all the same.
+Rules:
+1. Resources load lazily (the first use of ``client.checkpoints``), so that
+   ``import tinker_sync`` and a plain call stay light; their types are known
+   to mypy all the same.
+2. ``APIResources[M]`` lists the resources once, for every mode: the client
+   is ``APIResources[Parsed]``, ``client.with_raw_response`` an
+   ``APIResources[Raw]`` and ``client.with_streaming_response`` an
+   ``APIResources[Streamed]`` (see ``resources/_resource.py``).
 """
 
 from __future__ import annotations
@@ -11,53 +16,137 @@ import copy
 import os
 import pathlib
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic
 
 from ._base_client import BaseClient
 from ._config import Timeout
 from ._files import Progress
+from .resources._resource import M, Parsed, Raw, Streamed
 
 if TYPE_CHECKING:
     from .resources.checkpoints import Checkpoints
+    from .resources.futures import Futures
+    from .resources.sampling import Sampling
+    from .resources.server import Health, Server
+    from .resources.sessions import Sessions
+    from .resources.training_runs import TrainingRuns
 
-__all__ = ["Client"]
-
-# The cached resource properties: a copy made by with_options builds its own.
-_RESOURCES = ("checkpoints",)
+__all__ = ["APIResources", "Client"]
 
 
-class Client(BaseClient):
+class APIResources(Generic[M]):
+    """The API's resources in one mode: ``client`` itself (typed results),
+    ``client.with_raw_response`` (``APIResponse`` objects, body read) or
+    ``client.with_streaming_response`` (``with`` blocks, body unread)."""
+
+    _mode: type[Any] = Parsed
+
+    def __init__(self, client: Client, mode: type[M]) -> None:
+        self._owner = client
+        self._mode = mode
+
+    def _api_client(self) -> Client:
+        return self._owner
+
+    @cached_property
+    def health(self) -> Health[M]:
+        """``check()``: is the API up."""
+        from .resources.server import Health
+
+        return Health(self._api_client(), self._mode)
+
+    @cached_property
+    def server(self) -> Server[M]:
+        """``capabilities()``: the models the server can train and sample."""
+        from .resources.server import Server
+
+        return Server(self._api_client(), self._mode)
+
+    @cached_property
+    def training_runs(self) -> TrainingRuns[M]:
+        """Training runs: list, iter, get."""
+        from .resources.training_runs import TrainingRuns
+
+        return TrainingRuns(self._api_client(), self._mode)
+
+    @cached_property
+    def checkpoints(self) -> Checkpoints[M]:
+        """Checkpoint operations: list, iter, get, delete, publish, TTL, archive URLs and bodies, download."""
+        from .resources.checkpoints import Checkpoints
+
+        return Checkpoints(self._api_client(), self._mode)
+
+    @cached_property
+    def sessions(self) -> Sessions[M]:
+        """Sessions: list, iter, get."""
+        from .resources.sessions import Sessions
+
+        return Sessions(self._api_client(), self._mode)
+
+    @cached_property
+    def futures(self) -> Futures[M]:
+        """``retrieve()``: the result of an asynchronous call, polled within one deadline."""
+        from .resources.futures import Futures
+
+        return Futures(self._api_client(), self._mode)
+
+    @cached_property
+    def sampling(self) -> Sampling[M]:
+        """``stream_sample()`` (tokens as they come) and ``sample()`` (through a future)."""
+        from .resources.sampling import Sampling
+
+        return Sampling(self._api_client(), self._mode)
+
+
+# The cached properties: a copy made by with_options builds its own.
+_CACHED = tuple(name for name, value in vars(APIResources).items() if isinstance(value, cached_property)) + (
+    "with_raw_response",
+    "with_streaming_response",
+)
+
+
+class Client(BaseClient, APIResources[Parsed]):
     """A synchronous, streaming-first Tinker API client.
 
     Args: see ``BaseClient`` (api_key, base_url, timeout, max_retries,
     default_headers, event_hooks, dump_headers, pool_maxsize,
     max_event_size, sleep).
 
+    Resources: ``client.health``, ``server``, ``training_runs``,
+    ``checkpoints``, ``sessions``, ``futures``, ``sampling``; each method has
+    a raw view (``client.with_raw_response.<resource>.<method>``, an
+    ``APIResponse``) and a streaming view (``client.with_streaming_response...``,
+    a ``with`` block whose body is unread).
+
     One client holds one connection pool and is safe to share between
     threads. Use it as a context manager, or call ``close()``.
     """
+
+    def _api_client(self) -> Client:
+        return self
+
+    @cached_property
+    def with_raw_response(self) -> APIResources[Raw]:
+        """Every API method, returning an ``APIResponse[T]``: status, headers, ``parse()``; body read."""
+        return APIResources(self, Raw)
+
+    @cached_property
+    def with_streaming_response(self) -> APIResources[Streamed]:
+        """Every API method as a ``with`` block yielding an ``APIResponse[T]`` whose body is unread."""
+        return APIResources(self, Streamed)
 
     def with_options(
         self, *, max_retries: int | None = None, timeout: float | Timeout | None = None
     ) -> Client:
         """A copy with other defaults, sharing this client's connection pool."""
         clone = copy.copy(self)
-        for name in _RESOURCES:
+        for name in _CACHED:
             clone.__dict__.pop(name, None)
         if max_retries is not None:
             clone.max_retries = max_retries
         if timeout is not None:
             clone.timeout = Timeout.coerce(timeout)
         return clone
-
-    # -- resources -----------------------------------------------------------
-
-    @cached_property
-    def checkpoints(self) -> Checkpoints:
-        """Checkpoint operations: list, get, delete, publish, TTL, download."""
-        from .resources.checkpoints import Checkpoints
-
-        return Checkpoints(self)
 
     # -- downloads -----------------------------------------------------------
 

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import msgspec
 
 from ._config import Timeout
-from ._event_stream import EventStream, json_decoder
+from ._event_stream import EventSource, EventStream, json_decoder
 from ._exceptions import (
     APIConnectionError,
     APIResponseValidationError,
@@ -81,13 +81,25 @@ class Sender(Protocol):
 
 
 def decode_json(content: bytes | memoryview, cast_to: Any, response: Any = None) -> Any:
-    """Decode JSON into ``cast_to``; a mismatch raises APIResponseValidationError keeping msgspec's path."""
+    """Decode JSON into ``cast_to``; a mismatch raises APIResponseValidationError naming the field
+    (msgspec's ``$.path``) and showing the start of the body."""
     try:
         return json_decoder(cast_to).decode(content)
     except msgspec.ValidationError as exc:
-        raise APIResponseValidationError(f"Response does not fit {cast_to!r}: {exc}", response) from exc
+        message = f"Response does not fit {getattr(cast_to, '__name__', cast_to)!s}: {exc}"
+        raise APIResponseValidationError(
+            f"{message}; the body starts with {_head(content)}", response
+        ) from exc
     except msgspec.DecodeError as exc:
-        raise APIResponseValidationError(f"Response is not valid JSON: {exc}", response) from exc
+        message = f"Response is not valid JSON: {exc}"
+        raise APIResponseValidationError(
+            f"{message}; the body starts with {_head(content)}", response
+        ) from exc
+
+
+def _head(content: bytes | memoryview, size: int = 200) -> str:
+    head = bytes(content[:size])
+    return f"{head!r}{'...' if len(content) > size else ''}"
 
 
 def _charset(headers: Mapping[str, str], default: str = "utf-8") -> str:
@@ -203,6 +215,11 @@ class StreamedResponse:
     @property
     def attempts(self) -> int:
         return self._budget.attempts if self._budget is not None else 1
+
+    @property
+    def retries(self) -> int:
+        """Retries the logical call took so far (resumes included)."""
+        return self._budget.retries if self._budget is not None else 0
 
     @property
     def is_closed(self) -> bool:
@@ -395,9 +412,17 @@ class StreamedResponse:
         APIError, and data that does not fit ``cast_to`` raises
         APIResponseValidationError, each after every event before it.
         """
-        self._start()
-        stream: EventStream[Any] = EventStream(source=self, cast_to=cast_to, idle_timeout=idle_timeout)
+        stream: EventStream[Any] = EventStream(
+            source=self.event_source(), cast_to=cast_to, idle_timeout=idle_timeout
+        )
         return stream
+
+    def event_source(self) -> EventSource:
+        """The body as an ``EventSource``: this response, or a replay of a body already read."""
+        if self._content is not None:
+            return _Replay(self, self._content)
+        self._start()
+        return self
 
     # -- whole body ----------------------------------------------------------
 
@@ -595,3 +620,22 @@ def _rechunk(chunks: Iterator[bytes], size: int | None) -> Iterator[bytes]:
             del buffer[:stop]
     if buffer:
         yield bytes(buffer)
+
+
+class _Replay:
+    """A body already read, as an ``EventSource`` (the raw view reads the body before parsing it)."""
+
+    def __init__(self, response: StreamedResponse, content: bytes) -> None:
+        self.status_code, self.headers = response.status_code, response.headers
+        self.url, self.request = response.url, response.request
+        self._view = memoryview(content)
+        self.is_closed = False
+
+    def readinto(self, buffer: memoryview, /) -> int:
+        n = min(len(buffer), len(self._view))
+        buffer[:n] = self._view[:n]
+        self._view = self._view[n:]
+        return n
+
+    def close(self) -> None:
+        self.is_closed = True

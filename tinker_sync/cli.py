@@ -3,22 +3,27 @@
 Rules:
 1. ``main(argv=None) -> int``: 0 on success, 1 on an expected error (one
    line on stderr, no traceback), 2 on a usage error, 130 on Ctrl-C.
-2. Progress goes to stderr: a tqdm bar on a terminal, plain occasional lines
+2. Results go to stdout (``--format table``, the default, or ``json`` for
+   scripts, with the official CLI's JSON shapes); diagnostics to stderr
+   (``--quiet`` silences all but errors).
+3. Progress goes to stderr: a tqdm bar on a terminal, plain occasional lines
    otherwise (at most one per ~10 s or per 10%, never a ``\\r``), so cron
    logs stay readable. ``ProgressReporter`` is the one place that decides.
-3. The client is built from the environment (``TINKER_API_KEY``,
+4. The client is built from the environment (``TINKER_API_KEY``,
    ``TINKER_BASE_URL``); tqdm is imported only when a bar is drawn.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -26,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["ProgressReporter", "build_parser", "format_size", "main"]
 
 PROG = "tinker-sync"
+X = TypeVar("X")
 
 
 def format_size(n: float) -> str:
@@ -166,13 +172,62 @@ def _isatty(stream: Any) -> bool:
         return False
 
 
+# -- output -----------------------------------------------------------------------------------------
+
+# List commands fetch this many items per request.
+PAGE_SIZE = 100
+
+
+def _emit(args: argparse.Namespace, data: Any, title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """Print a result on stdout: JSON (``data``, Structs included) or a plain-text table."""
+    if args.format == "json":
+        import msgspec
+
+        print(msgspec.json.format(msgspec.json.encode(data), indent=2).decode())
+        return
+    print(title)
+    if not rows:
+        return
+    widths = [max(len(cell) for cell in column) for column in zip(columns, *rows, strict=True)]
+    for line in (columns, ["-" * w for w in widths], *rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+
+
+def _when(value: datetime | None, default: str = "-") -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value is not None else default
+
+
+def _lora(is_lora: bool | None, rank: int | None) -> str:
+    return (f"Rank {rank}" if rank else "Yes") if is_lora else "No"
+
+
+def _size(value: int | None) -> str:
+    return format_size(value) if value is not None else "N/A"
+
+
+def _more(shown: int, total: int | None) -> str:
+    left = (total or 0) - shown
+    return f" ({left} more not shown, use --limit to see more)" if left > 0 else ""
+
+
+def _say(args: argparse.Namespace) -> Callable[[str], None]:
+    """Diagnostics: one line on stderr, unless ``--quiet``."""
+
+    def say(message: str) -> None:
+        if not args.quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    return say
+
+
 # -- commands ---------------------------------------------------------------------------------------
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
     from ._client import Client
 
-    with Client() as client, ProgressReporter(os.path.basename(args.output) or args.output) as reporter:
+    label = os.path.basename(args.output) or args.output
+    with Client() as client, ProgressReporter(label, stream=_diagnostics(args)) as reporter:
         path = client.download(
             args.url_or_path,
             args.output,
@@ -184,9 +239,22 @@ def _cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checkpoint_download(client: Client, tinker_path: str, output: str, force: bool) -> tuple[str, int]:
+class _Discard(io.TextIOBase):
+    """Where ``--quiet`` sends progress."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+def _diagnostics(args: argparse.Namespace) -> TextIO:
+    return _Discard() if args.quiet else sys.stderr  # type: ignore[return-value]
+
+
+def _checkpoint_download(
+    client: Client, tinker_path: str, output: str, force: bool, stream: TextIO | None = None
+) -> tuple[str, int]:
     """Download with a progress bar; notes (preparing, resumed) go above it. Returns (path, bytes)."""
-    with ProgressReporter(tinker_path.rsplit("/", 1)[-1]) as reporter:
+    with ProgressReporter(tinker_path.rsplit("/", 1)[-1], stream=stream) as reporter:
         path = client.checkpoints.download(
             tinker_path, output, force=force, progress=reporter, notify=reporter.note
         )
@@ -199,7 +267,148 @@ def _cmd_checkpoint_download(args: argparse.Namespace) -> int:
     from ._client import Client
 
     with Client() as client:
-        _checkpoint_download(client, args.tinker_path, args.output, args.force)
+        path, size = _checkpoint_download(
+            client, args.tinker_path, args.output, args.force, _diagnostics(args)
+        )
+    if args.format == "json":
+        _emit(
+            args,
+            {"checkpoint_path": args.tinker_path, "destination": path, "file_size_bytes": size},
+            "",
+            [],
+            [],
+        )
+    else:
+        print(path)
+    return 0
+
+
+def _collect(
+    fetch: Callable[[int, int], tuple[list[X], int | None]], limit: int
+) -> tuple[list[X], int | None]:
+    """Up to ``limit`` items (0: all), ``PAGE_SIZE`` a request, and the total the API reported."""
+    from .resources._resource import iterate_pages
+
+    total: list[int | None] = [None]
+
+    def page(offset: int, size: int) -> tuple[list[X], int | None]:
+        items, total[0] = fetch(offset, size)
+        return items, total[0]
+
+    return list(iterate_pages(page, limit=PAGE_SIZE, max_items=limit or None)), total[0]
+
+
+def _cmd_run_list(args: argparse.Namespace) -> int:
+    from ._client import Client
+    from .resources.types import TrainingRun
+
+    with Client() as client:
+
+        def fetch(offset: int, size: int) -> tuple[list[TrainingRun], int | None]:
+            page = client.training_runs.list(limit=size, offset=offset, access_scope=args.access_scope)
+            return page.training_runs, page.cursor.total_count
+
+        found, total = _collect(fetch, args.limit)
+    title = f"{len(found)} training run{'' if len(found) == 1 else 's'}{_more(len(found), total)}"
+    columns = ["Run ID", "Base Model", "Owner", "LoRA", "Last Update", "Status"]
+    rows = [
+        [
+            r.training_run_id,
+            r.base_model,
+            r.model_owner,
+            _lora(r.is_lora, r.lora_rank),
+            _when(r.last_request_time),
+            "Failed" if r.corrupted else "OK",
+        ]
+        for r in found
+    ]
+    _emit(args, {"runs": found}, title if found else "No training runs found", columns, rows)
+    return 0
+
+
+def _cmd_run_info(args: argparse.Namespace) -> int:
+    from ._client import Client
+
+    with Client() as client:
+        run = client.training_runs.get(args.run_id, access_scope=args.access_scope)
+    rows = [
+        ["Run ID", run.training_run_id],
+        ["Base Model", run.base_model],
+        ["Owner", run.model_owner],
+        ["LoRA", _lora(run.is_lora, run.lora_rank)],
+        ["Last Update", _when(run.last_request_time)],
+        ["Status", "Failed" if run.corrupted else "OK"],
+    ]
+    for label, checkpoint in (("Training", run.last_checkpoint), ("Sampler", run.last_sampler_checkpoint)):
+        if checkpoint is not None:
+            rows.append([f"Last {label} Checkpoint", checkpoint.tinker_path])
+            rows.append(["  - Time", _when(checkpoint.time)])
+    rows += [[f"Metadata {key}", value] for key, value in (run.user_metadata or {}).items()]
+    _emit(args, run, f"Training run {run.training_run_id}", ["Property", "Value"], rows)
+    return 0
+
+
+def _cmd_checkpoint_list(args: argparse.Namespace) -> int:
+    from ._client import Client
+    from .resources.types import Checkpoint
+
+    run_id = args.run or args.run_id
+    total: int | None = None
+    with Client() as client:
+        if run_id:
+            found = client.checkpoints.list_for_run(run_id).checkpoints
+        else:
+
+            def fetch(offset: int, size: int) -> tuple[list[Checkpoint], int | None]:
+                page = client.checkpoints.list(limit=size, offset=offset)
+                return page.checkpoints, page.cursor.total_count if page.cursor is not None else None
+
+            found, total = _collect(fetch, args.limit)
+    where = f" for run {run_id}" if run_id else ""
+    count = f"{len(found)} checkpoint{'' if len(found) == 1 else 's'}{where}{_more(len(found), total)}"
+    columns = ["Checkpoint ID", "Type", "Size", "Public", "Created", "Expires", "Path"]
+    rows = [
+        [
+            c.checkpoint_id,
+            c.checkpoint_type,
+            _size(c.size_bytes),
+            "Yes" if c.public else "No",
+            _when(c.time),
+            _when(c.expires_at, "Never"),
+            c.tinker_path,
+        ]
+        for c in found
+    ]
+    data: dict[str, Any] = {"run_id": run_id} if run_id else {}
+    data["checkpoints"] = found
+    _emit(args, data, count if found else f"No checkpoints found{where}", columns, rows)
+    return 0
+
+
+def _cmd_checkpoint_info(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from ._client import Client
+    from .resources._paths import parse_tinker_path
+
+    path = parse_tinker_path(args.tinker_path)
+    with Client() as client:
+        checkpoint = client.checkpoints.get(args.tinker_path)
+        run = client.training_runs.get(path.run, access_scope="accessible")
+    rows = [
+        ["Checkpoint ID", checkpoint.checkpoint_id],
+        ["Type", checkpoint.checkpoint_type],
+        ["Tinker Path", checkpoint.tinker_path],
+        ["Size", _size(checkpoint.size_bytes)],
+        ["Public", "Yes" if checkpoint.public else "No"],
+        ["Created", _when(checkpoint.time)],
+        ["Expires", _when(checkpoint.expires_at, "Never")],
+        ["Training Run ID", path.run],
+        ["Base Model", run.base_model],
+        ["LoRA", _lora(run.is_lora, run.lora_rank)],
+    ]
+    data = msgspec.to_builtins(checkpoint) | {"is_lora": run.is_lora, "lora_rank": run.lora_rank}
+    _emit(args, data, f"Checkpoint {checkpoint.checkpoint_id}", ["Property", "Value"], rows)
     return 0
 
 
@@ -207,17 +416,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     """The mock server in-process: a few streamed sampling events, then a checkpoint download that
     survives an injected connection reset."""
     from ._client import Client
-    from .resources.types import SampleStreamChunk
     from .testing import Fault, MockTinkerServer  # lazy: only the demo runs a server
 
     size = int(args.size * (1 << 20))
     with MockTinkerServer() as server, Client(api_key=server.api_key, base_url=server.url) as client:
         print(f"Mock Tinker server at {server.url}")
-        print("Streaming a sample (POST /api/v1/stream_sample):")
-        events = client.stream_post(
-            "/api/v1/stream_sample", json={"prompt": "Hello", "max_tokens": 6}, cast_to=SampleStreamChunk
-        )
-        for chunk in events:
+        print("Streaming a sample (client.sampling.stream_sample):")
+        for chunk in client.sampling.stream_sample("Hello", max_tokens=6):
             if chunk.event_type == "token":
                 print(f"  token {chunk.index}: {chunk.token!r}")
             else:
@@ -230,7 +435,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(
             f"Downloading {path} ({format_size(size)}); the server resets the connection halfway:", flush=True
         )
-        target, total = _checkpoint_download(client, path, args.output, True)
+        target, total = _checkpoint_download(client, path, args.output, True, _diagnostics(args))
         resumed = [r for r in server.requests if r.path.startswith("/signed/") and "range" in r.headers]
         for request in resumed:
             print(f"Resumed after the reset with {request.headers['range']} (the extraction never noticed)")
@@ -248,18 +453,46 @@ def _sha256_arg(value: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser: one subparser per command, each with ``func``."""
+    """The argument parser: one subparser per command, each with ``func``.
+
+    ``--format`` and ``--quiet`` are accepted before the command (as the
+    official CLI has them) and after it.
+    """
     from ._version import __version__
 
-    parser = argparse.ArgumentParser(
-        prog=PROG, description="A synchronous, streaming-first Tinker API client."
+    def options(parser: argparse.ArgumentParser, table: object, quiet: object) -> argparse.ArgumentParser:
+        parser.add_argument(
+            "-f",
+            "--format",
+            choices=("table", "json"),
+            default=table,
+            help="output format: table (default) or json, for scripts",
+        )
+        parser.add_argument(
+            "-q", "--quiet", action="store_true", default=quiet, help="no progress or notes on stderr"
+        )
+        return parser
+
+    # After the command, the options default to nothing, so that they never undo those given before it.
+    common = options(argparse.ArgumentParser(add_help=False), argparse.SUPPRESS, argparse.SUPPRESS)
+    parser = options(
+        argparse.ArgumentParser(prog=PROG, description="A synchronous, streaming-first Tinker API client."),
+        "table",
+        False,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    download = commands.add_parser(
+    def command(group: Any, name: str, func: Callable[[argparse.Namespace], int], **kw: Any) -> Any:
+        sub = group.add_parser(name, parents=[common], **kw)
+        sub.set_defaults(func=func)
+        return sub
+
+    download = command(
+        commands,
         "download",
+        _cmd_download,
         help="download a URL or API path to a file (atomic, verified, resumable)",
         description="Download to FILE via FILE.part; verified against the size and checksums on offer; "
         "an interrupted run resumes where it stopped.",
@@ -274,31 +507,65 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument(
         "--sha256", type=_sha256_arg, metavar="HEX", help="the expected SHA-256 of the file"
     )
-    download.set_defaults(func=_cmd_download)
 
-    checkpoint = commands.add_parser("checkpoint", help="checkpoint commands (download)")
+    scope = {"choices": ("owned", "accessible"), "default": "owned", "help": "owned (default) or accessible"}
+    limit = {"type": _count_arg, "default": 20, "metavar": "N", "help": "show at most N (default 20; 0: all)"}
+    run = commands.add_parser("run", help="training runs (list, info)")
+    run_commands = run.add_subparsers(dest="run_command", metavar="COMMAND")
+    run_commands.required = True
+    run_list = command(run_commands, "list", _cmd_run_list, help="list training runs")
+    run_list.add_argument("--limit", **limit)
+    run_list.add_argument("--access-scope", **scope)
+    run_info = command(run_commands, "info", _cmd_run_info, help="show one training run")
+    run_info.add_argument("run_id", metavar="RUN_ID")
+    run_info.add_argument("--access-scope", **scope)
+
+    checkpoint = commands.add_parser("checkpoint", help="checkpoints (list, info, download)")
     checkpoint_commands = checkpoint.add_subparsers(dest="checkpoint_command", metavar="COMMAND")
     checkpoint_commands.required = True
-    ck_download = checkpoint_commands.add_parser(
+    ck_list = command(
+        checkpoint_commands,
+        "list",
+        _cmd_checkpoint_list,
+        help="list your checkpoints (newest first), or every checkpoint of RUN_ID",
+    )
+    ck_list.add_argument("run", nargs="?", metavar="RUN_ID", help="a training run (default: all yours)")
+    ck_list.add_argument("--run-id", metavar="RUN_ID", help="the same, as the official CLI spells it")
+    ck_list.add_argument("--limit", **limit)
+    ck_info = command(checkpoint_commands, "info", _cmd_checkpoint_info, help="show one checkpoint")
+    ck_info.add_argument("tinker_path", metavar="TINKER_PATH", help="tinker://RUN/KIND/NAME")
+    ck_download = command(
+        checkpoint_commands,
         "download",
+        _cmd_checkpoint_download,
         help="download and extract a checkpoint (tinker://RUN/weights/NAME or .../external_weights/NAME)",
         description="Download into DIR/RUN_KIND_NAME: all or nothing, resumed after a broken connection, "
-        "hardened extraction.",
+        "hardened extraction. Prints the directory on stdout when done.",
     )
     ck_download.add_argument("tinker_path", metavar="TINKER_PATH", help="tinker://RUN/KIND/NAME")
     ck_download.add_argument(
         "-o", "--output", default=".", metavar="DIR", help="parent directory (default: .)"
     )
     ck_download.add_argument("--force", action="store_true", help="replace an existing download")
-    ck_download.set_defaults(func=_cmd_checkpoint_download)
 
-    demo = commands.add_parser("demo", help="run a local mock server: stream a sample, download a checkpoint")
+    demo = command(
+        commands, "demo", _cmd_demo, help="run a local mock server: stream a sample, download a checkpoint"
+    )
     demo.add_argument("--size", type=float, default=300, metavar="MIB", help="checkpoint size in MiB (300)")
     demo.add_argument(
         "-o", "--output", default="tinker-demo", metavar="DIR", help="where to put it (./tinker-demo)"
     )
-    demo.set_defaults(func=_cmd_demo)
     return parser
+
+
+def _count_arg(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {count}")
+    return count
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -316,7 +583,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except (TinkerError, OSError, ValueError) as exc:
+    except BrokenPipeError:  # the reader of stdout went away (``| head``): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except (TinkerError, OSError, ValueError, LookupError) as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 1

@@ -37,7 +37,7 @@ from .._retry import RetryBudget, retry_delay, should_retry_status
 from .._transport import READ_SIZE, Request
 from ._paths import TinkerPath
 
-__all__ = ["ArchiveSigner", "BodyReader", "Notify", "is_compressed"]
+__all__ = ["ARCHIVE_UNSUPPORTED", "ArchiveSigner", "BodyReader", "Notify", "http_date", "is_compressed"]
 
 log = logging.getLogger("tinker_sync")
 
@@ -45,6 +45,9 @@ Notify = Callable[[str], None]
 
 # An archive URL is re-signed before a resume when this close to its Expires.
 ARCHIVE_RESIGN_MARGIN = 10.0
+# How a server that no longer serves archives answers (a download then takes the export flow):
+# final answers, never retried (501 would be, as a 5xx).
+ARCHIVE_UNSUPPORTED = (404, 405, 501)
 
 
 class ArchiveSigner:
@@ -92,6 +95,8 @@ class ArchiveSigner:
                 continue
             except APIStatusError as exc:
                 headers = exc.response.headers if exc.response is not None else None
+                if exc.status_code in ARCHIVE_UNSUPPORTED:
+                    raise
                 if exc.status_code not in (409, 503):
                     reason = f"HTTP {exc.status_code}"
                     if should_retry_status(exc.status_code, headers or {}) and client._backoff(
@@ -108,7 +113,7 @@ class ArchiveSigner:
                     location = response.headers.get("location")
                     if 300 <= response.status_code < 400 and location:
                         self.url = urljoin(request.url, location)
-                        self.expires = _http_date(response.headers.get("expires"))
+                        self.expires = http_date(response.headers.get("expires"))
                         if waits:
                             log.info(
                                 "The archive of %s is ready after %.1f s", self.path, time.monotonic() - start
@@ -240,7 +245,8 @@ def _offset(headers: Mapping[str, str]) -> int:
     return int(first) if first.isdigit() else 0
 
 
-def _http_date(value: str | None) -> float | None:
+def http_date(value: str | None) -> float | None:
+    """An HTTP date (``Expires``) as a Unix time; None when absent or malformed."""
     if not value:
         return None
     try:

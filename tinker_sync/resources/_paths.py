@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import NamedTuple
 from urllib.parse import quote
 
-__all__ = ["KINDS", "TinkerPath", "parse_tinker_path"]
+__all__ = ["KINDS", "TinkerPath", "parse_tinker_path", "segment"]
 
 KINDS = ("weights", "sampler_weights", "external_weights")
 
@@ -33,11 +33,22 @@ class TinkerPath(NamedTuple):
 
     @property
     def api_path(self) -> str:
-        """``/api/v1/training_runs/RUN/checkpoints/KIND/NAME`` (components percent-encoded)."""
-        return f"/api/v1/training_runs/{quote(self.run, safe='')}/checkpoints/{self.kind}/{quote(self.name, safe='')}"
+        """``/api/v1/training_runs/RUN/checkpoints/KIND/NAME``: RUN, KIND and NAME percent-encoded
+        one by one, the ``/`` between KIND and NAME kept."""
+        return (
+            f"/api/v1/training_runs/{segment(self.run)}/checkpoints/{segment(self.kind)}/{segment(self.name)}"
+        )
 
     def __str__(self) -> str:
         return f"tinker://{self.run}/{self.kind}/{self.name}"
+
+
+def segment(value: str, what: str = "id") -> str:
+    """``value`` as one percent-encoded path segment (``/``, ``%``, ``?``, ``#``, spaces, non-ASCII
+    all encoded); an empty value is refused, as it would name another route."""
+    if not value:
+        raise ValueError(f"An empty {what} names no resource")
+    return quote(value, safe="")
 
 
 def parse_tinker_path(path: str) -> TinkerPath:

@@ -1,4 +1,19 @@
-"""The base of every API resource: a group of typed methods over one client.
+"""The base of every API resource, and how one method definition gives three views.
+
+A resource is built in one of three modes, passed as an argument (never a
+header on the wire): ``Parsed`` (``client.checkpoints``), ``Raw``
+(``client.with_raw_response.checkpoints``) or ``Streamed``
+(``client.with_streaming_response.checkpoints``). Each API method is written
+once, as a call of ``_request``, which is the one place that acts on the mode:
+
+* ``Parsed``: send, read, return the typed result;
+* ``Raw``: send, read, release the connection, return an ``APIResponse[T]``;
+* ``Streamed``: return a ``ResponseContextManager[T]`` that sends on entry and
+  releases the connection on exit, the body unread in between.
+
+``@endpoint`` only tells mypy what each view of the method returns (the mode is
+the resource's type parameter). Helpers that are not one API call (``iter``,
+``download``) declare ``self: X[Parsed]``, so only the plain resource has them.
 
 Rule: a resource uses only the public (and ``_``-protected) methods of
 ``BaseClient``; it never reaches into the client's state.
@@ -6,16 +21,246 @@ Rule: a resource uses only the public (and ``_``-protected) methods of
 
 from __future__ import annotations
 
-from .._base_client import BaseClient
+import time
+import types
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
-__all__ = ["SyncAPIResource"]
+from .._api_response import APIResponse, ResponseContextManager
+from .._base_client import BaseClient, Params, Timeoutish
+from .._config import Timeout
+from .._response import StreamedResponse, decode_json
+from .._retry import RetryBudget
+
+__all__ = [
+    "Opener",
+    "Parsed",
+    "Parser",
+    "Raw",
+    "Streamed",
+    "SyncAPIResource",
+    "endpoint",
+    "iterate_pages",
+    "json_parser",
+    "no_content",
+    "view",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+X = TypeVar("X")
+
+Parser = Callable[[StreamedResponse], R]
+Opener = Callable[[RetryBudget, Timeout], StreamedResponse]
 
 
-class SyncAPIResource:
-    """A group of API methods (``client.checkpoints``, ...), sharing the client's pool and settings."""
+class Parsed:
+    """The plain mode: a method returns its typed result."""
 
-    def __init__(self, client: BaseClient) -> None:
+
+class Raw:
+    """The raw view: a method returns an ``APIResponse[T]``, body read (``client.with_raw_response``)."""
+
+
+class Streamed:
+    """The streaming view: a method returns a ``with`` block whose ``APIResponse[T]`` body is unread."""
+
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar as _TypeVar
+
+    M = _TypeVar("M", default=Parsed)
+else:
+    M = TypeVar("M")
+
+
+def json_parser(cast_to: type[X]) -> Parser[X]:
+    """Decode the whole body as JSON into ``cast_to`` (APIResponseValidationError when it does not fit)."""
+
+    def parse(response: StreamedResponse) -> X:
+        result: X = decode_json(response.read(), cast_to, response)
+        return result
+
+    return parse
+
+
+def no_content(response: StreamedResponse) -> None:
+    """The result of a method whose answer has no body (204)."""
+    response.read()
+
+
+class SyncAPIResource(Generic[M]):
+    """A group of API methods (``client.checkpoints``, ...) over one client, in one mode."""
+
+    @overload
+    def __init__(self: SyncAPIResource[Parsed], client: BaseClient) -> None: ...
+    @overload
+    def __init__(self, client: BaseClient, mode: type[M]) -> None: ...
+    def __init__(self, client: BaseClient, mode: type[Any] = Parsed) -> None:
         self._client = client
+        self._mode = mode
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} of {self._client!r}>"
+        return f"<{type(self).__name__} ({self._mode.__name__}) of {self._client!r}>"
+
+    def _plain_only(self, name: str) -> None:
+        """Refuse a helper that is not one API call (``iter``, ``download``) on a view (mypy does too)."""
+        if self._mode is not Parsed:
+            raise TypeError(
+                f"{name}() has no {self._mode.__name__.lower()} view; call it on the plain resource"
+            )
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        parse: Parser[X],
+        *,
+        params: Params | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeoutish = None,
+        max_retries: int | None = None,
+        opener: Opener | None = None,
+        lazy: Callable[[], X] | None = None,
+    ) -> X:
+        """Make one API call in this resource's mode (see the module docstring).
+
+        Args:
+            parse: the typed result from the response (read it, or stream it).
+            opener: replaces the plain send (a polled future, a signed archive).
+            lazy: the plain mode's result instead of a call (a lazy event stream).
+        """
+        if self._mode is Parsed and lazy is not None:
+            return lazy()
+
+        def call(read_body: bool) -> AbstractContextManager[StreamedResponse]:
+            return self._client._call(
+                method,
+                path,
+                params=params,
+                json=json,
+                headers=headers,
+                timeout=timeout,
+                max_retries=max_retries,
+                read_body=read_body,
+                opener=opener,
+            )
+
+        # The views' results are typed by @endpoint: mypy sees what each view returns.
+        if self._mode is Streamed:
+            return cast(X, ResponseContextManager(call(False), parse))
+        start = time.monotonic()
+        with call(True) as response:
+            if self._mode is Parsed:
+                return parse(response)
+            response.read()  # the raw view: the body read, the connection released
+        return cast(X, APIResponse(response, parse, elapsed=time.monotonic() - start))
+
+    def _json(
+        self,
+        method: str,
+        path: str,
+        cast_to: type[X],
+        *,
+        params: Params | None = None,
+        json: Any = None,
+        timeout: Timeoutish = None,
+    ) -> X:
+        """``_request`` for the common case: a JSON answer decoded into ``cast_to``."""
+        return self._request(method, path, json_parser(cast_to), params=params, json=json, timeout=timeout)
+
+
+class endpoint(Generic[P, R]):
+    """Marks an API method: one definition, whose raw and streaming views mypy sees precisely.
+
+    On a ``Parsed`` resource the method returns ``R``; on a ``Raw`` one an
+    ``APIResponse[R]``; on a ``Streamed`` one a ``ResponseContextManager[R]``.
+    At run time it is the plain method: ``_request`` acts on the mode.
+    """
+
+    def __init__(self, func: Callable[Concatenate[Any, P], R]) -> None:
+        self._func = func
+        self.__doc__ = func.__doc__
+        self.__name__ = func.__name__
+        self.__wrapped__ = func
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any] | None = None) -> endpoint[P, R]: ...
+    @overload
+    def __get__(
+        self, obj: SyncAPIResource[Raw], owner: type[Any] | None = None
+    ) -> Callable[P, APIResponse[R]]: ...
+    @overload
+    def __get__(
+        self, obj: SyncAPIResource[Streamed], owner: type[Any] | None = None
+    ) -> Callable[P, ResponseContextManager[R]]: ...
+    @overload
+    def __get__(self, obj: SyncAPIResource[Parsed], owner: type[Any] | None = None) -> Callable[P, R]: ...
+    @overload
+    def __get__(self, obj: SyncAPIResource[Any], owner: type[Any] | None = None) -> Callable[P, Any]: ...
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        return types.MethodType(self._func, obj)
+
+
+def view(mode: type[Any]) -> Any:
+    """``with_raw_response`` / ``with_streaming_response`` of a resource: the same resource in
+    another mode, built once per resource object. Annotate the attribute with its type::
+
+        with_raw_response: TrainingRuns[Raw] = view(Raw)
+    """
+    return _View(mode)
+
+
+class _View:
+    def __init__(self, mode: type[Any]) -> None:
+        self._mode = mode
+        self._name = ""
+
+    def __set_name__(self, owner: type[Any], name: str) -> None:
+        self._name = name
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        made = obj.__dict__[self._name] = type(obj)(obj._client, self._mode)
+        return made
+
+
+def iterate_pages(
+    fetch: Callable[[int, int], tuple[list[X], int | None]],
+    *,
+    limit: int,
+    offset: int = 0,
+    max_items: int | None = None,
+) -> Iterator[X]:
+    """Every item from ``offset`` on, one page request at a time, only as the consumer gets there.
+
+    ``fetch(offset, limit)`` returns a page's items and the total count (None
+    when the API does not say). Stops at the total, at a short or empty page,
+    or after ``max_items`` items (the last page asks for no more than that).
+    Arguments are checked now; nothing is sent before the first ``next()``.
+    """
+    if limit <= 0:
+        raise ValueError(f"limit must be positive, got {limit}")
+    if offset < 0 or (max_items is not None and max_items < 0):
+        raise ValueError(f"offset and max_items must be >= 0, got {offset} and {max_items}")
+    return _pages(fetch, limit, offset, max_items)
+
+
+def _pages(
+    fetch: Callable[[int, int], tuple[list[X], int | None]], limit: int, offset: int, max_items: int | None
+) -> Iterator[X]:
+    given = 0
+    while max_items is None or given < max_items:
+        size = limit if max_items is None else min(limit, max_items - given)
+        items, total = fetch(offset, size)
+        page = items if max_items is None else items[: max_items - given]
+        yield from page
+        given += len(page)
+        offset += len(items)
+        if len(items) < size or (total is not None and offset >= total):
+            return

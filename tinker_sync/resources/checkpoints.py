@@ -1,4 +1,4 @@
-"""Checkpoints: list, get, delete, publish, TTL, and download.
+"""Checkpoints: list, iterate, get, delete, publish, TTL, archive URLs and bodies, and download.
 
 Download has two flows, chosen by the path's kind (``tinker://RUN/KIND/NAME``):
 
@@ -7,7 +7,10 @@ Download has two flows, chosen by the path's kind (``tinker://RUN/KIND/NAME``):
   A broken transfer resumes with Range inside the same call; an expired
   signed URL is re-signed through the API and resumed at the same offset.
   A killed run cannot be resumed (the extractor's state died with it): the
-  next run removes its leftovers and starts again.
+  next run removes its leftovers and starts again. A server that answers
+  the archive request 404, 405 or 501 (it no longer serves archives) gets
+  the export flow instead (``_export``): the checkpoint is exported as
+  temporary external weights, downloaded as below, and the export removed.
 * ``external_weights``: GET ``.../external_weights_urls`` -> each file, in
   sorted order, through ``_download.download`` (atomic ``.part`` files),
   re-signed when the URLs are within 5 minutes of expiry. Files land in a
@@ -37,10 +40,12 @@ import shutil
 import stat
 import tempfile
 import time
-from datetime import UTC
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import urljoin
 
+from .._config import Timeout
 from .._download import download as download_file
 from .._exceptions import (
     APIConnectionError,
@@ -49,12 +54,24 @@ from .._exceptions import (
     UnsafeArchiveError,
 )
 from .._files import Progress, target_lock
+from .._response import StreamedResponse, decode_json
 from .._retry import RetryBudget
 from .._transport import Request
-from ._archive import ArchiveSigner, BodyReader, Notify, is_compressed
-from ._paths import TinkerPath, parse_tinker_path
-from ._resource import SyncAPIResource
-from .types import Checkpoint, CheckpointList, ExternalWeightsUrls
+from ._archive import ARCHIVE_UNSUPPORTED, ArchiveSigner, BodyReader, Notify, http_date, is_compressed
+from ._export import EXPORT_TTL, exported
+from ._paths import TinkerPath, parse_tinker_path, segment
+from ._resource import (
+    M,
+    Parsed,
+    Raw,
+    Streamed,
+    SyncAPIResource,
+    endpoint,
+    iterate_pages,
+    no_content,
+    view,
+)
+from .types import Checkpoint, CheckpointArchiveUrl, CheckpointList, ExternalWeightsUrls
 
 __all__ = ["DEFAULT_PREPARE_TIMEOUT", "Checkpoints", "TinkerPath", "parse_tinker_path"]
 
@@ -71,27 +88,45 @@ RESIGN_MARGIN = 300.0
 MAX_TRAILING_BYTES = 1 << 20
 
 
-class Checkpoints(SyncAPIResource):
-    """``client.checkpoints``: checkpoint operations of the REST API."""
+class Checkpoints(SyncAPIResource[M]):
+    """``client.checkpoints``: checkpoint operations of the REST API. Every method takes
+    ``tinker://RUN/KIND/NAME`` paths."""
+
+    with_raw_response: Checkpoints[Raw] = view(Raw)
+    with_streaming_response: Checkpoints[Streamed] = view(Streamed)
 
     # -- listing and management ------------------------------------------------
 
+    @endpoint
     def list(
         self, run_id: str | None = None, *, limit: int | None = None, offset: int | None = None
     ) -> CheckpointList:
-        """The caller's checkpoints, newest first (paged), or all checkpoints of ``run_id``."""
+        """The caller's checkpoints, newest first (a page, with a cursor), or all checkpoints of ``run_id``."""
         if run_id is not None:
-            return self.list_for_run(run_id)
-        return self._client.get(
-            "/api/v1/checkpoints", params={"limit": limit, "offset": offset}, cast_to=CheckpointList
-        )
+            return self._json("GET", _run_checkpoints(run_id), CheckpointList)
+        params = {"limit": limit, "offset": offset}
+        return self._json("GET", "/api/v1/checkpoints", CheckpointList, params=params)
 
+    @endpoint
     def list_for_run(self, run_id: str) -> CheckpointList:
         """Every checkpoint of one training run."""
-        return self._client.get(
-            f"/api/v1/training_runs/{quote(run_id, safe='')}/checkpoints", cast_to=CheckpointList
-        )
+        return self._json("GET", _run_checkpoints(run_id), CheckpointList)
 
+    def iter(
+        self: Checkpoints[Parsed], *, limit: int = 100, offset: int = 0, max_items: int | None = None
+    ) -> Iterator[Checkpoint]:
+        """Every checkpoint of the caller, newest first, lazily: one ``list`` request per ``limit``
+        checkpoints, sent only when the loop gets there; stops at ``total_count`` or ``max_items``."""
+
+        self._plain_only("iter")
+
+        def fetch(offset: int, limit: int) -> tuple[list[Checkpoint], int | None]:
+            page = self.list(limit=limit, offset=offset)
+            return page.checkpoints, page.cursor.total_count if page.cursor is not None else None
+
+        return iterate_pages(fetch, limit=limit, offset=offset, max_items=max_items)
+
+    @endpoint
     def get(self, tinker_path: str) -> Checkpoint:
         """The checkpoint at ``tinker_path`` (found in its run's list).
 
@@ -99,31 +134,84 @@ class Checkpoints(SyncAPIResource):
             NotFoundError: the run is unknown. LookupError: the run has no such checkpoint.
         """
         path = parse_tinker_path(tinker_path)
-        for checkpoint in self.list_for_run(path.run).checkpoints:
-            if checkpoint.checkpoint_id == path.checkpoint_id:
-                return checkpoint
-        raise LookupError(f"No checkpoint {tinker_path} in training run {path.run!r}")
 
+        def find(response: StreamedResponse) -> Checkpoint:
+            listing: CheckpointList = decode_json(response.read(), CheckpointList, response)
+            for checkpoint in listing.checkpoints:
+                if checkpoint.checkpoint_id == path.checkpoint_id:
+                    return checkpoint
+            raise LookupError(f"No checkpoint {tinker_path} in training run {path.run!r}")
+
+        return self._request("GET", _run_checkpoints(path.run), find)
+
+    @endpoint
     def delete(self, tinker_path: str) -> None:
         """Delete the checkpoint."""
-        self._client.delete(parse_tinker_path(tinker_path).api_path)
+        return self._request("DELETE", parse_tinker_path(tinker_path).api_path, no_content)
 
+    @endpoint
     def publish(self, tinker_path: str) -> None:
         """Make the checkpoint public (ConflictError if it already is)."""
-        self._client.post(parse_tinker_path(tinker_path).api_path + "/publish")
+        return self._request("POST", parse_tinker_path(tinker_path).api_path + "/publish", no_content)
 
+    @endpoint
     def unpublish(self, tinker_path: str) -> None:
         """Make the checkpoint private again (ConflictError if it already is)."""
-        self._client.delete(parse_tinker_path(tinker_path).api_path + "/publish")
+        return self._request("DELETE", parse_tinker_path(tinker_path).api_path + "/publish", no_content)
 
+    @endpoint
     def set_ttl(self, tinker_path: str, ttl_seconds: int | None) -> None:
-        """Expire the checkpoint ``ttl_seconds`` after its creation (None: never)."""
-        self._client.put(parse_tinker_path(tinker_path).api_path + "/ttl", json={"ttl_seconds": ttl_seconds})
+        """Expire the checkpoint ``ttl_seconds`` from now (None: never)."""
+        path = parse_tinker_path(tinker_path).api_path + "/ttl"
+        return self._request("PUT", path, no_content, json={"ttl_seconds": ttl_seconds})
+
+    # -- archives and signed URLs ----------------------------------------------
+
+    @endpoint
+    def archive_url(self, tinker_path: str) -> CheckpointArchiveUrl:
+        """The signed URL of the checkpoint's tar archive and its expiry: the API's 302, not followed.
+
+        The URL carries its own authorization: fetch it without the API key.
+        """
+        return self._request("GET", parse_tinker_path(tinker_path).api_path + "/archive", _archive_url)
+
+    @endpoint
+    def external_weights_urls(self, tinker_path: str) -> ExternalWeightsUrls:
+        """The signed URL of each file of an ``external_weights`` checkpoint, and their expiry."""
+        path = parse_tinker_path(tinker_path)
+        if path.kind != "external_weights":
+            raise ValueError(f"Only external_weights checkpoints have download URLs, not {tinker_path}")
+        return self._json("GET", path.api_path + "/external_weights_urls", ExternalWeightsUrls)
+
+    @endpoint
+    def archive(self, tinker_path: str, *, prepare_timeout: float = DEFAULT_PREPARE_TIMEOUT) -> bytes:
+        """The checkpoint's tar archive: the body at its signed URL (fetched without the API key).
+
+        The plain call reads it all into memory; for a large one use the
+        streaming view, which writes it in constant memory, resumed (re-signed
+        when the URL expires), verified and atomic::
+
+            with client.with_streaming_response.checkpoints.archive(path) as response:
+                response.stream_to_file("model.tar")
+
+        Waits up to ``prepare_timeout`` while the server prepares the archive.
+        A server that no longer serves archives answers 404 (NotFoundError):
+        ``download()`` then takes the export flow.
+        """
+        path = parse_tinker_path(tinker_path)
+        client = self._client
+
+        def opener(budget: RetryBudget, timeout: Timeout) -> StreamedResponse:
+            signer = ArchiveSigner(client, path, prepare_timeout, _notifier(None), budget)
+            signer.sign()
+            return signer.send(Request("GET", signer.url), timeout=timeout, budget=budget)
+
+        return self._request("GET", path.api_path + "/archive", _read, opener=opener)
 
     # -- download --------------------------------------------------------------
 
     def download(
-        self,
+        self: Checkpoints[Parsed],
         tinker_path: str,
         output_dir: str | os.PathLike[str] = ".",
         *,
@@ -138,7 +226,11 @@ class Checkpoints(SyncAPIResource):
 
         All or nothing: the directory appears, complete, only at the end. A
         broken transfer is resumed inside the call (Range; an expired signed
-        URL is re-signed). Memory stays constant whatever the size.
+        URL is re-signed). Memory stays constant whatever the size. A server
+        that answers the archive request 404, 405 or 501 gets the export flow:
+        the checkpoint is exported as temporary external weights (through a
+        session), downloaded, and the export, model and session cleaned up
+        whatever happens.
 
         Args:
             tinker_path: ``tinker://RUN/weights/NAME`` (a tar archive, extracted
@@ -150,7 +242,8 @@ class Checkpoints(SyncAPIResource):
                 in bytes received; ``total`` is None when unknown. Called at
                 the start, as bytes arrive, and at the end.
             prepare_timeout: how long to wait for the server to prepare the
-                archive (409/503 with Retry-After, or slow headers).
+                archive (409/503 with Retry-After, or slow headers), or for each
+                step of an export.
             notify: called with a one-line message on notable events (the
                 archive is being prepared, a transfer resumed, a URL re-signed);
                 they are logged at INFO too.
@@ -162,9 +255,11 @@ class Checkpoints(SyncAPIResource):
             FileExistsError: the target exists and ``force`` is false.
             DownloadLockedError: another run holds the target's lock (after a short wait).
             CheckpointNotReadyError: the archive was not prepared in time.
+            RequestFailedError: the export flow's server-side step failed.
             UnsafeArchiveError: a refused archive member or relative path.
             APIStatusError, APIConnectionError: the API or the transfer failed.
         """
+        self._plain_only("download")
         path = parse_tinker_path(tinker_path)
         if path.kind == "sampler_weights":
             raise ValueError(
@@ -182,7 +277,7 @@ class Checkpoints(SyncAPIResource):
         with target_lock(target.with_name(target.name + ".lock")):
             _check_target(target, force)  # another run may have finished while we waited
             if path.kind == "weights":
-                tmp = self._download_archive(
+                tmp = self._download_weights(
                     path, target, report, prepare_timeout, say, budget, max_members, max_total_size
                 )
             else:
@@ -194,7 +289,7 @@ class Checkpoints(SyncAPIResource):
                 raise
         return target
 
-    def _known_size(self, path: TinkerPath) -> int | None:
+    def _known_size(self: Checkpoints[Parsed], path: TinkerPath) -> int | None:
         """The checkpoint's ``size_bytes``, or None when the listing does not say (or cannot be read)."""
         try:
             size = self.get(str(path)).size_bytes
@@ -203,10 +298,10 @@ class Checkpoints(SyncAPIResource):
             return None
         return size or None
 
-    # -- archive flow ----------------------------------------------------------
+    # -- archive flow (or the export flow, when the server has no archives) ---
 
-    def _download_archive(
-        self,
+    def _download_weights(
+        self: Checkpoints[Parsed],
         path: TinkerPath,
         target: Path,
         progress: Progress,
@@ -216,14 +311,32 @@ class Checkpoints(SyncAPIResource):
         max_members: int | None,
         max_total_size: int | None,
     ) -> Path:
+        signer = ArchiveSigner(self._client, path, prepare_timeout, say, budget)
+        try:
+            signer.sign()  # first: a missing checkpoint fails here, and a prepared one knows its size
+        except APIStatusError as exc:
+            if exc.status_code not in ARCHIVE_UNSUPPORTED:
+                raise
+            log.info("The archive of %s: HTTP %d; trying the export flow", path, exc.status_code)
+            why = f"the server does not serve archives (HTTP {exc.status_code})"
+            with exported(self._client, path, budget, prepare_timeout, say, why) as export:
+                return self._download_external(export, target, progress, say, budget, renew_ttl=EXPORT_TTL)
+        return self._download_archive(signer, target, progress, max_members, max_total_size)
+
+    def _download_archive(
+        self: Checkpoints[Parsed],
+        signer: ArchiveSigner,
+        target: Path,
+        progress: Progress,
+        max_members: int | None,
+        max_total_size: int | None,
+    ) -> Path:
         from .._extract import DEFAULT_MAX_MEMBERS, extract_tar  # lazy: imports tarfile
 
         _remove_leftovers(target)  # a killed archive run cannot resume: start again
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
         try:
-            signer = ArchiveSigner(self._client, path, prepare_timeout, say, budget)
-            signer.sign()  # first: a missing checkpoint fails here, and a prepared one knows its size
-            limit = max_total_size if max_total_size is not None else self._known_size(path)
+            limit = max_total_size if max_total_size is not None else self._known_size(signer.path)
             with signer.send(Request("GET", signer.url)) as response:
                 total = response.total_size
                 reader = BodyReader(response, progress, total)
@@ -240,8 +353,12 @@ class Checkpoints(SyncAPIResource):
 
     # -- external-weights flow -------------------------------------------------
 
-    def _external_urls(self, path: TinkerPath) -> tuple[dict[str, str], float | None]:
-        listing = self._client.get(path.api_path + "/external_weights_urls", cast_to=ExternalWeightsUrls)
+    def _external_urls(
+        self: Checkpoints[Parsed], path: TinkerPath, renew_ttl: int | None = None
+    ) -> tuple[dict[str, str], float | None]:
+        listing = self.external_weights_urls(str(path))
+        if renew_ttl is not None:  # a temporary export outlives the URLs just signed
+            self.set_ttl(str(path), renew_ttl)
         for rel in listing.urls:
             _check_relative(rel)
         expires = listing.expires
@@ -250,14 +367,20 @@ class Checkpoints(SyncAPIResource):
         return dict(listing.urls), None if expires is None else expires.timestamp()
 
     def _download_external(
-        self, path: TinkerPath, target: Path, progress: Progress, say: Notify, budget: RetryBudget
+        self: Checkpoints[Parsed],
+        path: TinkerPath,
+        target: Path,
+        progress: Progress,
+        say: Notify,
+        budget: RetryBudget,
+        renew_ttl: int | None = None,
     ) -> Path:
         client = self._client
         partial = target.parent / f".{target.name}.partial"
         _remove_leftovers(target, keep=partial.name)
         _private_dir(partial)
         try:
-            urls, expires = self._external_urls(path)
+            urls, expires = self._external_urls(path, renew_ttl)
             total = self._known_size(path)
             progress(0, total)
             done = 0
@@ -271,7 +394,7 @@ class Checkpoints(SyncAPIResource):
                 while True:
                     if expires is not None and time.time() > expires - RESIGN_MARGIN:
                         say(f"Download URLs expire soon; fetching new ones for {path}")
-                        urls, expires = self._external_urls(path)
+                        urls, expires = self._external_urls(path, renew_ttl)
                     if rel not in urls:
                         raise APIResponseValidationError(
                             f"The new download URLs of {path} no longer list {rel!r}"
@@ -314,6 +437,32 @@ class Checkpoints(SyncAPIResource):
             _remove(partial)
             raise
         return partial
+
+
+# -- parsers and paths ------------------------------------------------------------
+
+
+def _run_checkpoints(run_id: str) -> str:
+    return f"/api/v1/training_runs/{segment(run_id, 'training run id')}/checkpoints"
+
+
+def _read(response: StreamedResponse) -> bytes:
+    return response.read()
+
+
+def _archive_url(response: StreamedResponse) -> CheckpointArchiveUrl:
+    location = response.headers.get("location")
+    if not 300 <= response.status_code < 400 or not location:
+        raise APIResponseValidationError(
+            f"Expected a redirect to the archive, got {response.status_code}"
+            f"{'' if location else ' without a Location header'}",
+            response,
+        )
+    expires = http_date(response.headers.get("expires"))
+    return CheckpointArchiveUrl(
+        url=urljoin(response.url, location),
+        expires=None if expires is None else datetime.fromtimestamp(expires, UTC),
+    )
 
 
 # -- files and directories ---------------------------------------------------------

@@ -1,0 +1,193 @@
+"""``client.sampling``: token streaming over Server-Sent Events, and sampling through a future.
+
+Rules for a token stream (``SampleStream``): it is lazy (nothing is sent
+until it is iterated or entered); a ``done`` chunk is handed out and ends it;
+an ``error`` (an SSE ``event: error``, or a chunk whose ``event_type`` is
+``error``) raises APIError after every chunk before it was handed out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from .._base_client import Timeoutish
+from .._config import Timeout
+from .._event_stream import EventStream
+from .._exceptions import APIError
+from .._response import StreamedResponse
+from .._retry import RetryBudget
+from ._resource import M, Raw, Streamed, SyncAPIResource, endpoint, json_parser, view
+from .futures import DEFAULT_FUTURE_TIMEOUT, QueueStateCallback, submit
+from .types import ModelInput, SampleResponse, SampleStreamChunk, SamplingParams
+
+__all__ = ["SampleStream", "Sampling"]
+
+STREAM_PATH = "/api/v1/stream_sample"
+SAMPLE_PATH = "/api/v1/asample"
+
+
+class SampleStream(EventStream[SampleStreamChunk]):
+    """A lazy stream of ``SampleStreamChunk``: tokens, then ``done`` (see the module docstring).
+
+    ``text()`` gathers the text of the tokens (the whole sample, unless some
+    were already consumed).
+    """
+
+    _chunks: Generator[SampleStreamChunk, None, None] | None = None
+
+    def __iter__(self) -> Iterator[SampleStreamChunk]:
+        if self._chunks is None:
+            self._chunks = self._until_done(super().__iter__())
+        return self._chunks
+
+    def __next__(self) -> SampleStreamChunk:
+        return next(iter(self))
+
+    def __enter__(self) -> SampleStream:
+        super().__enter__()
+        return self
+
+    def close(self) -> None:
+        if self._chunks is not None:
+            self._chunks.close()
+        super().close()
+
+    def text(self) -> str:
+        """The tokens' text, joined, once the stream is done (it is closed then)."""
+        with self:
+            return "".join(chunk.token or "" for chunk in self if chunk.event_type == "token")
+
+    def _until_done(self, chunks: Iterator[SampleStreamChunk]) -> Generator[SampleStreamChunk, None, None]:
+        try:
+            for chunk in chunks:
+                if chunk.event_type == "error":
+                    request = getattr(self.response, "request", None)
+                    body = msgspec.to_builtins(chunk)
+                    raise APIError(
+                        f"The sampler failed: {chunk.message or 'error event'}", request, body=body
+                    )
+                yield chunk
+                if chunk.event_type == "done":
+                    return
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+
+
+class Sampling(SyncAPIResource[M]):
+    """``client.sampling``."""
+
+    with_raw_response: Sampling[Raw] = view(Raw)
+    with_streaming_response: Sampling[Streamed] = view(Streamed)
+
+    @endpoint
+    def stream_sample(
+        self,
+        prompt: str | ModelInput | Sequence[int],
+        *,
+        max_tokens: int | None = None,
+        sampling_params: SamplingParams | None = None,
+        base_model: str | None = None,
+        model_path: str | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout: Timeoutish = None,
+        idle_timeout: float | None = None,
+    ) -> SampleStream:
+        """Sample ``prompt`` and stream its tokens as they are generated (``POST /stream_sample``).
+
+        Lazy: nothing is sent until the stream is iterated (or entered). A
+        ``done`` chunk ends it; an error raises APIError after the tokens
+        before it. ``stream.text()`` gathers the whole text.
+
+        Args:
+            prompt: text, token ids, or a ``ModelInput``.
+            extra_body: more fields of the request body, sent as they are.
+            idle_timeout: the longest wait for the next chunk.
+        """
+        body: dict[str, Any] = {"prompt": _prompt(prompt) if not isinstance(prompt, str) else prompt}
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
+        for name, value in (
+            ("sampling_params", sampling_params),
+            ("base_model", base_model),
+            ("model_path", model_path),
+        ):
+            if value is not None:
+                body[name] = value
+        body.update(extra_body or {})
+        client = self._client
+
+        def stream(source: StreamedResponse | None = None) -> SampleStream:
+            connector = None
+            if source is None:  # the plain call: lazy, sent when first iterated
+                connector = client._event_connector(
+                    "POST", STREAM_PATH, json=body, timeout=timeout, idle_timeout=idle_timeout
+                )
+            return SampleStream(
+                connector,
+                source=None if source is None else source.event_source(),
+                cast_to=SampleStreamChunk,
+                idle_timeout=idle_timeout,
+                max_event_size=client.max_event_size,
+            )
+
+        headers = {"Accept": "text/event-stream"}
+        return self._request(
+            "POST", STREAM_PATH, stream, json=body, headers=headers, timeout=timeout, lazy=stream
+        )
+
+    @endpoint
+    def sample(
+        self,
+        prompt: ModelInput | Sequence[int],
+        *,
+        sampling_params: SamplingParams,
+        num_samples: int = 1,
+        base_model: str | None = None,
+        model_path: str | None = None,
+        prompt_logprobs: bool | None = None,
+        timeout: float | None = None,
+        on_queue_state: QueueStateCallback | None = None,
+    ) -> SampleResponse:
+        """Sample ``prompt`` through a future (``POST /asample``, then its result): the whole answer.
+
+        Args:
+            base_model, model_path: what to sample from (one of them).
+            timeout: the most seconds to wait for the result in all (see ``client.futures``).
+
+        Raises:
+            RequestFailedError: the sampling failed (a missing ``model_path``, say).
+            APITimeoutError: no result in time.
+        """
+        body: dict[str, Any] = {
+            "prompt": _prompt(prompt),
+            "sampling_params": sampling_params,
+            "num_samples": num_samples,
+        }
+        for name, value in (
+            ("base_model", base_model),
+            ("model_path", model_path),
+            ("prompt_logprobs", prompt_logprobs),
+        ):
+            if value is not None:
+                body[name] = value
+        client = self._client
+        seconds = timeout if timeout is not None else client.timeout.total or DEFAULT_FUTURE_TIMEOUT
+
+        def opener(budget: RetryBudget, call_timeout: Timeout) -> StreamedResponse:
+            deadline = budget.deadline if budget.deadline is not None else time.monotonic() + seconds
+            return submit(client, SAMPLE_PATH, body, budget, call_timeout, deadline, on_queue_state)
+
+        call_timeout = Timeout(client.timeout.connect, client.timeout.read, total=seconds)
+        return self._request(
+            "POST", SAMPLE_PATH, json_parser(SampleResponse), timeout=call_timeout, opener=opener
+        )
+
+
+def _prompt(prompt: ModelInput | Sequence[int]) -> ModelInput:
+    return prompt if isinstance(prompt, ModelInput) else ModelInput.from_ints(prompt)
