@@ -200,9 +200,12 @@ def test_checkpoints_list_get_and_management(client, tinker_server, waits):
     assert client.checkpoints.publish(path) is None
     assert client.checkpoints.get(path).public
     with pytest.raises(ConflictError):
-        client.checkpoints.publish(path)  # 409 is retried, as the SDK does (waits recorded, not slept)
-    assert len(waits) == 10
+        client.checkpoints.publish(path)  # "already public" is the answer: not retried
+    assert waits == []
     client.checkpoints.unpublish(path)
+    with pytest.raises(ConflictError):
+        client.checkpoints.unpublish(path)  # already private
+    assert waits == []
     assert not client.checkpoints.get(path).public
     client.checkpoints.set_ttl(path, 7200)
     expires = client.checkpoints.get(path).expires_at

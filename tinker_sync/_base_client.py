@@ -20,7 +20,7 @@ import platform
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypedDict, TypeVar, Unpack
 from urllib.parse import urlencode, urljoin
@@ -247,6 +247,7 @@ class BaseClient:
         quiet: bool = False,
         retry: bool = True,
         resumer: Sender | None = None,
+        final: Collection[int] = (),
     ) -> StreamedResponse:
         """Send ``request`` with retries; return the response once established.
 
@@ -264,6 +265,8 @@ class BaseClient:
                 decides what to do with a failure.
             resumer: what resumes a broken body of the response (default:
                 this client; a signed-URL signer re-signs first).
+            final: statuses that are this call's answer, never retried (a 409
+                that means "already public" will not change by asking again).
         """
         timeout = self._timeout(timeout)
         if budget is None:
@@ -285,7 +288,9 @@ class BaseClient:
                     dump("<", f"{response.status_code} {url}", response.headers)
                 if response.status_code >= 400:
                     error = status_error(response)
-                    retryable = should_retry_status(response.status_code, response.headers)
+                    retryable = response.status_code not in final and should_retry_status(
+                        response.status_code, response.headers
+                    )
                     reason = f"HTTP {response.status_code}"
                     if (
                         retry
@@ -392,6 +397,7 @@ class BaseClient:
         read_body: bool = False,
         credentials: bool = True,
         follow_redirects: bool = False,
+        final: Collection[int] = (),
     ) -> StreamedResponse:
         """Build and send a request; with ``follow_redirects``, follow up to MAX_REDIRECTS hops.
 
@@ -403,7 +409,7 @@ class BaseClient:
             method, path, params=params, json=json, content=content, headers=headers, credentials=credentials
         )
         for _ in range(MAX_REDIRECTS + 1):
-            response = self.send(request, timeout=timeout, budget=budget, read_body=read_body)
+            response = self.send(request, timeout=timeout, budget=budget, read_body=read_body, final=final)
             location = response.headers.get("location")
             if not follow_redirects or response.status_code not in REDIRECT_STATUSES:
                 return response
@@ -489,6 +495,7 @@ class BaseClient:
         credentials: bool = True,
         follow_redirects: bool = False,
         opener: Callable[[RetryBudget, Timeout], StreamedResponse] | None = None,
+        final: Collection[int] = (),
     ) -> Iterator[StreamedResponse]:
         """One logical call as a ``with`` block: the response once established, closed at the end.
 
@@ -517,6 +524,7 @@ class BaseClient:
                     read_body=read_body,
                     credentials=credentials,
                     follow_redirects=follow_redirects,
+                    final=final,
                 )
         except BaseException as exc:
             self._stream_end(

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 import types
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
@@ -124,6 +124,7 @@ class SyncAPIResource(Generic[M]):
         max_retries: int | None = None,
         opener: Opener | None = None,
         lazy: Callable[[], X] | None = None,
+        final: Collection[int] = (),
     ) -> X:
         """Make one API call in this resource's mode (see the module docstring).
 
@@ -131,6 +132,7 @@ class SyncAPIResource(Generic[M]):
             parse: the typed result from the response (read it, or stream it).
             opener: replaces the plain send (a polled future, a signed archive).
             lazy: the plain mode's result instead of a call (a lazy event stream).
+            final: statuses that answer this method for good (never retried).
         """
         if self._mode is Parsed and lazy is not None:
             return lazy()
@@ -146,6 +148,7 @@ class SyncAPIResource(Generic[M]):
                 max_retries=max_retries,
                 read_body=read_body,
                 opener=opener,
+                final=final,
             )
 
         # The views' results are typed by @endpoint: mypy sees what each view returns.

@@ -151,13 +151,15 @@ class Checkpoints(SyncAPIResource[M]):
 
     @endpoint
     def publish(self, tinker_path: str) -> None:
-        """Make the checkpoint public (ConflictError if it already is)."""
-        return self._request("POST", parse_tinker_path(tinker_path).api_path + "/publish", no_content)
+        """Make the checkpoint public (ConflictError, at once, if it already is)."""
+        path = parse_tinker_path(tinker_path).api_path + "/publish"
+        return self._request("POST", path, no_content, final=(409,))
 
     @endpoint
     def unpublish(self, tinker_path: str) -> None:
-        """Make the checkpoint private again (ConflictError if it already is)."""
-        return self._request("DELETE", parse_tinker_path(tinker_path).api_path + "/publish", no_content)
+        """Make the checkpoint private again (ConflictError, at once, if it already is)."""
+        path = parse_tinker_path(tinker_path).api_path + "/publish"
+        return self._request("DELETE", path, no_content, final=(409,))
 
     @endpoint
     def set_ttl(self, tinker_path: str, ttl_seconds: int | None) -> None:
