@@ -504,3 +504,43 @@ def test_iter_bytes_constant_memory(client, size):
         for chunk in response.iter_bytes():
             digest.update(chunk)
     assert digest.hexdigest() == expected_sha(21, size)
+
+
+# -- files beside the target are never followed through links ------------------------------------
+
+
+def _plant(path, kind, victim):
+    if kind == "link to a file":
+        os.symlink(victim, path)
+    elif kind == "dangling link":
+        os.symlink(victim.parent / "nowhere", path)
+    elif kind == "link to a directory":
+        os.symlink(victim.parent, path)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        os.mkdir(path)
+
+
+PLANTED = ["link to a file", "dangling link", "link to a directory", "fifo", "directory"]
+BESIDE = [".part", ".part.json", ".lock", ".part.json.tmp"]
+
+
+@pytest.mark.parametrize("suffix", BESIDE)
+@pytest.mark.parametrize("kind", PLANTED)
+@pytest.mark.parametrize("how", ["download", "stream_to_file"])
+def test_a_planted_link_or_odd_file_is_never_followed(client, tinker_server, tmp_path, suffix, kind, how):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    before = victim.stat()
+    dest = tmp_path / "out.bin"
+    _plant(f"{dest}{suffix}", kind, victim)
+    url = f"/test/bytes?size={MiB}&seed=4"
+    with pytest.raises(OSError, match="(symbolic link|not a regular file).*left untouched"):
+        if how == "download":
+            client.download(url, dest)
+        else:
+            with client.stream("GET", url) as response:
+                response.stream_to_file(dest)
+    assert not dest.exists() and os.path.lexists(f"{dest}{suffix}")  # nothing written, nothing removed
+    assert victim.read_bytes() == b"precious" and victim.stat().st_mtime_ns == before.st_mtime_ns

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import pickle
 
+import msgspec
 import pytest
+from _sockets import raw_server
 
 import tinker_sync
 import tinker_sync._exceptions as exceptions_module
@@ -17,6 +21,7 @@ from tinker_sync import (
     AuthenticationError,
     BadRequestError,
     BillingError,
+    Client,
     ConflictError,
     InternalServerError,
     NotFoundError,
@@ -146,3 +151,107 @@ def test_connection_error_pickle_from_real_failure(client):
 def test_status_code_default_without_response():
     assert RateLimitError("x", None).status_code == 429
     assert InternalServerError("x", None).status_code == 500
+
+
+# -- messages stay small and never carry a secret -------------------------------------------------
+
+SECRET_KEY = "tml-SECRET-KEY-0123456789"
+SIGNATURE = "SIGNATURE0123456789abcdef"
+CF_SECRET = "cf-SECRET-0123456789"
+BEARER = "Bearer tok-SECRET-0123456789"
+SECRETS = (SECRET_KEY, SIGNATURE, CF_SECRET, BEARER.split()[1])
+
+
+def _echo(status: int, content_type: bytes = b"application/json"):
+    """An echoing server: the request head (with every secret it carried) comes back in the body."""
+
+    def script(conn, request, stop):
+        body = b'{"error": {"message": %s}}' % json.dumps(request.decode("latin-1")).encode()
+        if content_type == b"text/event-stream":
+            body = b"event: error\ndata: " + body + b"\n\n"
+        conn.sendall(
+            b"HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+            % (status, content_type, len(body))
+            + body
+        )
+
+    return script
+
+
+class Item(msgspec.Struct):
+    index: int
+
+
+# (name, server scripts, what the client does, the exception)
+LEAKS = [
+    ("400", [_echo(400)], lambda c, url, tmp: c.get(url), BadRequestError),
+    (
+        "500 after a retry",
+        [_echo(500), _echo(500)],
+        lambda c, url, tmp: c.get(url, max_retries=1),
+        InternalServerError,
+    ),
+    (
+        "a body that fits no type",
+        [_echo(200)],
+        lambda c, url, tmp: c.get(url, cast_to=Item),
+        APIResponseValidationError,
+    ),
+    (
+        "not an event stream",
+        [_echo(200)],
+        lambda c, url, tmp: next(iter(c.stream_get(url))),
+        APIResponseValidationError,
+    ),
+    (
+        "an error event",
+        [_echo(200, b"text/event-stream")],
+        lambda c, url, tmp: list(c.stream_get(url)),
+        APIError,
+    ),
+    (
+        "a download",
+        [_echo(403)],
+        lambda c, url, tmp: c.download(url, tmp / "f"),
+        PermissionDeniedError,
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "scripts", "call", "error"), LEAKS, ids=[leak[0] for leak in LEAKS])
+def test_no_secret_in_messages_logs_hooks_or_reprs(name, scripts, call, error, monkeypatch, caplog, tmp_path):
+    monkeypatch.setenv("CLOUDFLARE_ACCESS_CLIENT_SECRET", CF_SECRET)
+    records: list[object] = []
+    hooks = {name: [records.append] for name in ("request", "response", "retry", "stream_end", "error")}
+    with raw_server(*scripts) as base:
+        url = f"{base}/echo?X-Amz-Signature={SIGNATURE}&expires=1"
+        with caplog.at_level(logging.DEBUG, logger="tinker_sync"):
+            with Client(
+                api_key=SECRET_KEY, base_url=base, event_hooks=hooks, dump_headers=True, sleep=lambda s: None
+            ) as client:
+                with pytest.raises(error) as info:
+                    call(client, url, tmp_path)
+    seen = [str(info.value), repr(info.value), repr(info.value.request), *map(repr, records)]
+    seen += [record.getMessage() for record in caplog.records]
+    for text in seen:
+        for secret in SECRETS:
+            assert secret not in text, f"{secret!r} leaked into {text[:200]!r}"
+    assert "***" in str(info.value) or name in ("a body that fits no type", "not an event stream")
+
+
+def test_the_message_quotes_at_most_1_kib_of_a_big_error_body():
+    big = {"error": {"message": "x" * 100_000, "details": list(range(10_000))}}
+
+    def script(conn, request, stop):
+        body = json.dumps(big).encode()
+        conn.sendall(
+            b"HTTP/1.1 422 X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        conn.sendall(body)
+
+    with raw_server(script) as base, Client(api_key="tml-test-key", base_url=base) as client:
+        with pytest.raises(UnprocessableEntityError) as info:
+            client.get("/big")
+    assert len(str(info.value)) < 1200
+    assert str(info.value).endswith(f"... ({len(json.dumps(big))} bytes)")
+    assert info.value.body == big  # the parsed body is whole

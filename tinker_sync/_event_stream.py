@@ -38,6 +38,7 @@ from ._exceptions import (
     APITimeoutError,
     StreamAlreadyConsumed,
 )
+from ._observe import redact
 from ._transport import first_buffer, next_buffer
 from ._typing import E
 from .sse import DEFAULT_MAX_SIZE, SSEDecoder
@@ -46,6 +47,8 @@ __all__ = ["Connector", "EventSource", "EventStream", "json_decoder"]
 
 log = logging.getLogger("tinker_sync")
 
+# An error event's message is quoted up to this many characters (``.body`` keeps it whole).
+MAX_MESSAGE = 1024
 # The SSE spec's default reconnection time, when the server sent no ``retry``.
 DEFAULT_RECONNECT_WAIT = 1.0
 _event_name = operator.attrgetter("event")
@@ -216,9 +219,11 @@ def check_event_stream(source: EventSource) -> None:
     except APIConnectionError:
         n = 0
     source.close()
+    request = source.request
+    start = redact(repr(bytes(buffer[:n])), request.headers, request.url)
     raise APIResponseValidationError(
         f"Expected a text/event-stream response, got Content-Type {content_type or 'none'!r}; "
-        f"the body starts with {bytes(buffer[:n])!r}",
+        f"the body starts with {start}",
         source,
     )
 
@@ -336,4 +341,6 @@ def _error_event(event: ServerSentEvent, source: EventSource) -> APIError:
         if isinstance(body, dict):
             inner = body.get("error", body)
             message = str(inner.get("message", event.data) if isinstance(inner, dict) else inner)
-    return APIError(f"The server sent an error event: {message}", source.request, body=body)
+    request = source.request
+    message = redact(message[:MAX_MESSAGE], request.headers, request.url)
+    return APIError(f"The server sent an error event: {message}", request, body=body)

@@ -33,6 +33,7 @@ import queue
 import re
 import shutil
 import socket
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -218,6 +219,53 @@ def hash_prefix(f: BinaryIO, size: int, hashers: Iterable[Hasher]) -> None:
             h.update(data)
 
 
+# -- opening files beside the target, never through links ------------------------------------------
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+def open_regular(path: Path, flags: int, mode: int = 0o644) -> int:
+    """``os.open`` that never follows a symbolic link and accepts only a regular file.
+
+    The files beside a target (``.part``, its sidecar, ``.lock``) live in a
+    directory others may write to: a link planted in their place must not
+    make a download write (or read) somewhere else. ``O_NONBLOCK`` keeps a
+    planted FIFO from blocking the open; regular files ignore it.
+
+    Raises:
+        OSError: ELOOP for a link, EINVAL for anything but a regular file.
+    """
+    try:
+        fd = os.open(path, flags | _NOFOLLOW, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _not_ours(path, "is a symbolic link: a download never follows one", errno.ELOOP) from None
+        if exc.errno in (errno.ENXIO, errno.EISDIR):  # a FIFO with no reader, a directory
+            raise _not_ours(path, "is not a regular file", errno.EINVAL) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _not_ours(path, "is not a regular file", errno.EINVAL)
+    return fd
+
+
+def _not_ours(path: Path, what: str, code: int) -> OSError:
+    return OSError(code, f"{path} {what}; it was left untouched (remove it to download here)", str(path))
+
+
+def refuse_odd_files(*paths: Path) -> None:
+    """Raise OSError if any of ``paths`` is a link or anything but a regular file (a missing one is fine)."""
+    for path in paths:
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(mode):
+            raise _not_ours(path, "is a symbolic link: a download never follows one", errno.ELOOP)
+        if not stat.S_ISREG(mode):
+            raise _not_ours(path, "is not a regular file", errno.EINVAL)
+
+
 # -- the partial file and its sidecar ---------------------------------------------------------------
 
 
@@ -255,9 +303,13 @@ class PartFile:
     def __repr__(self) -> str:
         return f"<PartFile {self.part}>"
 
-    def lock(self) -> contextlib.AbstractContextManager[None]:
-        """Hold ``dest.lock`` for the block (see ``target_lock``)."""
-        return target_lock(self.lock_path)
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold ``dest.lock`` for the block (see ``target_lock``); a link or an odd file planted at the
+        ``.part`` or its sidecar raises OSError before anything is read, written or removed."""
+        with target_lock(self.lock_path):
+            refuse_odd_files(self.part, self.sidecar, Path(f"{self.sidecar}.tmp"))
+            yield
 
     def discard(self) -> None:
         """Remove the ``.part`` and its sidecar."""
@@ -266,9 +318,11 @@ class PartFile:
     def load(self, url: str) -> PartState | None:
         """The state of a resumable, non-empty ``.part`` for ``url``, else None."""
         try:
-            saved = json.loads(self.sidecar.read_text())
-            size = self.part.stat().st_size
-        except (OSError, ValueError):
+            fd = open_regular(self.sidecar, os.O_RDONLY)
+            with os.fdopen(fd, "rb") as f:
+                saved = json.loads(f.read(1 << 20))
+            size = os.lstat(self.part).st_size
+        except (FileNotFoundError, ValueError):
             return None
         if not isinstance(saved, dict):
             return None
@@ -307,7 +361,8 @@ class PartFile:
             "checksums": {name: headers[name] for name in CHECKSUM_HEADERS if headers.get(name)},
         }
         tmp = Path(f"{self.sidecar}.tmp")
-        tmp.write_text(json.dumps(state))
+        with os.fdopen(open_regular(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w") as f:
+            f.write(json.dumps(state))
         os.replace(tmp, self.sidecar)
 
     def finish(self) -> Path:
@@ -333,7 +388,7 @@ class PartFile:
         if not checks:
             return False
         hashers = {c.algorithm: new_hasher(c.algorithm) for c in checks}
-        with open(self.part, "rb") as f:
+        with os.fdopen(open_regular(self.part, os.O_RDONLY), "rb") as f:
             hash_prefix(f, state.size, hashers.values())
         try:
             verify(self.dest, state.size, (), checks, hashers)
@@ -421,7 +476,8 @@ class Receiver:
         needed = total if total is not None else expected_size
         if needed is not None:
             check_disk_space(part.dest, needed - offset)
-        self._file: BinaryIO = open(part.part, "r+b" if offset else "wb")  # noqa: SIM115 - closed in _close
+        flags = os.O_RDWR | os.O_CREAT | (0 if offset else os.O_TRUNC)
+        self._file: BinaryIO = os.fdopen(open_regular(part.part, flags), "r+b")
         self._hashers = {c.algorithm: new_hasher(c.algorithm) for c in self._checks}
         if offset:
             hash_prefix(self._file, offset, self._hashers.values())
@@ -560,7 +616,7 @@ def target_lock(path: Path) -> Iterator[None]:
     deadline = time.monotonic() + LOCK_WAIT
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_regular(path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -31,6 +31,7 @@ __all__ = [
     "emit",
     "mask_headers",
     "mask_url",
+    "redact",
     "setup_logging",
 ]
 
@@ -150,6 +151,22 @@ def mask_url(url: str) -> str:
         (k, MASK if _SECRET_QUERY.search(k) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
     ]
     return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
+
+
+def redact(text: str, headers: Mapping[str, str] | None = None, url: str | None = None) -> str:
+    """``text`` with a request's secrets replaced by ``***``: the values of its secret headers (the
+    API key, authorization, Cloudflare secret, cookies) and its URL's signature-like query values.
+
+    For messages that quote what a server sent back: an echoing server must not put a secret
+    into an exception, a log line or a hook record.
+    """
+    secrets = {v for k, v in (headers or {}).items() if k.lower() in SECRET_HEADERS}
+    if url and "?" in url:
+        query = url.split("?", 1)[1].split("#", 1)[0]
+        secrets |= {v for k, v in parse_qsl(query, keep_blank_values=True) if _SECRET_QUERY.search(k)}
+    for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
 
 
 def dump(direction: str, first_line: str, headers: Mapping[str, str]) -> None:

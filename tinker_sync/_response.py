@@ -35,7 +35,7 @@ from ._exceptions import (
     status_error_class,
 )
 from ._files import BUFFER_SIZE, Checksum, PartFile, Progress, Receiver, checksums_from
-from ._observe import mask_url
+from ._observe import mask_url, redact
 from ._retry import RetryBudget
 from ._transport import READ_SIZE, Body, Headers, RawResponse, Request, first_buffer, next_buffer
 
@@ -51,8 +51,10 @@ __all__ = [
 
 log = logging.getLogger("tinker_sync")
 
-# Error bodies are read for the exception, up to this size (the rest is discarded).
+# Error bodies are read for the exception, up to this size (the rest is discarded); its message
+# quotes at most MAX_MESSAGE_BODY bytes of it (``.body`` keeps the parsed whole).
 MAX_ERROR_BODY = 1 << 20
+MAX_MESSAGE_BODY = 1024
 
 
 class Sender(Protocol):
@@ -88,18 +90,20 @@ def decode_json(content: bytes | memoryview, cast_to: Any, response: Any = None)
     except msgspec.ValidationError as exc:
         message = f"Response does not fit {getattr(cast_to, '__name__', cast_to)!s}: {exc}"
         raise APIResponseValidationError(
-            f"{message}; the body starts with {_head(content)}", response
+            f"{message}; the body starts with {_head(content, response)}", response
         ) from exc
     except msgspec.DecodeError as exc:
         message = f"Response is not valid JSON: {exc}"
         raise APIResponseValidationError(
-            f"{message}; the body starts with {_head(content)}", response
+            f"{message}; the body starts with {_head(content, response)}", response
         ) from exc
 
 
-def _head(content: bytes | memoryview, size: int = 200) -> str:
-    head = bytes(content[:size])
-    return f"{head!r}{'...' if len(content) > size else ''}"
+def _head(content: bytes | memoryview, response: Any = None, size: int = 200) -> str:
+    """The start of a body, for a message (the request's secrets masked)."""
+    head = f"{bytes(content[:size])!r}{'...' if len(content) > size else ''}"
+    request = getattr(response, "request", None)
+    return redact(head, request.headers, request.url) if request is not None else head
 
 
 def _charset(headers: Mapping[str, str], default: str = "utf-8") -> str:
@@ -579,7 +583,13 @@ def status_error(response: StreamedResponse) -> APIStatusError:
         body = msgspec.json.decode(content) if content else None
     except msgspec.DecodeError:
         body = content.decode("utf-8", errors="replace")
-    text = content.decode("utf-8", errors="replace") if content else "(empty body)"
+    if not content:
+        text = "(empty body)"
+    elif len(content) <= MAX_MESSAGE_BODY:
+        text = content.decode("utf-8", errors="replace")
+    else:
+        text = content[:MAX_MESSAGE_BODY].decode("utf-8", errors="ignore") + f"... ({len(content)} bytes)"
+    text = redact(text, response.request.headers, response.request.url)
     cls = status_error_class(response.status_code)
     return cls(f"Error code: {response.status_code} - {text}", response, body)
 

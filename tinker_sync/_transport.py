@@ -97,7 +97,7 @@ class Request:
     body: bytes | None = None
 
     def __repr__(self) -> str:
-        return f"<Request {self.method} {self.url}>"
+        return f"<Request {self.method} {mask_url(self.url)}>"
 
 
 def check_url(url: str) -> Url:
