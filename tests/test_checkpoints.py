@@ -488,3 +488,40 @@ def test_list_get_publish_ttl_delete(client, tinker_server) -> None:
     client.checkpoints.delete(WEIGHTS)
     with pytest.raises(LookupError):
         client.checkpoints.get(WEIGHTS)
+
+
+# -- a checkpoint that is no checkpoint fails loudly, before its target exists --------------------
+
+
+@pytest.mark.parametrize("flow", ["weights", "external_weights"])
+def test_content_short_of_the_listed_size_fails(client, tinker_server, out: Path, flow: str) -> None:
+    path = f"tinker://{RUN}/{flow}/short"
+    tinker_server.add_checkpoint(path, size=MiB, seed=2, size_bytes=2 * MiB)  # half of it is missing
+    with pytest.raises(UnsafeArchiveError, match="smaller than its listing says"):
+        client.checkpoints.download(path, out)
+    assert list(out.iterdir()) == []  # no target, no temp dir, no lock
+
+
+@pytest.mark.limit_memory("64 MB", current_thread_only=True)
+def test_a_million_member_archive_is_refused_with_the_default_limits(
+    client, tinker_server, out: Path
+) -> None:
+    tinker_server.add_hostile_archive(WEIGHTS, "million_members")
+    with pytest.raises(UnsafeArchiveError, match="more than 10000 members"):
+        client.checkpoints.download(WEIGHTS, out)
+    assert list(out.iterdir()) == []
+
+
+def test_archive_limits_are_client_options(tinker_server, out: Path) -> None:
+    tinker_server.add_checkpoint(WEIGHTS, size=MiB, seed=3, n_files=6)
+    strict = tinker_sync.ArchiveLimits(max_members=4)
+    with tinker_sync.Client(api_key="tml-test-key", base_url=tinker_server.url, archive_limits=strict) as c:
+        with pytest.raises(UnsafeArchiveError, match="more than 4 members"):
+            c.checkpoints.download(WEIGHTS, out)
+        assert list(out.iterdir()) == []
+        path = c.checkpoints.download(WEIGHTS, out, max_members=50)  # a call may allow more
+    check_download(path, out, 3, MiB, n_files=6)
+    tight = tinker_sync.ArchiveLimits(max_total_size=1000)
+    with tinker_sync.Client(api_key="tml-test-key", base_url=tinker_server.url, archive_limits=tight) as c:
+        with pytest.raises(UnsafeArchiveError, match="over max_total_size=1000"):
+            c.checkpoints.download(WEIGHTS, out, force=True)

@@ -174,7 +174,7 @@ def _dir(name: str) -> tarfile.TarInfo:
 
 
 def test_default_limits() -> None:
-    assert DEFAULT_MAX_MEMBERS == 100_000
+    assert DEFAULT_MAX_MEMBERS == 10_000
 
 
 # -- hostile archives ----------------------------------------------------------------------------
@@ -227,6 +227,17 @@ HOSTILE_EXPECTED: dict[str, tuple[str, dict[str, str]]] = {
         "malformed archive: the stream ends after member 'complete' without an end-of-archive marker",
         {"complete": "file"},
     ),
+    "million_members": (
+        f"member 'm{HOSTILE_MAX_MEMBERS:07d}': more than {HOSTILE_MAX_MEMBERS} members",
+        {f"m{i:07d}": "file" for i in range(HOSTILE_MAX_MEMBERS)},
+    ),
+    "empty": ("malformed archive: the stream ends at the start without an end-of-archive marker", {}),
+    "zeros": ("malformed archive: no files in the archive (0 directories)", {}),
+    "html": ("malformed archive: invalid header at the start", {}),
+    "only_directories": (
+        "malformed archive: no files in the archive (2 directories)",
+        {"a": "dir", "a/b": "dir"},
+    ),
 }
 
 
@@ -238,7 +249,7 @@ def test_every_hostile_kind_has_an_expectation() -> None:
     ("kind", "compression"),
     # each kind as built, and gzipped (gzip_bomb is gzipped already)
     [(kind, None) for kind in sorted(HOSTILE_EXPECTED)]
-    + [(kind, "gz") for kind in sorted(HOSTILE_EXPECTED) if kind != "gzip_bomb"],
+    + [(kind, "gz") for kind in sorted(HOSTILE_EXPECTED) if kind not in ("gzip_bomb", "million_members")],
 )
 def test_hostile_archive_refused(tmp_path: Path, dest: Path, kind: str, compression: str | None) -> None:
     data = HOSTILE_ARCHIVES[kind]()
@@ -375,3 +386,12 @@ def test_a_failing_disk_write_raises_and_every_file_is_closed(
         extract_tar(ChunkReader(iter_checkpoint_tar(31, 16 * 1024 * 1024)), dest)
     assert raised.value.errno == errno.ENOSPC
     assert len(os.listdir("/proc/self/fd")) == fds_before
+
+
+@pytest.mark.limit_memory("48 MB", current_thread_only=True)
+def test_a_million_members_are_refused_early_with_the_default_limit(dest: Path) -> None:
+    """The default limit (10,000) stops a million-member archive after 10,000 small files."""
+    data = HOSTILE_ARCHIVES["million_members"]()
+    with pytest.raises(UnsafeArchiveError, match=f"member 'm{DEFAULT_MAX_MEMBERS:07d}': more than"):
+        extract_tar(ChunkReader([data]), dest)
+    assert len(os.listdir(dest)) == DEFAULT_MAX_MEMBERS  # nothing past the limit was created

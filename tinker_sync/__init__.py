@@ -8,7 +8,7 @@ import logging
 
 from ._api_response import APIResponse, ResponseContextManager
 from ._client import Client
-from ._config import Timeout
+from ._config import ArchiveLimits, Timeout
 from ._event_stream import EventStream
 from ._events import ServerSentEvent
 from ._exceptions import (
@@ -49,6 +49,7 @@ __all__ = [
     "APIResponseValidationError",
     "APIStatusError",
     "APITimeoutError",
+    "ArchiveLimits",
     "AuthenticationError",
     "BadRequestError",
     "BillingError",

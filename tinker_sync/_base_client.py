@@ -30,6 +30,7 @@ import msgspec
 from ._config import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_READ_TIMEOUT,
+    ArchiveLimits,
     Timeout,
     cloudflare_headers,
     dump_headers_default,
@@ -70,6 +71,7 @@ MAX_REDIRECTS = 10
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 # An absolute URL starts with a scheme (RFC 3986): anything else is a path under the base URL.
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+DEFAULT_ARCHIVE_LIMITS = ArchiveLimits()
 USER_AGENT = f"tinker-sync/{__version__} Python/{platform.python_version()}"
 
 
@@ -110,6 +112,8 @@ class BaseClient:
         pool_maxsize: connections kept alive per host.
         max_event_size: the longest SSE line, and the most data one event may
             hold, in bytes (default 16 MiB); past it ``SSEDecodeError``.
+        archive_limits: what extracting a checkpoint archive may create
+            (``ArchiveLimits``: members, bytes, name length).
         sleep: how the client waits between retries (for tests: record instead).
 
     One client holds one connection pool and is safe to share between
@@ -128,6 +132,7 @@ class BaseClient:
         dump_headers: bool | None = None,
         pool_maxsize: int = DEFAULT_POOL_MAXSIZE,
         max_event_size: int = DEFAULT_MAX_SIZE,
+        archive_limits: ArchiveLimits = DEFAULT_ARCHIVE_LIMITS,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         setup_logging()
@@ -142,6 +147,7 @@ class BaseClient:
         self.event_hooks = check_hooks(event_hooks)
         self.dump_headers = dump_headers_default() if dump_headers is None else dump_headers
         self.max_event_size = max_event_size
+        self.archive_limits = archive_limits
         self._sleep = sleep
         self._transport = Transport(pool_maxsize=pool_maxsize)
 

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 
 __all__ = [
+    "ArchiveLimits",
     "DEFAULT_BASE_URL",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MAX_RETRIES",
@@ -54,6 +55,29 @@ class Timeout:
             return cls(connect=None, read=None)
         value = float(value)
         return cls(connect=min(DEFAULT_CONNECT_TIMEOUT, value), read=value)
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """Bounds on what extracting one checkpoint archive may create (``Client(archive_limits=...)``).
+
+    A checkpoint holds a handful of files; these bounds stop a hostile or
+    broken archive early, in seconds and bounded memory, before it fills a
+    disk or an inode table.
+
+    Args:
+        max_members: most members (files and directories). 10,000 leaves room
+            for sharded, per-tensor layouts; a million-member archive is
+            refused after 10,000, within a second or two.
+        max_total_size: most bytes of file data; None means the checkpoint's
+            ``size_bytes`` when the API lists it (or, for a plain tar, the
+            archive's own size).
+        max_name_length: the longest member name, in encoded bytes.
+    """
+
+    max_members: int = 10_000
+    max_total_size: int | None = None
+    max_name_length: int = 4096
 
 
 def _env(name: str) -> str | None:

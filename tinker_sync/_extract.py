@@ -54,10 +54,10 @@ from ._workers import Worker
 
 __all__ = ["DEFAULT_MAX_MEMBERS", "ExtractResult", "extract_tar"]
 
-# A checkpoint holds a handful of files; 100k members leaves room for sharded
+# A checkpoint holds a handful of files; 10k members leaves room for sharded
 # or per-tensor layouts while bounding the inode count, directory-walk work
-# and header-parsing time a hostile archive can cost.
-DEFAULT_MAX_MEMBERS = 100_000
+# and header-parsing time a hostile archive can cost (a second or two).
+DEFAULT_MAX_MEMBERS = 10_000
 
 # Member data is read in blocks of this size and handed to the writer thread,
 # which holds at most _WRITE_QUEUE blocks: memory stays bounded (~9 MiB).
@@ -549,6 +549,8 @@ def extract_tar(
                     raise _refuse(name, f"{what}; only regular files and directories are extracted")
                 guard.last_name = name
             _finish(archive.fileobj, guard)
+        if not files:  # a block of zeros, or directories only: no checkpoint, whatever tar says
+            raise _malformed(f"no files in the archive ({directories} directories)")
         finished = True
         writer.close()  # the last writes: a full disk raises here
     except (UnsafeArchiveError, tarfile.TarError, EOFError, zlib.error, RecursionError) as exc:

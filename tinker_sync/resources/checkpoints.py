@@ -249,8 +249,9 @@ class Checkpoints(SyncAPIResource[M]):
             notify: called with a one-line message on notable events (the
                 archive is being prepared, a transfer resumed, a URL re-signed);
                 they are logged at INFO too.
-            max_members, max_total_size: extraction limits; by default 100,000
-                members and the checkpoint's ``size_bytes`` (when known).
+            max_members, max_total_size: extraction limits for this call; by
+                default the client's ``archive_limits`` (10,000 members; the
+                checkpoint's ``size_bytes`` when known).
 
         Raises:
             ValueError: not a downloadable ``tinker://`` path.
@@ -333,20 +334,29 @@ class Checkpoints(SyncAPIResource[M]):
         max_members: int | None,
         max_total_size: int | None,
     ) -> Path:
-        from .._extract import DEFAULT_MAX_MEMBERS, extract_tar  # lazy: imports tarfile
+        from .._extract import extract_tar  # lazy: imports tarfile
 
         _remove_leftovers(target)  # a killed archive run cannot resume: start again
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
         try:
-            limit = max_total_size if max_total_size is not None else self._known_size(signer.path)
+            limits = self._client.archive_limits
+            known = self._known_size(signer.path)
+            limit = next((x for x in (max_total_size, limits.max_total_size, known) if x is not None), None)
             with signer.send(Request("GET", signer.url)) as response:
                 total = response.total_size
                 reader = BodyReader(response, progress, total)
                 progress(0, total)
                 if limit is None and total is not None and not is_compressed(reader.peek()):
                     limit = total  # a plain tar's size bounds its files' size
-                extract_tar(reader, tmp, max_members=max_members or DEFAULT_MAX_MEMBERS, max_total_size=limit)
+                result = extract_tar(
+                    reader,
+                    tmp,
+                    max_members=max_members or limits.max_members,
+                    max_total_size=limit,
+                    max_name_length=limits.max_name_length,
+                )
                 reader.drain(MAX_TRAILING_BYTES)
+            _check_whole(signer.path, result.files, result.total_size, reader.count, known)
             progress(reader.count, total if total is not None else reader.count)
         except BaseException:
             _remove(tmp)
@@ -431,6 +441,7 @@ class Checkpoints(SyncAPIResource[M]):
                     break
                 done += dest.stat().st_size
                 progress(done, total)
+            _check_whole(path, len(urls), done, done, total)
             progress(done, total if total is not None else done)
         except (APIConnectionError, KeyboardInterrupt):
             log.info("Keeping %s: a re-run resumes its partial files", partial)
@@ -472,6 +483,19 @@ def _archive_url(response: StreamedResponse) -> CheckpointArchiveUrl:
 
 def _no_progress(downloaded: int, total: int | None) -> None:
     pass
+
+
+def _check_whole(path: TinkerPath, files: int, size: int, received: int, known: int | None) -> None:
+    """Refuse a checkpoint that is no checkpoint: no files at all, or fewer bytes than its listing's
+    ``size_bytes`` (neither the bytes received nor the bytes extracted reach it). Before the target
+    exists: a download never installs an empty or short directory as a success."""
+    if not files:
+        raise UnsafeArchiveError(f"malformed archive: {path} holds no files (received {received} bytes)")
+    if known is not None and max(size, received) < known:
+        raise UnsafeArchiveError(
+            f"malformed archive: {path} is smaller than its listing says: {received} bytes received, "
+            f"{size} bytes of files, size_bytes {known}"
+        )
 
 
 def _size(dest: Path) -> int:

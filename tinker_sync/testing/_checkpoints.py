@@ -53,6 +53,7 @@ class Checkpoint:
     def __init__(self, run: str, kind: str, name: str, **options: Any) -> None:
         self.run, self.kind, self.name = run, kind, name
         self.size: int = options["size"]
+        self.listed_size: int | None = options.get("size_bytes")  # what the listing claims, if not size
         self.seed: int = options.get("seed", 0)
         self.n_files: int = options.get("n_files", 4)
         self.compression: str | None = options.get("compression")
@@ -89,7 +90,7 @@ class Checkpoint:
             "checkpoint_type": CHECKPOINT_TYPES[self.kind],
             "tinker_path": self.tinker_path,
             "training_run_id": self.run,
-            "size_bytes": self.size,
+            "size_bytes": self.size if self.listed_size is None else self.listed_size,
             "public": self.public,
             "time": iso(self.time),
             "expires_at": None if self.expires_at is None else iso(self.expires_at),

@@ -276,11 +276,14 @@ class MockTinkerServer:
         prepare_seconds: float = 0.0,
         prepare_status: int = 503,
         public: bool = False,
+        size_bytes: int | None = None,
     ) -> dict[str, Any]:
         """Register ``tinker://RUN/KIND/NAME`` (KIND: weights, sampler_weights, external_weights)
         and its run if new; returns the checkpoint JSON. Its files are
         ``archives.checkpoint_files(seed, size, n_files)``, served as a tar (``compression``
-        None, "gz", "bz2" or "xz") by ``.../archive`` and one by one by ``.../external_weights_urls``."""
+        None, "gz", "bz2" or "xz") by ``.../archive`` and one by one by ``.../external_weights_urls``.
+        ``size_bytes`` is what the listing claims (default: ``size``): a larger one makes a checkpoint
+        whose content falls short of its listing."""
         return self._registry.add(
             tinker_path,
             size=size,
@@ -290,6 +293,7 @@ class MockTinkerServer:
             prepare_seconds=prepare_seconds,
             prepare_status=prepare_status,
             public=public,
+            size_bytes=size_bytes,
         ).to_json()
 
     def add_hostile_archive(self, tinker_path: str, kind: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ uid/gid 0, modes 0o644/0o755, gzip header mtime 0). Headers come from
 from __future__ import annotations
 
 import bz2
+import functools
 import io
 import lzma
 import random
@@ -225,6 +226,28 @@ def _gzip_bomb() -> bytes:
     return b"".join(parts)
 
 
+@functools.lru_cache(maxsize=1)
+def _million_members(count: int = 1_000_000) -> bytes:
+    """A gzipped tar of ``count`` empty files (~5 MB): refused after the extractor's member limit,
+    long before its last header. Headers are built by hand: tarfile would take ~10 s for a million."""
+    template = bytearray(_ustar_header(b"", b"%011o\x00" % 0))
+    base = sum(template[:148]) + sum(template[156:]) + 8 * 0x20  # the checksum counts its field as spaces
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    parts = []
+    batch = bytearray()
+    for i in range(count):
+        name = b"m%07d" % i
+        header = bytearray(template)
+        header[0 : len(name)] = name
+        header[148:156] = b"%06o\x00 " % (base + sum(name))
+        batch += header
+        if len(batch) >= 1 << 20:
+            parts.append(compressor.compress(batch))
+            batch.clear()
+    parts += [compressor.compress(bytes(batch) + bytes(2 * _BLOCK)), compressor.flush()]
+    return b"".join(parts)
+
+
 def _pax(name: str, headers: dict[str, str], data: bytes = b"data\n") -> tuple[tarfile.TarInfo, bytes]:
     info, data = _file(name, data)
     info.pax_headers = headers
@@ -270,6 +293,7 @@ HOSTILE_ARCHIVES: dict[str, Callable[[], bytes]] = {
     "too_many_members": lambda: _tar(*(_file(f"f{i}") for i in range(HOSTILE_MAX_MEMBERS + 1))),
     "oversize": lambda: _tar(_file("big", bytes(HOSTILE_MAX_TOTAL_SIZE + 1))),
     "gzip_bomb": _gzip_bomb,
+    "million_members": _million_members,
     "pax_header_bomb": _pax_header_bomb,
     # sparse files: GNU header type and pax GNU.sparse records
     "gnu_sparse": lambda: _tar(_file("sparse", type=tarfile.GNUTYPE_SPARSE)),
@@ -279,6 +303,13 @@ HOSTILE_ARCHIVES: dict[str, Callable[[], bytes]] = {
     "malformed_header": _malformed_header,
     "truncated": _truncated,
     "no_end_marker": _no_end_marker,
+    # not an archive at all: never a success with an empty directory
+    "empty": lambda: b"",
+    "zeros": lambda: bytes(10 * _BLOCK * 2),
+    "html": lambda: (
+        b"<!DOCTYPE html><html><head><title>403 Forbidden</title></head><body>denied</body></html>\n"
+    ),
+    "only_directories": lambda: _tar(_entry("a", tarfile.DIRTYPE), _entry("a/b", tarfile.DIRTYPE)),
     # accepted: the archive's mode is ignored, the file is created 0o644 (through the umask)
     "setuid_mode": lambda: _tar(_file("setuid", mode=0o4777)),
 }
