@@ -7,7 +7,7 @@ tarfile: they load lazily, when used.
 import logging
 
 from ._client import Client
-from ._config import Timeout
+from ._config import TLS, Timeout
 from ._event_stream import EventStream
 from ._events import ServerSentEvent
 from ._exceptions import (
@@ -23,6 +23,7 @@ from ._exceptions import (
     ConflictError,
     DownloadIntegrityError,
     DownloadLockedError,
+    InsecureRequestWarning,
     InternalServerError,
     InvalidRequestError,
     NotFoundError,
@@ -58,6 +59,7 @@ __all__ = [
     "ErrorInfo",
     "EventHooks",
     "EventStream",
+    "InsecureRequestWarning",
     "InternalServerError",
     "InvalidRequestError",
     "NotFoundError",
@@ -72,6 +74,7 @@ __all__ = [
     "StreamAlreadyConsumed",
     "StreamEndInfo",
     "StreamedResponse",
+    "TLS",
     "Timeout",
     "TinkerError",
     "UnprocessableEntityError",

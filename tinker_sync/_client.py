@@ -31,7 +31,7 @@ class Client(BaseClient):
 
     Args: see ``BaseClient`` (api_key, base_url, timeout, max_retries,
     default_headers, event_hooks, dump_headers, pool_maxsize,
-    max_event_size, sleep).
+    max_event_size, proxy, verify, trust_env, sleep).
 
     One client holds one connection pool and is safe to share between
     threads. Use it as a context manager, or call ``close()``.
