@@ -18,8 +18,10 @@ Rules:
 from __future__ import annotations
 
 import codecs
+import html
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -31,6 +33,7 @@ from ._exceptions import (
     APIConnectionError,
     APIResponseValidationError,
     APIStatusError,
+    DownloadIntegrityError,
     StreamAlreadyConsumed,
     status_error_class,
 )
@@ -47,6 +50,7 @@ __all__ = [
     "decode_json",
     "parse_content_range",
     "status_error",
+    "xml_error",
 ]
 
 log = logging.getLogger("tinker_sync")
@@ -243,7 +247,7 @@ class StreamedResponse:
             parsed = parse_content_range(self.headers.get("content-range", ""))
             return parsed[2] if parsed else None
         length = self.headers.get("content-length")
-        return int(length) if length and length.isdigit() and "content-encoding" not in self.headers else None
+        return int(length) if length and length.isdigit() and not self._body.decode else None
 
     @property
     def validator(self) -> str | None:
@@ -261,8 +265,8 @@ class StreamedResponse:
         validator, offset = self.validator, self.position
         if sender is None or budget is None or request.method != "GET" or validator is None:
             raise exc
-        if "content-encoding" in self.headers:
-            raise exc  # the decoded bytes have no offset in the resource
+        if self._body.decode:
+            raise exc  # decoded bytes have no offset in the resource
         self._body.close()
         reason = f"body broken at byte {offset}: {exc}"
         if not sender._backoff(budget, request, reason, cause=exc.cause, progress=offset):
@@ -304,6 +308,7 @@ class StreamedResponse:
                     ) from exc
             self._first_byte = self.num_bytes_downloaded = 0
         self.status_code, self.headers, self._body = new.status_code, new.headers, new._body
+        self._body.raw_bytes()  # as the body it continues: bytes as served
         if problem is not None and on_restart is not None:
             on_restart()
 
@@ -478,6 +483,7 @@ class StreamedResponse:
             DownloadLockedError: another download of ``path`` holds its lock.
         """
         part = PartFile(path)
+        self._as_served()
         with part.lock():
             part.discard()
             whole = self.status_code == 200
@@ -487,6 +493,10 @@ class StreamedResponse:
             return self._receive(
                 part, checks=checks, total=total, progress=progress, buffer_size=chunk_size, resume=resume
             )
+
+    def _as_served(self) -> None:
+        """Read the body as served: a file stores the resource's bytes, Content-Encoding and all."""
+        self._body.raw_bytes()
 
     def _receive(
         self,
@@ -507,7 +517,13 @@ class StreamedResponse:
         With ``url`` (a download that a later run may resume) the sidecar is
         written and the ``.part`` kept on failure; without it a failure
         removes the ``.part``. The caller holds the part's lock.
+
+        The bytes are stored as served (``Content-Encoding: gzip`` stays
+        compressed: the store's length and checksums are the compressed
+        bytes'). A body that ends with its connection is complete only when
+        a length or a checksum confirms it.
         """
+        self._as_served()
         self._start()
         keep = url is not None
         with (
@@ -535,6 +551,12 @@ class StreamedResponse:
             on_restart = restart if resume else None
             while n := self._readinto(receiver.buffer(), resume=resume, on_restart=on_restart):
                 receiver.commit(n)
+            if self._body.close_delimited and not receiver.confirmable:
+                raise DownloadIntegrityError(
+                    f"Cannot confirm that {part.dest} is complete: {mask_url(self.url)} ended its body by "
+                    "closing the connection (no Content-Length, no chunked framing), which a cut looks "
+                    "the same as, and sent no checksum; pass expected_size or expected_sha256"
+                )
             return receiver.complete()
 
     def write_to_file(self, path: str | os.PathLike[str]) -> int:
@@ -546,8 +568,45 @@ class StreamedResponse:
         return len(self._content)
 
 
+# The simple elements of an XML error document (S3, GCS, Azure): <Error><Code>..</Code>...</Error>.
+_XML_ELEMENT = re.compile(r"<([A-Za-z][\w.-]*)>([^<]*)</\1>")
+_EXPIRED = re.compile(r"expir", re.IGNORECASE)
+
+
+def xml_error(content: bytes) -> dict[str, str] | None:
+    """The fields of an object store's XML error document (``Code``, ``Message``, ``Details``, ...), or None.
+
+    S3 answers ``<Error><Code>AccessDenied</Code><Message>Request has
+    expired</Message>...``, GCS ``<Error><Code>ExpiredToken</Code>...``, Azure
+    ``<Error><Code>AuthenticationFailed</Code>...``. Read with a regular
+    expression over the (capped) body, never an XML parser: no entities, no DTDs.
+    """
+    text = content.decode("utf-8", errors="replace").lstrip()
+    if not (text.startswith("<?xml") or text.startswith("<Error")) or "<Error>" not in text:
+        return None
+    fields = {name: html.unescape(value).strip() for name, value in _XML_ELEMENT.findall(text)}
+    return fields if "Code" in fields else None
+
+
+def _xml_summary(fields: Mapping[str, str]) -> str:
+    """``signed URL expired: AccessDenied: Request has expired`` (the expiry said first, when it is one)."""
+    code, message = fields.get("Code", ""), fields.get("Message", "")
+    details = fields.get("Details") or fields.get("AuthenticationErrorDetail") or ""
+    summary = f"{code}: {message}" if message else code
+    if details and details not in message:
+        summary += f" ({details})"
+    if code == "ExpiredToken" or _EXPIRED.search(f"{message} {details}"):
+        summary = f"signed URL expired: {summary}"
+    return summary
+
+
 def status_error(response: StreamedResponse) -> APIStatusError:
-    """The SDK's exception for an error response, its body read (capped) and released."""
+    """The SDK's exception for an error response, its body read (capped) and released.
+
+    A JSON body is kept as decoded JSON (``exc.body``); an object store's XML
+    error document (a signed URL's host) is summarised as ``Code: Message``,
+    its fields in ``exc.body``, and an expired signature says "signed URL expired".
+    """
     content = response.read_capped(MAX_ERROR_BODY)
     body: Any
     try:
@@ -555,6 +614,8 @@ def status_error(response: StreamedResponse) -> APIStatusError:
     except msgspec.DecodeError:
         body = content.decode("utf-8", errors="replace")
     text = content.decode("utf-8", errors="replace") if content else "(empty body)"
+    if isinstance(body, str) and (fields := xml_error(content)) is not None:
+        body, text = fields, _xml_summary(fields)
     cls = status_error_class(response.status_code)
     return cls(f"Error code: {response.status_code} - {text}", response, body)
 

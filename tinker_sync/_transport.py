@@ -705,8 +705,18 @@ class Body:
     body cut short (fewer bytes than Content-Length, a broken chunked
     encoding, a reset) raises APIConnectionError, never a quiet 0.
 
-    Plain and chunked bodies are read straight from the socket's file;
-    a body with a Content-Encoding goes through urllib3's decoder.
+    Bytes are read straight from the socket's file into ``view`` (plain,
+    chunked and close-delimited framing alike), TLS or not. A body with a
+    Content-Encoding is decoded (through urllib3's decoders: gzip, deflate,
+    and br / zstd when their packages are installed) unless ``raw_bytes()``
+    asks for the bytes as served (a download stores them so).
+
+    Attributes:
+        encoding: the Content-Encoding ("identity" when none).
+        decode: whether reads hand out decoded bytes.
+        close_delimited: the body has neither a Content-Length nor chunked
+            framing: it ends when the server closes the connection, so its
+            end cannot be told from a cut (downloads confirm it otherwise).
     """
 
     def __init__(self, raw: RawResponse, request: Request, deadline: float | None = None) -> None:
@@ -715,26 +725,38 @@ class Body:
         self.deadline = deadline
         self.complete = False
         self.closed = False
+        self.close_delimited = False
         response = getattr(raw, "_fp", None)
         self._response: http.client.HTTPResponse | None = None
         self._file: Any = None
         self._left: int | None = None  # bytes left of a Content-Length body or of the current chunk
         self._chunked = False
         self._small = True
-        encoding = raw.headers.get("content-encoding", "identity").strip().lower()
-        if isinstance(response, http.client.HTTPResponse) and encoding in ("", "identity") and response.fp:
+        self._started = False
+        self.encoding = raw.headers.get("content-encoding", "").strip().lower() or "identity"
+        self.decode = self.encoding != "identity"
+        if isinstance(response, http.client.HTTPResponse) and response.fp:
             self._response, self._file = response, response.fp
             self._chunked = bool(response.chunked)
             self._left = 0 if self._chunked else response.length
+            self.close_delimited = not self._chunked and self._left is None
             if self._left == 0 and not self._chunked:
                 self._finish()
+
+    def raw_bytes(self) -> None:
+        """Hand out the body as served, without decoding its Content-Encoding (before the first read)."""
+        if self._started and self.decode:
+            raise RuntimeError("raw_bytes() after the body started decoding")
+        if self._file is not None or self.complete:
+            self.decode = False
 
     def readinto(self, view: memoryview) -> int:
         """Read the next bytes into ``view``; the count, 0 at the end of the body."""
         if self.complete:
             return 0
+        self._started = True
         try:
-            if self._file is None:
+            if self._file is None or self.decode:
                 return self._readinto_decoded(view)
             if self._chunked:
                 return self._readinto_chunked(view)
