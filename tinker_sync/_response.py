@@ -22,6 +22,7 @@ import html
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -57,6 +58,8 @@ log = logging.getLogger("tinker_sync")
 
 # Error bodies are read for the exception, up to this size (the rest is discarded).
 MAX_ERROR_BODY = 1 << 20
+# A file's buffer goes to the disk when full, or when it has waited this long (seconds).
+COMMIT_INTERVAL = 0.1
 
 
 class Sender(Protocol):
@@ -542,15 +545,31 @@ class StreamedResponse:
             if url is not None and not offset:
                 part.save(url, self.validator, total, self.headers)
 
+            buffer, filled = receiver.buffer(), 0
+
             def restart() -> None:
-                # The resource came back whole (maybe changed): new size, checksums and sidecar.
+                # The resource came back whole (maybe changed): new size, checksums and sidecar;
+                # what the buffer holds of the old body is dropped.
+                nonlocal filled
+                filled = 0
                 receiver.restart(checksums_from(self.headers, expected_sha256), self.total_size)
                 if url is not None:
                     part.save(url, self.validator, self.total_size, self.headers)
 
+            # Each buffer is filled before the worker writes and hashes it: a TLS read returns one
+            # 16 KiB record, and a hand-off per record would cost more than the record. A slow body
+            # still reaches the file (and the progress callback) every COMMIT_INTERVAL.
             on_restart = restart if resume else None
-            while n := self._readinto(receiver.buffer(), resume=resume, on_restart=on_restart):
-                receiver.commit(n)
+            committed = time.monotonic()
+            try:
+                while n := self._readinto(buffer[filled:], resume=resume, on_restart=on_restart):
+                    filled += n
+                    if filled == len(buffer) or time.monotonic() - committed >= COMMIT_INTERVAL:
+                        receiver.commit(filled)
+                        buffer, filled, committed = receiver.buffer(), 0, time.monotonic()
+            finally:
+                if filled:  # what arrived before the end (or before a failure: a re-run resumes after it)
+                    receiver.commit(filled)
             if self._body.close_delimited and not receiver.confirmable:
                 raise DownloadIntegrityError(
                     f"Cannot confirm that {part.dest} is complete: {mask_url(self.url)} ended its body by "

@@ -784,8 +784,12 @@ class Body:
         if self._small:
             size = min(size, _SMALL_READ)
         n: int = self._file.readinto1(view[:size])
-        if self._small and n < size:
-            self._small = False  # the file's own buffer is now empty: read big, straight from the socket
+        if self._small and (n < size or size == _SMALL_READ):
+            # The file's own buffer is now empty: read big, straight from the socket. A short read
+            # emptied it; so did a full-size one (the buffer holds at most _SMALL_READ bytes, and a
+            # read of that size copies them all). A TLS read returns one record (16 KiB), so reads
+            # of exactly _SMALL_READ would otherwise never end the small phase.
+            self._small = False
         return n
 
     def _readinto_plain(self, view: memoryview) -> int:
