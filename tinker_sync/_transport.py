@@ -171,7 +171,8 @@ def mapped_errors(
 # "Tunnel connection failed: 407 Proxy Authentication Required" (http.client's CONNECT)
 _TUNNEL_FAILED = re.compile(r"Tunnel connection failed: (\d{3})\s*(.*)")
 # OpenSSL's verify codes worth a sentence of their own.
-_X509_EXPIRED, _X509_NOT_YET_VALID, _X509_HOSTNAME_MISMATCH = 10, 9, 62
+_X509_EXPIRED, _X509_NOT_YET_VALID = 10, 9
+_X509_NAME_MISMATCH = (62, 63, 64)  # host name, e-mail, IP address
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -217,7 +218,7 @@ def _tls_error(exc: BaseException, request: Request | None, where: str) -> APICo
         )
     code = getattr(verify, "verify_code", None)
     detail = _one_line(getattr(verify, "verify_message", "") or verify)
-    if code == _X509_HOSTNAME_MISMATCH:
+    if code in _X509_NAME_MISMATCH:
         what = f"TLS certificate does not match the host {host} ({detail})"
     elif code == _X509_EXPIRED:
         what = f"TLS certificate of {host} has expired ({detail})"
