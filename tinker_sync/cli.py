@@ -320,7 +320,7 @@ def _version() -> str:
     from ._version import __version__
     from .sse import IMPLEMENTATION
 
-    note = " - a pure-Python install: no C compiler at build time?" if IMPLEMENTATION == "python" else ""
+    note = ", a pure-Python install" if IMPLEMENTATION == "python" else ""
     return f"{PROG} {__version__} (SSE decoder: {IMPLEMENTATION}{note})"
 
 
