@@ -408,6 +408,16 @@ def test_verify_false_warns_once_per_client_and_connects(tls_server):
     assert "verify=False" in str(caught[0].message)
 
 
+def test_an_unverifying_context_warns_too(tls_server):
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with pytest.warns(InsecureRequestWarning, match="not verified"):
+        client = Client(api_key=API_KEY, base_url=tls_server.url, verify=context)
+    with client:
+        assert client.get("/api/v1/healthz") == {"status": "ok"}
+
+
 def test_a_verify_path_that_does_not_exist_is_refused(tmp_path, monkeypatch, tls_server):
     with pytest.raises(TinkerError, match="verify: .*nope.pem' does not exist"):
         Client(api_key=API_KEY, base_url="https://api.test", verify=str(tmp_path / "nope.pem"))

@@ -260,7 +260,8 @@ class UnsafeArchiveError(TinkerError):
 
 
 class InsecureRequestWarning(UserWarning):
-    """A client was built with ``verify=False``: TLS certificates are not checked.
+    """A client was built with ``verify=False`` (or an ``ssl.SSLContext`` that does not verify):
+    TLS certificates are not checked.
 
     Warned once, when the client is built (urllib3's warning on every
     request is silenced for it).

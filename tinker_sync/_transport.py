@@ -560,10 +560,10 @@ class Transport:
             proxy = getattr(self.proxies, scheme)
             if proxy is not None:
                 self._tunnel(proxy, scheme)
-        if verify is False:
+        if verify is False or (isinstance(verify, ssl.SSLContext) and verify.verify_mode == ssl.CERT_NONE):
             warnings.warn(
                 "Client(verify=False): TLS certificates are not verified, so anyone on the network "
-                "path can read and change this client's traffic, API key included",
+                "path can read and change this client's traffic, API key included",  # (or a CERT_NONE context)
                 InsecureRequestWarning,
                 stacklevel=3,
             )
