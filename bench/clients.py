@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import sys
 import threading
@@ -278,7 +279,8 @@ PREIMPORT = {
 def preimport(client: str) -> None:
     import importlib
 
-    for name in PREIMPORT.get(client.split()[0].removesuffix("-dict").removesuffix("-pure"), []):
+    base = client.split()[0].split("@")[0]  # "tinker_sync@383cba7": an older checkout, same imports
+    for name in PREIMPORT.get(base.removesuffix("-dict").removesuffix("-pure"), []):
         importlib.import_module(name)
 
 
@@ -404,11 +406,13 @@ DOWNLOAD_CLIENTS = {
 
 
 def run_download(spec: dict[str, Any]) -> dict[str, Any]:
-    func = DOWNLOAD_CLIENTS[spec["client"]]
+    name = re.sub(r"@\S+", "", spec["client"])  # "tinker_sync@383cba7 iter_bytes": the same code path
+    func = DOWNLOAD_CLIENTS[name]
     preimport(spec["client"])
     n = func(spec["url"], spec["dest"])
     start = started(0)
     seconds = time.perf_counter() - start
+    cpu = cpu_seconds() - _CPU[0]
     if n != spec["size"]:
         raise SystemExit(f"{spec['client']}: got {n} bytes, expected {spec['size']}")
     durable = None
@@ -416,7 +420,7 @@ def run_download(spec: dict[str, Any]) -> dict[str, Any]:
         if os.path.getsize(spec["dest"]) != spec["size"]:
             raise SystemExit(f"{spec['client']}: file has {os.path.getsize(spec['dest'])} bytes")
         durable = fsync_path(spec["dest"]) - start  # stream_to_file fsyncs already: then this is ~free
-    return {"count": n, "seconds": seconds, "durable_seconds": durable}
+    return {"count": n, "seconds": seconds, "durable_seconds": durable, "cpu_seconds": cpu}
 
 
 def fsync_path(path: str) -> float:

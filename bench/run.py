@@ -7,6 +7,9 @@ Sections (``--only`` takes a comma-separated list of these names):
 - ``sse``: events/s with each event's JSON decoded, for ~200 B, ~20 KB and ~1 MB events.
 - ``trickle``: time to first event and per-event delivery lag on a stream of one event every 5 ms.
 - ``download``: MB/s and peak RSS for a large body, to a file (temp dir) and to /dev/null.
+- ``https``: the same download over HTTPS (the bench server with ``--tls``): tinker_sync, bare urllib3
+  and ``curl -o`` over one local TLS server, and with ``--before DIR`` an older tinker_sync checkout
+  (its own venv) in the same run, so that before/after ratios come from one run.
 - ``concurrency``: 1000 SSE streams from 1000 threads in one process: RSS and aggregate events/s.
 - ``import``: wall time of ``python -c "import tinker_sync"`` beside ``import urllib3, msgspec``.
 
@@ -33,7 +36,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 PY = sys.executable
-SECTIONS = ("server", "sse", "trickle", "download", "concurrency", "import")
+SECTIONS = ("server", "sse", "trickle", "download", "https", "concurrency", "import")
 
 SSE_SIZES = {"small": 200, "medium": 20_000, "large": 1_000_000}
 SSE_TYPES = {"small": "chunk", "medium": "event", "large": "event"}  # the Struct each event decodes into
@@ -58,6 +61,7 @@ DOWNLOAD_CLIENTS = [
     "curl -o",
 ]
 DOWNLOAD_PEERS = ("requests iter_content(1 MiB)", "httpx iter_bytes")
+HTTPS_CLIENTS = ["tinker_sync stream_to_file", "tinker_sync iter_bytes", "urllib3 read(1 MiB)", "curl -o"]
 IMPORTS = {
     "python -c pass": "pass",
     "import urllib3, msgspec": "import urllib3, msgspec",
@@ -72,9 +76,9 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def child_env(client: str = "") -> dict[str, str]:
+def child_env(client: str = "", root: Path = REPO) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH", "")]))
     env.pop("TINKER_SYNC_NO_EXTENSIONS", None)
     if client.endswith("-pure") or client.endswith("(pure)"):
         env["TINKER_SYNC_NO_EXTENSIONS"] = "1"
@@ -85,20 +89,23 @@ def child_env(client: str = "") -> dict[str, str]:
 
 
 class Server:
-    """``bench/server.py`` (or the mock server) in its own process, stopped by pid."""
+    """``bench/server.py`` (or the mock server) in its own process, stopped by pid.
 
-    def __init__(self, mock: bool = False) -> None:
+    With ``ca_file`` the bench server serves HTTPS and writes its CA certificate there.
+    """
+
+    def __init__(self, mock: bool = False, ca_file: str | None = None) -> None:
         if mock:
             cmd = [PY, "-m", "tinker_sync.testing", "--port", "0"]
         else:
-            cmd = [PY, str(BENCH / "server.py"), "--port", "0"]
+            cmd = [PY, str(BENCH / "server.py"), "--port", "0"] + (["--tls", ca_file] if ca_file else [])
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=child_env(), cwd=REPO)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if mock:  # "Mock Tinker server at http://127.0.0.1:PORT (api key ...)"
             self.url = line.split(" at ", 1)[1].split()[0]
         else:
-            self.url = f"http://127.0.0.1:{int(line.split()[1])}"
+            self.url = f"{'https' if ca_file else 'http'}://127.0.0.1:{int(line.split()[1])}"
         self.port = int(self.url.rsplit(":", 1)[1])
 
     def stop(self) -> None:
@@ -110,14 +117,37 @@ class Server:
             self.proc.wait()
 
 
-def run_client(spec: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
-    """One measurement in a fresh ``bench/clients.py`` process; {"error": ...} if it failed."""
+class Before:
+    """An older checkout measured in the same run: its own source tree and venv (``--before DIR``)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = Path(root).resolve()
+        self.python = str(self.root / ".venv" / "bin" / "python")
+        self.commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=self.root
+        ).stdout.strip()
+        self.name = f"tinker_sync@{self.commit}"
+
+
+def run_client(
+    spec: dict[str, Any],
+    timeout: float = 300,
+    before: Before | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """One measurement in a fresh ``bench/clients.py`` process; {"error": ...} if it failed.
+
+    A client named ``tinker_sync@COMMIT ...`` runs with ``before``'s interpreter and source tree.
+    """
+    python, root = PY, REPO
+    if before is not None and spec.get("client", "").startswith(before.name):
+        python, root = before.python, before.root
     proc = subprocess.run(
-        [PY, str(BENCH / "clients.py"), json.dumps(spec)],
+        [python, str(BENCH / "clients.py"), json.dumps(spec)],
         capture_output=True,
         text=True,
-        env=child_env(spec.get("client", "")),
-        cwd=REPO,
+        env={**child_env(spec.get("client", ""), root), **(env or {})},
+        cwd=root,
         timeout=timeout,
     )
     if proc.returncode != 0:
@@ -126,10 +156,12 @@ def run_client(spec: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_curl(url: str, dest: str, size: int) -> dict[str, Any]:
+def run_curl(url: str, dest: str, size: int, extra: list[str] | None = None) -> dict[str, Any]:
     """curl -o, timed from outside (process start included: a few ms); peak RSS polled from /proc."""
     start = time.perf_counter()
-    proc = subprocess.Popen(["curl", "-s", "-S", "-f", "-o", dest, url], stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        ["curl", "-s", "-S", "-f", *(extra or []), "-o", dest, url], stderr=subprocess.PIPE
+    )
     hwm = 0
     status = Path(f"/proc/{proc.pid}/status")
     while proc.poll() is None:
@@ -421,46 +453,50 @@ def section_trickle(args: argparse.Namespace, server: Server) -> dict[str, Any]:
     return {"count": count, "interval_ms": interval, "clients": section}
 
 
-def section_download(args: argparse.Namespace, server: Server) -> dict[str, Any]:
+def download_tables(
+    args: argparse.Namespace,
+    url: str,
+    clients: list[str],
+    *,
+    title: str,
+    before: Before | None = None,
+    env: dict[str, str] | None = None,
+    curl_args: list[str] | None = None,
+) -> dict[str, Any]:
+    """Each client downloads ``url`` to a file and to /dev/null, interleaved; a table per target."""
     size = args.download_size
-    url = f"{server.url}/bytes?size={size}"
-    has_download = (REPO / "tinker_sync" / "_download.py").exists()
-    notes = []
-    clients = [
-        c for c in DOWNLOAD_CLIENTS if not args.clients or c.split()[0] in args.clients or c in args.clients
-    ]
-    if not has_download and "tinker_sync stream_to_file" in clients:
-        clients.remove("tinker_sync stream_to_file")
-        notes.append("tinker_sync stream_to_file: skipped, tinker_sync/_download.py does not exist yet.")
-    if not shutil.which("curl") and "curl -o" in clients:
-        clients.remove("curl -o")
-        notes.append("curl -o: skipped, curl is not installed.")
-    out: dict[str, Any] = {"size": size, "notes": notes, "targets": {}}
+    out: dict[str, Any] = {"size": size, "targets": {}}
     tmp = tempfile.mkdtemp(prefix="tinker-sync-bench-")
     try:
         for target in ("file", "/dev/null"):
             results: dict[str, list[dict[str, Any]]] = {}
-            targets = [c for c in clients if not (target != "file" and c == "tinker_sync stream_to_file")]
+            targets = [c for c in clients if not (target != "file" and c.endswith("stream_to_file"))]
             for k in range(args.runs):
                 for client in rotate(targets, k):
                     dest = os.path.join(tmp, "body.bin") if target == "file" else os.devnull
                     if client == "curl -o":
-                        r = run_curl(url, dest, size)
+                        r = run_curl(url, dest, size, curl_args)
                     else:
-                        r = run_client(
-                            {"section": "download", "client": client, "url": url, "dest": dest, "size": size}
-                        )
+                        spec = {
+                            "section": "download",
+                            "client": client,
+                            "url": url,
+                            "dest": dest,
+                            "size": size,
+                        }
+                        r = run_client(spec, before=before, env=env)
                     if "error" not in r:
                         r["mb_s"] = r["count"] / r["seconds"] / 1e6
                         if r.get("durable_seconds"):
                             r["durable_mb_s"] = r["count"] / r["durable_seconds"] / 1e6
                     results.setdefault(client, []).append(r)
-                    log(f"download {target} {client} run {k + 1}: {r.get('mb_s', r.get('error'))}")
+                    log(f"{title} {target} {client} run {k + 1}: {r.get('mb_s', r.get('error'))}")
                     for leftover in os.listdir(tmp):
                         os.unlink(os.path.join(tmp, leftover))
             section = {c: summarize(rs, "mb_s") for c, rs in results.items()}
             for c, rs in results.items():
                 section[c]["durable_mb_s"] = median([r["durable_mb_s"] for r in rs if r.get("durable_mb_s")])
+                section[c]["cpu_seconds"] = median([r["cpu_seconds"] for r in rs if r.get("cpu_seconds")])
             # To a file, compare time-to-durable (every client gets the same fsync at its end;
             # stream_to_file fsyncs by design); to /dev/null, plain MB/s.
             key = "durable_mb_s" if target == "file" else "mb_s"
@@ -473,30 +509,79 @@ def section_download(args: argparse.Namespace, server: Server) -> dict[str, Any]
                 row = [client, fmt(s.get("mb_s"))]
                 if target == "file":
                     row.append(fmt(s.get("durable_mb_s")))
+                row += [
+                    ratio(s.get(key), refs["curl -o"]),
+                    ratio(s.get(key), refs["urllib3 read(1 MiB)"]),
+                ]
+                if best_peer:
+                    row.append(ratio(s.get(key), best_peer))
                 rows.append(
                     row
                     + [
-                        ratio(s.get(key), refs["curl -o"]),
-                        ratio(s.get(key), refs["urllib3 read(1 MiB)"]),
-                        ratio(s.get(key), best_peer),
+                        fmt(s.get("cpu_seconds"), 2),
                         fmt(s.get("rss_mb"), 1) + (f" ERROR: {s['error']}" if "error" in s else ""),
                     ]
                 )
             head = ["client", "MB/s written"] + (["MB/s durable (+fsync)"] if target == "file" else [])
+            head += ["vs curl", "vs urllib3 read(1 MiB)"] + (["vs fastest peer"] if best_peer else [])
             where = "a file in a temp dir (same disk)" if target == "file" else "/dev/null"
-            print(f"\n## Download {size / 2**20:,.0f} MiB to {where}\n")
+            print(f"\n## {title}: {size / 2**20:,.0f} MiB to {where}\n")
             if target == "file":
                 print(
                     "Ratios use the durable rate: the time until the data is on disk (each client's write, then "
-                    "one fsync of the file; stream_to_file fsyncs before its rename by design).\n"
+                    "one fsync of the file; stream_to_file fsyncs before its rename by design). CPU s: the "
+                    "client process's user + system time (curl's is not measured).\n"
                 )
-            print(table(head + ["vs curl", "vs urllib3 read(1 MiB)", "vs fastest peer", "peak RSS MB"], rows))
+            print(table(head + ["CPU s", "peak RSS MB"], rows))
             out["targets"][target] = {"clients": section, "refs": refs, "fastest_peer": best_peer}
-        for note in notes:
-            print(f"\nNote: {note}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def section_download(args: argparse.Namespace, server: Server) -> dict[str, Any]:
+    url = f"{server.url}/bytes?size={args.download_size}"
+    notes = []
+    clients = [
+        c for c in DOWNLOAD_CLIENTS if not args.clients or c.split()[0] in args.clients or c in args.clients
+    ]
+    if not shutil.which("curl") and "curl -o" in clients:
+        clients.remove("curl -o")
+        notes.append("curl -o: skipped, curl is not installed.")
+    out = download_tables(args, url, clients, title="Download")
+    for note in notes:
+        print(f"\nNote: {note}")
+    return out | {"notes": notes}
+
+
+def section_https(args: argparse.Namespace, server: Server) -> dict[str, Any]:
+    """The download over HTTPS, one local TLS server (bench/server.py --tls) for every client."""
+    clients = [
+        c for c in HTTPS_CLIENTS if not args.clients or c.split()[0] in args.clients or c in args.clients
+    ]
+    before = Before(args.before) if args.before else None
+    if before is not None:
+        clients[2:2] = [f"{before.name} stream_to_file", f"{before.name} iter_bytes"]
+    if not shutil.which("curl") and "curl -o" in clients:
+        clients.remove("curl -o")
+    with tempfile.TemporaryDirectory() as tmp:
+        ca_file = os.path.join(tmp, "ca.pem")
+        tls = Server(ca_file=ca_file)
+        try:
+            url = f"{tls.url}/bytes?size={args.download_size}"
+            # Every Python client trusts the test CA through SSL_CERT_FILE (OpenSSL's default
+            # locations, which urllib3 and tinker_sync, old and new, read); curl through --cacert.
+            return download_tables(
+                args,
+                url,
+                clients,
+                title="HTTPS download",
+                before=before,
+                env={"SSL_CERT_FILE": ca_file},
+                curl_args=["--cacert", ca_file],
+            ) | {"before": before.name if before else None}
+        finally:
+            tls.stop()
 
 
 def section_concurrency(args: argparse.Namespace, server: Server) -> dict[str, Any]:
@@ -588,6 +673,7 @@ RUNNERS = {
     "sse": section_sse,
     "trickle": section_trickle,
     "download": section_download,
+    "https": section_https,
     "concurrency": section_concurrency,
     "import": section_import,
 }
@@ -605,6 +691,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="also write all results as JSON")
     parser.add_argument("--runs", type=int, default=None, help="runs per client (default 3, --quick 2)")
     parser.add_argument("--streams", type=int, default=1000, help="concurrent streams (default 1000)")
+    parser.add_argument(
+        "--before",
+        metavar="DIR",
+        help="an older tinker_sync checkout with its own .venv, measured beside this one (https section)",
+    )
     args = parser.parse_args(argv)
     args.runs = args.runs or (2 if args.quick else 3)
     args.download_size = (256 if args.quick else 1024) << 20

@@ -1,7 +1,8 @@
 """A fast loopback HTTP/1.1 server for bench/: pre-generated bodies written with large ``sendall`` calls.
 
-Run as ``python bench/server.py [--port N]``; it prints ``PORT <n>`` on stdout once listening and
-serves until killed. Stdlib only (never imports tinker_sync): it is the clients' common oracle, and it
+Run as ``python bench/server.py [--port N] [--tls CA_FILE]``; it prints ``PORT <n>`` on stdout once
+listening and serves until killed. With ``--tls`` it serves HTTPS with a certificate for 127.0.0.1 and
+localhost from a fresh ``trustme`` CA, whose certificate it writes to CA_FILE (for the clients to trust). Stdlib only (never imports tinker_sync): it is the clients' common oracle, and it
 runs in its own process so that it never competes with a client for the GIL.
 
 Routes (GET only; keep-alive honoured; one thread per connection, backlog 4096):
@@ -27,6 +28,7 @@ import functools
 import random
 import resource
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -214,7 +216,29 @@ def handle(sock: socket.socket) -> None:
         sock.close()
 
 
-def serve(port: int) -> None:
+def tls_context(ca_file: str) -> ssl.SSLContext:
+    """A server context with a certificate for 127.0.0.1 and localhost from a new trustme CA (written to ca_file)."""
+    import trustme  # only for --tls (in the test extra, as for the test suite's TLS servers)
+
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    ca.cert_pem.write_to_path(ca_file)
+    return context
+
+
+def handle_tls(conn: socket.socket, context: ssl.SSLContext) -> None:
+    """The TLS handshake on the connection's own thread, then ``handle``."""
+    try:
+        tls = context.wrap_socket(conn, server_side=True)
+    except (OSError, ssl.SSLError):
+        conn.close()
+        return
+    handle(tls)
+
+
+def serve(port: int, ca_file: str | None = None) -> None:
+    context = tls_context(ca_file) if ca_file else None
     raise_nofile()
     threading.stack_size(256 << 10)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -228,15 +252,19 @@ def serve(port: int) -> None:
     while True:
         conn, _ = listener.accept()
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        threading.Thread(target=handle, args=(conn,), daemon=True).start()
+        if context is not None:
+            threading.Thread(target=handle_tls, args=(conn, context), daemon=True).start()
+        else:
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="bench/ loopback server")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--tls", metavar="CA_FILE", help="serve HTTPS; write the CA certificate here")
     args = parser.parse_args(argv)
     try:
-        serve(args.port)
+        serve(args.port, args.tls)
     except KeyboardInterrupt:
         pass
     return 0

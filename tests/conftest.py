@@ -1,13 +1,70 @@
-"""Shared fixtures: both SSE decoder twins, and a client on the loopback mock Tinker server."""
+"""Shared fixtures: both SSE decoder twins, and a client on the loopback mock Tinker server.
+
+The Cython twin's tests run wherever the extension exists, and error where it
+is missing but must exist: in CI (``CI`` set) and in any install built with a
+compiler. An install that says it is pure (its build wrote
+``tinker_sync/_pure_build``: no C compiler, or ``TINKER_SYNC_NO_EXTENSIONS``)
+reports them as not applicable, in one line, and deselects them.
+"""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
 import time
+from pathlib import Path
 
 import pytest
 
 API_KEY = "tml-test-key"
+PURE_INSTALL = pytest.StashKey[str | None]()
+# The environment variables that would send the loopback tests through a proxy, or change which
+# CAs a client trusts: every test starts without them (a test that wants one sets it).
+NETWORK_ENV = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "TINKER_MAX_RETRIES",
+)
+
+
+def pure_install_reason() -> str | None:
+    """Why the Cython twin is absent on purpose from this install, or None (present, or required)."""
+    if importlib.util.find_spec("tinker_sync._sse") is not None or os.environ.get("CI"):
+        return None
+    spec = importlib.util.find_spec("tinker_sync")
+    if spec is None or spec.origin is None:
+        return None
+    marker = Path(spec.origin).parent / "_pure_build"
+    try:
+        return marker.read_text().strip() or "pure-Python install"
+    except OSError:
+        return None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    reason = pure_install_reason()
+    config.stash[PURE_INSTALL] = reason
+    if reason is not None:
+        config.option.no_extensions = True  # deselect the cython params, as --no-extensions does
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """The one line a pure-Python install gets about the Cython twin's tests."""
+    reason = config.stash.get(PURE_INSTALL, None)
+    if reason is not None:
+        terminalreporter.write_line(
+            f"tinker_sync: Cython twin not applicable to this install ({reason}): its tests were deselected"
+        )
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -24,6 +81,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     kept = [item for item in items if "[cython" not in item.nodeid and "-cython" not in item.nodeid]
     config.hook.pytest_deselected(items=[item for item in items if item not in kept])
     items[:] = kept
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_network_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No proxy or CA setting of the machine running the tests leaks into them."""
+    for name in NETWORK_ENV:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(params=["py", "cython"])

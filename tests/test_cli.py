@@ -166,3 +166,101 @@ def test_main_returns_codes_in_process(capsys):
     assert main(["--version"]) == 0
     assert "tinker-sync" in capsys.readouterr().out
     assert main(["download"]) == 2
+
+
+def test_a_terminal_without_tqdm_gets_plain_lines(tinker_server, tmp_path):
+    """``pip install tinker-sync`` without the [cli] extra: no tqdm, and still no traceback on a terminal."""
+    dest = tmp_path / "out.bin"
+    size = 4 * MiB
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    code = "import sys; sys.modules['tqdm'] = None; from tinker_sync.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "download", f"/test/bytes?size={size}&seed=6", "-o", str(dest)],
+        env=cli_env(tinker_server),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+    )
+    os.close(slave)
+    output = b""
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                output += data
+            elif proc.poll() is not None:
+                break
+    finally:
+        os.close(master)
+        proc.wait(10)
+    text = output.decode(errors="replace")
+    assert proc.returncode == 0, text
+    assert "Traceback" not in text and "\r\n" in text  # a terminal's line ends, but no bar redrawn in place
+    assert f"out.bin: 0 B / {size // MiB}.0 MiB" in text and f"Saved {dest}" in text
+    assert file_sha(dest) == sha256_of(6, size)
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_out_of_retries_keeps_the_partial_file_and_a_rerun_resumes(tinker_server, tmp_path, how):
+    from tinker_sync.testing import Fault
+
+    dest = tmp_path / "out.bin"
+    size = 2 * MiB
+    url = f"/test/bytes?size={size}&seed=7"
+    # A reset after 300000 bytes (failure 1, renewed by the progress: an immediate resume), then a 503
+    # (failure 1 again, the budget of --max-retries 1 spent).
+    tinker_server.script("/test/bytes", Fault(reset_after=300_000), Fault(status=503))
+    if how == "flag":
+        result = run_cli(tinker_server, "download", url, "-o", str(dest), "--max-retries", "1")
+    else:
+        result = run_cli(tinker_server, "download", url, "-o", str(dest), TINKER_MAX_RETRIES="1")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    error = result.stderr.splitlines()[-1]
+    part = tmp_path / "out.bin.part"
+    kept = part.stat().st_size
+    assert kept == 300_000
+    assert error.startswith("tinker-sync: error: Error code: 503")
+    assert error.endswith(
+        f"(out of retries); the partial file {part} ({kept} bytes) was kept: run the same command again to resume"
+    )
+    assert len(tinker_server.requests) == 2  # the first send and the resume
+    tinker_server.clear()
+    result = run_cli(tinker_server, "download", url, "-o", str(dest))
+    assert result.returncode == 0, result.stderr
+    assert tinker_server.requests[0].headers["range"] == f"bytes={kept}-"
+    assert file_sha(dest) == sha256_of(7, size)
+
+
+@pytest.mark.parametrize(
+    "args, extra, code, message",
+    [
+        (["--max-retries", "-1"], {}, 2, "expected a non-negative integer"),
+        (["--max-retries", "x"], {}, 2, "expected a non-negative integer"),
+        ([], {"TINKER_MAX_RETRIES": "many"}, 1, "TINKER_MAX_RETRIES must be a non-negative integer"),
+    ],
+    ids=["negative-flag", "text-flag", "bad-env"],
+)
+def test_bad_max_retries(tinker_server, tmp_path, args, extra, code, message):
+    result = run_cli(tinker_server, "download", "/test/bytes", "-o", str(tmp_path / "x"), *args, **extra)
+    assert result.returncode == code
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_max_retries_zero_gives_up_at_the_first_failure(tinker_server, tmp_path):
+    from tinker_sync.testing import Fault
+
+    tinker_server.script("/test/bytes", Fault(status=503))
+    result = run_cli(
+        tinker_server, "download", "/test/bytes?size=1000", "-o", str(tmp_path / "x"), "--max-retries", "0"
+    )
+    assert result.returncode == 1 and "Error code: 503" in result.stderr
+    assert len(tinker_server.requests) == 1

@@ -288,6 +288,12 @@ MASK_CASES = [
     ),
     ("https://x/y?token=t&api_key=k", "https://x/y?token=***&api_key=***"),
     ("https://x/y?expires=1&signature=s#frag", "https://x/y?expires=1&signature=***#frag"),
+    # a proxy's (or any URL's) credentials: the password, or a lone user (often a token)
+    ("http://user:secret@proxy:3128", "http://user:***@proxy:3128"),
+    ("http://user:p%40ss%3Aw@proxy:3128/", "http://user:***@proxy:3128/"),
+    ("http://ghp_token@proxy:3128", "http://***@proxy:3128"),
+    ("https://u:pw@h/o?sig=abc", "https://u:***@h/o?sig=***"),
+    ("http://u:pw@[::1/x?sig=s", "http://u:***@[::1/x?***"),  # does not parse: still masked
 ]
 
 

@@ -8,7 +8,7 @@ import logging
 
 from ._api_response import APIResponse, ResponseContextManager
 from ._client import Client
-from ._config import ArchiveLimits, Timeout
+from ._config import TLS, ArchiveLimits, Timeout
 from ._event_stream import EventStream
 from ._events import ServerSentEvent
 from ._exceptions import (
@@ -24,6 +24,7 @@ from ._exceptions import (
     ConflictError,
     DownloadIntegrityError,
     DownloadLockedError,
+    InsecureRequestWarning,
     InternalServerError,
     InvalidRequestError,
     NotFoundError,
@@ -61,6 +62,7 @@ __all__ = [
     "ErrorInfo",
     "EventHooks",
     "EventStream",
+    "InsecureRequestWarning",
     "InternalServerError",
     "InvalidRequestError",
     "NotFoundError",
@@ -76,6 +78,7 @@ __all__ = [
     "StreamAlreadyConsumed",
     "StreamEndInfo",
     "StreamedResponse",
+    "TLS",
     "Timeout",
     "TinkerError",
     "UnprocessableEntityError",

@@ -32,8 +32,11 @@ from ._config import (
     DEFAULT_READ_TIMEOUT,
     ArchiveLimits,
     Timeout,
+    Verify,
+    ca_locations,
     cloudflare_headers,
     dump_headers_default,
+    proxy_rules,
     resolve_api_key,
     resolve_base_url,
 )
@@ -54,7 +57,15 @@ from ._observe import (
 )
 from ._response import Sender, StreamedResponse, decode_body, status_error
 from ._retry import RetryBudget, should_retry_status
-from ._transport import DEFAULT_POOL_MAXSIZE, Headers, Request, Transport, check_request, origin_of
+from ._transport import (
+    ACCEPT_ENCODING,
+    DEFAULT_POOL_MAXSIZE,
+    Headers,
+    Request,
+    Transport,
+    check_request,
+    origin_of,
+)
 from ._typing import E, T
 from ._version import __version__
 from .sse import DEFAULT_MAX_SIZE
@@ -114,6 +125,16 @@ class BaseClient:
             hold, in bytes (default 16 MiB); past it ``SSEDecodeError``.
         archive_limits: what extracting a checkpoint archive may create
             (``ArchiveLimits``: members, bytes, name length).
+        proxy: an HTTP proxy for every request (``http://user:password@host:port``);
+            by default ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY`` (either case),
+            with ``NO_PROXY``. Requests go through a ``CONNECT`` tunnel: the proxy
+            never sees a header (the API key), a path or a signed URL.
+        verify: TLS verification: ``True`` (the system's CAs, and under ``trust_env``
+            ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` / ``REQUESTS_CA_BUNDLE``), ``False``
+            (none; warns once), a CA file or directory (only those CAs), an
+            ``ssl.SSLContext``, or ``TLS(extra_ca=...)`` (the default CAs and more).
+        trust_env: read proxies and CA locations from the environment (default
+            True, as requests, httpx and curl do).
         sleep: how the client waits between retries (for tests: record instead).
 
     One client holds one connection pool and is safe to share between
@@ -133,6 +154,9 @@ class BaseClient:
         pool_maxsize: int = DEFAULT_POOL_MAXSIZE,
         max_event_size: int = DEFAULT_MAX_SIZE,
         archive_limits: ArchiveLimits = DEFAULT_ARCHIVE_LIMITS,
+        proxy: str | None = None,
+        verify: Verify = True,
+        trust_env: bool = True,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         setup_logging()
@@ -149,7 +173,13 @@ class BaseClient:
         self.max_event_size = max_event_size
         self.archive_limits = archive_limits
         self._sleep = sleep
-        self._transport = Transport(pool_maxsize=pool_maxsize)
+        self.trust_env = trust_env
+        self._transport = Transport(
+            pool_maxsize=pool_maxsize,
+            proxies=proxy_rules(proxy, trust_env),
+            verify=verify,
+            ca=ca_locations(trust_env),
+        )
 
     def __repr__(self) -> str:
         return f"<tinker_sync.{type(self).__name__} base_url={self.base_url!r}>"
@@ -284,7 +314,9 @@ class BaseClient:
         while True:
             request.headers["x-stainless-retry-count"] = str(budget.sent())
             if self.dump_headers:
-                dump(">", f"{method} {url} (attempt {budget.attempts})", request.headers)
+                proxy = self._transport.proxy_for(request.url)
+                via = f" via proxy {mask_url(proxy)}" if proxy else ""
+                dump(">", f"{method} {url} (attempt {budget.attempts}){via}", request.headers)
             try:
                 raw = self._transport.send(request, timeout, budget.deadline)
                 response = StreamedResponse(
@@ -467,7 +499,9 @@ class BaseClient:
     ) -> T:
         """Send a request, read the whole body and decode it (JSON via msgspec, into ``cast_to`` if given).
 
-        Returns None for an empty body, text for a non-JSON body.
+        Asks for a compressed body (``Accept-Encoding``: gzip, and br / zstd when
+        their packages are installed), decoded on arrival. Returns None for an
+        empty body, text for a non-JSON body.
         """
         call = self._call(
             method,
@@ -508,8 +542,12 @@ class BaseClient:
         The call gets its own retry budget and deadline, or spends ``budget``
         when it is part of a larger call. ``opener`` replaces the plain send
         (a polled future, a signed archive): it gets the budget and timeout.
-        The ``stream_end`` hook reports the call when the block ends.
+        The ``stream_end`` hook reports the call when the block ends. A body
+        read whole (``read_body``) may travel compressed (``Accept-Encoding``);
+        a streamed one keeps ``identity``, its bytes as stored.
         """
+        if read_body:
+            headers = {"Accept-Encoding": ACCEPT_ENCODING, **(headers or {})}
         timeout = self._timeout(timeout)
         if budget is None:
             budget = self._budget(timeout, max_retries)

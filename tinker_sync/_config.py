@@ -1,13 +1,22 @@
-"""Configuration: environment variables, base URL, API-key check, timeouts.
+"""Configuration: environment variables, base URL, API-key check, timeouts, proxies, TLS trust.
 
-Rule: everything a user can set by environment is read here, once, when a
-``Client`` is built; nothing else in the package reads ``os.environ`` for
-client settings.
+Rules:
+1. Everything a user can set by environment is read here, once, when a
+   ``Client`` is built; nothing else in the package reads ``os.environ`` for
+   client settings.
+2. Proxies and CA locations come from the environment only under
+   ``trust_env`` (the default, as in requests, httpx, curl and
+   huggingface_hub); ``Client(trust_env=False)`` reads none of them.
+3. Proxy selection is decided here (which proxy, if any, for a scheme, host
+   and port: ``ProxyRules.select``, with the usual ``NO_PROXY`` rules);
+   ``_transport`` only connects through what it is given.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import ssl
 from dataclasses import dataclass
 
 __all__ = [
@@ -16,9 +25,17 @@ __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_READ_TIMEOUT",
+    "TLS",
+    "CALocations",
+    "ProxyRules",
     "Timeout",
+    "Verify",
+    "bypasses_proxy",
+    "ca_locations",
     "cloudflare_headers",
     "dump_headers_default",
+    "max_retries_from_env",
+    "proxy_rules",
     "resolve_api_key",
     "resolve_base_url",
 ]
@@ -129,3 +146,214 @@ def cloudflare_headers() -> dict[str, str]:
     if secret:
         headers["CF-Access-Client-Secret"] = secret
     return headers
+
+
+def max_retries_from_env() -> int | None:
+    """``TINKER_MAX_RETRIES`` as a non-negative int, or None when unset or empty.
+
+    Raises:
+        TinkerError: a value that is not a non-negative integer.
+    """
+    from ._exceptions import TinkerError
+
+    value = _env("TINKER_MAX_RETRIES")
+    if value is None:
+        return None
+    value = value.strip()
+    if not value.isdigit():
+        raise TinkerError(f"TINKER_MAX_RETRIES must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+# -- TLS --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TLS:
+    """TLS trust beyond ``verify=True | False | path | ssl.SSLContext``.
+
+    ``Client(verify=TLS(extra_ca="corp-ca.pem"))`` trusts the default CAs
+    (the system's, and ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` /
+    ``REQUESTS_CA_BUNDLE`` under ``trust_env``) *and* the CAs in
+    ``extra_ca``: for a private CA (a TLS-inspecting corporate proxy, an
+    in-house S3) without losing the public ones. ``verify="ca.pem"``, by
+    contrast, trusts *only* ``ca.pem``, as in requests.
+
+    Args:
+        extra_ca: a PEM file or a directory of hashed certificates (``c_rehash``), trusted
+            in addition to the default trust.
+        system: trust the operating system's store (Keychain, Windows, or the system
+            OpenSSL files on Linux) through the ``truststore`` package
+            (``pip install 'tinker-sync[truststore]'``) instead of OpenSSL's default files.
+    """
+
+    extra_ca: str | os.PathLike[str] | None = None
+    system: bool = False
+
+
+# What ``Client(verify=...)`` accepts.
+Verify = bool | str | os.PathLike[str] | ssl.SSLContext | TLS
+
+
+@dataclass(frozen=True)
+class CALocations:
+    """Where the default trust comes from: a CA file and a CA directory, each OpenSSL's
+    compiled-in default or what an environment variable puts in its place, and
+    ``REQUESTS_CA_BUNDLE``; ``*_from`` names the variable (None for OpenSSL's default, which
+    a system may lack: then it is skipped, while a path the environment names must exist)."""
+
+    cafile: str | None
+    capath: str | None
+    extra: str | None = None
+    cafile_from: str | None = None
+    capath_from: str | None = None
+
+
+def ca_locations(trust_env: bool) -> CALocations:
+    """The default trust's CA file and directory.
+
+    Under ``trust_env``, OpenSSL's own rule: ``SSL_CERT_FILE`` takes the place
+    of its default file and ``SSL_CERT_DIR`` of its default directory; and
+    ``REQUESTS_CA_BUNDLE`` (a file or a directory, as requests reads it) is
+    trusted as well, so that every CA the environment names is trusted.
+    Without ``trust_env`` only OpenSSL's compiled-in defaults count.
+    """
+    paths = ssl.get_default_verify_paths()
+    cafile, capath = paths.openssl_cafile or None, paths.openssl_capath or None
+    cafile_from = capath_from = extra = None
+    if trust_env:
+        if env_file := _env("SSL_CERT_FILE"):
+            cafile, cafile_from = env_file, "SSL_CERT_FILE"
+        if env_dir := _env("SSL_CERT_DIR"):
+            capath, capath_from = env_dir, "SSL_CERT_DIR"
+        extra = _env("REQUESTS_CA_BUNDLE")
+    return CALocations(cafile, capath, extra, cafile_from, capath_from)
+
+
+# -- proxies ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProxyRules:
+    """The proxy (a URL string, credentials included) for each scheme, and what bypasses it.
+
+    Attributes:
+        http, https: the proxy for that scheme's URLs, or None.
+        no_proxy: the ``NO_PROXY`` value (see ``bypasses_proxy``).
+        sources: where each proxy came from (``"HTTPS_PROXY"``, ``"proxy="``), for messages.
+    """
+
+    http: str | None = None
+    https: str | None = None
+    no_proxy: str = ""
+    sources: tuple[tuple[str, str], ...] = ()
+
+    def select(self, scheme: str, host: str, port: int) -> str | None:
+        """The proxy for a request to ``scheme://host:port``, or None to connect directly."""
+        proxy = self.https if scheme == "https" else self.http
+        if proxy is None or bypasses_proxy(host, port, self.no_proxy):
+            return None
+        return proxy
+
+    def source(self, scheme: str) -> str:
+        """Where the proxy for ``scheme`` came from: an environment variable or ``proxy=``."""
+        return dict(self.sources).get(scheme, "proxy=")
+
+
+def _proxy_env(name: str) -> tuple[str | None, str]:
+    """``name`` (e.g. ``https_proxy``) from the environment, lower case first; (value, variable).
+
+    A set but empty lower-case variable hides the upper-case one. ``HTTP_PROXY``
+    is ignored in a CGI request (``REQUEST_METHOD`` set): there it may come
+    from a client's ``Proxy:`` header ("httpoxy"), as curl and Python ignore it.
+    """
+    if name in os.environ:
+        return os.environ[name].strip() or None, name
+    upper = name.upper()
+    if upper == "HTTP_PROXY" and "REQUEST_METHOD" in os.environ:
+        return None, upper
+    return (os.environ.get(upper) or "").strip() or None, upper
+
+
+def _with_scheme(url: str) -> str:
+    """``host:3128`` -> ``http://host:3128`` (curl and requests read a bare host:port so)."""
+    return url if "://" in url else f"http://{url}"
+
+
+def proxy_rules(proxy: str | None, trust_env: bool) -> ProxyRules:
+    """The proxies a client uses: ``proxy`` for every request when given, else (under
+    ``trust_env``) ``HTTP_PROXY`` / ``HTTPS_PROXY``, with ``ALL_PROXY`` for a scheme
+    without its own; ``NO_PROXY`` applies under ``trust_env`` in both cases."""
+    no_proxy = ""
+    if trust_env:
+        no_proxy = _proxy_env("no_proxy")[0] or ""
+    if proxy:
+        url = _with_scheme(proxy.strip())
+        return ProxyRules(url, url, no_proxy, (("http", "proxy="), ("https", "proxy=")))
+    if not trust_env:
+        return ProxyRules()
+    all_proxy, all_name = _proxy_env("all_proxy")
+    found: dict[str, str] = {}
+    sources = []
+    for scheme in ("http", "https"):
+        value, name = _proxy_env(f"{scheme}_proxy")
+        if value is None and all_proxy is not None:
+            value, name = all_proxy, all_name
+        if value is not None:
+            found[scheme] = _with_scheme(value)
+            sources.append((scheme, name))
+    return ProxyRules(found.get("http"), found.get("https"), no_proxy, tuple(sources))
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def bypasses_proxy(host: str, port: int, no_proxy: str) -> bool:
+    """Whether ``NO_PROXY`` sends a request to ``host:port`` around the proxy.
+
+    The rules curl, requests, httpx and Go share: entries are separated by
+    commas (or spaces) and compared case-insensitively; ``*`` alone matches
+    every host; a domain matches itself and its subdomains (``example.com``,
+    ``.example.com`` and ``*.example.com`` all match ``example.com`` and
+    ``a.example.com``, never ``badexample.com``); an entry with ``:PORT``
+    matches that port only (``[::1]:8080`` for IPv6); an IP address matches
+    that address and a CIDR block (``10.0.0.0/8``, ``fd00::/8``) the addresses
+    in it. Names are not resolved: an IP entry never matches a host name.
+    """
+    host = host.strip("[]").rstrip(".").lower()
+    host_ip = _ip(host.partition("%")[0])
+    for raw in no_proxy.replace(" ", ",").split(","):
+        entry = raw.strip().lower()
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        entry_port: int | None = None
+        if entry.startswith("["):  # [v6] or [v6]:port
+            address, _, rest = entry[1:].partition("]")
+            entry = address
+            if rest.startswith(":") and rest[1:].isdigit():
+                entry_port = int(rest[1:])
+        elif entry.count(":") == 1:  # host:port or v4:port (a bare v6 address has several colons)
+            name, _, number = entry.partition(":")
+            if not number.isdigit():
+                continue
+            entry, entry_port = name, int(number)
+        if entry_port is not None and entry_port != port:
+            continue
+        if host_ip is not None:
+            try:
+                network = ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                continue
+            if host_ip.version == network.version and host_ip in network:
+                return True
+            continue
+        domain = entry.removeprefix("*").removeprefix(".").rstrip(".")
+        if domain and (host == domain or host.endswith("." + domain)):
+            return True
+    return False

@@ -8,7 +8,12 @@ followed by hand, resuming a ``.part`` left by an earlier run (``Range`` +
 resumes), a 416 to a complete ``.part``, and clean restarts from zero.
 
 Rules:
-1. A download asks for ``Accept-Encoding: identity``.
+1. A download asks for ``Accept-Encoding: identity`` and stores the bytes as
+   served: an object a store keeps with ``Content-Encoding: gzip`` (S3 sends
+   it so whatever is asked) is saved compressed, verified against the
+   store's length and checksums, which are the compressed bytes'. A store
+   that decoded it on the way (GCS's decompressive transcoding) sends
+   checksums of bytes it did not send: those are skipped, said in a warning.
 2. Anything that does not prove the bytes continue the same resource
    restarts from zero: never a spliced file.
 3. Every send, resume and restart of one download spends one retry budget.
@@ -94,6 +99,7 @@ def download(
                 log.warning("Restarting %s from byte 0: %s", part.dest, problem)
                 part.discard()
                 state, offset = None, 0
+            response._as_served()
             if state is None:
                 checks = checksums_from(response.headers, expected_sha256)
             else:  # a verified continuation: the checksums are the ones saved with the .part

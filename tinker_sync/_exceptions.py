@@ -24,6 +24,9 @@
     +-- DownloadLockedError               another run holds the target's lock
     +-- UnsafeArchiveError                hostile tar member
 
+    UserWarning
+    +-- InsecureRequestWarning            Client(verify=False), warned once per client
+
 Rules: every class is picklable (the live ``response`` and ``request``
 objects, which hold sockets, are dropped on the way); ``status_error_class``
 is the one status -> class table.
@@ -46,6 +49,7 @@ __all__ = [
     "ConflictError",
     "DownloadIntegrityError",
     "DownloadLockedError",
+    "InsecureRequestWarning",
     "InternalServerError",
     "InvalidRequestError",
     "NotFoundError",
@@ -175,8 +179,9 @@ class APIConnectionError(APIError):
             ``"tls"`` (certificate or handshake), ``"timeout"``, ``"deadline"``
             (``Timeout.total``), ``"broken"`` (reset or cut mid-body),
             ``"url"`` (unusable URL), ``"redirect"`` (a refused redirect),
+            ``"proxy"`` (the proxy refused the tunnel: 403, 407),
             ``"resume"`` (a body that cannot be continued), or None.
-            ``tls``, ``url`` and ``redirect`` are never retried.
+            ``tls``, ``url``, ``redirect`` and ``proxy`` are never retried.
     """
 
     def __init__(
@@ -252,6 +257,15 @@ class DownloadLockedError(TinkerError):
 
 class UnsafeArchiveError(TinkerError):
     """A tar archive holds a member that may not be extracted (named in the message)."""
+
+
+class InsecureRequestWarning(UserWarning):
+    """A client was built with ``verify=False`` (or an ``ssl.SSLContext`` that does not verify):
+    TLS certificates are not checked.
+
+    Warned once, when the client is built (urllib3's warning on every
+    request is silenced for it).
+    """
 
 
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {

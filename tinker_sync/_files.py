@@ -74,8 +74,17 @@ BUFFER_SIZE = 256 * 1024
 BUFFERS = 4
 # Read size when hashing the existing bytes of a partial file before resuming.
 HASH_READ_SIZE = 1 << 20
-# The headers whose values the sidecar keeps, to verify a resumed file as a whole.
-CHECKSUM_HEADERS = ("x-goog-hash", "content-digest", "digest", "etag")
+# The headers whose values the sidecar keeps, to verify a resumed file as a whole (with those
+# saying whether the checksums describe the bytes served: see ``served_transformed``).
+CHECKSUM_HEADERS = (
+    "x-goog-hash",
+    "content-digest",
+    "digest",
+    "etag",
+    "content-encoding",
+    "x-goog-stored-content-encoding",
+    "warning",
+)
 _HEX32 = re.compile(r"^[0-9a-fA-F]{32}$")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 ALGORITHM_NAMES = {"md5": "MD5", "sha256": "SHA-256", "crc32c": "CRC32C"}
@@ -145,15 +154,44 @@ def _items(value: str | None) -> list[tuple[str, str]]:
     return found
 
 
+def served_transformed(headers: Mapping[str, str]) -> str | None:
+    """Why the bytes served are not the bytes the store keeps (its checksums then describe other
+    bytes), or None.
+
+    GCS decompresses an object stored with ``Content-Encoding: gzip`` for a
+    client that does not accept gzip ("decompressive transcoding"): it says
+    so with ``X-Goog-Stored-Content-Encoding`` and no ``Content-Encoding``,
+    and its ``x-goog-hash`` stays the stored bytes'. A proxy that changed
+    the body says ``Warning: 214``.
+    """
+    stored = (headers.get("x-goog-stored-content-encoding") or "identity").strip().lower()
+    served = (headers.get("content-encoding") or "identity").strip().lower()
+    if stored != "identity" and served != stored:
+        return f"the store decoded its {stored} object on the way (X-Goog-Stored-Content-Encoding: {stored})"
+    if any(warning.strip().startswith("214") for warning in (headers.get("warning") or "").split(",")):
+        return "a proxy transformed the body (Warning: 214)"
+    return None
+
+
 def checksums_from(headers: Mapping[str, str], expected_sha256: str | None = None) -> list[Checksum]:
     """Every checksum on offer: ``x-goog-hash`` (md5, crc32c), ``Content-Digest`` / ``Digest``
     (sha-256, md5), an ETag that is a plain MD5, and the caller's ``expected_sha256``.
 
-    CRC32C is left out, with a log line, when ``google-crc32c`` is not installed.
+    CRC32C is left out, with a log line, when ``google-crc32c`` is not installed. The
+    server's checksums are left out, with a warning, when the body is not the stored
+    bytes they describe (``served_transformed``): such a file is saved unverified
+    unless ``expected_sha256`` is given.
 
     Raises:
         ValueError: ``expected_sha256`` is not 64 hex digits.
     """
+    transformed = served_transformed(headers)
+    if transformed is not None:
+        log.warning(
+            "The server's checksums do not apply: %s; the file is verified only by expected_sha256, if given",
+            transformed,
+        )
+        headers = {}
     found: list[Checksum] = []
     for name, value in _items(headers.get("x-goog-hash")):
         if name in ("md5", "crc32c") and (digest := _b64_hex(value)) is not None:
@@ -512,6 +550,11 @@ class Receiver:
                 f"Size mismatch for {self.part.dest}: expected {self.expected_size} bytes (expected_size), "
                 f"the server announces {self.total}"
             )
+
+    @property
+    def confirmable(self) -> bool:
+        """Whether ``complete()`` can confirm the file is whole: a known size or a checksum to match."""
+        return self.total is not None or self.expected_size is not None or bool(self._checks)
 
     def _store(self, item: tuple[bytearray, int]) -> None:
         buffer, n = item

@@ -5,8 +5,8 @@ Rules:
    ``stream_end`` per logical request, plus one ``retry`` per retry, for
    plain and streaming calls alike.
 2. A hook that raises is logged and ignored: it never breaks a request.
-3. Dumps never show a secret: API keys, authorization, Cloudflare secrets,
-   cookies and signed-URL signatures are masked.
+3. Dumps and logs never show a secret: API keys, authorization, Cloudflare
+   secrets, cookies, signed-URL signatures and proxy passwords are masked.
 """
 
 from __future__ import annotations
@@ -138,15 +138,32 @@ def mask_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: (MASK if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}
 
 
+def _mask_userinfo(netloc: str) -> str:
+    """``user:pw@host`` -> ``user:***@host``; a user alone (often a token) -> ``***@host``."""
+    userinfo, at, host = netloc.rpartition("@")
+    if not at:
+        return netloc
+    user, colon, _ = userinfo.partition(":")
+    return f"{user}:{MASK}@{host}" if colon else f"{MASK}@{host}"
+
+
 def mask_url(url: str) -> str:
-    """``url`` with signature-like query values replaced by ``***`` (a URL that does not parse: its whole query)."""
+    """``url`` with its secrets replaced by ``***``: signature-like query values and the password
+    of a ``user:password@`` (a proxy's credentials); a URL that does not parse loses its whole query."""
     try:
         parts = urlsplit(url)
     except ValueError:
         base, sep, _ = url.partition("?")
+        if "@" in base:
+            scheme, slashes, rest = base.partition("://")
+            netloc, slash, path = rest.partition("/")
+            base = scheme + slashes + _mask_userinfo(netloc) + slash + path if slashes else MASK
         return base + (f"?{MASK}" if sep else "")
+    masked = "@" in parts.netloc
+    if masked:
+        parts = parts._replace(netloc=_mask_userinfo(parts.netloc))
     if not parts.query:
-        return url
+        return urlunsplit(parts) if masked else url
     query = [
         (k, MASK if _SECRET_QUERY.search(k) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
     ]

@@ -18,8 +18,11 @@ Rules:
 from __future__ import annotations
 
 import codecs
+import html
 import logging
 import os
+import re
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -31,6 +34,7 @@ from ._exceptions import (
     APIConnectionError,
     APIResponseValidationError,
     APIStatusError,
+    DownloadIntegrityError,
     StreamAlreadyConsumed,
     status_error_class,
 )
@@ -47,6 +51,7 @@ __all__ = [
     "decode_json",
     "parse_content_range",
     "status_error",
+    "xml_error",
 ]
 
 log = logging.getLogger("tinker_sync")
@@ -55,6 +60,8 @@ log = logging.getLogger("tinker_sync")
 # quotes at most MAX_MESSAGE_BODY bytes of it (``.body`` keeps the parsed whole).
 MAX_ERROR_BODY = 1 << 20
 MAX_MESSAGE_BODY = 1024
+# A file's buffer goes to the disk when full, or when it has waited this long (seconds).
+COMMIT_INTERVAL = 0.1
 
 
 class Sender(Protocol):
@@ -264,7 +271,7 @@ class StreamedResponse:
             parsed = parse_content_range(self.headers.get("content-range", ""))
             return parsed[2] if parsed else None
         length = self.headers.get("content-length")
-        return int(length) if length and length.isdigit() and "content-encoding" not in self.headers else None
+        return int(length) if length and length.isdigit() and not self._body.decode else None
 
     @property
     def validator(self) -> str | None:
@@ -282,8 +289,8 @@ class StreamedResponse:
         validator, offset = self.validator, self.position
         if sender is None or budget is None or request.method != "GET" or validator is None:
             raise exc
-        if "content-encoding" in self.headers:
-            raise exc  # the decoded bytes have no offset in the resource
+        if self._body.decode:
+            raise exc  # decoded bytes have no offset in the resource
         self._body.close()
         reason = f"body broken at byte {offset}: {exc}"
         if not sender._backoff(budget, request, reason, cause=exc.cause, progress=offset):
@@ -325,6 +332,7 @@ class StreamedResponse:
                     ) from exc
             self._first_byte = self.num_bytes_downloaded = 0
         self.status_code, self.headers, self._body = new.status_code, new.headers, new._body
+        self._body.raw_bytes()  # as the body it continues: bytes as served
         if problem is not None and on_restart is not None:
             on_restart()
 
@@ -507,6 +515,7 @@ class StreamedResponse:
             DownloadLockedError: another download of ``path`` holds its lock.
         """
         part = PartFile(path)
+        self._as_served()
         with part.lock():
             part.discard()
             whole = self.status_code == 200
@@ -516,6 +525,10 @@ class StreamedResponse:
             return self._receive(
                 part, checks=checks, total=total, progress=progress, buffer_size=chunk_size, resume=resume
             )
+
+    def _as_served(self) -> None:
+        """Read the body as served: a file stores the resource's bytes, Content-Encoding and all."""
+        self._body.raw_bytes()
 
     def _receive(
         self,
@@ -536,7 +549,13 @@ class StreamedResponse:
         With ``url`` (a download that a later run may resume) the sidecar is
         written and the ``.part`` kept on failure; without it a failure
         removes the ``.part``. The caller holds the part's lock.
+
+        The bytes are stored as served (``Content-Encoding: gzip`` stays
+        compressed: the store's length and checksums are the compressed
+        bytes'). A body that ends with its connection is complete only when
+        a length or a checksum confirms it.
         """
+        self._as_served()
         self._start()
         keep = url is not None
         with (
@@ -555,15 +574,39 @@ class StreamedResponse:
             if url is not None and not offset:
                 part.save(url, self.validator, total, self.headers)
 
+            buffer, filled = receiver.buffer(), 0
+
             def restart() -> None:
-                # The resource came back whole (maybe changed): new size, checksums and sidecar.
+                # The resource came back whole (maybe changed): new size, checksums and sidecar;
+                # what the buffer holds of the old body is dropped.
+                nonlocal filled
+                filled = 0
                 receiver.restart(checksums_from(self.headers, expected_sha256), self.total_size)
                 if url is not None:
                     part.save(url, self.validator, self.total_size, self.headers)
 
+            # Each buffer is filled before the worker writes and hashes it: a TLS read returns one
+            # 16 KiB record, and a hand-off per record would cost more than the record. A slow body
+            # still reaches the file (and the progress callback) every COMMIT_INTERVAL.
             on_restart = restart if resume else None
-            while n := self._readinto(receiver.buffer(), resume=resume, on_restart=on_restart):
-                receiver.commit(n)
+            committed = time.monotonic()
+            try:
+                while n := self._readinto(buffer[filled:], resume=resume, on_restart=on_restart):
+                    filled += n
+                    if filled == len(buffer) or time.monotonic() - committed >= COMMIT_INTERVAL:
+                        count, filled = filled, 0  # first: commit() may raise (a progress callback)
+                        receiver.commit(count)
+                        buffer, committed = receiver.buffer(), time.monotonic()
+            finally:
+                if filled:  # what arrived before the end (or before a failure: a re-run resumes after it)
+                    count, filled = filled, 0
+                    receiver.commit(count)
+            if self._body.close_delimited and not receiver.confirmable:
+                raise DownloadIntegrityError(
+                    f"Cannot confirm that {part.dest} is complete: {mask_url(self.url)} ended its body by "
+                    "closing the connection (no Content-Length, no chunked framing), which a cut looks "
+                    "the same as, and sent no checksum; pass expected_size or expected_sha256"
+                )
             return receiver.complete()
 
     def write_to_file(self, path: str | os.PathLike[str]) -> int:
@@ -575,8 +618,45 @@ class StreamedResponse:
         return len(self._content)
 
 
+# The simple elements of an XML error document (S3, GCS, Azure): <Error><Code>..</Code>...</Error>.
+_XML_ELEMENT = re.compile(r"<([A-Za-z][\w.-]*)>([^<]*)</\1>")
+_EXPIRED = re.compile(r"expir", re.IGNORECASE)
+
+
+def xml_error(content: bytes) -> dict[str, str] | None:
+    """The fields of an object store's XML error document (``Code``, ``Message``, ``Details``, ...), or None.
+
+    S3 answers ``<Error><Code>AccessDenied</Code><Message>Request has
+    expired</Message>...``, GCS ``<Error><Code>ExpiredToken</Code>...``, Azure
+    ``<Error><Code>AuthenticationFailed</Code>...``. Read with a regular
+    expression over the (capped) body, never an XML parser: no entities, no DTDs.
+    """
+    text = content.decode("utf-8", errors="replace").lstrip()
+    if not (text.startswith("<?xml") or text.startswith("<Error")) or "<Error>" not in text:
+        return None
+    fields = {name: html.unescape(value).strip() for name, value in _XML_ELEMENT.findall(text)}
+    return fields if "Code" in fields else None
+
+
+def _xml_summary(fields: Mapping[str, str]) -> str:
+    """``signed URL expired: AccessDenied: Request has expired`` (the expiry said first, when it is one)."""
+    code, message = fields.get("Code", ""), fields.get("Message", "")
+    details = fields.get("Details") or fields.get("AuthenticationErrorDetail") or ""
+    summary = f"{code}: {message}" if message else code
+    if details and details not in message:
+        summary += f" ({details})"
+    if code == "ExpiredToken" or _EXPIRED.search(f"{message} {details}"):
+        summary = f"signed URL expired: {summary}"
+    return summary
+
+
 def status_error(response: StreamedResponse) -> APIStatusError:
-    """The SDK's exception for an error response, its body read (capped) and released."""
+    """The SDK's exception for an error response, its body read (capped) and released.
+
+    A JSON body is kept as decoded JSON (``exc.body``); an object store's XML
+    error document (a signed URL's host) is summarised as ``Code: Message``,
+    its fields in ``exc.body``, and an expired signature says "signed URL expired".
+    """
     content = response.read_capped(MAX_ERROR_BODY)
     body: Any
     try:
@@ -585,6 +665,8 @@ def status_error(response: StreamedResponse) -> APIStatusError:
         body = content.decode("utf-8", errors="replace")
     if not content:
         text = "(empty body)"
+    elif isinstance(body, str) and (fields := xml_error(content)) is not None:
+        body, text = fields, _xml_summary(fields)
     elif len(content) <= MAX_MESSAGE_BODY:
         text = content.decode("utf-8", errors="replace")
     else:

@@ -34,8 +34,9 @@ MAX_RETRY_DELAY = 10.0
 MAX_RETRY_AFTER = 60.0
 RETRY_STATUSES = frozenset({408, 409, 429})
 # Failures no retry can mend: a certificate the client does not trust, a URL it
-# cannot parse, a redirect it refuses. They raise at once.
-NEVER_RETRIED = frozenset({"tls", "url", "redirect"})
+# cannot parse, a redirect it refuses, a proxy refusing the tunnel (its 403 or
+# 407: wrong credentials, a forbidden host). They raise at once.
+NEVER_RETRIED = frozenset({"tls", "url", "redirect", "proxy"})
 # Resolvers do fail transiently, but a name that does not resolve twice in a
 # row is almost always a typo: retry briefly, never for a silent minute.
 DNS_RETRIES = 2

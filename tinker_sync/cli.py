@@ -9,8 +9,12 @@ Rules:
 3. Progress goes to stderr: a tqdm bar on a terminal, plain occasional lines
    otherwise (at most one per ~10 s or per 10%, never a ``\\r``), so cron
    logs stay readable. ``ProgressReporter`` is the one place that decides.
-4. The client is built from the environment (``TINKER_API_KEY``,
-   ``TINKER_BASE_URL``); tqdm is imported only when a bar is drawn.
+3. The client is built from the environment (``TINKER_API_KEY``,
+   ``TINKER_BASE_URL``, ``TINKER_MAX_RETRIES``, proxies and CAs); tqdm is
+   imported only when a bar is drawn, and without it (a plain
+   ``pip install tinker-sync``) a terminal gets the plain lines too.
+4. A download that runs out of retries says what was kept and that
+   running the same command again resumes it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 if TYPE_CHECKING:
     from ._client import Client
+    from ._exceptions import TinkerError
 
 __all__ = ["ProgressReporter", "build_parser", "format_size", "main"]
 
@@ -90,7 +95,12 @@ class ProgressReporter:
 
     def _update_bar(self, done: int, total: int | None) -> None:
         if self._bar is None:
-            from tqdm import tqdm  # lazy: only a terminal needs it
+            try:
+                from tqdm import tqdm  # lazy: only a terminal needs it
+            except ImportError:  # tqdm is the [cli] extra: without it, plain lines
+                self.bar_enabled = False
+                self._maybe_line(done, total)
+                return
 
             self._bar = tqdm(
                 total=total,
@@ -223,18 +233,56 @@ def _say(args: argparse.Namespace) -> Callable[[str], None]:
 # -- commands ---------------------------------------------------------------------------------------
 
 
-def _cmd_download(args: argparse.Namespace) -> int:
+def _client(args: argparse.Namespace) -> Client:
+    """The client, from the environment; ``--max-retries`` over ``TINKER_MAX_RETRIES`` over the default."""
     from ._client import Client
+    from ._config import max_retries_from_env
+
+    retries = args.max_retries if args.max_retries is not None else max_retries_from_env()
+    return Client() if retries is None else Client(max_retries=retries)
+
+
+def _out_of_retries(exc: BaseException) -> bool:
+    """Whether ``exc`` ended a download that retries could have mended (a connection failure, a 5xx, ...)."""
+    from ._exceptions import APIConnectionError, APIStatusError
+    from ._retry import NEVER_RETRIED, should_retry_status
+
+    if isinstance(exc, APIConnectionError):
+        return exc.cause not in NEVER_RETRIED
+    if isinstance(exc, APIStatusError):
+        return should_retry_status(exc.status_code, getattr(exc.response, "headers", None) or {})
+    return False
+
+
+def _kept(what: Path, exc: BaseException) -> TinkerError:
+    """``exc`` (out of retries) with what was kept and how to resume it."""
+    from ._exceptions import TinkerError
+
+    if what.is_dir():
+        kept = f"the partial download {what} was kept"
+    else:
+        kept = f"the partial file {what} ({what.stat().st_size} bytes) was kept"
+    return TinkerError(f"{exc} (out of retries); {kept}: run the same command again to resume")
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from ._exceptions import APIError
 
     label = os.path.basename(args.output) or args.output
-    with Client() as client, ProgressReporter(label, stream=_diagnostics(args)) as reporter:
-        path = client.download(
-            args.url_or_path,
-            args.output,
-            progress=reporter,
-            resume=not args.no_resume,
-            expected_sha256=args.sha256,
-        )
+    with _client(args) as client, ProgressReporter(label, stream=_diagnostics(args)) as reporter:
+        try:
+            path = client.download(
+                args.url_or_path,
+                args.output,
+                progress=reporter,
+                resume=not args.no_resume,
+                expected_sha256=args.sha256,
+            )
+        except APIError as exc:
+            part = Path(f"{args.output}.part")
+            if _out_of_retries(exc) and part.is_file() and Path(f"{args.output}.part.json").is_file():
+                raise _kept(part, exc) from exc
+            raise
         reporter.summary(path, os.path.getsize(path))
     return 0
 
@@ -264,12 +312,19 @@ def _checkpoint_download(
 
 
 def _cmd_checkpoint_download(args: argparse.Namespace) -> int:
-    from ._client import Client
+    from ._exceptions import APIError
 
-    with Client() as client:
-        path, size = _checkpoint_download(
-            client, args.tinker_path, args.output, args.force, _diagnostics(args)
-        )
+    with _client(args) as client:
+        try:
+            path, size = _checkpoint_download(
+                client, args.tinker_path, args.output, args.force, _diagnostics(args)
+            )
+        except APIError as exc:
+            name = args.tinker_path.removeprefix("tinker://").replace("/", "_")
+            partial = Path(args.output) / f".{name}.partial"
+            if _out_of_retries(exc) and partial.is_dir():
+                raise _kept(partial, exc) from exc
+            raise
     if args.format == "json":
         _emit(
             args,
@@ -419,8 +474,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .testing import Fault, MockTinkerServer  # lazy: only the demo runs a server
 
     size = int(args.size * (1 << 20))
-    with MockTinkerServer() as server, Client(api_key=server.api_key, base_url=server.url) as client:
+    # trust_env=False: the server is in this process, on loopback; a proxy from the environment could not reach it.
+    with (
+        MockTinkerServer() as server,
+        Client(api_key=server.api_key, base_url=server.url, trust_env=False) as client,
+    ):
         print(f"Mock Tinker server at {server.url}")
+        print(_version().removeprefix(f"{PROG} "))
         print("Streaming a sample (client.sampling.stream_sample):")
         for chunk in client.sampling.stream_sample("Hello", max_tokens=6):
             if chunk.event_type == "token":
@@ -445,6 +505,30 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retries_arg(value: str) -> int:
+    if not value.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def _add_max_retries(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-retries",
+        type=_retries_arg,
+        metavar="N",
+        help="failures in a row without progress before giving up (default: TINKER_MAX_RETRIES, else 10)",
+    )
+
+
+def _version() -> str:
+    """``tinker-sync 0.1.0 (SSE decoder: cython)``; a pure-Python install says so."""
+    from ._version import __version__
+    from .sse import IMPLEMENTATION
+
+    note = ", a pure-Python install" if IMPLEMENTATION == "python" else ""
+    return f"{PROG} {__version__} (SSE decoder: {IMPLEMENTATION}{note})"
+
+
 def _sha256_arg(value: str) -> str:
     text = value.strip().lower()
     if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
@@ -458,7 +542,6 @@ def build_parser() -> argparse.ArgumentParser:
     ``--format`` and ``--quiet`` are accepted before the command (as the
     official CLI has them) and after it.
     """
-    from ._version import __version__
 
     def options(parser: argparse.ArgumentParser, table: object, quiet: object) -> argparse.ArgumentParser:
         parser.add_argument(
@@ -480,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
         "table",
         False,
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
@@ -507,6 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument(
         "--sha256", type=_sha256_arg, metavar="HEX", help="the expected SHA-256 of the file"
     )
+    _add_max_retries(download)
 
     scope = {"choices": ("owned", "accessible"), "default": "owned", "help": "owned (default) or accessible"}
     limit = {"type": _count_arg, "default": 20, "metavar": "N", "help": "show at most N (default 20; 0: all)"}
@@ -547,6 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", default=".", metavar="DIR", help="parent directory (default: .)"
     )
     ck_download.add_argument("--force", action="store_true", help="replace an existing download")
+    _add_max_retries(ck_download)
 
     demo = command(
         commands, "demo", _cmd_demo, help="run a local mock server: stream a sample, download a checkpoint"

@@ -66,6 +66,13 @@ MockTinkerServer(api_key="tml-test-key", *, host="127.0.0.1", port=0, demo_data=
     checkpoint(tinker_path) -> its Checkpoint JSON, or None
 serve(**kw) -> a context manager yielding a started server.
 
+ForwardProxy(*, auth=None, host="127.0.0.1", port=0)   -- a loopback HTTP proxy (see _proxy)
+    CONNECT tunnels and absolute-form forwarding, to loopback targets only (else 403; a refused
+    target 502); auth=(user, password) requires Proxy-Authorization: Basic (else 407).
+    url (no credentials), auth_url (with them), requests -> [ProxyRequest(method, target, headers,
+    body)] (every head read in clear), tunnels -> ["host:port", ...], seen -> every byte read in
+    clear (never a tunnel's), connections, clear(), stop(); a context manager.
+
 Fault(reset_after=None, rst=False, stall_after=None, stall=0.0, status=None, retry_after=None,
       ignore_range=False, change_etag=False, wrong_length=None, trickle=None, trickle_delay=0.0,
       delay_headers=0.0, rate=None)
@@ -183,17 +190,29 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._proxy import ForwardProxy, ProxyRequest
     from ._server import MockTinkerServer, serve
     from ._sessions import ModelRecord, SessionRecord
     from ._types import Fault, RecordedRequest
 
-__all__ = ["Fault", "MockTinkerServer", "ModelRecord", "RecordedRequest", "SessionRecord", "serve"]
+__all__ = [
+    "Fault",
+    "ForwardProxy",
+    "MockTinkerServer",
+    "ModelRecord",
+    "ProxyRequest",
+    "RecordedRequest",
+    "SessionRecord",
+    "serve",
+]
 
 # Lazy: importing the package must not load the server (http.server, threads) or tarfile.
 _HOMES = {
     "Fault": "_types",
+    "ForwardProxy": "_proxy",
     "MockTinkerServer": "_server",
     "ModelRecord": "_sessions",
+    "ProxyRequest": "_proxy",
     "RecordedRequest": "_types",
     "SessionRecord": "_sessions",
     "serve": "_server",
