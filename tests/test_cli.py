@@ -264,3 +264,17 @@ def test_max_retries_zero_gives_up_at_the_first_failure(tinker_server, tmp_path)
     )
     assert result.returncode == 1 and "Error code: 503" in result.stderr
     assert len(tinker_server.requests) == 1
+
+
+def test_download_into_a_directory_and_destination_errors(tinker_server, tmp_path):
+    result = run_cli(tinker_server, "download", "/test/bytes?size=5000&seed=3", "-o", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert file_sha(tmp_path / "bytes") == sha256_of(3, 5000)
+    missing = tmp_path / "missing" / "out.bin"
+    result = run_cli(tinker_server, "download", "/test/bytes?size=5000", "-o", str(missing))
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        == f"tinker-sync: error: [Errno 2] Cannot save to {missing}: the directory {missing.parent} does not exist: '{missing}'"
+    )
+    assert sorted(os.listdir(tmp_path)) == ["bytes"]

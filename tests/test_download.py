@@ -544,3 +544,57 @@ def test_a_planted_link_or_odd_file_is_never_followed(client, tinker_server, tmp
                 response.stream_to_file(dest)
     assert not dest.exists() and os.path.lexists(f"{dest}{suffix}")  # nothing written, nothing removed
     assert victim.read_bytes() == b"precious" and victim.stat().st_mtime_ns == before.st_mtime_ns
+
+
+# -- destinations ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [
+        ("/test/bytes?size=1000&seed=3", "bytes"),
+        ("/test/bytes/?size=1000&seed=3", None),
+    ],
+)
+def test_a_directory_destination_takes_the_urls_file_name(client, tmp_path, url, name):
+    if name is None:
+        with pytest.raises(tinker_sync.InvalidRequestError, match="give a file path"):
+            client.download(url, tmp_path)
+        assert list(tmp_path.iterdir()) == []
+        return
+    path = client.download(url, tmp_path)
+    assert path == tmp_path / name and file_sha(path) == expected_sha(3, 1000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_a_signed_url_into_a_directory(client, tinker_server, tmp_path):
+    tinker_server.add_checkpoint("tinker://run-1/external_weights/x", size=5000, n_files=1)
+    (url,) = client.checkpoints.external_weights_urls("tinker://run-1/external_weights/x").urls.values()
+    path = client.download(url, tmp_path, credentials=False)
+    assert path.parent == tmp_path and "?" not in path.name and path.stat().st_size == 5000
+
+
+@pytest.mark.parametrize(
+    ("where", "error", "match"),
+    [
+        ("missing/dir/out.bin", FileNotFoundError, "does not exist"),
+        ("a_file/out.bin", NotADirectoryError, "is not a directory"),
+        ("a_file/deeper/out.bin", NotADirectoryError, "is not a directory"),
+    ],
+)
+@pytest.mark.parametrize("how", ["download", "stream_to_file"])
+def test_destination_problems_are_reported_before_the_transfer(
+    client, tinker_server, tmp_path, where, error, match, how
+):
+    (tmp_path / "a_file").write_text("x")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    tinker_server.clear()
+    with pytest.raises(error, match=match):
+        if how == "download":
+            client.download(f"/test/bytes?size={MiB}", tmp_path / where)
+        else:
+            with client.stream("GET", f"/test/bytes?size={MiB}") as response:
+                response.stream_to_file(tmp_path / where)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing left behind
+    if how == "download":
+        assert tinker_server.requests == []  # nothing was sent

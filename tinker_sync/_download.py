@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ._base_client import BaseClient
 from ._exceptions import APIConnectionError, APIStatusError
-from ._files import PartFile, PartState, Progress, checksums_from, headers_from
+from ._files import PartFile, PartState, Progress, checksums_from, destination, headers_from
 from ._observe import mask_url
 from ._response import StreamedResponse, continuation_problem, parse_content_range
 from ._retry import RetryBudget
@@ -55,8 +55,8 @@ def download(
     See ``Client.download`` for the guarantees. ``budget`` shares the retry
     budget of a larger call (a checkpoint's files).
     """
-    part = PartFile(dest)
     url = client.build_url(url_or_path)
+    part = PartFile(destination(dest, url))
     timeout = client.timeout
     if budget is None:
         budget = client._budget(timeout, None)

@@ -39,8 +39,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple, Protocol
+from urllib.parse import unquote
 
-from ._exceptions import DownloadIntegrityError, DownloadLockedError
+from ._exceptions import DownloadIntegrityError, DownloadLockedError, InvalidRequestError
+from ._observe import mask_url
 from ._workers import Worker
 
 __all__ = [
@@ -50,7 +52,9 @@ __all__ = [
     "Progress",
     "ProgressThrottle",
     "Receiver",
+    "check_destination",
     "checksums_from",
+    "destination",
     "remove",
     "target_lock",
 ]
@@ -329,6 +333,55 @@ class PartState:
         return self.url.partition("?")[0] == url.partition("?")[0] and self.validator.startswith('"')
 
 
+def file_name(url: str) -> str:
+    """The file name a URL names (its last path segment, percent-decoded), as ``curl -O`` takes it.
+
+    Raises:
+        InvalidRequestError: the URL's path names no usable file (``/``, ``..``, a hidden name, a
+            separator once decoded).
+    """
+    path = url.split("#", 1)[0].split("?", 1)[0]
+    path = path.split("://", 1)[1] if "://" in path else path
+    name = unquote(path.partition("/")[2].rsplit("/", 1)[-1]) if "/" in path else ""
+    if name in ("", ".", "..") or any(c in name for c in "/\\\x00") or name.startswith("."):
+        raise InvalidRequestError(
+            f"Cannot name a file after {mask_url(url)!r}: give a file path, not a directory"
+        )
+    return name
+
+
+def destination(dest: str | os.PathLike[str], url: str) -> Path:
+    """Where a download of ``url`` to ``dest`` goes: into ``dest`` under the URL's file name when
+    ``dest`` is a directory (as ``curl -O`` / ``wget -P``), else ``dest`` itself."""
+    path = Path(os.fspath(dest))
+    return path / file_name(url) if path.is_dir() else path
+
+
+def check_destination(dest: Path) -> None:
+    """Report a destination that cannot be written before anything is sent or created.
+
+    Raises:
+        FileNotFoundError: its directory does not exist.
+        NotADirectoryError: a file stands where a directory of its path should be.
+        IsADirectoryError: ``dest`` itself is a directory.
+        PermissionError: its directory cannot be written.
+    """
+    parent = dest.parent if str(dest.parent) else Path(".")
+    for part in (parent, *parent.parents):
+        if os.path.lexists(part) and not part.is_dir():
+            raise NotADirectoryError(
+                errno.ENOTDIR, f"Cannot save to {dest}: {part} is not a directory", str(dest)
+            )
+    if not parent.is_dir():
+        raise FileNotFoundError(
+            errno.ENOENT, f"Cannot save to {dest}: the directory {parent} does not exist", str(dest)
+        )
+    if dest.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"Cannot save to {dest}: it is a directory", str(dest))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, f"Cannot save to {dest}: {parent} is not writable", str(dest))
+
+
 class PartFile:
     """The files beside one download's target: ``dest.part``, ``dest.part.json`` and ``dest.lock``."""
 
@@ -345,6 +398,7 @@ class PartFile:
     def lock(self) -> Iterator[None]:
         """Hold ``dest.lock`` for the block (see ``target_lock``); a link or an odd file planted at the
         ``.part`` or its sidecar raises OSError before anything is read, written or removed."""
+        check_destination(self.dest)
         with target_lock(self.lock_path):
             refuse_odd_files(self.part, self.sidecar, Path(f"{self.sidecar}.tmp"))
             yield
@@ -657,7 +711,6 @@ def target_lock(path: Path) -> Iterator[None]:
     import fcntl  # POSIX only; imported here so the module imports anywhere
 
     deadline = time.monotonic() + LOCK_WAIT
-    path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = open_regular(path, os.O_RDWR | os.O_CREAT)
         try:

@@ -38,7 +38,7 @@ from ._exceptions import (
     StreamAlreadyConsumed,
     status_error_class,
 )
-from ._files import BUFFER_SIZE, Checksum, PartFile, Progress, Receiver, checksums_from
+from ._files import BUFFER_SIZE, Checksum, PartFile, Progress, Receiver, checksums_from, destination
 from ._observe import mask_url, redact
 from ._retry import RetryBudget
 from ._transport import READ_SIZE, Body, Headers, RawResponse, Request, first_buffer, next_buffer
@@ -514,7 +514,7 @@ class StreamedResponse:
             OSError: not enough disk space (checked first when the size is known).
             DownloadLockedError: another download of ``path`` holds its lock.
         """
-        part = PartFile(path)
+        part = PartFile(destination(path, self.url))
         self._as_served()
         with part.lock():
             part.discard()

@@ -267,6 +267,7 @@ def _kept(what: Path, exc: BaseException) -> TinkerError:
 
 def _cmd_download(args: argparse.Namespace) -> int:
     from ._exceptions import APIError
+    from ._files import destination
 
     label = os.path.basename(args.output) or args.output
     with _client(args) as client, ProgressReporter(label, stream=_diagnostics(args)) as reporter:
@@ -279,8 +280,9 @@ def _cmd_download(args: argparse.Namespace) -> int:
                 expected_sha256=args.sha256,
             )
         except APIError as exc:
-            part = Path(f"{args.output}.part")
-            if _out_of_retries(exc) and part.is_file() and Path(f"{args.output}.part.json").is_file():
+            dest = destination(args.output, client.build_url(args.url_or_path))
+            part = Path(f"{dest}.part")
+            if _out_of_retries(exc) and part.is_file() and Path(f"{dest}.part.json").is_file():
                 raise _kept(part, exc) from exc
             raise
         reporter.summary(path, os.path.getsize(path))
@@ -583,7 +585,13 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument(
         "url_or_path", metavar="URL_OR_PATH", help="an absolute URL or a path under TINKER_BASE_URL"
     )
-    download.add_argument("-o", "--output", required=True, metavar="FILE", help="where to save it")
+    download.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="PATH",
+        help="the file to save it as, or a directory to save it in",
+    )
     download.add_argument(
         "--no-resume", action="store_true", help="ignore a partial download and start from zero"
     )
@@ -672,6 +680,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except (TinkerError, OSError, ValueError, LookupError) as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
+        message = " ".join(_message(exc).split()) or type(exc).__name__
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 1
+
+
+def _message(exc: BaseException) -> str:
+    """An error's one line: an OSError's text with its file named once, without ``[Errno N]``."""
+    if isinstance(exc, OSError) and exc.strerror:
+        name = exc.filename
+        return exc.strerror if name is None or str(name) in exc.strerror else f"{exc.strerror}: {name}"
+    return str(exc)
