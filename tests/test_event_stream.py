@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Callable
@@ -261,3 +262,130 @@ def test_event_stream_response_attribute(client, tinker_server, sse_implementati
     assert stream.response.url == tinker_server.url + "/test/sse?count=2"
     stream.close()
     assert stream.response.is_closed
+
+
+# -- keep-alive data lines, Last-Event-ID, early breaks, freed buffers ----------------------------
+
+
+def _events_then_close(body: bytes):
+    def script(conn: socket.socket, request: bytes, stop: threading.Event) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n"
+        head += b"Content-Length: %d\r\n\r\n" % len(body)
+        conn.sendall(head + body)
+
+    return script
+
+
+# Empty data between real events, in every form a keep-alive takes.
+KEEPALIVES = [
+    b"data:\n\n",
+    b"data\n\n",
+    b"data: \n\n",
+    b"id: 7\ndata:\n\n",
+    b"retry: 10\ndata:\n\n",
+    b"event: ping\ndata:\n\n",
+    b"data:\r\n\r\n",
+    b"data:\r\r",
+    b": comment\ndata:\n\n",
+]
+
+
+@pytest.mark.parametrize("keepalive", KEEPALIVES)
+def test_typed_streams_skip_empty_data(keepalive, sse_implementation):
+    body = b'data: {"index": 0}\n\n' + keepalive + keepalive + b'data: {"index": 1}\n\n'
+    with raw_server(_events_then_close(body), _events_then_close(body)) as url:
+        with Client(api_key=API_KEY, base_url=url, max_retries=0) as c:
+            typed = [item.index for item in c.stream_get("/e", cast_to=Item)]
+            raw = [event.data for event in c.stream_get("/e")]
+    assert typed == [0, 1]  # the keep-alives never reached the JSON decoder
+    assert raw == ['{"index": 0}', "", "", '{"index": 1}']  # the raw layer delivers them, as the spec says
+
+
+class Item(msgspec.Struct):
+    index: int
+
+
+LAST_IDS = ["7", "événement-42", "日本語", "emoji-😀", "a b", "x" * 300, ""]
+
+
+@pytest.mark.parametrize("last_id", LAST_IDS)
+def test_last_event_id_is_sent_as_utf8_and_never_empty(last_id, sse_implementation):
+    heads: list[bytes] = []
+
+    def first(conn: socket.socket, request: bytes, stop: threading.Event) -> None:
+        heads.append(request)
+        data = b"id: %s\ndata: one\n\n" % last_id.encode()
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 100000\r\n\r\n" + data
+        )
+
+    def second(conn: socket.socket, request: bytes, stop: threading.Event) -> None:
+        heads.append(request)
+        _events_then_close(b"data: two\n\n")(conn, request, stop)
+
+    with raw_server(first, second) as url:
+        with Client(api_key=API_KEY, base_url=url, sleep=lambda s: None) as c:
+            events = list(c.stream_get("/e", reconnect=True))
+    assert [e.data for e in events] == ["one", "two"]
+    assert b"last-event-id" not in heads[0].lower()
+    if last_id:
+        assert b"\r\nLast-Event-ID: " + last_id.encode("utf-8") + b"\r\n" in heads[1]
+        assert events[1].id == last_id  # the ID carries on, round-tripped
+    else:
+        assert b"last-event-id" not in heads[1].lower()
+
+
+@pytest.mark.parametrize("how", ["break", "exception", "exhausted"])
+def test_the_loops_end_closes_the_connection_at_once(client, tinker_server, how, sse_implementation):
+    stream = client.stream_get(
+        "/test/sse?count=1000&delay=0.01" if how != "exhausted" else "/test/sse?count=3"
+    )
+    try:
+        for _event in stream:
+            if how == "break":
+                break
+            if how == "exception":
+                raise LookupError("in the loop")
+    except LookupError:
+        pass
+    # No del, no close(), no garbage collection: the loop's end dropped the generator.
+    assert stream.response is not None and stream.response.is_closed
+    stats = client._transport.pool_stats(tinker_server.url)
+    assert stats["num_connections"] - stats["idle"] == 0  # no connection is held
+    assert list(stream) == []  # and iterating again yields nothing
+
+
+def test_a_failed_stream_frees_its_buffers_without_the_garbage_collector(client, sse_implementation):
+    """100 streams failing with an oversized line, with gc disabled: nothing of them survives."""
+    import gc
+    import weakref
+
+    from tinker_sync import SSEDecodeError
+
+    small = Client(api_key=API_KEY, base_url=client.base_url, max_event_size=1 << 14)
+    refs: list[weakref.ref[object]] = []
+    gc.collect()
+    gc.disable()
+    try:
+        rss = _rss()
+        for _ in range(100):
+            stream = small.stream_get("/test/sse?count=2&size=100000")
+            try:
+                next(stream)
+            except SSEDecodeError as exc:
+                refs.append(weakref.ref(exc))
+            refs.append(weakref.ref(stream.response))  # type: ignore[arg-type]
+            refs.append(weakref.ref(stream))
+            del stream
+        alive = [r() for r in refs if r() is not None]
+        assert alive == []  # freed by reference counting alone: no cycle holds a decoder or a buffer
+        assert _rss() - rss < 8 << 20  # and the memory is back: 100 x (16 KiB line + buffers) would show
+    finally:
+        gc.enable()
+        small.close()
+
+
+def _rss() -> int:
+    """This process's resident set size, in bytes."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
