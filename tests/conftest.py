@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,7 +53,26 @@ def pure_install_reason() -> str | None:
         return None
 
 
+# Big test files (2 GiB downloads, fsynced) go to RAM when a tmpfs has room: the same code paths
+# (real files, real renames), without waiting for a disk; CI disks can also be small.
+SHM = "/dev/shm"
+SHM_NEEDED = 8 << 30
+
+
+def _temp_files_in_ram() -> None:
+    if os.environ.get("TMPDIR") or not os.path.isdir(SHM):
+        return
+    try:
+        free = shutil.disk_usage(SHM).free
+    except OSError:
+        return
+    if free >= SHM_NEEDED:
+        os.environ["TMPDIR"] = SHM  # inherited by xdist workers and subprocesses
+        tempfile.tempdir = None  # re-read by the next gettempdir()
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _temp_files_in_ram()
     reason = pure_install_reason()
     config.stash[PURE_INSTALL] = reason
     if reason is not None:
