@@ -432,12 +432,16 @@ BAD_PATHS = [
     "tinker://../weights/x",
     "tinker://run/weights/a\\b",
     "tinker://run/weights/a\x00b",
+    "tinker://run/weights/a\rb",
+    "tinker://run/weights/a\nb",
+    "tinker://run\r\nX-Injected: 1/weights/final",
+    "tinker://run/weights/final\x7f",
 ]
 
 
 @pytest.mark.parametrize("bad", BAD_PATHS)
 def test_bad_tinker_paths(client, tinker_server, out: Path, bad: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(tinker_sync.InvalidRequestError):  # a ValueError too, as before
         client.checkpoints.download(bad, out)
     assert tinker_server.requests == []
     assert not out.exists() or list(out.iterdir()) == []

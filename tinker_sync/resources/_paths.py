@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import NamedTuple
 from urllib.parse import quote
 
+from .._exceptions import InvalidRequestError
+
 __all__ = ["KINDS", "TinkerPath", "parse_tinker_path", "segment"]
 
 KINDS = ("weights", "sampler_weights", "external_weights")
@@ -55,20 +57,21 @@ def parse_tinker_path(path: str) -> TinkerPath:
     """Parse ``tinker://RUN/KIND/NAME`` (KIND: weights, sampler_weights, external_weights).
 
     Raises:
-        ValueError: anything else, with what was expected.
+        InvalidRequestError: anything else, with what was expected (a ``ValueError`` too);
+            before anything is sent.
     """
     if not isinstance(path, str) or not path.startswith("tinker://"):
-        raise ValueError(f"Not a checkpoint path: {path!r}; expected tinker://RUN/KIND/NAME")
+        raise InvalidRequestError(f"Not a checkpoint path: {path!r}; expected tinker://RUN/KIND/NAME")
     parts = path[len("tinker://") :].split("/")
     if len(parts) != 3 or not all(parts):
-        raise ValueError(
+        raise InvalidRequestError(
             f"Not a checkpoint path: {path!r}; expected tinker://RUN/KIND/NAME "
             f"with KIND one of {', '.join(KINDS)}"
         )
     run, kind, name = parts
     if kind not in KINDS:
-        raise ValueError(f"Unknown checkpoint kind {kind!r} in {path!r}; expected one of {', '.join(KINDS)}")
+        raise InvalidRequestError(f"Unknown checkpoint kind {kind!r} in {path!r}; expected one of {', '.join(KINDS)}")
     for part in (run, name):
-        if part in (".", "..") or "\\" in part or "\x00" in part or any(ord(c) < 32 for c in part):
-            raise ValueError(f"Invalid component {part!r} in checkpoint path {path!r}")
+        if part in (".", "..") or "\\" in part or any(ord(c) < 32 or c == "\x7f" for c in part):
+            raise InvalidRequestError(f"Invalid component {part!r} in checkpoint path {path!r}")
     return TinkerPath(run, kind, name)
