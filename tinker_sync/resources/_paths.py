@@ -70,7 +70,9 @@ def parse_tinker_path(path: str) -> TinkerPath:
         )
     run, kind, name = parts
     if kind not in KINDS:
-        raise InvalidRequestError(f"Unknown checkpoint kind {kind!r} in {path!r}; expected one of {', '.join(KINDS)}")
+        raise InvalidRequestError(
+            f"Unknown checkpoint kind {kind!r} in {path!r}; expected one of {', '.join(KINDS)}"
+        )
     for part in (run, name):
         if part in (".", "..") or "\\" in part or any(ord(c) < 32 or c == "\x7f" for c in part):
             raise InvalidRequestError(f"Invalid component {part!r} in checkpoint path {path!r}")
