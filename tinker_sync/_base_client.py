@@ -184,6 +184,11 @@ class BaseClient:
     def __repr__(self) -> str:
         return f"<tinker_sync.{type(self).__name__} base_url={self.base_url!r}>"
 
+    @property
+    def max_connections(self) -> int:
+        """The most connections one download may use at once: what the pool keeps per host."""
+        return self._transport.pool_maxsize
+
     def __enter__(self: Self) -> Self:
         return self
 

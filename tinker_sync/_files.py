@@ -3,7 +3,8 @@
 Files next to a download's target ``dest``:
 
     dest.part        the bytes received so far (renamed to ``dest`` when complete and verified)
-    dest.part.json   sidecar: {"url", "validator" (ETag or Last-Modified), "total", "checksums"}
+    dest.part.json   sidecar: {"url", "validator" (ETag or Last-Modified), "total", "checksums"}, and
+                     for a download over several connections "ranges": the byte ranges written
     dest.lock        holds an exclusive ``fcntl.flock`` while a download of ``dest`` runs;
                      its text names the holder ("pid@hostname")
 
@@ -320,6 +321,14 @@ class PartState:
     total: int | None
     checksums: dict[str, str] = field(default_factory=dict)
     size: int = 0  # the ``.part``'s current size (not stored: read from the file)
+    # For a ``.part`` written over several connections (preallocated to ``total``): the byte ranges
+    # [start, end) written, sorted and disjoint; None for one written front to back (``size`` bytes).
+    ranges: list[tuple[int, int]] | None = None
+
+    @property
+    def done(self) -> int:
+        """Bytes of the resource the ``.part`` already holds."""
+        return self.size if self.ranges is None else sum(end - start for start, end in self.ranges)
 
     def same_resource(self, url: str) -> bool:
         """Whether this sidecar is for ``url``'s resource.
@@ -418,8 +427,8 @@ class PartFile:
             return None
         if not isinstance(saved, dict):
             return None
-        url_saved, validator, total, checksums = (
-            saved.get(k) for k in ("url", "validator", "total", "checksums")
+        url_saved, validator, total, checksums, ranges = (
+            saved.get(k) for k in ("url", "validator", "total", "checksums", "ranges")
         )
         if not (isinstance(url_saved, str) and isinstance(validator, str)):
             return None
@@ -435,10 +444,22 @@ class PartFile:
             return None
         if (total is not None and state.total is None) or (state.total is not None and size > state.total):
             return None
-        return state if size > 0 else None
+        if ranges is not None:
+            state.ranges = _ranges_within(ranges, min(size, state.total or 0))
+            if state.ranges is None:
+                return None
+        return state if state.done > 0 else None
 
-    def save(self, url: str, validator: str | None, total: int | None, headers: Mapping[str, str]) -> None:
-        """Write the sidecar for a ``.part`` starting at byte 0 of the resource (atomic).
+    def save(
+        self,
+        url: str,
+        validator: str | None,
+        total: int | None,
+        headers: Mapping[str, str],
+        ranges: Sequence[tuple[int, int]] | None = None,
+    ) -> None:
+        """Write the sidecar for a ``.part`` starting at byte 0 of the resource (atomic), or with
+        ``ranges`` for one written at several offsets at once.
 
         Without a validator nothing could pin a later resume to the same
         resource: then there is no sidecar (and the ``.part`` goes on failure).
@@ -446,12 +467,14 @@ class PartFile:
         if validator is None:
             remove(self.sidecar)
             return
-        state = {
+        state: dict[str, Any] = {
             "url": url,
             "validator": validator,
             "total": total,
             "checksums": {name: headers[name] for name in CHECKSUM_HEADERS if headers.get(name)},
         }
+        if ranges is not None:
+            state["ranges"] = [list(r) for r in ranges]
         tmp = Path(f"{self.sidecar}.tmp")
         with os.fdopen(open_regular(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w") as f:
             f.write(json.dumps(state))
@@ -472,7 +495,7 @@ class PartFile:
         For a 416 answered to ``Range: bytes=<part size>-``: only a checksum can
         prove the bytes are the resource's, so without one the answer is no.
         """
-        if total is None or total != state.size or state.total not in (None, state.size):
+        if total is None or total != state.size or state.total not in (None, state.size) or state.ranges:
             return False
         if expected_size is not None and expected_size != state.size:
             return False
@@ -487,6 +510,21 @@ class PartFile:
         except DownloadIntegrityError:
             return False
         return True
+
+
+def _ranges_within(value: object, size: int) -> list[tuple[int, int]] | None:
+    """A sidecar's ``ranges`` if they are sorted, disjoint ``[start, end]`` pairs within ``size`` bytes."""
+    if not isinstance(value, list):
+        return None
+    ranges: list[tuple[int, int]] = []
+    for item in value:
+        if not (isinstance(item, list) and len(item) == 2 and all(type(x) is int for x in item)):
+            return None
+        start, end = item
+        if not (0 <= start < end <= size) or (ranges and start < ranges[-1][1]):
+            return None
+        ranges.append((start, end))
+    return ranges
 
 
 # -- receiving ------------------------------------------------------------------------------------

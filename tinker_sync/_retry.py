@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import email.utils
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 
@@ -115,6 +116,10 @@ class RetryBudget:
     sends in all, each renewal needing new bytes or events; ``Timeout.total``
     bounds the time.
 
+    Thread-safe: the connections of one download over several connections
+    spend one budget (their failures count together; progress is the bytes
+    the whole file holds).
+
     Attributes:
         attempts: sends made so far (the caller counts each with ``sent()``).
         retries: retries granted so far (sent as ``x-stainless-retry-count``).
@@ -139,14 +144,16 @@ class RetryBudget:
         self._dns = 0
         self._rand = rand
         self._now = now
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<RetryBudget {self.failures}/{self.max_retries} failures, {self.attempts} sends>"
 
     def sent(self) -> int:
         """Count one send; returns the retry count to put on it."""
-        self.attempts += 1
-        return self.retries
+        with self._lock:
+            self.attempts += 1
+            return self.retries
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (never negative), or None without one."""
@@ -173,6 +180,12 @@ class RetryBudget:
             progress: how far the call had got (bytes or events delivered).
             min_wait: the least wait (an SSE stream's reconnection time).
         """
+        with self._lock:
+            return self._retry(cause, headers, progress, min_wait)
+
+    def _retry(
+        self, cause: str | None, headers: Mapping[str, str] | None, progress: int | None, min_wait: float
+    ) -> float | None:
         if cause in NEVER_RETRIED:
             return None
         if cause == "dns":

@@ -641,6 +641,11 @@ class Transport:
                 self._context = ssl_context(self.verify, self._ca)
             return self._context
 
+    @property
+    def pool_maxsize(self) -> int:
+        """Connections kept alive per host."""
+        return self._pool_maxsize
+
     def proxy_for(self, url: str) -> str | None:
         """The proxy a request to ``url`` goes through (credentials included: mask before showing), or None."""
         scheme, host, port = origin_of(url)

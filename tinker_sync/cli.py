@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 if TYPE_CHECKING:
     from ._client import Client
     from ._exceptions import TinkerError
+    from ._response import Connections
 
 __all__ = ["ProgressReporter", "build_parser", "format_size", "main"]
 
@@ -278,6 +279,7 @@ def _cmd_download(args: argparse.Namespace) -> int:
                 progress=reporter,
                 resume=not args.no_resume,
                 expected_sha256=args.sha256,
+                connections=args.connections,
             )
         except APIError as exc:
             dest = destination(args.output, client.build_url(args.url_or_path))
@@ -301,12 +303,17 @@ def _diagnostics(args: argparse.Namespace) -> TextIO:
 
 
 def _checkpoint_download(
-    client: Client, tinker_path: str, output: str, force: bool, stream: TextIO | None = None
+    client: Client,
+    tinker_path: str,
+    output: str,
+    force: bool,
+    stream: TextIO | None = None,
+    connections: Connections = "auto",
 ) -> tuple[str, int]:
     """Download with a progress bar; notes (preparing, resumed) go above it. Returns (path, bytes)."""
     with ProgressReporter(tinker_path.rsplit("/", 1)[-1], stream=stream) as reporter:
         path = client.checkpoints.download(
-            tinker_path, output, force=force, progress=reporter, notify=reporter.note
+            tinker_path, output, force=force, progress=reporter, notify=reporter.note, connections=connections
         )
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         reporter.summary(path, size)
@@ -319,7 +326,7 @@ def _cmd_checkpoint_download(args: argparse.Namespace) -> int:
     with _client(args) as client:
         try:
             path, size = _checkpoint_download(
-                client, args.tinker_path, args.output, args.force, _diagnostics(args)
+                client, args.tinker_path, args.output, args.force, _diagnostics(args), args.connections
             )
         except APIError as exc:
             name = args.tinker_path.removeprefix("tinker://").replace("/", "_")
@@ -513,6 +520,25 @@ def _retries_arg(value: str) -> int:
     return int(value)
 
 
+def _connections_arg(value: str) -> int | str:
+    if value == "auto":
+        return value
+    if not value.strip().isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {value!r}")
+    return int(value)
+
+
+def _add_connections(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--connections",
+        type=_connections_arg,
+        default="auto",
+        metavar="N",
+        help="connections per file when the server takes byte ranges (default: auto: 1 below 32 MiB, "
+        "one more per 16 MiB, up to 8)",
+    )
+
+
 def _add_max_retries(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-retries",
@@ -598,6 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument(
         "--sha256", type=_sha256_arg, metavar="HEX", help="the expected SHA-256 of the file"
     )
+    _add_connections(download)
     _add_max_retries(download)
 
     scope = {"choices": ("owned", "accessible"), "default": "owned", "help": "owned (default) or accessible"}
@@ -639,6 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", default=".", metavar="DIR", help="parent directory (default: .)"
     )
     ck_download.add_argument("--force", action="store_true", help="replace an existing download")
+    _add_connections(ck_download)
     _add_max_retries(ck_download)
 
     demo = command(

@@ -141,6 +141,10 @@ class ArchiveSigner:
 
     # -- the Sender of the archive's responses ---------------------------------
 
+    @property
+    def max_connections(self) -> int:
+        return self.client.max_connections
+
     def send(
         self,
         request: Request,

@@ -54,7 +54,7 @@ from .._exceptions import (
     UnsafeArchiveError,
 )
 from .._files import Progress, target_lock
-from .._response import StreamedResponse, decode_json
+from .._response import Connections, StreamedResponse, check_connections, decode_json
 from .._retry import RetryBudget
 from .._transport import Request
 from ._archive import ARCHIVE_UNSUPPORTED, ArchiveSigner, BodyReader, Notify, http_date, is_compressed
@@ -223,6 +223,7 @@ class Checkpoints(SyncAPIResource[M]):
         notify: Notify | None = None,
         max_members: int | None = None,
         max_total_size: int | None = None,
+        connections: Connections = "auto",
     ) -> Path:
         """Download a checkpoint into ``<output_dir>/<RUN>_<KIND>_<NAME>`` and return that path.
 
@@ -252,6 +253,9 @@ class Checkpoints(SyncAPIResource[M]):
             max_members, max_total_size: extraction limits for this call; by
                 default the client's ``archive_limits`` (10,000 members; the
                 checkpoint's ``size_bytes`` when known).
+            connections: connections per file of external weights (and of an
+                export), as ``Client.download``; an archive streams into its
+                extraction in order, over one connection.
 
         Raises:
             ValueError: not a downloadable ``tinker://`` path.
@@ -263,6 +267,7 @@ class Checkpoints(SyncAPIResource[M]):
             APIStatusError, APIConnectionError: the API or the transfer failed.
         """
         self._plain_only("download")
+        check_connections(connections)
         path = parse_tinker_path(tinker_path)
         if path.kind == "sampler_weights":
             raise ValueError(
@@ -281,10 +286,18 @@ class Checkpoints(SyncAPIResource[M]):
             _check_target(target, force)  # another run may have finished while we waited
             if path.kind == "weights":
                 tmp = self._download_weights(
-                    path, target, report, prepare_timeout, say, budget, max_members, max_total_size
+                    path,
+                    target,
+                    report,
+                    prepare_timeout,
+                    say,
+                    budget,
+                    max_members,
+                    max_total_size,
+                    connections,
                 )
             else:
-                tmp = self._download_external(path, target, report, say, budget)
+                tmp = self._download_external(path, target, report, say, budget, connections)
             try:
                 _install(tmp, target, force)
             except BaseException:
@@ -313,6 +326,7 @@ class Checkpoints(SyncAPIResource[M]):
         budget: RetryBudget,
         max_members: int | None,
         max_total_size: int | None,
+        connections: Connections,
     ) -> Path:
         signer = ArchiveSigner(self._client, path, prepare_timeout, say, budget)
         try:
@@ -323,7 +337,9 @@ class Checkpoints(SyncAPIResource[M]):
             log.info("The archive of %s: HTTP %d; trying the export flow", path, exc.status_code)
             why = f"the server does not serve archives (HTTP {exc.status_code})"
             with exported(self._client, path, budget, prepare_timeout, say, why) as export:
-                return self._download_external(export, target, progress, say, budget, renew_ttl=EXPORT_TTL)
+                return self._download_external(
+                    export, target, progress, say, budget, connections, renew_ttl=EXPORT_TTL
+                )
         return self._download_archive(signer, target, progress, max_members, max_total_size)
 
     def _download_archive(
@@ -385,6 +401,7 @@ class Checkpoints(SyncAPIResource[M]):
         progress: Progress,
         say: Notify,
         budget: RetryBudget,
+        connections: Connections,
         renew_ttl: int | None = None,
     ) -> Path:
         client = self._client
@@ -425,6 +442,7 @@ class Checkpoints(SyncAPIResource[M]):
                             credentials=False,
                             budget=budget,
                             progress=file_progress,
+                            connections=connections,
                         )
                     except APIStatusError as exc:
                         if exc.status_code not in (401, 403):
