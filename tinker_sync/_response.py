@@ -22,9 +22,8 @@ import html
 import logging
 import os
 import re
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 import msgspec
@@ -118,6 +117,7 @@ class Sender(Protocol):
         headers: Mapping[str, str] | None = ...,
         progress: int | None = ...,
         min_wait: float = ...,
+        stream: Hashable = ...,
     ) -> bool: ...
 
 
@@ -658,7 +658,7 @@ class StreamedResponse:
         if sender is None or budget is None:
             raise RuntimeError("a response without its sender cannot fetch ranges")
         while True:
-            ranges = _RangeFetcher(response, sender, budget, total, resume, held=sum(b - a for a, b in done))
+            ranges = _RangeFetcher(response, sender, budget, total, resume)
             first = ranges.source(response)
             parsed = parse_content_range(response.headers.get("content-range", ""))
             end = parsed[1] + 1 if response.status_code == 206 and parsed is not None else total
@@ -841,12 +841,11 @@ class _Replay:
 
 class _RangeSender:
     """The sender of one file's range responses: the response's own sender (the client, or a URL
-    signer), but the mark that renews the retry budget is the bytes the whole file holds, not a
-    range's offset (every range spends the one budget)."""
+    signer); each range is a stream of the one retry budget, renewed by that range's progress (a
+    blip that cuts every connection after data resumes them all at once)."""
 
-    def __init__(self, sender: Sender, held: Callable[[], int]) -> None:
+    def __init__(self, sender: Sender) -> None:
         self._sender = sender
-        self._held = held
 
     @property
     def max_connections(self) -> int:
@@ -874,16 +873,27 @@ class _RangeSender:
         headers: Mapping[str, str] | None = None,
         progress: int | None = None,
         min_wait: float = 0.0,
+        stream: Hashable = None,
     ) -> bool:
-        held = None if progress is None else self._held()
+        if progress is not None:  # the bytes this range received: its offset past the range's start
+            first = request.headers.get("Range", "").removeprefix("bytes=").partition("-")[0]
+            progress -= int(first) if first.isdigit() else 0
+            stream = id(request)
         return self._sender._backoff(
-            budget, request, reason, cause=cause, headers=headers, progress=held, min_wait=min_wait
+            budget,
+            request,
+            reason,
+            cause=cause,
+            headers=headers,
+            progress=progress,
+            min_wait=min_wait,
+            stream=stream,
         )
 
 
 class _RangeSource:
     """A response as a ``_ranges.Source``: resumed in the call; a resume that shows another
-    version of the resource raises ``RangeChanged``. Counts what arrives, for the retry budget."""
+    version of the resource raises ``RangeChanged``."""
 
     def __init__(self, response: StreamedResponse, fetcher: _RangeFetcher) -> None:
         self.response = response
@@ -891,14 +901,11 @@ class _RangeSource:
 
     def readinto(self, buffer: memoryview, /) -> int:
         try:
-            n = self.response._readinto(buffer, resume=self.fetcher.resume)
+            return self.response._readinto(buffer, resume=self.fetcher.resume)
         except APIConnectionError as exc:
             if exc.cause == "resume":
                 raise RangeChanged(str(exc)) from exc
             raise
-        with self.fetcher.lock:
-            self.fetcher.held += n
-        return n
 
     def close(self) -> None:
         self.response.close()
@@ -914,8 +921,6 @@ class _RangeFetcher:
         budget: RetryBudget,
         total: int,
         resume: bool,
-        *,
-        held: int,
     ) -> None:
         self.request = whole_request(response.request)
         self.validator = response.validator
@@ -923,9 +928,7 @@ class _RangeFetcher:
         self.budget = budget
         self.total = total
         self.resume = resume
-        self.lock = threading.Lock()
-        self.held = held  # bytes held or received: the mark that renews the retry budget
-        self.sender = _RangeSender(sender, lambda: self.held)
+        self.sender = _RangeSender(sender)
         response._sender = self.sender
 
     def source(self, response: StreamedResponse) -> _RangeSource:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin
 
@@ -186,9 +186,17 @@ class ArchiveSigner:
         headers: Mapping[str, str] | None = None,
         progress: int | None = None,
         min_wait: float = 0.0,
+        stream: Hashable = None,
     ) -> bool:
         if not self.client._backoff(
-            budget, request, reason, cause=cause, headers=headers, progress=progress, min_wait=min_wait
+            budget,
+            request,
+            reason,
+            cause=cause,
+            headers=headers,
+            progress=progress,
+            min_wait=min_wait,
+            stream=stream,
         ):
             return False
         if progress is not None:
