@@ -13,7 +13,8 @@ Rules:
    and only the last pieces are hashed after the transfer. A fetcher with nothing left to claim
    takes the back half of the largest range still being fetched, so that no connection idles
    while another has far to go.
-2. Memory is constant: one buffer per connection and one for hashing, whatever the size.
+2. Memory is constant: one buffer per connection (its share of the read budget, ``_buffers``)
+   and one for hashing, whatever the size.
 3. Every byte is written by exactly one fetcher: ``RangePlan.take`` hands out the bytes a fetcher
    may write before it writes them, and a range split by another fetcher ends where the split is.
 4. The sidecar lists the ranges written, saved (after ``fdatasync``) about once a second and when
@@ -32,6 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
+from . import _buffers
 from ._exceptions import DownloadIntegrityError
 from ._files import (
     HASH_READ_SIZE,
@@ -262,8 +264,9 @@ class _Transfer:
 
     def _run(self, first: bool) -> None:
         plan = self.plan
+        lease = _buffers.Lease()
         try:
-            buffer = memoryview(bytearray(self.buffer_size))
+            buffer = memoryview(bytearray(min(lease.resize(self.buffer_size), self.buffer_size)))
             while not self.stop:
                 span = plan.first if first and plan.first is not None else plan.claim()
                 first = False
@@ -286,6 +289,7 @@ class _Transfer:
                     self.error = exc
                 self.stop = True
         finally:
+            lease.close()
             with plan.changed:
                 self.running -= 1
                 plan.changed.notify_all()

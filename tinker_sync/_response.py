@@ -28,6 +28,7 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
+from ._buffers import READ_SIZE, ReadBuffer
 from ._config import Timeout
 from ._continuation import (
     continuation_problem,
@@ -50,16 +51,7 @@ from ._files import BUFFER_SIZE, Checksum, PartFile, Progress, Receiver, checksu
 from ._observe import mask_url, redact
 from ._ranges import MIN_PIECE, RangeChanged, auto_connections, receive_ranges
 from ._retry import RetryBudget
-from ._transport import (
-    DEFAULT_POOL_MAXSIZE,
-    READ_SIZE,
-    Body,
-    Headers,
-    RawResponse,
-    Request,
-    first_buffer,
-    next_buffer,
-)
+from ._transport import DEFAULT_POOL_MAXSIZE, Body, Headers, RawResponse, Request
 
 __all__ = [
     "Connections",
@@ -346,12 +338,14 @@ class StreamedResponse:
     def _iter_raw(self, limit: int) -> Iterator[bytes]:
         """The body as it arrives; releases the connection at its end, discards it otherwise."""
         self._start()
-        buffer = first_buffer(limit)
+        buffer = ReadBuffer(limit)
         try:
-            while n := self._readinto(buffer):
-                yield bytes(buffer[:n])
-                buffer = next_buffer(buffer, n, limit)
+            view = buffer.view
+            while n := self._readinto(view):
+                yield bytes(view[:n])
+                view = buffer.next(n)
         finally:
+            buffer.close()
             self.close()
 
     def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:

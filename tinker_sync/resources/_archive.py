@@ -22,6 +22,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin
 
 from .._base_client import BaseClient
+from .._buffers import READ_SIZE
 from .._config import Timeout
 from .._exceptions import (
     APIConnectionError,
@@ -34,7 +35,7 @@ from .._exceptions import (
 from .._files import Progress
 from .._response import StreamedResponse
 from .._retry import RetryBudget, retry_delay, should_retry_status
-from .._transport import READ_SIZE, Request
+from .._transport import Request
 from ._paths import TinkerPath
 
 __all__ = ["ARCHIVE_UNSUPPORTED", "ArchiveSigner", "BodyReader", "Notify", "http_date", "is_compressed"]
