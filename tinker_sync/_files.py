@@ -754,19 +754,21 @@ class Receiver:
 
 
 @contextlib.contextmanager
-def target_lock(path: Path) -> Iterator[None]:
+def target_lock(path: Path, *, wait: float | None = None, what: str = "download") -> Iterator[None]:
     """Hold ``path`` (``dest.lock``) exclusively for the block.
 
     An ``fcntl.flock`` on the lock file: the kernel drops it when its holder
     exits, even after ``kill -9``, so a lock file left by a dead process is
     simply reclaimed. The file's text ("pid@hostname") names the holder in
-    the error a second download gets after waiting ``LOCK_WAIT`` seconds.
+    the error a second download gets after waiting ``wait`` seconds
+    (``LOCK_WAIT`` by default; ``what`` says what holds such locks).
     The file is removed on release; a waiter that then locks the removed
     file notices (its inode is no longer at ``path``) and tries again.
     """
     import fcntl  # POSIX only; imported here so the module imports anywhere
 
-    deadline = time.monotonic() + LOCK_WAIT
+    wait = LOCK_WAIT if wait is None else wait
+    deadline = time.monotonic() + wait
     while True:
         fd = open_regular(path, os.O_RDWR | os.O_CREAT)
         try:
@@ -776,7 +778,7 @@ def target_lock(path: Path) -> Iterator[None]:
             os.close(fd)
             if time.monotonic() >= deadline:
                 raise DownloadLockedError(
-                    f"{path} is held by another download ({holder}); waited {LOCK_WAIT:g} s"
+                    f"{path} is held by another {what} ({holder}); waited {wait:g} s"
                 ) from None
             time.sleep(LOCK_POLL)
             continue

@@ -40,7 +40,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urljoin
@@ -71,7 +71,9 @@ from ._resource import (
     no_content,
     view,
 )
-from .types import Checkpoint, CheckpointArchiveUrl, CheckpointList, ExternalWeightsUrls
+from ._sync import SyncProgress
+from ._sync import sync as mirror
+from .types import Checkpoint, CheckpointArchiveUrl, CheckpointList, ExternalWeightsUrls, SyncReport
 
 __all__ = ["DEFAULT_PREPARE_TIMEOUT", "Checkpoints", "TinkerPath", "parse_tinker_path"]
 
@@ -313,6 +315,86 @@ class Checkpoints(SyncAPIResource[M]):
             log.debug("Size of %s unknown: %s", path, exc)
             return None
         return size or None
+
+    # -- mirroring a run -----------------------------------------------------------
+
+    def sync(
+        self: Checkpoints[Parsed],
+        run_id: str,
+        output_dir: str | os.PathLike[str],
+        *,
+        kinds: Collection[str] | None = None,
+        latest: int | None = None,
+        since: datetime | None = None,
+        prune: bool = False,
+        progress: SyncProgress | None = None,
+        notify: Notify | None = None,
+        connections: Connections = "auto",
+        lock_wait: float = 0.0,
+    ) -> SyncReport:
+        """Mirror the checkpoints of training run ``run_id`` into ``output_dir``; safe to start from
+        cron every minute.
+
+        Downloads each selected checkpoint not yet complete there (as ``download`` does, into
+        ``output_dir/RUN_KIND_NAME``, with every guarantee of it), oldest first, and returns what
+        changed. ``output_dir/.tinker-sync.json`` (written atomically after each checkpoint)
+        lists what is complete and verified; ``output_dir/.tinker-sync.lock`` keeps overlapping
+        syncs apart: one that finds it held (after ``lock_wait`` seconds) does nothing and reports
+        ``"locked"``. A killed sync's next run downloads only what is missing. A checkpoint that
+        fails is reported and the others go on. Nothing is deleted locally unless ``prune``: then
+        the checkpoints this mirror holds that the server no longer lists.
+
+        Args:
+            kinds: the kinds to mirror (``weights``, ``external_weights``); by default both
+                (``sampler_weights`` cannot be downloaded).
+            latest: only the ``latest`` newest of them.
+            since: only those saved at or after this time (naive: UTC).
+            prune: remove local copies of checkpoints the server deleted.
+            progress: ``progress(tinker_path, downloaded, total)`` while a checkpoint downloads.
+            notify: one-line notes (archive being prepared, resumed, re-signed).
+            connections: per file, as ``download``.
+
+        Returns:
+            A ``SyncReport``: ``status`` ``"nothing to do"``, ``"synced"``, ``"partial failure"``
+            or ``"locked"``, and the checkpoints downloaded, failed, current, gone and pruned.
+
+        Raises:
+            ValueError: an unknown or undownloadable kind, ``latest`` below 1.
+            APIStatusError, APIConnectionError: the run's checkpoints could not be listed.
+        """
+        self._plain_only("sync")
+        check_connections(connections)
+
+        def download(
+            tinker_path: str,
+            output_dir: str | os.PathLike[str] = ".",
+            *,
+            force: bool = False,
+            progress: Progress | None = None,
+            notify: Notify | None = None,
+        ) -> Path:
+            return self.download(
+                tinker_path,
+                output_dir,
+                force=force,
+                progress=progress,
+                notify=notify,
+                connections=connections,
+            )
+
+        return mirror(
+            run_id,
+            output_dir,
+            listing=lambda run: self.list_for_run(run).checkpoints,
+            download=download,
+            kinds=kinds,
+            latest=latest,
+            since=since,
+            prune=prune,
+            progress=progress,
+            notify=notify,
+            lock_wait=lock_wait,
+        )
 
     # -- archive flow (or the export flow, when the server has no archives) ---
 
