@@ -15,7 +15,8 @@ Routes (GET only; keep-alive honoured; one thread per connection, backlog 4096):
 - ``/bytes?size=B&ranges=1&rate=R``: B bytes of incompressible data, ``Content-Length`` framing, 4 MiB
   writes. ``ranges=1`` adds a strong ``ETag`` and ``Accept-Ranges: bytes`` and honours ``Range``
   (``bytes=A-B``, ``bytes=A-``) and ``If-Range`` (without it, no validator: clients download in one
-  stream); ``rate=R`` paces each response at R bytes per second (an object store's per-connection cap).
+  stream); ``rate=R`` paces each response at R bytes per second (an object store's per-connection cap);
+  ``digest=1`` sends the whole body's SHA-256 as ``Content-Digest`` on a 200 (clients verify it).
 - ``/hello``: a tiny JSON body.
 
 ``Connection: close`` in a request closes the connection after its response (the raw reader of
@@ -27,7 +28,9 @@ Every event of ``/sse`` is a valid JSON document matching ``bench.clients.Event`
 from __future__ import annotations
 
 import argparse
+import base64
 import functools
+import hashlib
 import random
 import resource
 import socket
@@ -183,14 +186,26 @@ def parse_range(value: str, size: int) -> tuple[int, int] | None:
     return (start, end) if start < end else None
 
 
+@functools.lru_cache(maxsize=4)
+def body_digest(size: int) -> str:
+    """``sha-256=:...:`` of the whole /bytes body of ``size`` bytes (for Content-Digest)."""
+    digest, block, left = hashlib.sha256(), bytes_block(), size
+    while left:
+        digest.update(block[: min(left, len(block))])
+        left -= min(left, len(block))
+    return f"sha-256=:{base64.b64encode(digest.digest()).decode()}:"
+
+
 def route_bytes(sock: socket.socket, query: dict[str, str], headers: dict[str, str]) -> None:
     size = int(query.get("size", str(1 << 20)))
     rate = float(query.get("rate", "0"))
     block = memoryview(bytes_block())
     start, end, status, extra = 0, size, "200 OK", []
+    if query.get("digest") == "1" and "range" not in headers:
+        extra.append(f"Content-Digest: {body_digest(size)}")
     if query.get("ranges") == "1":  # byte ranges: a strong ETag pins the body, Range/If-Range honoured
         etag = f'"bench-{size}"'
-        extra = [f"ETag: {etag}", "Accept-Ranges: bytes"]
+        extra += [f"ETag: {etag}", "Accept-Ranges: bytes"]
         wanted = parse_range(headers.get("range", ""), size) if "range" in headers else None
         if wanted is not None and headers.get("if-range", etag) == etag:
             (start, end), status = wanted, "206 Partial Content"

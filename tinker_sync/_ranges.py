@@ -218,7 +218,8 @@ class RangePlan:
                     ranges[i][1] = max(ranges[i][1], ranges.pop(i + 1)[1])
             else:
                 ranges.insert(i, [offset, end])
-            self.changed.notify_all()
+            if i == 0 and ranges[0][0] == 0:  # the bytes from byte 0 on grew: there is more to hash
+                self.changed.notify_all()
 
     def release(self, span: _Span) -> None:
         """The span's fetcher is done with it: what it did not reserve is fetched again later."""
