@@ -81,7 +81,7 @@ def server_url() -> Iterator[str]:
 
 
 DOWNLOADS = 64
-SIZE = 4 * MiB
+SIZE = 2 * MiB
 
 
 def run_at_once(url: str, tmp_path, how: str) -> list[str]:
@@ -126,3 +126,18 @@ def test_many_downloads_at_once_cost_a_bounded_amount_each(server_url, tmp_path,
     monkeypatch.setattr(buffers, "BUDGET", 4 * MiB)
     digests = run_at_once(server_url, tmp_path, how)
     assert digests == [sha256_of(3, SIZE)] * DOWNLOADS
+
+
+# One large file over 8 connections: a 256 KiB buffer per connection and 1 MiB to hash, whatever the size.
+@pytest.mark.limit_memory("8 MB")
+def test_one_file_over_many_connections_in_constant_memory(server_url, tmp_path):
+    size = 256 * MiB
+    with tinker_sync.Client(api_key="tml-test-key", base_url=server_url) as client:
+        path = client.download(
+            f"/test/bytes?size={size}&seed=5",
+            tmp_path / "big.bin",
+            connections=8,
+            expected_sha256=sha256_of(5, size),
+        )
+    assert path.stat().st_size == size
+    path.unlink()
