@@ -110,6 +110,13 @@ def test_a_plan_hands_out_every_missing_byte_once_and_splits_the_largest_range_a
     assert plan.done_bytes == 210 * KiB and plan.prefix == 100 * KiB
 
 
+@pytest.mark.parametrize("connections", [0, -1, 2.0, "4", "many", None])
+def test_connections_must_be_a_positive_int_or_auto(client, tmp_path, connections):
+    with pytest.raises(ValueError, match="connections must be a positive integer or 'auto'"):
+        client.download("/test/bytes?size=10", tmp_path / "f", connections=connections)
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- whole downloads ---------------------------------------------------------------------------------
 
 
