@@ -241,26 +241,63 @@ def _pairs(requested, done):
 
 
 def test_a_rerun_fetches_only_what_its_sidecar_lacks(client, tinker_server, tmp_path):
-    size = 2 * MiB
-    dest = tmp_path / "f"
-    url = f"/test/bytes?size={size}&seed=9"
-    part = PartFile(dest)
-    with tinker_sync.Client(api_key=API_KEY, base_url=tinker_server.url) as other:
-        with other.stream("GET", url) as response:  # a .part holding two ranges, as a killed run leaves it
-            etag, headers = response.headers["etag"], dict(response.headers)
-            body = response.read()
-    with open(part.part, "wb") as f:
-        f.truncate(size)
-        for start, end in [(0, 300 * KiB), (1 * MiB, 1 * MiB + 200 * KiB)]:
-            f.seek(start)
-            f.write(body[start:end])
-    part.save(f"{client.base_url}{url}", etag, size, headers, [(0, 300 * KiB), (MiB, MiB + 200 * KiB)])
-    tinker_server.clear()
+    size, dest, url = 2 * MiB, tmp_path / "f", f"/test/bytes?size={2 * MiB}&seed=9"
+    done = [(0, 300 * KiB), (MiB, MiB + 200 * KiB)]
+    _planted(client, tinker_server, dest, url, done, size=size)
     client.download(url, dest, connections=3)
     assert file_sha(dest) == expected_sha(9, size)
     requested = spans(tinker_server)
     assert requested[0][0] == 300 * KiB  # the first missing piece, then the others
-    assert not _pairs(requested, [(0, 300 * KiB), (MiB, MiB + 200 * KiB)])
+    assert not _pairs(requested, done)
+
+
+def _planted(client, server, dest, url, ranges, *, size):
+    """A ``.part`` and sidecar as an earlier run leaves them: ``ranges`` written (None: front to back)."""
+    with tinker_sync.Client(api_key=API_KEY, base_url=server.url) as other:
+        with other.stream("GET", url) as response:
+            etag, headers = response.headers["etag"], dict(response.headers)
+            body = response.read()
+    part = PartFile(dest)
+    with open(part.part, "wb") as f:
+        if ranges is None:
+            f.write(body[: size // 3])
+        else:
+            f.truncate(size)
+            for start, end in ranges:
+                f.seek(start)
+                f.write(body[start:end])
+    part.save(f"{client.base_url}{url}", etag, size, headers, ranges)
+    server.clear()
+
+
+def test_a_part_written_front_to_back_is_finished_over_several_connections(client, tinker_server, tmp_path):
+    size, dest, url = 3 * MiB, tmp_path / "f", f"/test/bytes?size={3 * MiB}&seed=12&checksum=md5"
+    _planted(client, tinker_server, dest, url, None, size=size)
+    client.download(url, dest, connections=3)
+    assert file_sha(dest) == expected_sha(12, size)
+    requested = spans(tinker_server)
+    assert requested[0][0] == size // 3 and requested[0][1] < size  # a closed range: the first piece
+    assert len(requested) > 3 and not _pairs(requested, [(0, size // 3)])
+
+
+def test_a_part_with_every_range_written_is_verified_and_renamed_without_a_request(
+    client, tinker_server, tmp_path
+):
+    size, dest, url = MiB, tmp_path / "f", f"/test/bytes?size={MiB}&seed=13&checksum=sha256"
+    _planted(client, tinker_server, dest, url, [(0, size)], size=size)
+    client.download(url, dest, connections=4)
+    assert file_sha(dest) == expected_sha(13, size)
+    assert bytes_requests(tinker_server) == [] and leftovers(dest) == []
+
+
+def test_a_range_past_a_shrunk_resource_restarts_from_zero(client, tinker_server, tmp_path):
+    size, dest, url = 2 * MiB, tmp_path / "f", f"/test/bytes?size={2 * MiB}&seed=14"
+    _planted(client, tinker_server, dest, url, [(0, 100 * KiB)], size=size)
+    tinker_server.script("/test/bytes", Fault(status=416))
+    client.download(url, dest, connections=2)
+    assert file_sha(dest) == expected_sha(14, size)
+    requested = spans(tinker_server)
+    assert requested[0][0] == 100 * KiB and requested[1] == (0, 1 << 62)  # then the whole, afresh
 
 
 def test_kill_9_mid_parallel_download_then_the_rerun_fetches_only_the_missing_ranges(tinker_server, tmp_path):

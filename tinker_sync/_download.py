@@ -34,7 +34,7 @@ from ._continuation import continuation_problem, parse_content_range, strong_eta
 from ._exceptions import APIConnectionError, APIStatusError
 from ._files import PartFile, PartState, Progress, checksums_from, destination, headers_from
 from ._observe import mask_url
-from ._ranges import MIN_PIECE, auto_connections, holes, piece_size
+from ._ranges import MIN_PIECE, Source, auto_connections, holes, piece_size, receive_ranges
 from ._response import Connections, StreamedResponse, check_connections
 from ._retry import RetryBudget
 from ._transport import Request
@@ -72,6 +72,20 @@ def download(
         state = part.load(url) if resume else None
         if state is None:
             part.discard()
+        elif state.ranges is not None and state.total is not None and not holes(state.ranges, state.total):
+            # Every range was written (and pinned by the ETag) before the run ended: verify, rename.
+            checks = checksums_from(headers_from(state.checksums), expected_sha256)
+            receive_ranges(
+                part,
+                _nothing,
+                connections=1,
+                total=state.total,
+                done=state.ranges,
+                checks=checks,
+                expected_size=expected_size,
+                progress=progress,
+            )
+            return part.dest
         while True:
             offset = state.size if state is not None else 0
             headers = {"Accept-Encoding": "identity"}
@@ -93,9 +107,9 @@ def download(
                     follow_redirects=True,
                 )
             except APIStatusError as exc:
-                if exc.status_code != 416 or state is None or spread is not None:
+                if exc.status_code != 416 or state is None:
                     raise
-                if _complete_after_416(part, state, exc, expected_size, expected_sha256):
+                if spread is None and _complete_after_416(part, state, exc, expected_size, expected_sha256):
                     log.info("%s was already complete", part.part)
                     return part.finish()
                 _restart(client, budget, part, exc.request, "the server cannot satisfy the range (416)")
@@ -167,6 +181,10 @@ def _spread(
         return None
     start, end = missing[0]
     return start, min(end, start + piece_size(remaining, n)), n
+
+
+def _nothing(start: int, end: int) -> Source:
+    raise AssertionError(f"nothing is missing, yet bytes {start}-{end} were asked for")
 
 
 def _problem(response: StreamedResponse, state: PartState | None, offset: int) -> str | None:

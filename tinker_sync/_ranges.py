@@ -415,7 +415,7 @@ def receive_ranges(
                 transfer.stop = True
             for thread in threads:
                 thread.join()
-            if save is not None and transfer.error is not None:
+            if save is not None and plan.done_bytes < total:  # stopped short: for the next run
                 _save(fd, plan, save)
         if transfer.error is not None:
             if isinstance(transfer.error, RangeChanged):
