@@ -251,7 +251,6 @@ class _Transfer:
         self.error: BaseException | None = None
         self.stop = False
         self.running = 0
-        self.sources: set[Source] = set()
 
     def start(self, connections: int) -> list[threading.Thread]:
         threads = [

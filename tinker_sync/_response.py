@@ -641,9 +641,9 @@ class StreamedResponse:
 
         Each range is a GET with ``Range`` and ``If-Range`` through this response's sender (a URL
         signer re-signs), judged by ``continuation_problem``, resumed in the call like any body,
-        all in this response's one retry budget (renewed by the whole file's progress). A range
-        showing that the resource changed starts the file again from zero, with a fresh GET.
-        With ``url`` the sidecar lists the ranges written and a failure keeps the ``.part``.
+        all in this response's one retry budget (each range renewing it by its own progress). A
+        range showing that the resource changed starts the file again from zero, with a fresh
+        GET. With ``url`` the sidecar lists the ranges written and a failure keeps the ``.part``.
         """
         self._as_served()
         self._start()
