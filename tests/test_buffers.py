@@ -80,8 +80,8 @@ def server_url() -> Iterator[str]:
         proc.stdout.close()
 
 
-DOWNLOADS = 64
-SIZE = 2 * MiB
+DOWNLOADS = 32
+SIZE = MiB
 
 
 def run_at_once(url: str, tmp_path, how: str) -> list[str]:
@@ -118,12 +118,12 @@ def run_at_once(url: str, tmp_path, how: str) -> list[str]:
     return digests
 
 
-# 64 downloads under a 4 MiB budget (so 64 KiB buffers each, as 1,000 get under the real one): each
+# 32 downloads under a 2 MiB budget (so 64 KiB buffers each, as 1,000 get under the real one): each
 # may cost 256 KiB in all (its buffer, its connection, its thread's objects, a chunk in hand).
 @pytest.mark.parametrize("how", ["stream_to_file", "iter_bytes"])
 @pytest.mark.limit_memory(f"{DOWNLOADS * 256 // 1024} MB")
 def test_many_downloads_at_once_cost_a_bounded_amount_each(server_url, tmp_path, monkeypatch, how):
-    monkeypatch.setattr(buffers, "BUDGET", 4 * MiB)
+    monkeypatch.setattr(buffers, "BUDGET", 2 * MiB)
     digests = run_at_once(server_url, tmp_path, how)
     assert digests == [sha256_of(3, SIZE)] * DOWNLOADS
 

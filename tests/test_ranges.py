@@ -120,8 +120,10 @@ def test_connections_must_be_a_positive_int_or_auto(client, tmp_path, connection
 # -- whole downloads ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("checksum", ["", "md5", "sha256", "crc32c", "md5,crc32c", "etag-md5"])
-@pytest.mark.parametrize("connections", [2, 4])
+@pytest.mark.parametrize(
+    ("checksum", "connections"),
+    [("", 2), ("md5", 4), ("sha256", 3), ("crc32c", 4), ("md5,crc32c", 2), ("etag-md5", 8)],
+)
 def test_a_download_over_n_connections_is_the_same_file(
     client, tinker_server, tmp_path, checksum, connections
 ):
@@ -178,7 +180,7 @@ def test_rate_capped_connections_run_at_once(client, tinker_server, tmp_path):
     assert file_sha(tmp_path / "f") == expected_sha(4, size)
     assert tinker_server.peak_in_flight >= 4  # (a connection the client closed may linger a moment)
     tinker_server.clear()
-    client.download(f"/test/bytes?size={size}&seed=4", tmp_path / "g", connections=1)
+    client.download(f"/test/bytes?size={size // 8}&seed=4", tmp_path / "g", connections=1)
     assert tinker_server.peak_in_flight == 1
 
 
