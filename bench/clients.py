@@ -433,6 +433,98 @@ def fsync_path(path: str) -> float:
     return time.perf_counter()
 
 
+# -- one file over several connections -----------------------------------------------------------
+
+
+def run_parallel(spec: dict[str, Any]) -> dict[str, Any]:
+    """``client.download(url, dest, connections=N)`` (fsynced before its rename, as always)."""
+    from tinker_sync import Client
+
+    url, dest = spec["url"], spec["dest"]
+    with Client(api_key=API_KEY, base_url=url.split("/bytes")[0], max_retries=0, timeout=120) as client:
+        mark()
+        client.download(url, dest, connections=spec["connections"])
+    seconds = time.perf_counter() - started(0)
+    size = os.path.getsize(dest)
+    if size != spec["size"]:
+        raise SystemExit(f"tinker_sync: file has {size} bytes, expected {spec['size']}")
+    return {
+        "count": size,
+        "seconds": seconds,
+        "durable_seconds": seconds,
+        "cpu_seconds": cpu_seconds() - _CPU[0],
+    }
+
+
+# -- a thousand downloads in one process ---------------------------------------------------------
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def run_thousand(spec: dict[str, Any]) -> dict[str, Any]:
+    """``count`` threads sharing one Client, each ``stream_to_file`` (verified against the server's
+    Content-Digest) or ``iter_bytes`` (hashed) of the same body; every body must be identical.
+
+    Each thread opens its response first; the bodies are read once every response is open, so
+    that they are all read at once (the server caps each connection's rate: none can finish
+    before the last starts). Peak RSS minus the RSS before the threads, per download, is the cost.
+    """
+    import hashlib
+    import tempfile
+
+    from tinker_sync import Client
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    count, url, how = spec["count"], spec["url"], spec["client"]
+    base = url.split("/bytes")[0]
+    client = Client(api_key=API_KEY, base_url=base, max_retries=3, timeout=300, pool_maxsize=count)
+    tmp = tempfile.mkdtemp(prefix="tinker-sync-thousand-", dir=spec.get("dir"))
+    opened = threading.Barrier(count)
+    digests: list[str] = []
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            with client.stream("GET", url) as response:
+                opened.wait()
+                if how == "stream_to_file":
+                    path = os.path.join(tmp, f"f{i}")
+                    response.stream_to_file(path)  # raises unless the file matches Content-Digest
+                    digests.append(response.headers["content-digest"])
+                    os.unlink(path)
+                else:
+                    digest = hashlib.sha256()
+                    for chunk in response.iter_bytes():
+                        digest.update(chunk)
+                    digests.append(digest.hexdigest())
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+            opened.abort()
+
+    before = _rss_kb()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    mark()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started(0)
+    os.rmdir(tmp)
+    if errors:
+        raise SystemExit(f"{how}: {len(errors)} downloads failed, first: {errors[0]!r}")
+    if len(digests) != count or len(set(digests)) != 1:
+        raise SystemExit(f"{how}: {len(set(digests))} different bodies among {len(digests)}")
+    return {"count": count * spec["size"], "seconds": seconds, "rss_before_kb": before}
+
+
 # -- concurrency ---------------------------------------------------------------
 
 
@@ -514,7 +606,14 @@ def run_concurrency(spec: dict[str, Any]) -> dict[str, Any]:
     return {"count": total, "seconds": end - opened, "open_seconds": opened - start}
 
 
-SECTIONS = {"sse": run_sse, "trickle": run_trickle, "download": run_download, "concurrency": run_concurrency}
+SECTIONS = {
+    "sse": run_sse,
+    "trickle": run_trickle,
+    "download": run_download,
+    "concurrency": run_concurrency,
+    "parallel": run_parallel,
+    "thousand": run_thousand,
+}
 
 
 def main() -> int:

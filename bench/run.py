@@ -10,7 +10,11 @@ Sections (``--only`` takes a comma-separated list of these names):
 - ``https``: the same download over HTTPS (the bench server with ``--tls``): tinker_sync, bare urllib3
   and ``curl -o`` over one local TLS server, and with ``--before DIR`` an older tinker_sync checkout
   (its own venv) in the same run, so that before/after ratios come from one run.
+- ``parallel``: one large file over HTTPS with 1, 2, 4 and 8 connections (``download(connections=N)``)
+  beside ``curl -o`` and ``aria2c -x N``; then with each connection capped, against N x the cap.
 - ``concurrency``: 1000 SSE streams from 1000 threads in one process: RSS and aggregate events/s.
+- ``thousand``: 1000 downloads of 16 MiB at once from 1000 threads sharing one client
+  (``stream_to_file``, and ``iter_bytes``): peak RSS and what each download costs.
 - ``import``: wall time of ``python -c "import tinker_sync"`` beside ``import urllib3, msgspec``.
 
 The server runs in its own process; every client run is a fresh subprocess (``bench/clients.py``), so
@@ -36,7 +40,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 PY = sys.executable
-SECTIONS = ("server", "sse", "trickle", "download", "https", "concurrency", "import")
+SECTIONS = ("server", "sse", "trickle", "download", "https", "parallel", "concurrency", "thousand", "import")
 
 SSE_SIZES = {"small": 200, "medium": 20_000, "large": 1_000_000}
 SSE_TYPES = {"small": "chunk", "medium": "event", "large": "event"}  # the Struct each event decodes into
@@ -158,10 +162,21 @@ def run_client(
 
 def run_curl(url: str, dest: str, size: int, extra: list[str] | None = None) -> dict[str, Any]:
     """curl -o, timed from outside (process start included: a few ms); peak RSS polled from /proc."""
+    return run_tool(["curl", "-s", "-S", "-f", *(extra or []), "-o", dest, url], dest, size)
+
+
+def run_aria2c(url: str, dest: str, size: int, connections: int, ca_file: str) -> dict[str, Any]:
+    """aria2c -x N -s N (N connections, N pieces), its file preallocated as tinker_sync's is."""
+    directory, name = os.path.split(dest)
+    command = ["aria2c", "-q", f"-x{connections}", f"-s{connections}", "-k1M", "--file-allocation=falloc"]
+    command += ["--allow-overwrite=true", "--auto-file-renaming=false", f"--ca-certificate={ca_file}"]
+    return run_tool([*command, "-d", directory, "-o", name, url], dest, size)
+
+
+def run_tool(command: list[str], dest: str, size: int) -> dict[str, Any]:
+    """A download by another program, timed from outside; peak RSS polled from /proc; then fsynced."""
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        ["curl", "-s", "-S", "-f", *(extra or []), "-o", dest, url], stderr=subprocess.PIPE
-    )
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE)
     hwm = 0
     status = Path(f"/proc/{proc.pid}/status")
     while proc.poll() is None:
@@ -173,11 +188,12 @@ def run_curl(url: str, dest: str, size: int, extra: list[str] | None = None) -> 
             pass
         time.sleep(0.005)
     seconds = time.perf_counter() - start
+    assert proc.stderr is not None
     if proc.returncode != 0:
-        return {"error": f"curl exit {proc.returncode}: {proc.stderr.read().decode()[:200]}"}
+        return {"error": f"{command[0]} exit {proc.returncode}: {proc.stderr.read().decode()[:200]}"}
     got = size if dest == os.devnull else os.path.getsize(dest)
     if got != size:
-        return {"error": f"curl wrote {got} bytes, expected {size}"}
+        return {"error": f"{command[0]} wrote {got} bytes, expected {size}"}
     durable = None
     if dest != os.devnull:
         fd = os.open(dest, os.O_RDONLY)
@@ -584,6 +600,143 @@ def section_https(args: argparse.Namespace, server: Server) -> dict[str, Any]:
             tls.stop()
 
 
+def section_parallel(args: argparse.Namespace, server: Server) -> dict[str, Any]:
+    """One file over N connections (HTTPS, a strong ETag and ranges), then with each connection capped."""
+    size = args.download_size
+    counts = (1, 2, 4, 8)
+    tools = [f"tinker_sync connections={n}" for n in counts] + ["curl -o"]
+    if shutil.which("aria2c"):
+        tools += [f"aria2c -x{n}" for n in counts]
+    notes = (
+        [] if shutil.which("aria2c") else ["aria2c: not installed (apt-get install aria2), its rows skipped."]
+    )
+    cap = 25_000_000
+    capped_size = (256 if not args.quick else 128) << 20
+    out: dict[str, Any] = {"size": size, "cap": cap, "capped_size": capped_size, "notes": notes}
+    with tempfile.TemporaryDirectory() as tmp:
+        ca_file = os.path.join(tmp, "ca.pem")
+        tls = Server(ca_file=ca_file)
+        try:
+            for label, rate, tool_list, nbytes in (
+                ("full", 0, tools, size),
+                ("capped", cap, [t for t in tools if t.startswith("tinker_sync")], capped_size),
+            ):
+                url = f"{tls.url}/bytes?size={nbytes}&ranges=1" + (f"&rate={rate}" if rate else "")
+                results: dict[str, list[dict[str, Any]]] = {t: [] for t in tool_list}
+                for k in range(args.runs if label == "full" else 1):
+                    for tool in rotate(tool_list, k):
+                        dest = os.path.join(tmp, "body.bin")
+                        if tool == "curl -o":
+                            r = run_curl(url, dest, nbytes, ["--cacert", ca_file])
+                        elif tool.startswith("aria2c"):
+                            r = run_aria2c(url, dest, nbytes, int(tool.split("-x")[1]), ca_file)
+                        else:
+                            spec = {
+                                "section": "parallel",
+                                "client": "tinker_sync",
+                                "connections": int(tool.split("=")[1]),
+                                "url": url,
+                                "dest": dest,
+                                "size": nbytes,
+                            }
+                            r = run_client(spec, env={"SSL_CERT_FILE": ca_file})
+                        if "error" not in r:
+                            r["mb_s"] = r["count"] / r["durable_seconds"] / 1e6
+                        results[tool].append(r)
+                        log(f"parallel {label} {tool} run {k + 1}: {r.get('mb_s', r.get('error'))}")
+                        if os.path.exists(dest):
+                            os.unlink(dest)
+                section = {t: summarize(rs, "mb_s") for t, rs in results.items()}
+                for t, rs in results.items():
+                    section[t]["cpu_seconds"] = median([r["cpu_seconds"] for r in rs if r.get("cpu_seconds")])
+                out[label] = section
+        finally:
+            tls.stop()
+    one = out["full"]["tinker_sync connections=1"].get("mb_s")
+    curl = out["full"].get("curl -o", {}).get("mb_s")
+    rows = []
+    for tool, s in out["full"].items():
+        rows.append(
+            [
+                tool,
+                fmt(s.get("mb_s")),
+                ratio(s.get("mb_s"), one),
+                ratio(s.get("mb_s"), curl),
+                fmt(s.get("cpu_seconds"), 2),
+                fmt(s.get("rss_mb"), 1) + (f" ERROR: {s['error']}" if "error" in s else ""),
+            ]
+        )
+    print(f"\n## One file over several connections: {size / 2**20:,.0f} MiB over HTTPS to a file, durable\n")
+    print(
+        "Each tool writes the file, then it is fsynced (tinker_sync fsyncs before its rename); MB/s to that "
+        "point. One local TLS server on the same machine: the connections share its CPUs with the clients. "
+        "CPU s: tinker_sync's process (curl's and aria2c's are not measured).\n"
+    )
+    print(table(["client", "MB/s durable", "vs 1 connection", "vs curl", "CPU s", "peak RSS MB"], rows))
+    rows = []
+    for tool, s in out["capped"].items():
+        n = int(tool.split("=")[1])
+        rows.append([tool, fmt(s.get("mb_s"), 1), fmt(n * cap / 1e6, 1), ratio(s.get("mb_s"), n * cap / 1e6)])
+    print(
+        f"\n## Each connection capped at {cap / 1e6:g} MB/s (as object stores cap them): "
+        f"{capped_size / 2**20:,.0f} MiB over HTTPS\n"
+    )
+    print(table(["client", "MB/s durable", "N x cap MB/s", "vs N x cap"], rows))
+    for note in notes:
+        print(f"\nNote: {note}")
+    return out
+
+
+def section_thousand(args: argparse.Namespace, server: Server) -> dict[str, Any]:
+    """``--streams`` downloads of 16 MiB at once, one thread each, one shared client."""
+    count = args.streams if not args.quick else min(args.streams, 250)
+    size = 16 << 20
+    rate = 512 << 10  # per connection: every download lasts ~32 s, so all of them run at once
+    url = f"{server.url}/bytes?size={size}&digest=1&rate={rate}"
+    out: dict[str, Any] = {"downloads": count, "size": size, "rate": rate, "clients": {}}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for how in ("iter_bytes", "stream_to_file"):
+            os.sync()  # no writeback of an earlier run's files competes with this one
+            spec = {
+                "section": "thousand",
+                "client": how,
+                "count": count,
+                "url": url,
+                "size": size,
+                "dir": tmp,
+            }
+            r = run_client(spec, timeout=900)
+            log(f"thousand {how}: {r.get('hwm_kb', r.get('error'))}")
+            out["clients"][how] = r
+            if "error" in r:
+                rows.append([how, "-", "-", "-", "-", f"ERROR: {r['error']}"])
+                continue
+            per = (r["hwm_kb"] - r["rss_before_kb"]) / count
+            rows.append(
+                [
+                    how,
+                    fmt(r["hwm_kb"] / 1024, 1),
+                    fmt(per, 0),
+                    fmt(r["seconds"], 1),
+                    fmt(r["count"] / r["seconds"] / 1e6),
+                    "yes",
+                ]
+            )
+    print(
+        f"\n## {count} downloads at once: {count} threads, one client, {size >> 20} MiB each "
+        f"(each connection capped at {rate >> 10} KiB/s, so that all run at once)\n"
+    )
+    print(
+        "stream_to_file checks each file against the server's Content-Digest (SHA-256); iter_bytes hashes "
+        "each body. Per download: (peak RSS - RSS before the threads) / downloads.\n"
+    )
+    print(
+        table(["how", "peak RSS MB", "KiB per download", "seconds", "aggregate MB/s", "all identical"], rows)
+    )
+    return out
+
+
 def section_concurrency(args: argparse.Namespace, server: Server) -> dict[str, Any]:
     streams = args.streams
     count = 50 if args.quick else 200
@@ -674,7 +827,9 @@ RUNNERS = {
     "trickle": section_trickle,
     "download": section_download,
     "https": section_https,
+    "parallel": section_parallel,
     "concurrency": section_concurrency,
+    "thousand": section_thousand,
     "import": section_import,
 }
 
@@ -690,7 +845,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", metavar="PATH", help="also write all results as JSON")
     parser.add_argument("--runs", type=int, default=None, help="runs per client (default 3, --quick 2)")
-    parser.add_argument("--streams", type=int, default=1000, help="concurrent streams (default 1000)")
+    parser.add_argument(
+        "--streams", type=int, default=1000, help="concurrent streams and downloads (default 1000)"
+    )
     parser.add_argument(
         "--before",
         metavar="DIR",

@@ -12,7 +12,11 @@ Routes (GET only; keep-alive honoured; one thread per connection, backlog 4096):
   ``chunk``-sized pieces (default 256 KiB; with chunked framing, one HTTP chunk per write).
 - ``/trickle?count=N&interval=MS&size=B``: chunked, one event per chunk (TCP_NODELAY), sent every
   ``interval`` ms; each event's JSON carries ``"t"``, the server's ``time.time()`` just before its write.
-- ``/bytes?size=B``: B bytes of incompressible data, ``Content-Length`` framing, 4 MiB writes.
+- ``/bytes?size=B&ranges=1&rate=R``: B bytes of incompressible data, ``Content-Length`` framing, 4 MiB
+  writes. ``ranges=1`` adds a strong ``ETag`` and ``Accept-Ranges: bytes`` and honours ``Range``
+  (``bytes=A-B``, ``bytes=A-``) and ``If-Range`` (without it, no validator: clients download in one
+  stream); ``rate=R`` paces each response at R bytes per second (an object store's per-connection cap);
+  ``digest=1`` sends the whole body's SHA-256 as ``Content-Digest`` on a 200 (clients verify it).
 - ``/hello``: a tiny JSON body.
 
 ``Connection: close`` in a request closes the connection after its response (the raw reader of
@@ -24,7 +28,9 @@ Every event of ``/sse`` is a valid JSON document matching ``bench.clients.Event`
 from __future__ import annotations
 
 import argparse
+import base64
 import functools
+import hashlib
 import random
 import resource
 import socket
@@ -109,8 +115,8 @@ def bytes_block() -> bytes:
     return random.Random(1234).randbytes(BYTES_BLOCK)
 
 
-def head(status: str, content_type: str, length: int | None) -> bytes:
-    lines = [f"HTTP/1.1 {status}", f"Content-Type: {content_type}", "Cache-Control: no-cache"]
+def head(status: str, content_type: str, length: int | None, extra: list[str] | None = None) -> bytes:
+    lines = [f"HTTP/1.1 {status}", f"Content-Type: {content_type}", "Cache-Control: no-cache", *(extra or [])]
     lines.append(f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
 
@@ -142,7 +148,7 @@ def send_body(sock: socket.socket, pieces: list[memoryview], chunk: int, chunked
         sock.sendall(b"0\r\n\r\n")
 
 
-def route_sse(sock: socket.socket, query: dict[str, str]) -> None:
+def route_sse(sock: socket.socket, query: dict[str, str], headers: dict[str, str]) -> None:
     size = int(query.get("size", "200"))
     count = int(query.get("count", "1000"))
     chunked = query.get("framing", "chunked") == "chunked"
@@ -152,7 +158,7 @@ def route_sse(sock: socket.socket, query: dict[str, str]) -> None:
     send_body(sock, pieces, chunk, chunked)
 
 
-def route_trickle(sock: socket.socket, query: dict[str, str]) -> None:
+def route_trickle(sock: socket.socket, query: dict[str, str], headers: dict[str, str]) -> None:
     count = int(query.get("count", "100"))
     interval = float(query.get("interval", "5")) / 1000.0
     pad = b"x" * max(0, int(query.get("size", "100")) - 60)
@@ -169,18 +175,57 @@ def route_trickle(sock: socket.socket, query: dict[str, str]) -> None:
     sock.sendall(b"0\r\n\r\n")
 
 
-def route_bytes(sock: socket.socket, query: dict[str, str]) -> None:
-    size = int(query.get("size", str(1 << 20)))
-    block = memoryview(bytes_block())
-    sock.sendall(head("200 OK", "application/octet-stream", size))
-    left = size
+def parse_range(value: str, size: int) -> tuple[int, int] | None:
+    """``bytes=A-B`` / ``bytes=A-`` as (start, end exclusive) within ``size``; None to serve the whole."""
+    unit, _, spec = value.strip().partition("=")
+    first, _, last = spec.partition("-")
+    if unit.strip().lower() != "bytes" or not first.strip().isdigit():
+        return None
+    start = int(first)
+    end = min(size, int(last) + 1) if last.strip().isdigit() else size
+    return (start, end) if start < end else None
+
+
+@functools.lru_cache(maxsize=4)
+def body_digest(size: int) -> str:
+    """``sha-256=:...:`` of the whole /bytes body of ``size`` bytes (for Content-Digest)."""
+    digest, block, left = hashlib.sha256(), bytes_block(), size
     while left:
-        piece = block[: min(left, len(block))]
-        sock.sendall(piece)
-        left -= len(piece)
+        digest.update(block[: min(left, len(block))])
+        left -= min(left, len(block))
+    return f"sha-256=:{base64.b64encode(digest.digest()).decode()}:"
 
 
-def route_hello(sock: socket.socket, query: dict[str, str]) -> None:
+def route_bytes(sock: socket.socket, query: dict[str, str], headers: dict[str, str]) -> None:
+    size = int(query.get("size", str(1 << 20)))
+    rate = float(query.get("rate", "0"))
+    block = memoryview(bytes_block())
+    start, end, status, extra = 0, size, "200 OK", []
+    if query.get("digest") == "1" and "range" not in headers:
+        extra.append(f"Content-Digest: {body_digest(size)}")
+    if query.get("ranges") == "1":  # byte ranges: a strong ETag pins the body, Range/If-Range honoured
+        etag = f'"bench-{size}"'
+        extra += [f"ETag: {etag}", "Accept-Ranges: bytes"]
+        wanted = parse_range(headers.get("range", ""), size) if "range" in headers else None
+        if wanted is not None and headers.get("if-range", etag) == etag:
+            (start, end), status = wanted, "206 Partial Content"
+            extra.append(f"Content-Range: bytes {start}-{end - 1}/{size}")
+    sock.sendall(head(status, "application/octet-stream", end - start, extra))
+    piece = len(block) if not rate else max(16 << 10, min(len(block), int(rate / 20)))
+    began, sent, pos = time.monotonic(), 0, start
+    while pos < end:
+        offset = pos % len(block)
+        n = min(end - pos, len(block) - offset, piece)
+        if rate:  # paced: never ahead of ``rate`` bytes per second since the body began
+            ahead = sent / rate - (time.monotonic() - began)
+            if ahead > 0:
+                time.sleep(ahead)
+        sock.sendall(block[offset : offset + n])
+        pos += n
+        sent += n
+
+
+def route_hello(sock: socket.socket, query: dict[str, str], headers: dict[str, str]) -> None:
     body = b'{"hello":"world"}'
     sock.sendall(head("200 OK", "application/json", len(body)) + body)
 
@@ -207,7 +252,9 @@ def handle(sock: socket.socket) -> None:
                 body = b"not found"
                 sock.sendall(head("404 Not Found", "text/plain", len(body)) + body)
                 continue
-            route(sock, dict(parse_qsl(parts.query)))
+            fields = (line.partition(b":") for line in raw.split(b"\r\n")[1:])
+            headers = {k.strip().lower().decode("latin-1"): v.strip().decode("latin-1") for k, _, v in fields}
+            route(sock, dict(parse_qsl(parts.query)), headers)
             if b"\r\nconnection: close" in raw.lower():
                 return
     except (ConnectionError, BrokenPipeError, OSError):

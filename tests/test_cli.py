@@ -151,8 +151,26 @@ def test_expected_errors_exit_1_with_one_line(tinker_server, tmp_path, args, ext
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["download"], ["download", "x"], ["nosuch"], ["download", "x", "-o", "y", "--sha256", "zz"]],
-    ids=["none", "no-url", "no-output", "unknown-command", "bad-sha256"],
+    [
+        [],
+        ["download"],
+        ["download", "x"],
+        ["nosuch"],
+        ["download", "x", "-o", "y", "--sha256", "zz"],
+        ["download", "x", "-o", "y", "--connections", "0"],
+        ["download", "x", "-o", "y", "--connections", "many"],
+        ["checkpoint", "sync", "run-1"],
+    ],
+    ids=[
+        "none",
+        "no-url",
+        "no-output",
+        "unknown-command",
+        "bad-sha256",
+        "zero-connections",
+        "text-connections",
+        "sync-no-output",
+    ],
 )
 def test_usage_errors_exit_2(tinker_server, args):
     result = run_cli(tinker_server, *args)

@@ -36,6 +36,7 @@ from tinker_sync.types import (
     ServerCapabilities,
     Session,
     SessionList,
+    SyncReport,
     TrainingRun,
     TrainingRunList,
 )
@@ -75,6 +76,7 @@ def main(api_key: str, base_url: str, workdir: pathlib.Path) -> None:
     # Files: atomic, verified, resumable.
     path = client.download("/test/bytes?size=300000&checksum=md5", workdir / "blob.bin")
     assert_type(path, pathlib.Path)
+    path = client.download("/test/bytes?size=3000000", workdir / "over-four.bin", connections=4)
     with client.stream("GET", "/test/bytes?size=5000") as response:
         size = response.stream_to_file(workdir / "small.bin", progress=lambda done, total: None)
         assert_type(size, int)
@@ -85,6 +87,9 @@ def main(api_key: str, base_url: str, workdir: pathlib.Path) -> None:
     target = client.checkpoints.download("tinker://run-001/weights/final", output_dir=workdir / "ckpt")
     assert_type(target, pathlib.Path)
     assert any(target.iterdir())
+    report = client.checkpoints.sync("run-003", workdir / "mirror", kinds=["weights"], latest=1)
+    assert_type(report, SyncReport)
+    assert report.status == "synced" and len(report.downloaded) == 1
 
     # The API's resources, typed.
     assert_type(client.health.check(), HealthResponse)

@@ -16,7 +16,7 @@ from typing import Any, Generic
 from ._event_stream import EventStream
 from ._files import Progress
 from ._observe import mask_url
-from ._response import StreamedResponse
+from ._response import Connections, StreamedResponse
 from ._transport import Headers
 from ._typing import E, T
 
@@ -113,13 +113,15 @@ class APIResponse(Generic[T]):
         chunk_size: int | None = None,
         progress: Progress | None = None,
         resume: bool = True,
+        connections: Connections = "auto",
     ) -> int:
-        """Write the body to ``path``: atomic, verified, resumed in place, constant memory; its size.
+        """Write the body to ``path``: atomic, verified, resumed in place, constant memory, over
+        several connections when the server takes ranges; its size.
 
         See ``StreamedResponse.stream_to_file``.
         """
         return self.http_response.stream_to_file(
-            path, chunk_size=chunk_size, progress=progress, resume=resume
+            path, chunk_size=chunk_size, progress=progress, resume=resume, connections=connections
         )
 
     def write_to_file(self, path: str | os.PathLike[str]) -> int:

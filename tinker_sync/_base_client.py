@@ -20,7 +20,7 @@ import platform
 import re
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypedDict, TypeVar, Unpack
 from urllib.parse import urlencode, urljoin
@@ -183,6 +183,11 @@ class BaseClient:
 
     def __repr__(self) -> str:
         return f"<tinker_sync.{type(self).__name__} base_url={self.base_url!r}>"
+
+    @property
+    def max_connections(self) -> int:
+        """The most connections one download may use at once: what the pool keeps per host."""
+        return self._transport.pool_maxsize
 
     def __enter__(self: Self) -> Self:
         return self
@@ -366,14 +371,15 @@ class BaseClient:
         headers: Mapping[str, str] | None = None,
         progress: int | None = None,
         min_wait: float = 0.0,
+        stream: Hashable = None,
     ) -> bool:
         """Spend one retry of ``budget`` on ``reason``: log it, report it, wait. False when spent.
 
         Every kind of recovery comes here (retries, resumes, reconnects,
         re-signing), so each is logged at INFO and reported to the ``retry``
-        hook the same way.
+        hook the same way. ``stream``: see ``RetryBudget.retry``.
         """
-        wait = budget.retry(cause=cause, headers=headers, progress=progress, min_wait=min_wait)
+        wait = budget.retry(cause=cause, headers=headers, progress=progress, min_wait=min_wait, stream=stream)
         url = mask_url(request.url)
         if wait is None:
             log.info("Giving up on %s %s after %d attempts: %s", request.method, url, budget.attempts, reason)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic
 from ._base_client import BaseClient
 from ._config import Timeout
 from ._files import Progress
+from ._response import Connections
 from .resources._resource import M, Parsed, Raw, Streamed
 
 if TYPE_CHECKING:
@@ -160,6 +161,7 @@ class Client(BaseClient, APIResources[Parsed]):
         expected_size: int | None = None,
         expected_sha256: str | None = None,
         credentials: bool = True,
+        connections: Connections = "auto",
     ) -> pathlib.Path:
         """Download ``url_or_path`` (an API path or any http(s) URL, e.g. a signed URL) to ``dest``.
 
@@ -181,6 +183,13 @@ class Client(BaseClient, APIResources[Parsed]):
           aside, when an ETag pins it), with ``If-Range``. Anything that does
           not prove the bytes continue the same resource restarts from zero.
           ``resume=False`` always starts from zero.
+        - Over several connections: when the server takes byte ranges (``Accept-Ranges:
+          bytes``, a length, a strong ETag), ``connections`` fetch the file's pieces at once,
+          each written at its offset into the preallocated ``dest.part``; the sidecar lists the
+          pieces written, so a re-run fetches only what is missing, and any piece showing a
+          changed ETag restarts the whole file from zero. ``"auto"`` (the default): 1 below
+          32 MiB, one more per 16 MiB, up to 8; never more than ``pool_maxsize``. The same
+          checks, in constant memory (a 256 KiB buffer per connection).
 
         Returns:
             ``dest`` as a ``pathlib.Path``.
@@ -203,4 +212,5 @@ class Client(BaseClient, APIResources[Parsed]):
             expected_size=expected_size,
             expected_sha256=expected_sha256,
             credentials=credentials,
+            connections=connections,
         )

@@ -5,7 +5,8 @@ The file pieces (``.part``, sidecar, lock, checksums, the worker thread) are
 body inside the call. This module adds what only a download needs: redirects
 followed by hand, resuming a ``.part`` left by an earlier run (``Range`` +
 ``If-Range``, judged by ``continuation_problem``, the same rule as in-call
-resumes), a 416 to a complete ``.part``, and clean restarts from zero.
+resumes), a 416 to a complete ``.part``, clean restarts from zero, and the choice of how many
+connections fetch the file (``_ranges`` writes their byte ranges at their offsets).
 
 Rules:
 1. A download asks for ``Accept-Encoding: identity`` and stores the bytes as
@@ -16,7 +17,10 @@ Rules:
    checksums of bytes it did not send: those are skipped, said in a warning.
 2. Anything that does not prove the bytes continue the same resource
    restarts from zero: never a spliced file.
-3. Every send, resume and restart of one download spends one retry budget.
+3. Every send, resume and restart of one download spends one retry budget,
+   whatever the number of connections.
+4. A re-run of a download over several connections asks only for what its
+   sidecar does not list as written, the first piece before the others.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ import os
 from pathlib import Path
 
 from ._base_client import BaseClient
+from ._continuation import continuation_problem, parse_content_range, strong_etag
 from ._exceptions import APIConnectionError, APIStatusError
 from ._files import PartFile, PartState, Progress, checksums_from, destination, headers_from
 from ._observe import mask_url
-from ._response import StreamedResponse, continuation_problem, parse_content_range
+from ._ranges import MIN_PIECE, Source, auto_connections, holes, piece_size, receive_ranges
+from ._response import Connections, StreamedResponse, check_connections
 from ._retry import RetryBudget
 from ._transport import Request
 
@@ -49,12 +55,14 @@ def download(
     expected_sha256: str | None = None,
     credentials: bool = True,
     budget: RetryBudget | None = None,
+    connections: Connections = "auto",
 ) -> Path:
     """Download ``url_or_path`` to ``dest``: atomic, verified, resumable, safe to run twice.
 
     See ``Client.download`` for the guarantees. ``budget`` shares the retry
     budget of a larger call (a checkpoint's files).
     """
+    check_connections(connections)
     url = client.build_url(url_or_path)
     part = PartFile(destination(dest, url))
     timeout = client.timeout
@@ -64,11 +72,29 @@ def download(
         state = part.load(url) if resume else None
         if state is None:
             part.discard()
+        elif state.ranges is not None and state.total is not None and not holes(state.ranges, state.total):
+            # Every range was written (and pinned by the ETag) before the run ended: verify, rename.
+            checks = checksums_from(headers_from(state.checksums), expected_sha256)
+            receive_ranges(
+                part,
+                _nothing,
+                connections=1,
+                total=state.total,
+                done=state.ranges,
+                checks=checks,
+                expected_size=expected_size,
+                progress=progress,
+            )
+            return part.dest
         while True:
             offset = state.size if state is not None else 0
             headers = {"Accept-Encoding": "identity"}
+            spread = _spread(client, state, connections)
             if state is not None:
                 headers["Range"] = f"bytes={offset}-"
+                if spread is not None:  # the first missing piece; the others once it is answered
+                    offset, end, _ = spread
+                    headers["Range"] = f"bytes={offset}-{end - 1}"
                 headers["If-Range"] = state.validator
             try:
                 response = client._open(
@@ -83,7 +109,7 @@ def download(
             except APIStatusError as exc:
                 if exc.status_code != 416 or state is None:
                     raise
-                if _complete_after_416(part, state, exc, expected_size, expected_sha256):
+                if spread is None and _complete_after_416(part, state, exc, expected_size, expected_sha256):
                     log.info("%s was already complete", part.part)
                     return part.finish()
                 _restart(client, budget, part, exc.request, "the server cannot satisfy the range (416)")
@@ -98,12 +124,29 @@ def download(
             if problem is not None:  # a whole 200 instead of the rest: use it, from zero
                 log.warning("Restarting %s from byte 0: %s", part.dest, problem)
                 part.discard()
-                state, offset = None, 0
+                state, offset, spread = None, 0, None
             response._as_served()
             if state is None:
                 checks = checksums_from(response.headers, expected_sha256)
+                n = response.connections_for(connections)
             else:  # a verified continuation: the checksums are the ones saved with the .part
                 checks = checksums_from(headers_from(state.checksums), expected_sha256)
+                n = spread[2] if spread is not None else 1
+            total = response.total_size
+            if (n > 1 or spread is not None) and total is not None:
+                done = [] if state is None else state.ranges or [(0, state.size)]
+                response._receive_ranges(
+                    part,
+                    connections=n,
+                    checks=checks,
+                    total=total,
+                    done=done,
+                    url=url,
+                    expected_size=expected_size,
+                    expected_sha256=expected_sha256,
+                    progress=progress,
+                )
+                return part.dest
             response._receive(
                 part,
                 offset=offset,
@@ -117,6 +160,33 @@ def download(
             return part.dest
 
 
+def _spread(
+    client: BaseClient, state: PartState | None, connections: Connections
+) -> tuple[int, int, int] | None:
+    """For a re-run that fetches the rest over several connections (a ``.part`` written so, or
+    enough missing for ``connections``): the first missing piece ``[start, end)`` and the number
+    of connections. None: one connection, from the ``.part``'s end."""
+    if state is None or state.total is None or not strong_etag(state.validator):
+        return None
+    done = state.ranges if state.ranges is not None else [(0, state.size)]
+    missing = holes(done, state.total)
+    remaining = sum(end - start for start, end in missing)
+    if not missing:
+        return None
+    if connections == "auto":
+        n = auto_connections(remaining, client.max_connections) if remaining >= 2 * MIN_PIECE else 1
+    else:
+        n = min(connections, client.max_connections)
+    if n == 1 and state.ranges is None:
+        return None
+    start, end = missing[0]
+    return start, min(end, start + piece_size(remaining, n)), n
+
+
+def _nothing(start: int, end: int) -> Source:
+    raise AssertionError(f"nothing is missing, yet bytes {start}-{end} were asked for")
+
+
 def _problem(response: StreamedResponse, state: PartState | None, offset: int) -> str | None:
     """Why ``response`` does not continue the ``.part`` at ``offset`` (None when it does)."""
     if response.status_code not in (200, 206):
@@ -126,7 +196,9 @@ def _problem(response: StreamedResponse, state: PartState | None, offset: int) -
         )
     if state is None:
         return continuation_problem(response.status_code, response.headers, 0, None, None)
-    return continuation_problem(response.status_code, response.headers, offset, state.validator, state.total)
+    return continuation_problem(
+        response.status_code, response.headers, offset, state.validator, state.total, ranged=True
+    )
 
 
 def _restart(client: BaseClient, budget: RetryBudget, part: PartFile, request: Request, problem: str) -> None:

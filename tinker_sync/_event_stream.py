@@ -30,6 +30,7 @@ from typing import Any, Generic, Protocol, cast
 
 import msgspec
 
+from ._buffers import ReadBuffer
 from ._events import ServerSentEvent
 from ._exceptions import (
     APIConnectionError,
@@ -39,7 +40,6 @@ from ._exceptions import (
     StreamAlreadyConsumed,
 )
 from ._observe import redact
-from ._transport import first_buffer, next_buffer
 from ._typing import E
 from .sse import DEFAULT_MAX_SIZE, SSEDecoder
 
@@ -250,7 +250,8 @@ def _iterate_events(
     decode = None if cast_to is None else json_decoder(cast_to).decode
     decoder = SSEDecoder(max_event_size)  # one for all reconnections: it keeps the last event ID and retry
     feed = decoder.feed
-    buffer = first_buffer()
+    reader = ReadBuffer()
+    buffer = reader.view
     count = 0
     error: BaseException | None = None
     try:
@@ -269,7 +270,7 @@ def _iterate_events(
                         msgspec.DecodeError
                     ) as exc:  # held back by the decoder until the events before it were out
                         raise _invalid_event(exc, cast_to, source) from exc
-                    buffer = next_buffer(buffer, n)
+                    buffer = reader.next(n)
                     if not items:
                         if idle_timeout is not None and time.monotonic() - last_event > idle_timeout:
                             raise APITimeoutError(
@@ -314,8 +315,9 @@ def _iterate_events(
         error = exc
         raise
     finally:
+        reader.close()
         # Drop the buffers now: a traceback kept by the caller holds this frame (never a cycle: ``error`` goes too).
-        del buffer, decoder, feed
+        del buffer, reader, decoder, feed
         source = holder[0]
         if source is not None:
             source.close()

@@ -23,12 +23,21 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from typing import Any, Literal, Protocol
 
 import msgspec
 
+from ._buffers import READ_SIZE, ReadBuffer
 from ._config import Timeout
+from ._continuation import (
+    continuation_problem,
+    parse_content_range,
+    range_end,
+    strong_etag,
+    validator_of,
+    whole_request,
+)
 from ._event_stream import EventSource, EventStream, json_decoder
 from ._exceptions import (
     APIConnectionError,
@@ -40,16 +49,17 @@ from ._exceptions import (
 )
 from ._files import BUFFER_SIZE, Checksum, PartFile, Progress, Receiver, checksums_from, destination
 from ._observe import mask_url, redact
+from ._ranges import MIN_PIECE, RangeChanged, auto_connections, receive_ranges
 from ._retry import RetryBudget
-from ._transport import READ_SIZE, Body, Headers, RawResponse, Request, first_buffer, next_buffer
+from ._transport import DEFAULT_POOL_MAXSIZE, Body, Headers, RawResponse, Request
 
 __all__ = [
+    "Connections",
     "Sender",
     "StreamedResponse",
-    "continuation_problem",
+    "check_connections",
     "decode_body",
     "decode_json",
-    "parse_content_range",
     "status_error",
     "xml_error",
 ]
@@ -63,9 +73,22 @@ MAX_MESSAGE_BODY = 1024
 # A file's buffer goes to the disk when full, or when it has waited this long (seconds).
 COMMIT_INTERVAL = 0.1
 
+# How many connections a file download may use: a number, or "auto" (see ``_ranges.auto_connections``).
+Connections = int | Literal["auto"]
+
+
+def check_connections(connections: object) -> None:
+    """Raise ValueError unless ``connections`` is a positive int or ``"auto"``."""
+    if connections != "auto" and not (type(connections) is int and connections >= 1):
+        raise ValueError(f"connections must be a positive integer or 'auto', got {connections!r}")
+
 
 class Sender(Protocol):
-    """What a response needs of the client that sent it, to resume a broken body."""
+    """What a response needs of the client that sent it, to resume a broken body (and to fetch
+    more of it over other connections: ``max_connections``, the most its pool keeps)."""
+
+    @property
+    def max_connections(self) -> int: ...
 
     def send(
         self,
@@ -86,6 +109,7 @@ class Sender(Protocol):
         headers: Mapping[str, str] | None = ...,
         progress: int | None = ...,
         min_wait: float = ...,
+        stream: Hashable = ...,
     ) -> bool: ...
 
 
@@ -123,56 +147,6 @@ def _charset(headers: Mapping[str, str], default: str = "utf-8") -> str:
             except LookupError:
                 return default
     return default
-
-
-# -- the continuation rule --------------------------------------------------------------------------
-
-
-def parse_content_range(value: str) -> tuple[int, int, int | None] | None:
-    """``bytes A-B/N`` as (A, B, N or None for ``*``); None when malformed."""
-    unit, _, spec = value.strip().partition(" ")
-    span, _, total = spec.partition("/")
-    first, _, last = span.partition("-")
-    if unit.lower() != "bytes" or not (first.isdigit() and last.isdigit()):
-        return None
-    if not (total.isdigit() or total == "*"):
-        return None
-    return int(first), int(last), int(total) if total.isdigit() else None
-
-
-def validator_of(headers: Mapping[str, str]) -> str | None:
-    """What If-Range can pin a resume to: a strong ETag, else Last-Modified."""
-    etag = headers.get("etag")
-    if etag and not etag.startswith("W/"):
-        return etag
-    return headers.get("last-modified")
-
-
-def continuation_problem(
-    status: int, headers: Mapping[str, str], offset: int, validator: str | None, total: int | None
-) -> str | None:
-    """Why a response does not continue a resource's bytes at ``offset`` (None when it does).
-
-    The one rule for every resume, in a call and across runs: at ``offset``
-    0 a 200 continues (it is the whole); past 0 only a 206 whose
-    Content-Range starts at ``offset``, names the same total length, and
-    whose validator (when it sends one) is ``validator``.
-    """
-    if status == 200 and offset == 0:
-        return None
-    if status != 206:
-        return f"the server answered {status} instead of 206 Partial Content"
-    if not offset:
-        return "the server sent 206 Partial Content to a request without Range"
-    parsed = parse_content_range(headers.get("content-range", ""))
-    if parsed is None or parsed[0] != offset:
-        return f"wrong Content-Range {headers.get('content-range')!r} for a resume at byte {offset}"
-    if total is not None and parsed[2] is not None and parsed[2] != total:
-        return f"the resource size changed from {total} to {parsed[2]}"
-    new = validator_of(headers)
-    if new is not None and validator is not None and new != validator:
-        return f"the resource changed (validator {validator!r} became {new!r})"
-    return None
 
 
 # -- the response -----------------------------------------------------------------------------------
@@ -296,12 +270,14 @@ class StreamedResponse:
         if not sender._backoff(budget, request, reason, cause=exc.cause, progress=offset):
             raise exc
         headers = request.headers.copy()
-        headers["Range"] = f"bytes={offset}-"
+        headers["Range"] = f"bytes={offset}-{range_end(request.headers.get('Range'))}"
         headers["If-Range"] = validator
         new = sender.send(
             Request("GET", request.url, headers), timeout=self._timeout, budget=budget, quiet=True
         )
-        problem = continuation_problem(new.status_code, new.headers, offset, validator, self.total_size)
+        problem = continuation_problem(
+            new.status_code, new.headers, offset, validator, self.total_size, ranged=True
+        )
         if problem is None:
             log.info("Resumed %s at byte %d", mask_url(self.url), offset)
         elif on_restart is None:
@@ -319,10 +295,7 @@ class StreamedResponse:
                         request,
                         cause="resume",
                     ) from exc
-                whole = request.headers.copy()
-                new = sender.send(
-                    Request("GET", request.url, whole), timeout=self._timeout, budget=budget, quiet=True
-                )
+                new = sender.send(whole_request(request), timeout=self._timeout, budget=budget, quiet=True)
                 if new.status_code != 200:
                     new.close()
                     raise APIConnectionError(
@@ -365,12 +338,14 @@ class StreamedResponse:
     def _iter_raw(self, limit: int) -> Iterator[bytes]:
         """The body as it arrives; releases the connection at its end, discards it otherwise."""
         self._start()
-        buffer = first_buffer(limit)
+        buffer = ReadBuffer(limit)
         try:
-            while n := self._readinto(buffer):
-                yield bytes(buffer[:n])
-                buffer = next_buffer(buffer, n, limit)
+            view = buffer.view
+            while n := self._readinto(view):
+                yield bytes(view[:n])
+                view = buffer.next(n)
         finally:
+            buffer.close()
             self.close()
 
     def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:
@@ -485,6 +460,7 @@ class StreamedResponse:
         chunk_size: int | None = None,
         progress: Progress | None = None,
         resume: bool = True,
+        connections: Connections = "auto",
     ) -> int:
         """Write the body to ``path``: atomic, verified, in constant memory.
 
@@ -504,6 +480,12 @@ class StreamedResponse:
             progress: ``progress(downloaded, total)``, called at most every 0.1 s
                 or 1% of ``total`` while data arrives, and always once at the end.
             resume: False turns off the in-call resume (a broken body raises).
+            connections: fetch the rest of the body over this many connections at
+                once (byte ranges, each written at its offset), when the response
+                allows it: a 200 with ``Accept-Ranges: bytes``, a length and a strong
+                ETag, its bytes as served. ``"auto"`` (the default): 1 below 32 MiB,
+                then one more per 16 MiB, up to 8; never more than the client's
+                pool keeps (``pool_maxsize``).
 
         Returns:
             The size of the final file.
@@ -514,6 +496,7 @@ class StreamedResponse:
             OSError: not enough disk space (checked first when the size is known).
             DownloadLockedError: another download of ``path`` holds its lock.
         """
+        check_connections(connections)
         part = PartFile(destination(path, self.url))
         self._as_served()
         with part.lock():
@@ -522,6 +505,11 @@ class StreamedResponse:
             checks = checksums_from(self.headers) if whole else []
             length = self.headers.get("content-length")
             total = self.total_size if whole else (int(length) if length and length.isdigit() else None)
+            n = self.connections_for(connections) if whole else 1
+            if n > 1 and total is not None:
+                return self._receive_ranges(
+                    part, connections=n, checks=checks, total=total, progress=progress, resume=resume
+                )
             return self._receive(
                 part, checks=checks, total=total, progress=progress, buffer_size=chunk_size, resume=resume
             )
@@ -608,6 +596,118 @@ class StreamedResponse:
                     "the same as, and sent no checksum; pass expected_size or expected_sha256"
                 )
             return receiver.complete()
+
+    # -- one file over several connections ---------------------------------
+
+    def connections_for(self, connections: Connections) -> int:
+        """How many connections may fetch this body's rest at once (1 when ranges cannot be joined).
+
+        More than one only for a GET answered 200 with ``Accept-Ranges: bytes`` (or 206), a
+        length, a strong ETag pinning the bytes, and the bytes as served; at most the pool size.
+        """
+        total = self.total_size
+        if (
+            connections == 1
+            or self.request.method != "GET"
+            or self.status_code not in (200, 206)
+            or total is None
+            or self._body.decode
+            or not strong_etag(self.headers.get("etag"))
+            or (self.status_code == 200 and "bytes" not in self.headers.get("accept-ranges", "").lower())
+        ):
+            return 1
+        remaining = total - self.position
+        pool = self._sender.max_connections if self._sender is not None else DEFAULT_POOL_MAXSIZE
+        if remaining < 2 * MIN_PIECE:
+            return 1
+        return auto_connections(remaining, pool) if connections == "auto" else min(connections, pool)
+
+    def _receive_ranges(
+        self,
+        part: PartFile,
+        *,
+        connections: int,
+        checks: list[Checksum],
+        total: int,
+        done: Sequence[tuple[int, int]] = (),
+        url: str | None = None,
+        expected_size: int | None = None,
+        expected_sha256: str | None = None,
+        progress: Progress | None = None,
+        resume: bool = True,
+    ) -> int:
+        """Write this body (from ``position``) and the rest of the resource over ``connections``
+        connections into ``part`` (``_ranges``); ``done``: the ranges it already holds.
+
+        Each range is a GET with ``Range`` and ``If-Range`` through this response's sender (a URL
+        signer re-signs), judged by ``continuation_problem``, resumed in the call like any body,
+        all in this response's one retry budget (each range renewing it by its own progress). A
+        range showing that the resource changed starts the file again from zero, with a fresh
+        GET. With ``url`` the sidecar lists the ranges written and a failure keeps the ``.part``.
+        """
+        self._as_served()
+        self._start()
+        response, budget = self, self._budget
+        sender = self._sender
+        if sender is None or budget is None:
+            raise RuntimeError("a response without its sender cannot fetch ranges")
+        while True:
+            ranges = _RangeFetcher(response, sender, budget, total, resume)
+            first = ranges.source(response)
+            parsed = parse_content_range(response.headers.get("content-range", ""))
+            end = parsed[1] + 1 if response.status_code == 206 and parsed is not None else total
+
+            def save(
+                written: list[tuple[int, int]], response: StreamedResponse = response, total: int = total
+            ) -> None:
+                if url is not None:
+                    part.save(url, response.validator, total, response.headers, written)
+
+            try:
+                return receive_ranges(
+                    part,
+                    ranges.fetch,
+                    connections=connections,
+                    total=total,
+                    done=done,
+                    first=(first, response.position, end),
+                    checks=checks,
+                    expected_size=expected_size,
+                    progress=progress,
+                    save=save if url is not None else None,
+                )
+            except RangeChanged as exc:
+                problem = str(exc)
+                response.close()
+            log.warning("Restarting %s from byte 0: %s", mask_url(self.url), problem)
+            request = self.request
+            if not sender._backoff(budget, request, f"cannot resume: {problem}", cause="resume"):
+                raise APIConnectionError(
+                    f"Cannot download {mask_url(self.url)}: {problem}", request, cause="resume"
+                )
+            response = sender.send(whole_request(request), timeout=self._timeout, budget=budget, quiet=True)
+            if response.status_code != 200 or response.total_size is None:
+                response.close()
+                raise APIConnectionError(
+                    f"Cannot restart {mask_url(self.url)}: the server answered {response.status_code}",
+                    request,
+                    cause="resume",
+                )
+            response._as_served()
+            checks, total, done = checksums_from(response.headers, expected_sha256), response.total_size, ()
+            connections = response.connections_for(connections)
+            if connections == 1:
+                return response._receive(
+                    part,
+                    checks=checks,
+                    total=total,
+                    url=url,
+                    expected_size=expected_size,
+                    expected_sha256=expected_sha256,
+                    progress=progress,
+                    resume=resume,
+                )
+            response._start()
 
     def write_to_file(self, path: str | os.PathLike[str]) -> int:
         """Write a body already read with ``read()`` to ``path``; returns its size."""
@@ -731,3 +831,123 @@ class _Replay:
 
     def close(self) -> None:
         self.is_closed = True
+
+
+class _RangeSender:
+    """The sender of one file's range responses: the response's own sender (the client, or a URL
+    signer); each range is a stream of the one retry budget, renewed by that range's progress (a
+    blip that cuts every connection after data resumes them all at once)."""
+
+    def __init__(self, sender: Sender) -> None:
+        self._sender = sender
+
+    @property
+    def max_connections(self) -> int:
+        return self._sender.max_connections
+
+    def send(
+        self,
+        request: Request,
+        *,
+        timeout: Timeout | None = None,
+        budget: RetryBudget | None = None,
+        quiet: bool = False,
+    ) -> StreamedResponse:
+        response = self._sender.send(request, timeout=timeout, budget=budget, quiet=quiet)
+        response._sender = self  # its own resumes come back here
+        return response
+
+    def _backoff(
+        self,
+        budget: RetryBudget,
+        request: Request,
+        reason: str,
+        *,
+        cause: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        progress: int | None = None,
+        min_wait: float = 0.0,
+        stream: Hashable = None,
+    ) -> bool:
+        if progress is not None:  # the bytes this range received: its offset past the range's start
+            first = request.headers.get("Range", "").removeprefix("bytes=").partition("-")[0]
+            progress -= int(first) if first.isdigit() else 0
+            stream = id(request)
+        return self._sender._backoff(
+            budget,
+            request,
+            reason,
+            cause=cause,
+            headers=headers,
+            progress=progress,
+            min_wait=min_wait,
+            stream=stream,
+        )
+
+
+class _RangeSource:
+    """A response as a ``_ranges.Source``: resumed in the call; a resume that shows another
+    version of the resource raises ``RangeChanged``."""
+
+    def __init__(self, response: StreamedResponse, fetcher: _RangeFetcher) -> None:
+        self.response = response
+        self.fetcher = fetcher
+
+    def readinto(self, buffer: memoryview, /) -> int:
+        try:
+            return self.response._readinto(buffer, resume=self.fetcher.resume)
+        except APIConnectionError as exc:
+            if exc.cause == "resume":
+                raise RangeChanged(str(exc)) from exc
+            raise
+
+    def close(self) -> None:
+        self.response.close()
+
+
+class _RangeFetcher:
+    """Opens ``Range: bytes=A-B`` requests for one file, pinned to its validator by ``If-Range``."""
+
+    def __init__(
+        self,
+        response: StreamedResponse,
+        sender: Sender,
+        budget: RetryBudget,
+        total: int,
+        resume: bool,
+    ) -> None:
+        self.request = whole_request(response.request)
+        self.validator = response.validator
+        self.timeout = response._timeout
+        self.budget = budget
+        self.total = total
+        self.resume = resume
+        self.sender = _RangeSender(sender)
+        response._sender = self.sender
+
+    def source(self, response: StreamedResponse) -> _RangeSource:
+        return _RangeSource(response, self)
+
+    def fetch(self, start: int, end: int) -> _RangeSource:
+        request = self.request
+        headers = request.headers.copy()
+        headers["Range"] = f"bytes={start}-{end - 1}"
+        if self.validator is not None:
+            headers["If-Range"] = self.validator
+        try:
+            response = self.sender.send(
+                Request("GET", request.url, headers), timeout=self.timeout, budget=self.budget, quiet=True
+            )
+        except APIStatusError as exc:
+            if exc.status_code == 416:  # the range lies past the resource's end: it shrank
+                raise RangeChanged(f"the server cannot satisfy bytes {start}-{end - 1} (416)") from exc
+            raise
+        response._as_served()
+        problem = continuation_problem(
+            response.status_code, response.headers, start, self.validator, self.total, ranged=True
+        )
+        if problem is not None:
+            response.close()
+            raise RangeChanged(problem)
+        response._start()
+        return self.source(response)

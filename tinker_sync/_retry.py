@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import email.utils
 import random
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 
 __all__ = [
     "DNS_RETRIES",
@@ -105,6 +106,10 @@ class RetryBudget:
        mark (bytes or events delivered) past the mark of the failure before
        it starts the count and the backoff again from the bottom, and its
        retry goes at once (a cut after data is a transient, not an outage).
+       A call made of several streams at once (a download over several
+       connections) names the ``stream`` that failed: each stream's progress
+       is measured against its own last failure, so a blip that cuts every
+       connection after data resumes them all at once.
     3. ``deadline`` (``time.monotonic()``, from ``Timeout.total``): no retry
        whose wait would end past it.
     4. A cause in ``NEVER_RETRIED`` is never retried; ``"dns"`` at most
@@ -114,6 +119,9 @@ class RetryBudget:
     points of progress, so at most ``(max_retries + 1) * (1 + renewals)``
     sends in all, each renewal needing new bytes or events; ``Timeout.total``
     bounds the time.
+
+    Thread-safe: the connections of one download over several connections
+    spend one budget (their failures count together).
 
     Attributes:
         attempts: sends made so far (the caller counts each with ``sent()``).
@@ -134,19 +142,21 @@ class RetryBudget:
         self.attempts = 0
         self.retries = 0
         self.failures = 0
-        self._mark = 0
+        self._marks: dict[Hashable, int] = {}
         self._step = 0  # backoff steps taken since the last progress
         self._dns = 0
         self._rand = rand
         self._now = now
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<RetryBudget {self.failures}/{self.max_retries} failures, {self.attempts} sends>"
 
     def sent(self) -> int:
         """Count one send; returns the retry count to put on it."""
-        self.attempts += 1
-        return self.retries
+        with self._lock:
+            self.attempts += 1
+            return self.retries
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (never negative), or None without one."""
@@ -164,15 +174,28 @@ class RetryBudget:
         headers: Mapping[str, str] | None = None,
         progress: int | None = None,
         min_wait: float = 0.0,
+        stream: Hashable = None,
     ) -> float | None:
         """Count one failure; the seconds to wait before the next send, or None to give up.
 
         Args:
             cause: what failed, as ``APIConnectionError.cause`` says (None for a status).
             headers: the failed response's headers (Retry-After).
-            progress: how far the call had got (bytes or events delivered).
+            progress: how far the call (or its ``stream``) had got (bytes or events delivered).
             min_wait: the least wait (an SSE stream's reconnection time).
+            stream: which of the call's streams failed, when it has several at once.
         """
+        with self._lock:
+            return self._retry(cause, headers, progress, min_wait, stream)
+
+    def _retry(
+        self,
+        cause: str | None,
+        headers: Mapping[str, str] | None,
+        progress: int | None,
+        min_wait: float,
+        stream: Hashable,
+    ) -> float | None:
         if cause in NEVER_RETRIED:
             return None
         if cause == "dns":
@@ -180,8 +203,8 @@ class RetryBudget:
                 return None
             self._dns += 1
         advanced = False
-        if progress is not None and progress > self._mark:
-            self._mark, self.failures, self._step, advanced = progress, 0, 0, True
+        if progress is not None and progress > self._marks.get(stream, 0):
+            self._marks[stream], self.failures, self._step, advanced = progress, 0, 0, True
         if self.failures >= self.max_retries:
             return None
         backoff = not (advanced and headers is None)

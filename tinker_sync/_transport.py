@@ -75,7 +75,6 @@ from ._observe import mask_url
 
 __all__ = [
     "ACCEPT_ENCODING",
-    "READ_SIZE",
     "Body",
     "Headers",
     "RawResponse",
@@ -83,9 +82,7 @@ __all__ = [
     "Transport",
     "check_request",
     "check_url",
-    "first_buffer",
     "mapped_errors",
-    "next_buffer",
     "origin_of",
     "ssl_context",
 ]
@@ -106,11 +103,6 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 # after copying what is already there.
 _SMALL_READ = io.DEFAULT_BUFFER_SIZE
 _MAX_LINE = 65536
-# A body's read buffer starts at one TLS record and doubles while reads fill
-# it, up to READ_SIZE: a thousand quiet streams cost 16 KiB each, a fast one
-# reads 256 KiB at a time. Reads return what has arrived: the size only caps them.
-FIRST_READ_SIZE = 16 * 1024
-READ_SIZE = 256 * 1024
 
 
 @dataclass
@@ -641,6 +633,11 @@ class Transport:
                 self._context = ssl_context(self.verify, self._ca)
             return self._context
 
+    @property
+    def pool_maxsize(self) -> int:
+        """Connections kept alive per host."""
+        return self._pool_maxsize
+
     def proxy_for(self, url: str) -> str | None:
         """The proxy a request to ``url`` goes through (credentials included: mask before showing), or None."""
         scheme, host, port = origin_of(url)
@@ -726,18 +723,6 @@ class Transport:
 
 
 # -- bodies ---------------------------------------------------------------------------------------
-
-
-def first_buffer(limit: int = READ_SIZE) -> memoryview:
-    """A read buffer for a new body: small, until reads show the body is fast."""
-    return memoryview(bytearray(min(FIRST_READ_SIZE, limit)))
-
-
-def next_buffer(buffer: memoryview, n: int, limit: int = READ_SIZE) -> memoryview:
-    """The buffer for the next read: twice as big when the last read filled it, up to ``limit``."""
-    if n == len(buffer) and n < limit:
-        return memoryview(bytearray(min(2 * n, limit)))
-    return buffer
 
 
 class Body:

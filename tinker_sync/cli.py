@@ -2,7 +2,9 @@
 
 Rules:
 1. ``main(argv=None) -> int``: 0 on success, 1 on an expected error (one
-   line on stderr, no traceback), 2 on a usage error, 130 on Ctrl-C.
+   line on stderr, no traceback), 2 on a usage error, 130 on Ctrl-C;
+   ``checkpoint sync`` tells its outcomes apart: 0 nothing to do, 3 synced,
+   4 partial failure (``EXIT_*`` below).
 2. Results go to stdout (``--format table``, the default, or ``json`` for
    scripts, with the official CLI's JSON shapes); diagnostics to stderr
    (``--quiet`` silences all but errors).
@@ -25,18 +27,24 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 if TYPE_CHECKING:
     from ._client import Client
     from ._exceptions import TinkerError
+    from ._response import Connections
 
 __all__ = ["ProgressReporter", "build_parser", "format_size", "main"]
 
 PROG = "tinker-sync"
 X = TypeVar("X")
+
+# ``checkpoint sync``: 0 when the mirror was current (or another sync holds it), else these; an
+# error (nothing synced: the run could not be listed, ...) is 1 and a usage error 2, as everywhere.
+EXIT_SYNCED = 3
+EXIT_PARTIAL = 4
 
 
 def format_size(n: float) -> str:
@@ -278,6 +286,7 @@ def _cmd_download(args: argparse.Namespace) -> int:
                 progress=reporter,
                 resume=not args.no_resume,
                 expected_sha256=args.sha256,
+                connections=args.connections,
             )
         except APIError as exc:
             dest = destination(args.output, client.build_url(args.url_or_path))
@@ -301,12 +310,17 @@ def _diagnostics(args: argparse.Namespace) -> TextIO:
 
 
 def _checkpoint_download(
-    client: Client, tinker_path: str, output: str, force: bool, stream: TextIO | None = None
+    client: Client,
+    tinker_path: str,
+    output: str,
+    force: bool,
+    stream: TextIO | None = None,
+    connections: Connections = "auto",
 ) -> tuple[str, int]:
     """Download with a progress bar; notes (preparing, resumed) go above it. Returns (path, bytes)."""
     with ProgressReporter(tinker_path.rsplit("/", 1)[-1], stream=stream) as reporter:
         path = client.checkpoints.download(
-            tinker_path, output, force=force, progress=reporter, notify=reporter.note
+            tinker_path, output, force=force, progress=reporter, notify=reporter.note, connections=connections
         )
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         reporter.summary(path, size)
@@ -319,7 +333,7 @@ def _cmd_checkpoint_download(args: argparse.Namespace) -> int:
     with _client(args) as client:
         try:
             path, size = _checkpoint_download(
-                client, args.tinker_path, args.output, args.force, _diagnostics(args)
+                client, args.tinker_path, args.output, args.force, _diagnostics(args), args.connections
             )
         except APIError as exc:
             name = args.tinker_path.removeprefix("tinker://").replace("/", "_")
@@ -338,6 +352,82 @@ def _cmd_checkpoint_download(args: argparse.Namespace) -> int:
     else:
         print(path)
     return 0
+
+
+def _cmd_checkpoint_sync(args: argparse.Namespace) -> int:
+    """Mirror a run's checkpoints: what changed on stdout (nothing in a table when nothing did),
+    progress and notes on stderr; the exit code says which outcome (module docstring)."""
+    say = _say(args)
+    with _client(args) as client, _SyncProgress(_diagnostics(args)) as bars:
+        report = client.checkpoints.sync(
+            args.run_id,
+            args.output,
+            kinds=args.kind,
+            latest=args.latest,
+            since=args.since,
+            prune=args.prune,
+            progress=bars,
+            notify=bars.note,
+            connections=args.connections,
+        )
+    if report.status == "locked":
+        say(f"{report.locked_by}; nothing to do")
+    for failure in report.failed:
+        print(f"{PROG}: error: {failure.checkpoint_path}: {failure.error}", file=sys.stderr)
+    if report.gone and not args.quiet:
+        say(
+            f"{len(report.gone)} checkpoint(s) no longer on the server kept in {report.output_dir} (--prune removes them)"
+        )
+    rows = [
+        ["downloaded", d.checkpoint_path, format_size(d.file_size_bytes), d.destination]
+        for d in report.downloaded
+    ]
+    rows += [["failed", f.checkpoint_path, "-", f.error] for f in report.failed]
+    rows += [["pruned", path, "-", "-"] for path in report.pruned]
+    if args.format == "json":
+        _emit(args, report, "", [], [])
+    elif rows:
+        title = (
+            f"{report.run_id} -> {report.output_dir}: {len(report.downloaded)} downloaded, "
+            f"{len(report.failed)} failed, {len(report.pruned)} pruned, {len(report.current)} already current"
+        )
+        _emit(args, report, title, ["Change", "Checkpoint", "Size", "Where / why"], rows)
+    else:
+        say(f"{report.run_id} -> {report.output_dir}: nothing to do ({len(report.current)} current)")
+    return {"synced": EXIT_SYNCED, "partial failure": EXIT_PARTIAL}.get(report.status, 0)
+
+
+class _SyncProgress:
+    """``progress(tinker_path, done, total)`` for a sync: one ``ProgressReporter`` per checkpoint."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.path: str | None = None
+        self.reporter: ProgressReporter | None = None
+
+    def __enter__(self) -> _SyncProgress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._finish()
+
+    def __call__(self, path: str, done: int, total: int | None) -> None:
+        if path != self.path:
+            self._finish()
+            self.path, self.reporter = path, ProgressReporter(path.rsplit("/", 1)[-1], stream=self.stream)
+        assert self.reporter is not None
+        self.reporter(done, total)
+
+    def note(self, message: str) -> None:
+        if self.reporter is not None:
+            self.reporter.note(message)
+        else:
+            print(message, file=self.stream, flush=True)
+
+    def _finish(self) -> None:
+        if self.reporter is not None:
+            self.reporter.close()
+            self.reporter = None
 
 
 def _collect(
@@ -513,6 +603,25 @@ def _retries_arg(value: str) -> int:
     return int(value)
 
 
+def _connections_arg(value: str) -> int | str:
+    if value == "auto":
+        return value
+    if not value.strip().isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {value!r}")
+    return int(value)
+
+
+def _add_connections(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--connections",
+        type=_connections_arg,
+        default="auto",
+        metavar="N",
+        help="connections per file when the server takes byte ranges (default: auto: 1 below 32 MiB, "
+        "one more per 16 MiB, up to 8)",
+    )
+
+
 def _add_max_retries(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-retries",
@@ -598,6 +707,7 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument(
         "--sha256", type=_sha256_arg, metavar="HEX", help="the expected SHA-256 of the file"
     )
+    _add_connections(download)
     _add_max_retries(download)
 
     scope = {"choices": ("owned", "accessible"), "default": "owned", "help": "owned (default) or accessible"}
@@ -612,7 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_info.add_argument("run_id", metavar="RUN_ID")
     run_info.add_argument("--access-scope", **scope)
 
-    checkpoint = commands.add_parser("checkpoint", help="checkpoints (list, info, download)")
+    checkpoint = commands.add_parser("checkpoint", help="checkpoints (list, info, download, sync)")
     checkpoint_commands = checkpoint.add_subparsers(dest="checkpoint_command", metavar="COMMAND")
     checkpoint_commands.required = True
     ck_list = command(
@@ -639,7 +749,41 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", default=".", metavar="DIR", help="parent directory (default: .)"
     )
     ck_download.add_argument("--force", action="store_true", help="replace an existing download")
+    _add_connections(ck_download)
     _add_max_retries(ck_download)
+    ck_sync = command(
+        checkpoint_commands,
+        "sync",
+        _cmd_checkpoint_sync,
+        help="mirror every checkpoint of a training run into a directory (safe to run from cron)",
+        description="Download each checkpoint of RUN_ID not yet complete in DIR (as `checkpoint download` "
+        "does), oldest first. DIR/.tinker-sync.json lists what is complete; DIR/.tinker-sync.lock keeps "
+        "overlapping runs apart (a second one does nothing). What changed goes to stdout (nothing in a "
+        "table when nothing did), progress to stderr. Nothing is deleted locally without --prune.",
+        epilog="exit status: 0 nothing to do (the mirror was current, or another sync holds it), "
+        f"{EXIT_SYNCED} synced, {EXIT_PARTIAL} partial failure (some checkpoints failed, the others are "
+        "complete), 1 error (nothing synced), 2 usage error",
+    )
+    ck_sync.add_argument("run_id", metavar="RUN_ID", help="the training run to mirror")
+    ck_sync.add_argument("-o", "--output", required=True, metavar="DIR", help="the mirror directory")
+    ck_sync.add_argument(
+        "--kind",
+        action="append",
+        choices=("weights", "external_weights"),
+        help="only this kind (repeatable; default: both; sampler weights cannot be downloaded)",
+    )
+    ck_sync.add_argument("--latest", type=_positive_arg, metavar="K", help="only the K newest checkpoints")
+    ck_sync.add_argument(
+        "--since",
+        type=_time_arg,
+        metavar="TIME",
+        help="only checkpoints saved at or after TIME (ISO 8601; UTC if no zone)",
+    )
+    ck_sync.add_argument(
+        "--prune", action="store_true", help="remove local checkpoints the server no longer lists"
+    )
+    _add_connections(ck_sync)
+    _add_max_retries(ck_sync)
 
     demo = command(
         commands, "demo", _cmd_demo, help="run a local mock server: stream a sample, download a checkpoint"
@@ -649,6 +793,22 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", default="tinker-demo", metavar="DIR", help="where to put it (./tinker-demo)"
     )
     return parser
+
+
+def _positive_arg(value: str) -> int:
+    if not value.strip().isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def _time_arg(value: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO 8601 time (2025-06-15T12:00:00Z, 2025-06-15), got {value!r}"
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _count_arg(value: str) -> int:

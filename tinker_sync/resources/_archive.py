@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin
 
 from .._base_client import BaseClient
+from .._buffers import READ_SIZE
 from .._config import Timeout
 from .._exceptions import (
     APIConnectionError,
@@ -34,7 +35,7 @@ from .._exceptions import (
 from .._files import Progress
 from .._response import StreamedResponse
 from .._retry import RetryBudget, retry_delay, should_retry_status
-from .._transport import READ_SIZE, Request
+from .._transport import Request
 from ._paths import TinkerPath
 
 __all__ = ["ARCHIVE_UNSUPPORTED", "ArchiveSigner", "BodyReader", "Notify", "http_date", "is_compressed"]
@@ -141,6 +142,10 @@ class ArchiveSigner:
 
     # -- the Sender of the archive's responses ---------------------------------
 
+    @property
+    def max_connections(self) -> int:
+        return self.client.max_connections
+
     def send(
         self,
         request: Request,
@@ -182,9 +187,17 @@ class ArchiveSigner:
         headers: Mapping[str, str] | None = None,
         progress: int | None = None,
         min_wait: float = 0.0,
+        stream: Hashable = None,
     ) -> bool:
         if not self.client._backoff(
-            budget, request, reason, cause=cause, headers=headers, progress=progress, min_wait=min_wait
+            budget,
+            request,
+            reason,
+            cause=cause,
+            headers=headers,
+            progress=progress,
+            min_wait=min_wait,
+            stream=stream,
         ):
             return False
         if progress is not None:

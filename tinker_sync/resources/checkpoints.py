@@ -40,7 +40,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urljoin
@@ -54,7 +54,7 @@ from .._exceptions import (
     UnsafeArchiveError,
 )
 from .._files import Progress, target_lock
-from .._response import StreamedResponse, decode_json
+from .._response import Connections, StreamedResponse, check_connections, decode_json
 from .._retry import RetryBudget
 from .._transport import Request
 from ._archive import ARCHIVE_UNSUPPORTED, ArchiveSigner, BodyReader, Notify, http_date, is_compressed
@@ -71,7 +71,9 @@ from ._resource import (
     no_content,
     view,
 )
-from .types import Checkpoint, CheckpointArchiveUrl, CheckpointList, ExternalWeightsUrls
+from ._sync import SyncProgress
+from ._sync import sync as mirror
+from .types import Checkpoint, CheckpointArchiveUrl, CheckpointList, ExternalWeightsUrls, SyncReport
 
 __all__ = ["DEFAULT_PREPARE_TIMEOUT", "Checkpoints", "TinkerPath", "parse_tinker_path"]
 
@@ -223,6 +225,7 @@ class Checkpoints(SyncAPIResource[M]):
         notify: Notify | None = None,
         max_members: int | None = None,
         max_total_size: int | None = None,
+        connections: Connections = "auto",
     ) -> Path:
         """Download a checkpoint into ``<output_dir>/<RUN>_<KIND>_<NAME>`` and return that path.
 
@@ -252,6 +255,9 @@ class Checkpoints(SyncAPIResource[M]):
             max_members, max_total_size: extraction limits for this call; by
                 default the client's ``archive_limits`` (10,000 members; the
                 checkpoint's ``size_bytes`` when known).
+            connections: connections per file of external weights (and of an
+                export), as ``Client.download``; an archive streams into its
+                extraction in order, over one connection.
 
         Raises:
             ValueError: not a downloadable ``tinker://`` path.
@@ -263,6 +269,7 @@ class Checkpoints(SyncAPIResource[M]):
             APIStatusError, APIConnectionError: the API or the transfer failed.
         """
         self._plain_only("download")
+        check_connections(connections)
         path = parse_tinker_path(tinker_path)
         if path.kind == "sampler_weights":
             raise ValueError(
@@ -281,10 +288,18 @@ class Checkpoints(SyncAPIResource[M]):
             _check_target(target, force)  # another run may have finished while we waited
             if path.kind == "weights":
                 tmp = self._download_weights(
-                    path, target, report, prepare_timeout, say, budget, max_members, max_total_size
+                    path,
+                    target,
+                    report,
+                    prepare_timeout,
+                    say,
+                    budget,
+                    max_members,
+                    max_total_size,
+                    connections,
                 )
             else:
-                tmp = self._download_external(path, target, report, say, budget)
+                tmp = self._download_external(path, target, report, say, budget, connections)
             try:
                 _install(tmp, target, force)
             except BaseException:
@@ -301,6 +316,86 @@ class Checkpoints(SyncAPIResource[M]):
             return None
         return size or None
 
+    # -- mirroring a run -----------------------------------------------------------
+
+    def sync(
+        self: Checkpoints[Parsed],
+        run_id: str,
+        output_dir: str | os.PathLike[str],
+        *,
+        kinds: Collection[str] | None = None,
+        latest: int | None = None,
+        since: datetime | None = None,
+        prune: bool = False,
+        progress: SyncProgress | None = None,
+        notify: Notify | None = None,
+        connections: Connections = "auto",
+        lock_wait: float = 0.0,
+    ) -> SyncReport:
+        """Mirror the checkpoints of training run ``run_id`` into ``output_dir``; safe to start from
+        cron every minute.
+
+        Downloads each selected checkpoint not yet complete there (as ``download`` does, into
+        ``output_dir/RUN_KIND_NAME``, with every guarantee of it), oldest first, and returns what
+        changed. ``output_dir/.tinker-sync.json`` (written atomically after each checkpoint)
+        lists what is complete and verified; ``output_dir/.tinker-sync.lock`` keeps overlapping
+        syncs apart: one that finds it held (after ``lock_wait`` seconds) does nothing and reports
+        ``"locked"``. A killed sync's next run downloads only what is missing. A checkpoint that
+        fails is reported and the others go on. Nothing is deleted locally unless ``prune``: then
+        the checkpoints this mirror holds that the server no longer lists.
+
+        Args:
+            kinds: the kinds to mirror (``weights``, ``external_weights``); by default both
+                (``sampler_weights`` cannot be downloaded).
+            latest: only the ``latest`` newest of them.
+            since: only those saved at or after this time (naive: UTC).
+            prune: remove local copies of checkpoints the server deleted.
+            progress: ``progress(tinker_path, downloaded, total)`` while a checkpoint downloads.
+            notify: one-line notes (archive being prepared, resumed, re-signed).
+            connections: per file, as ``download``.
+
+        Returns:
+            A ``SyncReport``: ``status`` ``"nothing to do"``, ``"synced"``, ``"partial failure"``
+            or ``"locked"``, and the checkpoints downloaded, failed, current, gone and pruned.
+
+        Raises:
+            ValueError: an unknown or undownloadable kind, ``latest`` below 1.
+            APIStatusError, APIConnectionError: the run's checkpoints could not be listed.
+        """
+        self._plain_only("sync")
+        check_connections(connections)
+
+        def download(
+            tinker_path: str,
+            output_dir: str | os.PathLike[str] = ".",
+            *,
+            force: bool = False,
+            progress: Progress | None = None,
+            notify: Notify | None = None,
+        ) -> Path:
+            return self.download(
+                tinker_path,
+                output_dir,
+                force=force,
+                progress=progress,
+                notify=notify,
+                connections=connections,
+            )
+
+        return mirror(
+            run_id,
+            output_dir,
+            listing=lambda run: self.list_for_run(run).checkpoints,
+            download=download,
+            kinds=kinds,
+            latest=latest,
+            since=since,
+            prune=prune,
+            progress=progress,
+            notify=notify,
+            lock_wait=lock_wait,
+        )
+
     # -- archive flow (or the export flow, when the server has no archives) ---
 
     def _download_weights(
@@ -313,6 +408,7 @@ class Checkpoints(SyncAPIResource[M]):
         budget: RetryBudget,
         max_members: int | None,
         max_total_size: int | None,
+        connections: Connections,
     ) -> Path:
         signer = ArchiveSigner(self._client, path, prepare_timeout, say, budget)
         try:
@@ -323,7 +419,9 @@ class Checkpoints(SyncAPIResource[M]):
             log.info("The archive of %s: HTTP %d; trying the export flow", path, exc.status_code)
             why = f"the server does not serve archives (HTTP {exc.status_code})"
             with exported(self._client, path, budget, prepare_timeout, say, why) as export:
-                return self._download_external(export, target, progress, say, budget, renew_ttl=EXPORT_TTL)
+                return self._download_external(
+                    export, target, progress, say, budget, connections, renew_ttl=EXPORT_TTL
+                )
         return self._download_archive(signer, target, progress, max_members, max_total_size)
 
     def _download_archive(
@@ -385,6 +483,7 @@ class Checkpoints(SyncAPIResource[M]):
         progress: Progress,
         say: Notify,
         budget: RetryBudget,
+        connections: Connections,
         renew_ttl: int | None = None,
     ) -> Path:
         client = self._client
@@ -425,6 +524,7 @@ class Checkpoints(SyncAPIResource[M]):
                             credentials=False,
                             budget=budget,
                             progress=file_progress,
+                            connections=connections,
                         )
                     except APIStatusError as exc:
                         if exc.status_code not in (401, 403):

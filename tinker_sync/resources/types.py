@@ -6,6 +6,9 @@ missing it raises APIResponseValidationError naming it); every other field
 has a default. Value sets that may grow (checkpoint types, queue states,
 stop reasons) are plain ``str``. Times decode to aware ``datetime`` objects.
 Request bodies omit their defaults. Decoders are built once per type.
+
+Last, the results of a client-side operation the API has no object for:
+``SyncReport`` (``client.checkpoints.sync``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ __all__ = [
     "Session",
     "SessionList",
     "SupportedModel",
+    "SyncFailure",
+    "SyncReport",
+    "SyncedCheckpoint",
     "TrainingRun",
     "TrainingRunList",
     "WeightsInfo",
@@ -254,3 +260,42 @@ class SampleStreamChunk(msgspec.Struct):
     finish_reason: str | None = None
     total_tokens: int | None = None
     message: str | None = None
+
+
+# -- results of client-side operations ---------------------------------------------------------------
+
+
+class SyncedCheckpoint(msgspec.Struct):
+    """A checkpoint a sync downloaded into its mirror."""
+
+    checkpoint_path: str
+    destination: str
+    file_size_bytes: int
+
+
+class SyncFailure(msgspec.Struct):
+    """A checkpoint a sync could not download (the others went on): what failed, in one line."""
+
+    checkpoint_path: str
+    error: str
+
+
+class SyncReport(msgspec.Struct):
+    """What ``client.checkpoints.sync`` did to a mirror of a training run's checkpoints.
+
+    ``status``: ``"nothing to do"`` (every selected checkpoint was complete already), ``"synced"``
+    (some were downloaded, none failed), ``"partial failure"`` (some failed; the others are
+    complete) or ``"locked"`` (another sync holds the mirror: nothing was done; ``locked_by`` says
+    which). ``current``: complete before; ``gone``: kept locally though the server no longer lists
+    them (without ``prune``); ``pruned``: removed because the server no longer lists them.
+    """
+
+    run_id: str
+    output_dir: str
+    status: str
+    downloaded: list[SyncedCheckpoint] = msgspec.field(default_factory=list)
+    failed: list[SyncFailure] = msgspec.field(default_factory=list)
+    current: list[str] = msgspec.field(default_factory=list)
+    gone: list[str] = msgspec.field(default_factory=list)
+    pruned: list[str] = msgspec.field(default_factory=list)
+    locked_by: str | None = None

@@ -24,7 +24,9 @@ MockTinkerServer(api_key="tml-test-key", *, host="127.0.0.1", port=0, demo_data=
                      connection, kept across keep-alive requests; N connections get ~N times one)
     requests -> list[RecordedRequest(method, path, query, headers, body)] (snapshot; headers lower-cased,
         query last-value-wins, path without query; .json() decodes the body)
-    connections -> TCP connections accepted; clear() resets requests, connections and violations
+    connections -> TCP connections accepted; clear() resets requests, connections, peak_in_flight and
+        violations
+    peak_in_flight -> the most requests answered at the same time (N for a download over N connections)
     violations -> list[str], each "METHOD PATH: message": every client mistake the server answered
         400/401/404/405/422 (wrong method or path, missing X-API-Key, a body without
         Content-Type: application/json, a query or JSON body of the wrong shape, an unknown JSON field,

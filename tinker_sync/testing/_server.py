@@ -75,6 +75,8 @@ class MockTinkerServer:
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._connections = 0
+        self._answering_now = 0
+        self._peak_answering = 0
         self._open: set[_wire.Socket] = set()
         self._scripts: list[tuple[str, collections.deque[Fault]]] = []
         self._versions: dict[Hashable, int] = {}
@@ -156,16 +158,29 @@ class MockTinkerServer:
         with self._lock:
             return self._connections
 
+    @property
+    def peak_in_flight(self) -> int:
+        """The most requests being answered at the same time since the last ``clear()`` (a download
+        over N connections shows N here while its responses last)."""
+        with self._lock:
+            return self._peak_answering
+
     def clear(self) -> None:
-        """Forget recorded requests and violations, and reset the connection count."""
+        """Forget recorded requests and violations, and reset the connection and in-flight counts."""
         with self._lock:
             self._requests.clear()
             self._connections = 0
+            self._peak_answering = self._answering_now
             del self.violations[:]
 
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
             self._requests.append(request)
+
+    def _answering(self, delta: int) -> None:
+        with self._lock:
+            self._answering_now += delta
+            self._peak_answering = max(self._peak_answering, self._answering_now)
 
     def _accepted(self, sock: _wire.Socket) -> None:
         with self._lock:

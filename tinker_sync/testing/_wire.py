@@ -90,6 +90,7 @@ class Host(ServerState, Protocol):
     def _accepted(self, sock: Socket) -> None: ...
     def _closed(self, sock: Socket) -> None: ...
     def _record(self, request: RecordedRequest) -> None: ...
+    def _answering(self, delta: int) -> None: ...
     def _take_fault(self, path: str) -> Fault | None: ...
     def _route(self, request: Request) -> None: ...
 
@@ -199,6 +200,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {name.lower(): value for name, value in self.headers.items()}
             mock._record(RecordedRequest(self.command, path, dict(query), dict(headers), body))
             exchange = _Exchange(self, path, query, body, headers)
+            mock._answering(1)
             try:
                 fault = mock._take_fault(path)
                 if fault is None and (path.startswith("/test/") or path.startswith("/signed/")):
@@ -211,6 +213,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if error.violation:
                     mock.add_violation(f"{self.command} {path}: {error.message}")
                 exchange.send_error_json(error.status, error.message, error.type, error.headers)
+            finally:
+                mock._answering(-1)
         except (ConnectionError, TimeoutError):
             self.close_connection = True
         except Exception as error:  # a bug in a route: answer 500 if still possible, and say so

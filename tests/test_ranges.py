@@ -1,0 +1,393 @@
+"""One file over several connections, against the loopback mock server: the plan, integrity, resume
+within a call and across runs (kill -9 included), restarts, re-signed URLs, rate caps, memory."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import tinker_sync
+import tinker_sync._ranges as ranges
+from tinker_sync._files import PartFile
+from tinker_sync.testing import Fault
+from tinker_sync.testing._data import sha256_of
+
+API_KEY = "tml-test-key"  # as in conftest.py
+KiB, MiB = 1 << 10, 1 << 20
+
+
+@functools.cache
+def expected_sha(seed: int, size: int) -> str:
+    return sha256_of(seed, size)
+
+
+def file_sha(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while data := f.read(4 * MiB):
+            h.update(data)
+    return h.hexdigest()
+
+
+def leftovers(dest) -> list[str]:
+    return [s for s in (".part", ".part.json", ".lock") if os.path.exists(f"{dest}{s}")]
+
+
+def bytes_requests(server):
+    return [r for r in server.requests if r.path == "/test/bytes"]
+
+
+@pytest.fixture(autouse=True)
+def small_pieces(monkeypatch, waits):
+    """Pieces and steals of 64 KiB, so that files of a few MiB spread over every connection; the
+    ``client`` fixture records its waits instead of sleeping."""
+    monkeypatch.setattr(ranges, "MIN_PIECE", 64 * KiB)
+    monkeypatch.setattr(ranges, "MIN_STEAL", 64 * KiB)
+    monkeypatch.setattr(ranges, "STEAL_ALIGN", 4 * KiB)
+
+
+def spans(server, path: str = "/test/bytes") -> list[tuple[int, int]]:
+    """The ``[start, end)`` every ranged request asked for (a request without Range: the whole)."""
+    found = []
+    for request in server.requests:
+        if not request.path.startswith(path):
+            continue
+        value = request.headers.get("range")
+        if value is None:
+            found.append((0, 1 << 62))
+            continue
+        first, _, last = value.removeprefix("bytes=").partition("-")
+        found.append((int(first), int(last) + 1 if last else 1 << 62))
+    return found
+
+
+# -- the plan, alone ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("remaining", "pool", "expected"),
+    [
+        (0, 32, 1),
+        (31 * MiB, 32, 1),
+        (32 * MiB, 32, 2),
+        (64 * MiB, 32, 4),
+        (10 << 30, 32, 8),
+        (10 << 30, 3, 3),
+    ],
+)
+def test_auto_connections(remaining, pool, expected):
+    assert ranges.auto_connections(remaining, pool) == expected
+
+
+def test_a_plan_hands_out_every_missing_byte_once_and_splits_the_largest_range_at_the_end():
+    plan = ranges.RangePlan(1000 * KiB, [(0, 100 * KiB), (500 * KiB, 600 * KiB)], piece=200 * KiB)
+    claimed = [plan.claim() for _ in range(4)]
+    assert [(s.start, s.end) for s in claimed] == [
+        (100 * KiB, 300 * KiB),
+        (300 * KiB, 500 * KiB),
+        (600 * KiB, 800 * KiB),
+        (800 * KiB, 1000 * KiB),
+    ]
+    offset, count = plan.take(claimed[3], 10 * KiB)
+    assert (offset, count) == (800 * KiB, 10 * KiB)
+    plan.written(offset, count)
+    thief = plan.claim()  # nothing left: the back half of (the first of) the largest ranges
+    assert thief is not None and (thief.start, thief.end) == (200 * KiB, 300 * KiB)
+    assert claimed[0].end == 200 * KiB  # its fetcher stops there
+    assert plan.take(claimed[0], 150 * KiB) == (100 * KiB, 100 * KiB)  # never past the split
+    plan.release(claimed[1])  # fetched nothing: handed out again, first
+    again = plan.claim()
+    assert again is not None and (again.start, again.end) == (300 * KiB, 500 * KiB)
+    assert plan.done_bytes == 210 * KiB and plan.prefix == 100 * KiB
+
+
+@pytest.mark.parametrize("connections", [0, -1, 2.0, "4", "many", None])
+def test_connections_must_be_a_positive_int_or_auto(client, tmp_path, connections):
+    with pytest.raises(ValueError, match="connections must be a positive integer or 'auto'"):
+        client.download("/test/bytes?size=10", tmp_path / "f", connections=connections)
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- whole downloads ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("checksum", "connections"),
+    [("", 2), ("md5", 4), ("sha256", 3), ("crc32c", 4), ("md5,crc32c", 2), ("etag-md5", 8)],
+)
+def test_a_download_over_n_connections_is_the_same_file(
+    client, tinker_server, tmp_path, checksum, connections
+):
+    size = 3 * MiB + 5
+    dest = tmp_path / "out.bin"
+    query = f"size={size}&seed=7" + (f"&checksum={checksum}" if checksum else "")
+    client.download(f"/test/bytes?{query}", dest, connections=connections)
+    assert file_sha(dest) == expected_sha(7, size)
+    assert leftovers(dest) == []
+    first, *rest = bytes_requests(tinker_server)
+    assert "range" not in first.headers  # the first answer shows the server takes ranges
+    assert rest and all(r.headers["range"].startswith("bytes=") and r.headers["if-range"] for r in rest)
+    assert all(r.headers["if-range"] == rest[0].headers["if-range"] for r in rest)
+
+
+@pytest.mark.parametrize("checksum", ["md5", "sha256", "crc32c"])
+def test_a_wrong_checksum_over_n_connections_leaves_nothing(client, tmp_path, checksum):
+    dest = tmp_path / "out.bin"
+    with pytest.raises(tinker_sync.DownloadIntegrityError, match="mismatch"):
+        client.download(
+            f"/test/bytes?size={2 * MiB}&seed=2&checksum={checksum}&bad_checksum=1", dest, connections=4
+        )
+    assert not dest.exists() and leftovers(dest) == []
+
+
+@pytest.mark.parametrize(
+    ("query", "connections", "why"),
+    [
+        (f"size={4 * MiB}", "auto", "small for auto"),
+        (f"size={4 * MiB}&chunked=1", 4, "no length"),
+        (f"size={100 * KiB}", 4, "under two pieces"),
+    ],
+)
+def test_one_connection_when_ranges_would_not_help(client, tinker_server, tmp_path, query, connections, why):
+    client.download(f"/test/bytes?{query}&seed=1", tmp_path / "f", connections=connections)
+    assert [r.headers.get("range") for r in bytes_requests(tinker_server)] == [None], why
+
+
+def test_auto_spreads_a_large_body_and_stream_to_file_does_too(client, tinker_server, tmp_path, monkeypatch):
+    monkeypatch.setattr(ranges, "AUTO_STEP", 512 * KiB)  # "large" at test sizes: 4 MiB -> 8 connections
+    size = 4 * MiB
+    with client.stream("GET", f"/test/bytes?size={size}&seed=3&checksum=sha256") as response:
+        assert response.connections_for("auto") == 8
+        assert response.stream_to_file(tmp_path / "f") == size
+    assert file_sha(tmp_path / "f") == expected_sha(3, size)
+    assert len(bytes_requests(tinker_server)) > 8
+
+
+def test_rate_capped_connections_run_at_once(client, tinker_server, tmp_path):
+    """With each connection capped (as object stores do), N connections are N responses at once."""
+    tinker_server.rate_limit = 2 * MiB  # per connection
+    size = 4 * MiB
+    client.download(f"/test/bytes?size={size}&seed=4", tmp_path / "f", connections=4)
+    assert file_sha(tmp_path / "f") == expected_sha(4, size)
+    assert tinker_server.peak_in_flight >= 4  # (a connection the client closed may linger a moment)
+    tinker_server.clear()
+    client.download(f"/test/bytes?size={size // 8}&seed=4", tmp_path / "g", connections=1)
+    assert tinker_server.peak_in_flight == 1
+
+
+# -- resume, restart ------------------------------------------------------------------------------
+
+
+def test_each_range_resumes_in_the_call_within_its_range(client, tinker_server, tmp_path, waits):
+    size = 4 * MiB
+    tinker_server.script(
+        "/test/bytes", Fault(), *(Fault(reset_after=100 * KiB + i) for i in range(6))
+    )  # the first answer whole, then six ranges cut
+    client.download(f"/test/bytes?size={size}&seed=5", tmp_path / "f", connections=4)
+    assert file_sha(tmp_path / "f") == expected_sha(5, size)
+    resumed = [r.headers["range"] for r in bytes_requests(tinker_server)[7:]]
+    closed = [v for v in resumed if not v.endswith("-")]
+    assert len(closed) == len(resumed)  # a cut range resumes up to its own end, never past it
+    assert sum(waits) == 0.0  # every resume followed progress
+
+
+def test_a_changed_etag_mid_download_restarts_every_range_from_zero(client, tinker_server, tmp_path):
+    size = 3 * MiB
+    tinker_server.rate_limit = 16 * MiB
+    tinker_server.script("/test/bytes", Fault(), Fault(), Fault(change_etag=True))
+    calls: list[int] = []
+    dest = tmp_path / "f"
+    client.download(
+        f"/test/bytes?size={size}&seed=6", dest, connections=3, progress=lambda d, t: calls.append(d)
+    )
+    assert file_sha(dest) == expected_sha(6, size)
+    wholes = [i for i, r in enumerate(bytes_requests(tinker_server)) if "range" not in r.headers]
+    assert len(wholes) == 2 and wholes[0] == 0  # a fresh GET after the change
+    later = bytes_requests(tinker_server)[wholes[1] + 1 :]
+    etags = {r.headers["if-range"] for r in later}
+    assert len(etags) == 1 and etags != {bytes_requests(tinker_server)[1].headers["if-range"]}
+    assert 0 in calls[1:]  # progress went back to zero
+    assert leftovers(dest) == []
+
+
+def test_all_connections_failing_spend_one_budget_and_keep_what_they_wrote(client, tinker_server, tmp_path):
+    size = 2 * MiB
+    dest = tmp_path / "f"
+    tinker_server.script("/test/bytes", Fault(reset_after=300 * KiB), *(Fault(status=503) for _ in range(7)))
+    with pytest.raises(tinker_sync.InternalServerError):
+        client.with_options(max_retries=3).download(f"/test/bytes?size={size}&seed=8", dest, connections=4)
+    # The first answer, at most one send per connection, then 3 retries in all: one budget.
+    sent = bytes_requests(tinker_server)
+    assert 1 + 3 + 1 <= len(sent) <= 1 + 4 + 3
+    assert max(int(r.headers["x-stainless-retry-count"]) for r in sent) == 3
+    state = PartFile(dest).load(f"{client.base_url}/test/bytes?size={size}&seed=8")
+    assert state is not None and state.ranges and state.done > 0
+    assert not dest.exists()
+    tinker_server.clear()
+    client.download(f"/test/bytes?size={size}&seed=8", dest, connections=4)  # the re-run: only the rest
+    assert file_sha(dest) == expected_sha(8, size)
+    assert all(a >= b or c <= a for (a, _), (b, c) in _pairs(spans(tinker_server), state.ranges))
+
+
+def _pairs(requested, done):
+    return [(r, d) for r in requested for d in done if r[0] < d[1] and d[0] < r[1]]
+
+
+def test_a_rerun_fetches_only_what_its_sidecar_lacks(client, tinker_server, tmp_path):
+    size, dest, url = 2 * MiB, tmp_path / "f", f"/test/bytes?size={2 * MiB}&seed=9"
+    done = [(0, 300 * KiB), (MiB, MiB + 200 * KiB)]
+    _planted(client, tinker_server, dest, url, done, size=size)
+    client.download(url, dest, connections=3)
+    assert file_sha(dest) == expected_sha(9, size)
+    requested = spans(tinker_server)
+    assert requested[0][0] == 300 * KiB  # the first missing piece, then the others
+    assert not _pairs(requested, done)
+
+
+def _planted(client, server, dest, url, ranges, *, size):
+    """A ``.part`` and sidecar as an earlier run leaves them: ``ranges`` written (None: front to back)."""
+    with tinker_sync.Client(api_key=API_KEY, base_url=server.url) as other:
+        with other.stream("GET", url) as response:
+            etag, headers = response.headers["etag"], dict(response.headers)
+            body = response.read()
+    part = PartFile(dest)
+    with open(part.part, "wb") as f:
+        if ranges is None:
+            f.write(body[: size // 3])
+        else:
+            f.truncate(size)
+            for start, end in ranges:
+                f.seek(start)
+                f.write(body[start:end])
+    part.save(f"{client.base_url}{url}", etag, size, headers, ranges)
+    server.clear()
+
+
+def test_a_part_written_front_to_back_is_finished_over_several_connections(client, tinker_server, tmp_path):
+    size, dest, url = 3 * MiB, tmp_path / "f", f"/test/bytes?size={3 * MiB}&seed=12&checksum=md5"
+    _planted(client, tinker_server, dest, url, None, size=size)
+    client.download(url, dest, connections=3)
+    assert file_sha(dest) == expected_sha(12, size)
+    requested = spans(tinker_server)
+    assert requested[0][0] == size // 3 and requested[0][1] < size  # a closed range: the first piece
+    assert len(requested) > 3 and not _pairs(requested, [(0, size // 3)])
+
+
+def test_a_part_with_every_range_written_is_verified_and_renamed_without_a_request(
+    client, tinker_server, tmp_path
+):
+    size, dest, url = MiB, tmp_path / "f", f"/test/bytes?size={MiB}&seed=13&checksum=sha256"
+    _planted(client, tinker_server, dest, url, [(0, size)], size=size)
+    client.download(url, dest, connections=4)
+    assert file_sha(dest) == expected_sha(13, size)
+    assert bytes_requests(tinker_server) == [] and leftovers(dest) == []
+
+
+def test_a_range_past_a_shrunk_resource_restarts_from_zero(client, tinker_server, tmp_path):
+    size, dest, url = 2 * MiB, tmp_path / "f", f"/test/bytes?size={2 * MiB}&seed=14"
+    _planted(client, tinker_server, dest, url, [(0, 100 * KiB)], size=size)
+    tinker_server.script("/test/bytes", Fault(status=416))
+    client.download(url, dest, connections=2)
+    assert file_sha(dest) == expected_sha(14, size)
+    requested = spans(tinker_server)
+    assert requested[0][0] == 100 * KiB and requested[1] == (0, 1 << 62)  # then the whole, afresh
+
+
+def test_kill_9_mid_parallel_download_then_the_rerun_fetches_only_the_missing_ranges(tinker_server, tmp_path):
+    size = 16 * MiB
+    url = f"/test/bytes?size={size}&seed=10"
+    dest = tmp_path / "killed.bin"
+    env = dict(os.environ, TINKER_API_KEY=API_KEY, TINKER_BASE_URL=tinker_server.url)
+    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tinker_sync",
+            "download",
+            f"{url}&rate=2000000",
+            "-o",
+            str(dest),
+            "--connections",
+            "4",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    sidecar = Path(f"{dest}.part.json")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                saved = json.loads(sidecar.read_text())
+            except (OSError, ValueError):
+                saved = {}
+            if sum(b - a for a, b in saved.get("ranges", [])) >= 2 * MiB:
+                break
+            assert proc.poll() is None, "the download ended before it could be killed"
+            time.sleep(0.02)
+        else:
+            pytest.fail("the sidecar never listed 2 MiB")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not dest.exists() and os.path.getsize(f"{dest}.part") == size  # preallocated
+    done = [tuple(r) for r in json.loads(sidecar.read_text())["ranges"]]
+    assert len([r for r in bytes_requests(tinker_server) if "range" in r.headers]) >= 3  # several connections
+    tinker_server.clear()
+    with tinker_sync.Client(api_key=API_KEY, base_url=tinker_server.url) as client:
+        client.download(url, dest, connections=4)
+    assert file_sha(dest) == expected_sha(10, size)
+    requested = spans(tinker_server)
+    assert requested and not _pairs(requested, done)  # never a byte the sidecar listed
+    assert leftovers(dest) == []
+
+
+# -- signed URLs -------------------------------------------------------------------------------------
+
+
+def test_external_weights_over_n_connections_re_sign_a_refused_url_and_resume(
+    client, tinker_server, tmp_path
+):
+    tinker_server.signed_checksums = ("md5",)
+    tinker_server.add_checkpoint("tinker://run-1/external_weights/ext", size=4 * MiB, seed=3, n_files=2)
+    tinker_server.rate_limit = 16 * MiB
+    tinker_server.script("/signed/", Fault(), Fault(), Fault(), Fault(status=403))
+    path = client.checkpoints.download("tinker://run-1/external_weights/ext", tmp_path, connections=4)
+    files = sorted(p.name for p in path.rglob("*") if p.is_file())
+    assert len(files) == 2
+    signed = [r for r in tinker_server.requests if r.path.startswith("/signed/")]
+    signatures = {r.query["sig"] for r in signed}
+    assert len(signatures) >= 3  # two files, and a third signature after the refusal
+    listings = [r for r in tinker_server.requests if r.path.endswith("/external_weights_urls")]
+    assert len(listings) == 2
+    assert tinker_server.violations == []
+
+
+def test_an_archive_saved_over_n_connections_is_re_signed_when_its_url_expires(
+    client, tinker_server, tmp_path
+):
+    tinker_server.add_checkpoint("tinker://run-1/weights/w", size=3 * MiB, seed=2)
+    tinker_server.rate_limit = 16 * MiB
+    tinker_server.script("/signed/", Fault(), Fault(), Fault(status=403))
+    with client.with_streaming_response.checkpoints.archive("tinker://run-1/weights/w") as response:
+        size = response.stream_to_file(tmp_path / "w.tar", connections=3)
+    signed = [r for r in tinker_server.requests if r.path.startswith("/signed/")]
+    assert len({r.query["sig"] for r in signed}) == 2  # signed once more after the 403
+    assert len([r for r in signed if "range" in r.headers]) >= 3
+    import tarfile
+
+    with tarfile.open(tmp_path / "w.tar") as tar:
+        assert sum(m.size for m in tar.getmembers()) == 3 * MiB
+    assert size == os.path.getsize(tmp_path / "w.tar")
+    assert tinker_server.violations == []

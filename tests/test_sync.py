@@ -1,0 +1,268 @@
+"""Mirroring a run: ``client.checkpoints.sync`` and ``tinker-sync checkpoint sync`` as real subprocesses,
+run the way cron runs them (again and again, overlapping, killed), against a run that changes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from tinker_sync._files import target_lock
+from tinker_sync.cli import EXIT_PARTIAL, EXIT_SYNCED
+from tinker_sync.testing.archives import expected_files
+
+API_KEY = "tml-test-key"  # as in conftest.py
+MiB = 1 << 20
+RUN = "run-7"
+
+
+def cli_env(server) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TINKER_", "CLOUDFLARE_"))}
+    env.update(TINKER_API_KEY=API_KEY, TINKER_BASE_URL=server.url)
+    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
+    return env
+
+
+def sync_cli(server, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tinker_sync", "checkpoint", "sync", RUN, "-o", str(out), *args],
+        env=cli_env(server),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def add(server, name: str, *, kind: str = "weights", seed: int = 1, size: int = MiB // 2) -> str:
+    path = f"tinker://{RUN}/{kind}/{name}"
+    server.add_checkpoint(path, size=size, seed=seed, n_files=2)
+    return path
+
+
+def state(out: Path) -> dict[str, dict]:
+    return json.loads((out / ".tinker-sync.json").read_text())["checkpoints"]
+
+
+def fetched(server) -> list[str]:
+    """The checkpoints whose bytes were fetched (archive requests to the API)."""
+    return [r.path for r in server.requests if r.path.endswith("/archive") and r.path.startswith("/api/")]
+
+
+@pytest.fixture(autouse=True)
+def no_violations(tinker_server):
+    yield
+    assert tinker_server.violations == []
+
+
+def test_a_cron_loop_mirrors_a_run_that_gains_checkpoints(tinker_server, tmp_path):
+    out = tmp_path / "mirror"
+    first = [add(tinker_server, "step-0100", seed=1), add(tinker_server, "step-0200", seed=2)]
+    codes, downloaded = [], []
+    for new in [None, None, "step-0300", None, "step-0400"]:  # between runs, the run gains checkpoints
+        if new is not None:
+            first.append(add(tinker_server, new, seed=len(first) + 1))
+        result = sync_cli(tinker_server, out, "--format", "json", "--quiet")
+        codes.append(result.returncode)
+        report = json.loads(result.stdout)
+        downloaded.append([d["checkpoint_path"].rsplit("/", 1)[1] for d in report["downloaded"]])
+        assert result.stderr == ""  # --quiet: nothing for cron to mail unless something failed
+    assert codes == [EXIT_SYNCED, 0, EXIT_SYNCED, 0, EXIT_SYNCED]
+    assert downloaded == [["step-0100", "step-0200"], [], ["step-0300"], [], ["step-0400"]]
+    assert sorted(state(out)) == sorted(first)
+    for i, path in enumerate(first, 1):
+        assert _tree(out / f"{RUN}_weights_{path.rsplit('/', 1)[1]}") == expected_files(i, MiB // 2, 2)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [".tinker-sync.json", *(f"{RUN}_weights_{p.rsplit('/', 1)[1]}" for p in first)]
+    )
+    table = sync_cli(tinker_server, out)  # a table run with nothing to do prints nothing on stdout
+    assert (table.returncode, table.stdout) == (0, "")
+    assert "nothing to do (4 current)" in table.stderr
+
+
+def _tree(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, ["a", "b", "c", "x"]),
+        ({"kinds": ["weights"]}, ["a", "b", "c"]),
+        ({"kinds": ["external_weights"]}, ["x"]),
+        ({"latest": 2}, ["c", "x"]),
+        ({"kinds": ["weights"], "latest": 1}, ["c"]),
+        ({"since": "b"}, ["b", "c", "x"]),
+    ],
+)
+def test_selection_by_kind_count_and_time(client, tinker_server, tmp_path, options, expected):
+    for name in ("a", "b", "c"):
+        add(tinker_server, name)
+    add(tinker_server, "x", kind="external_weights")
+    add(tinker_server, "s", kind="sampler_weights")  # never downloadable: never selected
+    if "since" in options:
+        stamp = tinker_server.checkpoint(f"tinker://{RUN}/weights/{options['since']}")["time"]
+        options = {**options, "since": datetime.fromisoformat(stamp)}
+    report = client.checkpoints.sync(RUN, tmp_path, **options)
+    assert report.status == "synced"
+    assert sorted(d.checkpoint_path.rsplit("/", 1)[1] for d in report.downloaded) == expected
+
+
+def test_a_sampler_kind_is_refused_before_anything_happens(client, tinker_server, tmp_path):
+    with pytest.raises(ValueError, match="cannot be downloaded"):
+        client.checkpoints.sync(RUN, tmp_path / "m", kinds=["sampler_weights"])
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_second_sync_of_a_held_mirror_does_nothing(tinker_server, tmp_path):
+    out = tmp_path / "mirror"
+    out.mkdir()
+    add(tinker_server, "a")
+    with target_lock(out / ".tinker-sync.lock"):  # another sync (flock: per open file)
+        result = sync_cli(tinker_server, out, "--format", "json")
+    assert result.returncode == 0
+    report = json.loads(result.stdout)
+    assert report["status"] == "locked" and f"pid {os.getpid()}@" in report["locked_by"]
+    assert fetched(tinker_server) == [] and sorted(p.name for p in out.iterdir()) == []
+
+
+def test_two_overlapping_syncs_never_duplicate_work(tinker_server, tmp_path):
+    out = tmp_path / "mirror"
+    for i in range(3):
+        add(tinker_server, f"step-{i}", seed=i, size=MiB)
+    tinker_server.rate_limit = 2 * MiB  # per connection: the first sync takes a while
+    first = subprocess.Popen(
+        [sys.executable, "-m", "tinker_sync", "checkpoint", "sync", RUN, "-o", str(out), "-q"],
+        env=cli_env(tinker_server),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(lambda: (out / ".tinker-sync.lock").exists(), first)
+        second = sync_cli(tinker_server, out, "--format", "json")
+        assert second.returncode == 0 and json.loads(second.stdout)["status"] == "locked"
+        stdout, stderr = first.communicate(timeout=60)
+    finally:
+        first.kill()
+        first.wait()
+    assert first.returncode == EXIT_SYNCED, stderr
+    assert sorted(fetched(tinker_server)) == sorted(set(fetched(tinker_server)))  # each fetched once
+    assert len(state(out)) == 3
+
+
+def _wait_for(condition, proc, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, "the sync ended first"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_killed_sync_resumes_with_what_is_missing(tinker_server, tmp_path):
+    out = tmp_path / "mirror"
+    paths = [add(tinker_server, f"step-{i}", seed=i, size=MiB) for i in range(4)]
+    tinker_server.rate_limit = 4 * MiB
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tinker_sync", "checkpoint", "sync", RUN, "-o", str(out), "-q"],
+        env=cli_env(tinker_server),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for(lambda: (out / ".tinker-sync.json").exists() and len(state(out)) >= 1, proc)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    kept = state(out)
+    assert 1 <= len(kept) < 4
+    tinker_server.rate_limit = None
+    tinker_server.clear()
+    result = sync_cli(tinker_server, out, "--format", "json", "-q")
+    assert result.returncode == EXIT_SYNCED, result.stderr
+    again = sorted(d["checkpoint_path"] for d in json.loads(result.stdout)["downloaded"])
+    assert again == sorted(set(paths) - set(kept))  # only what the killed run had not finished
+    assert sorted(state(out)) == sorted(paths)
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != ".tinker-sync.json"]
+
+
+def test_deleted_on_the_server_kept_until_prune(client, tinker_server, tmp_path):
+    out = tmp_path / "mirror"
+    keep, drop = add(tinker_server, "keep"), add(tinker_server, "drop", seed=2)
+    (out / "mine").mkdir(parents=True)  # the user's own files are never touched
+    assert client.checkpoints.sync(RUN, out).status == "synced"
+    client.checkpoints.delete(drop)
+    report = client.checkpoints.sync(RUN, out)
+    assert (report.status, report.gone, report.pruned) == ("nothing to do", [drop], [])
+    assert (out / f"{RUN}_weights_drop").is_dir()
+    result = sync_cli(tinker_server, out, "--prune")
+    assert result.returncode == EXIT_SYNCED, result.stderr
+    assert "pruned" in result.stdout and drop in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == [".tinker-sync.json", "mine", f"{RUN}_weights_keep"]
+    assert sorted(state(out)) == [keep]
+
+
+def test_a_partial_failure_keeps_the_others_and_says_so(tinker_server, tmp_path):
+    out = tmp_path / "mirror"
+    good = add(tinker_server, "good")
+    tinker_server.add_hostile_archive(f"tinker://{RUN}/weights/bad", "symlink")
+    result = sync_cli(tinker_server, out, "--format", "json", "-q")
+    assert result.returncode == EXIT_PARTIAL
+    report = json.loads(result.stdout)
+    assert [d["checkpoint_path"] for d in report["downloaded"]] == [good]
+    assert [f["checkpoint_path"] for f in report["failed"]] == [f"tinker://{RUN}/weights/bad"]
+    assert result.stderr.startswith(f"tinker-sync: error: tinker://{RUN}/weights/bad: ")
+    assert len(result.stderr.splitlines()) == 1
+    assert sorted(state(out)) == [good]
+    assert sync_cli(tinker_server, out, "-q").returncode == EXIT_PARTIAL  # tried again, still failing
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "stderr"),
+    [
+        (["--since", "yesterday"], 2, "expected an ISO 8601 time"),
+        (["--latest", "0"], 2, "expected a positive integer"),
+        (["--kind", "sampler_weights"], 2, "invalid choice"),
+    ],
+)
+def test_usage_errors(tinker_server, tmp_path, args, code, stderr):
+    result = sync_cli(tinker_server, tmp_path, *args)
+    assert result.returncode == code and stderr in result.stderr
+
+
+def test_an_unknown_run_is_an_error(tinker_server, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "tinker_sync", "checkpoint", "sync", "no-such-run", "-o", str(tmp_path)],
+        env=cli_env(tinker_server),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1 and result.stderr.startswith("tinker-sync: error: Error code: 404")
+
+
+def test_a_checkpoint_saved_again_under_its_name_is_replaced_and_one_already_there_adopted(
+    client, tinker_server, tmp_path
+):
+    out = tmp_path / "mirror"
+    path = add(tinker_server, "final", seed=1)
+    client.checkpoints.download(path, out)  # downloaded by hand before the first sync
+    report = client.checkpoints.sync(RUN, out)
+    assert (report.status, report.current) == ("nothing to do", [path])  # adopted, not fetched again
+    assert len(fetched(tinker_server)) == 1
+    add(tinker_server, "final", seed=9)  # saved again: a new time
+    report = client.checkpoints.sync(RUN, out)
+    assert [d.checkpoint_path for d in report.downloaded] == [path]
+    assert _tree(out / f"{RUN}_weights_final") == expected_files(9, MiB // 2, 2)

@@ -1,0 +1,248 @@
+"""Mirroring a training run's checkpoints into a directory, safe to start from cron every minute.
+
+Files in the mirror ``DIR`` besides the checkpoints (``DIR/RUN_KIND_NAME``, as downloads name them):
+
+    DIR/.tinker-sync.lock   an ``flock`` held for the whole sync (text: "pid@host")
+    DIR/.tinker-sync.json   the state: every checkpoint complete and verified in DIR, with the
+                            server's time and size for it (so a checkpoint re-created under the
+                            same name is downloaded again)
+
+Rules:
+1. One sync per mirror at a time: a sync that finds the lock held does nothing and reports
+   ``"locked"`` (it waits ``lock_wait`` seconds first), so overlapping cron runs never duplicate
+   work. The kernel drops the lock of a killed sync.
+2. Each checkpoint goes through ``Checkpoints.download`` (atomic, verified, resumed, locked); the
+   state is rewritten atomically (never through a link) after each one, so a killed sync keeps
+   what it finished and the next run downloads only the rest (an external-weights checkpoint
+   resumes its partial files). A checkpoint that fails is reported; the others go on.
+3. Nothing is deleted locally unless ``prune``: then only checkpoints the state lists (this
+   mirror downloaded them) whose checkpoint the server no longer lists, moved aside first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Collection, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from .._exceptions import DownloadLockedError, TinkerError
+from .._files import Progress, fsync_dir, open_regular, target_lock
+from ._archive import Notify
+from ._paths import KINDS, parse_tinker_path
+from .types import Checkpoint, SyncedCheckpoint, SyncFailure, SyncReport
+
+__all__ = ["DOWNLOADABLE", "LOCK_NAME", "STATE_NAME", "Download", "SyncProgress", "sync"]
+
+log = logging.getLogger("tinker_sync")
+
+LOCK_NAME = ".tinker-sync.lock"
+STATE_NAME = ".tinker-sync.json"
+# Sampler weights cannot be downloaded (their training checkpoint can).
+DOWNLOADABLE = ("weights", "external_weights")
+
+# progress(tinker_path, downloaded, total) for the checkpoint being downloaded.
+SyncProgress = Callable[[str, int, "int | None"], None]
+
+
+class Download(Protocol):
+    """``Checkpoints.download``, as a sync calls it."""
+
+    def __call__(
+        self,
+        tinker_path: str,
+        output_dir: str | os.PathLike[str] = ...,
+        *,
+        force: bool = ...,
+        progress: Progress | None = ...,
+        notify: Notify | None = ...,
+    ) -> Path: ...
+
+
+def sync(
+    run_id: str,
+    output_dir: str | os.PathLike[str],
+    *,
+    listing: Callable[[str], Sequence[Checkpoint]],
+    download: Download,
+    kinds: Collection[str] | None = None,
+    latest: int | None = None,
+    since: datetime | None = None,
+    prune: bool = False,
+    progress: SyncProgress | None = None,
+    notify: Notify | None = None,
+    lock_wait: float = 0.0,
+) -> SyncReport:
+    """Bring ``output_dir`` up to date with the checkpoints of ``run_id`` (see the module docstring).
+
+    ``listing(run_id)`` lists the run's checkpoints; ``download`` is ``Checkpoints.download``.
+    """
+    wanted = _kinds(kinds)
+    if latest is not None and latest < 1:
+        raise ValueError(f"latest must be 1 or more, got {latest}")
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    out = Path(os.fspath(output_dir))
+    out.mkdir(parents=True, exist_ok=True)
+    report = SyncReport(run_id=run_id, output_dir=os.fspath(out), status="nothing to do")
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(target_lock(out / LOCK_NAME, wait=lock_wait, what="sync of this mirror"))
+        except DownloadLockedError as exc:
+            report.status, report.locked_by = "locked", str(exc)
+            return report
+        _run(run_id, out, report, listing, download, wanted, latest, since, prune, progress, notify)
+    return report
+
+
+def _kinds(kinds: Collection[str] | None) -> tuple[str, ...]:
+    if kinds is None:
+        return DOWNLOADABLE
+    chosen = tuple(dict.fromkeys(kinds))
+    for kind in chosen:
+        if kind not in KINDS:
+            raise ValueError(f"Unknown checkpoint kind {kind!r}; expected one of {', '.join(KINDS)}")
+        if kind not in DOWNLOADABLE:
+            raise ValueError(
+                f"{kind} checkpoints cannot be downloaded; sync their training checkpoints (weights)"
+            )
+    return chosen
+
+
+def _run(
+    run_id: str,
+    out: Path,
+    report: SyncReport,
+    listing: Callable[[str], Sequence[Checkpoint]],
+    download: Download,
+    kinds: tuple[str, ...],
+    latest: int | None,
+    since: datetime | None,
+    prune: bool,
+    progress: SyncProgress | None,
+    notify: Notify | None,
+) -> None:
+    state = _State(out)
+    listed = list(listing(run_id))
+    selected = [c for c in listed if parse_tinker_path(c.tinker_path).kind in kinds]
+    if since is not None:
+        selected = [c for c in selected if c.time >= since]
+    selected.sort(key=lambda c: c.time, reverse=True)
+    if latest is not None:
+        selected = selected[:latest]
+    for checkpoint in reversed(selected):  # oldest first: a cut-short sync leaves the older complete
+        path = checkpoint.tinker_path
+        target = out / parse_tinker_path(path).dir_name
+        record = state.entries.get(path)
+        if record is not None and target.is_dir() and record == _record(checkpoint, target):
+            report.current.append(path)
+            continue
+        if record is None and target.is_dir() and not target.is_symlink():
+            # A download installs its directory only when complete: one there already is.
+            log.info("Adopting %s, already in %s", path, out)
+            state.add(path, _record(checkpoint, target))
+            report.current.append(path)
+            continue
+        try:
+            done = download(
+                path,
+                out,
+                force=record is not None,  # a changed checkpoint replaces the old copy once complete
+                progress=None if progress is None else _for(progress, path),
+                notify=notify,
+            )
+        except (TinkerError, OSError, ValueError, LookupError) as exc:
+            log.warning("Could not download %s: %s", path, exc)
+            report.failed.append(SyncFailure(checkpoint_path=path, error=" ".join(str(exc).split())))
+            continue
+        state.add(path, _record(checkpoint, done))
+        size = sum(f.stat().st_size for f in done.rglob("*") if f.is_file() and not f.is_symlink())
+        report.downloaded.append(
+            SyncedCheckpoint(checkpoint_path=path, destination=os.fspath(done), file_size_bytes=size)
+        )
+    on_server = {c.tinker_path for c in listed}
+    for path in sorted(p for p in state.entries if p not in on_server and parse_tinker_path(p).run == run_id):
+        if not prune:
+            report.gone.append(path)
+            continue
+        _remove_dir(out / parse_tinker_path(path).dir_name)
+        state.remove(path)
+        report.pruned.append(path)
+    if report.failed:
+        report.status = "partial failure"
+    elif report.downloaded or report.pruned:
+        report.status = "synced"
+
+
+def _for(progress: SyncProgress, path: str) -> Progress:
+    def report(done: int, total: int | None) -> None:
+        progress(path, done, total)
+
+    return report
+
+
+def _record(checkpoint: Checkpoint, target: Path) -> dict[str, Any]:
+    return {
+        "dir": target.name,
+        "time": checkpoint.time.astimezone(UTC).isoformat(),
+        "size_bytes": checkpoint.size_bytes,
+    }
+
+
+class _State:
+    """``DIR/.tinker-sync.json``: the checkpoints complete in the mirror, rewritten atomically."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / STATE_NAME
+        self.entries: dict[str, dict[str, Any]] = {}
+        try:
+            with os.fdopen(open_regular(self.path, os.O_RDONLY), "rb") as f:
+                saved = json.loads(f.read(64 << 20))
+        except FileNotFoundError:
+            return
+        except ValueError:
+            log.warning("%s is not a sync state; starting afresh (complete checkpoints are kept)", self.path)
+            return
+        entries = saved.get("checkpoints") if isinstance(saved, dict) else None
+        for path, record in (entries or {}).items():
+            try:
+                if isinstance(record, dict) and record.get("dir") == parse_tinker_path(path).dir_name:
+                    self.entries[path] = record
+            except ValueError:
+                continue  # never trust a name it could not have written itself
+
+    def add(self, path: str, record: dict[str, Any]) -> None:
+        self.entries[path] = record
+        self._save()
+
+    def remove(self, path: str) -> None:
+        del self.entries[path]
+        self._save()
+
+    def _save(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        data = json.dumps({"version": 1, "checkpoints": self.entries}, indent=1, sort_keys=True)
+        with os.fdopen(open_regular(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        fsync_dir(self.path.parent)
+
+
+def _remove_dir(target: Path) -> None:
+    """Remove a checkpoint directory: renamed aside first (atomic), never following a link."""
+    if not os.path.lexists(target):
+        return
+    if target.is_symlink() or not target.is_dir():
+        log.warning("Not pruning %s: not a directory this mirror created", target)
+        return
+    aside = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.pruned-"))
+    os.rename(target, aside / "checkpoint")
+    shutil.rmtree(aside, ignore_errors=True)
