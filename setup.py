@@ -32,7 +32,9 @@ class BuildFailed(Exception):
 
 def notice(reason):
     """The one line a pure build prints (``pip install -v`` shows it; ``tinker-sync --version`` says it too)."""
-    print(f"tinker_sync: {reason}; installing the pure-Python SSE decoder (same API, slower).", file=sys.stderr)
+    print(
+        f"tinker_sync: {reason}; installing the pure-Python SSE decoder (same API, slower).", file=sys.stderr
+    )
 
 
 def write_marker(directory, reason):
