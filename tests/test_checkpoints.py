@@ -292,7 +292,6 @@ def test_live_lock_blocks_a_second_run(client, tinker_server, out: Path, monkeyp
     tinker_server.add_checkpoint(WEIGHTS, size=MiB)
     out.mkdir()
     lock = out / "run-1_weights_final.lock"
-    out.mkdir()
     with _files.target_lock(lock):  # another run (flock: per open file, so in-process works)
         with pytest.raises(tinker_sync.DownloadLockedError, match="held by another download"):
             client.checkpoints.download(WEIGHTS, out)
