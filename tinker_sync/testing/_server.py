@@ -102,8 +102,7 @@ class MockTinkerServer:
         self._httpd = _wire.HTTPServer((self.host, self.port), self)
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            target=self._httpd.serve_until_stopped,
             daemon=True,
             name=f"mock-tinker-{self.port}",
         )
@@ -115,18 +114,16 @@ class MockTinkerServer:
         httpd, self._httpd = self._httpd, None
         self._stopping.set()
         if httpd is not None:
-            try:
-                httpd.shutdown()
-            finally:
-                with self._lock:
-                    open_sockets = list(self._open)
-                for sock in open_sockets:
-                    with contextlib.suppress(OSError, ValueError):
-                        if isinstance(sock, socket.socket):
-                            sock.shutdown(socket.SHUT_RDWR)
-                httpd.server_close()
-                if self._thread is not None:
-                    self._thread.join(5)
+            httpd.stop_serving()
+            if self._thread is not None:
+                self._thread.join(5)
+            with self._lock:
+                open_sockets = list(self._open)
+            for sock in open_sockets:
+                with contextlib.suppress(OSError, ValueError):
+                    if isinstance(sock, socket.socket):
+                        sock.shutdown(socket.SHUT_RDWR)
+            httpd.server_close()
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import select
+import selectors
 import socket
 import ssl
 import struct
@@ -56,7 +57,31 @@ class HTTPServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], mock: Host) -> None:
         self.mock = mock
+        self._stop = False
+        self._wake_read, self._wake_write = socket.socketpair()
         super().__init__(address, _Handler)
+
+    def serve_until_stopped(self) -> None:
+        """Accept connections until ``stop_serving()``, which wakes this loop at once (the stdlib's
+        ``serve_forever`` notices ``shutdown()`` only at its next poll, a delay on every test's teardown)."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self, selectors.EVENT_READ)
+            selector.register(self._wake_read, selectors.EVENT_READ)
+            while not self._stop:
+                for key, _ in selector.select():
+                    if key.fileobj is self and not self._stop:
+                        self._handle_request_noblock()
+
+    def stop_serving(self) -> None:
+        """Make ``serve_until_stopped`` return (the caller joins its thread)."""
+        self._stop = True
+        with contextlib.suppress(OSError):
+            self._wake_write.send(b"\0")
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._wake_read.close()
+        self._wake_write.close()
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, address = super().get_request()
