@@ -70,7 +70,7 @@ class HTTPServer(ThreadingHTTPServer):
             while not self._stop:
                 for key, _ in selector.select():
                     if key.fileobj is self and not self._stop:
-                        self._handle_request_noblock()
+                        self.handle_request()  # readable: returns once it has accepted
 
     def stop_serving(self) -> None:
         """Make ``serve_until_stopped`` return (the caller joins its thread)."""
