@@ -290,11 +290,12 @@ def test_no_retry_past_the_deadline():
     now = [100.0]
     b = RetryBudget(10, deadline=101.0, rand=fixed(0.0), now=lambda: now[0])
     assert b.retry() == 0.5  # ends at 100.5, before the deadline
-    assert b.remaining() == 1.0 and not b.expired()
+    assert b.remaining() == 1.0
     now[0] = 100.6
     assert b.retry() is None  # a 1 s wait would end past it
     now[0] = 101.0
-    assert b.expired() and b.remaining() == 0.0
+    assert b.remaining() == 0.0
+    assert b.retry() is None
 
 
 def test_sent_counts_attempts_and_reports_the_retry_count():

@@ -164,9 +164,6 @@ class RetryBudget:
             return None
         return max(0.0, self.deadline - self._now())
 
-    def expired(self) -> bool:
-        return self.deadline is not None and self._now() >= self.deadline
-
     def retry(
         self,
         *,
