@@ -66,12 +66,29 @@ NO_PROXY_CASES = [
     ("localhost", "localhost", 80, True),
     ("::1", "127.0.0.1", 80, False),
     ("10.0.0.0/8", "10.example.com", 80, False),
+    ("http://example.com", "example.com", 80, True),  # httpx's form: a scheme before the host
+    ("https://example.com:443", "api.example.com", 443, True),
+    ("http://127.0.0.1/", "127.0.0.1", 80, True),
 ]
 
 
 @pytest.mark.parametrize("no_proxy, host, port, bypassed", NO_PROXY_CASES)
 def test_no_proxy_rules(no_proxy, host, port, bypassed):
     assert bypasses_proxy(host, port, no_proxy) is bypassed
+
+
+@pytest.mark.parametrize(
+    "no_proxy, scheme, bypassed",
+    [
+        ("http://example.com", "http", True),
+        ("http://example.com", "https", False),
+        ("HTTPS://example.com", "https", True),
+        ("https://example.com", "http", False),
+        ("example.com", "https", True),
+    ],
+)
+def test_no_proxy_entries_with_a_scheme_match_that_scheme_only(no_proxy, scheme, bypassed):
+    assert bypasses_proxy("example.com", 443, no_proxy, scheme) is bypassed
 
 
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")

@@ -133,6 +133,35 @@ def test_iter_bounds(client, tinker_server, kwargs, expected, requests):
     assert sent == requests
 
 
+@pytest.mark.parametrize(
+    ("cap", "kwargs", "count", "offsets"),
+    [
+        (7, {}, 45, [0, 7, 14, 21, 28, 35, 42]),
+        (7, {"limit": 7}, 45, [0, 7, 14, 21, 28, 35, 42]),
+        (10, {"offset": 30}, 15, [30, 40]),
+        (7, {"max_items": 10}, 10, [0, 7]),
+        (50, {"limit": 100}, 45, [0]),
+    ],
+    ids=["capped", "exact_cap", "capped_offset", "capped_max_items", "cap_above_total"],
+)
+def test_iter_goes_on_past_pages_a_server_caps(client, tinker_server, cap, kwargs, count, offsets):
+    """A server that answers fewer items than the limit asked (it caps its pages) is not at its
+    end while the cursor's total_count says there are more."""
+    tinker_server.max_page_size = cap
+    got = [r.training_run_id for r in client.training_runs.iter(**kwargs)]
+    start = kwargs.get("offset", 0)
+    assert got == [f"run-{i:03d}" for i in range(start + 1, start + 1 + count)]
+    sent = [r.query for r in tinker_server.requests if r.path == "/api/v1/training_runs"]
+    assert [int(q["offset"]) for q in sent] == offsets
+
+
+def test_checkpoints_iter_goes_on_past_capped_pages(client, tinker_server):
+    everything = [c.tinker_path for c in client.checkpoints.iter()]
+    tinker_server.max_page_size = 30
+    assert [c.tinker_path for c in client.checkpoints.iter()] == everything
+    assert len(everything) > 60  # several capped pages
+
+
 @pytest.mark.parametrize("kwargs", [{"limit": 0}, {"max_items": -1}, {"offset": -5}])
 def test_iter_checks_its_arguments_at_once(client, tinker_server, kwargs):
     with pytest.raises(ValueError):

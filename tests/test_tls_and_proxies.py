@@ -135,6 +135,8 @@ def test_connections_through_the_proxy_are_kept_alive(proxy, http_server):
         ("127.0.0.1:{port}", True),
         ("example.com, 127.0.0.1", True),
         ("127.0.0.1:{other}", False),
+        ("http://127.0.0.1", True),  # httpx's form, with a scheme: the server is http
+        ("https://127.0.0.1", False),
         ("localhost", False),  # names are never resolved: 127.0.0.1 is not localhost
         ("127.0.0.2", False),
         ("", False),

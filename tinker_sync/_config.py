@@ -251,7 +251,7 @@ class ProxyRules:
     def select(self, scheme: str, host: str, port: int) -> str | None:
         """The proxy for a request to ``scheme://host:port``, or None to connect directly."""
         proxy = self.https if scheme == "https" else self.http
-        if proxy is None or bypasses_proxy(host, port, self.no_proxy):
+        if proxy is None or bypasses_proxy(host, port, self.no_proxy, scheme):
             return None
         return proxy
 
@@ -312,7 +312,7 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-def bypasses_proxy(host: str, port: int, no_proxy: str) -> bool:
+def bypasses_proxy(host: str, port: int, no_proxy: str, scheme: str | None = None) -> bool:
     """Whether ``NO_PROXY`` sends a request to ``host:port`` around the proxy.
 
     The rules curl, requests, httpx and Go share: entries are separated by
@@ -323,6 +323,8 @@ def bypasses_proxy(host: str, port: int, no_proxy: str) -> bool:
     matches that port only (``[::1]:8080`` for IPv6); an IP address matches
     that address and a CIDR block (``10.0.0.0/8``, ``fd00::/8``) the addresses
     in it. Names are not resolved: an IP entry never matches a host name.
+    An entry may start with a scheme, as httpx allows (``http://example.com``):
+    it then matches URLs of that ``scheme`` only.
     """
     host = host.strip("[]").rstrip(".").lower()
     host_ip = _ip(host.partition("%")[0])
@@ -332,6 +334,11 @@ def bypasses_proxy(host: str, port: int, no_proxy: str) -> bool:
             continue
         if entry == "*":
             return True
+        entry_scheme, sep, rest = entry.partition("://")
+        if sep:
+            if scheme is not None and entry_scheme != scheme.lower():
+                continue
+            entry = rest.rstrip("/")
         entry_port: int | None = None
         if entry.startswith("["):  # [v6] or [v6]:port
             address, _, rest = entry[1:].partition("]")

@@ -243,8 +243,10 @@ def iterate_pages(
     """Every item from ``offset`` on, one page request at a time, only as the consumer gets there.
 
     ``fetch(offset, limit)`` returns a page's items and the total count (None
-    when the API does not say). Stops at the total, at a short or empty page,
-    or after ``max_items`` items (the last page asks for no more than that).
+    when the API does not say). Stops at the total, at an empty page, at a
+    short page when there is no total (with one, a short page is a server
+    capping its page size: go on), or after ``max_items`` items (the last page
+    asks for no more than that).
     Arguments are checked now; nothing is sent before the first ``next()``.
     """
     if limit <= 0:
@@ -265,5 +267,5 @@ def _pages(
         yield from page
         given += len(page)
         offset += len(items)
-        if len(items) < size or (total is not None and offset >= total):
+        if not items or (offset >= total if total is not None else len(items) < size):
             return

@@ -54,6 +54,8 @@ MockTinkerServer(api_key="tml-test-key", *, host="127.0.0.1", port=0, demo_data=
         or {"error", "category": "user"|"server"|"unknown"}); or Fault(status=S[, retry_after=R]):
         408 answers a try_again body, any other status the JSON error (+ Retry-After: R).
     future_polls = 2 (try_again answers before each server future's result)
+    max_page_size = None (an int caps every list's page, whatever limit the client asks, as real
+        APIs do; the cursor says the capped limit)
     archive_mode = "archive": GET .../archive answers 302; "export" answers 404 (as a server that
         dropped archives: the client must use the export flow); 405 or 501 answer that status
     signed_url_ttl = 900.0 (seconds; negative gives already-expired URLs)

@@ -31,7 +31,7 @@ import msgspec
 
 from . import _files
 from ._types import HTTPError, Request, ServerState
-from ._validate import decode, method_not_allowed, query_choice, query_int, violation
+from ._validate import decode, method_not_allowed, page_size, query_choice, query_int, violation
 
 __all__ = ["KINDS", "OWNER", "Checkpoint", "Registry", "Run", "iso"]
 
@@ -214,7 +214,7 @@ class Registry:
         if parts == ["training_runs"]:
             if method != "GET":
                 raise method_not_allowed(request, ["GET"])
-            limit = query_int(request, "limit", 20)
+            limit = page_size(self.state, query_int(request, "limit", 20))
             offset = query_int(request, "offset", 0)
             scope = query_choice(request, "access_scope", SCOPES, "owned")
             with self.lock:
@@ -229,7 +229,7 @@ class Registry:
         if parts == ["checkpoints"]:
             if method != "GET":
                 raise method_not_allowed(request, ["GET"])
-            limit = query_int(request, "limit", 100)
+            limit = page_size(self.state, query_int(request, "limit", 100))
             offset = query_int(request, "offset", 0)
             with self.lock:
                 owned = [c for c in self.checkpoints.values() if self._visible(c.run, "owned")]

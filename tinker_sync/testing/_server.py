@@ -70,6 +70,7 @@ class MockTinkerServer:
         self.supported_models: list[str] = ["meta-llama/Llama-3.1-8B", "Qwen/Qwen3-8B"]
         self.archive_mode: str | int = "archive"
         self.future_polls: int = 2
+        self.max_page_size: int | None = None
         self.violations: list[str] = []
         self.started_at = time.time()
         self._lock = threading.Lock()

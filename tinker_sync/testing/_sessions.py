@@ -25,7 +25,7 @@ import msgspec
 from ._checkpoints import OWNER, Registry, parse_tinker_path
 from ._futures import Futures
 from ._types import HTTPError, Request, ServerState
-from ._validate import decode, method_not_allowed, query_choice, query_int, violation
+from ._validate import decode, method_not_allowed, page_size, query_choice, query_int, violation
 
 __all__ = ["ModelRecord", "SessionRecord", "Sessions"]
 
@@ -267,7 +267,7 @@ class Sessions:
             raise method_not_allowed(request, ["GET"])
         scope = query_choice(request, "access_scope", SCOPES, "owned")
         if len(parts) == 1:
-            limit = query_int(request, "limit", 20)
+            limit = page_size(self.state, query_int(request, "limit", 20))
             offset = query_int(request, "offset", 0)
             with self.lock:
                 ids = [s for s, r in self.sessions.items() if scope == "accessible" or r.owner == OWNER]

@@ -177,6 +177,7 @@ class ServerState(Protocol):
     supported_models: list[str]
     archive_mode: str | int
     future_polls: int
+    max_page_size: int | None  # the most items a list answers, whatever the limit asked
 
     def wait(self, seconds: float) -> bool:
         """Sleep, waking early when the server stops. True if it stopped."""

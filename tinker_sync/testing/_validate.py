@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import msgspec
 
-from ._types import HTTPError, Request
+from ._types import HTTPError, Request, ServerState
 
 __all__ = ["decode", "method_not_allowed", "query_choice", "query_int", "violation"]
 
@@ -36,6 +36,13 @@ def method_not_allowed(request: Request, allowed: Sequence[str]) -> HTTPError:
         [("Allow", ", ".join(allowed))],
         violation=True,
     )
+
+
+def page_size(state: ServerState, limit: int) -> int:
+    """The ``limit`` a list answers: capped at ``max_page_size`` when set, as real APIs cap pages
+    (the cursor then says the capped limit, and ``total_count`` how many there are)."""
+    cap = state.max_page_size
+    return limit if cap is None else min(limit, cap)
 
 
 def query_int(
