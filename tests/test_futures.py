@@ -169,6 +169,19 @@ def test_the_deadline_cuts_a_long_retry_after(client, tinker_server, waits):
     assert waits == []  # no wait past the deadline
 
 
+@pytest.mark.parametrize("timeout", [0, 0.0, -1])
+def test_a_zero_timeout_polls_once(client, tinker_server, waits, timeout):
+    tinker_server.add_future("done", RESULT)
+    tinker_server.add_future("queued", try_again("active"))
+    assert client.futures.retrieve("done", cast_to=dict, timeout=timeout) == RESULT
+    with pytest.raises(
+        APITimeoutError,
+        match=r"Future queued had no result after 0\.0 s \(1 polls, last queue state active\)",
+    ):
+        client.futures.retrieve("queued", cast_to=dict, timeout=timeout)
+    assert polls(tinker_server) == 2 and waits == []
+
+
 def test_the_client_total_timeout_is_the_default_deadline(tinker_server):
     tinker_server.add_future("f", try_again())
     timeout = tinker_sync.Timeout(connect=1, read=5, total=0.3)

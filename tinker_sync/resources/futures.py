@@ -85,7 +85,8 @@ class Futures(SyncAPIResource[M]):
 
         Args:
             timeout: the most seconds to wait in all (default: the client's
-                ``Timeout.total``, else ``DEFAULT_FUTURE_TIMEOUT``).
+                ``Timeout.total``, else ``DEFAULT_FUTURE_TIMEOUT``); 0 polls
+                once and raises ``APITimeoutError`` unless the result is there.
             on_queue_state: called with the queue state (``active``,
                 ``paused_capacity``, ...) each time it changes.
 
@@ -101,7 +102,10 @@ class Futures(SyncAPIResource[M]):
             return poll(client, request_id, budget, call_timeout, deadline, on_queue_state)
 
         seconds = timeout if timeout is not None else client.timeout.total or DEFAULT_FUTURE_TIMEOUT
-        call_timeout = Timeout(client.timeout.connect, client.timeout.read, total=seconds)
+        # timeout=0 asks "is it done?": one poll, with the client's own connect and read timeouts
+        call_timeout = Timeout(
+            client.timeout.connect, client.timeout.read, total=seconds if seconds > 0 else None
+        )
         return self._request("POST", RETRIEVE_PATH, json_parser(cast_to), timeout=call_timeout, opener=opener)
 
 
@@ -169,11 +173,13 @@ def poll(
 
     while True:
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if remaining <= 0 and polls:
             raise timed_out()
         request = client.build_request("POST", RETRIEVE_PATH, json={"request_id": request_id})
-        read = remaining if timeout.read is None else min(timeout.read, remaining)
-        connect = remaining if timeout.connect is None else min(timeout.connect, remaining)
+        read, connect = timeout.read, timeout.connect
+        if remaining > 0:  # else the first poll of a zero timeout: the timeouts as they are
+            read = remaining if read is None else min(read, remaining)
+            connect = remaining if connect is None else min(connect, remaining)
         polls += 1
         try:
             response = client.send(
@@ -217,7 +223,8 @@ def poll(
             fresh = True
             wait = min(POLL_INTERVAL * 2**waits, MAX_POLL_INTERVAL, max(0.0, deadline - time.monotonic()))
             waits += 1
-            client._wait(wait, f"future {request_id} not ready ({answer.queue_state or 'queued'})")
+            if wait > 0:  # else the deadline has come: the loop's top raises
+                client._wait(wait, f"future {request_id} not ready ({answer.queue_state or 'queued'})")
             continue
         if answer.error is not None:
             category = answer.category or "unknown"
