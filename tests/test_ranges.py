@@ -272,6 +272,30 @@ def _planted(client, server, dest, url, ranges, *, size):
     server.clear()
 
 
+@pytest.mark.parametrize(
+    "done",
+    [
+        [(0, MiB), (MiB + 10 * KiB, 2 * MiB)],  # one small hole: the first piece fills it
+        [(0, MiB), (MiB + 10 * KiB, MiB + 500 * KiB)],  # a small hole, then a large one
+        [(0, 100 * KiB), (140 * KiB, 300 * KiB), (310 * KiB, 2 * MiB - 1)],  # small holes, a 1-byte tail
+        [(5 * KiB, 2 * MiB)],  # only the first bytes are missing
+    ],
+)
+def test_a_rerun_whose_first_hole_is_smaller_than_a_piece_fetches_only_the_holes(
+    client, tinker_server, tmp_path, done
+):
+    """The first missing piece fills a hole exactly: no empty range is asked for (a server answers
+    ``bytes=B-(B-1)`` with the whole body, which would restart the file from zero)."""
+    size, dest, url = 2 * MiB, tmp_path / "f", f"/test/bytes?size={2 * MiB}&seed=15&checksum=md5"
+    _planted(client, tinker_server, dest, url, done, size=size)
+    client.download(url, dest, connections=4)
+    assert file_sha(dest) == expected_sha(15, size)
+    requested = spans(tinker_server)
+    assert all(start < end < 1 << 62 for start, end in requested), requested  # no whole, no empty range
+    assert not _pairs(requested, done)
+    assert sum(end - start for start, end in requested) == size - sum(end - start for start, end in done)
+
+
 def test_a_part_written_front_to_back_is_finished_over_several_connections(client, tinker_server, tmp_path):
     size, dest, url = 3 * MiB, tmp_path / "f", f"/test/bytes?size={3 * MiB}&seed=12&checksum=md5"
     _planted(client, tinker_server, dest, url, None, size=size)

@@ -231,7 +231,10 @@ class RangePlan:
 
 
 def _cut(start: int, end: int, piece: int) -> list[tuple[int, int]]:
-    """``[start, end)`` in pieces of about ``piece`` bytes (equal ones: never a sliver at the end)."""
+    """``[start, end)`` in pieces of about ``piece`` bytes (equal ones: never a sliver at the end);
+    none when it is empty (a hole the first piece fills: an empty range cannot be asked for)."""
+    if end <= start:
+        return []
     count = max(1, -(-(end - start) // piece))
     bounds = [start + (end - start) * i // count for i in range(count + 1)]
     return list(zip(bounds, bounds[1:], strict=False))
