@@ -4,12 +4,16 @@ within a call and across runs (kill -9 included), restarts, re-signed URLs, rate
 from __future__ import annotations
 
 import functools
+import gzip
 import hashlib
+import http.server
 import json
 import os
 import signal
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -182,6 +186,88 @@ def test_rate_capped_connections_run_at_once(client, tinker_server, tmp_path):
     tinker_server.clear()
     client.download(f"/test/bytes?size={size // 8}&seed=4", tmp_path / "g", connections=1)
     assert tinker_server.peak_in_flight == 1
+
+
+class _Quirky(http.server.BaseHTTPRequestHandler):
+    """Serves ``server.body`` with Range support, but for the quirks in ``server.quirks``."""
+
+    protocol_version = "HTTP/1.1"
+    server: _QuirkyServer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        quirks, body = self.server.quirks, self.server.body
+        asked = self.headers.get("Range")
+        self.server.ranges.append(asked)
+        status, start, end = 200, 0, len(body)
+        if asked and "range200" not in quirks:
+            first, _, last = asked.removeprefix("bytes=").partition("-")
+            status, start, end = 206, int(first), min(len(body), int(last) + 1 if last else len(body))
+        sent = gzip.compress(body, mtime=0) if "gzip" in quirks else body[start:end]
+        if "gzip" in quirks:
+            status = 200
+        self.send_response(status)
+        self.send_header("ETag", 'W/"v1"' if "weak" in quirks else '"v1"')
+        if "no-ranges" not in quirks:
+            self.send_header("Accept-Ranges", "bytes")
+        if "gzip" in quirks:
+            self.send_header("Content-Encoding", "gzip")
+        if status == 206:
+            shift = 1 if "wrong-content-range" in quirks else 0
+            self.send_header("Content-Range", f"bytes {start + shift}-{end - 1}/{len(body)}")
+        self.send_header("Content-Length", str(len(sent)))
+        self.end_headers()
+        try:
+            self.wfile.write(sent)
+        except OSError:
+            pass  # the client left (it dropped a range it could not use)
+
+
+class _QuirkyServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+
+    def __init__(self, quirks: str, body: bytes) -> None:
+        super().__init__(("127.0.0.1", 0), _Quirky)
+        self.quirks, self.body, self.ranges = quirks, body, []
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("via", ["download", "stream_to_file"])
+@pytest.mark.parametrize(
+    ("quirks", "requests"),
+    [
+        ("weak", 1),  # a weak ETag pins no bytes: one connection
+        ("no-ranges", 1),
+        ("gzip", 1),  # encoded on the way: stored as served, over one connection
+        ("range200", None),  # takes ranges, says it, then answers them whole: one connection, from 0
+        ("wrong-content-range", None),
+    ],
+)
+def test_a_server_whose_ranges_cannot_be_used_gets_one_connection(tmp_path, quirks, requests, via):
+    body = os.urandom(3 * MiB + 7)
+    server = _QuirkyServer(quirks, body)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url, dest = f"http://127.0.0.1:{server.server_address[1]}/blob", tmp_path / "blob"
+    try:
+        with tinker_sync.Client(api_key=API_KEY, base_url=url, max_retries=3) as client:
+            if via == "download":
+                client.download(url, dest, connections=4)
+            else:
+                with client.stream("GET", url) as response:
+                    response.stream_to_file(dest, connections=4)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert dest.read_bytes() == (gzip.compress(body, mtime=0) if quirks == "gzip" else body)
+    assert leftovers(dest) == []
+    if requests is not None:
+        assert server.ranges == [None]
+    else:  # the ranges failed once; the restart is one whole GET, and nothing after it
+        assert server.ranges[0] is None and server.ranges[-1] is None and server.ranges.count(None) == 2
 
 
 # -- resume, restart ------------------------------------------------------------------------------

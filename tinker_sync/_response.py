@@ -603,7 +603,8 @@ class StreamedResponse:
         """How many connections may fetch this body's rest at once (1 when ranges cannot be joined).
 
         More than one only for a GET answered 200 with ``Accept-Ranges: bytes`` (or 206), a
-        length, a strong ETag pinning the bytes, and the bytes as served; at most the pool size.
+        length, a strong ETag pinning the bytes, and no ``Content-Encoding`` (a store that encodes
+        on the way may ignore a Range or answer it from other bytes); at most the pool size.
         """
         total = self.total_size
         if (
@@ -612,6 +613,7 @@ class StreamedResponse:
             or self.status_code not in (200, 206)
             or total is None
             or self._body.decode
+            or self.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity")
             or not strong_etag(self.headers.get("etag"))
             or (self.status_code == 200 and "bytes" not in self.headers.get("accept-ranges", "").lower())
         ):
@@ -678,6 +680,7 @@ class StreamedResponse:
                 )
             except RangeChanged as exc:
                 problem = str(exc)
+                pinned = response.validator
                 response.close()
             log.warning("Restarting %s from byte 0: %s", mask_url(self.url), problem)
             request = self.request
@@ -686,6 +689,7 @@ class StreamedResponse:
                     f"Cannot download {mask_url(self.url)}: {problem}", request, cause="resume"
                 )
             response = sender.send(whole_request(request), timeout=self._timeout, budget=budget, quiet=True)
+            response._as_served()  # first: the length of an encoded body counts only as served
             if response.status_code != 200 or response.total_size is None:
                 response.close()
                 raise APIConnectionError(
@@ -693,9 +697,15 @@ class StreamedResponse:
                     request,
                     cause="resume",
                 )
-            response._as_served()
             checks, total, done = checksums_from(response.headers, expected_sha256), response.total_size, ()
-            connections = response.connections_for(connections)
+            if response.validator == pinned:
+                # The same version of the resource: its ranges, not the resource, were wrong (a 200 to
+                # a Range, a wrong Content-Range). Asking for them again would fail the same way, so
+                # the file comes over this one connection.
+                log.warning("%s: its byte ranges cannot be used; one connection", mask_url(self.url))
+                connections = 1
+            else:
+                connections = response.connections_for(connections)
             if connections == 1:
                 return response._receive(
                     part,
