@@ -28,7 +28,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Collection, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -73,7 +73,7 @@ def sync(
     download: Download,
     kinds: Collection[str] | None = None,
     latest: int | None = None,
-    since: datetime | None = None,
+    since: datetime | date | str | None = None,
     prune: bool = False,
     progress: SyncProgress | None = None,
     notify: Notify | None = None,
@@ -84,10 +84,9 @@ def sync(
     ``listing(run_id)`` lists the run's checkpoints; ``download`` is ``Checkpoints.download``.
     """
     wanted = _kinds(kinds)
-    if latest is not None and latest < 1:
-        raise ValueError(f"latest must be 1 or more, got {latest}")
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
+    if latest is not None and (type(latest) is not int or latest < 1):
+        raise ValueError(f"latest must be a positive integer (1 or more), got {latest!r}")
+    since = _since(since)
     out = Path(os.fspath(output_dir))
     out.mkdir(parents=True, exist_ok=True)
     report = SyncReport(run_id=run_id, output_dir=os.fspath(out), status="nothing to do")
@@ -104,7 +103,7 @@ def sync(
 def _kinds(kinds: Collection[str] | None) -> tuple[str, ...]:
     if kinds is None:
         return DOWNLOADABLE
-    chosen = tuple(dict.fromkeys(kinds))
+    chosen = (kinds,) if isinstance(kinds, str) else tuple(dict.fromkeys(kinds))  # "weights": one kind
     for kind in chosen:
         if kind not in KINDS:
             raise ValueError(f"Unknown checkpoint kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -113,6 +112,30 @@ def _kinds(kinds: Collection[str] | None) -> tuple[str, ...]:
                 f"{kind} checkpoints cannot be downloaded; sync their training checkpoints (weights)"
             )
     return chosen
+
+
+def _since(since: object) -> datetime | None:
+    """``since`` as an aware time: a ``datetime``, a ``date`` (its midnight) or an ISO 8601 string
+    (``2025-06-15T12:00:00Z``); without a zone, UTC."""
+    if since is None:
+        return None
+    if isinstance(since, str):
+        try:
+            since = datetime.fromisoformat(since.strip())
+        except ValueError:
+            raise ValueError(
+                f"since must be an ISO 8601 time (2025-06-15T12:00:00Z), got {since!r}"
+            ) from None
+    elif isinstance(since, date) and not isinstance(since, datetime):
+        since = datetime(since.year, since.month, since.day)
+    if not isinstance(since, datetime):
+        raise TypeError(f"since must be a datetime or an ISO 8601 string, got {type(since).__name__}")
+    return _utc(since)
+
+
+def _utc(when: datetime) -> datetime:
+    """``when`` made aware: a naive time (a caller's, or a listing's without a zone) is UTC."""
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _run(
@@ -132,8 +155,8 @@ def _run(
     listed = list(listing(run_id))
     selected = [c for c in listed if parse_tinker_path(c.tinker_path).kind in kinds]
     if since is not None:
-        selected = [c for c in selected if c.time >= since]
-    selected.sort(key=lambda c: c.time, reverse=True)
+        selected = [c for c in selected if _utc(c.time) >= since]
+    selected.sort(key=lambda c: _utc(c.time), reverse=True)
     if latest is not None:
         selected = selected[:latest]
     for checkpoint in reversed(selected):  # oldest first: a cut-short sync leaves the older complete
@@ -190,7 +213,7 @@ def _for(progress: SyncProgress, path: str) -> Progress:
 def _record(checkpoint: Checkpoint, target: Path) -> dict[str, Any]:
     return {
         "dir": target.name,
-        "time": checkpoint.time.astimezone(UTC).isoformat(),
+        "time": _utc(checkpoint.time).astimezone(UTC).isoformat(),
         "size_bytes": checkpoint.size_bytes,
     }
 
