@@ -305,6 +305,41 @@ def test_a_changed_etag_mid_download_restarts_every_range_from_zero(client, tink
     assert leftovers(dest) == []
 
 
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt(done: int, total: int | None) -> None:
+    if done >= 100 * KiB:  # the caller's thread stops (as on Ctrl-C: an exception in its callback)
+        raise _Interrupted
+
+
+@pytest.mark.parametrize(
+    ("trigger", "progress", "raises"),
+    [
+        (Fault(status=404), None, tinker_sync.NotFoundError),  # another range fails for good
+        (Fault(), _interrupt, _Interrupted),  # the caller is interrupted
+        (Fault(change_etag=True), None, None),  # another range shows a new version: restart at once
+    ],
+)
+def test_a_stalled_range_never_holds_the_caller_once_the_transfer_stops(
+    client, tinker_server, tmp_path, trigger, progress, raises
+):
+    """A range whose server went silent must not keep the caller waiting for its read timeout once
+    the transfer stops (an error, an interrupt, a restart): its read is broken off."""
+    size, dest = 4 * MiB, tmp_path / "f"
+    tinker_server.rate_limit = 4 * MiB
+    tinker_server.script("/test/bytes", Fault(), Fault(stall_after=1000, stall=30), trigger)
+    started = time.monotonic()
+    if raises is None:
+        client.download(f"/test/bytes?size={size}&seed=16", dest, connections=2, progress=progress)
+        assert file_sha(dest) == expected_sha(16, size)
+    else:
+        with pytest.raises(raises):
+            client.download(f"/test/bytes?size={size}&seed=16", dest, connections=2, progress=progress)
+    assert time.monotonic() - started < 15  # not the 30 s stall (nor the 60 s read timeout)
+
+
 def test_all_connections_failing_spend_one_budget_and_keep_what_they_wrote(client, tinker_server, tmp_path):
     size = 2 * MiB
     dest = tmp_path / "f"

@@ -22,6 +22,7 @@ import html
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any, Literal, Protocol
@@ -850,6 +851,7 @@ class _RangeSender:
 
     def __init__(self, sender: Sender) -> None:
         self._sender = sender
+        self.stopped = False  # the transfer stopped: no more sends, resumes or retries
 
     @property
     def max_connections(self) -> int:
@@ -863,6 +865,8 @@ class _RangeSender:
         budget: RetryBudget | None = None,
         quiet: bool = False,
     ) -> StreamedResponse:
+        if self.stopped:
+            raise APIConnectionError("the download stopped", request, cause="stopped")
         response = self._sender.send(request, timeout=timeout, budget=budget, quiet=quiet)
         response._sender = self  # its own resumes come back here
         return response
@@ -879,6 +883,8 @@ class _RangeSender:
         min_wait: float = 0.0,
         stream: Hashable = None,
     ) -> bool:
+        if self.stopped:  # another range failed, or the caller was interrupted: no retry, no wait
+            return False
         if progress is not None:  # the bytes this range received: its offset past the range's start
             first = request.headers.get("Range", "").removeprefix("bytes=").partition("-")[0]
             progress -= int(first) if first.isdigit() else 0
@@ -902,6 +908,8 @@ class _RangeSource:
     def __init__(self, response: StreamedResponse, fetcher: _RangeFetcher) -> None:
         self.response = response
         self.fetcher = fetcher
+        self._lock = threading.Lock()  # close (the fetcher's thread) and abort (the caller's) apart
+        self._closed = False
 
     def readinto(self, buffer: memoryview, /) -> int:
         try:
@@ -912,7 +920,16 @@ class _RangeSource:
             raise
 
     def close(self) -> None:
-        self.response.close()
+        with self._lock:
+            self._closed = True
+            self.response.close()
+
+    def abort(self) -> None:
+        """Stop this file's ranges (no more sends or retries) and break a read blocked on this one."""
+        self.fetcher.sender.stopped = True
+        with self._lock:
+            if not self._closed:
+                self.response._body.abort()
 
 
 class _RangeFetcher:
