@@ -328,3 +328,40 @@ def test_a_listing_whose_times_have_no_zone_is_read_as_utc(client, tinker_server
     assert [d.checkpoint_path for d in report.downloaded] == [new]
     report = client.checkpoints.sync(RUN, tmp_path, latest=2)
     assert ([d.checkpoint_path for d in report.downloaded], report.current) == ([old], [new])
+
+
+def _remove_a_file(target: Path) -> None:
+    sorted(p for p in target.rglob("*") if p.is_file() and p.stat().st_size)[0].unlink()
+
+
+def _cut_a_file(target: Path) -> None:
+    with open(sorted(p for p in target.rglob("*") if p.is_file() and p.stat().st_size)[0], "r+b") as f:
+        f.truncate(10)
+
+
+def _remove_the_directory(target: Path) -> None:
+    import shutil
+
+    shutil.rmtree(target)
+
+
+@pytest.mark.parametrize("kind", ["weights", "external_weights"])
+@pytest.mark.parametrize("damage", [_remove_a_file, _cut_a_file, _remove_the_directory])
+def test_a_checkpoint_damaged_on_disk_after_its_sync_is_downloaded_again(
+    client, tinker_server, tmp_path, kind, damage
+):
+    """The state says complete, the disk says otherwise: the disk wins, and the next sync repairs it
+    (the others stay current)."""
+    out = tmp_path / "mirror"
+    hurt, fine = add(tinker_server, "hurt", kind=kind, seed=3), add(tinker_server, "fine", kind=kind, seed=4)
+    assert client.checkpoints.sync(RUN, out).status == "synced"
+    target = out / f"{RUN}_{kind}_hurt"
+    damage(target)
+    report = client.checkpoints.sync(RUN, out)
+    assert (report.status, [d.checkpoint_path for d in report.downloaded], report.current) == (
+        "synced",
+        [hurt],
+        [fine],
+    )
+    assert _tree(target) == expected_files(3, MiB // 2, 2)
+    assert client.checkpoints.sync(RUN, out).status == "nothing to do"

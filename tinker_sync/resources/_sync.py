@@ -5,7 +5,8 @@ Files in the mirror ``DIR`` besides the checkpoints (``DIR/RUN_KIND_NAME``, as d
     DIR/.tinker-sync.lock   an ``flock`` held for the whole sync (text: "pid@host")
     DIR/.tinker-sync.json   the state: every checkpoint complete and verified in DIR, with the
                             server's time and size for it (so a checkpoint re-created under the
-                            same name is downloaded again)
+                            same name is downloaded again) and the number and total size of its
+                            files (so one whose files were removed or cut is downloaded again)
 
 Rules:
 1. One sync per mirror at a time: a sync that finds the lock held does nothing and reports
@@ -26,6 +27,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, date, datetime
@@ -163,9 +165,15 @@ def _run(
         path = checkpoint.tinker_path
         target = out / parse_tinker_path(path).dir_name
         record = state.entries.get(path)
-        if record is not None and target.is_dir() and record == _record(checkpoint, target):
-            report.current.append(path)
-            continue
+        if record is not None and target.is_dir():
+            if _current(record, checkpoint, target):
+                report.current.append(path)
+                continue
+            if _same_checkpoint(record, checkpoint, target):
+                log.warning(
+                    "%s changed on disk since it was synced (a file removed or cut): downloading it again",
+                    target,
+                )
         if record is None and target.is_dir() and not target.is_symlink():
             # A download installs its directory only when complete: one there already is.
             log.info("Adopting %s, already in %s", path, out)
@@ -184,10 +192,12 @@ def _run(
             log.warning("Could not download %s: %s", path, exc)
             report.failed.append(SyncFailure(checkpoint_path=path, error=" ".join(str(exc).split())))
             continue
-        state.add(path, _record(checkpoint, done))
-        size = sum(f.stat().st_size for f in done.rglob("*") if f.is_file() and not f.is_symlink())
+        record = _record(checkpoint, done)
+        state.add(path, record)
         report.downloaded.append(
-            SyncedCheckpoint(checkpoint_path=path, destination=os.fspath(done), file_size_bytes=size)
+            SyncedCheckpoint(
+                checkpoint_path=path, destination=os.fspath(done), file_size_bytes=record["bytes"]
+            )
         )
     on_server = {c.tinker_path for c in listed}
     for path in sorted(p for p in state.entries if p not in on_server and parse_tinker_path(p).run == run_id):
@@ -211,11 +221,41 @@ def _for(progress: SyncProgress, path: str) -> Progress:
 
 
 def _record(checkpoint: Checkpoint, target: Path) -> dict[str, Any]:
+    """What the state keeps of a checkpoint complete in ``target``: the server's time and size for
+    it, and how many files and bytes its directory holds (to notice one removed or cut later)."""
+    return {**_listed(checkpoint, target), **_on_disk(target)}
+
+
+def _listed(checkpoint: Checkpoint, target: Path) -> dict[str, Any]:
     return {
         "dir": target.name,
         "time": _utc(checkpoint.time).astimezone(UTC).isoformat(),
         "size_bytes": checkpoint.size_bytes,
     }
+
+
+def _on_disk(target: Path) -> dict[str, int]:
+    """The regular files under ``target`` (links not followed): their count and total size."""
+    files = total = 0
+    for root, _, names in os.walk(target):
+        for name in names:
+            info = os.lstat(os.path.join(root, name))
+            if stat.S_ISREG(info.st_mode):
+                files, total = files + 1, total + info.st_size
+    return {"files": files, "bytes": total}
+
+
+def _same_checkpoint(record: dict[str, Any], checkpoint: Checkpoint, target: Path) -> bool:
+    """Whether ``record`` is for the checkpoint the server lists now (not one saved again since)."""
+    return all(record.get(k) == v for k, v in _listed(checkpoint, target).items())
+
+
+def _current(record: dict[str, Any], checkpoint: Checkpoint, target: Path) -> bool:
+    """Whether ``target`` still holds the checkpoint as the state recorded it complete: the same one
+    on the server, and the same files on disk (a state written before it counted them: not checked)."""
+    if not _same_checkpoint(record, checkpoint, target):
+        return False
+    return all(record.get(k, v) == v for k, v in _on_disk(target).items())
 
 
 class _State:
