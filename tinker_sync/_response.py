@@ -654,6 +654,7 @@ class StreamedResponse:
         sender = self._sender
         if sender is None or budget is None:
             raise RuntimeError("a response without its sender cannot fetch ranges")
+        restarted = False
         while True:
             ranges = _RangeFetcher(response, sender, budget, total, resume)
             first = ranges.source(response)
@@ -699,14 +700,16 @@ class StreamedResponse:
                     cause="resume",
                 )
             checks, total, done = checksums_from(response.headers, expected_sha256), response.total_size, ()
-            if response.validator == pinned:
+            if response.validator == pinned or restarted:
                 # The same version of the resource: its ranges, not the resource, were wrong (a 200 to
-                # a Range, a wrong Content-Range). Asking for them again would fail the same way, so
-                # the file comes over this one connection.
+                # a Range, a wrong Content-Range). Or a second change in one call: an ETag that is
+                # not stable (servers behind a balancer, each with its own). Asking for ranges again
+                # would fail the same way, so the file comes over this one connection.
                 log.warning("%s: its byte ranges cannot be used; one connection", mask_url(self.url))
                 connections = 1
             else:
                 connections = response.connections_for(connections)
+            restarted = True
             if connections == 1:
                 return response._receive(
                     part,
