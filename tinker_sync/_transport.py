@@ -935,7 +935,7 @@ class Body:
         The caller keeps ``close`` from running at the same time (a body read to its end goes
         back to the pool: another request may be using its socket once it is closed)."""
         sock = getattr(getattr(self.raw, "connection", None), "sock", None)
-        if sock is None or self.closed:
+        if sock is None or self.closed or self.complete:  # complete: no read to break, a socket to keep
             return
         try:
             socket.socket.shutdown(sock, socket.SHUT_RDWR)  # not SSLSocket's: a read may be in its TLS
