@@ -365,3 +365,28 @@ def test_a_checkpoint_damaged_on_disk_after_its_sync_is_downloaded_again(
     )
     assert _tree(target) == expected_files(3, MiB // 2, 2)
     assert client.checkpoints.sync(RUN, out).status == "nothing to do"
+
+
+@pytest.mark.parametrize(
+    "saved",
+    [
+        b"garbage{",
+        b"\xff\xfe",
+        b"null",
+        b"[]",
+        b'{"checkpoints": [1, 2]}',
+        b'{"checkpoints": "x"}',
+        b'{"checkpoints": {"x": 1, "tinker://run-7/weights/a": {"dir": "../../etc"}}}',
+    ],
+)
+def test_a_state_file_that_is_not_a_state_starts_afresh_and_keeps_what_is_complete(
+    tinker_server, tmp_path, saved
+):
+    out = tmp_path / "mirror"
+    path = add(tinker_server, "a")
+    assert sync_cli(tinker_server, out, "-q").returncode == EXIT_SYNCED
+    (out / ".tinker-sync.json").write_bytes(saved)
+    result = sync_cli(tinker_server, out, "--format", "json", "-q")
+    assert (result.returncode, json.loads(result.stdout)["current"]) == (0, [path]), result.stderr
+    assert sorted(state(out)) == [path]  # rewritten whole: the directory there was adopted
+    assert len(fetched(tinker_server)) == 1

@@ -273,7 +273,10 @@ class _State:
             log.warning("%s is not a sync state; starting afresh (complete checkpoints are kept)", self.path)
             return
         entries = saved.get("checkpoints") if isinstance(saved, dict) else None
-        for path, record in (entries or {}).items():
+        if not isinstance(entries, dict):  # valid JSON, but not a state this module wrote
+            log.warning("%s is not a sync state; starting afresh (complete checkpoints are kept)", self.path)
+            return
+        for path, record in entries.items():
             try:
                 if isinstance(record, dict) and record.get("dir") == parse_tinker_path(path).dir_name:
                     self.entries[path] = record
