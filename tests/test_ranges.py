@@ -421,6 +421,34 @@ def test_a_rerun_whose_first_hole_is_smaller_than_a_piece_fetches_only_the_holes
     assert sum(end - start for start, end in requested) == size - sum(end - start for start, end in done)
 
 
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        {"checksums": {"x-goog-hash": 5}},
+        {"checksums": {"content-digest": ["sha-256=:AAAA:"]}},
+        {"checksums": "md5"},
+        {"ranges": [[0, 4 * MiB]]},  # past the end
+        {"ranges": [[-1, KiB]]},
+        {"ranges": [[0, 300 * KiB], [200 * KiB, 400 * KiB]]},  # overlapping
+        {"ranges": [[0.0, 1024.0]]},
+        {"ranges": "all"},
+        {"total": "2097152"},
+        {"validator": 7},
+    ],
+)
+def test_a_sidecar_that_is_not_one_this_module_wrote_restarts_from_zero(
+    client, tinker_server, tmp_path, tamper
+):
+    """Never a crash on every re-run, never a byte trusted from it: the download starts afresh."""
+    size, dest, url = 2 * MiB, tmp_path / "f", f"/test/bytes?size={2 * MiB}&seed=17&checksum=md5"
+    _planted(client, tinker_server, dest, url, [(0, 300 * KiB)], size=size)
+    sidecar = Path(f"{dest}.part.json")
+    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), **tamper}))
+    client.download(url, dest, connections=4)
+    assert file_sha(dest) == expected_sha(17, size)
+    assert spans(tinker_server)[0] == (0, 1 << 62) and leftovers(dest) == []  # afresh, from byte 0
+
+
 def test_a_part_written_front_to_back_is_finished_over_several_connections(client, tinker_server, tmp_path):
     size, dest, url = 3 * MiB, tmp_path / "f", f"/test/bytes?size={3 * MiB}&seed=12&checksum=md5"
     _planted(client, tinker_server, dest, url, None, size=size)
