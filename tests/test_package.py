@@ -280,3 +280,14 @@ def test_limit_memory_is_enforced_without_tracing_every_test(tmp_path):
     )
     assert "1 failed, 1 passed" in result.stdout, result.stdout
     assert "Test was limited to 4.0MiB but allocated 32.0MiB" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "name", ["SyncReport", "SyncedCheckpoint", "SyncFailure", "StreamedResponse", "DownloadLockedError"]
+)
+def test_what_a_download_or_a_sync_returns_or_raises_is_importable_from_the_package(name):
+    """``client.checkpoints.sync`` returns a ``SyncReport``: a user looks for it as ``tinker_sync.SyncReport``."""
+    import tinker_sync.types
+
+    assert name in tinker_sync.__all__
+    assert getattr(tinker_sync, name) is getattr(tinker_sync.types, name, getattr(tinker_sync, name))

@@ -4,12 +4,16 @@ within a call and across runs (kill -9 included), restarts, re-signed URLs, rate
 from __future__ import annotations
 
 import functools
+import gzip
 import hashlib
+import http.server
 import json
 import os
 import signal
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -184,6 +188,92 @@ def test_rate_capped_connections_run_at_once(client, tinker_server, tmp_path):
     assert tinker_server.peak_in_flight == 1
 
 
+class _Quirky(http.server.BaseHTTPRequestHandler):
+    """Serves ``server.body`` with Range support, but for the quirks in ``server.quirks``."""
+
+    protocol_version = "HTTP/1.1"
+    server: _QuirkyServer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        quirks, body = self.server.quirks, self.server.body
+        asked = self.headers.get("Range")
+        self.server.ranges.append(asked)
+        status, start, end = 200, 0, len(body)
+        pinned = self.headers.get("If-Range") in (None, '"v1"')
+        if asked and "range200" not in quirks and pinned:
+            first, _, last = asked.removeprefix("bytes=").partition("-")
+            status, start, end = 206, int(first), min(len(body), int(last) + 1 if last else len(body))
+        sent = gzip.compress(body, mtime=0) if "gzip" in quirks else body[start:end]
+        if "gzip" in quirks:
+            status = 200
+        self.send_response(status)
+        etag = f'"v{len(self.server.ranges)}"' if "unstable-etag" in quirks else '"v1"'
+        self.send_header("ETag", f"W/{etag}" if "weak" in quirks else etag)
+        if "no-ranges" not in quirks:
+            self.send_header("Accept-Ranges", "bytes")
+        if "gzip" in quirks:
+            self.send_header("Content-Encoding", "gzip")
+        if status == 206:
+            shift = 1 if "wrong-content-range" in quirks else 0
+            self.send_header("Content-Range", f"bytes {start + shift}-{end - 1}/{len(body)}")
+        self.send_header("Content-Length", str(len(sent)))
+        self.end_headers()
+        try:
+            self.wfile.write(sent)
+        except OSError:
+            pass  # the client left (it dropped a range it could not use)
+
+
+class _QuirkyServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+
+    def __init__(self, quirks: str, body: bytes) -> None:
+        super().__init__(("127.0.0.1", 0), _Quirky)
+        self.quirks, self.body, self.ranges = quirks, body, []
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("via", ["download", "stream_to_file"])
+@pytest.mark.parametrize(
+    ("quirks", "requests"),
+    [
+        ("weak", 1),  # a weak ETag pins no bytes: one connection
+        ("no-ranges", 1),
+        ("gzip", 1),  # encoded on the way: stored as served, over one connection
+        ("range200", None),  # takes ranges, says it, then answers them whole: one connection, from 0
+        ("wrong-content-range", None),
+        ("unstable-etag", 3),  # a new ETag on every answer: restarts once, then one connection
+    ],
+)
+def test_a_server_whose_ranges_cannot_be_used_gets_one_connection(tmp_path, quirks, requests, via):
+    body = os.urandom(3 * MiB + 7)
+    server = _QuirkyServer(quirks, body)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url, dest = f"http://127.0.0.1:{server.server_address[1]}/blob", tmp_path / "blob"
+    try:
+        with tinker_sync.Client(api_key=API_KEY, base_url=url, max_retries=3) as client:
+            if via == "download":
+                client.download(url, dest, connections=4)
+            else:
+                with client.stream("GET", url) as response:
+                    response.stream_to_file(dest, connections=4)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert dest.read_bytes() == (gzip.compress(body, mtime=0) if quirks == "gzip" else body)
+    assert leftovers(dest) == []
+    if requests == 1:
+        assert server.ranges == [None]
+    else:  # the ranges failed; the restarts are whole GETs, the last one over one connection
+        assert server.ranges[0] is None and server.ranges[-1] is None
+        assert server.ranges.count(None) == (requests or 2)
+
+
 # -- resume, restart ------------------------------------------------------------------------------
 
 
@@ -217,6 +307,41 @@ def test_a_changed_etag_mid_download_restarts_every_range_from_zero(client, tink
     assert len(etags) == 1 and etags != {bytes_requests(tinker_server)[1].headers["if-range"]}
     assert 0 in calls[1:]  # progress went back to zero
     assert leftovers(dest) == []
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt(done: int, total: int | None) -> None:
+    if done >= 100 * KiB:  # the caller's thread stops (as on Ctrl-C: an exception in its callback)
+        raise _Interrupted
+
+
+@pytest.mark.parametrize(
+    ("trigger", "progress", "raises"),
+    [
+        (Fault(status=404), None, tinker_sync.NotFoundError),  # another range fails for good
+        (Fault(), _interrupt, _Interrupted),  # the caller is interrupted
+        (Fault(change_etag=True), None, None),  # another range shows a new version: restart at once
+    ],
+)
+def test_a_stalled_range_never_holds_the_caller_once_the_transfer_stops(
+    client, tinker_server, tmp_path, trigger, progress, raises
+):
+    """A range whose server went silent must not keep the caller waiting for its read timeout once
+    the transfer stops (an error, an interrupt, a restart): its read is broken off."""
+    size, dest = 4 * MiB, tmp_path / "f"
+    tinker_server.rate_limit = 4 * MiB
+    tinker_server.script("/test/bytes", Fault(), Fault(stall_after=1000, stall=30), trigger)
+    started = time.monotonic()
+    if raises is None:
+        client.download(f"/test/bytes?size={size}&seed=16", dest, connections=2, progress=progress)
+        assert file_sha(dest) == expected_sha(16, size)
+    else:
+        with pytest.raises(raises):
+            client.download(f"/test/bytes?size={size}&seed=16", dest, connections=2, progress=progress)
+    assert time.monotonic() - started < 15  # not the 30 s stall (nor the 60 s read timeout)
 
 
 def test_all_connections_failing_spend_one_budget_and_keep_what_they_wrote(client, tinker_server, tmp_path):
@@ -270,6 +395,58 @@ def _planted(client, server, dest, url, ranges, *, size):
                 f.write(body[start:end])
     part.save(f"{client.base_url}{url}", etag, size, headers, ranges)
     server.clear()
+
+
+@pytest.mark.parametrize(
+    "done",
+    [
+        [(0, MiB), (MiB + 10 * KiB, 2 * MiB)],  # one small hole: the first piece fills it
+        [(0, MiB), (MiB + 10 * KiB, MiB + 500 * KiB)],  # a small hole, then a large one
+        [(0, 100 * KiB), (140 * KiB, 300 * KiB), (310 * KiB, 2 * MiB - 1)],  # small holes, a 1-byte tail
+        [(5 * KiB, 2 * MiB)],  # only the first bytes are missing
+    ],
+)
+def test_a_rerun_whose_first_hole_is_smaller_than_a_piece_fetches_only_the_holes(
+    client, tinker_server, tmp_path, done
+):
+    """The first missing piece fills a hole exactly: no empty range is asked for (a server answers
+    ``bytes=B-(B-1)`` with the whole body, which would restart the file from zero)."""
+    size, dest, url = 2 * MiB, tmp_path / "f", f"/test/bytes?size={2 * MiB}&seed=15&checksum=md5"
+    _planted(client, tinker_server, dest, url, done, size=size)
+    client.download(url, dest, connections=4)
+    assert file_sha(dest) == expected_sha(15, size)
+    requested = spans(tinker_server)
+    assert all(start < end < 1 << 62 for start, end in requested), requested  # no whole, no empty range
+    assert not _pairs(requested, done)
+    assert sum(end - start for start, end in requested) == size - sum(end - start for start, end in done)
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        {"checksums": {"x-goog-hash": 5}},
+        {"checksums": {"content-digest": ["sha-256=:AAAA:"]}},
+        {"checksums": "md5"},
+        {"ranges": [[0, 4 * MiB]]},  # past the end
+        {"ranges": [[-1, KiB]]},
+        {"ranges": [[0, 300 * KiB], [200 * KiB, 400 * KiB]]},  # overlapping
+        {"ranges": [[0.0, 1024.0]]},
+        {"ranges": "all"},
+        {"total": "2097152"},
+        {"validator": 7},
+    ],
+)
+def test_a_sidecar_that_is_not_one_this_module_wrote_restarts_from_zero(
+    client, tinker_server, tmp_path, tamper
+):
+    """Never a crash on every re-run, never a byte trusted from it: the download starts afresh."""
+    size, dest, url = 2 * MiB, tmp_path / "f", f"/test/bytes?size={2 * MiB}&seed=17&checksum=md5"
+    _planted(client, tinker_server, dest, url, [(0, 300 * KiB)], size=size)
+    sidecar = Path(f"{dest}.part.json")
+    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), **tamper}))
+    client.download(url, dest, connections=4)
+    assert file_sha(dest) == expected_sha(17, size)
+    assert spans(tinker_server)[0] == (0, 1 << 62) and leftovers(dest) == []  # afresh, from byte 0
 
 
 def test_a_part_written_front_to_back_is_finished_over_several_connections(client, tinker_server, tmp_path):

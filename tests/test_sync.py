@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -266,3 +266,127 @@ def test_a_checkpoint_saved_again_under_its_name_is_replaced_and_one_already_the
     report = client.checkpoints.sync(RUN, out)
     assert [d.checkpoint_path for d in report.downloaded] == [path]
     assert _tree(out / f"{RUN}_weights_final") == expected_files(9, MiB // 2, 2)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"latest": 0}, ValueError, "latest must be a positive integer"),
+        ({"latest": -1}, ValueError, "latest must be a positive integer"),
+        ({"latest": True}, ValueError, "latest must be a positive integer"),
+        ({"latest": 1.5}, ValueError, "latest must be a positive integer"),
+        ({"latest": "2"}, ValueError, "latest must be a positive integer"),
+        ({"since": "yesterday"}, ValueError, "since must be an ISO 8601 time"),
+        ({"since": 1700000000}, TypeError, "since must be a datetime or an ISO 8601 string"),
+        ({"kinds": ["bogus"]}, ValueError, "Unknown checkpoint kind 'bogus'"),
+        ({"connections": 0}, ValueError, "connections must be a positive integer or 'auto'"),
+    ],
+)
+def test_bad_arguments_are_refused_clearly_before_anything_happens(
+    client, tinker_server, tmp_path, options, error, match
+):
+    add(tinker_server, "a")
+    with pytest.raises(error, match=match):
+        client.checkpoints.sync(RUN, tmp_path / "m", **options)
+    assert not (tmp_path / "m").exists() and fetched(tinker_server) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"kinds": "weights"}, ["a", "b"]),  # one kind as a string, not its letters
+        ({"since": "2000-01-01T00:00:00Z"}, ["a", "b", "x"]),  # an ISO string, as on the command line
+        ({"since": "2000-01-01"}, ["a", "b", "x"]),
+        ({"since": datetime(2000, 1, 1).date()}, ["a", "b", "x"]),
+        ({"since": "2999-01-01T00:00:00+02:00"}, []),
+        ({"since": datetime(2999, 1, 1)}, []),  # naive: UTC
+    ],
+)
+def test_kinds_and_since_in_the_forms_a_user_writes(client, tinker_server, tmp_path, options, expected):
+    add(tinker_server, "a")
+    add(tinker_server, "b")
+    add(tinker_server, "x", kind="external_weights")
+    report = client.checkpoints.sync(RUN, tmp_path, **options)
+    assert sorted(d.checkpoint_path.rsplit("/", 1)[1] for d in report.downloaded) == expected
+
+
+def test_a_listing_whose_times_have_no_zone_is_read_as_utc(client, tinker_server, tmp_path, monkeypatch):
+    """A server time without a zone (decoded naive) is compared, sorted and recorded as UTC, never
+    raising TypeError against an aware ``since``."""
+    old, new = add(tinker_server, "old"), add(tinker_server, "new")
+    listing = client.checkpoints.list_for_run
+
+    def naive(run_id):
+        found = listing(run_id)
+        for checkpoint in found.checkpoints:
+            checkpoint.time = checkpoint.time.astimezone(UTC).replace(tzinfo=None)
+        return found
+
+    monkeypatch.setattr(client.checkpoints, "list_for_run", naive)
+    since = datetime.fromisoformat(tinker_server.checkpoint(new)["time"])
+    report = client.checkpoints.sync(RUN, tmp_path, since=since)
+    assert [d.checkpoint_path for d in report.downloaded] == [new]
+    report = client.checkpoints.sync(RUN, tmp_path, latest=2)
+    assert ([d.checkpoint_path for d in report.downloaded], report.current) == ([old], [new])
+
+
+def _remove_a_file(target: Path) -> None:
+    sorted(p for p in target.rglob("*") if p.is_file() and p.stat().st_size)[0].unlink()
+
+
+def _cut_a_file(target: Path) -> None:
+    with open(sorted(p for p in target.rglob("*") if p.is_file() and p.stat().st_size)[0], "r+b") as f:
+        f.truncate(10)
+
+
+def _remove_the_directory(target: Path) -> None:
+    import shutil
+
+    shutil.rmtree(target)
+
+
+@pytest.mark.parametrize("kind", ["weights", "external_weights"])
+@pytest.mark.parametrize("damage", [_remove_a_file, _cut_a_file, _remove_the_directory])
+def test_a_checkpoint_damaged_on_disk_after_its_sync_is_downloaded_again(
+    client, tinker_server, tmp_path, kind, damage
+):
+    """The state says complete, the disk says otherwise: the disk wins, and the next sync repairs it
+    (the others stay current)."""
+    out = tmp_path / "mirror"
+    hurt, fine = add(tinker_server, "hurt", kind=kind, seed=3), add(tinker_server, "fine", kind=kind, seed=4)
+    assert client.checkpoints.sync(RUN, out).status == "synced"
+    target = out / f"{RUN}_{kind}_hurt"
+    damage(target)
+    report = client.checkpoints.sync(RUN, out)
+    assert (report.status, [d.checkpoint_path for d in report.downloaded], report.current) == (
+        "synced",
+        [hurt],
+        [fine],
+    )
+    assert _tree(target) == expected_files(3, MiB // 2, 2)
+    assert client.checkpoints.sync(RUN, out).status == "nothing to do"
+
+
+@pytest.mark.parametrize(
+    "saved",
+    [
+        b"garbage{",
+        b"\xff\xfe",
+        b"null",
+        b"[]",
+        b'{"checkpoints": [1, 2]}',
+        b'{"checkpoints": "x"}',
+        b'{"checkpoints": {"x": 1, "tinker://run-7/weights/a": {"dir": "../../etc"}}}',
+    ],
+)
+def test_a_state_file_that_is_not_a_state_starts_afresh_and_keeps_what_is_complete(
+    tinker_server, tmp_path, saved
+):
+    out = tmp_path / "mirror"
+    path = add(tinker_server, "a")
+    assert sync_cli(tinker_server, out, "-q").returncode == EXIT_SYNCED
+    (out / ".tinker-sync.json").write_bytes(saved)
+    result = sync_cli(tinker_server, out, "--format", "json", "-q")
+    assert (result.returncode, json.loads(result.stdout)["current"]) == (0, [path]), result.stderr
+    assert sorted(state(out)) == [path]  # rewritten whole: the directory there was adopted
+    assert len(fetched(tinker_server)) == 1

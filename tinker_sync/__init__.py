@@ -40,6 +40,7 @@ from ._exceptions import (
 from ._observe import ErrorInfo, EventHooks, RequestInfo, ResponseInfo, RetryInfo, StreamEndInfo
 from ._response import StreamedResponse
 from ._version import __version__
+from .resources.types import SyncedCheckpoint, SyncFailure, SyncReport
 
 logging.getLogger("tinker_sync").addHandler(logging.NullHandler())
 
@@ -78,6 +79,9 @@ __all__ = [
     "StreamAlreadyConsumed",
     "StreamEndInfo",
     "StreamedResponse",
+    "SyncFailure",
+    "SyncReport",
+    "SyncedCheckpoint",
     "TLS",
     "Timeout",
     "TinkerError",

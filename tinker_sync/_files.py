@@ -440,6 +440,10 @@ class PartFile:
         )
         if not (isinstance(url_saved, str) and isinstance(validator, str)):
             return None
+        if checksums is not None and not (
+            isinstance(checksums, dict) and all(isinstance(v, str) for v in checksums.values())
+        ):
+            return None  # not a sidecar this module wrote: the bytes it lists cannot be trusted either
         state = PartState(
             url_saved,
             validator,

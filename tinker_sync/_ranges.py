@@ -98,6 +98,9 @@ class Source(Protocol):
     def close(self) -> None:
         """Release the connection (discarded when the body was not read to its end)."""
 
+    def abort(self) -> None:
+        """From another thread: make a read blocked on this body fail at once (the transfer stops)."""
+
 
 Fetch = Callable[[int, int], Source]
 
@@ -231,7 +234,10 @@ class RangePlan:
 
 
 def _cut(start: int, end: int, piece: int) -> list[tuple[int, int]]:
-    """``[start, end)`` in pieces of about ``piece`` bytes (equal ones: never a sliver at the end)."""
+    """``[start, end)`` in pieces of about ``piece`` bytes (equal ones: never a sliver at the end);
+    none when it is empty (a hole the first piece fills: an empty range cannot be asked for)."""
+    if end <= start:
+        return []
     count = max(1, -(-(end - start) // piece))
     bounds = [start + (end - start) * i // count for i in range(count + 1)]
     return list(zip(bounds, bounds[1:], strict=False))
@@ -251,6 +257,7 @@ class _Transfer:
         self.error: BaseException | None = None
         self.stop = False
         self.running = 0
+        self.open: set[Source] = set()  # the sources being read (under plan.changed)
 
     def start(self, connections: int) -> list[threading.Thread]:
         threads = [
@@ -278,9 +285,15 @@ class _Transfer:
                 try:
                     if source is None:
                         source = self.fetch(span.pos, span.end)
-                    self._copy(source, span, buffer)
+                    with plan.changed:
+                        self.open.add(source)
+                        stopped = self.stop
+                    if not stopped:
+                        self._copy(source, span, buffer)
                 finally:
                     if source is not None:
+                        with plan.changed:
+                            self.open.discard(source)
                         source.close()
                     plan.release(span)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
@@ -293,6 +306,15 @@ class _Transfer:
             with plan.changed:
                 self.running -= 1
                 plan.changed.notify_all()
+
+    def abort(self) -> None:
+        """Stop every fetcher now: one blocked in a read (a stalled connection) would otherwise hold
+        the caller, after an error or an interrupt, until its read timed out."""
+        with self.plan.changed:
+            self.stop = True
+            sources = list(self.open)
+        for source in sources:
+            source.abort()
 
     def _copy(self, source: Source, span: _Span, buffer: memoryview) -> None:
         """Read ``source`` into the span until the span (which another fetcher may shorten) ends."""
@@ -410,8 +432,7 @@ def receive_ranges(
                 if not running:
                     break
         finally:
-            with plan.changed:
-                transfer.stop = True
+            transfer.abort()
             for thread in threads:
                 thread.join()
             if save is not None and plan.done_bytes < total:  # stopped short: for the next run

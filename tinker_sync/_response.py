@@ -22,6 +22,7 @@ import html
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any, Literal, Protocol
@@ -603,7 +604,8 @@ class StreamedResponse:
         """How many connections may fetch this body's rest at once (1 when ranges cannot be joined).
 
         More than one only for a GET answered 200 with ``Accept-Ranges: bytes`` (or 206), a
-        length, a strong ETag pinning the bytes, and the bytes as served; at most the pool size.
+        length, a strong ETag pinning the bytes, and no ``Content-Encoding`` (a store that encodes
+        on the way may ignore a Range or answer it from other bytes); at most the pool size.
         """
         total = self.total_size
         if (
@@ -612,6 +614,7 @@ class StreamedResponse:
             or self.status_code not in (200, 206)
             or total is None
             or self._body.decode
+            or self.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity")
             or not strong_etag(self.headers.get("etag"))
             or (self.status_code == 200 and "bytes" not in self.headers.get("accept-ranges", "").lower())
         ):
@@ -651,6 +654,7 @@ class StreamedResponse:
         sender = self._sender
         if sender is None or budget is None:
             raise RuntimeError("a response without its sender cannot fetch ranges")
+        restarted = False
         while True:
             ranges = _RangeFetcher(response, sender, budget, total, resume)
             first = ranges.source(response)
@@ -678,6 +682,7 @@ class StreamedResponse:
                 )
             except RangeChanged as exc:
                 problem = str(exc)
+                pinned = response.validator
                 response.close()
             log.warning("Restarting %s from byte 0: %s", mask_url(self.url), problem)
             request = self.request
@@ -686,6 +691,7 @@ class StreamedResponse:
                     f"Cannot download {mask_url(self.url)}: {problem}", request, cause="resume"
                 )
             response = sender.send(whole_request(request), timeout=self._timeout, budget=budget, quiet=True)
+            response._as_served()  # first: the length of an encoded body counts only as served
             if response.status_code != 200 or response.total_size is None:
                 response.close()
                 raise APIConnectionError(
@@ -693,9 +699,17 @@ class StreamedResponse:
                     request,
                     cause="resume",
                 )
-            response._as_served()
             checks, total, done = checksums_from(response.headers, expected_sha256), response.total_size, ()
-            connections = response.connections_for(connections)
+            if response.validator == pinned or restarted:
+                # The same version of the resource: its ranges, not the resource, were wrong (a 200 to
+                # a Range, a wrong Content-Range). Or a second change in one call: an ETag that is
+                # not stable (servers behind a balancer, each with its own). Asking for ranges again
+                # would fail the same way, so the file comes over this one connection.
+                log.warning("%s: its byte ranges cannot be used; one connection", mask_url(self.url))
+                connections = 1
+            else:
+                connections = response.connections_for(connections)
+            restarted = True
             if connections == 1:
                 return response._receive(
                     part,
@@ -840,6 +854,7 @@ class _RangeSender:
 
     def __init__(self, sender: Sender) -> None:
         self._sender = sender
+        self.stopped = False  # the transfer stopped: no more sends, resumes or retries
 
     @property
     def max_connections(self) -> int:
@@ -853,6 +868,8 @@ class _RangeSender:
         budget: RetryBudget | None = None,
         quiet: bool = False,
     ) -> StreamedResponse:
+        if self.stopped:
+            raise APIConnectionError("the download stopped", request, cause="stopped")
         response = self._sender.send(request, timeout=timeout, budget=budget, quiet=quiet)
         response._sender = self  # its own resumes come back here
         return response
@@ -869,6 +886,8 @@ class _RangeSender:
         min_wait: float = 0.0,
         stream: Hashable = None,
     ) -> bool:
+        if self.stopped:  # another range failed, or the caller was interrupted: no retry, no wait
+            return False
         if progress is not None:  # the bytes this range received: its offset past the range's start
             first = request.headers.get("Range", "").removeprefix("bytes=").partition("-")[0]
             progress -= int(first) if first.isdigit() else 0
@@ -892,6 +911,8 @@ class _RangeSource:
     def __init__(self, response: StreamedResponse, fetcher: _RangeFetcher) -> None:
         self.response = response
         self.fetcher = fetcher
+        self._lock = threading.Lock()  # close (the fetcher's thread) and abort (the caller's) apart
+        self._closed = False
 
     def readinto(self, buffer: memoryview, /) -> int:
         try:
@@ -902,7 +923,16 @@ class _RangeSource:
             raise
 
     def close(self) -> None:
-        self.response.close()
+        with self._lock:
+            self._closed = True
+            self.response.close()
+
+    def abort(self) -> None:
+        """Stop this file's ranges (no more sends or retries) and break a read blocked on this one."""
+        self.fetcher.sender.stopped = True
+        with self._lock:
+            if not self._closed:
+                self.response._body.abort()
 
 
 class _RangeFetcher:

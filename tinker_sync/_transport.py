@@ -929,6 +929,19 @@ class Body:
         if self._response is not None:
             self._response.close()  # the socket's file only: the connection stays open for reuse
 
+    def abort(self) -> None:
+        """Shut the socket of an open body down, from any thread: a read blocked on it in another
+        thread fails at once (the body is then incomplete, so its connection is never reused).
+        The caller keeps ``close`` from running at the same time (a body read to its end goes
+        back to the pool: another request may be using its socket once it is closed)."""
+        sock = getattr(getattr(self.raw, "connection", None), "sock", None)
+        if sock is None or self.closed or self.complete:  # complete: no read to break, a socket to keep
+            return
+        try:
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)  # not SSLSocket's: a read may be in its TLS
+        except OSError:
+            pass
+
     def close(self) -> None:
         """Release the connection: back to the pool if the body was read to its end, else closed."""
         if self.closed:

@@ -5,7 +5,8 @@ Files in the mirror ``DIR`` besides the checkpoints (``DIR/RUN_KIND_NAME``, as d
     DIR/.tinker-sync.lock   an ``flock`` held for the whole sync (text: "pid@host")
     DIR/.tinker-sync.json   the state: every checkpoint complete and verified in DIR, with the
                             server's time and size for it (so a checkpoint re-created under the
-                            same name is downloaded again)
+                            same name is downloaded again) and the number and total size of its
+                            files (so one whose files were removed or cut is downloaded again)
 
 Rules:
 1. One sync per mirror at a time: a sync that finds the lock held does nothing and reports
@@ -26,9 +27,10 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Collection, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -73,7 +75,7 @@ def sync(
     download: Download,
     kinds: Collection[str] | None = None,
     latest: int | None = None,
-    since: datetime | None = None,
+    since: datetime | date | str | None = None,
     prune: bool = False,
     progress: SyncProgress | None = None,
     notify: Notify | None = None,
@@ -84,10 +86,9 @@ def sync(
     ``listing(run_id)`` lists the run's checkpoints; ``download`` is ``Checkpoints.download``.
     """
     wanted = _kinds(kinds)
-    if latest is not None and latest < 1:
-        raise ValueError(f"latest must be 1 or more, got {latest}")
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
+    if latest is not None and (type(latest) is not int or latest < 1):
+        raise ValueError(f"latest must be a positive integer (1 or more), got {latest!r}")
+    since = _since(since)
     out = Path(os.fspath(output_dir))
     out.mkdir(parents=True, exist_ok=True)
     report = SyncReport(run_id=run_id, output_dir=os.fspath(out), status="nothing to do")
@@ -104,7 +105,7 @@ def sync(
 def _kinds(kinds: Collection[str] | None) -> tuple[str, ...]:
     if kinds is None:
         return DOWNLOADABLE
-    chosen = tuple(dict.fromkeys(kinds))
+    chosen = (kinds,) if isinstance(kinds, str) else tuple(dict.fromkeys(kinds))  # "weights": one kind
     for kind in chosen:
         if kind not in KINDS:
             raise ValueError(f"Unknown checkpoint kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -113,6 +114,30 @@ def _kinds(kinds: Collection[str] | None) -> tuple[str, ...]:
                 f"{kind} checkpoints cannot be downloaded; sync their training checkpoints (weights)"
             )
     return chosen
+
+
+def _since(since: object) -> datetime | None:
+    """``since`` as an aware time: a ``datetime``, a ``date`` (its midnight) or an ISO 8601 string
+    (``2025-06-15T12:00:00Z``); without a zone, UTC."""
+    if since is None:
+        return None
+    if isinstance(since, str):
+        try:
+            since = datetime.fromisoformat(since.strip())
+        except ValueError:
+            raise ValueError(
+                f"since must be an ISO 8601 time (2025-06-15T12:00:00Z), got {since!r}"
+            ) from None
+    elif isinstance(since, date) and not isinstance(since, datetime):
+        since = datetime(since.year, since.month, since.day)
+    if not isinstance(since, datetime):
+        raise TypeError(f"since must be a datetime or an ISO 8601 string, got {type(since).__name__}")
+    return _utc(since)
+
+
+def _utc(when: datetime) -> datetime:
+    """``when`` made aware: a naive time (a caller's, or a listing's without a zone) is UTC."""
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _run(
@@ -132,17 +157,23 @@ def _run(
     listed = list(listing(run_id))
     selected = [c for c in listed if parse_tinker_path(c.tinker_path).kind in kinds]
     if since is not None:
-        selected = [c for c in selected if c.time >= since]
-    selected.sort(key=lambda c: c.time, reverse=True)
+        selected = [c for c in selected if _utc(c.time) >= since]
+    selected.sort(key=lambda c: _utc(c.time), reverse=True)
     if latest is not None:
         selected = selected[:latest]
     for checkpoint in reversed(selected):  # oldest first: a cut-short sync leaves the older complete
         path = checkpoint.tinker_path
         target = out / parse_tinker_path(path).dir_name
         record = state.entries.get(path)
-        if record is not None and target.is_dir() and record == _record(checkpoint, target):
-            report.current.append(path)
-            continue
+        if record is not None and target.is_dir():
+            if _current(record, checkpoint, target):
+                report.current.append(path)
+                continue
+            if _same_checkpoint(record, checkpoint, target):
+                log.warning(
+                    "%s changed on disk since it was synced (a file removed or cut): downloading it again",
+                    target,
+                )
         if record is None and target.is_dir() and not target.is_symlink():
             # A download installs its directory only when complete: one there already is.
             log.info("Adopting %s, already in %s", path, out)
@@ -161,10 +192,12 @@ def _run(
             log.warning("Could not download %s: %s", path, exc)
             report.failed.append(SyncFailure(checkpoint_path=path, error=" ".join(str(exc).split())))
             continue
-        state.add(path, _record(checkpoint, done))
-        size = sum(f.stat().st_size for f in done.rglob("*") if f.is_file() and not f.is_symlink())
+        record = _record(checkpoint, done)
+        state.add(path, record)
         report.downloaded.append(
-            SyncedCheckpoint(checkpoint_path=path, destination=os.fspath(done), file_size_bytes=size)
+            SyncedCheckpoint(
+                checkpoint_path=path, destination=os.fspath(done), file_size_bytes=record["bytes"]
+            )
         )
     on_server = {c.tinker_path for c in listed}
     for path in sorted(p for p in state.entries if p not in on_server and parse_tinker_path(p).run == run_id):
@@ -188,11 +221,41 @@ def _for(progress: SyncProgress, path: str) -> Progress:
 
 
 def _record(checkpoint: Checkpoint, target: Path) -> dict[str, Any]:
+    """What the state keeps of a checkpoint complete in ``target``: the server's time and size for
+    it, and how many files and bytes its directory holds (to notice one removed or cut later)."""
+    return {**_listed(checkpoint, target), **_on_disk(target)}
+
+
+def _listed(checkpoint: Checkpoint, target: Path) -> dict[str, Any]:
     return {
         "dir": target.name,
-        "time": checkpoint.time.astimezone(UTC).isoformat(),
+        "time": _utc(checkpoint.time).astimezone(UTC).isoformat(),
         "size_bytes": checkpoint.size_bytes,
     }
+
+
+def _on_disk(target: Path) -> dict[str, int]:
+    """The regular files under ``target`` (links not followed): their count and total size."""
+    files = total = 0
+    for root, _, names in os.walk(target):
+        for name in names:
+            info = os.lstat(os.path.join(root, name))
+            if stat.S_ISREG(info.st_mode):
+                files, total = files + 1, total + info.st_size
+    return {"files": files, "bytes": total}
+
+
+def _same_checkpoint(record: dict[str, Any], checkpoint: Checkpoint, target: Path) -> bool:
+    """Whether ``record`` is for the checkpoint the server lists now (not one saved again since)."""
+    return all(record.get(k) == v for k, v in _listed(checkpoint, target).items())
+
+
+def _current(record: dict[str, Any], checkpoint: Checkpoint, target: Path) -> bool:
+    """Whether ``target`` still holds the checkpoint as the state recorded it complete: the same one
+    on the server, and the same files on disk (a state written before it counted them: not checked)."""
+    if not _same_checkpoint(record, checkpoint, target):
+        return False
+    return all(record.get(k, v) == v for k, v in _on_disk(target).items())
 
 
 class _State:
@@ -210,7 +273,10 @@ class _State:
             log.warning("%s is not a sync state; starting afresh (complete checkpoints are kept)", self.path)
             return
         entries = saved.get("checkpoints") if isinstance(saved, dict) else None
-        for path, record in (entries or {}).items():
+        if not isinstance(entries, dict):  # valid JSON, but not a state this module wrote
+            log.warning("%s is not a sync state; starting afresh (complete checkpoints are kept)", self.path)
+            return
+        for path, record in entries.items():
             try:
                 if isinstance(record, dict) and record.get("dir") == parse_tinker_path(path).dir_name:
                     self.entries[path] = record

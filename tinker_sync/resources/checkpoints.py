@@ -41,7 +41,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Collection, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -325,7 +325,7 @@ class Checkpoints(SyncAPIResource[M]):
         *,
         kinds: Collection[str] | None = None,
         latest: int | None = None,
-        since: datetime | None = None,
+        since: datetime | date | str | None = None,
         prune: bool = False,
         progress: SyncProgress | None = None,
         notify: Notify | None = None,
@@ -345,10 +345,12 @@ class Checkpoints(SyncAPIResource[M]):
         the checkpoints this mirror holds that the server no longer lists.
 
         Args:
-            kinds: the kinds to mirror (``weights``, ``external_weights``); by default both
+            kinds: the kinds to mirror (``weights``, ``external_weights``; a list, or one kind as a
+                string); by default both
                 (``sampler_weights`` cannot be downloaded).
             latest: only the ``latest`` newest of them.
-            since: only those saved at or after this time (naive: UTC).
+            since: only those saved at or after this time: a ``datetime``, a ``date`` or an ISO
+                8601 string (``"2025-06-15T12:00:00Z"``); without a zone, UTC.
             prune: remove local copies of checkpoints the server deleted.
             progress: ``progress(tinker_path, downloaded, total)`` while a checkpoint downloads.
             notify: one-line notes (archive being prepared, resumed, re-signed).
@@ -359,7 +361,9 @@ class Checkpoints(SyncAPIResource[M]):
             or ``"locked"``, and the checkpoints downloaded, failed, current, gone and pruned.
 
         Raises:
-            ValueError: an unknown or undownloadable kind, ``latest`` below 1.
+            ValueError: an unknown or undownloadable kind, ``latest`` not a positive integer,
+                ``since`` a string that is not an ISO 8601 time.
+            TypeError: ``since`` of another type.
             APIStatusError, APIConnectionError: the run's checkpoints could not be listed.
         """
         self._plain_only("sync")
