@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tinker_sync import NotFoundError
 from tinker_sync._files import target_lock
 from tinker_sync.cli import EXIT_PARTIAL, EXIT_SYNCED
 from tinker_sync.testing.archives import expected_files
@@ -233,6 +234,7 @@ def test_a_partial_failure_keeps_the_others_and_says_so(tinker_server, tmp_path)
     ("args", "code", "stderr"),
     [
         (["--since", "yesterday"], 2, "expected an ISO 8601 time"),
+        (["--since", "2025-06-15Tz"], 2, "expected an ISO 8601 time"),
         (["--latest", "0"], 2, "expected a positive integer"),
         (["--kind", "sampler_weights"], 2, "invalid choice"),
     ],
@@ -242,15 +244,24 @@ def test_usage_errors(tinker_server, tmp_path, args, code, stderr):
     assert result.returncode == code and stderr in result.stderr
 
 
-def test_an_unknown_run_is_an_error(tinker_server, tmp_path):
+def test_an_unknown_run_is_an_error_that_leaves_no_mirror(tinker_server, tmp_path):
+    out = tmp_path / "mirror" / "of" / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "tinker_sync", "checkpoint", "sync", "no-such-run", "-o", str(tmp_path)],
+        [sys.executable, "-m", "tinker_sync", "checkpoint", "sync", "no-such-run", "-o", str(out)],
         env=cli_env(tinker_server),
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 1 and result.stderr.startswith("tinker-sync: error: Error code: 404")
+    assert not out.exists()  # no empty directory left as if synced (parents made on the way may stay)
+
+
+def test_an_unknown_run_leaves_a_mirror_that_was_there_as_it_was(client, tinker_server, tmp_path):
+    (tmp_path / "mine.txt").write_text("kept")
+    with pytest.raises(NotFoundError):
+        client.checkpoints.sync("no-such-run", tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
 
 
 def test_a_checkpoint_saved_again_under_its_name_is_replaced_and_one_already_there_adopted(
@@ -296,6 +307,8 @@ def test_bad_arguments_are_refused_clearly_before_anything_happens(
     [
         ({"kinds": "weights"}, ["a", "b"]),  # one kind as a string, not its letters
         ({"since": "2000-01-01T00:00:00Z"}, ["a", "b", "x"]),  # an ISO string, as on the command line
+        ({"since": "2000-01-01T00:00:00z"}, ["a", "b", "x"]),
+        ({"since": " 2999-01-01 00:00:00Z "}, []),
         ({"since": "2000-01-01"}, ["a", "b", "x"]),
         ({"since": datetime(2000, 1, 1).date()}, ["a", "b", "x"]),
         ({"since": "2999-01-01T00:00:00+02:00"}, []),

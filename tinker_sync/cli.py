@@ -27,7 +27,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
@@ -802,13 +802,16 @@ def _positive_arg(value: str) -> int:
 
 
 def _time_arg(value: str) -> datetime:
+    from .resources._sync import parse_since
+
     try:
-        when = datetime.fromisoformat(value.strip())
+        when = parse_since(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected an ISO 8601 time (2025-06-15T12:00:00Z, 2025-06-15), got {value!r}"
         ) from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    assert when is not None  # a string is never None
+    return when
 
 
 def _count_arg(value: str) -> int:

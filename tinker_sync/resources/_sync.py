@@ -40,7 +40,7 @@ from ._archive import Notify
 from ._paths import KINDS, parse_tinker_path
 from .types import Checkpoint, SyncedCheckpoint, SyncFailure, SyncReport
 
-__all__ = ["DOWNLOADABLE", "LOCK_NAME", "STATE_NAME", "Download", "SyncProgress", "sync"]
+__all__ = ["DOWNLOADABLE", "LOCK_NAME", "STATE_NAME", "Download", "SyncProgress", "parse_since", "sync"]
 
 log = logging.getLogger("tinker_sync")
 
@@ -88,17 +88,24 @@ def sync(
     wanted = _kinds(kinds)
     if latest is not None and (type(latest) is not int or latest < 1):
         raise ValueError(f"latest must be a positive integer (1 or more), got {latest!r}")
-    since = _since(since)
+    since = parse_since(since)
     out = Path(os.fspath(output_dir))
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     report = SyncReport(run_id=run_id, output_dir=os.fspath(out), status="nothing to do")
-    with contextlib.ExitStack() as held:
-        try:
-            held.enter_context(target_lock(out / LOCK_NAME, wait=lock_wait, what="sync of this mirror"))
-        except DownloadLockedError as exc:
-            report.status, report.locked_by = "locked", str(exc)
-            return report
-        _run(run_id, out, report, listing, download, wanted, latest, since, prune, progress, notify)
+    try:
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(target_lock(out / LOCK_NAME, wait=lock_wait, what="sync of this mirror"))
+            except DownloadLockedError as exc:
+                report.status, report.locked_by = "locked", str(exc)
+                return report
+            _run(run_id, out, report, listing, download, wanted, latest, since, prune, progress, notify)
+    except BaseException:
+        if created:  # an error before anything was kept (an unknown run, say) leaves no empty mirror
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
     return report
 
 
@@ -116,14 +123,15 @@ def _kinds(kinds: Collection[str] | None) -> tuple[str, ...]:
     return chosen
 
 
-def _since(since: object) -> datetime | None:
+def parse_since(since: object) -> datetime | None:
     """``since`` as an aware time: a ``datetime``, a ``date`` (its midnight) or an ISO 8601 string
-    (``2025-06-15T12:00:00Z``); without a zone, UTC."""
+    (``2025-06-15T12:00:00Z``, ``z`` too); without a zone, UTC."""
     if since is None:
         return None
     if isinstance(since, str):
+        text = since.strip()
         try:
-            since = datetime.fromisoformat(since.strip())
+            since = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in ("z", "Z") else text)
         except ValueError:
             raise ValueError(
                 f"since must be an ISO 8601 time (2025-06-15T12:00:00Z), got {since!r}"
