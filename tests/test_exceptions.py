@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+from urllib.parse import quote, unquote, unquote_plus
 
 import msgspec
 import pytest
@@ -255,3 +256,35 @@ def test_the_message_quotes_at_most_1_kib_of_a_big_error_body():
     assert len(str(info.value)) < 1200
     assert str(info.value).endswith(f"... ({len(json.dumps(big))} bytes)")
     assert info.value.body == big  # the parsed body is whole
+
+
+# Signatures as object stores write them: base64 (``/``, ``+``, ``=``), percent-encoded in the URL.
+# A server that echoes the request line sends the encoded form back; both forms are masked.
+ENCODED_SIGNATURES = ["SIG/abc+def==0123", "SIG%2Fabc%2Bdef%3D%3D0123", "SIG abc+0123", "SIG%20abc%2B0123"]
+
+
+@pytest.mark.parametrize("signature", ENCODED_SIGNATURES)
+@pytest.mark.parametrize("how", ["download", "stream", "get"])
+def test_a_percent_encoded_signature_echoed_back_is_masked(signature, how, caplog, tmp_path):
+    records: list[object] = []
+    hooks = {name: [records.append] for name in ("request", "response", "retry", "stream_end", "error")}
+    encoded = quote(signature, safe="%")
+    forms = {signature, encoded, unquote(signature), unquote_plus(encoded)} - {""}
+    with raw_server(_echo(403), _echo(403, b"text/plain")) as base:
+        url = f"{base}/f?X-Goog-Signature={encoded}&GoogleAccessId=me"
+        with caplog.at_level(logging.DEBUG, logger="tinker_sync"):
+            with Client(api_key=SECRET_KEY, base_url=base, event_hooks=hooks, max_retries=0) as client:
+                for _ in range(2):
+                    with pytest.raises(PermissionDeniedError) as info:
+                        if how == "download":
+                            client.download(url, tmp_path / "f")
+                        elif how == "stream":
+                            client.stream("GET", url).__enter__()
+                        else:
+                            client.get(url)
+                    seen = [str(info.value), repr(info.value), *map(repr, records)]
+                    seen += [record.getMessage() for record in caplog.records]
+                    assert "***" in str(info.value)
+                    for text in seen:
+                        for form in forms:
+                            assert form not in text, f"{form!r} leaked into {text[:200]!r}"
