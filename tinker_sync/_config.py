@@ -122,6 +122,9 @@ def resolve_api_key(api_key: str | None) -> str:
     if not key.isprintable() or any(c.isspace() for c in key):
         # e.g. a trailing newline pasted into the variable: no header may carry it
         raise TinkerError("Invalid API key: it contains whitespace or control characters")
+    if not key.isascii():
+        # a typographic quote or dash pasted with it: no HTTP header can carry it
+        raise TinkerError("Invalid API key: it contains non-ASCII characters")
     return key
 
 

@@ -162,12 +162,15 @@ def origin_of(url: str) -> tuple[str, str, int]:
 
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # every control character but the tab
 
 
 def check_request(method: str, headers: Mapping[str, object]) -> None:
     """InvalidRequestError unless the method is a token and every header name a token and value a
-    string without CR, LF or NUL (which would split the request on the wire). Values never appear
-    in the message: they may be secrets."""
+    string without CR, LF or NUL (which would split the request on the wire), or any other control
+    character but a tab, and with no character Latin-1 cannot encode (which http.client would raise
+    deep inside the send as a UnicodeEncodeError). Values never appear in the message: they may be
+    secrets."""
     if not _TOKEN.fullmatch(method):
         raise InvalidRequestError(f"Invalid HTTP method {method[:40]!r}")
     for name, value in headers.items():
@@ -179,6 +182,15 @@ def check_request(method: str, headers: Mapping[str, object]) -> None:
             )
         if "\r" in value or "\n" in value or "\x00" in value:
             raise InvalidRequestError(f"Invalid value for header {name}: it contains CR, LF or NUL")
+        if _CONTROL.search(value):
+            raise InvalidRequestError(f"Invalid value for header {name}: it contains a control character")
+        if not value.isascii():
+            try:
+                value.encode("latin-1")
+            except UnicodeEncodeError:
+                raise InvalidRequestError(
+                    f"Invalid value for header {name}: only Latin-1 characters can be sent in a header"
+                ) from None
 
 
 @contextmanager
