@@ -402,6 +402,71 @@ def test_total_deadline_cuts_trickled_headers(waits):
     assert waits == []  # no retry can fit in a spent deadline
 
 
+def _trickle(head: bytes, piece: bytes, end: bytes = b""):
+    """A server that sends ``head``, then ``piece`` every 0.1 s for 4 s, then ``end``."""
+
+    def script(conn: socket.socket, request: bytes, stop: threading.Event) -> None:
+        conn.sendall(head)
+        for _ in range(40):
+            if stop.wait(0.1):
+                return
+            conn.sendall(piece)
+        conn.sendall(end)
+
+    return script
+
+
+# Every shape a slow answer can take once the deadline cuts its socket: complete header lines
+# trickled (http.client takes the cut for the end of the head), and bodies whose end is the
+# connection's close (the cut looks like that end), framed by a length or by chunks.
+TRICKLES = {
+    "header lines": _trickle(b"HTTP/1.1 200 OK\r\n", b"X-Slow: a\r\n", b"Content-Length: 2\r\n\r\nok"),
+    "status line": _trickle(b"HTTP/1.1 2", b"0", b"0 OK\r\nContent-Length: 0\r\n\r\n"),
+    "close-delimited body": _trickle(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n", b": x\n"),
+    "Connection: close body": _trickle(
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: text/event-stream\r\n"
+        b"Content-Length: 40\r\n\r\n",
+        b"\n",
+    ),
+    "HTTP/1.0 body": _trickle(b"HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\n\r\n", b"\n"),
+    "chunked body": _trickle(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"1\r\n\n\r\n",
+        b"0\r\n\r\n",
+    ),
+}
+
+
+def _read_stream(c: Client) -> bytes:
+    with c.stream("GET", "/slow") as response:
+        return response.read()
+
+
+CALLS = {
+    "get": lambda c, tmp: c.get("/slow", cast_to=bytes),
+    "stream": lambda c, tmp: _read_stream(c),
+    "event stream": lambda c, tmp: list(c.stream_get("/slow")),
+    "download": lambda c, tmp: c.download("/slow", tmp / "f", expected_size=40),
+}
+
+
+@pytest.mark.parametrize("call", CALLS)
+@pytest.mark.parametrize("shape", TRICKLES)
+def test_total_deadline_cuts_every_slow_answer_with_a_timeout(shape, call, waits, tmp_path):
+    """Cut at ``total`` with APITimeoutError: never a success holding what arrived before the cut."""
+    with raw_server(TRICKLES[shape]) as url:
+        total = Timeout(connect=1, read=5, total=0.5)
+        with Client(api_key=API_KEY, base_url=url, timeout=total, max_retries=3, sleep=waits.append) as c:
+            start = time.monotonic()
+            with pytest.raises(APITimeoutError, match="total deadline") as info:
+                CALLS[call](c, tmp_path)
+            elapsed = time.monotonic() - start
+    assert info.value.cause == "deadline"
+    assert 0.4 < elapsed < 2.5  # total is 0.5 s; the trickle lasts 4 s
+    assert waits == []
+    assert not (tmp_path / "f").exists()
+
+
 # -- fail fast on what a retry cannot fix ---------------------------------------------------------
 
 

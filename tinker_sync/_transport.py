@@ -386,7 +386,9 @@ class _Watchdog:
                     continue
                 heapq.heappop(self._heap)
                 del self._armed[id(conn)]
-                sock = conn.sock
+                # A response that closes its connection (``Connection: close``, a body ended by
+                # the close) keeps reading from a socket its connection has already let go of.
+                sock = conn.sock or getattr(conn, "_released_sock", None)
                 if sock is not None:
                     try:
                         sock.shutdown(socket.SHUT_RDWR)
@@ -419,6 +421,7 @@ class _ConnectionMixin:
 
     _target: tuple[str, int | None] | None = None
     _tunnel_via: _Tunnel | None = None
+    _released_sock: socket.socket | None = None
 
     def __init__(self, host: str, port: int | None = None, *, tunnel: _Tunnel | None = None, **kw: Any):
         if tunnel is None:
@@ -437,11 +440,16 @@ class _ConnectionMixin:
         self.set_tunnel(host, port, headers=self._tunnel_via.headers, scheme=scheme)  # type: ignore[attr-defined]
 
     def close(self) -> None:
+        # http.client closes the connection as soon as the head of a response that will close it
+        # arrived, and the response goes on reading from the socket: the watchdog still has to be
+        # able to cut it (the socket object outlives close() while the response's file holds it).
+        self._released_sock = getattr(self, "sock", None)
         super().close()  # type: ignore[misc]
         if self._target is not None:
             self._set_tunnel()
 
     def request(self, *args: Any, **kwargs: Any) -> None:
+        self._released_sock = None
         deadline = getattr(_deadline, "value", None)
         if deadline is not None:
             _watchdog.arm(self, deadline)  # type: ignore[arg-type]
@@ -702,7 +710,7 @@ class Transport:
         _deadline.value = deadline
         try:
             with mapped_errors(request, "while connecting", deadline, proxy):
-                return manager.urlopen(
+                raw = manager.urlopen(
                     request.method,
                     request.url,
                     body=request.body,
@@ -712,6 +720,17 @@ class Transport:
                     preload_content=False,
                     timeout=urllib3.Timeout(connect=connect, read=read),
                 )
+            if deadline is not None and time.monotonic() >= deadline:
+                # The watchdog cut the socket while header lines trickled in: http.client takes
+                # the end of the stream for the end of the head. Whatever arrived is no answer.
+                raw.close()
+                raw.release_conn()
+                raise APITimeoutError(
+                    "Request timed out while waiting for the response head: the total deadline passed",
+                    request,
+                    cause="deadline",
+                )
+            return raw
         except BaseException:
             conn = getattr(_deadline, "conn", None)
             if conn is not None:
@@ -865,6 +884,11 @@ class Body:
         n = self._read(view, self._left)
         if self._left is None:  # ends with the connection
             if not n:
+                if self.deadline is not None and time.monotonic() >= self.deadline:
+                    # the watchdog closed it, not the server: a cut, not the end
+                    raise APIConnectionError(
+                        "the body was cut at the deadline", self.request, cause="deadline"
+                    )
                 self._finish()
             return n
         if not n:
