@@ -270,13 +270,16 @@ class StreamedResponse:
         if not sender._backoff(budget, request, reason, cause=exc.cause, progress=offset):
             raise exc
         headers = request.headers.copy()
-        headers["Range"] = f"bytes={offset}-{range_end(request.headers.get('Range'))}"
+        end = range_end(request.headers.get("Range"))
+        headers["Range"] = f"bytes={offset}-{end}"
         headers["If-Range"] = validator
+        total = self.total_size
+        last = int(end) if end.isdigit() else None if total is None else total - 1
         new = sender.send(
             Request("GET", request.url, headers), timeout=self._timeout, budget=budget, quiet=True
         )
         problem = continuation_problem(
-            new.status_code, new.headers, offset, validator, self.total_size, ranged=True
+            new.status_code, new.headers, offset, validator, total, ranged=True, last=last
         )
         if problem is None:
             log.info("Resumed %s at byte %d", mask_url(self.url), offset)
@@ -579,7 +582,15 @@ class StreamedResponse:
             on_restart = restart if resume else None
             committed = time.monotonic()
             try:
-                while n := self._readinto(buffer[filled:], resume=resume, on_restart=on_restart):
+                while True:
+                    start = filled
+                    n = self._readinto(buffer[start:], resume=resume, on_restart=on_restart)
+                    if not n:
+                        break
+                    if filled != start:
+                        # restarted from byte 0 during this read (``filled`` dropped to 0): the new
+                        # body's first bytes landed after the dropped ones; they go first.
+                        buffer[:n] = bytes(buffer[start : start + n])
                     filled += n
                     if filled == len(buffer) or time.monotonic() - committed >= COMMIT_INTERVAL:
                         count, filled = filled, 0  # first: commit() may raise (a progress callback)
@@ -944,7 +955,13 @@ class _RangeFetcher:
             raise
         response._as_served()
         problem = continuation_problem(
-            response.status_code, response.headers, start, self.validator, self.total, ranged=True
+            response.status_code,
+            response.headers,
+            start,
+            self.validator,
+            self.total,
+            ranged=True,
+            last=end - 1,
         )
         if problem is not None:
             response.close()
