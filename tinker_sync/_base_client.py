@@ -325,7 +325,12 @@ class BaseClient:
             try:
                 raw = self._transport.send(request, timeout, budget.deadline)
                 response = StreamedResponse(
-                    raw, request, sender=resumer or self, budget=budget, timeout=timeout
+                    raw,
+                    request,
+                    sender=resumer or self,
+                    budget=budget,
+                    timeout=timeout,
+                    max_event_size=self.max_event_size,
                 )
                 if self.dump_headers:
                     dump("<", f"{response.status_code} {url}", response.headers)

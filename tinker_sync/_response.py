@@ -52,6 +52,7 @@ from ._observe import mask_url, redact
 from ._ranges import MIN_PIECE, RangeChanged, auto_connections, receive_ranges
 from ._retry import RetryBudget
 from ._transport import DEFAULT_POOL_MAXSIZE, Body, Headers, RawResponse, Request
+from .sse import DEFAULT_MAX_SIZE
 
 __all__ = [
     "Connections",
@@ -169,8 +170,10 @@ class StreamedResponse:
         sender: Sender | None = None,
         budget: RetryBudget | None = None,
         timeout: Timeout | None = None,
+        max_event_size: int = DEFAULT_MAX_SIZE,
     ) -> None:
         self.request = request
+        self.max_event_size = max_event_size  # iter_events' default: the client's option
         self.url = request.url
         self.status_code: int = raw.status
         self.headers: Headers = raw.headers
@@ -394,16 +397,22 @@ class StreamedResponse:
         if pending:
             yield pending.removesuffix("\r")
 
-    def iter_events(self, cast_to: Any = None, *, idle_timeout: float | None = None) -> EventStream[Any]:
+    def iter_events(
+        self, cast_to: Any = None, *, idle_timeout: float | None = None, max_event_size: int | None = None
+    ) -> EventStream[Any]:
         """Iterate over the body as Server-Sent Events (always UTF-8).
 
         With ``cast_to``, each event's data is decoded into that type instead
         (msgspec, straight from bytes). An event named ``error`` raises
         APIError, and data that does not fit ``cast_to`` raises
-        APIResponseValidationError, each after every event before it.
+        APIResponseValidationError, each after every event before it. A line or
+        an event over ``max_event_size`` (default: the client's) raises SSEDecodeError.
         """
         stream: EventStream[Any] = EventStream(
-            source=self.event_source(), cast_to=cast_to, idle_timeout=idle_timeout
+            source=self.event_source(),
+            cast_to=cast_to,
+            idle_timeout=idle_timeout,
+            max_event_size=self.max_event_size if max_event_size is None else max_event_size,
         )
         return stream
 
