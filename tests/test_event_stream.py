@@ -381,13 +381,18 @@ def test_last_event_id_is_sent_as_utf8_and_never_empty(last_id, sse_implementati
         assert b"last-event-id" not in heads[1].lower()
 
 
+@pytest.mark.parametrize("first", ["for", "next() then for", "next() in the loop"])
 @pytest.mark.parametrize("how", ["break", "exception", "exhausted"])
-def test_the_loops_end_closes_the_connection_at_once(client, tinker_server, how, sse_implementation):
+def test_the_loops_end_closes_the_connection_at_once(client, tinker_server, how, first, sse_implementation):
     stream = client.stream_get(
         "/test/sse?count=1000&delay=0.01" if how != "exhausted" else "/test/sse?count=3"
     )
+    if first == "next() then for":
+        next(stream)  # a first event peeked at, the rest in a loop
     try:
         for _event in stream:
+            if first == "next() in the loop":
+                next(stream, None)  # an event skipped from inside the loop
             if how == "break":
                 break
             if how == "exception":

@@ -167,7 +167,10 @@ class EventStream(Generic[E]):
             if self._started:
                 return iter(())
             generator = self._new_generator()
-            self._weak = weakref.ref(generator)
+        # The loop owns it from now on, also when ``next()`` started it: the stream lets go of
+        # its strong reference, so that the loop's end closes the connection.
+        self._generator = None
+        self._weak = weakref.ref(generator)
         return generator
 
     def __next__(self) -> E:
@@ -175,8 +178,8 @@ class EventStream(Generic[E]):
         if generator is None:
             if self._started:
                 raise StopIteration
-            generator = self._new_generator()
-        self._generator = generator
+            generator = self._generator = self._new_generator()
+        # Held strongly only when ``next()`` started it; inside a ``for`` loop the loop holds it.
         return next(generator)
 
     def __enter__(self) -> EventStream[E]:
