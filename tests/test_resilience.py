@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from _sockets import raw_server
+from _sockets import RecordingServer, raw_server
 
 from tinker_sync import APIConnectionError, APITimeoutError, Client, InvalidRequestError, Timeout
 from tinker_sync._config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
@@ -519,6 +519,41 @@ def test_a_refused_https_to_http_redirect_raises_at_once(tls_server, tmp_path, m
         with Client(api_key=API_KEY, base_url=url, event_hooks={"retry": [retries.append]}) as c:
             with pytest.raises(APIConnectionError, match="from https to plain http") as info:
                 c.download(f"{url}/file", tmp_path / "file")
+    assert info.value.cause == "redirect" and retries == []
+    assert "secret" not in str(info.value)
+
+
+ARCHIVE = "/api/v1/training_runs/run-1/checkpoints/weights/final/archive"
+DOWNGRADES = {
+    "download": lambda c, url, tmp: c.download(f"{url}/file", tmp / "file"),
+    "stream": lambda c, url, tmp: c.stream("GET", f"{url}/file", follow_redirects=True).__enter__(),
+    "checkpoint download": lambda c, url, tmp: c.checkpoints.download("tinker://run-1/weights/final", tmp),
+    "archive view": lambda c, url, tmp: c.with_streaming_response.checkpoints.archive(
+        "tinker://run-1/weights/final"
+    ).__enter__(),
+}
+
+
+@pytest.mark.parametrize("how", DOWNGRADES)
+@pytest.mark.parametrize("location", ["http://{plain}/x?sig=secret", "HTTP://{plain}/x?sig=secret"])
+def test_no_https_to_http_redirect_is_followed_by_any_flow(tls_server, tmp_path, monkeypatch, how, location):
+    """A download, a stream, and a checkpoint's signed archive URL (the API's 302) alike."""
+    ca, context = tls_server
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+    retries: list = []
+    with RecordingServer() as plain:
+        target = location.format(plain=plain.url.removeprefix("http://")).encode()
+
+        def redirect(conn: socket.socket, request: bytes, stop: threading.Event) -> None:
+            conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: " + target + b"\r\nContent-Length: 0\r\n\r\n")
+
+        with raw_server(redirect, tls=context) as url:
+            with Client(api_key=API_KEY, base_url=url, event_hooks={"retry": [retries.append]}) as c:
+                with pytest.raises(APIConnectionError, match="from https to plain http") as info:
+                    DOWNGRADES[how](c, url, tmp_path)
+        assert plain.heads == []  # the signed URL never travelled in the clear
     assert info.value.cause == "redirect" and retries == []
     assert "secret" not in str(info.value)
 
