@@ -288,3 +288,85 @@ def test_a_percent_encoded_signature_echoed_back_is_masked(signature, how, caplo
                     for text in seen:
                         for form in forms:
                             assert form not in text, f"{form!r} leaked into {text[:200]!r}"
+
+
+# -- hostile answers: always a TinkerError with a small message, never a secret --------------------
+
+DEEP = b"[" * 100_000 + b"]" * 100_000  # deeper than any decoder recurses
+
+
+def _answer(status: int, content_type: bytes, body: bytes, extra: bytes = b""):
+    def script(conn, request, stop):
+        conn.sendall(
+            b"HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n%s\r\n"
+            % (status, content_type, len(body), extra)
+            + body
+        )
+
+    return script
+
+
+def _redirect(location: bytes):
+    return _answer(302, b"text/plain", b"", b"Location: " + location + b"\r\n")
+
+
+HOSTILE = [
+    (
+        "deep JSON error body",
+        _answer(400, b"application/json", DEEP),
+        lambda c, t: c.get("/x"),
+        BadRequestError,
+    ),
+    (
+        "deep JSON body",
+        _answer(200, b"application/json", DEEP),
+        lambda c, t: c.get("/x"),
+        APIResponseValidationError,
+    ),
+    (
+        "deep JSON into a type",
+        _answer(200, b"application/json", DEEP),
+        lambda c, t: c.get("/x", cast_to=dict),
+        APIResponseValidationError,
+    ),
+    (
+        "deep JSON event",
+        _answer(200, b"text/event-stream", b"data: " + DEEP + b"\n\n"),
+        lambda c, t: list(c.stream_get("/x", cast_to=dict)),
+        APIResponseValidationError,
+    ),
+    (
+        "deep JSON error event",
+        _answer(200, b"text/event-stream", b"event: error\ndata: " + DEEP + b"\n\n"),
+        lambda c, t: list(c.stream_get("/x")),
+        APIError,
+    ),
+    (
+        "a 60 KB Location",
+        _redirect(b"ftp://" + b"l" * 60_000),
+        lambda c, t: c.download("/x", t / "f"),
+        APIConnectionError,
+    ),
+    (
+        "a Location with a bad port and a signature",
+        _redirect(b"http://127.0.0.1:99999/f?X-Amz-Signature=" + SIGNATURE.encode()),
+        lambda c, t: c.download("/x", t / "f"),
+        APIConnectionError,
+    ),
+    (
+        "a Location with a bad host and a signature",
+        _redirect(b"http://[::1/f?sig=" + SIGNATURE.encode()),
+        lambda c, t: c.download("/x", t / "f"),
+        APIConnectionError,
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "script", "call", "error"), HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_a_hostile_answer_raises_a_small_tinker_error(name, script, call, error, tmp_path):
+    with raw_server(script) as base:
+        with Client(api_key=SECRET_KEY, base_url=base, max_retries=0) as client:
+            with pytest.raises(error) as info:
+                call(client, tmp_path)
+    assert len(str(info.value)) < 1200 and len(repr(info.value)) < 1300
+    assert SIGNATURE not in str(info.value) and SECRET_KEY not in str(info.value)

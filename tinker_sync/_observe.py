@@ -33,6 +33,7 @@ __all__ = [
     "mask_url",
     "redact",
     "setup_logging",
+    "shown_url",
 ]
 
 log = logging.getLogger("tinker_sync")
@@ -168,6 +169,13 @@ def mask_url(url: str) -> str:
         (k, MASK if _SECRET_QUERY.search(k) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
     ]
     return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
+
+
+def shown_url(url: str, limit: int = 300) -> str:
+    """``url`` masked (``mask_url``) and cut to ``limit`` characters, for a message: a URL a server
+    sent (a redirect's Location) can be as long as a header, and messages stay small."""
+    masked = mask_url(url)
+    return masked if len(masked) <= limit else f"{masked[:limit]}... ({len(masked)} characters)"
 
 
 def redact(text: str, headers: Mapping[str, str] | None = None, url: str | None = None) -> str:

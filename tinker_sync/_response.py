@@ -124,7 +124,7 @@ def decode_json(content: bytes | memoryview, cast_to: Any, response: Any = None)
         raise APIResponseValidationError(
             f"{message}; the body starts with {_head(content, response)}", response
         ) from exc
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
         message = f"Response is not valid JSON: {exc}"
         raise APIResponseValidationError(
             f"{message}; the body starts with {_head(content, response)}", response
@@ -781,7 +781,7 @@ def status_error(response: StreamedResponse) -> APIStatusError:
     body: Any
     try:
         body = msgspec.json.decode(content) if content else None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # RecursionError: nested too deeply
         body = content.decode("utf-8", errors="replace")
     if not content:
         text = "(empty body)"
@@ -812,7 +812,7 @@ def decode_body(response: StreamedResponse, cast_to: Any) -> Any:
         return response.text()
     try:
         return msgspec.json.decode(content)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise APIResponseValidationError(f"Response is not valid JSON: {exc}", response) from exc
 
 

@@ -71,7 +71,7 @@ from ._exceptions import (
     InvalidRequestError,
     TinkerError,
 )
-from ._observe import mask_url
+from ._observe import mask_url, shown_url
 
 __all__ = [
     "ACCEPT_ENCODING",
@@ -127,7 +127,7 @@ def check_url(url: str) -> Url:
     differently to different parsers), no percent-encoding in the host. The
     origin check (``origin_of``) and the connection then read the same parts.
     """
-    shown = repr(mask_url(url)) if isinstance(url, str) else repr(url)
+    shown = repr(shown_url(url)) if isinstance(url, str) else repr(url)[:300]
     if not isinstance(url, str) or any(ord(c) < 0x21 or c == "\x7f" for c in url):
         raise InvalidRequestError(f"Invalid URL {shown}: it contains whitespace or control characters")
     if "\\" in url:
@@ -135,7 +135,11 @@ def check_url(url: str) -> Url:
     try:
         parts = parse_url(url)
     except LocationParseError as exc:
-        raise InvalidRequestError(f"Invalid URL {shown}: {exc}") from None
+        # urllib3 may quote the whole URL (a signature in it too): say why without it
+        detail = str(exc)
+        if url in detail or len(detail) > 200:
+            detail = "Failed to parse: a host or port that is not valid"
+        raise InvalidRequestError(f"Invalid URL {shown}: {detail}") from None
     if (parts.scheme or "").lower() not in _DEFAULT_PORTS:
         raise InvalidRequestError(f"Invalid URL {shown}: only http and https URLs can be requested")
     authority = (
