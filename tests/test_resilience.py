@@ -568,3 +568,18 @@ def test_every_retry_and_resume_is_logged(client, tinker_server, waits, caplog):
     assert "HTTP 503" in lines[0] and "attempt 2" in lines[0] and " in 0." in lines[0]
     assert "body broken at byte 5000" in lines[1] and "attempt 3" in lines[1] and "in 0.00 s" in lines[1]
     assert any(r.getMessage().startswith("Resumed") for r in caplog.records)
+
+
+@pytest.mark.parametrize("field", ["connect", "read", "total"])
+@pytest.mark.parametrize("value", [0, -1, -0.5, float("nan"), True])
+def test_a_timeout_that_cannot_be_waited_is_refused_when_built(field, value):
+    with pytest.raises(ValueError, match=f"Timeout {field} must be a positive number"):
+        Timeout(**{field: value})
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_a_float_timeout_that_cannot_be_waited_is_refused_before_sending(value, waits):
+    with raw_server() as url, Client(api_key=API_KEY, base_url=url, sleep=waits.append) as c:
+        with pytest.raises(ValueError, match="must be a positive number"):
+            c.get("/x", timeout=value)
+    assert waits == []

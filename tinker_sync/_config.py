@@ -63,6 +63,15 @@ class Timeout:
     read: float | None = DEFAULT_READ_TIMEOUT
     total: float | None = None
 
+    def __post_init__(self) -> None:
+        # At once, naming the field: not a ValueError from inside urllib3 at the first send.
+        for name in ("connect", "read", "total"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not value > 0):
+                raise ValueError(
+                    f"Timeout {name} must be a positive number of seconds or None, not {value!r}"
+                )
+
     @classmethod
     def coerce(cls, value: float | Timeout | None) -> Timeout:
         """A Timeout from a float (read timeout; connect at most 5 s, as in the SDK), a Timeout or None (none)."""
