@@ -580,6 +580,9 @@ def test_a_signed_url_into_a_directory(client, tinker_server, tmp_path):
         ("missing/dir/out.bin", FileNotFoundError, "does not exist"),
         ("a_file/out.bin", NotADirectoryError, "is not a directory"),
         ("a_file/deeper/out.bin", NotADirectoryError, "is not a directory"),
+        ("x" * 300, OSError, "name is too long"),  # the file itself
+        ("x" * 250, OSError, "name is too long"),  # its .part.json.tmp beside it
+        ("é" * 120 + ".bin", OSError, "name is too long"),  # 244 bytes in UTF-8
     ],
 )
 @pytest.mark.parametrize("how", ["download", "stream_to_file"])

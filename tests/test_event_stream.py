@@ -245,6 +245,52 @@ def test_oversized_line_raises(client, tinker_server, sse_implementation):
     assert len(list(client.stream_get("/test/sse?count=3&size=200000"))) == 3
 
 
+def _read_events(client: Client, how: str, limit: int | None) -> int:
+    """Read /test/sse?count=3&size=200000 one way a user can; the number of events."""
+    path = "/test/sse?count=3&size=200000"
+    if how == "stream_get":
+        return len(list(client.stream_get(path)))
+    with client.stream("GET", path) as response:
+        if how == "stream().iter_events":
+            return len(list(response.iter_events(max_event_size=limit)))
+        return len(list(response.iter_events(dict, max_event_size=limit)))
+
+
+LIMITS = [(1 << 16, None, True), (1 << 24, None, False), (1 << 24, 1 << 16, True), (1 << 16, 1 << 24, False)]
+READS = [
+    (how, *limits)
+    for how in ("stream_get", "stream().iter_events", "stream().iter_events(cast_to=dict)")
+    for limits in LIMITS
+    if how != "stream_get" or limits[1] is None  # stream_get takes the client's limit
+]
+
+
+@pytest.mark.parametrize(("how", "client_limit", "call_limit", "raises"), READS)
+def test_the_event_size_limit_is_the_clients_whichever_way_events_are_read(
+    tinker_server, sse_implementation, how, client_limit, call_limit, raises
+):
+    """``Client(max_event_size=...)`` bounds every event reader (a streamed response's too); a
+    response's ``iter_events(max_event_size=...)`` overrides it for one call."""
+    with Client(api_key=API_KEY, base_url=tinker_server.url, max_event_size=client_limit) as client:
+        if raises:
+            with pytest.raises(SSEDecodeError, match="max_size"):
+                _read_events(client, how, call_limit)
+        else:
+            assert _read_events(client, how, call_limit) == 3
+
+
+@pytest.mark.parametrize(("limit", "raises"), [(16, True), (None, False)])
+def test_the_streaming_views_events_take_the_clients_limit(tinker_server, sse_implementation, limit, raises):
+    options = {} if limit is None else {"max_event_size": limit}
+    with Client(api_key=API_KEY, base_url=tinker_server.url, **options) as client:
+        with client.with_streaming_response.sampling.stream_sample("hi", max_tokens=4) as response:
+            if raises:
+                with pytest.raises(SSEDecodeError, match="max_size"):
+                    list(response.iter_events())
+            else:
+                assert len(list(response.iter_events())) >= 4
+
+
 def test_truncated_event_stream_raises(client, sse_implementation):
     seen = []
     with pytest.raises(APIConnectionError):
@@ -335,13 +381,18 @@ def test_last_event_id_is_sent_as_utf8_and_never_empty(last_id, sse_implementati
         assert b"last-event-id" not in heads[1].lower()
 
 
+@pytest.mark.parametrize("first", ["for", "next() then for", "next() in the loop"])
 @pytest.mark.parametrize("how", ["break", "exception", "exhausted"])
-def test_the_loops_end_closes_the_connection_at_once(client, tinker_server, how, sse_implementation):
+def test_the_loops_end_closes_the_connection_at_once(client, tinker_server, how, first, sse_implementation):
     stream = client.stream_get(
         "/test/sse?count=1000&delay=0.01" if how != "exhausted" else "/test/sse?count=3"
     )
+    if first == "next() then for":
+        next(stream)  # a first event peeked at, the rest in a loop
     try:
         for _event in stream:
+            if first == "next() in the loop":
+                next(stream, None)  # an event skipped from inside the loop
             if how == "break":
                 break
             if how == "exception":

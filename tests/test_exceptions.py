@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+from urllib.parse import quote, unquote, unquote_plus
 
 import msgspec
 import pytest
@@ -255,3 +256,117 @@ def test_the_message_quotes_at_most_1_kib_of_a_big_error_body():
     assert len(str(info.value)) < 1200
     assert str(info.value).endswith(f"... ({len(json.dumps(big))} bytes)")
     assert info.value.body == big  # the parsed body is whole
+
+
+# Signatures as object stores write them: base64 (``/``, ``+``, ``=``), percent-encoded in the URL.
+# A server that echoes the request line sends the encoded form back; both forms are masked.
+ENCODED_SIGNATURES = ["SIG/abc+def==0123", "SIG%2Fabc%2Bdef%3D%3D0123", "SIG abc+0123", "SIG%20abc%2B0123"]
+
+
+@pytest.mark.parametrize("signature", ENCODED_SIGNATURES)
+@pytest.mark.parametrize("how", ["download", "stream", "get"])
+def test_a_percent_encoded_signature_echoed_back_is_masked(signature, how, caplog, tmp_path):
+    records: list[object] = []
+    hooks = {name: [records.append] for name in ("request", "response", "retry", "stream_end", "error")}
+    encoded = quote(signature, safe="%")
+    forms = {signature, encoded, unquote(signature), unquote_plus(encoded)} - {""}
+    with raw_server(_echo(403), _echo(403, b"text/plain")) as base:
+        url = f"{base}/f?X-Goog-Signature={encoded}&GoogleAccessId=me"
+        with caplog.at_level(logging.DEBUG, logger="tinker_sync"):
+            with Client(api_key=SECRET_KEY, base_url=base, event_hooks=hooks, max_retries=0) as client:
+                for _ in range(2):
+                    with pytest.raises(PermissionDeniedError) as info:
+                        if how == "download":
+                            client.download(url, tmp_path / "f")
+                        elif how == "stream":
+                            client.stream("GET", url).__enter__()
+                        else:
+                            client.get(url)
+                    seen = [str(info.value), repr(info.value), *map(repr, records)]
+                    seen += [record.getMessage() for record in caplog.records]
+                    assert "***" in str(info.value)
+                    for text in seen:
+                        for form in forms:
+                            assert form not in text, f"{form!r} leaked into {text[:200]!r}"
+
+
+# -- hostile answers: always a TinkerError with a small message, never a secret --------------------
+
+DEEP = b"[" * 100_000 + b"]" * 100_000  # deeper than any decoder recurses
+
+
+def _answer(status: int, content_type: bytes, body: bytes, extra: bytes = b""):
+    def script(conn, request, stop):
+        conn.sendall(
+            b"HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n%s\r\n"
+            % (status, content_type, len(body), extra)
+            + body
+        )
+
+    return script
+
+
+def _redirect(location: bytes):
+    return _answer(302, b"text/plain", b"", b"Location: " + location + b"\r\n")
+
+
+HOSTILE = [
+    (
+        "deep JSON error body",
+        _answer(400, b"application/json", DEEP),
+        lambda c, t: c.get("/x"),
+        BadRequestError,
+    ),
+    (
+        "deep JSON body",
+        _answer(200, b"application/json", DEEP),
+        lambda c, t: c.get("/x"),
+        APIResponseValidationError,
+    ),
+    (
+        "deep JSON into a type",
+        _answer(200, b"application/json", DEEP),
+        lambda c, t: c.get("/x", cast_to=dict),
+        APIResponseValidationError,
+    ),
+    (
+        "deep JSON event",
+        _answer(200, b"text/event-stream", b"data: " + DEEP + b"\n\n"),
+        lambda c, t: list(c.stream_get("/x", cast_to=dict)),
+        APIResponseValidationError,
+    ),
+    (
+        "deep JSON error event",
+        _answer(200, b"text/event-stream", b"event: error\ndata: " + DEEP + b"\n\n"),
+        lambda c, t: list(c.stream_get("/x")),
+        APIError,
+    ),
+    (
+        "a 60 KB Location",
+        _redirect(b"ftp://" + b"l" * 60_000),
+        lambda c, t: c.download("/x", t / "f"),
+        APIConnectionError,
+    ),
+    (
+        "a Location with a bad port and a signature",
+        _redirect(b"http://127.0.0.1:99999/f?X-Amz-Signature=" + SIGNATURE.encode()),
+        lambda c, t: c.download("/x", t / "f"),
+        APIConnectionError,
+    ),
+    (
+        "a Location with a bad host and a signature",
+        _redirect(b"http://[::1/f?sig=" + SIGNATURE.encode()),
+        lambda c, t: c.download("/x", t / "f"),
+        APIConnectionError,
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "script", "call", "error"), HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_a_hostile_answer_raises_a_small_tinker_error(name, script, call, error, tmp_path):
+    with raw_server(script) as base:
+        with Client(api_key=SECRET_KEY, base_url=base, max_retries=0) as client:
+            with pytest.raises(error) as info:
+                call(client, tmp_path)
+    assert len(str(info.value)) < 1200 and len(repr(info.value)) < 1300
+    assert SIGNATURE not in str(info.value) and SECRET_KEY not in str(info.value)

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from _sockets import raw_server
+from _sockets import RecordingServer, raw_server
 
 from tinker_sync import APIConnectionError, APITimeoutError, Client, InvalidRequestError, Timeout
 from tinker_sync._config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
@@ -402,6 +402,71 @@ def test_total_deadline_cuts_trickled_headers(waits):
     assert waits == []  # no retry can fit in a spent deadline
 
 
+def _trickle(head: bytes, piece: bytes, end: bytes = b""):
+    """A server that sends ``head``, then ``piece`` every 0.1 s for 4 s, then ``end``."""
+
+    def script(conn: socket.socket, request: bytes, stop: threading.Event) -> None:
+        conn.sendall(head)
+        for _ in range(40):
+            if stop.wait(0.1):
+                return
+            conn.sendall(piece)
+        conn.sendall(end)
+
+    return script
+
+
+# Every shape a slow answer can take once the deadline cuts its socket: complete header lines
+# trickled (http.client takes the cut for the end of the head), and bodies whose end is the
+# connection's close (the cut looks like that end), framed by a length or by chunks.
+TRICKLES = {
+    "header lines": _trickle(b"HTTP/1.1 200 OK\r\n", b"X-Slow: a\r\n", b"Content-Length: 2\r\n\r\nok"),
+    "status line": _trickle(b"HTTP/1.1 2", b"0", b"0 OK\r\nContent-Length: 0\r\n\r\n"),
+    "close-delimited body": _trickle(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n", b": x\n"),
+    "Connection: close body": _trickle(
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: text/event-stream\r\n"
+        b"Content-Length: 40\r\n\r\n",
+        b"\n",
+    ),
+    "HTTP/1.0 body": _trickle(b"HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\n\r\n", b"\n"),
+    "chunked body": _trickle(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"1\r\n\n\r\n",
+        b"0\r\n\r\n",
+    ),
+}
+
+
+def _read_stream(c: Client) -> bytes:
+    with c.stream("GET", "/slow") as response:
+        return response.read()
+
+
+CALLS = {
+    "get": lambda c, tmp: c.get("/slow", cast_to=bytes),
+    "stream": lambda c, tmp: _read_stream(c),
+    "event stream": lambda c, tmp: list(c.stream_get("/slow")),
+    "download": lambda c, tmp: c.download("/slow", tmp / "f", expected_size=40),
+}
+
+
+@pytest.mark.parametrize("call", CALLS)
+@pytest.mark.parametrize("shape", TRICKLES)
+def test_total_deadline_cuts_every_slow_answer_with_a_timeout(shape, call, waits, tmp_path):
+    """Cut at ``total`` with APITimeoutError: never a success holding what arrived before the cut."""
+    with raw_server(TRICKLES[shape]) as url:
+        total = Timeout(connect=1, read=5, total=0.5)
+        with Client(api_key=API_KEY, base_url=url, timeout=total, max_retries=3, sleep=waits.append) as c:
+            start = time.monotonic()
+            with pytest.raises(APITimeoutError, match="total deadline") as info:
+                CALLS[call](c, tmp_path)
+            elapsed = time.monotonic() - start
+    assert info.value.cause == "deadline"
+    assert 0.4 < elapsed < 2.5  # total is 0.5 s; the trickle lasts 4 s
+    assert waits == []
+    assert not (tmp_path / "f").exists()
+
+
 # -- fail fast on what a retry cannot fix ---------------------------------------------------------
 
 
@@ -458,6 +523,41 @@ def test_a_refused_https_to_http_redirect_raises_at_once(tls_server, tmp_path, m
     assert "secret" not in str(info.value)
 
 
+ARCHIVE = "/api/v1/training_runs/run-1/checkpoints/weights/final/archive"
+DOWNGRADES = {
+    "download": lambda c, url, tmp: c.download(f"{url}/file", tmp / "file"),
+    "stream": lambda c, url, tmp: c.stream("GET", f"{url}/file", follow_redirects=True).__enter__(),
+    "checkpoint download": lambda c, url, tmp: c.checkpoints.download("tinker://run-1/weights/final", tmp),
+    "archive view": lambda c, url, tmp: c.with_streaming_response.checkpoints.archive(
+        "tinker://run-1/weights/final"
+    ).__enter__(),
+}
+
+
+@pytest.mark.parametrize("how", DOWNGRADES)
+@pytest.mark.parametrize("location", ["http://{plain}/x?sig=secret", "HTTP://{plain}/x?sig=secret"])
+def test_no_https_to_http_redirect_is_followed_by_any_flow(tls_server, tmp_path, monkeypatch, how, location):
+    """A download, a stream, and a checkpoint's signed archive URL (the API's 302) alike."""
+    ca, context = tls_server
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+    retries: list = []
+    with RecordingServer() as plain:
+        target = location.format(plain=plain.url.removeprefix("http://")).encode()
+
+        def redirect(conn: socket.socket, request: bytes, stop: threading.Event) -> None:
+            conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: " + target + b"\r\nContent-Length: 0\r\n\r\n")
+
+        with raw_server(redirect, tls=context) as url:
+            with Client(api_key=API_KEY, base_url=url, event_hooks={"retry": [retries.append]}) as c:
+                with pytest.raises(APIConnectionError, match="from https to plain http") as info:
+                    DOWNGRADES[how](c, url, tmp_path)
+        assert plain.heads == []  # the signed URL never travelled in the clear
+    assert info.value.cause == "redirect" and retries == []
+    assert "secret" not in str(info.value)
+
+
 def test_every_retry_and_resume_is_logged(client, tinker_server, waits, caplog):
     tinker_server.script("/test/bytes", Fault(status=503), Fault(reset_after=5000))
     with caplog.at_level(logging.INFO, logger="tinker_sync"):
@@ -468,3 +568,18 @@ def test_every_retry_and_resume_is_logged(client, tinker_server, waits, caplog):
     assert "HTTP 503" in lines[0] and "attempt 2" in lines[0] and " in 0." in lines[0]
     assert "body broken at byte 5000" in lines[1] and "attempt 3" in lines[1] and "in 0.00 s" in lines[1]
     assert any(r.getMessage().startswith("Resumed") for r in caplog.records)
+
+
+@pytest.mark.parametrize("field", ["connect", "read", "total"])
+@pytest.mark.parametrize("value", [0, -1, -0.5, float("nan"), True])
+def test_a_timeout_that_cannot_be_waited_is_refused_when_built(field, value):
+    with pytest.raises(ValueError, match=f"Timeout {field} must be a positive number"):
+        Timeout(**{field: value})
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_a_float_timeout_that_cannot_be_waited_is_refused_before_sending(value, waits):
+    with raw_server() as url, Client(api_key=API_KEY, base_url=url, sleep=waits.append) as c:
+        with pytest.raises(ValueError, match="must be a positive number"):
+            c.get("/x", timeout=value)
+    assert waits == []

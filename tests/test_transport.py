@@ -3,10 +3,18 @@ connection (a differential corpus), and no CR, LF or NUL ever reaching the wire.
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from _sockets import RecordingServer
 
-from tinker_sync import APIConnectionError, Client, InvalidRequestError
+from tinker_sync import (
+    APIConnectionError,
+    APIResponseValidationError,
+    Client,
+    InvalidRequestError,
+    TinkerError,
+)
 from tinker_sync._transport import check_url, origin_of
 
 API_KEY = "tml-test-key"
@@ -190,3 +198,40 @@ def test_header_values_are_never_echoed_in_the_error(servers):
         with pytest.raises(InvalidRequestError) as info:
             client.get("/x", headers={"Authorization": "Bearer s3cret\r\nX: y"})
     assert "s3cret" not in str(info.value) and "Authorization" in str(info.value)
+
+
+# Header values no HTTP/1.1 header can carry: every one is an InvalidRequestError before sending
+# (not a UnicodeEncodeError from inside http.client), and a tab or Latin-1 letter still goes.
+UNSENDABLE_VALUES = ["€", "a\u2028b", "日本", "tok\U0001f600", "a\x0bb", "a\x1bb", "a\x7fb", "a\x01"]
+SENDABLE_VALUES = ["a\tb", "café", "plain"]
+
+
+@pytest.mark.parametrize("value", UNSENDABLE_VALUES + SENDABLE_VALUES)
+@pytest.mark.parametrize("where", ["header", "default header", "stream header", "event stream header"])
+def test_header_values_that_cannot_be_sent_raise_before_sending(servers, where, value):
+    api, _ = servers
+    default_headers = {"X-Team": value} if where == "default header" else None
+    headers = None if where == "default header" else {"X-Trace": value}
+    try:
+        with Client(api_key=API_KEY, base_url=api.url, default_headers=default_headers) as client:
+            if where == "stream header":
+                with client.stream("GET", "/x", headers=headers) as response:
+                    response.read()
+            elif where == "event stream header":
+                with contextlib.suppress(APIResponseValidationError):  # "ok" is no event stream
+                    list(client.stream_get("/x", headers=headers, max_retries=0))
+            else:
+                client.get("/x", headers=headers, cast_to=bytes)
+    except InvalidRequestError as exc:
+        assert value in UNSENDABLE_VALUES, f"{value!r} was refused: {exc}"
+        assert value not in str(exc)
+        assert api.heads == []
+    else:
+        assert value in SENDABLE_VALUES, f"{value!r} was sent"
+        assert api.heads
+
+
+@pytest.mark.parametrize("key", ["tml-é", "tml-€uro", "tml-key\u00a0", "tml-“quoted”", "eyJ…"])
+def test_an_api_key_no_header_can_carry_is_refused_when_the_client_is_built(key):
+    with pytest.raises(TinkerError, match="Invalid API key"):
+        Client(api_key=key, base_url="http://127.0.0.1:9")

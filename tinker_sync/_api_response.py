@@ -99,11 +99,20 @@ class APIResponse(Generic[T]):
         return self.http_response.iter_lines()
 
     def iter_events(
-        self, cast_to: type[E] | None = None, *, idle_timeout: float | None = None
+        self,
+        cast_to: type[E] | None = None,
+        *,
+        idle_timeout: float | None = None,
+        max_event_size: int | None = None,
     ) -> EventStream[E]:
-        """The body as Server-Sent Events (their data decoded into ``cast_to`` when given)."""
+        """The body as Server-Sent Events (their data decoded into ``cast_to`` when given); a line or
+        an event over ``max_event_size`` (default: the client's) raises SSEDecodeError."""
+        response = self.http_response
         return EventStream(
-            source=self.http_response.event_source(), cast_to=cast_to, idle_timeout=idle_timeout
+            source=response.event_source(),
+            cast_to=cast_to,
+            idle_timeout=idle_timeout,
+            max_event_size=response.max_event_size if max_event_size is None else max_event_size,
         )
 
     def stream_to_file(

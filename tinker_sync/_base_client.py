@@ -54,6 +54,7 @@ from ._observe import (
     emit,
     mask_url,
     setup_logging,
+    shown_url,
 )
 from ._response import Sender, StreamedResponse, decode_body, status_error
 from ._retry import RetryBudget, should_retry_status
@@ -325,7 +326,12 @@ class BaseClient:
             try:
                 raw = self._transport.send(request, timeout, budget.deadline)
                 response = StreamedResponse(
-                    raw, request, sender=resumer or self, budget=budget, timeout=timeout
+                    raw,
+                    request,
+                    sender=resumer or self,
+                    budget=budget,
+                    timeout=timeout,
+                    max_event_size=self.max_event_size,
                 )
                 if self.dump_headers:
                     dump("<", f"{response.status_code} {url}", response.headers)
@@ -841,11 +847,11 @@ def check_redirect(source: str, target: str, request: Request | None = None) -> 
         old, new = origin_of(source)[0], origin_of(target)[0]
     except InvalidRequestError as exc:
         raise APIConnectionError(
-            f"Refusing redirect to a non-HTTP URL: {mask_url(target)} ({exc})", request, cause="redirect"
+            f"Refusing redirect to a non-HTTP URL: {shown_url(target)} ({exc})", request, cause="redirect"
         ) from None
     if old == "https" and new == "http":
         raise APIConnectionError(
-            f"Refusing redirect from https to plain http: {mask_url(source)} -> {mask_url(target)}",
+            f"Refusing redirect from https to plain http: {shown_url(source)} -> {shown_url(target)}",
             request,
             cause="redirect",
         )

@@ -63,6 +63,15 @@ class Timeout:
     read: float | None = DEFAULT_READ_TIMEOUT
     total: float | None = None
 
+    def __post_init__(self) -> None:
+        # At once, naming the field: not a ValueError from inside urllib3 at the first send.
+        for name in ("connect", "read", "total"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not value > 0):
+                raise ValueError(
+                    f"Timeout {name} must be a positive number of seconds or None, not {value!r}"
+                )
+
     @classmethod
     def coerce(cls, value: float | Timeout | None) -> Timeout:
         """A Timeout from a float (read timeout; connect at most 5 s, as in the SDK), a Timeout or None (none)."""
@@ -122,6 +131,9 @@ def resolve_api_key(api_key: str | None) -> str:
     if not key.isprintable() or any(c.isspace() for c in key):
         # e.g. a trailing newline pasted into the variable: no header may carry it
         raise TinkerError("Invalid API key: it contains whitespace or control characters")
+    if not key.isascii():
+        # a typographic quote or dash pasted with it: no HTTP header can carry it
+        raise TinkerError("Invalid API key: it contains non-ASCII characters")
     return key
 
 

@@ -53,6 +53,7 @@ def continuation_problem(
     total: int | None,
     *,
     ranged: bool = False,
+    last: int | None = None,
 ) -> str | None:
     """Why a response does not continue a resource's bytes at ``offset`` (None when it does).
 
@@ -62,7 +63,9 @@ def continuation_problem(
     only a 206 whose Content-Range starts at ``offset``, names the same
     total length, and whose validator (when it sends one) is ``validator``.
     ``ranged``: the request asked for a range from ``offset`` (so a 206 from
-    byte 0 is a continuation too).
+    byte 0 is a continuation too). ``last``: the last byte the request asked for
+    (``total - 1`` for ``bytes=N-``); a 206 that stops before it, or whose
+    Content-Length is not its Content-Range's span, would end the body early.
     """
     new = validator_of(headers)
     changed = new is not None and validator is not None and new != validator
@@ -77,9 +80,18 @@ def continuation_problem(
         return f"wrong Content-Range {headers.get('content-range')!r} for a resume at byte {offset}"
     if total is not None and parsed[2] is not None and parsed[2] != total:
         return f"the resource size changed from {total} to {parsed[2]}"
+    if last is not None and parsed[1] != last:
+        return f"Content-Range {headers.get('content-range')!r} does not reach byte {last}, as asked"
+    length = headers.get("content-length", "").strip()
+    if length.isdigit() and int(length) != parsed[1] - parsed[0] + 1 and _identity(headers):
+        return f"Content-Length {length} does not match Content-Range {headers.get('content-range')!r}"
     if changed:
         return f"the resource changed (validator {validator!r} became {new!r})"
     return None
+
+
+def _identity(headers: Mapping[str, str]) -> bool:
+    return headers.get("content-encoding", "identity").strip().lower() in ("", "identity")
 
 
 def strong_etag(validator: str | None) -> bool:

@@ -90,11 +90,14 @@ def download(
             offset = state.size if state is not None else 0
             headers = {"Accept-Encoding": "identity"}
             spread = _spread(client, state, connections)
+            last = None
             if state is not None:
                 headers["Range"] = f"bytes={offset}-"
+                last = None if state.total is None else state.total - 1
                 if spread is not None:  # the first missing piece; the others once it is answered
                     offset, end, _ = spread
                     headers["Range"] = f"bytes={offset}-{end - 1}"
+                    last = end - 1
                 headers["If-Range"] = state.validator
             try:
                 response = client._open(
@@ -115,7 +118,7 @@ def download(
                 _restart(client, budget, part, exc.request, "the server cannot satisfy the range (416)")
                 state = None
                 continue
-            problem = _problem(response, state, offset)
+            problem = _problem(response, state, offset, last)
             if problem is not None and response.status_code != 200:
                 response.close()
                 _restart(client, budget, part, response.request, problem)
@@ -187,8 +190,10 @@ def _nothing(start: int, end: int) -> Source:
     raise AssertionError(f"nothing is missing, yet bytes {start}-{end} were asked for")
 
 
-def _problem(response: StreamedResponse, state: PartState | None, offset: int) -> str | None:
-    """Why ``response`` does not continue the ``.part`` at ``offset`` (None when it does)."""
+def _problem(
+    response: StreamedResponse, state: PartState | None, offset: int, last: int | None = None
+) -> str | None:
+    """Why ``response`` does not continue the ``.part`` at ``offset`` up to byte ``last`` (None when it does)."""
     if response.status_code not in (200, 206):
         response.close()
         raise APIConnectionError(
@@ -197,7 +202,7 @@ def _problem(response: StreamedResponse, state: PartState | None, offset: int) -
     if state is None:
         return continuation_problem(response.status_code, response.headers, 0, None, None)
     return continuation_problem(
-        response.status_code, response.headers, offset, state.validator, state.total, ranged=True
+        response.status_code, response.headers, offset, state.validator, state.total, ranged=True, last=last
     )
 
 

@@ -167,7 +167,10 @@ class EventStream(Generic[E]):
             if self._started:
                 return iter(())
             generator = self._new_generator()
-            self._weak = weakref.ref(generator)
+        # The loop owns it from now on, also when ``next()`` started it: the stream lets go of
+        # its strong reference, so that the loop's end closes the connection.
+        self._generator = None
+        self._weak = weakref.ref(generator)
         return generator
 
     def __next__(self) -> E:
@@ -175,8 +178,8 @@ class EventStream(Generic[E]):
         if generator is None:
             if self._started:
                 raise StopIteration
-            generator = self._new_generator()
-        self._generator = generator
+            generator = self._generator = self._new_generator()
+        # Held strongly only when ``next()`` started it; inside a ``for`` loop the loop holds it.
         return next(generator)
 
     def __enter__(self) -> EventStream[E]:
@@ -267,7 +270,8 @@ def _iterate_events(
                     try:
                         items = feed(buffer[:n], decode)
                     except (
-                        msgspec.DecodeError
+                        msgspec.DecodeError,
+                        RecursionError,  # data nested too deeply
                     ) as exc:  # held back by the decoder until the events before it were out
                         raise _invalid_event(exc, cast_to, source) from exc
                     buffer = reader.next(n)
@@ -296,7 +300,7 @@ def _iterate_events(
                     last_event = time.monotonic()
                 try:
                     decoder.close(decode)  # events always come out of feed(); this raises a held-back error
-                except msgspec.DecodeError as exc:
+                except (msgspec.DecodeError, RecursionError) as exc:
                     raise _invalid_event(exc, cast_to, source) from exc
                 return
             except APIConnectionError as exc:
@@ -326,7 +330,9 @@ def _iterate_events(
         error = None
 
 
-def _invalid_event(exc: msgspec.DecodeError, cast_to: Any, source: EventSource) -> APIResponseValidationError:
+def _invalid_event(
+    exc: msgspec.DecodeError | RecursionError, cast_to: Any, source: EventSource
+) -> APIResponseValidationError:
     if isinstance(exc, msgspec.ValidationError):
         return APIResponseValidationError(f"Event data does not fit {cast_to!r}: {exc}", source)
     return APIResponseValidationError(f"Event data is not valid JSON: {exc}", source)
@@ -337,7 +343,7 @@ def _error_event(event: ServerSentEvent, source: EventSource) -> APIError:
     message = event.data
     try:
         body = msgspec.json.decode(event.data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # RecursionError: nested too deeply
         pass
     else:
         if isinstance(body, dict):

@@ -371,7 +371,7 @@ def destination(dest: str | os.PathLike[str], url: str) -> Path:
     """Where a download of ``url`` to ``dest`` goes: into ``dest`` under the URL's file name when
     ``dest`` is a directory (as ``curl -O`` / ``wget -P``), else ``dest`` itself."""
     path = Path(os.fspath(dest))
-    return path / file_name(url) if path.is_dir() else path
+    return path / file_name(url) if os.path.isdir(path) else path  # False for a name too long
 
 
 def check_destination(dest: Path) -> None:
@@ -381,6 +381,7 @@ def check_destination(dest: Path) -> None:
         FileNotFoundError: its directory does not exist.
         NotADirectoryError: a file stands where a directory of its path should be.
         IsADirectoryError: ``dest`` itself is a directory.
+        OSError: (``ENAMETOOLONG``) its name, or a name beside it (``.part.json.tmp``), is too long.
         PermissionError: its directory cannot be written.
     """
     parent = dest.parent if str(dest.parent) else Path(".")
@@ -393,8 +394,20 @@ def check_destination(dest: Path) -> None:
         raise FileNotFoundError(
             errno.ENOENT, f"Cannot save to {dest}: the directory {parent} does not exist", str(dest)
         )
-    if dest.is_dir():
+    if os.path.isdir(dest):
         raise IsADirectoryError(errno.EISDIR, f"Cannot save to {dest}: it is a directory", str(dest))
+    longest = len(os.fsencode(dest.name + SIDECAR_SUFFIX + ".tmp"))  # the longest name beside it
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if longest > name_max:
+        raise OSError(
+            errno.ENAMETOOLONG,
+            f"Cannot save to {dest}: its name is too long ({len(os.fsencode(dest.name))} bytes; with the "
+            f"{SIDECAR_SUFFIX}.tmp beside it at most {name_max} bytes in {parent})",
+            str(dest),
+        )
     if not os.access(parent, os.W_OK | os.X_OK):
         raise PermissionError(errno.EACCES, f"Cannot save to {dest}: {parent} is not writable", str(dest))
 

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlencode, urlsplit, urlunsplit
 
 __all__ = [
     "HOOK_NAMES",
@@ -33,6 +33,7 @@ __all__ = [
     "mask_url",
     "redact",
     "setup_logging",
+    "shown_url",
 ]
 
 log = logging.getLogger("tinker_sync")
@@ -170,6 +171,13 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
 
 
+def shown_url(url: str, limit: int = 300) -> str:
+    """``url`` masked (``mask_url``) and cut to ``limit`` characters, for a message: a URL a server
+    sent (a redirect's Location) can be as long as a header, and messages stay small."""
+    masked = mask_url(url)
+    return masked if len(masked) <= limit else f"{masked[:limit]}... ({len(masked)} characters)"
+
+
 def redact(text: str, headers: Mapping[str, str] | None = None, url: str | None = None) -> str:
     """``text`` with a request's secrets replaced by ``***``: the values of its secret headers (the
     API key, authorization, Cloudflare secret, cookies) and its URL's signature-like query values.
@@ -179,8 +187,11 @@ def redact(text: str, headers: Mapping[str, str] | None = None, url: str | None 
     """
     secrets = {v for k, v in (headers or {}).items() if k.lower() in SECRET_HEADERS}
     if url and "?" in url:
-        query = url.split("?", 1)[1].split("#", 1)[0]
-        secrets |= {v for k, v in parse_qsl(query, keep_blank_values=True) if _SECRET_QUERY.search(k)}
+        # Each value as it travelled (percent-encoded: what a server echoes back) and decoded.
+        for pair in url.split("?", 1)[1].split("#", 1)[0].split("&"):
+            name, _, raw = pair.partition("=")
+            if _SECRET_QUERY.search(unquote_plus(name)):
+                secrets |= {raw, unquote(raw), unquote_plus(raw)}
     for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text

@@ -53,6 +53,7 @@ from ._observe import mask_url, redact
 from ._ranges import MIN_PIECE, RangeChanged, auto_connections, receive_ranges
 from ._retry import RetryBudget
 from ._transport import DEFAULT_POOL_MAXSIZE, Body, Headers, RawResponse, Request
+from .sse import DEFAULT_MAX_SIZE
 
 __all__ = [
     "Connections",
@@ -124,7 +125,7 @@ def decode_json(content: bytes | memoryview, cast_to: Any, response: Any = None)
         raise APIResponseValidationError(
             f"{message}; the body starts with {_head(content, response)}", response
         ) from exc
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
         message = f"Response is not valid JSON: {exc}"
         raise APIResponseValidationError(
             f"{message}; the body starts with {_head(content, response)}", response
@@ -170,8 +171,10 @@ class StreamedResponse:
         sender: Sender | None = None,
         budget: RetryBudget | None = None,
         timeout: Timeout | None = None,
+        max_event_size: int = DEFAULT_MAX_SIZE,
     ) -> None:
         self.request = request
+        self.max_event_size = max_event_size  # iter_events' default: the client's option
         self.url = request.url
         self.status_code: int = raw.status
         self.headers: Headers = raw.headers
@@ -271,13 +274,16 @@ class StreamedResponse:
         if not sender._backoff(budget, request, reason, cause=exc.cause, progress=offset):
             raise exc
         headers = request.headers.copy()
-        headers["Range"] = f"bytes={offset}-{range_end(request.headers.get('Range'))}"
+        end = range_end(request.headers.get("Range"))
+        headers["Range"] = f"bytes={offset}-{end}"
         headers["If-Range"] = validator
+        total = self.total_size
+        last = int(end) if end.isdigit() else None if total is None else total - 1
         new = sender.send(
             Request("GET", request.url, headers), timeout=self._timeout, budget=budget, quiet=True
         )
         problem = continuation_problem(
-            new.status_code, new.headers, offset, validator, self.total_size, ranged=True
+            new.status_code, new.headers, offset, validator, total, ranged=True, last=last
         )
         if problem is None:
             log.info("Resumed %s at byte %d", mask_url(self.url), offset)
@@ -392,16 +398,22 @@ class StreamedResponse:
         if pending:
             yield pending.removesuffix("\r")
 
-    def iter_events(self, cast_to: Any = None, *, idle_timeout: float | None = None) -> EventStream[Any]:
+    def iter_events(
+        self, cast_to: Any = None, *, idle_timeout: float | None = None, max_event_size: int | None = None
+    ) -> EventStream[Any]:
         """Iterate over the body as Server-Sent Events (always UTF-8).
 
         With ``cast_to``, each event's data is decoded into that type instead
         (msgspec, straight from bytes). An event named ``error`` raises
         APIError, and data that does not fit ``cast_to`` raises
-        APIResponseValidationError, each after every event before it.
+        APIResponseValidationError, each after every event before it. A line or
+        an event over ``max_event_size`` (default: the client's) raises SSEDecodeError.
         """
         stream: EventStream[Any] = EventStream(
-            source=self.event_source(), cast_to=cast_to, idle_timeout=idle_timeout
+            source=self.event_source(),
+            cast_to=cast_to,
+            idle_timeout=idle_timeout,
+            max_event_size=self.max_event_size if max_event_size is None else max_event_size,
         )
         return stream
 
@@ -580,7 +592,15 @@ class StreamedResponse:
             on_restart = restart if resume else None
             committed = time.monotonic()
             try:
-                while n := self._readinto(buffer[filled:], resume=resume, on_restart=on_restart):
+                while True:
+                    start = filled
+                    n = self._readinto(buffer[start:], resume=resume, on_restart=on_restart)
+                    if not n:
+                        break
+                    if filled != start:
+                        # restarted from byte 0 during this read (``filled`` dropped to 0): the new
+                        # body's first bytes landed after the dropped ones; they go first.
+                        buffer[:n] = bytes(buffer[start : start + n])
                     filled += n
                     if filled == len(buffer) or time.monotonic() - committed >= COMMIT_INTERVAL:
                         count, filled = filled, 0  # first: commit() may raise (a progress callback)
@@ -775,7 +795,7 @@ def status_error(response: StreamedResponse) -> APIStatusError:
     body: Any
     try:
         body = msgspec.json.decode(content) if content else None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # RecursionError: nested too deeply
         body = content.decode("utf-8", errors="replace")
     if not content:
         text = "(empty body)"
@@ -806,7 +826,7 @@ def decode_body(response: StreamedResponse, cast_to: Any) -> Any:
         return response.text()
     try:
         return msgspec.json.decode(content)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise APIResponseValidationError(f"Response is not valid JSON: {exc}", response) from exc
 
 
@@ -974,7 +994,13 @@ class _RangeFetcher:
             raise
         response._as_served()
         problem = continuation_problem(
-            response.status_code, response.headers, start, self.validator, self.total, ranged=True
+            response.status_code,
+            response.headers,
+            start,
+            self.validator,
+            self.total,
+            ranged=True,
+            last=end - 1,
         )
         if problem is not None:
             response.close()

@@ -71,7 +71,7 @@ from ._exceptions import (
     InvalidRequestError,
     TinkerError,
 )
-from ._observe import mask_url
+from ._observe import mask_url, shown_url
 
 __all__ = [
     "ACCEPT_ENCODING",
@@ -127,7 +127,7 @@ def check_url(url: str) -> Url:
     differently to different parsers), no percent-encoding in the host. The
     origin check (``origin_of``) and the connection then read the same parts.
     """
-    shown = repr(mask_url(url)) if isinstance(url, str) else repr(url)
+    shown = repr(shown_url(url)) if isinstance(url, str) else repr(url)[:300]
     if not isinstance(url, str) or any(ord(c) < 0x21 or c == "\x7f" for c in url):
         raise InvalidRequestError(f"Invalid URL {shown}: it contains whitespace or control characters")
     if "\\" in url:
@@ -135,7 +135,11 @@ def check_url(url: str) -> Url:
     try:
         parts = parse_url(url)
     except LocationParseError as exc:
-        raise InvalidRequestError(f"Invalid URL {shown}: {exc}") from None
+        # urllib3 may quote the whole URL (a signature in it too): say why without it
+        detail = str(exc)
+        if url in detail or len(detail) > 200:
+            detail = "Failed to parse: a host or port that is not valid"
+        raise InvalidRequestError(f"Invalid URL {shown}: {detail}") from None
     if (parts.scheme or "").lower() not in _DEFAULT_PORTS:
         raise InvalidRequestError(f"Invalid URL {shown}: only http and https URLs can be requested")
     authority = (
@@ -162,12 +166,15 @@ def origin_of(url: str) -> tuple[str, str, int]:
 
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # every control character but the tab
 
 
 def check_request(method: str, headers: Mapping[str, object]) -> None:
     """InvalidRequestError unless the method is a token and every header name a token and value a
-    string without CR, LF or NUL (which would split the request on the wire). Values never appear
-    in the message: they may be secrets."""
+    string without CR, LF or NUL (which would split the request on the wire), or any other control
+    character but a tab, and with no character Latin-1 cannot encode (which http.client would raise
+    deep inside the send as a UnicodeEncodeError). Values never appear in the message: they may be
+    secrets."""
     if not _TOKEN.fullmatch(method):
         raise InvalidRequestError(f"Invalid HTTP method {method[:40]!r}")
     for name, value in headers.items():
@@ -179,6 +186,15 @@ def check_request(method: str, headers: Mapping[str, object]) -> None:
             )
         if "\r" in value or "\n" in value or "\x00" in value:
             raise InvalidRequestError(f"Invalid value for header {name}: it contains CR, LF or NUL")
+        if _CONTROL.search(value):
+            raise InvalidRequestError(f"Invalid value for header {name}: it contains a control character")
+        if not value.isascii():
+            try:
+                value.encode("latin-1")
+            except UnicodeEncodeError:
+                raise InvalidRequestError(
+                    f"Invalid value for header {name}: only Latin-1 characters can be sent in a header"
+                ) from None
 
 
 @contextmanager
@@ -374,7 +390,9 @@ class _Watchdog:
                     continue
                 heapq.heappop(self._heap)
                 del self._armed[id(conn)]
-                sock = conn.sock
+                # A response that closes its connection (``Connection: close``, a body ended by
+                # the close) keeps reading from a socket its connection has already let go of.
+                sock = conn.sock or getattr(conn, "_released_sock", None)
                 if sock is not None:
                     try:
                         sock.shutdown(socket.SHUT_RDWR)
@@ -407,6 +425,7 @@ class _ConnectionMixin:
 
     _target: tuple[str, int | None] | None = None
     _tunnel_via: _Tunnel | None = None
+    _released_sock: socket.socket | None = None
 
     def __init__(self, host: str, port: int | None = None, *, tunnel: _Tunnel | None = None, **kw: Any):
         if tunnel is None:
@@ -425,11 +444,16 @@ class _ConnectionMixin:
         self.set_tunnel(host, port, headers=self._tunnel_via.headers, scheme=scheme)  # type: ignore[attr-defined]
 
     def close(self) -> None:
+        # http.client closes the connection as soon as the head of a response that will close it
+        # arrived, and the response goes on reading from the socket: the watchdog still has to be
+        # able to cut it (the socket object outlives close() while the response's file holds it).
+        self._released_sock = getattr(self, "sock", None)
         super().close()  # type: ignore[misc]
         if self._target is not None:
             self._set_tunnel()
 
     def request(self, *args: Any, **kwargs: Any) -> None:
+        self._released_sock = None
         deadline = getattr(_deadline, "value", None)
         if deadline is not None:
             _watchdog.arm(self, deadline)  # type: ignore[arg-type]
@@ -690,7 +714,7 @@ class Transport:
         _deadline.value = deadline
         try:
             with mapped_errors(request, "while connecting", deadline, proxy):
-                return manager.urlopen(
+                raw = manager.urlopen(
                     request.method,
                     request.url,
                     body=request.body,
@@ -700,6 +724,17 @@ class Transport:
                     preload_content=False,
                     timeout=urllib3.Timeout(connect=connect, read=read),
                 )
+            if deadline is not None and time.monotonic() >= deadline:
+                # The watchdog cut the socket while header lines trickled in: http.client takes
+                # the end of the stream for the end of the head. Whatever arrived is no answer.
+                raw.close()
+                raw.release_conn()
+                raise APITimeoutError(
+                    "Request timed out while waiting for the response head: the total deadline passed",
+                    request,
+                    cause="deadline",
+                )
+            return raw
         except BaseException:
             conn = getattr(_deadline, "conn", None)
             if conn is not None:
@@ -853,6 +888,11 @@ class Body:
         n = self._read(view, self._left)
         if self._left is None:  # ends with the connection
             if not n:
+                if self.deadline is not None and time.monotonic() >= self.deadline:
+                    # the watchdog closed it, not the server: a cut, not the end
+                    raise APIConnectionError(
+                        "the body was cut at the deadline", self.request, cause="deadline"
+                    )
                 self._finish()
             return n
         if not n:

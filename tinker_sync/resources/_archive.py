@@ -21,7 +21,7 @@ from collections.abc import Callable, Hashable, Mapping
 from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin
 
-from .._base_client import BaseClient
+from .._base_client import BaseClient, check_redirect
 from .._buffers import READ_SIZE
 from .._config import Timeout
 from .._exceptions import (
@@ -113,7 +113,11 @@ class ArchiveSigner:
                 with response:
                     location = response.headers.get("location")
                     if 300 <= response.status_code < 400 and location:
-                        self.url = urljoin(request.url, location)
+                        url = urljoin(request.url, location.strip())
+                        # never down to plain http (the signed URL would travel in the clear), and
+                        # only URLs that parse one way: a refusal raises at once, never retried
+                        check_redirect(request.url, url, request)
+                        self.url = url
                         self.expires = http_date(response.headers.get("expires"))
                         if waits:
                             log.info(
