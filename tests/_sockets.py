@@ -8,6 +8,7 @@ hold a connection open). An exception in a script is raised in the test.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -65,6 +66,8 @@ def raw_server(*scripts: Script, tls: object = None) -> Iterator[str]:
         yield f"{scheme}://127.0.0.1:{listener.getsockname()[1]}"
     finally:
         stop.set()
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)  # wakes an accept() waiting for a script left unused
         listener.close()
         thread.join(10)
         if errors:
@@ -89,17 +92,17 @@ class RecordingServer:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() below
         self._thread.join(5)
         self.listener.close()
 
     def _serve(self) -> None:
-        self.listener.settimeout(0.05)  # so that the stop event is seen at once
         while not self._stop.is_set():
             try:
                 conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            conn.settimeout(None)
+            except OSError:
+                return  # stopped
             threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
 
     def _answer(self, conn: socket.socket) -> None:
