@@ -250,13 +250,13 @@ class _QuirkyServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         ("unstable-etag", 3),  # a new ETag on every answer: restarts once, then one connection
     ],
 )
-def test_a_server_whose_ranges_cannot_be_used_gets_one_connection(tmp_path, quirks, requests, via):
+def test_a_server_whose_ranges_cannot_be_used_gets_one_connection(tmp_path, quirks, requests, via, waits):
     body = os.urandom(3 * MiB + 7)
     server = _QuirkyServer(quirks, body)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
     url, dest = f"http://127.0.0.1:{server.server_address[1]}/blob", tmp_path / "blob"
     try:
-        with tinker_sync.Client(api_key=API_KEY, base_url=url, max_retries=3) as client:
+        with tinker_sync.Client(api_key=API_KEY, base_url=url, max_retries=3, sleep=waits.append) as client:
             if via == "download":
                 client.download(url, dest, connections=4)
             else:

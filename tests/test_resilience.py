@@ -403,12 +403,12 @@ def test_total_deadline_cuts_trickled_headers(waits):
 
 
 def _trickle(head: bytes, piece: bytes, end: bytes = b""):
-    """A server that sends ``head``, then ``piece`` every 0.1 s for 4 s, then ``end``."""
+    """A server that sends ``head``, then ``piece`` every 0.05 s for 4 s, then ``end``."""
 
     def script(conn: socket.socket, request: bytes, stop: threading.Event) -> None:
         conn.sendall(head)
-        for _ in range(40):
-            if stop.wait(0.1):
+        for _ in range(80):
+            if stop.wait(0.05):
                 return
             conn.sendall(piece)
         conn.sendall(end)
@@ -455,14 +455,14 @@ CALLS = {
 def test_total_deadline_cuts_every_slow_answer_with_a_timeout(shape, call, waits, tmp_path):
     """Cut at ``total`` with APITimeoutError: never a success holding what arrived before the cut."""
     with raw_server(TRICKLES[shape]) as url:
-        total = Timeout(connect=1, read=5, total=0.5)
+        total = Timeout(connect=1, read=5, total=0.25)
         with Client(api_key=API_KEY, base_url=url, timeout=total, max_retries=3, sleep=waits.append) as c:
             start = time.monotonic()
             with pytest.raises(APITimeoutError, match="total deadline") as info:
                 CALLS[call](c, tmp_path)
             elapsed = time.monotonic() - start
     assert info.value.cause == "deadline"
-    assert 0.4 < elapsed < 2.5  # total is 0.5 s; the trickle lasts 4 s
+    assert 0.2 < elapsed < 2.0  # total is 0.25 s; the trickle lasts 4 s
     assert waits == []
     assert not (tmp_path / "f").exists()
 
