@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import pty
 import select
@@ -14,6 +13,7 @@ import termios
 import time
 
 import pytest
+from _downloads import file_sha
 
 from tinker_sync.testing._data import sha256_of
 
@@ -37,11 +37,6 @@ def run_cli(server, *args: str, **extra: str) -> subprocess.CompletedProcess[str
         text=True,
         timeout=60,
     )
-
-
-def file_sha(path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def test_download_without_terminal_prints_plain_lines(tinker_server, tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import functools
 import hashlib
 import json
 import logging
@@ -18,40 +17,18 @@ import threading
 import time
 
 import pytest
+from _downloads import expected_sha, file_sha, leftovers
 
 import tinker_sync
 import tinker_sync._files as files
 from tinker_sync._base_client import check_redirect
 from tinker_sync._continuation import continuation_problem
 from tinker_sync.testing import Fault
-from tinker_sync.testing._data import sha256_of
 
 API_KEY = "tml-test-key"  # as in conftest.py
 
 MiB = 1 << 20
 GiB = 1 << 30
-
-
-@functools.cache
-def expected_sha(seed: int, size: int) -> str:
-    return sha256_of(seed, size)
-
-
-def file_sha(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while data := f.read(4 * MiB):
-            h.update(data)
-    return h.hexdigest()
-
-
-def leftovers(dest) -> list[str]:
-    """Files next to ``dest`` that a finished or failed download must not leave behind."""
-    return [
-        s
-        for s in (files.PART_SUFFIX, files.SIDECAR_SUFFIX, files.LOCK_SUFFIX)
-        if os.path.exists(f"{dest}{s}")
-    ]
 
 
 @pytest.fixture(autouse=True)

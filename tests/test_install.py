@@ -60,6 +60,7 @@ def test_the_sdist_holds_everything_a_build_needs(sdist: Path) -> None:
         "docs/ARCHITECTURE.md",
         "tests/conftest.py",
         "tests/_sockets.py",
+        "tests/_downloads.py",
         *sources,
     }
     assert needed - names == set()

@@ -3,9 +3,7 @@ within a call and across runs (kill -9 included), restarts, re-signed URLs, rate
 
 from __future__ import annotations
 
-import functools
 import gzip
-import hashlib
 import http.server
 import json
 import os
@@ -18,32 +16,15 @@ import time
 from pathlib import Path
 
 import pytest
+from _downloads import expected_sha, file_sha, leftovers
 
 import tinker_sync
 import tinker_sync._ranges as ranges
 from tinker_sync._files import PartFile
 from tinker_sync.testing import Fault
-from tinker_sync.testing._data import sha256_of
 
 API_KEY = "tml-test-key"  # as in conftest.py
 KiB, MiB = 1 << 10, 1 << 20
-
-
-@functools.cache
-def expected_sha(seed: int, size: int) -> str:
-    return sha256_of(seed, size)
-
-
-def file_sha(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while data := f.read(4 * MiB):
-            h.update(data)
-    return h.hexdigest()
-
-
-def leftovers(dest) -> list[str]:
-    return [s for s in (".part", ".part.json", ".lock") if os.path.exists(f"{dest}{s}")]
 
 
 def bytes_requests(server):

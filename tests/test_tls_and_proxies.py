@@ -8,7 +8,6 @@ expired), and the mock Tinker server behind them.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import logging
 import socket
 import ssl
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import trustme
+from _downloads import file_sha
 
 from tinker_sync import (
     TLS,
@@ -68,10 +68,6 @@ def http_server():
 def proxy():
     with ForwardProxy() as p:
         yield p
-
-
-def file_sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # -- proxies ------------------------------------------------------------------------------------
