@@ -7,6 +7,7 @@ setuptools, Cython and build), and the new venv borrows the test venv's dependen
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -32,15 +33,23 @@ def _env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def sdist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("sdist")
-    done = subprocess.run(
-        [sys.executable, "-m", "build", "--sdist", "--no-isolation", "-o", str(out), str(ROOT)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=_env(),
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    """One sdist per test run, built once even when xdist workers ask at the same time (two builds
+    in one source tree would race on its egg-info and generated C)."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # this run's directory, above every worker's own
+    out = shared / "sdist"
+    with open(shared / "sdist.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not list(out.glob("*.tar.gz")):
+            done = subprocess.run(
+                [sys.executable, "-m", "build", "--sdist", "--no-isolation", "-o", str(out), str(ROOT)],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env=_env(),
+            )
+            assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     (path,) = out.glob("*.tar.gz")
     return path
 
