@@ -60,6 +60,7 @@ ANSWERS = [
     ),
     ("206 of another version", _range(CUT, SIZE - 1, etag='"v2"', body=NEW[CUT:]), False),
     ("200 of the same version", _answer(200, OLD, ETag='"v1"'), False),
+    ("416: the resource shrank", _answer(416, b"", Content_Range=f"bytes */{CUT - 100}"), False),
     ("200 of another version", _answer(200, NEW, ETag='"v2"'), False),
 ]
 WHOLE_NEW = _answer(200, NEW, ETag='"v2"')

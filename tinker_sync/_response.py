@@ -279,23 +279,33 @@ class StreamedResponse:
         headers["If-Range"] = validator
         total = self.total_size
         last = int(end) if end.isdigit() else None if total is None else total - 1
-        new = sender.send(
-            Request("GET", request.url, headers), timeout=self._timeout, budget=budget, quiet=True
-        )
-        problem = continuation_problem(
-            new.status_code, new.headers, offset, validator, total, ranged=True, last=last
-        )
-        if problem is None:
+        new: StreamedResponse | None
+        problem: str | None
+        try:
+            new = sender.send(
+                Request("GET", request.url, headers), timeout=self._timeout, budget=budget, quiet=True
+            )
+        except APIStatusError as refused:
+            if refused.status_code != 416:
+                raise
+            new, problem = None, f"the server cannot satisfy bytes {offset}- (416): the resource shrank"
+        else:
+            problem = continuation_problem(
+                new.status_code, new.headers, offset, validator, total, ranged=True, last=last
+            )
+        if problem is None and new is not None:
             log.info("Resumed %s at byte %d", mask_url(self.url), offset)
         elif on_restart is None:
-            new.close()
+            if new is not None:
+                new.close()
             raise APIConnectionError(
                 f"Cannot resume {mask_url(self.url)} at byte {offset}: {problem}", request, cause="resume"
             ) from exc
         else:
             log.warning("Restarting %s from byte 0: %s", mask_url(self.url), problem)
-            if new.status_code != 200:  # fetch the whole again
-                new.close()
+            if new is None or new.status_code != 200:  # fetch the whole again
+                if new is not None:
+                    new.close()
                 if not sender._backoff(budget, request, f"cannot resume: {problem}", cause="resume"):
                     raise APIConnectionError(
                         f"Cannot resume {mask_url(self.url)} at byte {offset}: {problem}",
