@@ -551,6 +551,23 @@ def test_a_signed_url_into_a_directory(client, tinker_server, tmp_path):
     assert path.parent == tmp_path and "?" not in path.name and path.stat().st_size == 5000
 
 
+@pytest.mark.parametrize("how", ["download", "stream_to_file"])
+def test_an_empty_destination_is_refused_not_taken_for_the_current_directory(
+    client, tinker_server, tmp_path, monkeypatch, how
+):
+    monkeypatch.chdir(tmp_path)
+    tinker_server.clear()
+    with pytest.raises(FileNotFoundError, match="an empty path"):
+        if how == "download":
+            client.download(f"/test/bytes?size={MiB}", "")
+        else:
+            with client.stream("GET", f"/test/bytes?size={MiB}") as response:
+                response.stream_to_file("")
+    assert list(tmp_path.iterdir()) == []
+    if how == "download":
+        assert tinker_server.requests == []
+
+
 @pytest.mark.parametrize(
     ("where", "error", "match"),
     [

@@ -369,7 +369,10 @@ def file_name(url: str) -> str:
 
 def destination(dest: str | os.PathLike[str], url: str) -> Path:
     """Where a download of ``url`` to ``dest`` goes: into ``dest`` under the URL's file name when
-    ``dest`` is a directory (as ``curl -O`` / ``wget -P``), else ``dest`` itself."""
+    ``dest`` is a directory (as ``curl -O`` / ``wget -P``), else ``dest`` itself. An empty
+    ``dest`` is refused as ``open("")`` refuses it (not taken for ``"."``)."""
+    if not os.fspath(dest):
+        raise FileNotFoundError(errno.ENOENT, "Cannot save to '': an empty path names no file", "")
     path = Path(os.fspath(dest))
     return path / file_name(url) if os.path.isdir(path) else path  # False for a name too long
 
