@@ -568,6 +568,19 @@ def test_an_empty_destination_is_refused_not_taken_for_the_current_directory(
         assert tinker_server.requests == []
 
 
+@pytest.mark.parametrize("how", ["checkpoints.download", "checkpoints.sync"])
+def test_an_empty_output_directory_is_refused(client, tinker_server, tmp_path, monkeypatch, how):
+    monkeypatch.chdir(tmp_path)
+    tinker_server.add_checkpoint("tinker://run-1/weights/final", size=1000)
+    tinker_server.clear()
+    with pytest.raises(FileNotFoundError, match="an empty path"):
+        if how == "checkpoints.download":
+            client.checkpoints.download("tinker://run-1/weights/final", "")
+        else:
+            client.checkpoints.sync("run-1", "")
+    assert list(tmp_path.iterdir()) == [] and tinker_server.requests == []
+
+
 @pytest.mark.parametrize(
     ("where", "error", "match"),
     [

@@ -59,6 +59,7 @@ __all__ = [
     "check_destination",
     "checksums_from",
     "destination",
+    "directory",
     "remove",
     "target_lock",
 ]
@@ -375,6 +376,14 @@ def destination(dest: str | os.PathLike[str], url: str) -> Path:
         raise FileNotFoundError(errno.ENOENT, "Cannot save to '': an empty path names no file", "")
     path = Path(os.fspath(dest))
     return path / file_name(url) if os.path.isdir(path) else path  # False for a name too long
+
+
+def directory(output_dir: str | os.PathLike[str]) -> Path:
+    """``output_dir`` as a ``Path``; an empty one is refused (as ``os.makedirs("")`` refuses it),
+    not taken for the current directory."""
+    if not os.fspath(output_dir):
+        raise FileNotFoundError(errno.ENOENT, "Cannot save to '': an empty path names no directory", "")
+    return Path(os.fspath(output_dir))
 
 
 def check_destination(dest: Path) -> None:

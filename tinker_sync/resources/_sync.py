@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .._exceptions import DownloadLockedError, TinkerError
-from .._files import Progress, fsync_dir, open_regular, target_lock
+from .._files import Progress, directory, fsync_dir, open_regular, target_lock
 from ._archive import Notify
 from ._paths import KINDS, parse_tinker_path
 from .types import Checkpoint, SyncedCheckpoint, SyncFailure, SyncReport
@@ -89,7 +89,7 @@ def sync(
     if latest is not None and (type(latest) is not int or latest < 1):
         raise ValueError(f"latest must be a positive integer (1 or more), got {latest!r}")
     since = parse_since(since)
-    out = Path(os.fspath(output_dir))
+    out = directory(output_dir)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     report = SyncReport(run_id=run_id, output_dir=os.fspath(out), status="nothing to do")

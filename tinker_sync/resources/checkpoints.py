@@ -53,7 +53,7 @@ from .._exceptions import (
     APIStatusError,
     UnsafeArchiveError,
 )
-from .._files import Progress, target_lock
+from .._files import Progress, directory, target_lock
 from .._response import Connections, StreamedResponse, check_connections, decode_json
 from .._retry import RetryBudget
 from .._transport import Request
@@ -276,7 +276,7 @@ class Checkpoints(SyncAPIResource[M]):
                 f"Sampler weights cannot be downloaded ({tinker_path}); download the training "
                 f"checkpoint instead: tinker://{path.run}/weights/{path.name}"
             )
-        out = Path(os.fspath(output_dir))
+        out = directory(output_dir)
         out.mkdir(parents=True, exist_ok=True)
         target = out / path.dir_name
         _check_target(target, force)
