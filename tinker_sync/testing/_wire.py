@@ -240,7 +240,7 @@ class _Handler(BaseHTTPRequestHandler):
                 exchange.send_error_json(error.status, error.message, error.type, error.headers)
             finally:
                 mock._answering(-1)
-        except (ConnectionError, TimeoutError):
+        except (ConnectionError, TimeoutError, ssl.SSLError):  # the client went away (over TLS: an EOF)
             self.close_connection = True
         except Exception as error:  # a bug in a route: answer 500 if still possible, and say so
             traceback.print_exc()
