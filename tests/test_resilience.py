@@ -78,9 +78,10 @@ def test_total_timeout_on_plain_call(client, tinker_server, waits):
 
 
 def test_slow_but_live_stream_is_not_cut(client, sse_implementation):
-    # an event every 0.2 s for ~2 s, with a 0.5 s read timeout: the read timeout applies between chunks
-    events = list(client.stream_get("/test/sse?count=10&delay=0.2", timeout=0.5, max_retries=0))
-    assert [e.json()["index"] for e in events] == list(range(10))
+    # an event every 0.1 s for ~1.6 s, with a 0.6 s read timeout: the read timeout applies between
+    # chunks (0.5 s of slack for a loaded machine), not to the whole stream
+    events = list(client.stream_get("/test/sse?count=16&delay=0.1", timeout=0.6, max_retries=0))
+    assert [e.json()["index"] for e in events] == list(range(16))
 
 
 def test_idle_timeout_with_pings_only(sse_implementation):
@@ -105,8 +106,9 @@ def test_idle_timeout_with_pings_only(sse_implementation):
 
 
 def test_idle_timeout_not_hit_by_live_events(client):
-    events = list(client.stream_get("/test/sse?count=8&delay=0.1", idle_timeout=0.5, max_retries=0))
-    assert len(events) == 8
+    # ~1.2 s of events 0.1 s apart, each within the 0.6 s idle timeout
+    events = list(client.stream_get("/test/sse?count=12&delay=0.1", idle_timeout=0.6, max_retries=0))
+    assert len(events) == 12
 
 
 # -- byte resume ---------------------------------------------------------------------------------

@@ -162,8 +162,9 @@ def test_fault_rate_caps_one_response(how):
         elapsed, n = timed_download(server, path)
         assert n == 200_000
         assert 0.13 < elapsed < 1.0  # 0.2 s at 1 MB/s, less the first 50 ms burst
-        elapsed, _ = timed_download(server, "/test/bytes?size=200000")  # the next response is not capped
-        assert elapsed < 0.1
+        # the next response is not capped: 1 MB that would take 1 s at that rate
+        elapsed, _ = timed_download(server, "/test/bytes?size=1000000")
+        assert elapsed < 0.5
 
 
 def test_server_rate_limit_applies_per_connection():
@@ -183,7 +184,7 @@ def test_server_rate_limit_applies_per_connection():
         for thread in threads:
             thread.join()
         together = time.monotonic() - started
-    assert 0.15 < one < 0.5  # 0.25 s at 2 MiB/s
+    assert 0.15 < one < 1.0  # 0.25 s at 2 MiB/s
     aggregate_speedup = (parallel * size / together) / (size / one)
     assert aggregate_speedup > 0.6 * parallel, (one, together)
 
