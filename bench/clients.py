@@ -525,6 +525,52 @@ def run_thousand(spec: dict[str, Any]) -> dict[str, Any]:
     return {"count": count * spec["size"], "seconds": seconds, "rss_before_kb": before}
 
 
+# -- a download cut at random offsets ------------------------------------------------------------
+
+
+def run_resets(spec: dict[str, Any]) -> dict[str, Any]:
+    """``client.download`` of ``size`` bytes from the checkout's own mock server, its connections cut
+    at ``cuts`` random offsets (the same ones for every checkout); ``connections`` None: the default."""
+    import hashlib
+    import itertools
+    import random
+
+    from tinker_sync import Client
+    from tinker_sync.testing import Fault, MockTinkerServer
+    from tinker_sync.testing._data import sha256_of
+
+    size, cuts, seed = spec["size"], spec["cuts"], 5
+    offsets = sorted(random.Random(7).sample(range(1, size), cuts))
+    connections = {} if spec.get("connections") is None else {"connections": spec["connections"]}
+    with MockTinkerServer() as server:
+        pieces = [b - a for a, b in itertools.pairwise([0, *offsets])]  # then the rest, uncut
+        server.script("/test/bytes", *[Fault(reset_after=n) for n in pieces])
+        with Client(api_key=server.api_key, base_url=server.url) as client:
+            mark()
+            try:
+                path = client.download(f"/test/bytes?size={size}&seed={seed}", spec["dest"], **connections)
+                failure = None
+            except Exception as exc:  # noqa: BLE001 - reported as the row's outcome
+                failure = f"{type(exc).__name__}: {str(exc)[:120]}"
+        seconds = time.perf_counter() - started(0)
+        sends = sum(r.path == "/test/bytes" for r in server.requests)
+    identical = False
+    if failure is None:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while data := f.read(1 << 22):
+                h.update(data)
+        identical = h.hexdigest() == sha256_of(seed, size)
+        os.remove(path)
+    return {
+        "count": size,
+        "seconds": seconds,
+        "requests": sends,
+        "failure": failure,
+        "identical": identical,
+    }
+
+
 # -- concurrency ---------------------------------------------------------------
 
 
@@ -613,6 +659,7 @@ SECTIONS = {
     "concurrency": run_concurrency,
     "parallel": run_parallel,
     "thousand": run_thousand,
+    "resets": run_resets,
 }
 
 

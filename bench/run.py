@@ -15,6 +15,8 @@ Sections (``--only`` takes a comma-separated list of these names):
 - ``concurrency``: 1000 SSE streams from 1000 threads in one process: RSS and aggregate events/s.
 - ``thousand``: 1000 downloads of 16 MiB at once from 1000 threads sharing one client
   (``stream_to_file``, and ``iter_bytes``): peak RSS and what each download costs.
+- ``resets``: one download cut at 100 random offsets with default settings (each checkout's own mock
+  server), with ``--before DIR`` the older checkout too: seconds, requests, a byte-identical file.
 - ``import``: wall time of ``python -c "import tinker_sync"`` beside ``import urllib3, msgspec``.
 
 The server runs in its own process; every client run is a fresh subprocess (``bench/clients.py``), so
@@ -40,7 +42,18 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 PY = sys.executable
-SECTIONS = ("server", "sse", "trickle", "download", "https", "parallel", "concurrency", "thousand", "import")
+SECTIONS = (
+    "server",
+    "sse",
+    "trickle",
+    "download",
+    "https",
+    "parallel",
+    "concurrency",
+    "thousand",
+    "resets",
+    "import",
+)
 
 SSE_SIZES = {"small": 200, "medium": 20_000, "large": 1_000_000}
 SSE_TYPES = {"small": "chunk", "medium": "event", "large": "event"}  # the Struct each event decodes into
@@ -737,6 +750,51 @@ def section_thousand(args: argparse.Namespace, server: Server) -> dict[str, Any]
     return out
 
 
+def section_resets(args: argparse.Namespace, server: Server) -> dict[str, Any]:
+    """A download whose connection is cut at 100 random offsets, default settings (and ``--before``)."""
+    size, cuts = args.download_size, 100
+    # (client, cuts, connections): None is the default ("auto": several for a large body, each cut
+    # in turn), 1 the one connection that every cut hits (as before parallel downloads)
+    clients: list[tuple[str, int, int | None]] = [
+        ("tinker_sync", 0, None),
+        ("tinker_sync", cuts, None),
+        ("tinker_sync", cuts, 1),
+    ]
+    before = Before(args.before) if args.before else None
+    if before is not None:
+        clients.append((before.name, cuts, None))
+    out: dict[str, Any] = {"size": size, "cuts": cuts, "clients": {}}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for client, n, connections in clients:
+            spec = {
+                "section": "resets",
+                "client": client,
+                "size": size,
+                "cuts": n,
+                "connections": connections,
+                "dest": os.path.join(tmp, "f"),
+            }
+            r = run_client(spec, timeout=1800, before=before)
+            label = f"{client}, {n} cuts" + ("" if connections is None else f", connections={connections}")
+            log(f"resets {label}: {r.get('seconds', r.get('error'))}")
+            out["clients"][label] = r
+            if "error" in r:
+                rows.append([label, "-", "-", f"ERROR: {r['error']}"])
+                continue
+            outcome = "byte-identical" if r["identical"] else f"failed: {r['failure']}"
+            rows.append([label, fmt(r["seconds"], 1), str(r["requests"]), outcome])
+    print(
+        f"\n## {size >> 20} MiB downloaded through {cuts} connection cuts at random offsets, default settings\n"
+    )
+    print(
+        "Each checkout's own mock server cuts the connection at the same offsets; `client.download(...)` "
+        "with its defaults (and with one connection). Requests: every GET of the body, ranges included.\n"
+    )
+    print(table(["client", "seconds", "requests", "outcome"], rows))
+    return out
+
+
 def section_concurrency(args: argparse.Namespace, server: Server) -> dict[str, Any]:
     streams = args.streams
     count = 50 if args.quick else 200
@@ -830,6 +888,7 @@ RUNNERS = {
     "parallel": section_parallel,
     "concurrency": section_concurrency,
     "thousand": section_thousand,
+    "resets": section_resets,
     "import": section_import,
 }
 
