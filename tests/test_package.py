@@ -291,3 +291,24 @@ def test_what_a_download_or_a_sync_returns_or_raises_is_importable_from_the_pack
 
     assert name in tinker_sync.__all__
     assert getattr(tinker_sync, name) is getattr(tinker_sync.types, name, getattr(tinker_sync, name))
+
+
+BUILD_OUTPUTS = [
+    "build/lib/x.py",
+    "dist/tinker_sync-0.1.0.tar.gz",
+    "tinker_sync.egg-info/PKG-INFO",
+    "csrc/_sse.c",
+    "tinker_sync/_sse.cpython-311-x86_64-linux-gnu.so",
+    "tinker_sync/_pure_build",
+    "tinker-demo/demo-run_weights_demo/adapter_config.json",  # `tinker-sync demo` in the checkout
+    ".venv/bin/python",
+    "bench/results.json",
+]
+
+
+@pytest.mark.parametrize("path", BUILD_OUTPUTS)
+def test_build_and_demo_outputs_are_ignored_by_git(path):
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout (an unpacked sdist)")
+    ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "--no-index", "-q", path], timeout=30)
+    assert ignored.returncode == 0, f"{path} would land in the repository"
