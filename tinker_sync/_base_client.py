@@ -20,7 +20,7 @@ import platform
 import re
 import time
 import uuid
-from collections.abc import Callable, Collection, Hashable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypedDict, TypeVar, Unpack
 from urllib.parse import urlencode, urljoin
@@ -57,7 +57,7 @@ from ._observe import (
     shown_url,
 )
 from ._response import Sender, StreamedResponse, decode_body, status_error
-from ._retry import RetryBudget, should_retry_status
+from ._retry import RetryBudget, RetryHints, should_retry_status
 from ._transport import (
     ACCEPT_ENCODING,
     DEFAULT_POOL_MAXSIZE,
@@ -368,24 +368,15 @@ class BaseClient:
             return response
 
     def _backoff(
-        self,
-        budget: RetryBudget,
-        request: Request,
-        reason: str,
-        *,
-        cause: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        progress: int | None = None,
-        min_wait: float = 0.0,
-        stream: Hashable = None,
+        self, budget: RetryBudget, request: Request, reason: str, **hints: Unpack[RetryHints]
     ) -> bool:
         """Spend one retry of ``budget`` on ``reason``: log it, report it, wait. False when spent.
 
         Every kind of recovery comes here (retries, resumes, reconnects,
         re-signing), so each is logged at INFO and reported to the ``retry``
-        hook the same way. ``stream``: see ``RetryBudget.retry``.
+        hook the same way. ``hints``: see ``RetryHints``.
         """
-        wait = budget.retry(cause=cause, headers=headers, progress=progress, min_wait=min_wait, stream=stream)
+        wait = budget.retry(**hints)
         url = mask_url(request.url)
         if wait is None:
             log.info("Giving up on %s %s after %d attempts: %s", request.method, url, budget.attempts, reason)

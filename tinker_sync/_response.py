@@ -24,8 +24,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
-from typing import Any, Literal, Protocol
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Literal, Protocol, Unpack
 
 import msgspec
 
@@ -51,7 +51,7 @@ from ._exceptions import (
 from ._files import BUFFER_SIZE, Checksum, PartFile, Progress, Receiver, checksums_from, destination
 from ._observe import mask_url, redact
 from ._ranges import MIN_PIECE, RangeChanged, auto_connections, receive_ranges
-from ._retry import RetryBudget
+from ._retry import RetryBudget, RetryHints
 from ._transport import DEFAULT_POOL_MAXSIZE, Body, Headers, RawResponse, Request
 from .sse import DEFAULT_MAX_SIZE
 
@@ -102,16 +102,7 @@ class Sender(Protocol):
     ) -> StreamedResponse: ...
 
     def _backoff(
-        self,
-        budget: RetryBudget,
-        request: Request,
-        reason: str,
-        *,
-        cause: str | None = ...,
-        headers: Mapping[str, str] | None = ...,
-        progress: int | None = ...,
-        min_wait: float = ...,
-        stream: Hashable = ...,
+        self, budget: RetryBudget, request: Request, reason: str, **hints: Unpack[RetryHints]
     ) -> bool: ...
 
 
@@ -905,33 +896,16 @@ class _RangeSender:
         return response
 
     def _backoff(
-        self,
-        budget: RetryBudget,
-        request: Request,
-        reason: str,
-        *,
-        cause: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        progress: int | None = None,
-        min_wait: float = 0.0,
-        stream: Hashable = None,
+        self, budget: RetryBudget, request: Request, reason: str, **hints: Unpack[RetryHints]
     ) -> bool:
         if self.stopped:  # another range failed, or the caller was interrupted: no retry, no wait
             return False
+        progress = hints.get("progress")
         if progress is not None:  # the bytes this range received: its offset past the range's start
             first = request.headers.get("Range", "").removeprefix("bytes=").partition("-")[0]
-            progress -= int(first) if first.isdigit() else 0
-            stream = id(request)
-        return self._sender._backoff(
-            budget,
-            request,
-            reason,
-            cause=cause,
-            headers=headers,
-            progress=progress,
-            min_wait=min_wait,
-            stream=stream,
-        )
+            hints["progress"] = progress - (int(first) if first.isdigit() else 0)
+            hints["stream"] = id(request)
+        return self._sender._backoff(budget, request, reason, **hints)
 
 
 class _RangeSource:

@@ -19,6 +19,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
+from typing import TypedDict, Unpack
 
 __all__ = [
     "DNS_RETRIES",
@@ -26,9 +27,29 @@ __all__ = [
     "MAX_RETRY_DELAY",
     "NEVER_RETRIED",
     "RetryBudget",
+    "RetryHints",
     "retry_delay",
     "should_retry_status",
 ]
+
+
+class RetryHints(TypedDict, total=False):
+    """What a failure tells ``RetryBudget.retry`` besides that it happened; every ``_backoff`` on
+    the way (the client's, a URL signer's, a ranged download's) passes them on.
+
+    cause: what failed, as ``APIConnectionError.cause`` says (None for a status).
+    headers: the failed response's headers (Retry-After).
+    progress: how far the call (or its ``stream``) had got (bytes or events delivered).
+    min_wait: the least wait (an SSE stream's reconnection time).
+    stream: which of the call's streams failed, when it has several at once.
+    """
+
+    cause: str | None
+    headers: Mapping[str, str] | None
+    progress: int | None
+    min_wait: float
+    stream: Hashable
+
 
 INITIAL_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 10.0
@@ -164,26 +185,19 @@ class RetryBudget:
             return None
         return max(0.0, self.deadline - self._now())
 
-    def retry(
-        self,
-        *,
-        cause: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        progress: int | None = None,
-        min_wait: float = 0.0,
-        stream: Hashable = None,
-    ) -> float | None:
+    def retry(self, **hints: Unpack[RetryHints]) -> float | None:
         """Count one failure; the seconds to wait before the next send, or None to give up.
 
-        Args:
-            cause: what failed, as ``APIConnectionError.cause`` says (None for a status).
-            headers: the failed response's headers (Retry-After).
-            progress: how far the call (or its ``stream``) had got (bytes or events delivered).
-            min_wait: the least wait (an SSE stream's reconnection time).
-            stream: which of the call's streams failed, when it has several at once.
+        ``hints``: see ``RetryHints`` (each may be left out).
         """
         with self._lock:
-            return self._retry(cause, headers, progress, min_wait, stream)
+            return self._retry(
+                hints.get("cause"),
+                hints.get("headers"),
+                hints.get("progress"),
+                hints.get("min_wait", 0.0),
+                hints.get("stream"),
+            )
 
     def _retry(
         self,

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
+from typing import Unpack
 from urllib.parse import urljoin
 
 from .._base_client import BaseClient, check_redirect
@@ -34,7 +35,7 @@ from .._exceptions import (
 )
 from .._files import Progress
 from .._response import StreamedResponse
-from .._retry import RetryBudget, retry_delay, should_retry_status
+from .._retry import RetryBudget, RetryHints, retry_delay, should_retry_status
 from .._transport import Request
 from ._paths import TinkerPath
 
@@ -182,29 +183,11 @@ class ArchiveSigner:
                 self.sign()
 
     def _backoff(
-        self,
-        budget: RetryBudget,
-        request: Request,
-        reason: str,
-        *,
-        cause: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        progress: int | None = None,
-        min_wait: float = 0.0,
-        stream: Hashable = None,
+        self, budget: RetryBudget, request: Request, reason: str, **hints: Unpack[RetryHints]
     ) -> bool:
-        if not self.client._backoff(
-            budget,
-            request,
-            reason,
-            cause=cause,
-            headers=headers,
-            progress=progress,
-            min_wait=min_wait,
-            stream=stream,
-        ):
+        if not self.client._backoff(budget, request, reason, **hints):
             return False
-        if progress is not None:
+        if (progress := hints.get("progress")) is not None:
             self.say(f"Connection broke at byte {progress}; resuming")
         return True
 
