@@ -248,6 +248,21 @@ def test_short_content_length_scripted(client, tinker_server):
             b"".join(response.iter_bytes())
 
 
+@pytest.mark.parametrize("path", ["/api/v1/healthz", "/test/bytes?size=10"])
+def test_error_body_cut_short_still_raises_its_status(client, tinker_server, path):
+    """An error response whose body ends short of its Content-Length raises the status error (with
+    what arrived of the body), for plain and streaming calls alike: never a BufferError."""
+    tinker_server.script(path.split("?")[0], Fault(status=400, wrong_length=5000))
+    with pytest.raises(APIStatusError) as info:
+        if path.startswith("/api"):
+            client.get(path, max_retries=0)
+        else:
+            with client.stream("GET", path, max_retries=0):
+                pass
+    assert info.value.status_code == 400
+    assert b"injected status 400" in info.value.response.read()
+
+
 def test_connection_refused_is_connection_error(tinker_server):
     from tinker_sync import Client
 

@@ -452,8 +452,9 @@ class StreamedResponse:
             finally:
                 view.release()
                 self.close()
-            del content[size:]
-            self._content = bytes(content)
+            # A copy, not ``del content[size:]``: the error a break raised may still hold a slice
+            # of ``content`` (its traceback's frames), and a bytearray with exports cannot shrink.
+            self._content = bytes(content[:size])
             self.num_bytes_downloaded = size
         return self._content
 
