@@ -440,3 +440,53 @@ def _rss() -> int:
     """This process's resident set size, in bytes."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _fail_status(c: Client) -> tuple[BaseException, object]:
+    try:
+        c.get("/api/v1/training_runs/no-such-run")
+    except APIStatusError as exc:
+        return exc, exc.response
+    raise AssertionError("no error")
+
+
+def _fail_cut_body(c: Client) -> tuple[BaseException, object]:
+    with c.stream("GET", "/test/bytes?size=100000&reset_after=1000", max_retries=0) as response:
+        try:
+            response.read()
+        except APIConnectionError as exc:
+            return exc, response
+    raise AssertionError("no error")
+
+
+def _fail_typed_event(c: Client) -> tuple[BaseException, object]:
+    stream = c.stream_get("/test/sse?count=3", cast_to=int)
+    try:
+        next(stream)
+    except APIResponseValidationError as exc:
+        return exc, stream.response
+    raise AssertionError("no error")
+
+
+@pytest.mark.parametrize(
+    "fail", [_fail_status, _fail_cut_body, _fail_typed_event], ids=lambda f: f.__name__[6:]
+)
+def test_a_raised_error_is_freed_with_its_response_without_the_garbage_collector(
+    client, sse_implementation, fail
+):
+    """No frame of the library keeps the error it raised (a frame <-> traceback cycle would keep the
+    error, its response and their buffers until the cyclic collector ran)."""
+    import gc
+    import weakref
+
+    gc.collect()
+    gc.disable()
+    try:
+        refs = []
+        for _ in range(20):
+            error, response = fail(client)
+            refs += [weakref.ref(error), weakref.ref(response)]
+            del error, response
+        assert [r() for r in refs if r() is not None] == []
+    finally:
+        gc.enable()

@@ -347,7 +347,10 @@ class BaseClient:
                         and self._backoff(budget, request, reason, headers=response.headers)
                     ):
                         continue
-                    raise error
+                    try:
+                        raise error
+                    finally:
+                        del error  # no frame <-> traceback cycle keeping the response alive
                 if read_body:
                     response.read()
             except APIConnectionError as exc:

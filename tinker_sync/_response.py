@@ -247,23 +247,25 @@ class StreamedResponse:
         """What If-Range can pin a resume to: a strong ETag, else Last-Modified."""
         return validator_of(self.headers)
 
-    def _resume(self, exc: APIConnectionError, on_restart: Callable[[], None] | None) -> None:
-        """Continue the body after ``exc``, or raise: swaps in a response that continues at ``position``.
+    def _resume(self, exc: APIConnectionError, on_restart: Callable[[], None] | None) -> bool:
+        """Continue the body after ``exc``: swaps in a response that continues at ``position``.
 
+        False when the body cannot be resumed: the caller raises ``exc`` (not
+        this frame, which would keep ``exc`` in a frame <-> traceback cycle).
         With ``on_restart``, a response that does not continue (or a fresh
         200 fetched instead) starts the body again from byte 0, after
-        ``on_restart()`` was called.
+        ``on_restart()`` was called; one that cannot be had raises.
         """
         sender, budget, request = self._sender, self._budget, self.request
         validator, offset = self.validator, self.position
         if sender is None or budget is None or request.method != "GET" or validator is None:
-            raise exc
+            return False
         if self._body.decode:
-            raise exc  # decoded bytes have no offset in the resource
+            return False  # decoded bytes have no offset in the resource
         self._body.close()
         reason = f"body broken at byte {offset}: {exc}"
         if not sender._backoff(budget, request, reason, cause=exc.cause, progress=offset):
-            raise exc
+            return False
         headers = request.headers.copy()
         end = range_end(request.headers.get("Range"))
         headers["Range"] = f"bytes={offset}-{end}"
@@ -316,6 +318,7 @@ class StreamedResponse:
         self._body.raw_bytes()  # as the body it continues: bytes as served
         if problem is not None and on_restart is not None:
             on_restart()
+        return True
 
     def _readinto(
         self, buffer: memoryview, *, resume: bool = True, on_restart: Callable[[], None] | None = None
@@ -324,9 +327,8 @@ class StreamedResponse:
             try:
                 n = self._body.readinto(buffer)
             except APIConnectionError as exc:
-                if not resume:
+                if not resume or not self._resume(exc, on_restart):
                     raise
-                self._resume(exc, on_restart)
                 continue
             self.num_bytes_downloaded += n
             return n

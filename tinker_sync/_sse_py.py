@@ -317,7 +317,10 @@ class PySSEDecoder:
         """Raise what broke the decoder: a held-back ``decode`` exception once, then SSEDecodeError."""
         held, self._held = self._held, None
         if held is not None:
-            raise held
+            try:
+                raise held
+            finally:
+                del held  # no frame <-> traceback cycle keeping this decoder (and its buffer) alive
         raise SSEDecodeError(self._error)
 
     def _fail(self, events: list[Any], template: str, raise_now: bool = True) -> list[Any]:

@@ -833,9 +833,12 @@ class Body:
             return self._readinto_plain(view)
         except (HTTPError, OSError, http.client.HTTPException, APIConnectionError) as exc:
             error = self._error(exc)
-            if error is exc:
-                raise
-            raise error from exc
+            try:
+                if error is exc:
+                    raise
+                raise error from exc
+            finally:
+                del error  # no frame <-> traceback cycle keeping the caller's buffer alive
 
     def _error(self, exc: BaseException) -> APIConnectionError:
         """The error to raise for ``exc``: the deadline's once it passed (the watchdog cut the socket)."""
