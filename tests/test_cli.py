@@ -11,6 +11,7 @@ import subprocess
 import sys
 import termios
 import time
+from pathlib import Path
 
 import pytest
 from _downloads import file_sha
@@ -179,6 +180,23 @@ def test_main_returns_codes_in_process(capsys):
     assert main(["--version"]) == 0
     assert "tinker-sync" in capsys.readouterr().out
     assert main(["download"]) == 2
+
+
+@pytest.mark.parametrize("forced", [False, True])
+def test_version_names_the_decoder_and_why_it_is_the_pure_one(tinker_server, forced):
+    import tinker_sync
+
+    built_pure = (Path(tinker_sync.__file__).parent / "_pure_build").exists()
+    result = run_cli(tinker_server, "--version", **({"TINKER_SYNC_NO_EXTENSIONS": "1"} if forced else {}))
+    assert result.returncode == 0 and result.stdout.startswith("tinker-sync ")
+    if built_pure:
+        assert "(SSE decoder: python, a pure-Python install)" in result.stdout
+    elif forced:  # a compiled install told to use the pure twin is not a pure-Python install
+        assert (
+            "(SSE decoder: python, chosen by TINKER_SYNC_NO_EXTENSIONS or the interpreter)" in result.stdout
+        )
+    else:
+        assert "(SSE decoder: cython)" in result.stdout
 
 
 def test_a_terminal_without_tqdm_gets_plain_lines(tinker_server, tmp_path):

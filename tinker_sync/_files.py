@@ -6,7 +6,7 @@ Files next to a download's target ``dest``:
     dest.part.json   sidecar: {"url", "validator" (ETag or Last-Modified), "total", "checksums"}, and
                      for a download over several connections "ranges": the byte ranges written
     dest.lock        holds an exclusive ``fcntl.flock`` while a download of ``dest`` runs;
-                     its text names the holder ("pid@hostname")
+                     its text names the holder ("pid N@hostname")
 
 Rules:
 1. Nothing appears at ``dest`` until every byte arrived, the size and every
@@ -788,7 +788,7 @@ def target_lock(path: Path, *, wait: float | None = None, what: str = "download"
 
     An ``fcntl.flock`` on the lock file: the kernel drops it when its holder
     exits, even after ``kill -9``, so a lock file left by a dead process is
-    simply reclaimed. The file's text ("pid@hostname") names the holder in
+    simply reclaimed. The file's text ("pid N@hostname") names the holder in
     the error a second download gets after waiting ``wait`` seconds
     (``LOCK_WAIT`` by default; ``what`` says what holds such locks).
     The file is removed on release; a waiter that then locks the removed

@@ -636,7 +636,14 @@ def _version() -> str:
     from ._version import __version__
     from .sse import IMPLEMENTATION
 
-    note = ", a pure-Python install" if IMPLEMENTATION == "python" else ""
+    note = ""
+    if IMPLEMENTATION == "python":  # built without the extension, or told not to use it
+        built_pure = Path(__file__).with_name("_pure_build").exists()
+        note = (
+            ", a pure-Python install"
+            if built_pure
+            else ", chosen by TINKER_SYNC_NO_EXTENSIONS or the interpreter"
+        )
     return f"{PROG} {__version__} (SSE decoder: {IMPLEMENTATION}{note})"
 
 

@@ -2,7 +2,7 @@
 
 Files in the mirror ``DIR`` besides the checkpoints (``DIR/RUN_KIND_NAME``, as downloads name them):
 
-    DIR/.tinker-sync.lock   an ``flock`` held for the whole sync (text: "pid@host")
+    DIR/.tinker-sync.lock   an ``flock`` held for the whole sync (text: "pid N@host")
     DIR/.tinker-sync.json   the state: every checkpoint complete and verified in DIR, with the
                             server's time and size for it (so a checkpoint re-created under the
                             same name is downloaded again) and the number and total size of its
