@@ -8,6 +8,7 @@ import pydoc
 import re
 import subprocess
 import sys
+import tomllib
 import types
 
 import pytest
@@ -269,10 +270,13 @@ def test_under():
 
 
 def test_limit_memory_is_enforced_without_tracing_every_test(tmp_path):
-    """The suite runs without --memray (tracing every test doubled its time): a marked test is still traced."""
+    """The suite runs without --memray (tracing every test doubled its time): a marked test is still
+    traced, under the suite's own options (xdist workers included)."""
     (tmp_path / "test_probe.py").write_text(MEMORY_PROBE)
+    addopts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["addopts"]
+    assert "--memray" not in addopts  # what this test is about: enforcement without it
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_probe.py"],
+        [sys.executable, "-m", "pytest", *addopts.split(), "-q", "-p", "no:cacheprovider", "test_probe.py"],
         capture_output=True,
         text=True,
         timeout=120,
