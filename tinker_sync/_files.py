@@ -81,6 +81,9 @@ PROGRESS_INTERVAL = 0.1
 # download holds at most BUFFERS * buffer_size (1 MiB by default).
 BUFFER_SIZE = 256 * 1024
 BUFFERS = 4
+# A buffer goes to the disk when full, or when it has waited this long (seconds): a slow body
+# still reaches the file, and the progress callback, as it arrives.
+COMMIT_INTERVAL = 0.1
 # A worker thread hashes while the reader reads only when there is hashing to do (measured: one
 # 1 GiB download with MD5 takes 2.3 s with it, 2.6 s without; with no checksum 1.2 s with it and
 # 1.0 s without) and no more bodies are being read than CPUs (beyond, they are the parallelism:

@@ -36,6 +36,8 @@ from typing import Protocol
 from . import _buffers
 from ._exceptions import DownloadIntegrityError
 from ._files import (
+    BUFFER_SIZE,
+    COMMIT_INTERVAL,
     HASH_READ_SIZE,
     Checksum,
     PartFile,
@@ -76,9 +78,7 @@ MAX_PIECE = 64 << 20
 # A fetcher takes half of another's range only if both halves are at least this big.
 MIN_STEAL = 1 << 20
 STEAL_ALIGN = 64 << 10
-# Bytes a fetcher reads per write (its one buffer), and how long it may hold them before writing.
-BUFFER_SIZE = 256 << 10
-COMMIT_INTERVAL = 0.1
+# A fetcher's one buffer: _files.BUFFER_SIZE bytes, written when full or after COMMIT_INTERVAL.
 # The sidecar's list of written ranges is saved (after fdatasync) at most this often (seconds).
 SIDECAR_INTERVAL = 1.0
 # How often the caller's thread wakes to report progress and save the sidecar when nothing lands.

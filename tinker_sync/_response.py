@@ -48,7 +48,16 @@ from ._exceptions import (
     StreamAlreadyConsumed,
     status_error_class,
 )
-from ._files import BUFFER_SIZE, Checksum, PartFile, Progress, Receiver, checksums_from, destination
+from ._files import (
+    BUFFER_SIZE,
+    COMMIT_INTERVAL,
+    Checksum,
+    PartFile,
+    Progress,
+    Receiver,
+    checksums_from,
+    destination,
+)
 from ._observe import mask_url, redact
 from ._ranges import MIN_PIECE, RangeChanged, auto_connections, receive_ranges
 from ._retry import RetryBudget, RetryHints
@@ -72,8 +81,6 @@ log = logging.getLogger("tinker_sync")
 # quotes at most MAX_MESSAGE_BODY bytes of it (``.body`` keeps the parsed whole).
 MAX_ERROR_BODY = 1 << 20
 MAX_MESSAGE_BODY = 1024
-# A file's buffer goes to the disk when full, or when it has waited this long (seconds).
-COMMIT_INTERVAL = 0.1
 
 # How many connections a file download may use: a number, or "auto" (see ``_ranges.auto_connections``).
 Connections = int | Literal["auto"]
