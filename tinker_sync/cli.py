@@ -768,8 +768,8 @@ def build_parser() -> argparse.ArgumentParser:
         "overlapping runs apart (a second one does nothing). What changed goes to stdout (nothing in a "
         "table when nothing did), progress to stderr. Nothing is deleted locally without --prune.",
         epilog="exit status: 0 nothing to do (the mirror was current, or another sync holds it), "
-        f"{EXIT_SYNCED} synced, {EXIT_PARTIAL} partial failure (some checkpoints failed, the others are "
-        "complete), 1 error (nothing synced), 2 usage error",
+        f"{EXIT_SYNCED} synced, {EXIT_PARTIAL} partial failure (one or more checkpoints failed, the others "
+        "are complete), 1 error (nothing synced), 2 usage error",
     )
     ck_sync.add_argument("run_id", metavar="RUN_ID", help="the training run to mirror")
     ck_sync.add_argument("-o", "--output", required=True, metavar="DIR", help="the mirror directory")
