@@ -316,3 +316,11 @@ def test_build_and_demo_outputs_are_ignored_by_git(path):
         pytest.skip("not a git checkout (an unpacked sdist)")
     ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "--no-index", "-q", path], timeout=30)
     assert ignored.returncode == 0, f"{path} would land in the repository"
+
+
+def test_every_package_directory_is_installed():
+    """``[tool.setuptools] packages`` lists packages by name: a new subpackage left off it would be
+    missing from every wheel and sdist install while the checkout works."""
+    listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    on_disk = {_module_name(init) for init in PACKAGE.rglob("__init__.py")}
+    assert set(listed) == on_disk

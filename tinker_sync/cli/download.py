@@ -1,0 +1,81 @@
+"""``tinker-sync download URL_OR_PATH -o PATH``: one file, atomic, verified, resumable."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from ._common import (
+    AddCommand,
+    add_connections,
+    add_max_retries,
+    client_from,
+    diagnostics,
+    kept,
+    out_of_retries,
+)
+from ._progress import ProgressReporter
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from .._exceptions import APIError
+    from .._files import destination
+
+    label = os.path.basename(args.output) or args.output
+    with client_from(args) as client, ProgressReporter(label, stream=diagnostics(args)) as reporter:
+        try:
+            path = client.download(
+                args.url_or_path,
+                args.output,
+                progress=reporter,
+                resume=not args.no_resume,
+                expected_sha256=args.sha256,
+                connections=args.connections,
+            )
+        except APIError as exc:
+            dest = destination(args.output, client.build_url(args.url_or_path))
+            part = Path(f"{dest}.part")
+            if out_of_retries(exc) and part.is_file() and Path(f"{dest}.part.json").is_file():
+                raise kept(part, exc) from exc
+            raise
+        reporter.summary(path, os.path.getsize(path))
+    return 0
+
+
+def _sha256_arg(value: str) -> str:
+    text = value.strip().lower()
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise argparse.ArgumentTypeError(f"expected 64 hex digits, got {value!r}")
+    return text
+
+
+def register(commands: Any, command: AddCommand) -> None:
+    """Add ``download`` to the commands."""
+    download = command(
+        commands,
+        "download",
+        _cmd_download,
+        help="download a URL or API path to a file (atomic, verified, resumable)",
+        description="Download to FILE via FILE.part; verified against the size and checksums on offer; "
+        "an interrupted run resumes where it stopped.",
+    )
+    download.add_argument(
+        "url_or_path", metavar="URL_OR_PATH", help="an absolute URL or a path under TINKER_BASE_URL"
+    )
+    download.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="PATH",
+        help="the file to save it as, or a directory to save it in",
+    )
+    download.add_argument(
+        "--no-resume", action="store_true", help="ignore a partial download and start from zero"
+    )
+    download.add_argument(
+        "--sha256", type=_sha256_arg, metavar="HEX", help="the expected SHA-256 of the file"
+    )
+    add_connections(download)
+    add_max_retries(download)
