@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import ssl
+import time
 from dataclasses import dataclass
 
 __all__ = [
@@ -71,6 +72,20 @@ class Timeout:
                 raise ValueError(
                     f"Timeout {name} must be a positive number of seconds or None, not {value!r}"
                 )
+
+    def within(self, deadline: float | None) -> Timeout:
+        """This timeout with connect and read each capped to the time left before ``deadline``
+        (``time.monotonic()``; at least a millisecond), or as it is without one.
+
+        The one deadline rule for every layer that waits (the transport, futures, ranged
+        fetchers): no single wait runs past the call's deadline.
+        """
+        if deadline is None:
+            return self
+        left = max(deadline - time.monotonic(), 0.001)
+        connect = left if self.connect is None else min(self.connect, left)
+        read = left if self.read is None else min(self.read, left)
+        return Timeout(connect=connect, read=read, total=self.total)
 
     @classmethod
     def coerce(cls, value: float | Timeout | None) -> Timeout:

@@ -176,15 +176,12 @@ def poll(
         if remaining <= 0 and polls:
             raise timed_out()
         request = client.build_request("POST", RETRIEVE_PATH, json={"request_id": request_id})
-        read, connect = timeout.read, timeout.connect
-        if remaining > 0:  # else the first poll of a zero timeout: the timeouts as they are
-            read = remaining if read is None else min(read, remaining)
-            connect = remaining if connect is None else min(connect, remaining)
         polls += 1
         try:
             response = client.send(
                 request,
-                timeout=Timeout(connect=connect, read=read),
+                # each poll waits at most the time left (a zero timeout's one poll: the timeouts as they are)
+                timeout=timeout.within(deadline if remaining > 0 else None),
                 budget=budget,
                 read_body=True,
                 quiet=polls > 1 or not announce,

@@ -1,0 +1,201 @@
+"""The one package that imports urllib3: ``Transport`` (pools, proxies, TLS, sending) and what it hands up.
+
+Rules:
+1. Every urllib3 or socket error is mapped in this package, once, to the
+   most specific tinker_sync exception (``_errors``); nothing above it sees
+   a urllib3 exception.
+2. Bodies are never preloaded (``preload_content=False``) and redirects are
+   never followed here: the client decides, so that credentials never cross
+   origins. A body is read by ``Body`` (``_body``) into the caller's buffers.
+3. A deadline (``Timeout.total``) covers connecting, the response head and
+   the body: ``send`` caps each wait to the time left (``Timeout.within``)
+   and hands the deadline to the pool on the urllib3 timeout, whose watchdog
+   cuts the socket when it passes (``_pools``).
+4. Through a proxy every request goes through a ``CONNECT`` tunnel (``_pools``).
+   One pool manager per proxy URL; the proxy for each request is chosen by
+   ``_config.ProxyRules``.
+5. One ``ssl.SSLContext`` per transport (so per client), built on first use
+   from ``verify`` (``_tls``); certificate errors become one line naming the host.
+
+The rooms, along urllib3's own lines: ``_request`` (what is sent, URL and
+header checks), ``_errors`` (error mapping), ``_tls`` (the TLS context),
+``_pools`` (pool managers, connections, tunnels, the watchdog), ``_body``
+(the body reader), and here the ``Transport`` that holds them together.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import threading
+import time
+import warnings
+from typing import Any
+
+from urllib3.util.request import ACCEPT_ENCODING
+
+from .._config import TLS, CALocations, ProxyRules, Timeout, Verify
+from .._exceptions import APITimeoutError, InsecureRequestWarning, InvalidRequestError
+from .._observe import mask_url
+from ._body import Body
+from ._errors import mapped_errors
+from ._pools import DeadlineTimeout, PoolManager, Tunnel, make_tunnel, watchdog
+from ._request import Headers, RawResponse, Request, check_request, check_url, origin_of
+from ._tls import check_path, ssl_context, tls_pool_options
+
+__all__ = [
+    "ACCEPT_ENCODING",
+    "DEFAULT_POOL_MAXSIZE",
+    "Body",
+    "Headers",
+    "RawResponse",
+    "Request",
+    "Transport",
+    "check_request",
+    "check_url",
+    "mapped_errors",
+    "origin_of",
+    "ssl_context",
+]
+
+# Connections kept per host. Extra concurrent requests still get a connection
+# (the pool does not block); only this many are kept alive afterwards.
+DEFAULT_POOL_MAXSIZE = 32
+
+
+class Transport:
+    """urllib3 pool managers, thread-safe, one transport per client: one for direct
+    connections and one per proxy URL (made on first use), sharing one TLS context.
+
+    Args:
+        pool_maxsize: connections kept alive per host.
+        proxies: which proxy each request goes through (``_config.proxy_rules``).
+        verify: see ``ssl_context``; ca: the default trust's locations.
+    """
+
+    def __init__(
+        self,
+        *,
+        pool_maxsize: int = DEFAULT_POOL_MAXSIZE,
+        proxies: ProxyRules | None = None,
+        verify: Verify = True,
+        ca: CALocations | None = None,
+    ) -> None:
+        self.proxies = proxies or ProxyRules()
+        self.verify = verify
+        self._ca = ca or CALocations(None, None)
+        self._pool_maxsize = pool_maxsize
+        self._lock = threading.Lock()
+        self._context: ssl.SSLContext | None = None
+        self._managers: dict[str | None, PoolManager] = {}
+        for scheme in ("http", "https"):  # refuse a bad proxy now, not at the first request
+            proxy = getattr(self.proxies, scheme)
+            if proxy is not None:
+                self._tunnel(proxy, scheme)
+        if verify is False or (isinstance(verify, ssl.SSLContext) and verify.verify_mode == ssl.CERT_NONE):
+            warnings.warn(
+                "Client(verify=False): TLS certificates are not verified, so anyone on the network "
+                "path can read and change this client's traffic, API key included",  # (or a CERT_NONE context)
+                InsecureRequestWarning,
+                stacklevel=3,
+            )
+        elif not isinstance(verify, (bool, ssl.SSLContext, TLS)):
+            check_path(os.fspath(verify), "verify")
+
+    def _tunnel(self, proxy: str, scheme: str) -> Tunnel:
+        """The tunnel through ``proxy``, checked (see ``make_tunnel``)."""
+        return make_tunnel(proxy, f"{self.proxies.source(scheme)}={mask_url(proxy)}", self._ssl_context)
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        with self._lock:
+            if self._context is None:
+                self._context = ssl_context(self.verify, self._ca)
+            return self._context
+
+    @property
+    def pool_maxsize(self) -> int:
+        """Connections kept alive per host."""
+        return self._pool_maxsize
+
+    def proxy_for(self, url: str) -> str | None:
+        """The proxy a request to ``url`` goes through (credentials included: mask before showing), or None."""
+        scheme, host, port = origin_of(url)
+        return self.proxies.select(scheme, host, port)
+
+    def _manager(self, url: str) -> tuple[PoolManager, str | None]:
+        scheme, host, port = origin_of(url)
+        proxy = self.proxies.select(scheme, host, port)
+        with self._lock:
+            manager = self._managers.get(proxy)
+        if manager is not None:
+            return manager, proxy
+        tunnel = None
+        if proxy is not None:
+            tunnel = self._tunnel(proxy, scheme)
+            if tunnel.url.scheme == "https" and scheme == "http":
+                raise InvalidRequestError(
+                    f"Cannot send {mask_url(url)} through the https:// proxy {mask_url(proxy)}: "
+                    "an https:// proxy carries https:// URLs only"
+                )
+        context = self._ssl_context()
+        verified = context.verify_mode != ssl.CERT_NONE
+        created = PoolManager(
+            tunnel,
+            verified,
+            maxsize=self._pool_maxsize,
+            block=False,
+            retries=False,
+            **tls_pool_options(context),
+        )
+        with self._lock:
+            manager = self._managers.setdefault(proxy, created)
+        if manager is not created:
+            created.clear()
+        return manager, proxy
+
+    def send(self, request: Request, timeout: Timeout, deadline: float | None = None) -> RawResponse:
+        """Send ``request`` and return the response with its body unread.
+
+        With a ``deadline``, connecting and waiting for the head each wait at
+        most the time left, and the watchdog cuts the socket when it passes
+        (``Body`` then raises APITimeoutError).
+        """
+        capped = timeout.within(deadline)
+        manager, proxy = self._manager(request.url)
+        with mapped_errors(request, "while connecting", deadline, proxy):
+            raw = manager.urlopen(
+                request.method,
+                request.url,
+                body=request.body,
+                headers=request.headers,
+                redirect=False,
+                retries=False,
+                preload_content=False,
+                timeout=DeadlineTimeout(capped.connect, capped.read, deadline),
+            )
+        if deadline is not None and time.monotonic() >= deadline:
+            # The watchdog cut the socket while header lines trickled in: http.client takes
+            # the end of the stream for the end of the head. Whatever arrived is no answer.
+            watchdog.disarm(raw.connection)
+            raw.close()
+            raw.release_conn()
+            raise APITimeoutError(
+                "Request timed out while waiting for the response head: the total deadline passed",
+                request,
+                cause="deadline",
+            )
+        return raw
+
+    def pool_stats(self, url: str) -> dict[str, Any]:
+        """Open and idle connection counts of the pool serving ``url`` (for tests and debugging)."""
+        pool = self._manager(url)[0].connection_from_url(url)
+        # The pool's queue is padded with None placeholders: count real connections only.
+        idle = sum(conn is not None for conn in list(pool.pool.queue)) if pool.pool else 0
+        return {"num_connections": pool.num_connections, "idle": idle}
+
+    def close(self) -> None:
+        with self._lock:
+            managers = list(self._managers.values())
+        for manager in managers:
+            manager.clear()
+

@@ -1,0 +1,274 @@
+"""The body reader: ``Body`` reads one response's body into the caller's buffers, straight from the socket.
+
+Rules:
+1. No read allocates: bytes go from the socket's file into the caller's
+   buffer (plain, chunked and close-delimited framing alike, TLS or not), so a
+   16 KiB TLS record costs a copy, not a 256 KiB allocation.
+2. A body cut short (fewer bytes than Content-Length, a broken chunked
+   encoding, a reset) raises APIConnectionError, never a quiet end.
+3. A connection whose body was not read to its end is closed before its pool
+   slot is given back: a half-read connection is never reused.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import select
+import socket
+import ssl
+import time
+from typing import Any
+
+from urllib3.exceptions import HTTPError
+
+from .._exceptions import APIConnectionError, APITimeoutError
+from ._errors import mapped
+from ._pools import watchdog
+from ._request import RawResponse, Request
+
+__all__ = ["Body"]
+
+# While the socket file's own buffer may hold bytes (after the head, a chunk
+# header), reads ask for at most its size, so that they never wait for more
+# after copying what is already there.
+_SMALL_READ = io.DEFAULT_BUFFER_SIZE
+_MAX_LINE = 65536
+
+
+class Body:
+    """One response's body, read into the caller's buffers as bytes arrive.
+
+    ``readinto(view)`` returns as soon as any bytes are there (never waiting
+    to fill ``view``: a trickle is handed on as it comes) and 0 at the end. A
+    body cut short (fewer bytes than Content-Length, a broken chunked
+    encoding, a reset) raises APIConnectionError, never a quiet 0.
+
+    Bytes are read straight from the socket's file into ``view`` (plain,
+    chunked and close-delimited framing alike), TLS or not. A body with a
+    Content-Encoding is decoded (through urllib3's decoders: gzip, deflate,
+    and br / zstd when their packages are installed) unless ``raw_bytes()``
+    asks for the bytes as served (a download stores them so).
+
+    Attributes:
+        encoding: the Content-Encoding ("identity" when none).
+        decode: whether reads hand out decoded bytes.
+        close_delimited: the body has neither a Content-Length nor chunked
+            framing: it ends when the server closes the connection, so its
+            end cannot be told from a cut (downloads confirm it otherwise).
+    """
+
+    def __init__(self, raw: RawResponse, request: Request, deadline: float | None = None) -> None:
+        self.raw = raw
+        self.request = request
+        self.deadline = deadline
+        self.complete = False
+        self.closed = False
+        self.close_delimited = False
+        response = getattr(raw, "_fp", None)
+        self._response: http.client.HTTPResponse | None = None
+        self._file: Any = None
+        self._left: int | None = None  # bytes left of a Content-Length body or of the current chunk
+        self._chunked = False
+        self._small = True
+        self._started = False
+        self.encoding = raw.headers.get("content-encoding", "").strip().lower() or "identity"
+        self.decode = self.encoding != "identity"
+        self._tls: ssl.SSLSocket | None = None
+        self._poll: Any = None
+        if isinstance(response, http.client.HTTPResponse) and response.fp:
+            self._response, self._file = response, response.fp
+            self._chunked = bool(response.chunked)
+            self._left = 0 if self._chunked else response.length
+            self.close_delimited = not self._chunked and self._left is None
+            if self._left == 0 and not self._chunked:
+                self._finish()
+            sock = getattr(getattr(raw, "connection", None), "sock", None)
+            if isinstance(sock, ssl.SSLSocket):
+                self._tls = sock
+
+    def raw_bytes(self) -> None:
+        """Hand out the body as served, without decoding its Content-Encoding.
+
+        Only before the first read (after it, nothing changes: a second reader
+        of the body is refused by its response anyway).
+        """
+        if not self._started and (self._file is not None or self.complete):
+            self.decode = False
+
+    def readinto(self, view: memoryview) -> int:
+        """Read the next bytes into ``view``; the count, 0 at the end of the body."""
+        if self.complete:
+            return 0
+        self._started = True
+        try:
+            if self._file is None or self.decode:
+                return self._readinto_decoded(view)
+            if self._chunked:
+                return self._readinto_chunked(view)
+            return self._readinto_plain(view)
+        except (HTTPError, OSError, http.client.HTTPException, APIConnectionError) as exc:
+            error = self._error(exc)
+            try:
+                if error is exc:
+                    raise
+                raise error from exc
+            finally:
+                del error  # no frame <-> traceback cycle keeping the caller's buffer alive
+
+    def _error(self, exc: BaseException) -> APIConnectionError:
+        """The error to raise for ``exc``: the deadline's once it passed (the watchdog cut the socket)."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return APITimeoutError(
+                "Request timed out while reading the body: the total deadline passed",
+                self.request,
+                cause="deadline",
+            )
+        if isinstance(exc, APIConnectionError):
+            return exc
+        return mapped(exc, self.request, " while reading the body")
+
+    def _read(self, view: memoryview, limit: int | None) -> int:
+        size = len(view) if limit is None else min(len(view), limit)
+        if self._small:
+            size = min(size, _SMALL_READ)
+        n: int = self._file.readinto1(view[:size])
+        if self._tls is not None and not self._small and 0 < n < size:
+            n += self._more_records(view[n:size])
+        if self._small and (n < size or size == _SMALL_READ):
+            # The file's own buffer is now empty: read big, straight from the socket. A short read
+            # emptied it; so did a full-size one (the buffer holds at most _SMALL_READ bytes, and a
+            # read of that size copies them all). A TLS read returns one record (16 KiB), so reads
+            # of exactly _SMALL_READ would otherwise never end the small phase.
+            self._small = False
+        return n
+
+    def _more_records(self, view: memoryview) -> int:
+        """TLS records already here, read into ``view`` without waiting for any that are not.
+
+        A TLS read returns one record (16 KiB); when the body is fast, the
+        next records are already in the socket: reading them now hands out
+        up to ``len(view)`` at once, for one pass of the caller's loop instead
+        of sixteen. A slow body still gets each record as it arrives.
+        """
+        assert self._tls is not None
+        if self._poll is None:
+            self._poll = select.poll()
+            self._poll.register(self._tls, select.POLLIN)
+        got = 0
+        while got < len(view) and (self._tls.pending() or self._poll.poll(0)):
+            n: int = self._file.readinto1(view[got:])
+            if not n:
+                break
+            got += n
+        return got
+
+    def _readinto_plain(self, view: memoryview) -> int:
+        n = self._read(view, self._left)
+        if self._left is None:  # ends with the connection
+            if not n:
+                if self.deadline is not None and time.monotonic() >= self.deadline:
+                    # the watchdog closed it, not the server: a cut, not the end
+                    raise APIConnectionError(
+                        "the body was cut at the deadline", self.request, cause="deadline"
+                    )
+                self._finish()
+            return n
+        if not n:
+            raise APIConnectionError(
+                f"Connection broken while reading the body: it ended {self._left} bytes short of its Content-Length",
+                self.request,
+                cause="broken",
+            )
+        self._left -= n
+        if not self._left:
+            self._finish()
+        return n
+
+    def _readinto_chunked(self, view: memoryview) -> int:
+        if not self._left:
+            size = self._next_chunk_size()
+            if size == 0:
+                self._read_trailer()
+                self._finish()
+                return 0
+            self._left = size
+        assert self._left is not None
+        n = self._read(view, self._left)
+        if not n:
+            raise APIConnectionError(
+                "Connection broken while reading the body: it ended inside a chunk",
+                self.request,
+                cause="broken",
+            )
+        self._left -= n
+        if not self._left and self._readline() not in (b"\r\n", b"\n"):
+            raise APIConnectionError(
+                "Connection broken: a chunk is not followed by CRLF", self.request, cause="broken"
+            )
+        return n
+
+    def _readline(self) -> bytes:
+        self._small = True  # the line's read may have buffered what follows it
+        line: bytes = self._file.readline(_MAX_LINE)
+        return line
+
+    def _next_chunk_size(self) -> int:
+        line = self._readline()
+        if not line:
+            raise APIConnectionError(
+                "Connection broken while reading the body: it ended before its last chunk",
+                self.request,
+                cause="broken",
+            )
+        try:
+            return int(line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise APIConnectionError(
+                f"Connection broken: invalid chunk size line {line[:40]!r}", self.request, cause="broken"
+            ) from None
+
+    def _read_trailer(self) -> None:
+        while True:
+            line = self._readline()
+            if line in (b"\r\n", b"\n", b""):
+                return
+
+    def _readinto_decoded(self, view: memoryview) -> int:
+        data = self.raw.read1(len(view), decode_content=True)
+        if not data:
+            self.complete = True
+            return 0
+        n = len(data)
+        view[:n] = data
+        return n
+
+    def _finish(self) -> None:
+        self.complete = True
+        if self._response is not None:
+            self._response.close()  # the socket's file only: the connection stays open for reuse
+
+    def abort(self) -> None:
+        """Shut the socket of an open body down, from any thread: a read blocked on it in another
+        thread fails at once (the body is then incomplete, so its connection is never reused).
+        The caller keeps ``close`` from running at the same time (a body read to its end goes
+        back to the pool: another request may be using its socket once it is closed)."""
+        sock = getattr(getattr(self.raw, "connection", None), "sock", None)
+        if sock is None or self.closed or self.complete:  # complete: no read to break, a socket to keep
+            return
+        try:
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)  # not SSLSocket's: a read may be in its TLS
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        """Release the connection: back to the pool if the body was read to its end, else closed."""
+        if self.closed:
+            return
+        self.closed = True
+        watchdog.disarm(self.raw.connection)
+        if self.complete:
+            self.raw.release_conn()
+        else:
+            self.raw.close()
+            self.raw.release_conn()
