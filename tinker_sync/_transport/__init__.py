@@ -198,4 +198,3 @@ class Transport:
             managers = list(self._managers.values())
         for manager in managers:
             manager.clear()
-

@@ -186,4 +186,3 @@ def mapped(
     if isinstance(exc, ProtocolError):
         return APIConnectionError(f"Connection broken{where}: {exc}", request, cause="broken")
     return APIConnectionError(f"Connection error{where}: {exc}", request, cause="broken")
-

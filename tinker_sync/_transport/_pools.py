@@ -222,7 +222,6 @@ class PoolManager(urllib3.PoolManager):
         return pool
 
 
-
 def make_tunnel(proxy: str, named: str, context: Callable[[], ssl.SSLContext]) -> Tunnel:
     """The tunnel through ``proxy`` (checked: http or https, a host, no path); ``named``: how errors
     name it (its source and masked URL); ``context``: the client's TLS context, for an https:// proxy."""
@@ -231,7 +230,9 @@ def make_tunnel(proxy: str, named: str, context: Callable[[], ssl.SSLContext]) -
     except LocationParseError:
         raise InvalidRequestError(f"Invalid proxy URL {named}") from None
     if (url.scheme or "").lower() not in ("http", "https"):
-        raise InvalidRequestError(f"Unsupported proxy {named}: only http:// and https:// proxies are supported")
+        raise InvalidRequestError(
+            f"Unsupported proxy {named}: only http:// and https:// proxies are supported"
+        )
     if not url.host:
         raise InvalidRequestError(f"Invalid proxy URL {named}: no host")
     headers = {}

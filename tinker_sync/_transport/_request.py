@@ -122,4 +122,3 @@ def check_request(method: str, headers: Mapping[str, object]) -> None:
                 raise InvalidRequestError(
                     f"Invalid value for header {name}: only Latin-1 characters can be sent in a header"
                 ) from None
-

@@ -94,4 +94,3 @@ def tls_pool_options(context: ssl.SSLContext) -> dict[str, Any]:
     if not context.check_hostname:
         options["assert_hostname"] = False
     return options
-
