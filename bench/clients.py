@@ -259,6 +259,7 @@ SSE_CLIENTS = {
     "sseclient-py": sse_sseclient,
     "requests-sse": sse_requests_sse,
     "limit": sse_limit,
+    "limit-dict": sse_limit,
     "decode-only": sse_decode_only,
 }
 
@@ -331,6 +332,38 @@ def run_trickle(spec: dict[str, Any]) -> dict[str, Any]:
         "lag_p99_ms": lags[min(len(lags) - 1, int(len(lags) * 0.99))] * 1000,
         "impl": implementation(client),
     }
+
+
+def run_first(spec: dict[str, Any]) -> dict[str, Any]:
+    """Time to the first event from a fresh client in a fresh process: the clock starts before the
+    client (``Client()`` or a urllib3 ``PoolManager``) is built, so its first request's set-up counts
+    (imports do not: they have their own section)."""
+    client, url = spec["client"], spec["url"]
+    preimport(client)
+    cast = TYPES[spec.get("type", "chunk")]
+    clock = time.perf_counter
+    if client.startswith("tinker_sync"):
+        start = clock()
+        with _ts_client(url) as ts:
+            stream = ts.stream_get(url, cast_to=cast)
+            next(iter(stream))
+            first = clock()
+            stream.close()
+    else:
+        import urllib3
+
+        decode = msgspec.json.Decoder(cast).decode
+        start = clock()
+        pool = urllib3.PoolManager(retries=False)
+        response = pool.request("GET", url, preload_content=False, timeout=120)
+        buf = b""
+        while (end := buf.find(b"\n\n")) < 0:
+            buf += response.read1(READ)
+        decode(memoryview(buf)[6:end])
+        first = clock()
+        response.release_conn()
+        pool.clear()
+    return {"count": 1, "ttfe_ms": (first - start) * 1000, "impl": implementation(client)}
 
 
 # -- downloads -----------------------------------------------------------------
@@ -486,6 +519,10 @@ def run_thousand(spec: dict[str, Any]) -> dict[str, Any]:
     count, url, how = spec["count"], spec["url"], spec["client"]
     base = url.split("/bytes")[0]
     client = Client(api_key=API_KEY, base_url=base, max_retries=3, timeout=300, pool_maxsize=count)
+    if how == "urllib3":  # the peer: one shared urllib3 pool, read(64 KiB) (tinker_sync's share of 1,000)
+        import urllib3
+
+        pool = urllib3.PoolManager(maxsize=count, retries=False)
     tmp = tempfile.mkdtemp(prefix="tinker-sync-thousand-", dir=spec.get("dir"))
     opened = threading.Barrier(count)
     digests: list[str] = []
@@ -509,8 +546,21 @@ def run_thousand(spec: dict[str, Any]) -> dict[str, Any]:
             errors.append(exc)
             opened.abort()
 
+    def peer(i: int) -> None:
+        try:
+            response = pool.request("GET", url, preload_content=False, timeout=300)
+            opened.wait()
+            digest = hashlib.sha256()
+            while chunk := response.read(64 << 10):
+                digest.update(chunk)
+            response.release_conn()
+            digests.append(digest.hexdigest())
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+            opened.abort()
+
     before = _rss_kb()
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    threads = [threading.Thread(target=peer if how == "urllib3" else one, args=(i,)) for i in range(count)]
     mark()
     for thread in threads:
         thread.start()
@@ -655,6 +705,7 @@ def run_concurrency(spec: dict[str, Any]) -> dict[str, Any]:
 SECTIONS = {
     "sse": run_sse,
     "trickle": run_trickle,
+    "first": run_first,
     "download": run_download,
     "concurrency": run_concurrency,
     "parallel": run_parallel,

@@ -912,7 +912,19 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="an older tinker_sync checkout with its own .venv, measured beside this one (https section)",
     )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="run the standard scenarios and compare their ratios with bench/baseline.json (exit 1 if one fell)",
+    )
+    parser.add_argument(
+        "--update-baseline", action="store_true", help="with --check: write this run's ratios as the baseline"
+    )
     args = parser.parse_args(argv)
+    if args.check or args.update_baseline:
+        import check  # bench/check.py
+
+        return check.main(args)
     args.runs = args.runs or (2 if args.quick else 3)
     args.download_size = (256 if args.quick else 1024) << 20
     args.clients = [c.strip() for c in args.clients.split(",") if c.strip()]
