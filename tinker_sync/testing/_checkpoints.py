@@ -140,6 +140,7 @@ class Registry:
         self.runs: dict[str, Run] = {}
         self.checkpoints: dict[tuple[str, str, str], Checkpoint] = {}
         self.deleted: list[str] = []
+        self.bodies: dict[str, _files.Body] = {}  # signed token -> a body that is no checkpoint's (traces)
 
     # -- registration ------------------------------------------------------------------------------
 
@@ -182,6 +183,11 @@ class Registry:
             return None
         with self.lock:
             return self.checkpoints.get(key)
+
+    def run_checkpoints(self, run_id: str) -> list[Checkpoint]:
+        """The checkpoints of ``run_id`` (none for an unknown run)."""
+        with self.lock:
+            return [ck for (run, _, _), ck in self.checkpoints.items() if run == run_id]
 
     # -- JSON --------------------------------------------------------------------------------------
 
@@ -398,11 +404,21 @@ class Registry:
             expires,
         )
 
+    def sign_body(self, token: str, body: _files.Body, name: str) -> tuple[str, int]:
+        """A signed URL (and its expiry) serving ``body`` as ``/signed/<token>/body/<name>``."""
+        with self.lock:
+            self.bodies[token] = body
+        return self.sign(f"/signed/{token}/body/{quote(name)}")
+
     def _resolve(self, path: str) -> _files.Body:
         parts = path.split("/", 3)  # "", "signed", token, rest
         if len(parts) < 4:
             raise HTTPError(404, "no such signed object", "not_found")
         token, rest = parts[2], parts[3]
+        with self.lock:
+            body = self.bodies.get(token)
+        if body is not None and rest.startswith("body/"):
+            return body
         with self.lock:
             found = [c for c in self.checkpoints.values() if c.token == token]
         if not found:

@@ -29,6 +29,8 @@ import msgspec
 from . import _demo, _files, _sampling, _sse_routes, _wire
 from ._checkpoints import OWNER, Registry
 from ._futures import Answer, Futures
+from ._handshake import Handshake
+from ._inspect import Inspect
 from ._sessions import ModelRecord, SessionRecord, Sessions
 from ._types import Fault, HTTPError, RecordedRequest, Request
 from ._validate import method_not_allowed, violation
@@ -71,6 +73,12 @@ class MockTinkerServer:
         self.archive_mode: str | int = "archive"
         self.future_polls: int = 2
         self.max_page_size: int | None = None
+        self.client_config: dict[str, Any] = {"pjwt_auth_enabled": False}  # flags of POST client/config
+        self.client_dynamic_config: dict[str, Any] = {}
+        self.jwt_lifetime: float = 3600.0
+        self.trace_export_polls: int = 1
+        self.trace_size: int = 256 * 1024
+        self.error_format: str = "error"  # or "detail": FastAPI's {"detail": ...} error bodies
         self.violations: list[str] = []
         self.started_at = time.time()
         self._lock = threading.Lock()
@@ -90,6 +98,8 @@ class MockTinkerServer:
         self._futures = Futures(self)
         self._sessions = Sessions(self, self._registry, self._futures)
         self._sampler = _sampling.Sampler(self._registry, self._futures)
+        self._handshake = Handshake(self)
+        self._inspect = Inspect(self._sessions, self._registry)
         if demo_data:
             _demo.populate(self._registry, self._sessions, self._futures)
 
@@ -361,6 +371,45 @@ class MockTinkerServer:
         )
         return msgspec.convert(msgspec.to_builtins(record), SessionRecord)
 
+    def add_api_key(self, key: str) -> None:
+        """Accept ``key`` as an API key too (``auth/apikey/me`` DELETE revokes a key)."""
+        self._handshake.add_key(key)
+
+    def mint_jwt(self, lifetime: float | None = None) -> str:
+        """A JWT as ``auth/token`` answers it, living ``lifetime`` seconds (default ``jwt_lifetime``)."""
+        return self._handshake.mint(lifetime)
+
+    def revoke_tokens(self) -> None:
+        """Refuse every JWT issued so far: the next request with one is answered 401 invalid_token."""
+        self._handshake.revoke_tokens()
+
+    def refuse_jwt(self, count: int = 1) -> None:
+        """Answer the next ``count`` requests that carry a JWT 401 invalid_token, live or not (a
+        server that rejects a token before its expiry: the client replaces it and replays once)."""
+        with self._handshake.lock:
+            self._handshake.refusals += count
+
+    @property
+    def tokens_issued(self) -> int:
+        """How many JWTs ``auth/token`` has issued."""
+        with self._handshake.lock:
+            return self._handshake.tokens_issued
+
+    @property
+    def telemetry(self) -> list[dict[str, Any]]:
+        """The telemetry batches received (accepted whatever their shape), oldest first."""
+        with self._handshake.lock:
+            return list(self._handshake.telemetry)
+
+    def add_sampler(self, sampler_id: str, base_model: str, model_path: str | None = None) -> None:
+        """Register a sampler for ``GET samplers/{id}``."""
+        with self._inspect.lock:
+            self._inspect.samplers[sampler_id] = {
+                "sampler_id": sampler_id,
+                "base_model": base_model,
+                "model_path": model_path,
+            }
+
     def add_future(self, request_id: str, *results: Answer) -> None:
         """Queue answers for ``POST /api/v1/retrieve_future`` of ``request_id``; the last one repeats.
 
@@ -458,14 +507,10 @@ def _route(server: MockTinkerServer, exchange: Request) -> None:
 
 
 def _api(server: MockTinkerServer, exchange: Request) -> None:
-    key = exchange.headers.get("x-api-key")
-    if key is None:
-        raise HTTPError(401, "missing X-API-Key", "authentication_error", violation=True)
-    if key != server.api_key:
-        raise HTTPError(401, "invalid X-API-Key", "authentication_error")
+    parts = [p for p in unquote(exchange.path[len("/api/v1") :]).split("/") if p]
+    server._handshake.authenticate(exchange, parts)
     if exchange.body and "application/json" not in exchange.headers.get("content-type", ""):
         raise violation(400, "a request body needs Content-Type: application/json")
-    parts = [p for p in unquote(exchange.path[len("/api/v1") :]).split("/") if p]
     method = exchange.command
     head = parts[0] if parts else ""
     if parts == ["healthz"]:
@@ -486,6 +531,10 @@ def _api(server: MockTinkerServer, exchange: Request) -> None:
         return _sampling.stream_sample(exchange)
     if parts == ["asample"]:
         return server._sampler.route(exchange)
+    if head in Handshake.ROUTES:
+        return server._handshake.route(exchange, parts)
+    if Inspect.handles(parts):
+        return server._inspect.route(exchange, parts)
     if parts == ["checkpoints"] or head == "training_runs":
         return server._registry.route(exchange, parts)
     if head in Sessions.ROUTES:

@@ -141,6 +141,15 @@ class SaveWeightsExternalRequest(msgspec.Struct, forbid_unknown_fields=True):
     type: Literal["save_weights_external"] = "save_weights_external"
 
 
+class CopyWeightsRequest(msgspec.Struct, forbid_unknown_fields=True):
+    source_path: str
+    session_id: str | None = None
+    model_seq_id: int | None = None
+    destination_project_id: str | None = None
+    ttl_seconds: int | None = None
+    weights_access_token: str | None = None
+
+
 class UnloadModelRequest(msgspec.Struct, forbid_unknown_fields=True):
     model_id: str
     type: Literal["unload_model"] = "unload_model"
@@ -237,6 +246,7 @@ class Sessions:
         "load_weights",
         "save_weights_external",
         "unload_model",
+        "copy_weights",
     )
 
     def route(self, request: Request, parts: list[str]) -> None:
@@ -453,6 +463,47 @@ class Sessions:
 
         request_id = self.futures.create("save_weights_external", export)
         request.send_json(200, {"request_id": request_id, "model_id": model.model_id})
+
+    def _copy_weights(self, request: Request) -> None:
+        """A copy of a checkpoint in a new run that cannot be trained on (direct, not a future)."""
+        body = decode(request, CopyWeightsRequest)
+        by_session = body.session_id is not None and body.model_seq_id is not None
+        if by_session == (body.destination_project_id is not None):
+            raise violation(
+                422,
+                "copy_weights needs destination_project_id, or session_id and model_seq_id",
+                "validation_error",
+            )
+        try:
+            _, kind, name = parse_tinker_path(body.source_path)
+        except ValueError as error:
+            raise violation(400, f"copy_weights source_path: {error}") from None
+        ttl = body.ttl_seconds
+        if ttl is not None and not EXPORT_TTL_MIN <= ttl <= EXPORT_TTL_MAX:
+            raise HTTPError(
+                400,
+                f"ttl_seconds must be between {EXPORT_TTL_MIN} and {EXPORT_TTL_MAX}",
+                "invalid_request_error",
+            )
+        source = self.registry.find(body.source_path)
+        if source is None:
+            raise HTTPError(404, f"checkpoint {body.source_path} not found", "not_found")
+        with self.lock:
+            run_id = f"copy-{next(self.counter):03d}"
+        with self.registry.lock:
+            base = self.registry.runs[source.run]
+            base_model, lora_rank = base.base_model, base.lora_rank
+        self.registry.add_run(run_id, base_model=base_model, lora_rank=lora_rank)
+        now = time.time()
+        copy = self.registry.add(
+            f"tinker://{run_id}/{kind}/{name}",
+            size=source.size,
+            seed=source.seed,
+            n_files=source.n_files,
+            created=now,
+            expires_at=None if ttl is None else now + ttl,
+        )
+        request.send_json(200, {"tinker_path": copy.tinker_path})
 
     def _unload_model(self, request: Request) -> None:
         body = decode(request, UnloadModelRequest)

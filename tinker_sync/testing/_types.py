@@ -178,6 +178,13 @@ class ServerState(Protocol):
     archive_mode: str | int
     future_polls: int
     max_page_size: int | None  # the most items a list answers, whatever the limit asked
+    api_key: str  # the API key every client starts with
+    client_config: dict[str, Any]  # what POST client/config answers (pjwt_auth_enabled, ...)
+    client_dynamic_config: dict[str, Any]  # what POST client/dynamic_config answers
+    jwt_lifetime: float  # seconds a JWT from auth/token lives
+    trace_export_polls: int  # pending answers of a session's trace_export before ready
+    trace_size: int  # bytes of an exported trace file
+    error_format: str  # "error": {"error": {"message", "type"}}; "detail": FastAPI's {"detail": ...}
 
     def wait(self, seconds: float) -> bool:
         """Sleep, waking early when the server stops. True if it stopped."""

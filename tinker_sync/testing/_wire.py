@@ -384,6 +384,11 @@ class _Exchange:
     def send_error_json(
         self, status: int, message: str, type: str | None = "error", headers: Headers = ()
     ) -> None:
+        if self.state.error_format == "detail":  # FastAPI's shapes: a list for a validation error
+            detail: Any = message
+            if status == 422:
+                detail = [{"loc": ["body"], "msg": message, "type": type or "value_error"}]
+            return self.send_json(status, {"detail": detail}, headers)
         error: dict[str, Any] = {"message": message}
         if type is not None:
             error["type"] = type

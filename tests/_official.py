@@ -1,0 +1,112 @@
+"""The official SDK (``tinker`` 0.38.0) in a venv of its own, and subprocess runners for it.
+
+Its dependencies never mix with ours: it lives in its own venv and runs only in
+subprocesses. ``TINKER_SYNC_OFFICIAL_VENV`` names a prepared venv (``.ci/run`` builds
+``.venv-official``); without it, the venv is built once into a cache directory shared by
+checkouts (``$XDG_CACHE_HOME/tinker-sync/``), under a file lock, so the suite never skips it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tinker_sync.testing import MockTinkerServer
+
+OFFICIAL_VERSION = "0.38.0"
+DRIVER = Path(__file__).with_name("_official_driver.py")
+
+
+def _usable(venv: Path) -> bool:
+    python = venv / "bin" / "python"
+    if not python.exists():
+        return False
+    probe = subprocess.run(
+        [str(python), "-c", "import tinker, sys; sys.stdout.write(tinker.__version__)"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return probe.returncode == 0 and probe.stdout == OFFICIAL_VERSION
+
+
+def official_venv() -> Path:
+    """The venv holding ``tinker==0.38.0``: the env var's, else the cached one (built if missing)."""
+    given = os.environ.get("TINKER_SYNC_OFFICIAL_VENV")
+    if given:
+        venv = Path(given)
+        if not _usable(venv):
+            raise RuntimeError(f"TINKER_SYNC_OFFICIAL_VENV={given} holds no tinker {OFFICIAL_VERSION}")
+        return venv
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tinker-sync"
+    cache.mkdir(parents=True, exist_ok=True)
+    venv = cache / f"venv-official-{OFFICIAL_VERSION}"
+    with open(cache / f"venv-official-{OFFICIAL_VERSION}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder; xdist workers and other checkouts wait
+        if not _usable(venv):
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+            subprocess.run(
+                [str(venv / "bin" / "pip"), "install", "-q", f"tinker=={OFFICIAL_VERSION}"],
+                check=True,
+                timeout=900,
+            )
+            if not _usable(venv):
+                raise RuntimeError(f"built {venv}, but it holds no tinker {OFFICIAL_VERSION}")
+    return venv
+
+
+def official_env(server: MockTinkerServer, home: Path, **extra: str) -> dict[str, str]:
+    """The environment of an official-SDK subprocess: the mock's URL and key, a private HOME."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("TINKER_", "CLOUDFLARE_")) and key not in ("HOME", "XDG_CONFIG_HOME")
+    }
+    env.update(
+        HOME=str(home),
+        TINKER_BASE_URL=server.url,
+        TINKER_API_KEY=server.api_key,
+        PYTHONDONTWRITEBYTECODE="1",
+        NO_COLOR="1",
+        COLUMNS="200",
+    )
+    env.update(extra)
+    return {k: v for k, v in env.items() if v != ""}
+
+
+def run_driver(
+    venv: Path, server: MockTinkerServer, home: Path, scenario: str, *args: str, **extra: str
+) -> dict[str, dict[str, Any]]:
+    """Run one scenario of ``_official_driver.py``; its calls by name."""
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), str(DRIVER), scenario, *args],
+        env=official_env(server, home, **extra),
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines, done.stderr[-4000:]
+    return {call["name"]: call for call in json.loads(lines[-1])["calls"]}
+
+
+def run_cli(
+    venv: Path, server: MockTinkerServer, home: Path, *args: str, stdin: str = "", **extra: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the official ``tinker`` CLI with ``args``."""
+    return subprocess.run(
+        [str(venv / "bin" / "tinker"), *args],
+        env=official_env(server, home, **extra),
+        cwd=home,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
