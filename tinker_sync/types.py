@@ -1,9 +1,25 @@
 """The API's objects as msgspec Structs, for users: ``from tinker_sync.types import TrainingRun``.
 
-The Structs live in ``tinker_sync.resources.types`` (still importable there);
-this module re-exports every one of them.
+The REST Structs live in ``tinker_sync.resources.types`` and the training and
+sampling ones in ``tinker_sync._train_types`` (both still importable there); this
+module re-exports every one of them, under the official SDK's names.
 """
 
+from ._train_types import (
+    AdamParams,
+    Datum,
+    ForwardBackwardOutput,
+    GetInfoResponse,
+    LoadWeightsResponse,
+    LossFnOutput,
+    LossFnType,
+    ModelData,
+    OptimStepResponse,
+    SaveWeightsForSamplerResponse,
+    SaveWeightsResponse,
+    TensorData,
+    TensorDtype,
+)
 from .resources.types import (
     Checkpoint,
     CheckpointArchiveUrl,
@@ -34,22 +50,33 @@ from .resources.types import (
 )
 
 __all__ = [
+    "AdamParams",
     "Checkpoint",
     "CheckpointArchiveUrl",
     "CheckpointList",
     "CreateModelResponse",
     "CreateSessionResponse",
     "Cursor",
+    "Datum",
     "EncodedTextChunk",
     "ExternalWeightsUrls",
+    "ForwardBackwardOutput",
     "FutureHandle",
+    "GetInfoResponse",
     "HealthResponse",
+    "LoadWeightsResponse",
+    "LossFnOutput",
+    "LossFnType",
+    "ModelData",
     "ModelInput",
+    "OptimStepResponse",
     "SampleResponse",
     "SampleStreamChunk",
     "SampledSequence",
     "SamplingParams",
     "SaveWeightsExternalResponse",
+    "SaveWeightsForSamplerResponse",
+    "SaveWeightsResponse",
     "ServerCapabilities",
     "Session",
     "SessionList",
@@ -57,6 +84,8 @@ __all__ = [
     "SyncFailure",
     "SyncReport",
     "SyncedCheckpoint",
+    "TensorData",
+    "TensorDtype",
     "TrainingRun",
     "TrainingRunList",
     "WeightsInfo",

@@ -211,6 +211,11 @@ class EncodedTextChunk(msgspec.Struct, tag_field="type", tag="encoded_text"):
 
     tokens: list[int]
 
+    @property
+    def length(self) -> int:
+        """How many tokens the chunk holds."""
+        return len(self.tokens)
+
 
 class ModelInput(msgspec.Struct):
     """A prompt: a list of chunks (``ModelInput.from_ints([...])`` for plain token ids)."""
@@ -220,6 +225,28 @@ class ModelInput(msgspec.Struct):
     @classmethod
     def from_ints(cls, tokens: Sequence[int]) -> ModelInput:
         return cls([EncodedTextChunk(list(tokens))])
+
+    @classmethod
+    def empty(cls) -> ModelInput:
+        """A prompt of no chunks."""
+        return cls([])
+
+    def to_ints(self) -> list[int]:
+        """Every chunk's token ids, in order."""
+        return [token for chunk in self.chunks for token in chunk.tokens]
+
+    @property
+    def length(self) -> int:
+        """The context length the prompt uses (its token count)."""
+        return sum(len(chunk.tokens) for chunk in self.chunks)
+
+    def append(self, chunk: EncodedTextChunk) -> ModelInput:
+        """A new prompt with ``chunk`` added at the end."""
+        return ModelInput([*self.chunks, chunk])
+
+    def append_int(self, token: int) -> ModelInput:
+        """A new prompt with one more token (as its own chunk, as the SDK does)."""
+        return self.append(EncodedTextChunk([token]))
 
 
 class SamplingParams(msgspec.Struct, omit_defaults=True):
@@ -239,6 +266,8 @@ class SampledSequence(msgspec.Struct):
     stop_reason: str
     tokens: list[int]
     logprobs: list[float] | None = None
+    sequence_id: str | None = None  # stamped by the training SDKs from the promise's sample_sequence_ids
+    topk_logprobs: list[list[tuple[int, float]] | None] | None = None
 
 
 class SampleResponse(msgspec.Struct):
@@ -247,6 +276,7 @@ class SampleResponse(msgspec.Struct):
     sequences: list[SampledSequence]
     prompt_logprobs: list[float | None] | None = None
     topk_prompt_logprobs: list[list[tuple[int, float]] | None] | None = None
+    prompt_cache_hit_tokens: int = 0
 
 
 class SampleStreamChunk(msgspec.Struct):

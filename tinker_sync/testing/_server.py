@@ -26,7 +26,7 @@ from urllib.parse import unquote
 
 import msgspec
 
-from . import _demo, _files, _sampling, _sse_routes, _wire
+from . import _demo, _files, _promises, _sampling, _sse_routes, _training, _wire
 from ._checkpoints import OWNER, Registry
 from ._futures import Answer, Futures
 from ._handshake import Handshake
@@ -100,6 +100,8 @@ class MockTinkerServer:
         self._sampler = _sampling.Sampler(self._registry, self._futures)
         self._handshake = Handshake(self)
         self._inspect = Inspect(self._sessions, self._registry)
+        self.promises = _promises.Promises(self)  # training and sampling futures (knobs: see _promises)
+        self.training = _training.Training(self, self._registry, self._sessions, self._sampler, self.promises)
         if demo_data:
             _demo.populate(self._registry, self._sessions, self._futures)
 
@@ -124,6 +126,7 @@ class MockTinkerServer:
         """Stop serving: wakes every waiting response, closes open connections, removes temp files."""
         httpd, self._httpd = self._httpd, None
         self._stopping.set()
+        self.promises.close()
         if httpd is not None:
             httpd.stop_serving()
             if self._thread is not None:
@@ -509,8 +512,13 @@ def _route(server: MockTinkerServer, exchange: Request) -> None:
 def _api(server: MockTinkerServer, exchange: Request) -> None:
     parts = [p for p in unquote(exchange.path[len("/api/v1") :]).split("/") if p]
     server._handshake.authenticate(exchange, parts)
-    if exchange.body and "application/json" not in exchange.headers.get("content-type", ""):
-        raise violation(400, "a request body needs Content-Type: application/json")
+    content_type = exchange.headers.get("content-type", "")
+    if (
+        exchange.body
+        and "application/json" not in content_type
+        and "application/x-protobuf" not in content_type
+    ):
+        raise violation(400, "a request body needs Content-Type: application/json (or x-protobuf)")
     method = exchange.command
     head = parts[0] if parts else ""
     if parts == ["healthz"]:
@@ -526,15 +534,21 @@ def _api(server: MockTinkerServer, exchange: Request) -> None:
         ]
         return exchange.send_json(200, {"supported_models": models})
     if parts == ["retrieve_future"]:
+        if method == "POST" and server.promises.retrieve_future(exchange):
+            return None
         return server._futures.route(exchange)
     if parts == ["stream_sample"]:
         return _sampling.stream_sample(exchange)
     if parts == ["asample"]:
-        return server._sampler.route(exchange)
+        return server.training.asample(exchange)
     if head in Handshake.ROUTES:
         return server._handshake.route(exchange, parts)
     if Inspect.handles(parts):
         return server._inspect.route(exchange, parts)
+    if head in _training.ROUTES:
+        return server.training.route(exchange, parts)
+    if parts == ["load_weights"] and method == "POST" and server.training.load_weights(exchange):
+        return None
     if parts == ["checkpoints"] or head == "training_runs":
         return server._registry.route(exchange, parts)
     if head in Sessions.ROUTES:

@@ -1,0 +1,262 @@
+"""The training and sampling data types, under the official SDK's names, as msgspec Structs.
+
+Prompts (``ModelInput``, ``EncodedTextChunk``), sampling (``SamplingParams``,
+``SampleResponse``, ``SampledSequence``) live in ``resources.types`` (the REST
+surface uses them too); this module adds what ``TrainingClient`` sends and gets:
+``TensorData``, ``Datum``, ``AdamParams``, ``ForwardBackwardOutput`` and the small
+responses. Code written for the official SDK builds them the same way
+(``Datum(model_input=..., loss_fn_inputs={"target_tokens": [...], ...})``).
+
+numpy is optional: ``TensorData.from_numpy`` / ``to_numpy`` import it when called,
+and ``Datum`` accepts numpy arrays in ``loss_fn_inputs`` when it is installed.
+Tensors keep plain lists, so the types never need numpy to exist.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import msgspec
+
+from .resources.types import ModelInput
+
+__all__ = [
+    "AdamParams",
+    "ClientConfigResponse",
+    "CreateSamplingSessionResponse",
+    "Datum",
+    "ForwardBackwardOutput",
+    "GetInfoResponse",
+    "LoadWeightsResponse",
+    "LossFnOutput",
+    "LossFnType",
+    "ModelData",
+    "OptimStepResponse",
+    "SaveWeightsForSamplerResponse",
+    "SaveWeightsForSamplerResponseInternal",
+    "SaveWeightsResponse",
+    "TensorData",
+    "TensorDtype",
+]
+
+TensorDtype = Literal["float32", "int64"]
+LossFnType = Literal[
+    "cross_entropy", "importance_sampling", "ppo", "cispo", "dro", "gspo", "stable_reinforce", "custom"
+]
+
+# The dtype each well-known loss input gets from a plain list (the SDK's table).
+KEY_DTYPES: dict[str, TensorDtype] = {
+    "target_tokens": "int64",
+    "weights": "float32",
+    "advantages": "float32",
+    "logprobs": "float32",
+    "clip_low_threshold": "float32",
+    "clip_high_threshold": "float32",
+    "sequence_ratio_mask": "float32",
+}
+
+
+class TensorData(msgspec.Struct):
+    """A flat tensor: ``data`` (row-major), ``dtype`` (float32 or int64), ``shape``.
+
+    With ``sparse_crow_indices`` / ``sparse_col_indices`` it is a sparse CSR
+    matrix: ``data`` holds only the listed values and ``shape`` the dense shape.
+    """
+
+    data: Sequence[float]
+    dtype: TensorDtype
+    shape: list[int] | None = None
+    sparse_crow_indices: list[int] | None = None
+    sparse_col_indices: list[int] | None = None
+
+    @classmethod
+    def from_numpy(cls, array: Any) -> TensorData:
+        """A tensor of a numpy array (floats become float32, integers int64)."""
+        kind = array.dtype.kind
+        if kind == "f":
+            dtype: TensorDtype = "float32"
+        elif kind in "iu":
+            dtype = "int64"
+        else:
+            raise ValueError(f"Unsupported numpy dtype for TensorData: {array.dtype}")
+        return cls(array.ravel().tolist(), dtype, list(array.shape))
+
+    def to_numpy(self) -> Any:
+        """The tensor as a numpy array of its shape (needs numpy; sparse tensors are densified with 0)."""
+        import numpy as np
+
+        np_dtype = np.float32 if self.dtype == "float32" else np.int64
+        if self.sparse_crow_indices is not None:
+            if self.sparse_col_indices is None or self.shape is None:
+                raise ValueError("a sparse CSR tensor needs sparse_col_indices and a shape")
+            dense = np.zeros(self.shape, dtype=np_dtype)
+            crow, col = self.sparse_crow_indices, self.sparse_col_indices
+            for row in range(len(crow) - 1):
+                for at in range(crow[row], crow[row + 1]):
+                    dense[row, col[at]] = self.data[at]
+            return dense
+        array = np.asarray(self.data, dtype=np_dtype)
+        return array.reshape(self.shape) if self.shape is not None else array
+
+    def tolist(self) -> list[Any]:
+        """The tensor as nested lists of its shape (sparse tensors densified with 0)."""
+        if self.sparse_crow_indices is not None:
+            return list(self.to_numpy().tolist())
+        flat = list(self.data)
+        shape = self.shape if self.shape is not None else [len(flat)]
+        if not shape:
+            return flat
+        return _nest(flat, shape)
+
+
+def _nest(flat: list[Any], shape: list[int]) -> list[Any]:
+    if len(shape) == 1:
+        return flat
+    step = len(flat) // shape[0] if shape[0] else 0
+    return [_nest(flat[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
+
+
+def as_tensor(key: str, value: Any) -> TensorData:
+    """A loss input as a ``TensorData``: kept as is, from a numpy array, or from a (nested) list."""
+    if isinstance(value, TensorData):
+        return value
+    if "numpy" in sys.modules and isinstance(value, sys.modules["numpy"].ndarray):
+        return TensorData.from_numpy(value)
+    if isinstance(value, (list, tuple)):
+        dtype = KEY_DTYPES.get(key)
+        shape = [len(value)]
+        flat: list[Any] = list(value)
+        if flat and isinstance(flat[0], (list, tuple)):
+            width = len(flat[0])
+            if any(not isinstance(row, (list, tuple)) or len(row) != width for row in flat):
+                raise ValueError(
+                    f"{key} must be a rectangular numeric array; ragged nested lists are not supported"
+                )
+            shape = [len(flat), width]
+            flat = [x for row in flat for x in row]
+        if dtype is None:
+            dtype = "float32" if any(isinstance(x, float) for x in flat) else "int64"
+        return TensorData(flat, dtype, shape)
+    raise TypeError(f"Unsupported loss_fn_inputs value for {key!r}: {type(value).__name__}")
+
+
+class Datum(msgspec.Struct):
+    """One training example: the model input and the loss function's inputs by name.
+
+    ``loss_fn_inputs`` values may be ``TensorData``, lists (the dtype from the
+    key: ``target_tokens`` int64, ``weights``/``advantages``/``logprobs`` float32)
+    or numpy arrays; they are converted to ``TensorData`` on construction.
+    """
+
+    model_input: ModelInput
+    loss_fn_inputs: dict[str, TensorData] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        inputs: Mapping[str, Any] = self.loss_fn_inputs
+        if any(not isinstance(v, TensorData) for v in inputs.values()):
+            self.loss_fn_inputs = {k: as_tensor(k, v) for k, v in inputs.items()}
+
+
+LossFnOutput = dict[str, TensorData]
+
+
+class ForwardBackwardOutput(msgspec.Struct):
+    """The result of ``forward`` / ``forward_backward``: per-datum outputs and metrics.
+
+    ``metrics`` keys are ``name:reduction`` (``loss:sum``, ...); a call split into
+    chunks has them merged with that reduction.
+    """
+
+    loss_fn_output_type: str
+    loss_fn_outputs: list[LossFnOutput]
+    metrics: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+class AdamParams(msgspec.Struct):
+    """Adam (AdamW) step parameters; the SDK's defaults (no weight decay by default)."""
+
+    learning_rate: float = 0.0001
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-12
+    weight_decay: float = 0.0
+    grad_clip_norm: float = 0.0
+
+
+class OptimStepResponse(msgspec.Struct):
+    """The result of ``optim_step``."""
+
+    metrics: dict[str, float] | None = None
+
+
+class SaveWeightsResponse(msgspec.Struct):
+    """The result of ``save_state``: the checkpoint's ``tinker://`` path."""
+
+    path: str
+    type: str | None = None
+
+
+class SaveWeightsForSamplerResponse(msgspec.Struct):
+    """The result of ``save_weights_for_sampler``: the sampler checkpoint's path."""
+
+    path: str
+    type: str | None = None
+
+
+class SaveWeightsForSamplerResponseInternal(msgspec.Struct):
+    """``save_weights_for_sampler`` as the server answers it (a path, or an ephemeral sampling session)."""
+
+    path: str | None = None
+    sampling_session_id: str | None = None
+    type: str | None = None
+
+
+class LoadWeightsResponse(msgspec.Struct):
+    """The result of ``load_state`` and of creating a training client from a checkpoint."""
+
+    path: str | None = None
+    model_id: str | None = None
+    type: str | None = None
+
+
+class ModelData(msgspec.Struct):
+    """What a training model is (``GetInfoResponse.model_data``)."""
+
+    arch: str | None = None
+    model_name: str | None = None
+    tokenizer_id: str | None = None
+
+
+class GetInfoResponse(msgspec.Struct):
+    """``TrainingClient.get_info()``: fetched once, when the client is created."""
+
+    model_data: ModelData
+    model_id: str
+    optimizer_config: dict[str, Any] | None = None
+    is_lora: bool | None = None
+    lora_rank: int | None = None
+    model_name: str | None = None
+    type: str | None = None
+
+
+class CreateSamplingSessionResponse(msgspec.Struct):
+    """``create_sampling_session``: the new session's id."""
+
+    sampling_session_id: str
+
+
+class ClientConfigResponse(msgspec.Struct):
+    """The server's ``client/config`` flags that steer the training engine (the SDK's defaults)."""
+
+    proto_compress_fwdbwd: bool = False
+    parallel_fwdbwd_chunks: bool = True
+    fwdbwd_max_chunk_len: int = 1024
+    fwdbwd_max_chunk_bytes_count: int = 5_000_000
+    fwdbwd_dispatch_bytes_semaphore_size: int = 50_000_000
+    sample_dispatch_bytes_semaphore_size: int = 10 * 1024 * 1024
+    inflight_response_bytes_semaphore_size: int = 50 * 1024 * 1024
+    sample_max_concurrent_requests: int = 2000
+    sample_use_retrieve_futures: bool = False
+    sample_join_sampling_session: bool = False
