@@ -39,6 +39,10 @@ from ._exceptions import (
 )
 from ._observe import ErrorInfo, EventHooks, RequestInfo, ResponseInfo, RetryInfo, StreamEndInfo
 from ._response import StreamedResponse
+from ._sampling_client import SamplingClient
+from ._service import ServiceClient
+from ._train_future import Future
+from ._training_client import TrainingClient
 from ._version import __version__
 from .resources.types import SyncedCheckpoint, SyncFailure, SyncReport
 
@@ -63,6 +67,7 @@ __all__ = [
     "ErrorInfo",
     "EventHooks",
     "EventStream",
+    "Future",
     "InsecureRequestWarning",
     "InternalServerError",
     "InvalidRequestError",
@@ -75,7 +80,9 @@ __all__ = [
     "ResponseInfo",
     "RetryInfo",
     "SSEDecodeError",
+    "SamplingClient",
     "ServerSentEvent",
+    "ServiceClient",
     "StreamAlreadyConsumed",
     "StreamEndInfo",
     "StreamedResponse",
@@ -85,6 +92,7 @@ __all__ = [
     "TLS",
     "Timeout",
     "TinkerError",
+    "TrainingClient",
     "UnprocessableEntityError",
     "UnsafeArchiveError",
     "__version__",

@@ -15,7 +15,8 @@ result, or an error. ``POST /retrieve_future`` on one of them:
 - plays a promise's scripted answers first, one per poll: a status (404, 408, 410,
   429, 500), or ``("stall", seconds)``: hold the poll that long and close the
   connection without an answer (the client's own poll timeout fires first: the late
-  result case, which the next poll must still get).
+  result case, which the next poll must still get), or ``("error", category)``: the
+  request failed (``{"error", "category"}``).
 
 ``POST /retrieve_futures`` is the per-sampling-session long poll: completions in
 the order they became ready, from a cursor, acknowledged by id on the next poll.
@@ -37,7 +38,7 @@ from ._validate import decode, violation
 __all__ = ["Promise", "Promises"]
 
 PROTOBUF = "application/x-protobuf"
-Scripted = int | tuple[str, float]
+Scripted = int | tuple[str, float] | tuple[str, str]
 
 
 class Promise:
@@ -177,8 +178,13 @@ class Promises:
                 return False
             promise.polls += 1
             scripted = promise.script.popleft() if promise.script else None
+        if isinstance(scripted, tuple) and scripted[0] == "error":
+            request.send_json(
+                200, {"error": f"scripted failure of {promise.request_id}", "category": scripted[1]}
+            )
+            return True
         if isinstance(scripted, tuple):
-            self.state.wait(scripted[1])
+            self.state.wait(float(scripted[1]))
             request.emit([ABORT], "length")  # no answer at all: the connection is reset
             return True
         if scripted is not None:

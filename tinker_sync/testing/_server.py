@@ -549,6 +549,8 @@ def _api(server: MockTinkerServer, exchange: Request) -> None:
         return server.training.route(exchange, parts)
     if parts == ["load_weights"] and method == "POST" and server.training.load_weights(exchange):
         return None
+    if parts == ["save_weights_external"] and method == "POST":
+        server.training.note_seq(exchange)
     if parts == ["checkpoints"] or head == "training_runs":
         return server._registry.route(exchange, parts)
     if head in Sessions.ROUTES:

@@ -359,11 +359,16 @@ class Training:
         body = decode(request, LoadWeightsRequest)
         with self.lock:
             steps = self.saved.get(body.path)
-        if body.model_id is None:
+        if (
+            body.model_id is None
+            or body.seq_id is None
+            or body.session_id is not None
+            or body.model_seq_id is not None
+        ):
             if body.session_id is not None and body.model_seq_id is not None and steps is not None:
                 with self.lock:
                     self.models[f"{body.session_id}:train:{body.model_seq_id}"].steps = steps
-            return False
+            return False  # not load_state: the sessions routes answer (and validate) it
         if self.registry.find(body.path) is None:
             raise HTTPError(404, f"checkpoint {body.path} not found", "not_found")
         model = self._model(body.model_id)
@@ -372,12 +377,21 @@ class Training:
 
         def process() -> None:
             model.steps = steps or 0
+            with self.sessions.lock:  # what an export of this model then serves
+                self.sessions.models[model_id].loaded_path = body.path
             result = {"path": body.path, "model_id": model_id, "type": "load_weights"}
             self.promises.resolve(promise, json=result, delay=self.delays["LoadWeights"])
 
         self._ordered(model_id, body.seq_id, process)
         self._answer(request, promise, model_id)
         return True
+
+    def note_seq(self, request: Request) -> None:
+        """A training request another module answers (``save_weights_external``) still takes its seq_id turn."""
+        body = request.json_body()
+        model_id, seq_id = body.get("model_id"), body.get("seq_id")
+        if isinstance(model_id, str) and isinstance(seq_id, int):
+            self._ordered(model_id, seq_id, lambda: None)
 
     def _base_model(self, model_id: str) -> str:
         with self.sessions.lock:
@@ -436,9 +450,9 @@ class Training:
         body = decode(request, SampleRequest)
         if body.sampling_session_id is None:
             return self.sampler.route(request)
-        sampler = self._sampler(body.sampling_session_id)
         if body.seq_id is None:
             raise violation(422, "asample with sampling_session_id needs seq_id", "validation_error")
+        sampler = self._sampler(body.sampling_session_id)
         if request.headers.get("x-tinker-sampling-backpressure") == "1":
             with self.lock:
                 refuse = self.sample_429s > 0

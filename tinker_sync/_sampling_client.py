@@ -1,0 +1,179 @@
+"""``SamplingClient``: sampling and prompt logprobs on one sampling session, and ``sample_many``.
+
+Each ``sample`` is one ``POST /asample`` (``X-Tinker-Sampling-Backpressure: 1``; a
+429 is waited out and sent again by the client's retries) answered by a future
+whose result is a protobuf ``SampleResponse``; the promise must carry one
+``sample_sequence_ids`` entry per sample, stamped on the sequences. A promise the
+server has dropped (410) is sent again as a new request, into the same future.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import threading
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ._proto import decode_sample_response
+from ._train_future import Future, post_future, proto_result, resolve
+from .resources.types import FutureHandle, ModelInput, SampleResponse, SamplingParams
+
+if TYPE_CHECKING:
+    from ._service import ServiceClient
+
+__all__ = ["DEFAULT_WINDOW", "SamplingClient"]
+
+DEFAULT_WINDOW = 64  # sample_many: how many samples are in flight at most
+_SAMPLE = proto_result(decode_sample_response, "SampleResponse")
+
+
+def _params(params: SamplingParams) -> dict[str, Any]:
+    """The SDK's JSON: every default sent, every None left out."""
+    body: dict[str, Any] = {}
+    for key in ("max_tokens", "seed", "stop"):
+        value = getattr(params, key)
+        if value is not None:
+            body[key] = value
+    body.update(temperature=float(params.temperature), top_k=params.top_k, top_p=float(params.top_p))
+    return body
+
+
+class SamplingClient:
+    """Samples from one sampling session (a base model, or saved sampler weights).
+
+    Made by ``ServiceClient.create_sampling_client`` or
+    ``TrainingClient.save_weights_and_get_sampling_client``. Thread-safe.
+    """
+
+    def __init__(
+        self, service: ServiceClient, sampling_session_id: str, base_model: str, model_path: str | None
+    ) -> None:
+        self.service = service
+        self.sampling_session_id = sampling_session_id
+        self.base_model = base_model
+        self.model_path = model_path
+        self._seq = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<tinker_sync.SamplingClient sampling_session_id={self.sampling_session_id!r}>"
+
+    def get_base_model(self) -> str:
+        """The base model's name."""
+        return self.base_model
+
+    def sample(
+        self,
+        prompt: ModelInput,
+        num_samples: int,
+        sampling_params: SamplingParams,
+        include_prompt_logprobs: bool = False,
+        topk_prompt_logprobs: int = 0,
+        topk_sample_logprobs: int = 0,
+        prompt_logprobs_last_n: int | None = None,
+    ) -> Future[SampleResponse]:
+        """Sample ``num_samples`` sequences; the sequences carry their ``sequence_id``."""
+        body: dict[str, Any] = {
+            "num_samples": num_samples,
+            "prompt": {"chunks": [{"tokens": list(c.tokens), "type": "encoded_text"} for c in prompt.chunks]},
+            "sampling_params": _params(sampling_params),
+            "sampling_session_id": self.sampling_session_id,
+            "prompt_logprobs": include_prompt_logprobs,
+            "topk_prompt_logprobs": topk_prompt_logprobs,
+            "topk_sample_logprobs": topk_sample_logprobs,
+            "prompt_alt_tokens_k": 0,
+            "type": "sample",
+        }
+        if prompt_logprobs_last_n is not None:
+            body["prompt_logprobs_last_n"] = prompt_logprobs_last_n
+        future: Future[SampleResponse] = Future()
+        ids: list[str] = []
+        engine = self.service._engine
+
+        def decode(raw: bytes, protobuf: bool) -> SampleResponse:
+            result = _SAMPLE(raw, protobuf)
+            for sequence, sequence_id in zip(result.sequences, ids, strict=False):
+                sequence.sequence_id = sequence_id
+            return result
+
+        def check(handle: FutureHandle) -> None:
+            sequence_ids = handle.sample_sequence_ids or []
+            if len(sequence_ids) != num_samples:
+                raise ValueError(
+                    f"asample answered {len(sequence_ids)} sample_sequence_ids for {num_samples} samples"
+                )
+            ids[:] = sequence_ids
+
+        def send(track: bool = True) -> str:
+            with self._lock:
+                seq = next(self._seq)
+            handle = post_future(
+                engine,
+                future,
+                "/api/v1/asample",
+                "Sample",
+                decode,
+                json={**body, "seq_id": seq},
+                headers={"X-Tinker-Sampling-Backpressure": "1"},
+                protobuf=True,
+                resend=lambda: send(False),
+                track=track,
+                on_handle=check,
+            )
+            return handle.request_id
+
+        def start() -> None:
+            try:
+                send()
+            except BaseException as error:
+                resolve(future, error=error)
+
+        engine.submit(start)
+        return future
+
+    def compute_logprobs(self, prompt: ModelInput) -> Future[list[float | None]]:
+        """The logprob of each prompt token (None for the first): a one-token sample with prompt logprobs."""
+        sampled = self.sample(prompt, 1, SamplingParams(max_tokens=1), include_prompt_logprobs=True)
+        result: Future[list[float | None]] = Future()
+        result._follow(sampled)
+
+        def done(f: Any) -> None:
+            if f.cancelled():
+                return
+            error = f.exception()
+            if error is not None:
+                resolve(result, error=error)
+            else:
+                resolve(result, list(f.result().prompt_logprobs or []))
+
+        sampled.add_done_callback(done)
+        return result
+
+    def sample_many(
+        self,
+        prompts: Iterable[ModelInput],
+        num_samples: int,
+        sampling_params: SamplingParams,
+        *,
+        window: int = DEFAULT_WINDOW,
+        **options: Any,
+    ) -> Iterator[SampleResponse]:
+        """Sample every prompt of ``prompts`` (any iterable, read lazily); yield the results in order.
+
+        At most ``window`` samples are in flight, so memory stays constant however
+        many prompts there are. Leaving the loop early cancels what is not done.
+        """
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        in_flight: collections.deque[Future[SampleResponse]] = collections.deque()
+        try:
+            for prompt in prompts:
+                if len(in_flight) >= window:
+                    yield in_flight.popleft().result()
+                in_flight.append(self.sample(prompt, num_samples, sampling_params, **options))
+            while in_flight:
+                yield in_flight.popleft().result()
+        finally:
+            for left in in_flight:
+                left.cancel()

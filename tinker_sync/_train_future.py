@@ -1,0 +1,388 @@
+"""The training engine's futures: ``Future[T]``, and the few threads that resolve them (no asyncio).
+
+One ``Engine`` per ``ServiceClient`` holds a bounded submit pool (the POSTs that
+create futures) and a fixed set of poll threads sharing one schedule of pending
+futures: never a thread or an open poll per future. Each poll is one
+``POST /retrieve_future`` (``max_retries=0``, held by the server until the result is
+ready or its hold ends), and every answer is handled as the official SDK does:
+
+- a protobuf body is the result; a JSON body is the result, or
+  ``{"type": "try_again", "queue_state"}`` (polled again at once; a new queue state
+  goes to the log and to ``on_queue_state``), or ``{"status": "complete_metadata"}``
+  (polled again for the payload), or ``{"error", "category"}`` (``RequestFailedError``);
+- 408 and 5xx: polled again at once; 429, a bare 400 (3 tries), 402 and connection
+  errors: backed off ``min(2**n, 30)`` s; 410: the request is sent again when it can
+  be (a sample), else it fails;
+- our own poll timing out while the server holds the result is not a loss: the
+  future is polled again at once, and a 404 then is retried within the budget
+  (``NOT_FOUND_RETRIES``), never fatal at once (the SkyRL#2162 case).
+
+No silent hang: every future has a deadline (``result_timeout``, by default
+``DEFAULT_RESULT_TIMEOUT`` seconds from submission) after which it fails with
+``APITimeoutError`` naming the request id, the time waited, the polls and the last
+queue state; ``Future.result(timeout)`` says the same when the caller's own timeout
+ends first.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Generic
+
+import msgspec
+
+from ._base_client import BaseClient
+from ._exceptions import (
+    APIConnectionError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    RequestFailedError,
+)
+from ._typing import T
+from .resources.types import FutureHandle
+
+__all__ = [
+    "DEFAULT_RESULT_TIMEOUT",
+    "Engine",
+    "Future",
+    "Pending",
+    "QueueStateCallback",
+    "json_result",
+    "post_future",
+    "proto_result",
+]
+
+log = logging.getLogger("tinker_sync")
+
+DEFAULT_RESULT_TIMEOUT = 3600.0  # seconds from submission to result, for any future
+DEFAULT_POLL_TIMEOUT = 45.0  # one retrieve_future poll's read timeout (the server holds ~30 s at most)
+NOT_FOUND_RETRIES = 8
+BAD_REQUEST_RETRIES = 3
+PROTOBUF = "application/x-protobuf"
+QueueStateCallback = Callable[[str, str, "str | None"], None]
+
+
+class Future(concurrent.futures.Future[T], Generic[T]):
+    """The result of a training or sampling call: a ``concurrent.futures.Future``.
+
+    ``concurrent.futures.wait`` and ``as_completed`` work on it as they are.
+    ``request_id`` is the server's id once the request is accepted;
+    ``queue_state`` the last queue state the server reported (``active``,
+    ``paused_capacity``, ``paused_rate_limit``), or None.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.request_id: str | None = None
+        self.queue_state: str | None = None
+        self._submitted = time.monotonic()
+        self._polls = 0
+        self._followers: list[Future[Any]] = []  # futures made from this one: they show its queue state
+
+    def _follow(self, source: Future[Any]) -> None:
+        """Show ``source``'s request id, queue state and polls (a merged or stamped result)."""
+        source._followers.append(self)
+
+    def describe(self) -> str:
+        """One line: the request id, time waited, polls, last queue state (what a timeout says)."""
+        waited = time.monotonic() - self._submitted
+        return (
+            f"request {self.request_id or '(not yet accepted)'}: no result after {waited:.1f} s, "
+            f"{self._polls} polls, last queue state {self.queue_state or 'unknown'}"
+        )
+
+    def result(self, timeout: float | None = None) -> T:
+        """The result, waiting at most ``timeout`` seconds (None: up to the future's own deadline)."""
+        try:
+            return super().result(timeout)
+        except TimeoutError:
+            if self.done():
+                raise
+            raise TimeoutError(self.describe()) from None
+
+
+def resolve(
+    future: concurrent.futures.Future[Any], value: Any = None, error: BaseException | None = None
+) -> None:
+    """Settle ``future`` unless it is already done (cancelled by its owner, say)."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+    except concurrent.futures.InvalidStateError:
+        pass
+
+
+class Pending:
+    """One future being polled: what to ask for, how to decode it, how to re-send it."""
+
+    def __init__(
+        self,
+        future: Future[Any],
+        request_type: str,
+        decode: Callable[[bytes, bool], Any],
+        *,
+        protobuf: bool = False,
+        resend: Callable[[], str] | None = None,
+        deadline: float,
+    ) -> None:
+        self.future, self.request_type, self.decode = future, request_type, decode
+        self.protobuf, self.resend, self.deadline = protobuf, resend, deadline
+        self.metadata_only = True
+        self.failures = 0
+        self.not_found = 0
+        self.bad_requests = 0
+
+
+def _status(error: APIStatusError) -> int:
+    return int(error.status_code)
+
+
+class Engine:
+    """The threads of one ``ServiceClient``: a bounded submit pool and ``poll_workers`` pollers."""
+
+    def __init__(
+        self,
+        client: BaseClient,
+        *,
+        submit_workers: int = 8,
+        poll_workers: int = 8,
+        result_timeout: float = DEFAULT_RESULT_TIMEOUT,
+        poll_timeout: float = DEFAULT_POLL_TIMEOUT,
+        on_queue_state: QueueStateCallback | None = None,
+    ) -> None:
+        self.client = client
+        self.result_timeout = result_timeout
+        self.poll_timeout = poll_timeout
+        self.on_queue_state = on_queue_state
+        self.pool = concurrent.futures.ThreadPoolExecutor(
+            submit_workers, thread_name_prefix="tinker-sync-submit"
+        )
+        self._cond = threading.Condition()
+        self._ready: list[tuple[float, int, Pending]] = []  # a heap by due time
+        self._order = itertools.count()
+        self._closed = False
+        self._pollers = [
+            threading.Thread(target=self._poll_loop, name=f"tinker-sync-poll-{i}", daemon=True)
+            for i in range(poll_workers)
+        ]
+        for thread in self._pollers:
+            thread.start()
+
+    # -- submitting ---------------------------------------------------------------------------------
+
+    def submit(self, fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
+        """Run ``fn`` on the submit pool."""
+        return self.pool.submit(fn)
+
+    def track(self, pending: Pending) -> None:
+        """Start polling a future whose request was accepted (``future.request_id`` is set)."""
+        self._schedule(pending, 0.0)
+
+    def _schedule(self, pending: Pending, delay: float) -> None:
+        with self._cond:
+            if self._closed:
+                resolve(pending.future, error=RuntimeError("the ServiceClient is closed"))
+                return
+            heapq.heappush(self._ready, (time.monotonic() + delay, next(self._order), pending))
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Fail what is still pending, stop the pollers and the pool, join every thread."""
+        with self._cond:
+            self._closed = True
+            left = [item[2] for item in self._ready]
+            self._ready.clear()
+            self._cond.notify_all()
+        for pending in left:
+            resolve(
+                pending.future, error=RuntimeError("the ServiceClient was closed before this result arrived")
+            )
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        for thread in self._pollers:
+            thread.join()
+
+    # -- polling ------------------------------------------------------------------------------------
+
+    def _next(self) -> Pending | None:
+        with self._cond:
+            while True:
+                if self._closed:
+                    return None
+                if self._ready:
+                    due = self._ready[0][0] - time.monotonic()
+                    if due <= 0:
+                        return heapq.heappop(self._ready)[2]
+                    self._cond.wait(due)
+                else:
+                    self._cond.wait()
+
+    def _poll_loop(self) -> None:
+        while (pending := self._next()) is not None:
+            if pending.future.done():  # cancelled by its owner
+                continue
+            try:
+                delay = self._poll(pending)
+            except BaseException as error:  # a decode failure, a bug: the future says so, the poller lives
+                resolve(pending.future, error=error)
+                continue
+            if delay is None:
+                continue
+            if time.monotonic() + delay > pending.deadline:
+                resolve(pending.future, error=APITimeoutError(pending.future.describe(), cause="timeout"))
+                continue
+            self._schedule(pending, delay)
+
+    def _queue_state(self, future: Future[Any], body: dict[str, Any]) -> None:
+        state = body.get("queue_state")
+        if not isinstance(state, str) or state == future.queue_state:
+            return
+        for shown in (future, *future._followers):
+            shown.queue_state = state
+        reason = body.get("queue_state_reason")
+        log.info("Request %s queue state: %s%s", future.request_id, state, f" ({reason})" if reason else "")
+        if self.on_queue_state is not None:
+            try:
+                self.on_queue_state(str(future.request_id), state, reason)
+            except Exception:
+                log.exception("on_queue_state callback failed")
+
+    def _poll(self, pending: Pending) -> float | None:
+        """One poll: None when the future is settled, else the delay before the next poll."""
+        future = pending.future
+        future._polls += 1
+        for shown in future._followers:
+            shown._polls, shown.request_id = future._polls, future.request_id
+        headers = {
+            "X-Tinker-Request-Iteration": str(future._polls - 1),
+            "X-Tinker-Request-Type": pending.request_type,
+            "Accept": PROTOBUF if pending.protobuf else "application/json",
+        }
+        body = {"request_id": future.request_id, "allow_metadata_only": pending.metadata_only}
+        try:
+            with self.client.stream(
+                "POST",
+                "/api/v1/retrieve_future",
+                json=body,
+                headers=headers,
+                timeout=self.poll_timeout,
+                max_retries=0,
+            ) as response:
+                raw = response.read()
+                content_type = response.headers.get("content-type", "")
+        except APIStatusError as error:
+            return self._status(pending, error)
+        except APITimeoutError:
+            return 0.0  # our poll ended while the server held it: ask again at once, the result is not lost
+        except APIConnectionError:
+            pending.failures += 1
+            return min(2.0**pending.failures, 30.0)
+        pending.failures = pending.not_found = 0
+        if PROTOBUF in content_type:
+            resolve(future, pending.decode(raw, True))
+            return None
+        answer = msgspec.json.decode(raw) if raw else None
+        if isinstance(answer, dict):
+            if answer.get("type") == "try_again":
+                self._queue_state(future, answer)
+                return 0.0
+            if answer.get("status") == "complete_metadata":
+                pending.metadata_only = False
+                return 0.0
+            if "error" in answer and "category" in answer:
+                message = str(answer.get("error"))
+                resolve(
+                    future, error=RequestFailedError(message, str(future.request_id), str(answer["category"]))
+                )
+                return None
+        resolve(future, pending.decode(raw, False))
+        return None
+
+    def _status(self, pending: Pending, error: APIStatusError) -> float | None:
+        status = _status(error)
+        future = pending.future
+        if status == 408 or status >= 500:
+            if isinstance(error.body, dict):
+                self._queue_state(future, error.body)
+            return 0.0
+        if status in (429, 402):
+            pending.failures += 1
+            return min(2.0**pending.failures, 30.0) if status == 429 else 5.0
+        if status == 404 and pending.not_found < NOT_FOUND_RETRIES:
+            pending.not_found += 1  # a late result may not be registered yet: retried, never lost at once
+            return min(0.25 * 2.0**pending.not_found, 5.0)
+        if status == 400 and pending.bad_requests < BAD_REQUEST_RETRIES - 1:
+            pending.bad_requests += 1
+            return min(2.0**pending.bad_requests, 30.0)
+        if status == 410 and pending.resend is not None:
+            future.request_id = pending.resend()  # the promise is gone: the request is sent again
+            pending.metadata_only = True
+            return 0.0
+        resolve(future, error=error)
+        return None
+
+
+def json_result(cast_to: type[T]) -> Callable[[bytes, bool], T]:
+    """A decoder of a JSON-only result into ``cast_to``."""
+    decoder: msgspec.json.Decoder[T] = msgspec.json.Decoder(cast_to)
+
+    def decode(raw: bytes, protobuf: bool) -> T:
+        if protobuf:
+            raise APIResponseValidationError(f"a protobuf body for {cast_to.__name__}, which is JSON only")
+        try:
+            return decoder.decode(raw)
+        except msgspec.DecodeError as error:
+            raise APIResponseValidationError(f"{cast_to.__name__}: {error}") from None
+
+    return decode
+
+
+def proto_result(decode_proto: Callable[[bytes], T], name: str) -> Callable[[bytes, bool], T]:
+    """A decoder of a protobuf-only result (``ForwardBackwardOutput``, ``SampleResponse``)."""
+
+    def decode(raw: bytes, protobuf: bool) -> T:
+        if not protobuf:
+            raise APIResponseValidationError(f"a JSON body for {name}, which the API sends as protobuf only")
+        return decode_proto(raw)
+
+    return decode
+
+
+def post_future(
+    engine: Engine,
+    future: Future[Any],
+    path: str,
+    request_type: str,
+    decode: Callable[[bytes, bool], Any],
+    *,
+    json: Any = None,
+    content: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    protobuf: bool = False,
+    resend: Callable[[], str] | None = None,
+    track: bool = True,
+    on_handle: Callable[[FutureHandle], None] | None = None,
+) -> FutureHandle:
+    """POST a request that answers a future handle, then poll it into ``future`` (unless not ``track``:
+    a request sent again, whose poller goes on with the new id)."""
+    handle = engine.client.request(
+        "POST", path, json=json, content=content, headers=headers, cast_to=FutureHandle
+    )
+    future.request_id = handle.request_id
+    for shown in future._followers:
+        shown.request_id = handle.request_id
+    if on_handle is not None:
+        on_handle(handle)
+    if not track:
+        return handle
+    deadline = future._submitted + engine.result_timeout
+    engine.track(Pending(future, request_type, decode, protobuf=protobuf, resend=resend, deadline=deadline))
+    return handle
