@@ -13,19 +13,22 @@ import collections
 import itertools
 import threading
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ._proto import decode_sample_response
-from ._train_future import Future, post_future, proto_result, resolve
+from ._train_future import Engine, Future, post_future, proto_result, resolve
 from .resources.types import FutureHandle, ModelInput, SampleResponse, SamplingParams
-
-if TYPE_CHECKING:
-    from ._service import ServiceClient
 
 __all__ = ["DEFAULT_WINDOW", "SamplingClient"]
 
 DEFAULT_WINDOW = 64  # sample_many: how many samples are in flight at most
 _SAMPLE = proto_result(decode_sample_response, "SampleResponse")
+
+
+class Session(Protocol):
+    """What a sampling client uses of its ``ServiceClient``: the engine."""
+
+    _engine: Engine
 
 
 def _params(params: SamplingParams) -> dict[str, Any]:
@@ -47,7 +50,7 @@ class SamplingClient:
     """
 
     def __init__(
-        self, service: ServiceClient, sampling_session_id: str, base_model: str, model_path: str | None
+        self, service: Session, sampling_session_id: str, base_model: str, model_path: str | None
     ) -> None:
         self.service = service
         self.sampling_session_id = sampling_session_id

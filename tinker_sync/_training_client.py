@@ -24,12 +24,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 
 from ._proto import decode_forward_backward_output, encode_forward_backward_request, estimate_datum_bytes
-from ._train_future import Future, json_result, post_future, proto_result, resolve
+from ._sampling_client import SamplingClient
+from ._train_future import Engine, Future, json_result, post_future, proto_result, resolve
 from ._train_types import (
     AdamParams,
     ClientConfigResponse,
@@ -44,16 +45,27 @@ from ._train_types import (
 )
 from .resources.types import SaveWeightsExternalResponse
 
-if TYPE_CHECKING:
-    from ._sampling_client import SamplingClient
-    from ._service import ServiceClient
-
 __all__ = ["TrainingClient", "merge_outputs"]
 
 log = logging.getLogger("tinker_sync")
 FIRST_CHUNK_GRACE = 1.0  # how long the first chunk waits for the others' answers before it goes anyway
 POISONED = "A previous request failed; this TrainingClient is poisoned and cannot accept further requests."
 _FWDBWD = proto_result(decode_forward_backward_output, "ForwardBackwardOutput")
+
+
+class Session(Protocol):
+    """What a training client uses of its ``ServiceClient``."""
+
+    _engine: Engine
+    _config: ClientConfigResponse
+
+    def _compress(self, body: bytes) -> bytes: ...
+
+    def _next_sampling_seq(self) -> int: ...
+
+    def create_sampling_client(
+        self, model_path: str | None = None, base_model: str | None = None
+    ) -> Future[SamplingClient]: ...
 
 
 def _reduce(reduction: str, values: list[float], weights: list[int]) -> float | None:
@@ -134,7 +146,7 @@ class TrainingClient:
     """
 
     def __init__(
-        self, service: ServiceClient, model_id: str, model_seq_id: int, info: GetInfoResponse
+        self, service: Session, model_id: str, model_seq_id: int, info: GetInfoResponse
     ) -> None:
         self.service = service
         self.model_id = model_id
@@ -439,7 +451,7 @@ class TrainingClient:
             if not session:
                 resolve(client, error=ValueError("save_weights_for_sampler answered no sampling_session_id"))
                 return
-            resolve(client, service._sampling_client(session, self.get_base_model(), None))
+            resolve(client, SamplingClient(service, session, self.get_base_model(), None))
 
         saved.add_done_callback(done)
         return client

@@ -1,0 +1,219 @@
+"""Training and sampling, tinker_sync beside the official SDK on one mock: ``python bench/training.py``.
+
+Scenarios (each client a fresh subprocess; the mock in its own process):
+- ``burst``: N in-flight ``sample()`` futures with a D s server delay: seconds to all results, RSS
+  above the post-setup level (VmHWM - VmRSS after setup), threads, TCP connections the mock accepted;
+- ``sequential``: ``sample().result()`` one after another with no server delay: p50 / p90 ms;
+- ``encode``: a ``forward_backward`` of 2,048 datums x 512 tokens: encode ms and bytes (the official
+  SDK's ``request_conv`` + ``SerializeToString``; tinker_sync's ``_proto``).
+
+Options: ``--official PYTHON`` (the official SDK's venv python; default ``/work/wt/_venv-official/bin/python``,
+skipped when absent), ``--n 1000``, ``--delay 2.0``, ``--sequential 100``. Prints one JSON object per client
+and a table. Timings are never asserted in tests: this is where they are measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve()
+BASE = "Qwen/Qwen3-8B"
+
+
+def _status(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+# -- the mock, driven over stdin ------------------------------------------------------------------------
+
+
+def serve() -> None:
+    sys.path.insert(0, str(HERE.parent.parent))
+    from tinker_sync.testing import MockTinkerServer
+
+    with MockTinkerServer() as server:
+        server.promises.hold = 30.0
+        print(server.url, flush=True)
+        for line in sys.stdin:
+            command, _, arg = line.strip().partition(" ")
+            if command == "delay":
+                server.training.delays["Sample"] = float(arg)
+            elif command == "clear":
+                server.clear()
+            elif command == "stats":
+                print(json.dumps({"connections": server.connections}), flush=True)
+                continue
+            elif command == "quit":
+                break
+            print("ok", flush=True)
+
+
+# -- the clients ------------------------------------------------------------------------------------------
+
+
+def client(kind: str, url: str, scenario: str, n: int) -> dict[str, Any]:
+    if kind == "official":
+        os.environ["TINKER_TELEMETRY"] = "0"
+        import tinker
+        from tinker import types
+    else:
+        sys.path.insert(0, str(HERE.parent.parent))
+        import tinker_sync as tinker  # type: ignore[no-redef]
+        from tinker_sync import types  # type: ignore[no-redef]
+
+    if scenario == "encode":
+        return encode(kind, types)
+    service = tinker.ServiceClient(base_url=url, api_key="tml-test-key")
+    sampler = service.create_sampling_client(base_model=BASE).result()
+    prompt = types.ModelInput.from_ints(list(range(32)))
+    params = types.SamplingParams(max_tokens=16, seed=1)
+    sampler.sample(prompt, 1, params).result()
+    rss0 = _status("VmRSS")
+    out: dict[str, Any] = {"client": kind, "scenario": scenario}
+    if scenario == "burst":
+        start = time.perf_counter()
+        futures = [sampler.sample(prompt, 1, params) for _ in range(n)]
+        out["submit_s"] = round(time.perf_counter() - start, 3)
+        for future in futures:
+            future.result()
+        out["all_results_s"] = round(time.perf_counter() - start, 3)
+        out["rss_above_setup_mb"] = round((_status("VmHWM") - rss0) / 2**20, 1)
+        out["threads"] = threading.active_count()
+    else:
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            sampler.sample(prompt, 1, params).result()
+            times.append((time.perf_counter() - start) * 1000)
+        times.sort()
+        out["p50_ms"] = round(statistics.median(times), 2)
+        out["p90_ms"] = round(times[int(len(times) * 0.9)], 2)
+    if kind == "official":
+        service.close("success").result()
+    else:
+        service.close()
+    return out
+
+
+def encode(kind: str, types: Any) -> dict[str, Any]:
+    data = [
+        types.Datum(
+            model_input=types.ModelInput.from_ints([(i * 7 + j) % 150_000 for j in range(512)]),
+            loss_fn_inputs={
+                "target_tokens": [(i * 7 + j + 1) % 150_000 for j in range(512)],
+                "weights": [1.0] * 512,
+            },
+        )
+        for i in range(2048)
+    ]
+    best = float("inf")
+    size = 0
+    for _ in range(3):
+        start = time.perf_counter()
+        if kind == "official":
+            from tinker.proto.request_conv import forward_backward_request_to_proto
+
+            request = types.ForwardBackwardRequest(
+                forward_backward_input=types.ForwardBackwardInput(data=data, loss_fn="cross_entropy"),
+                model_id="s:train:0",
+                seq_id=1,
+            )
+            body = forward_backward_request_to_proto(request).SerializeToString()
+        else:
+            from tinker_sync._proto import encode_forward_backward_request
+
+            body = encode_forward_backward_request("s:train:0", 1, data, "cross_entropy")
+        best = min(best, time.perf_counter() - start)
+        size = len(body)
+    return {"client": kind, "scenario": "encode", "encode_ms": round(best * 1000, 1), "bytes": size}
+
+
+# -- the driver -------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--client", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--scenario", help=argparse.SUPPRESS)
+    parser.add_argument("--official", default="/work/wt/_venv-official/bin/python")
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--delay", type=float, default=2.0)
+    parser.add_argument("--sequential", type=int, default=100)
+    args = parser.parse_args()
+    if args.serve:
+        return serve()
+    if args.client:
+        print(json.dumps(client(args.client, args.url, args.scenario, args.n)))
+        return None
+
+    mock = subprocess.Popen(
+        [sys.executable, str(HERE), "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert mock.stdin is not None and mock.stdout is not None
+    url = mock.stdout.readline().strip()
+
+    def tell(command: str) -> str:
+        assert mock.stdin is not None and mock.stdout is not None
+        mock.stdin.write(command + "\n")
+        mock.stdin.flush()
+        return mock.stdout.readline().strip()
+
+    pythons = {"tinker_sync": sys.executable}
+    if Path(args.official).exists():
+        pythons["official"] = args.official
+    results = []
+    try:
+        for kind, python in pythons.items():
+            for scenario, n, delay in (
+                ("burst", args.n, args.delay),
+                ("sequential", args.sequential, 0.0),
+                ("encode", 0, 0.0),
+            ):
+                tell(f"delay {delay}")
+                tell("clear")
+                run = [
+                    python,
+                    str(HERE),
+                    "--client",
+                    kind,
+                    "--url",
+                    url,
+                    "--scenario",
+                    scenario,
+                    "--n",
+                    str(n),
+                ]
+                done = subprocess.run(run, capture_output=True, text=True, timeout=900)
+                if done.returncode != 0:
+                    print(f"{kind} {scenario} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+                    continue
+                result = json.loads(done.stdout.strip().splitlines()[-1])
+                if scenario == "burst":
+                    result["tcp_connections"] = json.loads(tell("stats"))["connections"]
+                    result["n"], result["delay_s"] = n, delay
+                print(json.dumps(result), flush=True)
+                results.append(result)
+    finally:
+        tell("quit")
+        mock.wait(30)
+    for result in results:
+        figures = ", ".join(f"{k}={v}" for k, v in result.items() if k not in ("client", "scenario"))
+        print(f"{result['client']:12} {result['scenario']:11} {figures}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""The official SDK (tinker 0.38, in its own venv) runs its training loop against the mock, unmodified.
+
+Skipped when that venv is absent (``TINKER_OFFICIAL_PYTHON`` names its python, by default
+``/work/wt/_venv-official/bin/python``). Besides the loop's own results, the ``forward`` body the
+SDK sent is compared byte for byte with tinker_sync's encoding of the same request, and the
+tinker_sync clients are checked to get the same losses and samples from the same mock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tinker_sync import ServiceClient, types
+from tinker_sync._proto import encode_forward_backward_request
+from tinker_sync.testing import MockTinkerServer
+
+OFFICIAL = Path(os.environ.get("TINKER_OFFICIAL_PYTHON", "/work/wt/_venv-official/bin/python"))
+DRIVER = Path(__file__).with_name("_official_training_driver.py")
+
+pytestmark = pytest.mark.skipif(not OFFICIAL.exists(), reason=f"no official SDK venv at {OFFICIAL}")
+
+
+def test_the_official_training_loop_runs_on_the_mock_and_matches_ours() -> None:
+    with MockTinkerServer() as server:
+        env = {**os.environ, "TINKER_TELEMETRY": "0"}
+        env.pop("TINKER_API_KEY", None)
+        result = subprocess.run(
+            [str(OFFICIAL), str(DRIVER), server.url, server.api_key],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        assert result.returncode == 0, result.stderr[-4000:]
+        official = json.loads(result.stdout.strip().splitlines()[-1])
+        assert server.violations == []
+        assert official["losses"][0] > official["losses"][1] > official["losses"][2]
+        assert server.sessions[-1].finished == "success"
+        model_id = official["path"].split("/")[2]
+        sent = [r for r in server.requests if r.path.endswith("/forward_backward")][-1]
+        assert sent.headers["content-type"] == "application/x-protobuf"
+        single = types.Datum(
+            model_input=types.ModelInput.from_ints([5, 6]), loss_fn_inputs={"target_tokens": [6, 7]}
+        )
+        ours = encode_forward_backward_request(
+            model_id, 7, [single], "ppo", {"clip": 0.25}, forward_only=True
+        )
+        assert sent.body == ours
+
+        with ServiceClient(api_key=server.api_key, base_url=server.url) as service:
+            training = service.create_lora_training_client("Qwen/Qwen3-8B", rank=8).result(60)
+            datum = types.Datum(
+                model_input=types.ModelInput.from_ints([1, 2, 3]),
+                loss_fn_inputs={"target_tokens": [2, 3, 4], "weights": [1.0, 1.0, 1.0]},
+            )
+            losses = []
+            for _ in range(3):
+                fwd_bwd = training.forward_backward([datum], "cross_entropy")
+                training.optim_step(types.AdamParams(learning_rate=1e-4))
+                losses.append(fwd_bwd.result(60).metrics["loss:sum"])
+            sampler = training.save_weights_and_get_sampling_client().result(60)
+            sampled = sampler.sample(
+                types.ModelInput.from_ints([1, 2]), 2, types.SamplingParams(max_tokens=4, seed=3)
+            )
+            assert losses == official["losses"]
+            assert [s.tokens for s in sampled.result(60).sequences] == official["tokens"]
