@@ -96,7 +96,7 @@ def test_loss_fn_config_is_dual_written_and_forward_is_forward_only(
 def test_chunks_go_in_parallel_first_chunk_last_and_merge(
     server: MockTinkerServer, make_service: MakeService, hold_out_of_order: bool, compress: bool
 ) -> None:
-    server.training.config.update(fwdbwd_max_chunk_len=2, proto_compress_fwdbwd=compress)
+    server.client_config.update(fwdbwd_max_chunk_len=2, proto_compress_fwdbwd=compress)
     server.training.hold_out_of_order = hold_out_of_order
     tc = make_service().create_lora_training_client(BASE).result(30)
     data = [datum([i, i + 1, i + 2]) for i in range(5)]

@@ -145,9 +145,7 @@ class TrainingClient:
     before waiting on the last (``fb = tc.forward_backward(...); op = tc.optim_step(...)``).
     """
 
-    def __init__(
-        self, service: Session, model_id: str, model_seq_id: int, info: GetInfoResponse
-    ) -> None:
+    def __init__(self, service: Session, model_id: str, model_seq_id: int, info: GetInfoResponse) -> None:
         self.service = service
         self.model_id = model_id
         self.model_seq_id = model_seq_id

@@ -101,7 +101,9 @@ class MockTinkerServer:
         self._handshake = Handshake(self)
         self._inspect = Inspect(self._sessions, self._registry)
         self.promises = _promises.Promises(self)  # training and sampling futures (knobs: see _promises)
-        self.training = _training.Training(self, self._registry, self._sessions, self._sampler, self.promises)
+        self.training = _training.Training(
+            self, self._registry, self._sessions, self._sampler, self.promises, self.add_sampler
+        )
         if demo_data:
             _demo.populate(self._registry, self._sessions, self._futures)
 

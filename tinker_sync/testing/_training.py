@@ -1,12 +1,12 @@
 """Training and sampling sessions: the routes the training SDKs (official and tinker_sync) need.
 
-Routes (relative to ``/api/v1``): ``client/config``, ``client/dynamic_config``,
-``forward_backward`` (protobuf, ``Content-Encoding: zstd`` optional), ``optim_step``,
+Routes (relative to ``/api/v1``): ``forward_backward`` (protobuf, ``Content-Encoding: zstd`` optional), ``optim_step``,
 ``save_weights``, ``save_weights_for_sampler`` (named, or an ephemeral sampling
 session), ``load_weights`` (``load_state``: seq-ordered, restores the fake model),
-``create_sampling_session``, ``join_sampling_session``, ``GET samplers/{id}``,
-``asample`` on a sampling session (sequence ids, 429 backpressure), ``retrieve_future``
-for their promises (``_promises``), ``retrieve_futures``, ``cancel_future``, ``telemetry``.
+``create_sampling_session``, ``join_sampling_session`` (each session registered for
+``GET samplers/{id}``), ``asample`` on a sampling session (sequence ids, 429 backpressure),
+``retrieve_future`` for their promises (``_promises``), ``retrieve_futures``, ``cancel_future``.
+The flags of ``client/config`` are the server's ``client_config`` (the handshake routes).
 
 Rules:
 - ``seq_id`` order per model: a request is processed when every lower seq_id of its
@@ -50,27 +50,15 @@ from ._validate import decode, method_not_allowed, violation
 __all__ = ["ROUTES", "Training"]
 
 ROUTES = (
-    "client",
     "forward_backward",
     "optim_step",
     "save_weights",
     "save_weights_for_sampler",
     "create_sampling_session",
     "join_sampling_session",
-    "samplers",
     "retrieve_futures",
     "cancel_future",
-    "telemetry",
 )
-CLIENT_CONFIG_DEFAULTS: dict[str, Any] = {
-    "pjwt_auth_enabled": False,
-    "credential_default_source": "api_key",
-    "proto_compress_fwdbwd": False,
-    "parallel_fwdbwd_chunks": True,
-    "fwdbwd_max_chunk_len": 1024,
-    "fwdbwd_max_chunk_bytes_count": 5_000_000,
-    "sample_use_retrieve_futures": False,
-}
 
 
 def token_logprob(token: int, steps: int) -> float:
@@ -164,13 +152,18 @@ class Training:
     """The training backend of one mock server; its attributes are the knobs tests turn."""
 
     def __init__(
-        self, state: ServerState, registry: Registry, sessions: Sessions, sampler: Sampler, promises: Promises
+        self,
+        state: ServerState,
+        registry: Registry,
+        sessions: Sessions,
+        sampler: Sampler,
+        promises: Promises,
+        add_sampler: Callable[[str, str, str | None], None],
     ) -> None:
         self.state, self.registry, self.sessions, self.sampler = state, registry, sessions, sampler
         self.promises = promises
+        self.add_sampler = add_sampler  # GET samplers/{id} (the inspect routes) answers for our sessions too
         self.lock = threading.Lock()
-        self.config: dict[str, Any] = dict(CLIENT_CONFIG_DEFAULTS)
-        self.dynamic_config: dict[str, Any] | None = None  # None: 404, as servers without it answer
         self.delays: dict[str, float] = collections.defaultdict(float)
         self.hold_out_of_order = False
         self.sample_429s = 0  # answer this many backpressured asample requests 429 first
@@ -179,21 +172,14 @@ class Training:
         self.samplers: dict[str, SamplerState] = {}
         self.fwdbwd_requests: list[dict[str, Any]] = []
         self.optim_requests: list[dict[str, Any]] = []
-        self.telemetry_batches = 0
         self.counter = itertools.count(1)
 
     # -- dispatch -----------------------------------------------------------------------------------
 
     def route(self, request: Request, parts: list[str]) -> None:
         """Answer a request whose path (after ``/api/v1``) starts with one of ROUTES."""
-        if parts[0] == "samplers":
-            if request.command != "GET" or len(parts) != 2:
-                raise violation(404, f"no route for {request.command} {request.path}", "not_found")
-            return self._get_sampler(request, parts[1])
         if request.command != "POST":
             raise method_not_allowed(request, ["POST"])
-        if parts[0] == "client":
-            return self._client(request, parts[1:])
         if len(parts) != 1:
             raise violation(404, f"no route for {request.command} {request.path}", "not_found")
         if parts[0] == "retrieve_futures":
@@ -202,18 +188,6 @@ class Training:
             return self.promises.cancel_future(request)
         handler: Callable[[Request], None] = getattr(self, "_" + parts[0])
         handler(request)
-
-    def _client(self, request: Request, rest: list[str]) -> None:
-        if rest == ["config"]:
-            return request.send_json(200, self.config)
-        if rest == ["dynamic_config"] and self.dynamic_config is not None:
-            return request.send_json(200, self.dynamic_config)
-        raise HTTPError(404, f"no route for POST {request.path}", "not_found")
-
-    def _telemetry(self, request: Request) -> None:
-        with self.lock:
-            self.telemetry_batches += 1
-        request.send_json(200, {"status": "accepted"})
 
     # -- ordering -----------------------------------------------------------------------------------
 
@@ -341,6 +315,7 @@ class Training:
                 base = self._base_model(body.model_id)
                 with self.lock:
                     self.samplers[sampler_id] = SamplerState(sampler_id, base, None, model.steps)
+                self.add_sampler(sampler_id, base, None)
                 result["sampling_session_id"] = sampler_id
             self.promises.resolve(promise, json=result, delay=self.delays[kind])
 
@@ -415,6 +390,7 @@ class Training:
         sampler_id = f"{body.session_id}:sample:{body.sampling_session_seq_id}"
         with self.lock:
             self.samplers[sampler_id] = SamplerState(sampler_id, base or "", body.model_path, steps)
+        self.add_sampler(sampler_id, base or "", body.model_path)
         request.send_json(200, {"type": "create_sampling_session", "sampling_session_id": sampler_id})
 
     def _join_sampling_session(self, request: Request) -> None:
@@ -431,17 +407,6 @@ class Training:
         if sampler is None:
             raise HTTPError(404, f"sampling session {sampler_id!r} not found", "not_found")
         return sampler
-
-    def _get_sampler(self, request: Request, sampler_id: str) -> None:
-        sampler = self._sampler(sampler_id)
-        request.send_json(
-            200,
-            {
-                "sampler_id": sampler.sampler_id,
-                "base_model": sampler.base_model,
-                "model_path": sampler.model_path,
-            },
-        )
 
     def asample(self, request: Request) -> None:
         """``POST /asample``: on a sampling session here; by base model or path, the older route."""
