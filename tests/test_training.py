@@ -430,3 +430,39 @@ def test_the_package_never_imports_asyncio() -> None:
     result = subprocess.run([sys.executable, "-c", ASYNCIO_FREE], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("sessions", [1, 2], ids=["one-session", "two-sessions"])
+def test_retrieve_futures_long_poll_when_the_server_enables_it(
+    server: MockTinkerServer, make_service: MakeService, sessions: int
+) -> None:
+    server.client_config["sample_use_retrieve_futures"] = True
+    server.promises.futures_hold = 1.0
+    server.training.delays["Sample"] = 0.3
+    service = make_service()
+    samplers = [service.create_sampling_client(base_model=BASE).result(30) for _ in range(sessions)]
+    futures = [
+        sampler.sample(types.ModelInput.from_ints([i]), 1, types.SamplingParams(max_tokens=2, seed=i))
+        for i in range(12)
+        for sampler in samplers
+    ]
+    results = [f.result(30) for f in futures]
+    assert all(len(r.sequences[0].tokens) == 2 for r in results)
+    long_polls = [r.json() for r in server.requests if r.path.endswith("/retrieve_futures")]
+    assert {p["target"]["sampling_session_id"] for p in long_polls} == {
+        s.sampling_session_id for s in samplers
+    }
+    fetches = [r for r in server.requests if r.path.endswith("/retrieve_future")]
+    assert len(fetches) == len(futures)  # one fetch per sample: no blind polling
+    # every fetched result is acknowledged on the session's next long poll (the server may drop it)
+    extra = (
+        samplers[0].sample(types.ModelInput.from_ints([99]), 1, types.SamplingParams(max_tokens=1)).result(30)
+    )
+    assert extra.sequences
+    acked = {rid for p in long_polls_now(server) for rid in p["retrieved_request_ids"]}
+    assert {f.request_id for f in futures[::sessions]} <= acked
+    assert set(server.promises.acked) == acked
+
+
+def long_polls_now(server: MockTinkerServer) -> list[dict[str, Any]]:
+    return [r.json() for r in server.requests if r.path.endswith("/retrieve_futures")]

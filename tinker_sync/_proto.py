@@ -60,6 +60,12 @@ class ProtoDecodeError(ValueError):
 
 
 # -- encoding ---------------------------------------------------------------------------------------
+#
+# Each message is built as a list of byte pieces and its total length, so a nested message is
+# never copied into its parent: the body is joined once, at the end.
+
+Parts = list[bytes]
+_STRUCTS: dict[tuple[str, int], struct.Struct] = {}
 
 
 def _varint(value: int) -> bytes:
@@ -80,25 +86,49 @@ def _field(tag: int, payload: bytes) -> bytes:
     return _SMALL[tag] + _varint(len(payload)) + payload
 
 
-def _le(values: array[Any]) -> bytes:
-    if _SWAP:
-        values.byteswap()
-    return values.tobytes()
+def _nested(out: Parts, tag: int, parts: Parts, size: int) -> int:
+    """Append a length-delimited field whose payload is ``parts`` (``size`` bytes); its total size."""
+    head = _SMALL[tag] + _varint(size)
+    out.append(head)
+    out.extend(parts)
+    return len(head) + size
+
+
+def _packer(code: str, count: int) -> struct.Struct:
+    packer = _STRUCTS.get((code, count))
+    if packer is None:
+        if len(_STRUCTS) > 4096:
+            _STRUCTS.clear()
+        packer = _STRUCTS[(code, count)] = struct.Struct(f"<{count}{code}")
+    return packer
+
+
+def _le(code: str, values: Sequence[Any]) -> bytes:
+    """``values`` as little-endian items of ``code`` (``i`` int32, ``q`` int64, ``f`` float32)."""
+    try:
+        return _packer(code, len(values)).pack(*values)
+    except (struct.error, OverflowError) as error:
+        if code == "q" and any(isinstance(x, float) for x in values):  # truncated toward zero, as numpy casts
+            return _le(code, [int(x) for x in values])
+        if code == "f":  # beyond float32's range: what a C cast makes of it
+            packed = array("f", values)
+            if _SWAP:
+                packed.byteswap()
+            return packed.tobytes()
+        raise ValueError(f"a value does not fit the wire's {_ITEM_NAMES[code]}: {error}") from None
+
+
+_ITEM_NAMES = {"i": "int32", "q": "int64", "f": "float32"}
 
 
 def _pack(data: Any, dtype: TensorDtype) -> bytes:
-    """A tensor's values as little-endian bytes of ``dtype`` (numpy arrays straight, lists by ``array``)."""
+    """A tensor's values as little-endian bytes of ``dtype`` (numpy arrays straight, sequences packed)."""
     if hasattr(data, "astype") and hasattr(data, "tobytes"):
         return bytes(data.astype("<f4" if dtype == "float32" else "<i8").tobytes())
-    if dtype == "float32":
-        return _le(array("f", data))
-    try:
-        return _le(array("q", data))
-    except TypeError:  # floats given for an integer tensor: truncated toward zero, as numpy casts
-        return _le(array("q", [int(x) for x in data]))
+    return _le("f" if dtype == "float32" else "q", data)
 
 
-def _tensor(td: TensorData) -> bytes:
+def _tensor(td: TensorData, out: Parts) -> int:
     code = _DTYPE_CODES.get(td.dtype)
     if code is None:
         raise ValueError(f"Unsupported TensorData dtype for the protobuf wire: {td.dtype!r}")
@@ -110,41 +140,76 @@ def _tensor(td: TensorData) -> bytes:
             _field(tag, raw)
             for tag, raw in (
                 (0x0A, values),
-                (0x12, _le(array("q", td.sparse_crow_indices))),
-                (0x1A, _le(array("q", td.sparse_col_indices))),
+                (0x12, _le("q", td.sparse_crow_indices)),
+                (0x1A, _le("q", td.sparse_col_indices)),
             )
             if raw
         )
-        out = _field(0x12, csr)
+        head = _field(0x12, csr)
+        out.append(head)
+        size = len(head)
     else:
-        out = _field(0x0A, values)
-    out += b"\x18" + _varint(code)
+        size = _nested(out, 0x0A, [values], len(values))
+    tail = b"\x18" + _varint(code)
     if td.shape:
-        out += _field(0x22, b"".join(_varint(s) for s in td.shape))
-    return out
+        tail += _field(0x22, b"".join(_varint(s) for s in td.shape))
+    out.append(tail)
+    return size + len(tail)
 
 
 def _map_order(keys: Iterator[str] | Sequence[str]) -> list[tuple[str, bytes]]:
     """Keys with their UTF-8 bytes, in upb's deterministic order (bytes ascending, a prefix after its extensions)."""
     pairs = [(key, key.encode()) for key in keys]
-    pairs.sort(key=lambda pair: (*pair[1], 256))
+    if len(pairs) > 1:
+        pairs.sort(key=lambda pair: (*pair[1], 256))
     return pairs
 
 
-def _chunk(chunk: Any) -> bytes:
-    if not isinstance(chunk, EncodedTextChunk):
-        raise ValueError(f"Unsupported model input chunk type for the protobuf wire: {type(chunk).__name__}")
-    tokens = _le(array("i", chunk.tokens))
-    return _field(0x0A, _field(0x0A, tokens) if tokens else b"")
-
-
-def _datum(datum: Datum) -> bytes:
-    parts = [_field(0x0A, _chunk(chunk)) for chunk in datum.model_input.chunks]
+def _datum(datum: Datum, out: Parts) -> int:
+    size = 0
+    for chunk in datum.model_input.chunks:
+        if not isinstance(chunk, EncodedTextChunk):
+            raise ValueError(
+                f"Unsupported model input chunk type for the protobuf wire: {type(chunk).__name__}"
+            )
+        tokens = _le("i", chunk.tokens)
+        if not tokens:
+            out.append(b"\x0a\x02\x0a\x00")  # Chunk{encoded_text: EncodedTextChunk{}}
+            size += 4
+            continue
+        inner = b"\x0a" + _varint(len(tokens))  # EncodedTextChunk.tokens
+        text = b"\x0a" + _varint(len(inner) + len(tokens))  # Chunk.encoded_text
+        outer = b"\x0a" + _varint(len(text) + len(inner) + len(tokens))  # Datum.model_input
+        out += (outer, text, inner, tokens)
+        size += len(outer) + len(text) + len(inner) + len(tokens)
     inputs = datum.loss_fn_inputs
     for name, raw_name in _map_order(list(inputs)):
-        entry = _field(0x0A, raw_name) + _field(0x12, _tensor(inputs[name]))
-        parts.append(_field(0x12, entry))
-    return b"".join(parts)
+        td = inputs[name]
+        if (
+            td.sparse_crow_indices is None
+            and td.shape is not None
+            and len(td.shape) == 1
+            and td.dtype in _DTYPE_CODES
+        ):
+            # the common case, inlined: a dense 1-D tensor (entry = key, then Tensor{dense, dtype, shape})
+            values = _pack(td.data, td.dtype)
+            shape = _varint(td.shape[0])
+            tail = b"\x18" + _SMALL[_DTYPE_CODES[td.dtype]] + b"\x22" + _varint(len(shape)) + shape
+            head = _SMALL[0x0A] + _varint(len(values))
+            tensor_size = len(head) + len(values) + len(tail)
+            key = _field(0x0A, raw_name)
+            tensor_head = b"\x12" + _varint(tensor_size)
+            entry_size = len(key) + len(tensor_head) + tensor_size
+            entry_head = b"\x12" + _varint(entry_size)
+            out += (entry_head, key, tensor_head, head, values, tail)
+            size += len(entry_head) + entry_size
+            continue
+        tensor: Parts = []
+        tensor_size = _tensor(td, tensor)
+        entry: Parts = [_field(0x0A, raw_name)]
+        entry_size = len(entry[0]) + _nested(entry, 0x12, tensor, tensor_size)
+        size += _nested(out, 0x12, entry, entry_size)
+    return size
 
 
 def encode_forward_backward_request(
@@ -157,30 +222,27 @@ def encode_forward_backward_request(
     forward_only: bool = False,
 ) -> bytes:
     """The ``ForwardBackwardRequest`` body, byte for byte as the official SDK encodes it (see the module doc)."""
-    parts: list[bytes] = []
+    parts: Parts = []
     if model_id:
         parts.append(_field(0x0A, model_id.encode()))
     if seq_id:
         parts.append(b"\x10" + _varint(seq_id))
-    parts.extend(_field(0x1A, _datum(datum)) for datum in data)
+    for datum in data:
+        payload: Parts = []
+        _nested(parts, 0x1A, payload, _datum(datum, payload))
     if loss_fn:
         parts.append(_field(0x22, loss_fn.encode()))
-    if loss_fn_config:
-        ordered = _map_order(list(loss_fn_config))
-        for key, raw in ordered:
-            value = loss_fn_config[key]
-            if not isinstance(value, str):
-                parts.append(_field(0x2A, _field(0x0A, raw) + b"\x11" + _DOUBLE.pack(float(value))))
+    ordered = _map_order(list(loss_fn_config)) if loss_fn_config else []
+    for key, raw in ordered:
+        value = loss_fn_config[key]  # type: ignore[index]
+        if not isinstance(value, str):
+            parts.append(_field(0x2A, _field(0x0A, raw) + b"\x11" + _DOUBLE.pack(float(value))))
     if forward_only:
         parts.append(b"\x30\x01")
-    if loss_fn_config:
-        for key, raw in ordered:
-            value = loss_fn_config[key]
-            if isinstance(value, str):
-                arm = _field(0x12, value.encode())
-            else:
-                arm = b"\x09" + _DOUBLE.pack(float(value))
-            parts.append(_field(0x3A, _field(0x0A, raw) + _field(0x12, arm)))
+    for key, raw in ordered:
+        value = loss_fn_config[key]  # type: ignore[index]
+        arm = _field(0x12, value.encode()) if isinstance(value, str) else b"\x09" + _DOUBLE.pack(float(value))
+        parts.append(_field(0x3A, _field(0x0A, raw) + _field(0x12, arm)))
     return b"".join(parts)
 
 

@@ -123,6 +123,7 @@ class SamplingClient:
                 resend=lambda: send(False),
                 track=track,
                 on_handle=check,
+                session=self.sampling_session_id,
             )
             return handle.request_id
 

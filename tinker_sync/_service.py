@@ -127,6 +127,7 @@ class ServiceClient:
             poll_timeout=poll_timeout,
             on_queue_state=on_queue_state,
         )
+        self._engine.retrieve_futures = self._config.sample_use_retrieve_futures
         self._stop = threading.Event()
         self._heartbeat = threading.Thread(
             target=self._heartbeat_loop, args=(heartbeat_interval,), name="tinker-sync-heartbeat", daemon=True

@@ -133,9 +133,11 @@ class Pending:
         protobuf: bool = False,
         resend: Callable[[], str] | None = None,
         deadline: float,
+        session: str | None = None,
     ) -> None:
         self.future, self.request_type, self.decode = future, request_type, decode
         self.protobuf, self.resend, self.deadline = protobuf, resend, deadline
+        self.session = session  # a sample's sampling session (for the retrieve_futures long poll)
         self.metadata_only = True
         self.failures = 0
         self.not_found = 0
@@ -144,6 +146,18 @@ class Pending:
 
 def _status(error: APIStatusError) -> int:
     return int(error.status_code)
+
+
+class Completion(msgspec.Struct):
+    request_id: str
+    state: str = "finished"
+
+
+class FuturesPage(msgspec.Struct):
+    """The answer of ``retrieve_futures``: completions after the cursor, and the new cursor."""
+
+    completions: list[Completion] = []
+    cursor: int | None = None
 
 
 class Engine:
@@ -176,6 +190,14 @@ class Engine:
         ]
         for thread in self._pollers:
             thread.start()
+        # retrieve_futures (when the server's flag says so): samples wait, parked, for their
+        # session's long poll to report them complete, then one poll fetches each.
+        self.retrieve_futures = False
+        self._park = threading.Condition()
+        self._parked: dict[str, dict[str, Pending]] = {}
+        self._early: dict[str, set[str]] = {}  # completions reported before their future was parked
+        self._acks: dict[str, list[str]] = {}
+        self._session_thread: threading.Thread | None = None
 
     # -- submitting ---------------------------------------------------------------------------------
 
@@ -185,7 +207,10 @@ class Engine:
 
     def track(self, pending: Pending) -> None:
         """Start polling a future whose request was accepted (``future.request_id`` is set)."""
-        self._schedule(pending, 0.0)
+        if pending.session is not None and self.retrieve_futures:
+            self._park_pending(pending)
+        else:
+            self._schedule(pending, 0.0)
 
     def _schedule(self, pending: Pending, delay: float) -> None:
         with self._cond:
@@ -196,12 +221,22 @@ class Engine:
             self._cond.notify()
 
     def close(self) -> None:
-        """Fail what is still pending, stop the pollers and the pool, join every thread."""
+        """Fail what is still pending, stop the pollers and the pool, join every thread.
+
+        A poll the server is holding ends first (its hold, at most ``poll_timeout``).
+        """
         with self._cond:
             self._closed = True
             left = [item[2] for item in self._ready]
             self._ready.clear()
             self._cond.notify_all()
+        with self._park:
+            left += [p for parked in self._parked.values() for p in parked.values()]
+            self._parked.clear()
+            self._park.notify_all()
+            session_thread = self._session_thread
+        if session_thread is not None:
+            session_thread.join()
         for pending in left:
             resolve(
                 pending.future, error=RuntimeError("the ServiceClient was closed before this result arrived")
@@ -288,6 +323,7 @@ class Engine:
         pending.failures = pending.not_found = 0
         if PROTOBUF in content_type:
             resolve(future, pending.decode(raw, True))
+            self._ack(pending)
             return None
         answer = msgspec.json.decode(raw) if raw else None
         if isinstance(answer, dict):
@@ -304,6 +340,7 @@ class Engine:
                 )
                 return None
         resolve(future, pending.decode(raw, False))
+        self._ack(pending)
         return None
 
     def _status(self, pending: Pending, error: APIStatusError) -> float | None:
@@ -325,9 +362,102 @@ class Engine:
         if status == 410 and pending.resend is not None:
             future.request_id = pending.resend()  # the promise is gone: the request is sent again
             pending.metadata_only = True
+            if pending.session is not None and self.retrieve_futures:
+                self._park_pending(pending)
+                return None
             return 0.0
         resolve(future, error=error)
         return None
+
+    # -- retrieve_futures ---------------------------------------------------------------------------
+
+    def _park_pending(self, pending: Pending) -> None:
+        session, request_id = str(pending.session), str(pending.future.request_id)
+        with self._park:
+            early = self._early.get(session, set())
+            if request_id not in early:
+                if self._closed:
+                    resolve(pending.future, error=RuntimeError("the ServiceClient is closed"))
+                    return
+                self._parked.setdefault(session, {})[request_id] = pending
+                if self._session_thread is None:
+                    self._session_thread = threading.Thread(
+                        target=self._session_loop, name="tinker-sync-futures", daemon=True
+                    )
+                    self._session_thread.start()
+                self._park.notify_all()
+                return
+            early.discard(request_id)
+        self._schedule(pending, 0.0)
+
+    def _ack(self, pending: Pending) -> None:
+        if pending.session is not None and self.retrieve_futures:
+            with self._park:
+                self._acks.setdefault(pending.session, []).append(str(pending.future.request_id))
+
+    def _session_loop(self) -> None:
+        """One long poll at a time over the sampling sessions with parked samples (one thread in all)."""
+        cursors: dict[str, int | None] = {}
+        failures = 0
+        while True:
+            with self._park:
+                while not self._closed and not any(self._parked.values()):
+                    self._park.wait()
+                if self._closed:
+                    return
+                sessions = [session for session, parked in self._parked.items() if parked]
+                self._expire_parked()
+            for session in sessions:
+                with self._park:
+                    acks = self._acks.pop(session, [])
+                body = {
+                    "target": {
+                        "type": "sampling_session",
+                        "sampling_session_id": session,
+                        "cloned_sampler_id": 0,
+                    },
+                    "prev_cursor": cursors.get(session),
+                    "timeout": None if len(sessions) == 1 else 0,
+                    "retrieved_request_ids": acks,
+                }
+                try:
+                    page = self.client.post(
+                        "/api/v1/retrieve_futures",
+                        json=body,
+                        timeout=self.poll_timeout,
+                        max_retries=0,
+                        cast_to=FuturesPage,
+                    )
+                except Exception as error:
+                    with self._park:
+                        self._acks.setdefault(session, [])[:0] = acks
+                    if not isinstance(error, APITimeoutError):
+                        failures += 1
+                        log.info("retrieve_futures of %s failed: %r", session, error)
+                        with self._park:
+                            self._park.wait(min(2.0**failures, 30.0))
+                    continue
+                failures = 0
+                cursors[session] = page.cursor
+                for completion in page.completions:
+                    with self._park:
+                        pending = self._parked.get(session, {}).pop(completion.request_id, None)
+                        if pending is None:
+                            self._early.setdefault(session, set()).add(completion.request_id)
+                    if pending is not None:
+                        self._schedule(pending, 0.0)
+            if len(sessions) > 1:
+                with self._park:
+                    self._park.wait(0.05)
+
+    def _expire_parked(self) -> None:
+        """Fail the parked samples past their deadline (lock held)."""
+        now = time.monotonic()
+        for parked in self._parked.values():
+            for request_id, pending in list(parked.items()):
+                if now > pending.deadline:
+                    del parked[request_id]
+                    resolve(pending.future, error=APITimeoutError(pending.future.describe(), cause="timeout"))
 
 
 def json_result(cast_to: type[T]) -> Callable[[bytes, bool], T]:
@@ -370,6 +500,7 @@ def post_future(
     resend: Callable[[], str] | None = None,
     track: bool = True,
     on_handle: Callable[[FutureHandle], None] | None = None,
+    session: str | None = None,
 ) -> FutureHandle:
     """POST a request that answers a future handle, then poll it into ``future`` (unless not ``track``:
     a request sent again, whose poller goes on with the new id)."""
@@ -384,5 +515,9 @@ def post_future(
     if not track:
         return handle
     deadline = future._submitted + engine.result_timeout
-    engine.track(Pending(future, request_type, decode, protobuf=protobuf, resend=resend, deadline=deadline))
+    engine.track(
+        Pending(
+            future, request_type, decode, protobuf=protobuf, resend=resend, deadline=deadline, session=session
+        )
+    )
     return handle
