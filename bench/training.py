@@ -7,8 +7,8 @@ Scenarios (each client a fresh subprocess; the mock in its own process):
 - ``encode``: a ``forward_backward`` of 2,048 datums x 512 tokens: encode ms and bytes (the official
   SDK's ``request_conv`` + ``SerializeToString``; tinker_sync's ``_proto``).
 
-Options: ``--official PYTHON`` (the official SDK's venv python; default ``/work/wt/_venv-official/bin/python``,
-skipped when absent), ``--n 1000``, ``--delay 2.0``, ``--sequential 100``. Prints one JSON object per client
+Options: ``--official PYTHON`` (the official SDK's venv python; default: ``$TINKER_SYNC_OFFICIAL_VENV``'s, else
+the one tests/_official.py caches; skipped when absent), ``--n 1000``, ``--delay 2.0``, ``--sequential 100``. Prints one JSON object per client
 and a table. Timings are never asserted in tests: this is where they are measured.
 """
 
@@ -149,7 +149,11 @@ def main() -> None:
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--scenario", help=argparse.SUPPRESS)
-    parser.add_argument("--official", default="/work/wt/_venv-official/bin/python")
+    cached = (
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tinker-sync/venv-official-0.38.0"
+    )
+    venv = Path(os.environ.get("TINKER_SYNC_OFFICIAL_VENV") or cached)
+    parser.add_argument("--official", default=str(venv / "bin" / "python"))
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--delay", type=float, default=2.0)
     parser.add_argument("--sequential", type=int, default=100)

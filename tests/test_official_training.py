@@ -1,9 +1,8 @@
-"""The official SDK (tinker 0.38, in its own venv) runs its training loop against the mock, unmodified.
+"""The official SDK (tinker 0.38, in its own venv: ``_official``) runs its training loop against the mock.
 
-Skipped when that venv is absent (``TINKER_OFFICIAL_PYTHON`` names its python, by default
-``/work/wt/_venv-official/bin/python``). Besides the loop's own results, the ``forward`` body the
-SDK sent is compared byte for byte with tinker_sync's encoding of the same request, and the
-tinker_sync clients are checked to get the same losses and samples from the same mock.
+Unmodified. Besides the loop's own results, the ``forward`` body the SDK sent is compared byte
+for byte with tinker_sync's encoding of the same request, and the tinker_sync clients are checked
+to get the same losses and samples from the same mock.
 """
 
 from __future__ import annotations
@@ -13,16 +12,13 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
+from _official import official_venv
 
 from tinker_sync import ServiceClient, types
 from tinker_sync._proto import encode_forward_backward_request
 from tinker_sync.testing import MockTinkerServer
 
-OFFICIAL = Path(os.environ.get("TINKER_OFFICIAL_PYTHON", "/work/wt/_venv-official/bin/python"))
 DRIVER = Path(__file__).with_name("_official_training_driver.py")
-
-pytestmark = pytest.mark.skipif(not OFFICIAL.exists(), reason=f"no official SDK venv at {OFFICIAL}")
 
 
 def test_the_official_training_loop_runs_on_the_mock_and_matches_ours() -> None:
@@ -30,7 +26,7 @@ def test_the_official_training_loop_runs_on_the_mock_and_matches_ours() -> None:
         env = {**os.environ, "TINKER_TELEMETRY": "0"}
         env.pop("TINKER_API_KEY", None)
         result = subprocess.run(
-            [str(OFFICIAL), str(DRIVER), server.url, server.api_key],
+            [str(official_venv() / "bin" / "python"), str(DRIVER), server.url, server.api_key],
             capture_output=True,
             text=True,
             timeout=300,
