@@ -172,5 +172,34 @@ def main(api_key: str, base_url: str, workdir: pathlib.Path) -> None:
     ).with_options(max_retries=20)
     assert_type(patient, tinker_sync.Client)
     assert patient.get("/api/v1/healthz", timeout=2.0) == {"status": "ok"}
+
+    # Per-call overrides on every API method (and its views): headers, query, body, timeout, retries.
+    traced = client.training_runs.list(
+        limit=2,
+        extra_headers={"X-Trace-Id": "run-42"},
+        extra_query={"access_scope": "accessible"},
+        timeout=Timeout(connect=5, read=10),
+        max_retries=2,
+    )
+    assert_type(traced, TrainingRunList)
+    assert_type(client.health.check(timeout=5.0), HealthResponse)
+    raw_run = client.with_raw_response.training_runs.get("run-001", extra_headers={"X-Trace-Id": "run-42"})
+    assert_type(raw_run, APIResponse[TrainingRun])
+    with client.with_streaming_response.sessions.list(extra_query={"limit": 3}, timeout=10) as listed:
+        assert_type(listed.parse(), SessionList)
+    sampled_more = client.sampling.sample(
+        [1, 2],
+        sampling_params=SamplingParams(max_tokens=2),
+        base_model="Qwen/Qwen3-8B",
+        extra_body={"topk_prompt_logprobs": 1},
+        timeout=60,
+    )
+    assert_type(sampled_more, SampleResponse)
+
+    # A copy with other defaults, sharing the connection pool: per task, cheap.
+    tagged = client.with_options(default_headers={"X-Team": "research"}, timeout=20.0, max_retries=5)
+    assert_type(tagged, tinker_sync.Client)
+    assert_type(tagged.sessions.get("session-001", extra_headers={"X-Trace-Id": "run-43"}), Session)
+    assert_type(client.copy(max_retries=1), tinker_sync.Client)
     patient.close()
     client.close()

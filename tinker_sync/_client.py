@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import os
 import pathlib
+from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Generic
 
@@ -22,6 +23,7 @@ from ._base_client import BaseClient
 from ._config import Timeout
 from ._files import Progress
 from ._response import Connections
+from ._transport import check_request
 from .resources._resource import M, Parsed, Raw, Streamed
 
 if TYPE_CHECKING:
@@ -137,17 +139,36 @@ class Client(BaseClient, APIResources[Parsed]):
         return APIResources(self, Streamed)
 
     def with_options(
-        self, *, max_retries: int | None = None, timeout: float | Timeout | None = None
+        self,
+        *,
+        timeout: float | Timeout | None = None,
+        max_retries: int | None = None,
+        default_headers: Mapping[str, str] | None = None,
     ) -> Client:
-        """A copy with other defaults, sharing this client's connection pool."""
+        """A copy of this client with other defaults, sharing its connection pools (and its TLS
+        context, hooks and settings): cheap enough to make per call or per task.
+
+        Args:
+            timeout: seconds or a ``Timeout``: the copy's default for every call.
+            max_retries: the copy's retry budget per call.
+            default_headers: headers for every API request of the copy, over
+                this client's defaults (a header given here wins).
+
+        Closing the copy closes the shared pools: close the client you made first.
+        """
         clone = copy.copy(self)
         for name in _CACHED:
             clone.__dict__.pop(name, None)
-        if max_retries is not None:
-            clone.max_retries = max_retries
         if timeout is not None:
             clone.timeout = Timeout.coerce(timeout)
+        if max_retries is not None:
+            clone.max_retries = max_retries
+        if default_headers:
+            check_request("GET", default_headers)
+            clone.default_headers = {**self.default_headers, **default_headers}
         return clone
+
+    copy = with_options  # the official SDK's other name for it
 
     # -- downloads -----------------------------------------------------------
 

@@ -34,6 +34,7 @@ from ._continuation import continuation_problem, parse_content_range, strong_eta
 from ._exceptions import APIConnectionError, APIStatusError
 from ._files import PartFile, PartState, Progress, checksums_from, destination, headers_from
 from ._observe import mask_url
+from ._options import RequestOptions
 from ._ranges import MIN_PIECE, Source, auto_connections, holes, piece_size, receive_ranges
 from ._response import Connections, StreamedResponse, check_connections
 from ._retry import RetryBudget
@@ -100,15 +101,15 @@ def download(
                     last = end - 1
                 headers["If-Range"] = state.validator
             try:
-                response = client._open(
+                options = RequestOptions(
                     "GET",
                     url,
                     headers=headers,
                     timeout=timeout,
-                    budget=budget,
                     credentials=credentials,
                     follow_redirects=True,
                 )
+                response = client._open(options, budget)
             except APIStatusError as exc:
                 if exc.status_code != 416 or state is None:
                     raise

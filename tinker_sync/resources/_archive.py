@@ -22,7 +22,7 @@ from email.utils import parsedate_to_datetime
 from typing import Unpack
 from urllib.parse import urljoin
 
-from .._base_client import BaseClient, check_redirect
+from .._base_client import BaseClient
 from .._buffers import READ_SIZE
 from .._config import Timeout
 from .._exceptions import (
@@ -34,6 +34,8 @@ from .._exceptions import (
     UnsafeArchiveError,
 )
 from .._files import Progress
+from .._options import RequestOptions
+from .._redirects import check_redirect
 from .._response import StreamedResponse
 from .._retry import RetryBudget, RetryHints, retry_delay, should_retry_status
 from .._transport import Request
@@ -79,7 +81,7 @@ class ArchiveSigner:
                 raise CheckpointNotReadyError(
                     f"The archive of {self.path} was not ready after {self.prepare_timeout:g} s; try again later"
                 )
-            request = client.build_request("GET", self.path.api_path + "/archive")
+            request = client.build_request(RequestOptions("GET", self.path.api_path + "/archive"))
             # Slow headers count as preparation: wait for them up to the deadline.
             timeout = Timeout(connect=client.timeout.connect, read=max(1.0, remaining))
             headers: Mapping[str, str] | None = None
@@ -170,7 +172,9 @@ class ArchiveSigner:
             if self.expires is not None and time.time() > self.expires - ARCHIVE_RESIGN_MARGIN:
                 self.say(f"The archive URL of {self.path} expires; signing it again")
                 self.sign()
-            signed = self.client.build_request("GET", self.url, headers=ranged, credentials=False)
+            signed = self.client.build_request(
+                RequestOptions("GET", self.url, headers=ranged, credentials=False)
+            )
             try:
                 return self.client.send(signed, timeout=timeout, budget=budget, quiet=True, resumer=self)
             except APIStatusError as exc:

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from .._base_client import BaseClient
 from .._exceptions import NotFoundError
+from .._options import RequestOptions
 from .._response import decode_json
 from .._retry import RetryBudget
 from .._version import __version__
@@ -83,7 +84,8 @@ def exported(
                 model_ids.append(handle.model_id)  # unloaded in finally, even if its future fails
 
         deadline = time.monotonic() + prepare_timeout
-        with submit(client, route, body, budget, client.timeout, deadline, on_handle=seen) as response:
+        options = RequestOptions("POST", route, json=body, timeout=client.timeout)
+        with submit(client, options, budget, deadline, on_handle=seen) as response:
             result: X = decode_json(response.read(), cast_to, response)
         return result
 
@@ -145,7 +147,8 @@ def _unload(client: BaseClient, model_id: str) -> None:
     budget = client._budget(client.timeout, CLEANUP_RETRIES)
     deadline = time.monotonic() + CLEANUP_FUTURE_TIMEOUT
     body = {"model_id": model_id}
-    submit(client, "/api/v1/unload_model", body, budget, client.timeout, deadline).close()
+    options = RequestOptions("POST", "/api/v1/unload_model", json=body, timeout=client.timeout)
+    submit(client, options, budget, deadline).close()
 
 
 def _finish(client: BaseClient, session_id: str, outcome: str) -> None:
@@ -157,6 +160,6 @@ def _post(
     client: BaseClient, route: str, body: Mapping[str, Any], cast_to: type[X], budget: RetryBudget
 ) -> X:
     """POST ``body`` within the download's budget; the answer decoded into ``cast_to``."""
-    with client._call("POST", route, json=body, budget=budget, read_body=True) as response:
+    with client._call(RequestOptions("POST", route, json=body, read_body=True), budget=budget) as response:
         result: X = decode_json(response.read(), cast_to, response)
     return result

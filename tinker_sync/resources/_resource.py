@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import time
 import types
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
 from .._api_response import APIResponse, ResponseContextManager
-from .._base_client import BaseClient, Params, Timeoutish
+from .._base_client import BaseClient
 from .._config import Timeout
+from .._options import RequestOptions
 from .._response import StreamedResponse, decode_json
 from .._retry import RetryBudget
 
@@ -113,43 +114,29 @@ class SyncAPIResource(Generic[M]):
 
     def _request(
         self,
-        method: str,
-        path: str,
+        options: RequestOptions,
         parse: Parser[X],
+        overrides: Mapping[str, Any] | None = None,
         *,
-        params: Params | None = None,
-        json: Any = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: Timeoutish = None,
-        max_retries: int | None = None,
         opener: Opener | None = None,
-        lazy: Callable[[], X] | None = None,
-        final: Collection[int] = (),
+        lazy: Callable[[RequestOptions], X] | None = None,
     ) -> X:
-        """Make one API call in this resource's mode (see the module docstring).
+        """Make the API call ``options`` describe in this resource's mode (see the module docstring).
 
         Args:
             parse: the typed result from the response (read it, or stream it).
+            overrides: the method's per-call ``Overrides`` (``extra_headers``, ...), folded
+                into ``options`` here.
             opener: replaces the plain send (a polled future, a signed archive).
             lazy: the plain mode's result instead of a call (a lazy event stream).
-            final: statuses that answer this method for good (never retried).
         """
+        if overrides:
+            options = options.overridden(overrides)
         if self._mode is Parsed and lazy is not None:
-            return lazy()
+            return lazy(options)
 
         def call(read_body: bool) -> AbstractContextManager[StreamedResponse]:
-            return self._client._call(
-                method,
-                path,
-                params=params,
-                json=json,
-                headers=headers,
-                timeout=timeout,
-                max_retries=max_retries,
-                read_body=read_body,
-                opener=opener,
-                final=final,
-            )
+            return self._client._call(options.replace(read_body=read_body), opener=opener)
 
         # The views' results are typed by @endpoint: mypy sees what each view returns.
         if self._mode is Streamed:
@@ -162,17 +149,10 @@ class SyncAPIResource(Generic[M]):
         return cast(X, APIResponse(response, parse, elapsed=time.monotonic() - start))
 
     def _json(
-        self,
-        method: str,
-        path: str,
-        cast_to: type[X],
-        *,
-        params: Params | None = None,
-        json: Any = None,
-        timeout: Timeoutish = None,
+        self, options: RequestOptions, cast_to: type[X], overrides: Mapping[str, Any] | None = None
     ) -> X:
         """``_request`` for the common case: a JSON answer decoded into ``cast_to``."""
-        return self._request(method, path, json_parser(cast_to), params=params, json=json, timeout=timeout)
+        return self._request(options, json_parser(cast_to), overrides)
 
 
 class endpoint(Generic[P, R]):

@@ -54,6 +54,7 @@ from .._exceptions import (
     UnsafeArchiveError,
 )
 from .._files import Progress, directory, target_lock
+from .._options import RequestOptions
 from .._response import Connections, StreamedResponse, check_connections, decode_json
 from .._retry import RetryBudget
 from .._transport import Request
@@ -105,14 +106,14 @@ class Checkpoints(SyncAPIResource[M]):
     ) -> CheckpointList:
         """The caller's checkpoints, newest first (a page, with a cursor), or all checkpoints of ``run_id``."""
         if run_id is not None:
-            return self._json("GET", _run_checkpoints(run_id), CheckpointList)
+            return self._json(RequestOptions("GET", _run_checkpoints(run_id)), CheckpointList)
         params = {"limit": limit, "offset": offset}
-        return self._json("GET", "/api/v1/checkpoints", CheckpointList, params=params)
+        return self._json(RequestOptions("GET", "/api/v1/checkpoints", params=params), CheckpointList)
 
     @endpoint
     def list_for_run(self, run_id: str) -> CheckpointList:
         """Every checkpoint of one training run."""
-        return self._json("GET", _run_checkpoints(run_id), CheckpointList)
+        return self._json(RequestOptions("GET", _run_checkpoints(run_id)), CheckpointList)
 
     def iter(
         self: Checkpoints[Parsed], *, limit: int = 100, offset: int = 0, max_items: int | None = None
@@ -144,30 +145,30 @@ class Checkpoints(SyncAPIResource[M]):
                     return checkpoint
             raise LookupError(f"No checkpoint {tinker_path} in training run {path.run!r}")
 
-        return self._request("GET", _run_checkpoints(path.run), find)
+        return self._request(RequestOptions("GET", _run_checkpoints(path.run)), find)
 
     @endpoint
     def delete(self, tinker_path: str) -> None:
         """Delete the checkpoint."""
-        return self._request("DELETE", parse_tinker_path(tinker_path).api_path, no_content)
+        return self._request(RequestOptions("DELETE", parse_tinker_path(tinker_path).api_path), no_content)
 
     @endpoint
     def publish(self, tinker_path: str) -> None:
         """Make the checkpoint public (ConflictError, at once, if it already is)."""
         path = parse_tinker_path(tinker_path).api_path + "/publish"
-        return self._request("POST", path, no_content, final=(409,))
+        return self._request(RequestOptions("POST", path, final=(409,)), no_content)
 
     @endpoint
     def unpublish(self, tinker_path: str) -> None:
         """Make the checkpoint private again (ConflictError, at once, if it already is)."""
         path = parse_tinker_path(tinker_path).api_path + "/publish"
-        return self._request("DELETE", path, no_content, final=(409,))
+        return self._request(RequestOptions("DELETE", path, final=(409,)), no_content)
 
     @endpoint
     def set_ttl(self, tinker_path: str, ttl_seconds: int | None) -> None:
         """Expire the checkpoint ``ttl_seconds`` from now (None: never)."""
         path = parse_tinker_path(tinker_path).api_path + "/ttl"
-        return self._request("PUT", path, no_content, json={"ttl_seconds": ttl_seconds})
+        return self._request(RequestOptions("PUT", path, json={"ttl_seconds": ttl_seconds}), no_content)
 
     # -- archives and signed URLs ----------------------------------------------
 
@@ -177,7 +178,9 @@ class Checkpoints(SyncAPIResource[M]):
 
         The URL carries its own authorization: fetch it without the API key.
         """
-        return self._request("GET", parse_tinker_path(tinker_path).api_path + "/archive", _archive_url)
+        return self._request(
+            RequestOptions("GET", parse_tinker_path(tinker_path).api_path + "/archive"), _archive_url
+        )
 
     @endpoint
     def external_weights_urls(self, tinker_path: str) -> ExternalWeightsUrls:
@@ -185,7 +188,9 @@ class Checkpoints(SyncAPIResource[M]):
         path = parse_tinker_path(tinker_path)
         if path.kind != "external_weights":
             raise ValueError(f"Only external_weights checkpoints have download URLs, not {tinker_path}")
-        return self._json("GET", path.api_path + "/external_weights_urls", ExternalWeightsUrls)
+        return self._json(
+            RequestOptions("GET", path.api_path + "/external_weights_urls"), ExternalWeightsUrls
+        )
 
     @endpoint
     def archive(self, tinker_path: str, *, prepare_timeout: float = DEFAULT_PREPARE_TIMEOUT) -> bytes:
@@ -210,7 +215,7 @@ class Checkpoints(SyncAPIResource[M]):
             signer.sign()
             return signer.send(Request("GET", signer.url), timeout=timeout, budget=budget)
 
-        return self._request("GET", path.api_path + "/archive", _read, opener=opener)
+        return self._request(RequestOptions("GET", path.api_path + "/archive"), _read, opener=opener)
 
     # -- download --------------------------------------------------------------
 

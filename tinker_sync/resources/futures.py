@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar, Unpack
 
 import msgspec
 
 from .._base_client import BaseClient
 from .._config import Timeout
 from .._exceptions import APIConnectionError, APIStatusError, APITimeoutError, RequestFailedError
+from .._options import BodyOverrides, RequestOptions, Timeoutish
 from .._response import StreamedResponse, decode_json
 from .._retry import NEVER_RETRIED, RetryBudget
 from ._resource import M, Raw, Streamed, SyncAPIResource, endpoint, json_parser, view
@@ -39,6 +40,7 @@ __all__ = [
     "DEFAULT_FUTURE_TIMEOUT",
     "Futures",
     "QueueStateCallback",
+    "future_timeout",
     "poll",
     "submit",
 ]
@@ -78,17 +80,21 @@ class Futures(SyncAPIResource[M]):
         request_id: str,
         *,
         cast_to: type[T],
-        timeout: float | None = None,
         on_queue_state: QueueStateCallback | None = None,
+        **overrides: Unpack[BodyOverrides],
     ) -> T:
         """Poll the future ``request_id`` until its result, decoded into ``cast_to`` (``dict`` for JSON).
 
         Args:
+            on_queue_state: called with the queue state (``active``,
+                ``paused_capacity``, ...) each time it changes.
             timeout: the most seconds to wait in all (default: the client's
                 ``Timeout.total``, else ``DEFAULT_FUTURE_TIMEOUT``); 0 polls
                 once and raises ``APITimeoutError`` unless the result is there.
-            on_queue_state: called with the queue state (``active``,
-                ``paused_capacity``, ...) each time it changes.
+                A ``Timeout``: its ``total`` is that wait, its connect and read
+                each poll's.
+            extra_headers, extra_query, extra_body, max_retries: per-call
+                overrides, for every poll.
 
         Raises:
             RequestFailedError: the future failed (``.category``: user, server or unknown).
@@ -96,56 +102,68 @@ class Futures(SyncAPIResource[M]):
             APIStatusError, APIConnectionError: polling failed beyond the retry budget.
         """
         client = self._client
+        seconds, call_timeout = future_timeout(client, overrides.get("timeout"))
+        options = RequestOptions("POST", RETRIEVE_PATH, json={"request_id": request_id})
+        options = options.overridden({**overrides, "timeout": call_timeout})
 
-        def opener(budget: RetryBudget, call_timeout: Timeout) -> StreamedResponse:
+        def opener(budget: RetryBudget, timeout: Timeout) -> StreamedResponse:
             deadline = budget.deadline if budget.deadline is not None else time.monotonic() + seconds
-            return poll(client, request_id, budget, call_timeout, deadline, on_queue_state)
+            return poll(client, request_id, options, budget, deadline, on_queue_state)
 
-        seconds = timeout if timeout is not None else client.timeout.total or DEFAULT_FUTURE_TIMEOUT
-        # timeout=0 asks "is it done?": one poll, with the client's own connect and read timeouts
-        call_timeout = Timeout(
-            client.timeout.connect, client.timeout.read, total=seconds if seconds > 0 else None
-        )
-        return self._request("POST", RETRIEVE_PATH, json_parser(cast_to), timeout=call_timeout, opener=opener)
+        return self._request(options, json_parser(cast_to), opener=opener)
+
+
+def future_timeout(client: BaseClient, timeout: Timeoutish) -> tuple[float, Timeout]:
+    """A future's whole wait in seconds, and the call's ``Timeout`` (its ``total`` that wait, unless
+    0: one poll), from a call's ``timeout=``: seconds, a ``Timeout`` or None (the client's)."""
+    base = timeout if isinstance(timeout, Timeout) else client.timeout
+    if isinstance(timeout, Timeout) or timeout is None:
+        seconds = base.total or client.timeout.total or DEFAULT_FUTURE_TIMEOUT
+    else:
+        seconds = float(timeout)
+    # timeout=0 asks "is it done?": one poll, with the client's own connect and read timeouts
+    return seconds, Timeout(base.connect, base.read, total=seconds if seconds > 0 else None)
 
 
 def submit(
     client: BaseClient,
-    path: str,
-    body: Mapping[str, Any],
+    options: RequestOptions,
     budget: RetryBudget,
-    timeout: Timeout,
     deadline: float,
     on_queue_state: QueueStateCallback | None = None,
     on_handle: Callable[[FutureHandle], None] | None = None,
 ) -> StreamedResponse:
-    """POST ``body`` to a future-returning ``path`` and poll the future: its result's response.
+    """POST ``options`` (a future-returning call) and poll the future: its result's response. The
+    polls carry the call's headers and timeout.
 
     ``on_handle`` sees the future's handle before polling (a created model's id, say).
     """
-    with client._open("POST", path, json=body, timeout=timeout, budget=budget, read_body=True) as response:
+    with client._open(options.replace(read_body=True), budget) as response:
         handle = decode_json(response.read(), FutureHandle, response)
     if on_handle is not None:
         on_handle(handle)
-    return poll(client, handle.request_id, budget, timeout, deadline, on_queue_state, announce=False)
+    polls = options.replace(url=RETRIEVE_PATH, params=None, json={"request_id": handle.request_id})
+    return poll(client, handle.request_id, polls, budget, deadline, on_queue_state, announce=False)
 
 
 def poll(
     client: BaseClient,
     request_id: str,
+    options: RequestOptions,
     budget: RetryBudget,
-    timeout: Timeout,
     deadline: float,
     on_queue_state: QueueStateCallback | None = None,
     *,
     announce: bool = True,
 ) -> StreamedResponse:
-    """Poll ``request_id`` until its result (the response, body read), within ``deadline``
-    (``time.monotonic()``) and ``budget``; see the module docstring for each answer.
+    """Poll ``request_id`` (``options``: the poll's request) until its result (the response, body
+    read), within ``deadline`` (``time.monotonic()``) and ``budget``; see the module docstring
+    for each answer.
 
     The first poll is reported to the ``request``/``response`` hooks when it
     starts the logical call (``announce``); the others never are.
     """
+    timeout = client._timeout(options.timeout)
     start = time.monotonic()
     polls = waits = 0
     state: str | None = None
@@ -175,7 +193,7 @@ def poll(
         remaining = deadline - time.monotonic()
         if remaining <= 0 and polls:
             raise timed_out()
-        request = client.build_request("POST", RETRIEVE_PATH, json={"request_id": request_id})
+        request = client.build_request(options)
         polls += 1
         try:
             response = client.send(

@@ -9,19 +9,19 @@ an ``error`` (an SSE ``event: error``, or a chunk whose ``event_type`` is
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Generator, Iterator, Sequence
+from typing import Any, Unpack
 
 import msgspec
 
-from .._base_client import Timeoutish
 from .._config import Timeout
 from .._event_stream import EventStream
 from .._exceptions import APIError
+from .._options import BodyOverrides, RequestOptions
 from .._response import StreamedResponse
 from .._retry import RetryBudget
 from ._resource import M, Raw, Streamed, SyncAPIResource, endpoint, json_parser, view
-from .futures import DEFAULT_FUTURE_TIMEOUT, QueueStateCallback, submit
+from .futures import QueueStateCallback, future_timeout, submit
 from .types import ModelInput, SampleResponse, SampleStreamChunk, SamplingParams
 
 __all__ = ["SampleStream", "Sampling"]
@@ -94,9 +94,8 @@ class Sampling(SyncAPIResource[M]):
         sampling_params: SamplingParams | None = None,
         base_model: str | None = None,
         model_path: str | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        timeout: Timeoutish = None,
         idle_timeout: float | None = None,
+        **overrides: Unpack[BodyOverrides],
     ) -> SampleStream:
         """Sample ``prompt`` and stream its tokens as they are generated (``POST /stream_sample``).
 
@@ -106,8 +105,9 @@ class Sampling(SyncAPIResource[M]):
 
         Args:
             prompt: text, token ids, or a ``ModelInput``.
-            extra_body: more fields of the request body, sent as they are.
             idle_timeout: the longest wait for the next chunk.
+            extra_body: more fields of the request body, sent as they are
+                (and ``extra_headers``, ``extra_query``, ``timeout``, ``max_retries``).
         """
         body: dict[str, Any] = {"prompt": _prompt(prompt) if not isinstance(prompt, str) else prompt}
         if max_tokens is not None:
@@ -119,27 +119,27 @@ class Sampling(SyncAPIResource[M]):
         ):
             if value is not None:
                 body[name] = value
-        body.update(extra_body or {})
         client = self._client
 
-        def stream(source: StreamedResponse | None = None) -> SampleStream:
-            connector = None
-            if source is None:  # the plain call: lazy, sent when first iterated
-                connector = client._event_connector(
-                    "POST", STREAM_PATH, json=body, timeout=timeout, idle_timeout=idle_timeout
-                )
+        def stream(options: RequestOptions) -> SampleStream:  # the plain call: lazy, sent when iterated
             return SampleStream(
-                connector,
-                source=None if source is None else source.event_source(),
+                client.event_connector(options),
+                cast_to=SampleStreamChunk,
+                idle_timeout=idle_timeout,
+                max_event_size=client.max_event_size,
+            )
+
+        def parse(response: StreamedResponse) -> SampleStream:  # the views: the response is there
+            return SampleStream(
+                source=response.event_source(),
                 cast_to=SampleStreamChunk,
                 idle_timeout=idle_timeout,
                 max_event_size=client.max_event_size,
             )
 
         headers = {"Accept": "text/event-stream"}
-        return self._request(
-            "POST", STREAM_PATH, stream, json=body, headers=headers, timeout=timeout, lazy=stream
-        )
+        options = RequestOptions("POST", STREAM_PATH, json=body, headers=headers, idle_timeout=idle_timeout)
+        return self._request(options, parse, overrides, lazy=stream)
 
     @endpoint
     def sample(
@@ -151,14 +151,15 @@ class Sampling(SyncAPIResource[M]):
         base_model: str | None = None,
         model_path: str | None = None,
         prompt_logprobs: bool | None = None,
-        timeout: float | None = None,
         on_queue_state: QueueStateCallback | None = None,
+        **overrides: Unpack[BodyOverrides],
     ) -> SampleResponse:
         """Sample ``prompt`` through a future (``POST /asample``, then its result): the whole answer.
 
         Args:
             base_model, model_path: what to sample from (one of them).
             timeout: the most seconds to wait for the result in all (see ``client.futures``).
+            extra_headers, extra_query, extra_body, max_retries: per-call overrides.
 
         Raises:
             RequestFailedError: the sampling failed (a missing ``model_path``, say).
@@ -177,16 +178,15 @@ class Sampling(SyncAPIResource[M]):
             if value is not None:
                 body[name] = value
         client = self._client
-        seconds = timeout if timeout is not None else client.timeout.total or DEFAULT_FUTURE_TIMEOUT
+        seconds, call_timeout = future_timeout(client, overrides.get("timeout"))
+        options = RequestOptions("POST", SAMPLE_PATH, json=body)
+        options = options.overridden({**overrides, "timeout": call_timeout})
 
-        def opener(budget: RetryBudget, call_timeout: Timeout) -> StreamedResponse:
+        def opener(budget: RetryBudget, timeout: Timeout) -> StreamedResponse:
             deadline = budget.deadline if budget.deadline is not None else time.monotonic() + seconds
-            return submit(client, SAMPLE_PATH, body, budget, call_timeout, deadline, on_queue_state)
+            return submit(client, options, budget, deadline, on_queue_state)
 
-        call_timeout = Timeout(client.timeout.connect, client.timeout.read, total=seconds)
-        return self._request(
-            "POST", SAMPLE_PATH, json_parser(SampleResponse), timeout=call_timeout, opener=opener
-        )
+        return self._request(options, json_parser(SampleResponse), opener=opener)
 
 
 def _prompt(prompt: ModelInput | Sequence[int]) -> ModelInput:

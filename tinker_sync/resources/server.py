@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Unpack
+
+from .._options import Overrides, RequestOptions
 from ._resource import M, Raw, Streamed, SyncAPIResource, endpoint, view
 from .types import HealthResponse, ServerCapabilities
 
@@ -15,9 +18,9 @@ class Health(SyncAPIResource[M]):
     with_streaming_response: Health[Streamed] = view(Streamed)
 
     @endpoint
-    def check(self) -> HealthResponse:
+    def check(self, **overrides: Unpack[Overrides]) -> HealthResponse:
         """``GET /healthz``: ``HealthResponse(status="ok")`` when the API is up."""
-        return self._json("GET", "/api/v1/healthz", HealthResponse)
+        return self._json(RequestOptions("GET", "/api/v1/healthz"), HealthResponse, overrides)
 
 
 class Server(SyncAPIResource[M]):
@@ -27,6 +30,7 @@ class Server(SyncAPIResource[M]):
     with_streaming_response: Server[Streamed] = view(Streamed)
 
     @endpoint
-    def capabilities(self) -> ServerCapabilities:
+    def capabilities(self, **overrides: Unpack[Overrides]) -> ServerCapabilities:
         """``GET /get_server_capabilities``: the models the server can train and sample."""
-        return self._json("GET", "/api/v1/get_server_capabilities", ServerCapabilities)
+        options = RequestOptions("GET", "/api/v1/get_server_capabilities")
+        return self._json(options, ServerCapabilities, overrides)
