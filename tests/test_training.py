@@ -7,6 +7,7 @@ import concurrent.futures
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -228,9 +229,9 @@ def test_finish_status_is_sent_once_and_no_thread_is_left(
 
 def test_heartbeats_are_sent_and_stop_on_410(server: MockTinkerServer, make_service: MakeService) -> None:
     service = make_service(heartbeat_interval=0.05)
-    deadline = __import__("time").monotonic() + 10
-    while server.sessions[0].heartbeats < 2 and __import__("time").monotonic() < deadline:
-        __import__("time").sleep(0.02)
+    deadline = time.monotonic() + 10
+    while server.sessions[0].heartbeats < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert server.sessions[0].heartbeats >= 2
     server.script("/api/v1/session_heartbeat", Fault(status=410))
     service._heartbeat.join(10)
@@ -466,3 +467,31 @@ def test_retrieve_futures_long_poll_when_the_server_enables_it(
 
 def long_polls_now(server: MockTinkerServer) -> list[dict[str, Any]]:
     return [r.json() for r in server.requests if r.path.endswith("/retrieve_futures")]
+
+
+def test_abandoned_samples_are_cancelled_when_the_server_enables_it(
+    server: MockTinkerServer, make_service: MakeService
+) -> None:
+    server.client_dynamic_config["sample_cancel_enabled"] = True
+    server.training.delays["Sample"] = 30.0
+    server.promises.hold = 0.1
+    sampler = make_service().create_sampling_client(base_model=BASE).result(30)
+    futures = [
+        sampler.sample(types.ModelInput.from_ints([i]), 1, types.SamplingParams(max_tokens=1))
+        for i in range(3)
+    ]
+    deadline = time.monotonic() + 30
+    while not all(f.request_id for f in futures) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert all(f.cancel() for f in futures)
+    while len(server.promises.cancelled) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sorted(server.promises.cancelled) == sorted(str(f.request_id) for f in futures)
+
+
+def test_a_session_that_cannot_start_leaves_nothing_behind(server: MockTinkerServer) -> None:
+    before = engine_threads()
+    server.script("/api/v1/create_session", Fault(status=400))
+    with pytest.raises(BadRequestError):
+        ServiceClient(api_key=server.api_key, base_url=server.url)
+    assert engine_threads() == before

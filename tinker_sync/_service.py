@@ -94,25 +94,13 @@ class ServiceClient:
             if client is not None
             else Client(api_key, base_url, pool_maxsize=submit_workers + poll_workers + 2)
         )
-        self._config = self._fetch_config()
-        body: dict[str, Any] = {
-            "tags": [],
-            "user_metadata": user_metadata or {},
-            "sdk_version": SDK_VERSION,
-            "type": "create_session",
-        }
-        if project_id is not None:
-            body["project_id"] = project_id
-        if display_name is not None:
-            body["display_name"] = display_name
-        session = self._client.post("/api/v1/create_session", json=body, cast_to=CreateSessionResponse)
-        for level, message in (
-            (logging.INFO, session.info_message),
-            (logging.WARNING, session.warning_message),
-            (logging.ERROR, session.error_message),
-        ):
-            if message:
-                log.log(level, "%s", message)
+        try:
+            self._config = self._fetch_config()
+            session = self._create_session(project_id, user_metadata, display_name)
+        except BaseException:
+            if self._owns_client:
+                self._client.close()  # nothing was started: no thread, no session to finish
+            raise
         self.session_id = session.session_id
         self._counter_lock = threading.Lock()
         self._model_seq = itertools.count(0)
@@ -128,6 +116,7 @@ class ServiceClient:
             on_queue_state=on_queue_state,
         )
         self._engine.retrieve_futures = self._config.sample_use_retrieve_futures
+        self._engine.cancel_enabled = self._cancel_enabled()
         self._stop = threading.Event()
         self._heartbeat = threading.Thread(
             target=self._heartbeat_loop, args=(heartbeat_interval,), name="tinker-sync-heartbeat", daemon=True
@@ -157,6 +146,37 @@ class ServiceClient:
             )
         except NotFoundError:
             return ClientConfigResponse()
+
+    def _cancel_enabled(self) -> bool:
+        """``client/dynamic_config``'s ``sample_cancel_enabled`` (read once; a 404 or a failure: off)."""
+        try:
+            flags = self._client.post("/api/v1/client/dynamic_config", json={"sdk_version": SDK_VERSION})
+        except Exception:
+            return False
+        return isinstance(flags, dict) and flags.get("sample_cancel_enabled") is True
+
+    def _create_session(
+        self, project_id: str | None, user_metadata: dict[str, str] | None, display_name: str | None
+    ) -> CreateSessionResponse:
+        body: dict[str, Any] = {
+            "tags": [],
+            "user_metadata": user_metadata or {},
+            "sdk_version": SDK_VERSION,
+            "type": "create_session",
+        }
+        if project_id is not None:
+            body["project_id"] = project_id
+        if display_name is not None:
+            body["display_name"] = display_name
+        session = self._client.post("/api/v1/create_session", json=body, cast_to=CreateSessionResponse)
+        for level, message in (
+            (logging.INFO, session.info_message),
+            (logging.WARNING, session.warning_message),
+            (logging.ERROR, session.error_message),
+        ):
+            if message:
+                log.log(level, "%s", message)
+        return session
 
     def _heartbeat_loop(self, interval: float) -> None:
         failing_since: float | None = None

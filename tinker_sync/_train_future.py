@@ -193,6 +193,9 @@ class Engine:
         # retrieve_futures (when the server's flag says so): samples wait, parked, for their
         # session's long poll to report them complete, then one poll fetches each.
         self.retrieve_futures = False
+        self.cancel_enabled = (
+            False  # client/dynamic_config's sample_cancel_enabled: abandoned samples are cancelled
+        )
         self._park = threading.Condition()
         self._parked: dict[str, dict[str, Pending]] = {}
         self._early: dict[str, set[str]] = {}  # completions reported before their future was parked
@@ -263,6 +266,8 @@ class Engine:
     def _poll_loop(self) -> None:
         while (pending := self._next()) is not None:
             if pending.future.done():  # cancelled by its owner
+                if self.cancel_enabled and pending.session is not None:
+                    self._cancel(pending)
                 continue
             try:
                 delay = self._poll(pending)
@@ -275,6 +280,18 @@ class Engine:
                 resolve(pending.future, error=APITimeoutError(pending.future.describe(), cause="timeout"))
                 continue
             self._schedule(pending, delay)
+
+    def _cancel(self, pending: Pending) -> None:
+        """Tell the server a sample's future was abandoned (it may stop the work); best effort."""
+        try:
+            self.client.post(
+                "/api/v1/cancel_future",
+                json={"request_id": pending.future.request_id},
+                timeout=10.0,
+                max_retries=0,
+            )
+        except Exception as error:
+            log.info("cancel_future of %s failed: %r", pending.future.request_id, error)
 
     def _queue_state(self, future: Future[Any], body: dict[str, Any]) -> None:
         state = body.get("queue_state")
