@@ -58,8 +58,9 @@ from ._observe import (
 )
 from ._options import Params, RequestOptions, Timeoutish
 from ._redirects import MAX_REDIRECTS, REDIRECT_STATUSES, next_hop
-from ._response import Sender, StreamedResponse, status_error
+from ._response import Sender, StreamedResponse
 from ._retry import RetryBudget, RetryHints, should_retry_status
+from ._status_errors import status_error
 from ._transport import (
     ACCEPT_ENCODING,
     DEFAULT_POOL_MAXSIZE,

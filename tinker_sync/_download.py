@@ -36,7 +36,8 @@ from ._files import PartFile, PartState, Progress, checksums_from, destination, 
 from ._observe import mask_url
 from ._options import RequestOptions
 from ._ranges import MIN_PIECE, Source, auto_connections, holes, piece_size, receive_ranges
-from ._response import Connections, StreamedResponse, check_connections
+from ._receive import Connections, check_connections, receive, receive_over_ranges
+from ._response import StreamedResponse
 from ._retry import RetryBudget
 from ._transport import Request
 
@@ -129,7 +130,7 @@ def download(
                 log.warning("Restarting %s from byte 0: %s", part.dest, problem)
                 part.discard()
                 state, offset, spread = None, 0, None
-            response._as_served()
+            response.as_served()
             if state is None:
                 checks = checksums_from(response.headers, expected_sha256)
                 n = response.connections_for(connections)
@@ -139,7 +140,8 @@ def download(
             total = response.total_size
             if (n > 1 or spread is not None) and total is not None:
                 done = [] if state is None else state.ranges or [(0, state.size)]
-                response._receive_ranges(
+                receive_over_ranges(
+                    response,
                     part,
                     connections=n,
                     checks=checks,
@@ -151,7 +153,8 @@ def download(
                     progress=progress,
                 )
                 return part.dest
-            response._receive(
+            receive(
+                response,
                 part,
                 offset=offset,
                 checks=checks,

@@ -13,19 +13,19 @@ Rules:
    rule, ``continuation_problem``; a response that does not continue it
    raises for a byte stream (it cannot take back bytes it handed out) and
    restarts a file from zero (``stream_to_file`` truncates first).
+5. Writing a body to a file is ``_receive``'s: a ``StreamedResponse`` is its
+   ``FileResponse`` (``as_served``, ``claim``, ``readinto`` with resume,
+   ``open_ranges``, ``resume_through``), as it is ``_event_stream``'s
+   ``EventSource``. An error response's exception is ``_status_errors``'.
 """
 
 from __future__ import annotations
 
 import codecs
-import html
 import logging
 import os
-import re
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Literal, Protocol, Unpack
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeAlias
 
 import msgspec
 
@@ -44,23 +44,21 @@ from ._exceptions import (
     APIConnectionError,
     APIResponseValidationError,
     APIStatusError,
-    DownloadIntegrityError,
     StreamAlreadyConsumed,
-    status_error_class,
 )
-from ._files import (
-    BUFFER_SIZE,
-    COMMIT_INTERVAL,
-    Checksum,
-    PartFile,
-    Progress,
-    Receiver,
-    checksums_from,
-    destination,
-)
+from ._files import PartFile, Progress, checksums_from, destination
 from ._observe import mask_url, redact
-from ._ranges import MIN_PIECE, RangeChanged, auto_connections, receive_ranges
-from ._retry import RetryBudget, RetryHints
+from ._ranges import MIN_PIECE, auto_connections
+from ._receive import (
+    Connections,
+    RangeFetcher,
+    RangeOpener,
+    check_connections,
+    receive,
+    receive_over_ranges,
+)
+from ._receive import Sender as AnySender
+from ._retry import RetryBudget
 from ._transport import DEFAULT_POOL_MAXSIZE, Body, Headers, RawResponse, Request
 from .sse import DEFAULT_MAX_SIZE
 
@@ -71,46 +69,14 @@ __all__ = [
     "check_connections",
     "decode_body",
     "decode_json",
-    "status_error",
-    "xml_error",
 ]
 
 log = logging.getLogger("tinker_sync")
 
-# Error bodies are read for the exception, up to this size (the rest is discarded); its message
-# quotes at most MAX_MESSAGE_BODY bytes of it (``.body`` keeps the parsed whole).
-MAX_ERROR_BODY = 1 << 20
-MAX_MESSAGE_BODY = 1024
 
-# How many connections a file download may use: a number, or "auto" (see ``_ranges.auto_connections``).
-Connections = int | Literal["auto"]
-
-
-def check_connections(connections: object) -> None:
-    """Raise ValueError unless ``connections`` is a positive int or ``"auto"``."""
-    if connections != "auto" and not (type(connections) is int and connections >= 1):
-        raise ValueError(f"connections must be a positive integer or 'auto', got {connections!r}")
-
-
-class Sender(Protocol):
-    """What a response needs of the client that sent it, to resume a broken body (and to fetch
-    more of it over other connections: ``max_connections``, the most its pool keeps)."""
-
-    @property
-    def max_connections(self) -> int: ...
-
-    def send(
-        self,
-        request: Request,
-        *,
-        timeout: Timeout | None = ...,
-        budget: RetryBudget | None = ...,
-        quiet: bool = ...,
-    ) -> StreamedResponse: ...
-
-    def _backoff(
-        self, budget: RetryBudget, request: Request, reason: str, **hints: Unpack[RetryHints]
-    ) -> bool: ...
+# What a response needs of the client that sent it (or a URL signer), to resume a broken body and
+# to fetch more of it over other connections: a ``_receive.Sender`` of these responses.
+Sender: TypeAlias = "AnySender[StreamedResponse]"
 
 
 def decode_json(content: bytes | memoryview, cast_to: Any, response: Any = None) -> Any:
@@ -226,12 +192,18 @@ class StreamedResponse:
         """Release the connection: back to the pool if the body was read to its end, else closed."""
         self._body.close()
 
-    def _start(self) -> None:
+    def claim(self) -> None:
+        """Start reading the body: StreamAlreadyConsumed when it was already read or closed
+        (every way of reading it claims it first; the file receiver too)."""
         if self._consumed or self._body.closed:
             raise StreamAlreadyConsumed(
                 "The response body was already read or closed; a streamed body can be read only once."
             )
         self._consumed = True
+
+    def abort(self) -> None:
+        """From another thread: make a read blocked on this body fail at once (a transfer stopped)."""
+        self._body.abort()
 
     # -- resume --------------------------------------------------------------
 
@@ -327,9 +299,24 @@ class StreamedResponse:
             on_restart()
         return True
 
-    def _readinto(
-        self, buffer: memoryview, *, resume: bool = True, on_restart: Callable[[], None] | None = None
+    def readinto(
+        self,
+        buffer: memoryview,
+        /,
+        *,
+        resume: bool = True,
+        on_restart: Callable[[], None] | None = None,
     ) -> int:
+        """Read the next bytes of the body into ``buffer`` as soon as any arrived; 0 at its end.
+
+        A broken GET body resumes (see the module docstring) unless ``resume`` is false; a body
+        cut short raises APIConnectionError, never a quiet 0. With ``on_restart``, a resume the
+        server answers with the whole resource (maybe changed) starts the body again from byte 0,
+        after ``on_restart()`` was called (the file receiver truncates its file); without it, such
+        an answer raises.
+        """
+        if not self._consumed:
+            self.claim()
         while True:
             try:
                 n = self._body.readinto(buffer)
@@ -340,25 +327,13 @@ class StreamedResponse:
             self.num_bytes_downloaded += n
             return n
 
-    # -- bytes ---------------------------------------------------------------
-
-    def readinto(self, buffer: memoryview, /) -> int:
-        """Read the next bytes of the body into ``buffer`` as soon as any arrived; 0 at its end.
-
-        A broken GET body resumes (see the module docstring); a body cut
-        short raises APIConnectionError, never a quiet 0.
-        """
-        if not self._consumed:
-            self._start()
-        return self._readinto(buffer)
-
     def _iter_raw(self, limit: int) -> Iterator[bytes]:
         """The body as it arrives; releases the connection at its end, discards it otherwise."""
-        self._start()
+        self.claim()
         buffer = ReadBuffer(limit)
         try:
             view = buffer.view
-            while n := self._readinto(view):
+            while n := self.readinto(view):
                 yield bytes(view[:n])
                 view = buffer.next(n)
         finally:
@@ -431,7 +406,7 @@ class StreamedResponse:
         """The body as an ``EventSource``: this response, or a replay of a body already read."""
         if self._content is not None:
             return _Replay(self, self._content)
-        self._start()
+        self.claim()
         return self
 
     # -- whole body ----------------------------------------------------------
@@ -449,7 +424,7 @@ class StreamedResponse:
         it explains (what is past ``limit``, or after a break, is dropped).
         """
         if self._content is None:
-            self._start()
+            self.claim()
             content = bytearray(limit)
             view = memoryview(content)
             size = 0
@@ -522,7 +497,7 @@ class StreamedResponse:
         """
         check_connections(connections)
         part = PartFile(destination(path, self.url))
-        self._as_served()
+        self.as_served()
         with part.lock():
             part.discard()
             whole = self.status_code == 200
@@ -531,103 +506,29 @@ class StreamedResponse:
             total = self.total_size if whole else (int(length) if length and length.isdigit() else None)
             n = self.connections_for(connections) if whole else 1
             if n > 1 and total is not None:
-                return self._receive_ranges(
-                    part, connections=n, checks=checks, total=total, progress=progress, resume=resume
+                return receive_over_ranges(
+                    self, part, connections=n, checks=checks, total=total, progress=progress, resume=resume
                 )
-            return self._receive(
-                part, checks=checks, total=total, progress=progress, buffer_size=chunk_size, resume=resume
-            )
-
-    def _as_served(self) -> None:
-        """Read the body as served: a file stores the resource's bytes, Content-Encoding and all."""
-        self._body.raw_bytes()
-
-    def _receive(
-        self,
-        part: PartFile,
-        *,
-        offset: int = 0,
-        checks: list[Checksum],
-        total: int | None,
-        url: str | None = None,
-        expected_size: int | None = None,
-        expected_sha256: str | None = None,
-        progress: Progress | None = None,
-        buffer_size: int | None = None,
-        resume: bool = True,
-    ) -> int:
-        """Write this body into ``part`` from ``offset``; verify and rename. Returns the file's size.
-
-        With ``url`` (a download that a later run may resume) the sidecar is
-        written and the ``.part`` kept on failure; without it a failure
-        removes the ``.part``. The caller holds the part's lock.
-
-        The bytes are stored as served (``Content-Encoding: gzip`` stays
-        compressed: the store's length and checksums are the compressed
-        bytes'). A body that ends with its connection is complete only when
-        a length or a checksum confirms it.
-        """
-        self._as_served()
-        self._start()
-        keep = url is not None
-        with (
-            self,
-            Receiver(
+            return receive(
+                self,
                 part,
-                offset=offset,
                 checks=checks,
                 total=total,
-                expected_size=expected_size,
                 progress=progress,
-                buffer_size=buffer_size or BUFFER_SIZE,
-                keep=keep,
-            ) as receiver,
-        ):
-            if url is not None and not offset:
-                part.save(url, self.validator, total, self.headers)
+                buffer_size=chunk_size,
+                resume=resume,
+            )
 
-            buffer, filled = receiver.buffer(), 0
+    def as_served(self) -> None:
+        """From now on, hand out the body's bytes as served: no ``Content-Encoding`` decoded (a file
+        stores the resource's bytes, and its length and checksums are those bytes')."""
+        self._body.raw_bytes()
 
-            def restart() -> None:
-                # The resource came back whole (maybe changed): new size, checksums and sidecar;
-                # what the buffer holds of the old body is dropped.
-                nonlocal filled
-                filled = 0
-                receiver.restart(checksums_from(self.headers, expected_sha256), self.total_size)
-                if url is not None:
-                    part.save(url, self.validator, self.total_size, self.headers)
-
-            # Each buffer is filled before the worker writes and hashes it: a TLS read returns one
-            # 16 KiB record, and a hand-off per record would cost more than the record. A slow body
-            # still reaches the file (and the progress callback) every COMMIT_INTERVAL.
-            on_restart = restart if resume else None
-            committed = time.monotonic()
-            try:
-                while True:
-                    start = filled
-                    n = self._readinto(buffer[start:], resume=resume, on_restart=on_restart)
-                    if not n:
-                        break
-                    if filled != start:
-                        # restarted from byte 0 during this read (``filled`` dropped to 0): the new
-                        # body's first bytes landed after the dropped ones; they go first.
-                        buffer[:n] = bytes(buffer[start : start + n])
-                    filled += n
-                    if filled == len(buffer) or time.monotonic() - committed >= COMMIT_INTERVAL:
-                        count, filled = filled, 0  # first: commit() may raise (a progress callback)
-                        receiver.commit(count)
-                        buffer, committed = receiver.buffer(), time.monotonic()
-            finally:
-                if filled:  # what arrived before the end (or before a failure: a re-run resumes after it)
-                    count, filled = filled, 0
-                    receiver.commit(count)
-            if self._body.close_delimited and not receiver.confirmable:
-                raise DownloadIntegrityError(
-                    f"Cannot confirm that {part.dest} is complete: {mask_url(self.url)} ended its body by "
-                    "closing the connection (no Content-Length, no chunked framing), which a cut looks "
-                    "the same as, and sent no checksum; pass expected_size or expected_sha256"
-                )
-            return receiver.complete()
+    @property
+    def close_delimited(self) -> bool:
+        """The body ends when its connection closes (no Content-Length, no chunked framing): only a
+        length or a checksum can tell its end from a cut."""
+        return self._body.close_delimited
 
     # -- one file over several connections ---------------------------------
 
@@ -656,103 +557,18 @@ class StreamedResponse:
             return 1
         return auto_connections(remaining, pool) if connections == "auto" else min(connections, pool)
 
-    def _receive_ranges(
-        self,
-        part: PartFile,
-        *,
-        connections: int,
-        checks: list[Checksum],
-        total: int,
-        done: Sequence[tuple[int, int]] = (),
-        url: str | None = None,
-        expected_size: int | None = None,
-        expected_sha256: str | None = None,
-        progress: Progress | None = None,
-        resume: bool = True,
-    ) -> int:
-        """Write this body (from ``position``) and the rest of the resource over ``connections``
-        connections into ``part`` (``_ranges``); ``done``: the ranges it already holds.
-
-        Each range is a GET with ``Range`` and ``If-Range`` through this response's sender (a URL
-        signer re-signs), judged by ``continuation_problem``, resumed in the call like any body,
-        all in this response's one retry budget (each range renewing it by its own progress). A
-        range showing that the resource changed starts the file again from zero, with a fresh
-        GET. With ``url`` the sidecar lists the ranges written and a failure keeps the ``.part``.
-        """
-        self._as_served()
-        self._start()
-        response, budget = self, self._budget
-        sender = self._sender
-        if sender is None or budget is None:
+    def open_ranges(self, resume: bool = True) -> RangeOpener:
+        """What fetches the other byte ranges of this resource for the file receiver: each a GET
+        with ``Range`` and ``If-Range`` through this response's sender (a URL signer re-signs),
+        in this response's one retry budget, resumed in the call when ``resume``."""
+        if self._sender is None or self._budget is None:
             raise RuntimeError("a response without its sender cannot fetch ranges")
-        restarted = False
-        while True:
-            ranges = _RangeFetcher(response, sender, budget, total, resume)
-            first = ranges.source(response)
-            parsed = parse_content_range(response.headers.get("content-range", ""))
-            end = parsed[1] + 1 if response.status_code == 206 and parsed is not None else total
+        return RangeFetcher(self, self._sender, self._budget, self._timeout, resume)
 
-            def save(
-                written: list[tuple[int, int]], response: StreamedResponse = response, total: int = total
-            ) -> None:
-                if url is not None:
-                    part.save(url, response.validator, total, response.headers, written)
-
-            try:
-                return receive_ranges(
-                    part,
-                    ranges.fetch,
-                    connections=connections,
-                    total=total,
-                    done=done,
-                    first=(first, response.position, end),
-                    checks=checks,
-                    expected_size=expected_size,
-                    progress=progress,
-                    save=save if url is not None else None,
-                )
-            except RangeChanged as exc:
-                problem = str(exc)
-                pinned = response.validator
-                response.close()
-            log.warning("Restarting %s from byte 0: %s", mask_url(self.url), problem)
-            request = self.request
-            if not sender._backoff(budget, request, f"cannot resume: {problem}", cause="resume"):
-                raise APIConnectionError(
-                    f"Cannot download {mask_url(self.url)}: {problem}", request, cause="resume"
-                )
-            response = sender.send(whole_request(request), timeout=self._timeout, budget=budget, quiet=True)
-            response._as_served()  # first: the length of an encoded body counts only as served
-            if response.status_code != 200 or response.total_size is None:
-                response.close()
-                raise APIConnectionError(
-                    f"Cannot restart {mask_url(self.url)}: the server answered {response.status_code}",
-                    request,
-                    cause="resume",
-                )
-            checks, total, done = checksums_from(response.headers, expected_sha256), response.total_size, ()
-            if response.validator == pinned or restarted:
-                # The same version of the resource: its ranges, not the resource, were wrong (a 200 to
-                # a Range, a wrong Content-Range). Or a second change in one call: an ETag that is
-                # not stable (servers behind a balancer, each with its own). Asking for ranges again
-                # would fail the same way, so the file comes over this one connection.
-                log.warning("%s: its byte ranges cannot be used; one connection", mask_url(self.url))
-                connections = 1
-            else:
-                connections = response.connections_for(connections)
-            restarted = True
-            if connections == 1:
-                return response._receive(
-                    part,
-                    checks=checks,
-                    total=total,
-                    url=url,
-                    expected_size=expected_size,
-                    expected_sha256=expected_sha256,
-                    progress=progress,
-                    resume=resume,
-                )
-            response._start()
+    def resume_through(self, sender: Sender) -> None:
+        """Send this body's resumes through ``sender`` instead of the one that sent it (a file's
+        ranges: each resume spends the budget as its own stream, and none once the file stopped)."""
+        self._sender = sender
 
     def write_to_file(self, path: str | os.PathLike[str]) -> int:
         """Write a body already read with ``read()`` to ``path``; returns its size."""
@@ -761,64 +577,6 @@ class StreamedResponse:
         with open(path, "wb") as f:
             f.write(self._content)
         return len(self._content)
-
-
-# The simple elements of an XML error document (S3, GCS, Azure): <Error><Code>..</Code>...</Error>.
-_XML_ELEMENT = re.compile(r"<([A-Za-z][\w.-]*)>([^<]*)</\1>")
-_EXPIRED = re.compile(r"expir", re.IGNORECASE)
-
-
-def xml_error(content: bytes) -> dict[str, str] | None:
-    """The fields of an object store's XML error document (``Code``, ``Message``, ``Details``, ...), or None.
-
-    S3 answers ``<Error><Code>AccessDenied</Code><Message>Request has
-    expired</Message>...``, GCS ``<Error><Code>ExpiredToken</Code>...``, Azure
-    ``<Error><Code>AuthenticationFailed</Code>...``. Read with a regular
-    expression over the (capped) body, never an XML parser: no entities, no DTDs.
-    """
-    text = content.decode("utf-8", errors="replace").lstrip()
-    if not (text.startswith("<?xml") or text.startswith("<Error")) or "<Error>" not in text:
-        return None
-    fields = {name: html.unescape(value).strip() for name, value in _XML_ELEMENT.findall(text)}
-    return fields if "Code" in fields else None
-
-
-def _xml_summary(fields: Mapping[str, str]) -> str:
-    """``signed URL expired: AccessDenied: Request has expired`` (the expiry said first, when it is one)."""
-    code, message = fields.get("Code", ""), fields.get("Message", "")
-    details = fields.get("Details") or fields.get("AuthenticationErrorDetail") or ""
-    summary = f"{code}: {message}" if message else code
-    if details and details not in message:
-        summary += f" ({details})"
-    if code == "ExpiredToken" or _EXPIRED.search(f"{message} {details}"):
-        summary = f"signed URL expired: {summary}"
-    return summary
-
-
-def status_error(response: StreamedResponse) -> APIStatusError:
-    """The SDK's exception for an error response, its body read (capped) and released.
-
-    A JSON body is kept as decoded JSON (``exc.body``); an object store's XML
-    error document (a signed URL's host) is summarised as ``Code: Message``,
-    its fields in ``exc.body``, and an expired signature says "signed URL expired".
-    """
-    content = response.read_capped(MAX_ERROR_BODY)
-    body: Any
-    try:
-        body = msgspec.json.decode(content) if content else None
-    except (msgspec.DecodeError, RecursionError):  # RecursionError: nested too deeply
-        body = content.decode("utf-8", errors="replace")
-    if not content:
-        text = "(empty body)"
-    elif isinstance(body, str) and (fields := xml_error(content)) is not None:
-        body, text = fields, _xml_summary(fields)
-    elif len(content) <= MAX_MESSAGE_BODY:
-        text = content.decode("utf-8", errors="replace")
-    else:
-        text = content[:MAX_MESSAGE_BODY].decode("utf-8", errors="ignore") + f"... ({len(content)} bytes)"
-    text = redact(text, response.request.headers, response.request.url)
-    cls = status_error_class(response.status_code)
-    return cls(f"Error code: {response.status_code} - {text}", response, body)
 
 
 def decode_body(response: StreamedResponse, cast_to: Any) -> Any:
@@ -876,128 +634,3 @@ class _Replay:
 
     def close(self) -> None:
         self.is_closed = True
-
-
-class _RangeSender:
-    """The sender of one file's range responses: the response's own sender (the client, or a URL
-    signer); each range is a stream of the one retry budget, renewed by that range's progress (a
-    blip that cuts every connection after data resumes them all at once)."""
-
-    def __init__(self, sender: Sender) -> None:
-        self._sender = sender
-        self.stopped = False  # the transfer stopped: no more sends, resumes or retries
-
-    @property
-    def max_connections(self) -> int:
-        return self._sender.max_connections
-
-    def send(
-        self,
-        request: Request,
-        *,
-        timeout: Timeout | None = None,
-        budget: RetryBudget | None = None,
-        quiet: bool = False,
-    ) -> StreamedResponse:
-        if self.stopped:
-            raise APIConnectionError("the download stopped", request, cause="stopped")
-        response = self._sender.send(request, timeout=timeout, budget=budget, quiet=quiet)
-        response._sender = self  # its own resumes come back here
-        return response
-
-    def _backoff(
-        self, budget: RetryBudget, request: Request, reason: str, **hints: Unpack[RetryHints]
-    ) -> bool:
-        if self.stopped:  # another range failed, or the caller was interrupted: no retry, no wait
-            return False
-        progress = hints.get("progress")
-        if progress is not None:  # the bytes this range received: its offset past the range's start
-            first = request.headers.get("Range", "").removeprefix("bytes=").partition("-")[0]
-            hints["progress"] = progress - (int(first) if first.isdigit() else 0)
-            hints["stream"] = id(request)
-        return self._sender._backoff(budget, request, reason, **hints)
-
-
-class _RangeSource:
-    """A response as a ``_ranges.Source``: resumed in the call; a resume that shows another
-    version of the resource raises ``RangeChanged``."""
-
-    def __init__(self, response: StreamedResponse, fetcher: _RangeFetcher) -> None:
-        self.response = response
-        self.fetcher = fetcher
-        self._lock = threading.Lock()  # close (the fetcher's thread) and abort (the caller's) apart
-        self._closed = False
-
-    def readinto(self, buffer: memoryview, /) -> int:
-        try:
-            return self.response._readinto(buffer, resume=self.fetcher.resume)
-        except APIConnectionError as exc:
-            if exc.cause == "resume":
-                raise RangeChanged(str(exc)) from exc
-            raise
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            self.response.close()
-
-    def abort(self) -> None:
-        """Stop this file's ranges (no more sends or retries) and break a read blocked on this one."""
-        self.fetcher.sender.stopped = True
-        with self._lock:
-            if not self._closed:
-                self.response._body.abort()
-
-
-class _RangeFetcher:
-    """Opens ``Range: bytes=A-B`` requests for one file, pinned to its validator by ``If-Range``."""
-
-    def __init__(
-        self,
-        response: StreamedResponse,
-        sender: Sender,
-        budget: RetryBudget,
-        total: int,
-        resume: bool,
-    ) -> None:
-        self.request = whole_request(response.request)
-        self.validator = response.validator
-        self.timeout = response._timeout
-        self.budget = budget
-        self.total = total
-        self.resume = resume
-        self.sender = _RangeSender(sender)
-        response._sender = self.sender
-
-    def source(self, response: StreamedResponse) -> _RangeSource:
-        return _RangeSource(response, self)
-
-    def fetch(self, start: int, end: int) -> _RangeSource:
-        request = self.request
-        headers = request.headers.copy()
-        headers["Range"] = f"bytes={start}-{end - 1}"
-        if self.validator is not None:
-            headers["If-Range"] = self.validator
-        try:
-            response = self.sender.send(
-                Request("GET", request.url, headers), timeout=self.timeout, budget=self.budget, quiet=True
-            )
-        except APIStatusError as exc:
-            if exc.status_code == 416:  # the range lies past the resource's end: it shrank
-                raise RangeChanged(f"the server cannot satisfy bytes {start}-{end - 1} (416)") from exc
-            raise
-        response._as_served()
-        problem = continuation_problem(
-            response.status_code,
-            response.headers,
-            start,
-            self.validator,
-            self.total,
-            ranged=True,
-            last=end - 1,
-        )
-        if problem is not None:
-            response.close()
-            raise RangeChanged(problem)
-        response._start()
-        return self.source(response)
