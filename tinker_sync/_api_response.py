@@ -14,8 +14,8 @@ from contextlib import AbstractContextManager
 from typing import Any, Generic
 
 from ._event_stream import EventStream
-from ._files import Progress
 from ._observe import mask_url
+from ._receiver import Progress
 from ._response import Connections, StreamedResponse
 from ._transport import Headers
 from ._typing import E, T

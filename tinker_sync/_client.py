@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic
 
 from ._base_client import BaseClient
 from ._config import Timeout
-from ._files import Progress
+from ._receiver import Progress
 from ._response import Connections
 from ._transport import check_request
 from .resources._resource import M, Parsed, Raw, Streamed

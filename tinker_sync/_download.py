@@ -1,8 +1,8 @@
 """Downloads above the client: a URL to a file, atomic, verified, resumable across runs.
 
-The file pieces (``.part``, sidecar, lock, checksums, the worker thread) are
-``_files``; the bytes come from ``StreamedResponse``, which resumes a broken
-body inside the call. This module adds what only a download needs: redirects
+The file pieces are ``_files`` (``.part``, sidecar, lock), ``_checksums`` and
+``_receiver`` (written, hashed, verified, renamed); the bytes come from a
+``StreamedResponse`` through ``_receive``, and it resumes a broken body inside the call. This module adds what only a download needs: redirects
 followed by hand, resuming a ``.part`` left by an earlier run (``Range`` +
 ``If-Range``, judged by ``continuation_problem``, the same rule as in-call
 resumes), a 416 to a complete ``.part``, clean restarts from zero, and the choice of how many
@@ -30,13 +30,15 @@ import os
 from pathlib import Path
 
 from ._base_client import BaseClient
+from ._checksums import checksums_from, headers_from
 from ._continuation import continuation_problem, parse_content_range, strong_etag
 from ._exceptions import APIConnectionError, APIStatusError
-from ._files import PartFile, PartState, Progress, checksums_from, destination, headers_from
+from ._files import PartFile, PartState, destination
 from ._observe import mask_url
 from ._options import RequestOptions
 from ._ranges import MIN_PIECE, Source, auto_connections, holes, piece_size, receive_ranges
 from ._receive import Connections, check_connections, receive, receive_over_ranges
+from ._receiver import Progress
 from ._response import StreamedResponse
 from ._retry import RetryBudget
 from ._transport import Request

@@ -1,4 +1,5 @@
-"""The file pieces of a download, with no HTTP in them: partial file, sidecar, lock, checksums.
+"""The files beside a download's target, with no HTTP in them: the partial file, its sidecar, its
+lock, and where a download goes.
 
 Files next to a download's target ``dest``:
 
@@ -10,63 +11,51 @@ Files next to a download's target ``dest``:
 
 Rules:
 1. Nothing appears at ``dest`` until every byte arrived, the size and every
-   checksum on offer matched, and the data was fsynced: then ``os.replace``.
+   checksum on offer matched, and the data was fsynced: then ``os.replace``
+   (``PartFile.finish``, called by ``_receiver.Receiver`` and ``_ranges``).
    A failed, killed or interrupted download never leaves a file at ``dest``;
    an integrity failure removes ``.part`` and its sidecar.
-2. Memory is constant: a ``Receiver`` reads into a reused buffer, no bigger
-   than its share of the process's read budget (``_buffers``), and writes and
-   hashes it on the reading thread; with checksums to compute and no more
-   downloads running than CPUs, a few buffers go to a worker thread instead
-   (``_workers.Worker``), so that hashing overlaps the network reads.
-3. The caller decides what the bytes are (which response, which offset); this
-   module only stores, hashes, verifies and renames them.
+2. These files live in a directory others may write to: they are opened only
+   as regular files, never through a link (``open_regular``).
+3. A sidecar pins a resume to one version of one resource (its validator);
+   one this module did not write is ignored, and so is its ``.part``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import errno
-import hashlib
 import json
 import logging
 import os
-import queue
-import re
 import shutil
 import socket
 import stat
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple, Protocol
+from typing import Any
 from urllib.parse import unquote
 
-from . import _buffers
+from ._checksums import CHECKSUM_HEADERS, checksums_from, hash_prefix, new_hasher, verify
 from ._exceptions import DownloadIntegrityError, DownloadLockedError, InvalidRequestError
 from ._observe import mask_url
-from ._workers import Worker
 
 __all__ = [
-    "Checksum",
     "PartFile",
     "PartState",
-    "Progress",
-    "ProgressThrottle",
-    "Receiver",
     "check_destination",
-    "checksums_from",
+    "check_disk_space",
     "destination",
     "directory",
+    "fsync_dir",
+    "open_regular",
     "remove",
     "target_lock",
 ]
 
 log = logging.getLogger("tinker_sync")
-
-Progress = Callable[[int, "int | None"], None]
 
 PART_SUFFIX = ".part"
 SIDECAR_SUFFIX = ".part.json"
@@ -74,204 +63,6 @@ LOCK_SUFFIX = ".lock"
 # How long a second download of the same target waits for the first to finish.
 LOCK_WAIT = 5.0
 LOCK_POLL = 0.05
-# Progress is reported at most this often (seconds), or every 1% of the total.
-PROGRESS_INTERVAL = 0.1
-# Bytes read from the network per buffer, and buffers in flight per download:
-# the reader fills one while the worker writes and hashes the others, so a
-# download holds at most BUFFERS * buffer_size (1 MiB by default).
-BUFFER_SIZE = 256 * 1024
-BUFFERS = 4
-# A buffer goes to the disk when full, or when it has waited this long (seconds): a slow body
-# still reaches the file, and the progress callback, as it arrives.
-COMMIT_INTERVAL = 0.1
-# A worker thread hashes while the reader reads only when there is hashing to do (measured: one
-# 1 GiB download with MD5 takes 2.3 s with it, 2.6 s without; with no checksum 1.2 s with it and
-# 1.0 s without) and no more bodies are being read than CPUs (beyond, they are the parallelism:
-# 1,000 downloads with a thread and 4 buffers each held 969 MB, inline 117 MB, and finished sooner).
-THREADED_MAX = os.cpu_count() or 1
-# Read size when hashing the existing bytes of a partial file before resuming.
-HASH_READ_SIZE = 1 << 20
-# The headers whose values the sidecar keeps, to verify a resumed file as a whole (with those
-# saying whether the checksums describe the bytes served: see ``served_transformed``).
-CHECKSUM_HEADERS = (
-    "x-goog-hash",
-    "content-digest",
-    "digest",
-    "etag",
-    "content-encoding",
-    "x-goog-stored-content-encoding",
-    "warning",
-)
-_HEX32 = re.compile(r"^[0-9a-fA-F]{32}$")
-_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-ALGORITHM_NAMES = {"md5": "MD5", "sha256": "SHA-256", "crc32c": "CRC32C"}
-
-
-# -- checksums ------------------------------------------------------------------------------------
-
-
-class Checksum(NamedTuple):
-    """One digest a file must have: algorithm (md5, sha256, crc32c), expected hex, where it came from."""
-
-    algorithm: str
-    expected: str
-    source: str
-
-
-class Hasher(Protocol):
-    def update(self, data: bytes | memoryview, /) -> object: ...
-    def digest(self) -> bytes: ...
-
-
-def have_crc32c() -> bool:
-    """Whether CRC32C can be checked: it needs the optional ``google-crc32c`` package (``[crc32c]`` extra)."""
-    try:
-        import google_crc32c  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-class _CRC32C:
-    """google-crc32c's Checksum, fed ``bytes`` (it refuses views; the copy costs a third of the CRC)."""
-
-    def __init__(self) -> None:
-        import google_crc32c  # only offered by checksums_from when importable
-
-        self._checksum: Any = google_crc32c.Checksum()  # type: ignore[no-untyped-call]
-
-    def update(self, data: bytes | memoryview, /) -> None:
-        self._checksum.update(data if isinstance(data, bytes) else bytes(data))
-
-    def digest(self) -> bytes:
-        digest: bytes = self._checksum.digest()
-        return digest
-
-
-def new_hasher(algorithm: str) -> Hasher:
-    if algorithm == "crc32c":
-        return _CRC32C()
-    return hashlib.new(algorithm)
-
-
-def _b64_hex(value: str) -> str | None:
-    try:
-        return base64.b64decode(value.strip().strip(":"), validate=True).hex()
-    except (binascii.Error, ValueError):
-        return None
-
-
-def _items(value: str | None) -> list[tuple[str, str]]:
-    """``a=1, b=2`` as [("a", "1"), ("b", "2")], names lower-cased."""
-    found = []
-    for part in (value or "").split(","):
-        name, _, digest = part.partition("=")
-        if part.strip():
-            found.append((name.strip().lower(), digest))
-    return found
-
-
-def served_transformed(headers: Mapping[str, str]) -> str | None:
-    """Why the bytes served are not the bytes the store keeps (its checksums then describe other
-    bytes), or None.
-
-    GCS decompresses an object stored with ``Content-Encoding: gzip`` for a
-    client that does not accept gzip ("decompressive transcoding"): it says
-    so with ``X-Goog-Stored-Content-Encoding`` and no ``Content-Encoding``,
-    and its ``x-goog-hash`` stays the stored bytes'. A proxy that changed
-    the body says ``Warning: 214``.
-    """
-    stored = (headers.get("x-goog-stored-content-encoding") or "identity").strip().lower()
-    served = (headers.get("content-encoding") or "identity").strip().lower()
-    if stored != "identity" and served != stored:
-        return f"the store decoded its {stored} object on the way (X-Goog-Stored-Content-Encoding: {stored})"
-    if any(warning.strip().startswith("214") for warning in (headers.get("warning") or "").split(",")):
-        return "a proxy transformed the body (Warning: 214)"
-    return None
-
-
-def checksums_from(headers: Mapping[str, str], expected_sha256: str | None = None) -> list[Checksum]:
-    """Every checksum on offer: ``x-goog-hash`` (md5, crc32c), ``Content-Digest`` / ``Digest``
-    (sha-256, md5), an ETag that is a plain MD5, and the caller's ``expected_sha256``.
-
-    CRC32C is left out, with a log line, when ``google-crc32c`` is not installed. The
-    server's checksums are left out, with a warning, when the body is not the stored
-    bytes they describe (``served_transformed``): such a file is saved unverified
-    unless ``expected_sha256`` is given.
-
-    Raises:
-        ValueError: ``expected_sha256`` is not 64 hex digits.
-    """
-    transformed = served_transformed(headers)
-    if transformed is not None:
-        log.warning(
-            "The server's checksums do not apply: %s; the file is verified only by expected_sha256, if given",
-            transformed,
-        )
-        headers = {}
-    found: list[Checksum] = []
-    for name, value in _items(headers.get("x-goog-hash")):
-        if name in ("md5", "crc32c") and (digest := _b64_hex(value)) is not None:
-            found.append(Checksum(name, digest, f"x-goog-hash {name}"))
-    for header in ("content-digest", "digest"):
-        for name, value in _items(headers.get(header)):
-            algorithm = {"sha-256": "sha256", "md5": "md5"}.get(name)
-            if algorithm is not None and (digest := _b64_hex(value)) is not None:
-                found.append(Checksum(algorithm, digest, f"{header.title()} {name}"))
-    etag = (headers.get("etag") or "").strip()
-    if (
-        not any(c.algorithm == "md5" for c in found)
-        and _HEX32.match(etag.strip('"'))
-        and not etag.startswith("W/")
-    ):
-        found.append(Checksum("md5", etag.strip('"').lower(), "ETag"))
-    if expected_sha256 is not None:
-        value = expected_sha256.strip().lower()
-        if not _HEX64.match(value):
-            raise ValueError(f"expected_sha256 must be 64 hex digits, got {expected_sha256!r}")
-        found.append(Checksum("sha256", value, "expected_sha256"))
-    if any(c.algorithm == "crc32c" for c in found) and not have_crc32c():
-        log.info("Not checking CRC32C: install google-crc32c (pip install 'tinker-sync[crc32c]') to check it")
-        found = [c for c in found if c.algorithm != "crc32c"]
-    return found
-
-
-def verify(
-    dest: Path,
-    size: int,
-    sizes: Iterable[tuple[int | None, str]],
-    checks: Sequence[Checksum],
-    hashers: Mapping[str, Hasher],
-) -> None:
-    """Raise DownloadIntegrityError unless ``size`` and every digest match."""
-    for want, source in sizes:
-        if want is not None and size != want:
-            raise DownloadIntegrityError(
-                f"Size mismatch for {dest}: expected {want} bytes ({source}), received {size}"
-            )
-    for check in checks:
-        actual = hashers[check.algorithm].digest().hex()
-        if actual != check.expected:
-            raise DownloadIntegrityError(
-                f"{ALGORITHM_NAMES[check.algorithm]} mismatch for {dest}: expected {check.expected} "
-                f"({check.source}), got {actual}"
-            )
-
-
-def hash_prefix(f: BinaryIO, size: int, hashers: Iterable[Hasher]) -> None:
-    """Feed the first ``size`` bytes of ``f`` to ``hashers`` (resuming: hash what is there first)."""
-    hashers = list(hashers)
-    if not hashers:
-        return
-    f.seek(0)
-    remaining = size
-    while remaining > 0:
-        data = f.read(min(HASH_READ_SIZE, remaining))
-        if not data:
-            break
-        remaining -= len(data)
-        for h in hashers:
-            h.update(data)
 
 
 # -- opening files beside the target, never through links ------------------------------------------
@@ -567,221 +358,6 @@ def _ranges_within(value: object, size: int) -> list[tuple[int, int]] | None:
     return ranges
 
 
-# -- receiving ------------------------------------------------------------------------------------
-
-
-class ProgressThrottle:
-    """Calls ``progress(done, total)`` at most every PROGRESS_INTERVAL s or 1% of ``total``, and at the end."""
-
-    def __init__(self, progress: Progress | None, total: int | None, done: int = 0) -> None:
-        self.progress = progress
-        self.total = total
-        self.done = done
-        self._next_bytes = 0
-        self._next_time = 0.0
-        self._step = max(1, total // 100) if total else 1 << 62
-        self.report()
-
-    def add(self, n: int) -> None:
-        self.done += n
-        if self.progress is not None and (
-            self.done >= self._next_bytes or time.monotonic() >= self._next_time
-        ):
-            self.report()
-
-    def report(self) -> None:
-        if self.progress is not None:
-            self._next_bytes = self.done + self._step
-            self._next_time = time.monotonic() + PROGRESS_INTERVAL
-            self.progress(self.done, self.total)
-
-
-class Receiver:
-    """Writes a body into ``dest.part`` from ``offset``: hashed, verified, renamed into place.
-
-    Use as a context manager::
-
-        with Receiver(part, checks=..., total=...) as receiver:
-            while n := read_into(receiver.buffer()):
-                receiver.commit(n)
-            receiver.complete()
-
-    ``buffer()`` lends a buffer to read into, ``commit(n)`` hands its first
-    ``n`` bytes to the worker thread that writes and hashes them, and
-    ``complete()`` drains, fsyncs, verifies and renames. Leaving the block
-    without ``complete()`` stops the worker and removes the ``.part`` and its
-    sidecar, unless ``keep`` is set and the sidecar exists (a later run resumes).
-
-    Args:
-        offset: bytes already in the ``.part`` (hashed first, to verify the whole).
-        checks: the digests the whole file must have.
-        total: the resource's size, when known; expected_size: the caller's.
-        progress: ``progress(done, total)``, throttled, in bytes of the file.
-        buffer_size: the most bytes per read (and per write); less when many bodies are read at
-            once (its lease of the read budget, ``_buffers``).
-        threaded: True writes and hashes on a worker thread with up to BUFFERS buffers; False on
-            the caller's thread, with one buffer; None (the default) chooses (see THREADED_MAX).
-        keep: keep the ``.part`` on failure when its sidecar exists.
-    """
-
-    def __init__(
-        self,
-        part: PartFile,
-        *,
-        offset: int = 0,
-        checks: Sequence[Checksum] = (),
-        total: int | None = None,
-        expected_size: int | None = None,
-        progress: Progress | None = None,
-        buffer_size: int = BUFFER_SIZE,
-        threaded: bool | None = None,
-        keep: bool = False,
-    ) -> None:
-        self.part = part
-        self.total = total
-        self.expected_size = expected_size
-        self.keep = keep
-        self._progress = progress
-        self._checks = list(checks)
-        self._buffer_size = buffer_size
-        self._check_sizes()
-        needed = total if total is not None else expected_size
-        if needed is not None:
-            check_disk_space(part.dest, needed - offset)
-        flags = os.O_RDWR | os.O_CREAT | (0 if offset else os.O_TRUNC)
-        self._file: BinaryIO = os.fdopen(open_regular(part.part, flags), "r+b")
-        self._hashers = {c.algorithm: new_hasher(c.algorithm) for c in self._checks}
-        if offset:
-            hash_prefix(self._file, offset, self._hashers.values())
-            self._file.seek(offset)
-            self._file.truncate()
-        self._throttle = ProgressThrottle(progress, total, offset)
-        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        self._allocated = 0
-        self._lent: bytearray | None = None
-        self._inline: bytearray | None = None
-        self._worker: Worker[tuple[bytearray, int]] | None = None
-        self._lease = _buffers.Lease()  # closed in _close
-        if threaded is None:
-            threaded = bool(self._checks) and _buffers.active() <= THREADED_MAX
-        if threaded and self._lease.resize(BUFFERS * buffer_size) >= BUFFERS * buffer_size:
-            self._worker = Worker(self._store, depth=BUFFERS, name="tinker-sync-write")
-        self._done = False
-
-    def __enter__(self) -> Receiver:
-        return self
-
-    def __exit__(self, exc_type: object, *exc_info: object) -> None:
-        if self._done:
-            return
-        keep = self.keep and exc_type is not DownloadIntegrityError and self.part.sidecar.exists()
-        try:
-            self._close(abort=not keep)  # kept: write what was received, for the next run to resume
-        except Exception as exc:  # noqa: BLE001 - the error being raised matters more
-            log.warning("Could not write the last received bytes of %s: %s", self.part.part, exc)
-        if not keep:
-            self.part.discard()
-
-    def _check_sizes(self) -> None:
-        if self.expected_size is not None and self.total is not None and self.expected_size != self.total:
-            raise DownloadIntegrityError(
-                f"Size mismatch for {self.part.dest}: expected {self.expected_size} bytes (expected_size), "
-                f"the server announces {self.total}"
-            )
-
-    @property
-    def confirmable(self) -> bool:
-        """Whether ``complete()`` can confirm the file is whole: a known size or a checksum to match."""
-        return self.total is not None or self.expected_size is not None or bool(self._checks)
-
-    def _store(self, item: tuple[bytearray, int]) -> None:
-        buffer, n = item
-        view = memoryview(buffer)[:n]
-        try:
-            self._file.write(view)
-            for hasher in self._hashers.values():
-                hasher.update(view)
-        finally:
-            view.release()
-            if self._worker is not None:
-                self._free.put(buffer)
-
-    def buffer(self) -> memoryview:
-        """A buffer to read the next bytes into (waits while every buffer is being written)."""
-        if self._lent is None:
-            if self._worker is None:  # one buffer, resized to the body's share of the read budget
-                size = min(self._lease.resize(self._buffer_size), self._buffer_size)
-                if self._inline is None or len(self._inline) != size:
-                    self._inline = bytearray(size)
-                self._lent = self._inline
-            elif self._allocated < BUFFERS and self._free.empty():
-                self._allocated += 1
-                self._lent = bytearray(self._buffer_size)
-            else:
-                self._lent = self._free.get()
-        return memoryview(self._lent)
-
-    def commit(self, n: int) -> None:
-        """Write and hash the first ``n`` bytes of the buffer lent by ``buffer()``."""
-        buffer, self._lent = self._lent, None
-        assert buffer is not None, "commit() without buffer()"
-        if self._worker is not None:
-            self._worker.put((buffer, n))
-        else:
-            self._store((buffer, n))
-        self._throttle.add(n)
-
-    def _drain(self) -> None:
-        if self._worker is not None:
-            self._worker.join()
-
-    def restart(self, checks: Sequence[Checksum], total: int | None) -> None:
-        """Start the file again from byte 0 (the resource came back whole, maybe changed)."""
-        self._drain()
-        self._file.seek(0)
-        self._file.truncate()
-        self.total = total
-        self._check_sizes()
-        self._checks = list(checks)
-        self._hashers = {c.algorithm: new_hasher(c.algorithm) for c in self._checks}
-        self._throttle = ProgressThrottle(self._progress, total)
-
-    def _close(self, *, abort: bool) -> None:
-        try:
-            if self._worker is not None:
-                self._worker.close(abort=abort)
-        finally:
-            self._file.close()
-            self._lease.close()
-
-    def complete(self, *, length: int | None = None) -> int:
-        """Drain, fsync, verify (size against ``total``, ``expected_size`` and ``length``) and rename.
-
-        Returns:
-            The size of the final file.
-
-        Raises:
-            DownloadIntegrityError: a size or digest mismatch (the ``.part`` is removed).
-        """
-        try:
-            self._drain()
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            size = self._file.tell()
-        finally:
-            self._close(abort=False)
-        self._throttle.report()
-        sizes = (
-            (self.total, "the server's length"),
-            (self.expected_size, "expected_size"),
-            (length, "the length"),
-        )
-        verify(self.part.dest, size, sizes, self._checks, self._hashers)
-        self._done = True
-        self.part.finish()
-        return size
-
-
 # -- the lock -------------------------------------------------------------------------------------
 
 
@@ -875,8 +451,3 @@ def remove(*paths: Path) -> None:
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-
-
-def headers_from(saved: Mapping[str, str]) -> dict[str, Any]:
-    """Sidecar-saved headers with lower-cased names (as ``checksums_from`` reads them)."""
-    return {k.lower(): v for k, v in saved.items()}

@@ -4,7 +4,7 @@ No HTTP here. The caller gives ``fetch(start, end)``, which returns a ``Source``
 bytes from ``start`` (it may run past ``end``: it is closed there), and may give the first
 ``Source``, already open (the response that showed the server takes ranges). This module plans
 the ranges, runs one fetcher thread per connection, writes with ``os.pwrite``, hashes the file in
-order, records what is written in the sidecar, and verifies and renames as ``_files.Receiver`` does.
+order, records what is written in the sidecar, and verifies and renames as ``_receiver.Receiver`` does.
 
 Rules:
 1. The plan cuts what is missing into pieces, handed out lowest offset first, so that the bytes
@@ -34,20 +34,10 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from . import _buffers
+from ._checksums import HASH_READ_SIZE, Checksum, new_hasher, verify
 from ._exceptions import DownloadIntegrityError
-from ._files import (
-    BUFFER_SIZE,
-    COMMIT_INTERVAL,
-    HASH_READ_SIZE,
-    Checksum,
-    PartFile,
-    Progress,
-    ProgressThrottle,
-    check_disk_space,
-    new_hasher,
-    open_regular,
-    verify,
-)
+from ._files import PartFile, check_disk_space, open_regular
+from ._receiver import BUFFER_SIZE, COMMIT_INTERVAL, Progress, ProgressThrottle
 
 __all__ = [
     "AUTO_CONNECTIONS",
@@ -78,7 +68,7 @@ MAX_PIECE = 64 << 20
 # A fetcher takes half of another's range only if both halves are at least this big.
 MIN_STEAL = 1 << 20
 STEAL_ALIGN = 64 << 10
-# A fetcher's one buffer: _files.BUFFER_SIZE bytes, written when full or after COMMIT_INTERVAL.
+# A fetcher's one buffer: _receiver.BUFFER_SIZE bytes, written when full or after COMMIT_INTERVAL.
 # The sidecar's list of written ranges is saved (after fdatasync) at most this often (seconds).
 SIDECAR_INTERVAL = 1.0
 # How often the caller's thread wakes to report progress and save the sidecar when nothing lands.

@@ -1,5 +1,5 @@
 """A response's body into a file: over its one connection (``receive``) or with the rest of the
-resource over several (``receive_over_ranges``), atomic and verified (``_files``, ``_ranges``).
+resource over several (``receive_over_ranges``), atomic and verified (``_receiver``, ``_ranges``).
 
 No response class here: the receiver reads any ``FileResponse`` (``StreamedResponse`` is one),
 as ``EventStream`` reads any ``EventSource``; a ``FileResponse`` opens the other ranges of its
@@ -26,12 +26,14 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from typing import Any, Generic, Literal, Protocol, TypeVar, Unpack
 
+from ._checksums import Checksum, checksums_from
 from ._config import Timeout
 from ._continuation import continuation_problem, parse_content_range, whole_request
 from ._exceptions import APIConnectionError, APIStatusError, DownloadIntegrityError
-from ._files import BUFFER_SIZE, COMMIT_INTERVAL, Checksum, PartFile, Progress, Receiver, checksums_from
+from ._files import PartFile
 from ._observe import mask_url
 from ._ranges import RangeChanged, receive_ranges
+from ._receiver import BUFFER_SIZE, COMMIT_INTERVAL, Progress, Receiver
 from ._retry import RetryBudget, RetryHints
 from ._transport import Request
 

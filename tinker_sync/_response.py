@@ -30,6 +30,7 @@ from typing import Any, TypeAlias
 import msgspec
 
 from ._buffers import READ_SIZE, ReadBuffer
+from ._checksums import checksums_from
 from ._config import Timeout
 from ._continuation import (
     continuation_problem,
@@ -46,7 +47,7 @@ from ._exceptions import (
     APIStatusError,
     StreamAlreadyConsumed,
 )
-from ._files import PartFile, Progress, checksums_from, destination
+from ._files import PartFile, destination
 from ._observe import mask_url, redact
 from ._ranges import MIN_PIECE, auto_connections
 from ._receive import (
@@ -58,6 +59,7 @@ from ._receive import (
     receive_over_ranges,
 )
 from ._receive import Sender as AnySender
+from ._receiver import Progress
 from ._retry import RetryBudget
 from ._transport import DEFAULT_POOL_MAXSIZE, Body, Headers, RawResponse, Request
 from .sse import DEFAULT_MAX_SIZE

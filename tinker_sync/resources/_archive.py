@@ -33,8 +33,8 @@ from .._exceptions import (
     CheckpointNotReadyError,
     UnsafeArchiveError,
 )
-from .._files import Progress
 from .._options import RequestOptions
+from .._receiver import Progress
 from .._redirects import check_redirect
 from .._response import StreamedResponse
 from .._retry import RetryBudget, RetryHints, retry_delay, should_retry_status

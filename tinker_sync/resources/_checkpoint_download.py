@@ -48,7 +48,8 @@ from typing import Protocol
 from .._base_client import BaseClient
 from .._download import download as download_file
 from .._exceptions import APIConnectionError, APIResponseValidationError, APIStatusError, UnsafeArchiveError
-from .._files import Progress, target_lock
+from .._files import target_lock
+from .._receiver import Progress
 from .._response import Connections
 from .._retry import RetryBudget
 from .._transport import Request

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .._exceptions import DownloadLockedError, TinkerError
-from .._files import Progress, directory, fsync_dir, open_regular, target_lock
+from .._files import directory, fsync_dir, open_regular, target_lock
+from .._receiver import Progress
 from ._archive import Notify
 from ._paths import KINDS, parse_tinker_path
 from .types import Checkpoint, SyncedCheckpoint, SyncFailure, SyncReport

@@ -14,8 +14,9 @@ from urllib.parse import urljoin
 
 from .._config import Timeout
 from .._exceptions import APIResponseValidationError
-from .._files import Progress, directory
+from .._files import directory
 from .._options import RequestOptions
+from .._receiver import Progress
 from .._response import Connections, StreamedResponse, check_connections, decode_json
 from .._retry import RetryBudget
 from .._transport import Request
