@@ -20,7 +20,9 @@ import pytest
 from _downloads import expected_sha, file_sha, leftovers
 
 import tinker_sync
+import tinker_sync._checksums as checksums
 import tinker_sync._files as files
+import tinker_sync._receiver as receiver
 from tinker_sync._base_client import check_redirect
 from tinker_sync._continuation import continuation_problem
 from tinker_sync.testing import Fault
@@ -61,7 +63,7 @@ def test_download_writes_verified_file_and_cleans_up(client, tinker_server, tmp_
 
 
 def test_progress_is_rate_limited(client, tmp_path, monkeypatch):
-    monkeypatch.setattr(files, "PROGRESS_INTERVAL", 3600)
+    monkeypatch.setattr(receiver, "PROGRESS_INTERVAL", 3600)
     size = 64 * MiB
     calls = []
     with client.stream("GET", f"/test/bytes?size={size}&seed=1&trickle=16384") as response:
@@ -87,19 +89,19 @@ def test_checksum_parsing():
         "content-digest": "sha-256=:RK/0qy18MlBSVnWgjwz6lZEWjP/lF5HF9bvEF8FabDg=:",
         "etag": '"0123456789abcdef0123456789abcdef"',
     }
-    checks = files.checksums_from(headers, "a" * 64)
+    checks = checksums.checksums_from(headers, "a" * 64)
     algos = [(algo, source) for algo, _, source in checks]
     assert ("md5", "x-goog-hash md5") in algos
     assert ("sha256", "Content-Digest sha-256") in algos
     assert ("sha256", "expected_sha256") in algos
     assert not any(source == "ETag" for _, source in algos)  # x-goog-hash md5 wins
-    assert files.checksums_from({"etag": '"0123456789ABCDEF0123456789abcdef"'}) == [
+    assert checksums.checksums_from({"etag": '"0123456789ABCDEF0123456789abcdef"'}) == [
         ("md5", "0123456789abcdef0123456789abcdef", "ETag")
     ]
-    assert files.checksums_from({"etag": 'W/"0123456789abcdef0123456789abcdef"'}) == []
-    assert files.checksums_from({"digest": "MD5=Ojk9c3dhfxgoKVVHYwFbHQ=="})[0][0] == "md5"
+    assert checksums.checksums_from({"etag": 'W/"0123456789abcdef0123456789abcdef"'}) == []
+    assert checksums.checksums_from({"digest": "MD5=Ojk9c3dhfxgoKVVHYwFbHQ=="})[0][0] == "md5"
     with pytest.raises(ValueError, match="64 hex"):
-        files.checksums_from({}, "xyz")
+        checksums.checksums_from({}, "xyz")
 
 
 # -- integrity failures: nothing at the target -------------------------------------------------------
