@@ -2,8 +2,8 @@
 
 The file pieces are ``_files`` (``.part``, sidecar, lock), ``_checksums`` and
 ``_receiver`` (written, hashed, verified, renamed); the bytes come from a
-``StreamedResponse`` through ``_receive``, and it resumes a broken body inside the call. This module adds what only a download needs: redirects
-followed by hand, resuming a ``.part`` left by an earlier run (``Range`` +
+``StreamedResponse`` through ``_receive``, and it resumes a broken body inside
+the call. This module adds what only a download needs: redirects followed by hand, resuming a ``.part`` left by an earlier run (``Range`` +
 ``If-Range``, judged by ``continuation_problem``, the same rule as in-call
 resumes), a 416 to a complete ``.part``, clean restarts from zero, and the choice of how many
 connections fetch the file (``_ranges`` writes their byte ranges at their offsets).
