@@ -283,6 +283,16 @@ def test_breaking_out_closes_the_connection(client, tinker_server):
     assert stream.response is not None and stream.response.is_closed
 
 
+def test_a_break_alone_closes_the_connection(client, tinker_server):
+    # No close(), no with block: the loop's end is enough, as for every event stream.
+    stream = client.sampling.stream_sample("Hi", max_tokens=1000, extra_body={"delay": 0.01})
+    for chunk in stream:
+        if chunk.index == 2:
+            break
+    assert stream.response is not None and stream.response.is_closed
+    assert list(stream) == []  # iterating again after the loop's end yields nothing
+
+
 def test_with_block_sends_on_entry(client, tinker_server):
     with client.sampling.stream_sample("Hi", max_tokens=2) as stream:
         assert len(tinker_server.requests) == 1

@@ -51,22 +51,27 @@ class APIResponse(Generic[T]):
 
     @property
     def status_code(self) -> int:
+        """The HTTP status of the response (after redirects)."""
         return self.http_response.status_code
 
     @property
     def headers(self) -> Headers:
+        """The response headers (case-insensitive)."""
         return self.http_response.headers
 
     @property
     def url(self) -> str:
+        """The URL that answered (the last hop of any redirects)."""
         return self.http_response.url
 
     @property
     def retries_taken(self) -> int:
+        """How many retries the call took before this response (0: the first attempt)."""
         return self.http_response.retries
 
     @property
     def is_closed(self) -> bool:
+        """Whether the body was read to its end or the connection closed."""
         return self.http_response.is_closed
 
     def parse(self) -> T:
@@ -93,9 +98,11 @@ class APIResponse(Generic[T]):
         return self.http_response.iter_bytes(chunk_size)
 
     def iter_text(self, chunk_size: int | None = None) -> Iterator[str]:
+        """The body as text, decoded incrementally (see ``StreamedResponse.iter_text``)."""
         return self.http_response.iter_text(chunk_size)
 
     def iter_lines(self) -> Iterator[str]:
+        """The body as lines of text, without their line ends (see ``StreamedResponse.iter_lines``)."""
         return self.http_response.iter_lines()
 
     def iter_events(

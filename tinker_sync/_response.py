@@ -124,7 +124,10 @@ class StreamedResponse:
     """An HTTP response whose body has not been read yet.
 
     Attributes:
-        status_code, headers (case-insensitive), url, request.
+        status_code: the HTTP status.
+        headers: the response headers (case-insensitive).
+        url: the URL that answered.
+        request: what was sent.
         num_bytes_downloaded: body bytes received so far.
         attempts: sends made for this logical request so far (retries and resumes included).
     """
@@ -169,6 +172,7 @@ class StreamedResponse:
 
     @property
     def attempts(self) -> int:
+        """How many sends the call took so far, retries and resumes included (1: the first)."""
         return self._budget.attempts if self._budget is not None else 1
 
     @property
@@ -188,6 +192,7 @@ class StreamedResponse:
 
     @property
     def is_success(self) -> bool:
+        """Whether the status is 2xx."""
         return 200 <= self.status_code < 300
 
     def close(self) -> None:

@@ -213,9 +213,10 @@ class Checkpoints(SyncAPIResource[M]):
             notify: called with a one-line message on notable events (the
                 archive is being prepared, a transfer resumed, a URL re-signed);
                 they are logged at INFO too.
-            max_members, max_total_size: extraction limits for this call; by
-                default the client's ``archive_limits`` (10,000 members; the
-                checkpoint's ``size_bytes`` when known).
+            max_members: the most archive members to extract in this call; by default
+                the client's ``archive_limits`` (10,000).
+            max_total_size: the most bytes to extract in this call; by default the
+                client's ``archive_limits`` (the checkpoint's ``size_bytes`` when known).
             connections: connections per file of external weights (and of an
                 export), as ``Client.download``; an archive streams into its
                 extraction in order, over one connection.

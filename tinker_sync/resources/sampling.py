@@ -37,24 +37,15 @@ class SampleStream(EventStream[SampleStreamChunk]):
     were already consumed).
     """
 
-    _chunks: Generator[SampleStreamChunk, None, None] | None = None
-
-    def __iter__(self) -> Iterator[SampleStreamChunk]:
-        if self._chunks is None:
-            self._chunks = self._until_done(super().__iter__())
-        return self._chunks
-
-    def __next__(self) -> SampleStreamChunk:
-        return next(iter(self))
+    def _new_generator(self) -> Generator[SampleStreamChunk, None, None]:
+        # The base class holds the generator only weakly inside a ``for`` loop, so that the
+        # loop's end (a ``break`` too) closes the connection at once: wrap its generator, never
+        # keep one of our own.
+        return self._until_done(super()._new_generator())
 
     def __enter__(self) -> SampleStream:
         super().__enter__()
         return self
-
-    def close(self) -> None:
-        if self._chunks is not None:
-            self._chunks.close()
-        super().close()
 
     def text(self) -> str:
         """The tokens' text, joined, once the stream is done (it is closed then)."""
@@ -157,7 +148,8 @@ class Sampling(SyncAPIResource[M]):
         """Sample ``prompt`` through a future (``POST /asample``, then its result): the whole answer.
 
         Args:
-            base_model, model_path: what to sample from (one of them).
+            base_model: the base model to sample from (or ``model_path``).
+            model_path: the ``tinker://`` path of sampler weights to sample from (or ``base_model``).
             timeout: the most seconds to wait for the result in all (see ``client.futures``).
             extra_headers, extra_query, extra_body, max_retries: per-call overrides.
 

@@ -224,6 +224,7 @@ class ModelInput(msgspec.Struct):
 
     @classmethod
     def from_ints(cls, tokens: Sequence[int]) -> ModelInput:
+        """A prompt of token ids: one ``encoded_text`` chunk, as the official SDK builds it."""
         return cls([EncodedTextChunk(list(tokens))])
 
     @classmethod

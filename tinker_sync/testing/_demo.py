@@ -2,8 +2,8 @@
 
 ``MockTinkerServer(demo_data=True)`` and ``python -m tinker_sync.testing`` start
 with it. Every id, size and time comes from the constants and one seeded
-generator here, so README examples and tests can name them (the package
-docstring lists them). Nothing is generated until downloaded: a checkpoint is a
+generator here, so the docs' examples and tests can name them (docs/TESTING.md
+lists them). Nothing is generated until downloaded: a checkpoint is a
 (seed, size) pair.
 """
 

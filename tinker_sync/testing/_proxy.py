@@ -77,7 +77,8 @@ class ForwardProxy:
 
     Args:
         auth: ``(user, password)`` to require as ``Proxy-Authorization: Basic``; None: open.
-        host, port: where to listen.
+        host: the address to listen on (loopback).
+        port: the port to listen on (0 picks a free one).
     """
 
     def __init__(
@@ -100,10 +101,12 @@ class ForwardProxy:
 
     @property
     def url(self) -> str:
+        """``http://HOST:PORT``, without credentials."""
         return f"http://{self.host}:{self.port}"
 
     @property
     def auth_url(self) -> str:
+        """The URL with the credentials (``http://user:password@HOST:PORT``), or ``url`` without auth."""
         if self.auth is None:
             return self.url
         user, password = (quote(part, safe="") for part in self.auth)
@@ -111,21 +114,25 @@ class ForwardProxy:
 
     @property
     def requests(self) -> list[ProxyRequest]:
+        """Every request head read in clear (CONNECTs and forwarded requests), oldest first."""
         with self._lock:
             return list(self._requests)
 
     @property
     def tunnels(self) -> list[str]:
+        """The ``host:port`` of every tunnel opened, oldest first."""
         with self._lock:
             return list(self._tunnels)
 
     @property
     def seen(self) -> bytes:
+        """Every byte read in clear from clients (never a tunnel's): what the proxy could log."""
         with self._lock:
             return bytes(self._seen)
 
     @property
     def connections(self) -> int:
+        """TCP connections accepted."""
         with self._lock:
             return self._connections
 

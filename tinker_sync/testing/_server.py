@@ -42,12 +42,13 @@ class MockTinkerServer:
     """A mock Tinker API server on 127.0.0.1 (ephemeral port by default).
 
     Use as a context manager (``with MockTinkerServer() as server: server.url``)
-    or call ``start()`` / ``stop()``. See the package docstring for the routes.
+    or call ``start()`` / ``stop()``. docs/TESTING.md lists the routes.
 
     Args:
         api_key: the key ``/api/v1`` requests must send as ``X-API-Key``.
-        host, port: where to listen (port 0 picks a free one).
-        demo_data: start with the deterministic demo dataset (see the package docstring).
+        host: the address to listen on (loopback).
+        port: the port to listen on (0 picks a free one).
+        demo_data: start with the deterministic demo dataset (listed in docs/TESTING.md).
         ssl_context: serve HTTPS with this server-side context (a certificate loaded).
         rate_limit: cap every connection's body bytes at this many per second.
     """

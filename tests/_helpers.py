@@ -1,0 +1,117 @@
+"""Helpers shared by test modules (fixtures live in conftest.py; these are plain functions).
+
+- ``client_env`` / ``cli_env``: the environment of a subprocess pointed at a mock server, as a user's
+  shell would be after pasting the ``export`` line of ``python -m tinker_sync.testing``.
+- ``run_cli``: ``python -m tinker_sync ARGS`` as a real subprocess against a server.
+- ``demo_server_process``: ``python -m tinker_sync.testing`` in its own process, parsed.
+- ``tree_hashes``: the SHA-256 of every file under a directory, by relative path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+API_KEY = "tml-test-key"  # the mock server's default, and the ``client`` fixture's
+
+
+class HasURL(Protocol):
+    url: str
+
+
+def client_env(api_key: str, base_url: str, **extra: str) -> dict[str, str]:
+    """This process's environment without any ``TINKER_*`` or ``CLOUDFLARE_*`` setting, then the two
+    variables the demo server's ``export`` line sets, and ``extra``; the checkout first on the path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TINKER_", "CLOUDFLARE_"))}
+    env.update(TINKER_API_KEY=api_key, TINKER_BASE_URL=base_url)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env.update(extra)
+    return env
+
+
+def cli_env(server: HasURL | None = None, **extra: str) -> dict[str, str]:
+    """``client_env`` for ``server`` (a MockTinkerServer), or with neither variable when None."""
+    if server is not None:
+        return client_env(API_KEY, server.url, **extra)
+    env = client_env("", "", **extra)
+    for name in ("TINKER_API_KEY", "TINKER_BASE_URL"):
+        if name not in extra:
+            del env[name]
+    return env
+
+
+def run_cli(
+    server: HasURL | None, *args: str, cwd: Path | None = None, timeout: float = 120, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    """``python -m tinker_sync ARGS`` against ``server`` (environment: ``cli_env(server, **extra)``)."""
+    return subprocess.run(
+        [sys.executable, "-m", "tinker_sync", *args],
+        env=cli_env(server, **extra),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """``{relative/path: sha256}`` of every file under ``root``."""
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@dataclass
+class ServedProcess:
+    """A running ``python -m tinker_sync.testing``: what it printed first, and the process."""
+
+    proc: subprocess.Popen[str]
+    lines: list[
+        str
+    ]  # the lines printed before serving: "Mock Tinker server at URL (api key K)", "export ..."
+    url: str
+    api_key: str
+    stderr: str = field(default="")  # filled when the process has ended
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        parts = urlsplit(self.url)
+        assert parts.hostname is not None and parts.port is not None
+        return parts.hostname, parts.port
+
+
+@contextmanager
+def demo_server_process(*args: str) -> Iterator[ServedProcess]:
+    """``python -m tinker_sync.testing ARGS`` in its own process (its allocations and threads stay out
+    of the test's), ready once it printed its ``export`` line; terminated (SIGTERM) on exit."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tinker_sync.testing", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    try:
+        first = proc.stdout.readline()
+        lines = [first.rstrip("\n"), proc.stdout.readline().rstrip("\n")]
+        assert first.startswith("Mock Tinker server at "), first + (proc.stderr.read() if proc.stderr else "")
+        url = first.split()[4]
+        api_key = first.split("(api key ", 1)[1].rsplit(")", 1)[0]
+        served = ServedProcess(proc, lines, url, api_key)
+        yield served
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    served.stderr = err
