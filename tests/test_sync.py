@@ -143,7 +143,7 @@ def test_two_overlapping_syncs_never_duplicate_work(tinker_server, tmp_path):
     out = tmp_path / "mirror"
     for i in range(3):
         add(tinker_server, f"step-{i}", seed=i, size=MiB)
-    tinker_server.rate_limit = 2 * MiB  # per connection: the first sync takes a while
+    tinker_server.rate_limit = 2 * MiB  # per connection: the first sync is still at it when we look
     first = subprocess.Popen(
         [sys.executable, "-m", "tinker_sync", "checkpoint", "sync", RUN, "-o", str(out), "-q"],
         env=cli_env(tinker_server),
@@ -152,8 +152,14 @@ def test_two_overlapping_syncs_never_duplicate_work(tinker_server, tmp_path):
         text=True,
     )
     try:
-        _wait_for(lambda: (out / ".tinker-sync.lock").exists(), first)
-        second = sync_cli(tinker_server, out, "--format", "json")
+        # The first sync holds the mirror's lock before it fetches any bytes. Stopped then (SIGSTOP), it
+        # holds it for as long as the second sync takes, however slow the machine: no race on the clock.
+        _wait_for(lambda: any(r.path.startswith("/signed/") for r in tinker_server.requests), first)
+        first.send_signal(signal.SIGSTOP)
+        try:
+            second = sync_cli(tinker_server, out, "--format", "json")
+        finally:
+            first.send_signal(signal.SIGCONT)
         assert second.returncode == 0 and json.loads(second.stdout)["status"] == "locked"
         stdout, stderr = first.communicate(timeout=60)
     finally:
