@@ -4,15 +4,23 @@
   shell would be after pasting the ``export`` line of ``python -m tinker_sync.testing``.
 - ``run_cli``: ``python -m tinker_sync ARGS`` as a real subprocess against a server.
 - ``demo_server_process``: ``python -m tinker_sync.testing`` in its own process, parsed.
+- ``run_on_terminal``: a command with a pseudo-terminal (100 columns) on its stderr (or all three
+  streams), as a person at a terminal runs it; what it drew there.
 - ``tree_hashes``: the SHA-256 of every file under a directory, by relative path.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+import pty
+import select
+import struct
 import subprocess
 import sys
+import termios
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -64,12 +72,48 @@ def run_cli(
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
-    """``{relative/path: sha256}`` of every file under ``root``."""
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+    """``{relative/path: sha256}`` of every file under ``root`` (read in 1 MiB blocks: GiB files too)."""
+    hashes = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                while block := f.read(1 << 20):
+                    digest.update(block)
+            hashes[path.relative_to(root).as_posix()] = digest.hexdigest()
+    return hashes
+
+
+def run_on_terminal(
+    argv: list[str], env: dict[str, str], *, all_streams: bool = False, timeout: float = 60
+) -> tuple[int, str]:
+    """Run ``argv`` with a 24x100 pseudo-terminal as its stderr (and stdin and stdout with
+    ``all_streams``; else those are /dev/null) until it exits or closes the terminal; its exit status
+    and everything it wrote there (decoded, undecodable bytes replaced)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    other = slave if all_streams else subprocess.DEVNULL
+    proc = subprocess.Popen(argv, env=env, stdin=other, stdout=other, stderr=slave)
+    os.close(slave)
+    output = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not data:
+                    break
+                output += data
+            elif proc.poll() is not None:
+                break
+    finally:
+        os.close(master)
+        proc.wait(10)
+    return proc.returncode, output.decode(errors="replace")
 
 
 @dataclass

@@ -15,9 +15,14 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tinker_sync.testing import MockTinkerServer
 
 API_KEY = "tml-test-key"
 PURE_INSTALL = pytest.StashKey[str | None]()
@@ -113,26 +118,37 @@ def _hermetic_network_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(params=["py", "cython"])
 def decoder_class(request: pytest.FixtureRequest) -> type:
-    """Each SSE decoder twin in turn. A missing extension fails the cython param, never skips it."""
+    """Each SSE decoder twin in turn (ids ``py``, ``cython``): the one fixture every test that reaches
+    the decoder asks for, directly or through ``sse_implementation``. A missing extension fails the
+    cython param, never skips it."""
     if request.param == "py":
         return importlib.import_module("tinker_sync._sse_py").PySSEDecoder
     return importlib.import_module("tinker_sync._sse").SSEDecoder
 
 
-@pytest.fixture(params=["py", "cython"])
-def sse_implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a client-level test once per decoder twin, by swapping the class the responses use."""
-    module = "tinker_sync._sse_py" if request.param == "py" else "tinker_sync._sse"
-    name = "PySSEDecoder" if request.param == "py" else "SSEDecoder"
-    cls = getattr(importlib.import_module(module), name)
+@pytest.fixture
+def sse_implementation(decoder_class: type, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a client-level test once per decoder twin (``decoder_class``'s params), by swapping the
+    class the event streams use; the twin's name."""
     import tinker_sync._event_stream as event_stream_module
 
-    monkeypatch.setattr(event_stream_module, "SSEDecoder", cls)
-    return request.param
+    monkeypatch.setattr(event_stream_module, "SSEDecoder", decoder_class)
+    return "py" if decoder_class.__module__ == "tinker_sync._sse_py" else "cython"
 
 
-# ``tinker_server`` (a fresh MockTinkerServer per test, API key tml-test-key) comes from
-# the package's own pytest plugin, tinker_sync.testing.pytest_plugin (entry point pytest11).
+@pytest.fixture
+def tinker_server(request: pytest.FixtureRequest) -> Iterator[MockTinkerServer]:
+    """A fresh MockTinkerServer per test (API key tml-test-key), as the package's pytest plugin gives
+    any project (``tinker_sync.testing.pytest_plugin``, tested on its own). In a test or module marked
+    ``demo_data`` it serves the demo dataset (its ids: docs/TESTING.md), and a client mistake the
+    server recorded (a violation) fails the test."""
+    from tinker_sync.testing import MockTinkerServer
+
+    demo = request.node.get_closest_marker("demo_data") is not None
+    with MockTinkerServer(demo_data=demo) as server:
+        yield server
+        if demo:
+            assert server.violations == []
 
 
 @pytest.fixture

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 
 import pytest
+from _helpers import demo_server_process
 
 import tinker_sync
 import tinker_sync._buffers as buffers
@@ -64,20 +63,8 @@ def test_buffers_never_hold_more_than_the_budget_and_share_it_out(budget):
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
     """The mock server in its own process: its own allocations stay out of the measured ones."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tinker_sync.testing", "--port", "0", "--empty"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # "Mock Tinker server at http://127.0.0.1:PORT (api key ...)"
-        yield line.split(" at ", 1)[1].split()[0]
-    finally:
-        proc.terminate()
-        proc.wait()
-        assert proc.stdout is not None
-        proc.stdout.close()
+    with demo_server_process("--port", "0", "--empty") as served:
+        yield served.url
 
 
 DOWNLOADS = 32

@@ -7,7 +7,6 @@ temp directory, no lock.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import stat
@@ -17,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _helpers import tree_hashes
 from test_extract import HOSTILE_EXPECTED  # the extractor's message for each hostile kind
 
 import tinker_sync
@@ -54,18 +54,6 @@ def no_credentials_on_signed_urls(tinker_server):
 @pytest.fixture
 def out(tmp_path: Path) -> Path:
     return tmp_path / "out"
-
-
-def tree_hashes(root: Path) -> dict[str, str]:
-    hashes = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            digest = hashlib.sha256()
-            with open(path, "rb") as f:
-                while block := f.read(MiB):
-                    digest.update(block)
-            hashes[path.relative_to(root).as_posix()] = digest.hexdigest()
-    return hashes
 
 
 def signed_requests(server) -> list:

@@ -2,42 +2,24 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
-import pty
-import select
-import struct
 import subprocess
 import sys
-import termios
-import time
 from pathlib import Path
 
+import _helpers as helpers
 import pytest
 from _downloads import file_sha
+from _helpers import cli_env, run_on_terminal
 
 from tinker_sync.testing._data import sha256_of
 
-API_KEY = "tml-test-key"  # as in conftest.py
 MiB = 1 << 20
-
-
-def cli_env(server, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TINKER_", "CLOUDFLARE_"))}
-    env.update(TINKER_API_KEY=API_KEY, TINKER_BASE_URL=server.url, COLUMNS="100")
-    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
-    env.update(extra)
-    return env
+TERMINAL = {"COLUMNS": "100"}  # what every command here sees: a 100-column terminal's width
 
 
 def run_cli(server, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tinker_sync", *args],
-        env=cli_env(server, **extra),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return helpers.run_cli(server, *args, timeout=60, **TERMINAL, **extra)
 
 
 def test_download_without_terminal_prints_plain_lines(tinker_server, tmp_path):
@@ -59,9 +41,7 @@ def test_download_without_terminal_prints_plain_lines(tinker_server, tmp_path):
 def test_download_on_a_terminal_draws_a_tqdm_bar(tinker_server, tmp_path):
     dest = tmp_path / "out.bin"
     size = 4 * MiB
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
-    proc = subprocess.Popen(
+    returncode, text = run_on_terminal(
         [
             sys.executable,
             "-m",
@@ -71,32 +51,9 @@ def test_download_on_a_terminal_draws_a_tqdm_bar(tinker_server, tmp_path):
             "-o",
             str(dest),
         ],
-        env=cli_env(tinker_server),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=slave,
+        cli_env(tinker_server, **TERMINAL),
     )
-    os.close(slave)
-    output = b""
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.1)
-            if ready:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not data:
-                    break
-                output += data
-            elif proc.poll() is not None:
-                break
-    finally:
-        os.close(master)
-        proc.wait(10)
-    assert proc.returncode == 0, output
-    text = output.decode(errors="replace")
+    assert returncode == 0, text
     assert "\r" in text  # tqdm redraws its bar in place
     assert "100%" in text and "4.00M" in text
     assert f"Saved {dest}" in text
@@ -203,37 +160,12 @@ def test_a_terminal_without_tqdm_gets_plain_lines(tinker_server, tmp_path):
     """``pip install tinker-sync`` without the [cli] extra: no tqdm, and still no traceback on a terminal."""
     dest = tmp_path / "out.bin"
     size = 4 * MiB
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
     code = "import sys; sys.modules['tqdm'] = None; from tinker_sync.cli import main; sys.exit(main(sys.argv[1:]))"
-    proc = subprocess.Popen(
+    returncode, text = run_on_terminal(
         [sys.executable, "-c", code, "download", f"/test/bytes?size={size}&seed=6", "-o", str(dest)],
-        env=cli_env(tinker_server),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=slave,
+        cli_env(tinker_server, **TERMINAL),
     )
-    os.close(slave)
-    output = b""
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.1)
-            if ready:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:
-                    break
-                if not data:
-                    break
-                output += data
-            elif proc.poll() is not None:
-                break
-    finally:
-        os.close(master)
-        proc.wait(10)
-    text = output.decode(errors="replace")
-    assert proc.returncode == 0, text
+    assert returncode == 0, text
     assert "Traceback" not in text and "\r\n" in text  # a terminal's line ends, but no bar redrawn in place
     assert f"out.bin: 0 B / {size // MiB}.0 MiB" in text and f"Saved {dest}" in text
     assert file_sha(dest) == sha256_of(6, size)

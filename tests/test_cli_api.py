@@ -5,17 +5,15 @@ diagnostics on stderr, exit status 0 / 1 / 2."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _helpers import cli_env, run_cli
 
 from tinker_sync.testing import MockTinkerServer
-
-API_KEY = "tml-test-key"
 
 
 @pytest.fixture(scope="module")
@@ -24,22 +22,6 @@ def demo() -> Iterator[MockTinkerServer]:
     with MockTinkerServer(demo_data=True) as server:
         yield server
         assert server.violations == []
-
-
-def run_cli(
-    server: MockTinkerServer, *args: str, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TINKER_", "CLOUDFLARE_"))}
-    env.update(TINKER_API_KEY=API_KEY, TINKER_BASE_URL=server.url)
-    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
-    return subprocess.run(
-        [sys.executable, "-m", "tinker_sync", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def table(out: str) -> list[list[str]]:
@@ -165,8 +147,7 @@ def test_errors(demo, args, code, message):
 
 
 def test_a_closed_stdout_stops_quietly(demo):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TINKER_")}
-    env.update(TINKER_API_KEY=API_KEY, TINKER_BASE_URL=demo.url, PYTHONPATH=os.getcwd())
+    env = cli_env(demo)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tinker_sync", "-f", "json", "checkpoint", "list", "--limit", "0"],
         env=env,

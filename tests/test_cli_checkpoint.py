@@ -2,48 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
-import pty
-import select
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from _helpers import cli_env, run_cli, run_on_terminal, tree_hashes
 
 from tinker_sync.testing import Fault
 from tinker_sync.testing.archives import expected_files
 
-API_KEY = "tml-test-key"  # as in conftest.py
 MiB = 1 << 20
 WEIGHTS = "tinker://run-1/weights/final"
-
-
-def cli_env(server=None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TINKER_", "CLOUDFLARE_"))}
-    if server is not None:
-        env.update(TINKER_API_KEY=API_KEY, TINKER_BASE_URL=server.url)
-    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
-    return env
-
-
-def run_cli(server, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tinker_sync", *args],
-        env=cli_env(server),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def tree_hashes(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def test_checkpoint_download(tinker_server, tmp_path: Path) -> None:
@@ -69,32 +38,12 @@ def test_checkpoint_download(tinker_server, tmp_path: Path) -> None:
 
 def test_checkpoint_download_on_a_terminal_draws_a_bar(tinker_server, tmp_path: Path) -> None:
     tinker_server.add_checkpoint(WEIGHTS, size=4 * MiB, seed=4, prepare_seconds=1.0)
-    master, slave = pty.openpty()
-    process = subprocess.Popen(
+    returncode, text = run_on_terminal(
         [sys.executable, "-m", "tinker_sync", "checkpoint", "download", WEIGHTS, "-o", str(tmp_path)],
-        env=dict(cli_env(tinker_server), COLUMNS="100"),
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
+        cli_env(tinker_server, COLUMNS="100"),
+        all_streams=True,
     )
-    os.close(slave)
-    output = b""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.2)
-        if ready:
-            try:
-                data = os.read(master, 65536)
-            except OSError:
-                break
-            if not data:
-                break
-            output += data
-        elif process.poll() is not None:
-            break
-    os.close(master)
-    assert process.wait(10) == 0, output
-    text = output.decode(errors="replace")
+    assert returncode == 0, text
     assert "preparing the archive" in text and text.count("preparing the archive") == 1
     assert "\r" in text and "100%" in text  # a tqdm bar
     assert "Saved " in text

@@ -18,6 +18,7 @@ import time
 
 import pytest
 from _downloads import expected_sha, file_sha, leftovers
+from _helpers import cli_env
 
 import tinker_sync
 import tinker_sync._checksums as checksums
@@ -332,8 +333,7 @@ def test_killed_process_resumes(tinker_server, tmp_path):
     url = f"/test/bytes?size={size}&seed=11"
     dest = tmp_path / "killed.bin"
     tinker_server.script("/test/bytes", Fault(trickle=64 * 1024, trickle_delay=0.02))
-    env = dict(os.environ, TINKER_API_KEY=API_KEY, TINKER_BASE_URL=tinker_server.url)
-    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
+    env = cli_env(tinker_server)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tinker_sync", "download", url, "-o", str(dest)],
         env=env,

@@ -8,11 +8,11 @@ finished session or unloaded model is used again) and what is left in the output
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _helpers import tree_hashes
 
 from tinker_sync import APIConnectionError, InternalServerError, NotFoundError, RequestFailedError
 from tinker_sync.testing import Fault
@@ -29,14 +29,6 @@ def no_violations(tinker_server):
     tinker_server.archive_mode = "export"
     yield
     assert tinker_server.violations == []
-
-
-def tree_hashes(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def api_calls(server) -> list[str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from _downloads import expected_sha, file_sha, leftovers
+from _helpers import cli_env
 
 import tinker_sync
 import tinker_sync._ranges as ranges
@@ -464,8 +465,7 @@ def test_kill_9_mid_parallel_download_then_the_rerun_fetches_only_the_missing_ra
     size = 16 * MiB
     url = f"/test/bytes?size={size}&seed=10"
     dest = tmp_path / "killed.bin"
-    env = dict(os.environ, TINKER_API_KEY=API_KEY, TINKER_BASE_URL=tinker_server.url)
-    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
+    env = cli_env(tinker_server)
     proc = subprocess.Popen(
         [
             sys.executable,

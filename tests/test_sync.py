@@ -13,22 +13,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from _helpers import cli_env, tree_hashes
 
 from tinker_sync import NotFoundError
 from tinker_sync._files import target_lock
 from tinker_sync.cli import EXIT_PARTIAL, EXIT_SYNCED
 from tinker_sync.testing.archives import expected_files
 
-API_KEY = "tml-test-key"  # as in conftest.py
 MiB = 1 << 20
 RUN = "run-7"
-
-
-def cli_env(server) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TINKER_", "CLOUDFLARE_"))}
-    env.update(TINKER_API_KEY=API_KEY, TINKER_BASE_URL=server.url)
-    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
-    return env
 
 
 def sync_cli(server, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -78,23 +71,13 @@ def test_a_cron_loop_mirrors_a_run_that_gains_checkpoints(tinker_server, tmp_pat
     assert downloaded == [["step-0100", "step-0200"], [], ["step-0300"], [], ["step-0400"]]
     assert sorted(state(out)) == sorted(first)
     for i, path in enumerate(first, 1):
-        assert _tree(out / f"{RUN}_weights_{path.rsplit('/', 1)[1]}") == expected_files(i, MiB // 2, 2)
+        assert tree_hashes(out / f"{RUN}_weights_{path.rsplit('/', 1)[1]}") == expected_files(i, MiB // 2, 2)
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [".tinker-sync.json", *(f"{RUN}_weights_{p.rsplit('/', 1)[1]}" for p in first)]
     )
     table = sync_cli(tinker_server, out)  # a table run with nothing to do prints nothing on stdout
     assert (table.returncode, table.stdout) == (0, "")
     assert "nothing to do (4 current)" in table.stderr
-
-
-def _tree(root: Path) -> dict[str, str]:
-    import hashlib
-
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.mark.parametrize(
@@ -282,7 +265,7 @@ def test_a_checkpoint_saved_again_under_its_name_is_replaced_and_one_already_the
     add(tinker_server, "final", seed=9)  # saved again: a new time
     report = client.checkpoints.sync(RUN, out)
     assert [d.checkpoint_path for d in report.downloaded] == [path]
-    assert _tree(out / f"{RUN}_weights_final") == expected_files(9, MiB // 2, 2)
+    assert tree_hashes(out / f"{RUN}_weights_final") == expected_files(9, MiB // 2, 2)
 
 
 @pytest.mark.parametrize(
@@ -382,7 +365,7 @@ def test_a_checkpoint_damaged_on_disk_after_its_sync_is_downloaded_again(
         [hurt],
         [fine],
     )
-    assert _tree(target) == expected_files(3, MiB // 2, 2)
+    assert tree_hashes(target) == expected_files(3, MiB // 2, 2)
     assert client.checkpoints.sync(RUN, out).status == "nothing to do"
 
 

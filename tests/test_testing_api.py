@@ -11,13 +11,12 @@ import hashlib
 import http.client
 import io
 import json
-import subprocess
-import sys
 import tarfile
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from _helpers import demo_server_process
 
 from tinker_sync.testing import Fault, MockTinkerServer
 
@@ -724,21 +723,12 @@ def test_stream_sample_takes_sampling_params(empty):
 
 @pytest.mark.parametrize("args,total", [([], 45), (["--empty"], 0)])
 def test_cli_serves_the_demo_data_unless_empty(args, total):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tinker_sync.testing", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = proc.stdout.readline()
+    with demo_server_process(*args) as served:
+        line = served.lines[0]
         assert line.startswith("Mock Tinker server at http://127.0.0.1:") and "(api key tml-test-key)" in line
-        url = urlsplit(line.split()[4])
-        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=5)
+        assert served.lines[1] == f"export TINKER_API_KEY=tml-test-key TINKER_BASE_URL={served.url}"
+        conn = http.client.HTTPConnection(*served.host_port, timeout=5)
         conn.request("GET", "/api/v1/training_runs", headers={"X-API-Key": API_KEY})
         assert json.loads(conn.getresponse().read())["cursor"]["total_count"] == total
         conn.close()
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=10)
-    assert proc.returncode == 0
+    assert served.proc.returncode == 0

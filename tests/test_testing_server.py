@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import urllib3
+from _helpers import demo_server_process
 
 from tinker_sync.testing import Fault, MockTinkerServer, RecordedRequest, _data, serve
 
@@ -549,28 +550,16 @@ def test_retrieve_future(server, pool):
 
 
 def test_cli_serves_until_terminated():
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tinker_sync.testing", "--api-key", "tml-cli"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        text=True,
-    )
-    try:
-        line = proc.stdout.readline()
+    with demo_server_process("--api-key", "tml-cli") as served:
+        line = served.lines[0]
         assert line.startswith("Mock Tinker server at http://127.0.0.1:") and "(api key tml-cli)" in line
-        url = line.split()[4]
-        conn = http.client.HTTPConnection(urlsplit(url).hostname, urlsplit(url).port, timeout=5)
+        conn = http.client.HTTPConnection(*served.host_port, timeout=5)
         try:
             conn.request("GET", "/api/v1/healthz", headers={"X-API-Key": "tml-cli"})
             assert conn.getresponse().read() == b'{"status":"ok"}'
         finally:
             conn.close()
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=10)
-    assert proc.returncode == 0, err
+    assert served.proc.returncode == 0, served.stderr
 
 
 IMPORT_CHECK = """

@@ -168,25 +168,27 @@ def test_fault_rate_caps_one_response(how):
 
 
 def test_server_rate_limit_applies_per_connection():
-    """N parallel connections get about N times one connection's throughput."""
+    """Every connection is capped on its own bucket: one alone, and each of several at once, takes at
+    least its bytes over the rate (less the ~50 ms burst). Only lower bounds, which load cannot break
+    (it only makes downloads slower); how N capped connections add up to about N times one, a matter
+    of elapsed time that a loaded machine distorts, is measured by ``bench/rate_caps.py``."""
     rate, size, parallel = 2 * MiB, 512 * 1024, 4
     with MockTinkerServer(rate_limit=rate) as server:
-        one, _ = timed_download(server, f"/test/bytes?size={size}")
-        results: list[float] = []
+        one, n = timed_download(server, f"/test/bytes?size={size}")
+        results: list[tuple[float, int]] = []
 
         def worker() -> None:
-            results.append(timed_download(server, f"/test/bytes?size={size}")[0])
+            results.append(timed_download(server, f"/test/bytes?size={size}"))
 
         threads = [threading.Thread(target=worker) for _ in range(parallel)]
-        started = time.monotonic()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        together = time.monotonic() - started
-    assert 0.15 < one < 1.0  # 0.25 s at 2 MiB/s
-    aggregate_speedup = (parallel * size / together) / (size / one)
-    assert aggregate_speedup > 0.6 * parallel, (one, together)
+        assert server.connections == 1 + parallel
+    assert n == size and one > 0.15  # 0.25 s at 2 MiB/s, less the burst
+    assert [count for _, count in results] == [size] * parallel
+    assert min(elapsed for elapsed, _ in results) > 0.15  # each connection capped, none sped past it
 
 
 def test_rate_limit_lasts_across_keep_alive_requests():
