@@ -26,6 +26,9 @@ from _helpers import ROOT, client_env, demo_server_process
 from tinker_sync.testing import MockTinkerServer
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+# Pages whose blocks a test of their own runs, as written, with checks of what they print (one
+# self-contained program per block there): not run twice.
+OWN_TESTS = {"docs/training.md": "tests/test_training_docs.py"}
 NOT_RUN = re.compile(r"^<!-- not run: (\S.*?) -->$")
 FENCE = re.compile(r"^(`{3,})(\S*)(.*)$")
 
@@ -154,9 +157,21 @@ assert stream.response.is_closed
 }
 
 
-@pytest.mark.parametrize(
-    "page", [p for p in PAGES if any(b.not_run is None for b in blocks_of(p))], ids=lambda p: p.name
-)
+def runnable_pages() -> list[Path]:
+    return [
+        p
+        for p in PAGES
+        if p.relative_to(ROOT).as_posix() not in OWN_TESTS and any(b.not_run is None for b in blocks_of(p))
+    ]
+
+
+def test_pages_with_their_own_test_have_one() -> None:
+    for page, test in OWN_TESTS.items():
+        assert (ROOT / page).exists() and (ROOT / test).exists(), page
+        assert page.rsplit("/", 1)[1] in (ROOT / test).read_text()
+
+
+@pytest.mark.parametrize("page", runnable_pages(), ids=lambda p: p.name)
 def test_the_examples_of_a_page_run_as_written(page: Path, tmp_path: Path) -> None:
     blocks = blocks_of(page)
     name = page.relative_to(ROOT).as_posix()
