@@ -15,11 +15,12 @@ from typing import Any, TypedDict, Unpack
 
 from ._config import Timeout
 from ._core import ClientCore
+from ._decode import decode_body
 from ._event_stream import Connector, EventSource, EventStream
 from ._exceptions import APIConnectionError
 from ._options import Params, RequestOptions, Timeoutish
 from ._redirects import MAX_REDIRECTS, check_redirect
-from ._response import StreamedResponse, decode_body
+from ._response import StreamedResponse
 from ._retry import RetryBudget
 from ._transport import Request
 from ._typing import E, T

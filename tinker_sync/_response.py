@@ -24,10 +24,8 @@ from __future__ import annotations
 import codecs
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any, TypeAlias
-
-import msgspec
 
 from ._buffers import READ_SIZE, ReadBuffer
 from ._checksums import checksums_from
@@ -40,15 +38,15 @@ from ._continuation import (
     validator_of,
     whole_request,
 )
-from ._event_stream import EventSource, EventStream, json_decoder
+from ._decode import charset, decode_json
+from ._event_stream import EventSource, EventStream
 from ._exceptions import (
     APIConnectionError,
-    APIResponseValidationError,
     APIStatusError,
     StreamAlreadyConsumed,
 )
 from ._files import PartFile, destination
-from ._observe import mask_url, redact
+from ._observe import mask_url
 from ._ranges import MIN_PIECE, auto_connections
 from ._receive import (
     Connections,
@@ -69,8 +67,6 @@ __all__ = [
     "Sender",
     "StreamedResponse",
     "check_connections",
-    "decode_body",
-    "decode_json",
 ]
 
 log = logging.getLogger("tinker_sync")
@@ -79,42 +75,6 @@ log = logging.getLogger("tinker_sync")
 # What a response needs of the client that sent it (or a URL signer), to resume a broken body and
 # to fetch more of it over other connections: a ``_receive.Sender`` of these responses.
 Sender: TypeAlias = "AnySender[StreamedResponse]"
-
-
-def decode_json(content: bytes | memoryview, cast_to: Any, response: Any = None) -> Any:
-    """Decode JSON into ``cast_to``; a mismatch raises APIResponseValidationError naming the field
-    (msgspec's ``$.path``) and showing the start of the body."""
-    try:
-        return json_decoder(cast_to).decode(content)
-    except msgspec.ValidationError as exc:
-        message = f"Response does not fit {getattr(cast_to, '__name__', cast_to)!s}: {exc}"
-        raise APIResponseValidationError(
-            f"{message}; the body starts with {_head(content, response)}", response
-        ) from exc
-    except (msgspec.DecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
-        message = f"Response is not valid JSON: {exc}"
-        raise APIResponseValidationError(
-            f"{message}; the body starts with {_head(content, response)}", response
-        ) from exc
-
-
-def _head(content: bytes | memoryview, response: Any = None, size: int = 200) -> str:
-    """The start of a body, for a message (the request's secrets masked)."""
-    head = f"{bytes(content[:size])!r}{'...' if len(content) > size else ''}"
-    request = getattr(response, "request", None)
-    return redact(head, request.headers, request.url) if request is not None else head
-
-
-def _charset(headers: Mapping[str, str], default: str = "utf-8") -> str:
-    for param in headers.get("content-type", "").split(";")[1:]:
-        key, _, value = param.strip().partition("=")
-        if key.lower() == "charset" and value:
-            name = value.strip("\"' ")
-            try:
-                return codecs.lookup(name).name
-            except LookupError:
-                return default
-    return default
 
 
 # -- the response -----------------------------------------------------------------------------------
@@ -366,7 +326,7 @@ class StreamedResponse:
 
         ``chunk_size`` applies to the bytes before decoding.
         """
-        decoder = codecs.getincrementaldecoder(_charset(self.headers))(errors="replace")
+        decoder = codecs.getincrementaldecoder(charset(self.headers))(errors="replace")
         for chunk in self.iter_bytes(chunk_size):
             text = decoder.decode(chunk)
             if text:
@@ -451,7 +411,7 @@ class StreamedResponse:
 
     def text(self) -> str:
         """The whole body as text, decoded with the charset of Content-Type (UTF-8 by default)."""
-        return self.read().decode(_charset(self.headers), errors="replace")
+        return self.read().decode(charset(self.headers), errors="replace")
 
     def json(self, cast_to: Any = Any) -> Any:
         """The whole body decoded from JSON (into ``cast_to`` when given)."""
@@ -584,26 +544,6 @@ class StreamedResponse:
         with open(path, "wb") as f:
             f.write(self._content)
         return len(self._content)
-
-
-def decode_body(response: StreamedResponse, cast_to: Any) -> Any:
-    """A read response's body: ``bytes``/``str`` as asked, JSON into ``cast_to``, else JSON or text."""
-    content = response.read()
-    if cast_to is bytes:
-        return content
-    if cast_to is str:
-        return response.text()
-    if cast_to is not None:
-        return decode_json(content, cast_to, response)
-    if not content:
-        return None
-    content_type = response.headers.get("content-type", "application/json").lower()
-    if "json" not in content_type:
-        return response.text()
-    try:
-        return msgspec.json.decode(content)
-    except (msgspec.DecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
-        raise APIResponseValidationError(f"Response is not valid JSON: {exc}", response) from exc
 
 
 def _rechunk(chunks: Iterator[bytes], size: int | None) -> Iterator[bytes]:

@@ -26,9 +26,9 @@ from functools import partial
 from typing import Any, TypeVar
 
 from .._base_client import BaseClient
+from .._decode import decode_json
 from .._exceptions import NotFoundError
 from .._options import RequestOptions
-from .._response import decode_json
 from .._retry import RetryBudget
 from .._version import __version__
 from ._archive import Notify

@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar,
 from .._api_response import APIResponse, ResponseContextManager
 from .._base_client import BaseClient
 from .._config import Timeout
+from .._decode import decode_json
 from .._options import RequestOptions
-from .._response import StreamedResponse, decode_json
+from .._response import StreamedResponse
 from .._retry import RetryBudget
 
 __all__ = [

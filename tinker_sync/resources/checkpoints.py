@@ -13,11 +13,12 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 from .._config import Timeout
+from .._decode import decode_json
 from .._exceptions import APIResponseValidationError
 from .._files import directory
 from .._options import RequestOptions
 from .._receiver import Progress
-from .._response import Connections, StreamedResponse, check_connections, decode_json
+from .._response import Connections, StreamedResponse, check_connections
 from .._retry import RetryBudget
 from .._transport import Request
 from ._archive import ArchiveSigner, Notify, http_date

@@ -29,9 +29,10 @@ import msgspec
 
 from .._base_client import BaseClient
 from .._config import Timeout
+from .._decode import decode_json
 from .._exceptions import APIConnectionError, APIStatusError, APITimeoutError, RequestFailedError
 from .._options import BodyOverrides, RequestOptions, Timeoutish
-from .._response import StreamedResponse, decode_json
+from .._response import StreamedResponse
 from .._retry import NEVER_RETRIED, RetryBudget
 from ._resource import M, Raw, Streamed, SyncAPIResource, endpoint, json_parser, view
 from .types import FutureHandle
