@@ -28,10 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from run import REPO, Server, log, run_client, table
+from run import REPO, Before, Server, log, run_client, table
 
 BASELINE = Path(__file__).resolve().parent / "baseline.json"
 MiB = 1 << 20
+# What ``--check --only`` takes: groups of scenarios.
+# The wall-clock ratio of the checked figures measured per CPU second (shown, not checked).
+WALL: dict[str, float | None] = {}
+# The suffix of a figure measured with ``--before DIR``'s checkout (shown beside ours, not checked).
+BEFORE = "(--before)"
+GROUPS = ("sse", "first", "download", "https", "streams", "thousand")
 
 
 @dataclass
@@ -50,7 +56,11 @@ class Scenario:
 
 
 SCENARIOS = [
-    Scenario("sse 200 B typed", "events/s, cast_to=Struct, vs the bare urllib3 loop", 0.12),
+    Scenario(
+        "sse 200 B typed",
+        "events per CPU second of the client process, cast_to=Struct, vs the bare urllib3 loop",
+        0.12,
+    ),
     Scenario("sse 200 B dict", "events/s, cast_to=dict, vs the bare loop (dict)", 0.12),
     Scenario("sse 200 B typed, pure", "the pure-Python decoder, vs the bare loop", 0.12),
     Scenario("sse 20 KB typed", "events/s, chunked in 16 KiB writes, vs the bare loop", 0.12),
@@ -88,21 +98,18 @@ def interleaved(specs: dict[str, dict[str, Any]], runs: int, **kw: Any) -> dict[
     return out
 
 
-def sse(url: str, runs: int) -> dict[str, tuple[float | None, float | None]]:
-    """Best events/s of each tinker_sync flavour and of the bare loop, 200 B and 20 KB events."""
+def sse(url: str, runs: int, before: Before | None) -> dict[str, tuple[float | None, float | None]]:
+    """Best events per CPU second of each tinker_sync flavour and of the bare loop, 200 B and 20 KB events."""
     out: dict[str, tuple[float | None, float | None]] = {}
+    flavours = [("tinker_sync", "chunk"), ("tinker_sync-dict", "dict"), ("tinker_sync-pure", "chunk")]
+    if before is not None:
+        flavours += [(before.name + name.removeprefix("tinker_sync"), cast) for name, cast in flavours]
     for label, size, count, chunk in (
         ("200 B", 200, 200_000, 256 << 10),
         ("20 KB", 20_000, 10_000, 16 << 10),
     ):
         specs = {}
-        for client, cast in (
-            ("tinker_sync", "chunk"),
-            ("tinker_sync-dict", "dict"),
-            ("tinker_sync-pure", "chunk"),
-            ("limit", "chunk"),
-            ("limit-dict", "dict"),
-        ):
+        for client, cast in [*flavours, ("limit", "chunk"), ("limit-dict", "dict")]:
             n = count // 4 if client.endswith("-pure") else count
             typ = cast if size == 200 or cast == "dict" else "event"
             specs[client] = {
@@ -112,35 +119,48 @@ def sse(url: str, runs: int) -> dict[str, tuple[float | None, float | None]]:
                 "type": typ,
                 "url": f"{url}/sse?size={size}&count={n}&chunk={chunk}",
             }
-        results = interleaved(specs, runs)
+        results = interleaved(specs, runs, before=before)
+        cpu = {c: best(rs, lambda r: r["count"] / max(r["cpu_seconds"], 1e-9)) for c, rs in results.items()}
         rate = {c: best(rs, lambda r: r["count"] / r["seconds"]) for c, rs in results.items()}
-        out[f"sse {label} typed"] = (rate["tinker_sync"], rate["limit"])
-        out[f"sse {label} dict"] = (rate["tinker_sync-dict"], rate["limit-dict"])
-        out[f"sse {label} typed, pure"] = (rate["tinker_sync-pure"], rate["limit"])
+        for who in ["tinker_sync"] + ([before.name] if before is not None else []):
+            tag = "" if who == "tinker_sync" else f" {BEFORE}"
+            for name, ours, peer in (
+                (f"sse {label} typed", who, "limit"),
+                (f"sse {label} dict", f"{who}-dict", "limit-dict"),
+                (f"sse {label} typed, pure", f"{who}-pure", "limit"),
+            ):
+                out[name + tag] = (cpu[ours], cpu[peer])
+                WALL[name + tag] = figure(name, rate[ours], rate[peer])
     return out
 
 
-def first_event(url: str, runs: int) -> tuple[float | None, float | None]:
+def first_event(url: str, runs: int, before: Before | None) -> dict[str, tuple[float | None, float | None]]:
     """Median ms to the first event from a fresh client in a fresh process: tinker_sync, urllib3."""
+    clients = ["tinker_sync", "urllib3"] + ([before.name] if before is not None else [])
     specs = {
         c: {"section": "first", "client": c, "type": "chunk", "url": f"{url}/sse?size=200&count=1"}
-        for c in ("tinker_sync", "urllib3")
+        for c in clients
     }
-    results = interleaved(specs, runs)
+    results = interleaved(specs, runs, before=before)
     med = {
-        c: statistics.median([r["ttfe_ms"] for r in rs if "error" not in r]) if rs else None
+        c: statistics.median(good) if (good := [r["ttfe_ms"] for r in rs if "error" not in r]) else None
         for c, rs in results.items()
     }
-    return med["tinker_sync"], med["urllib3"]
+    out = {"first event": (med["tinker_sync"], med["urllib3"])}
+    if before is not None:
+        out[f"first event {BEFORE}"] = (med[before.name], med["urllib3"])
+    return out
 
 
 def downloads(
-    url: str, runs: int, size: int, tls_env: dict[str, str] | None
-) -> tuple[float | None, float | None]:
+    url: str, runs: int, size: int, tls_env: dict[str, str] | None, before: Before | None = None
+) -> dict[str, tuple[float | None, float | None]]:
     """Best MB/s: to a file (durable: fsynced) over plain HTTP, or to /dev/null over TLS."""
+    name = "https download" if tls_env else "download to file"
+    how = "iter_bytes" if tls_env else "stream_to_file"
+    clients = [f"tinker_sync {how}", "urllib3 read(1 MiB)"] + ([f"{before.name} {how}"] if before else [])
     with tempfile.TemporaryDirectory(prefix="tinker-sync-check-") as tmp:
         dest = os.devnull if tls_env else os.path.join(tmp, "body.bin")
-        ours = "tinker_sync iter_bytes" if tls_env else "tinker_sync stream_to_file"
         specs = {
             c: {
                 "section": "download",
@@ -149,12 +169,15 @@ def downloads(
                 "dest": dest,
                 "size": size,
             }
-            for c in (ours, "urllib3 read(1 MiB)")
+            for c in clients
         }
         key = "seconds" if tls_env else "durable_seconds"
-        results = interleaved(specs, runs, env=tls_env)
+        results = interleaved(specs, runs, env=tls_env, before=before)
     rate = {c: best(rs, lambda r: r["count"] / r[key] / 1e6) for c, rs in results.items()}
-    return rate[ours], rate["urllib3 read(1 MiB)"]
+    out = {name: (rate[clients[0]], rate[clients[1]])}
+    if before is not None:
+        out[f"{name} {BEFORE}"] = (rate[clients[2]], rate[clients[1]])
+    return out
 
 
 def streams(url: str, runs: int, count: int) -> dict[str, tuple[float | None, float | None]]:
@@ -225,32 +248,49 @@ def main(args: argparse.Namespace) -> int:
     count = min(args.streams, 250) if args.quick else args.streams
     size = (64 if args.quick else 128) * MiB
     measured: dict[str, tuple[float | None, float | None]] = {}
+    only = {s.strip() for s in args.only.split(",") if s.strip()} or set(GROUPS)
+    if only - set(GROUPS):
+        raise SystemExit(f"--check --only takes {','.join(GROUPS)}")
+    if args.update_baseline and only != set(GROUPS):
+        raise SystemExit("--update-baseline needs every scenario (no --only)")
+    before = Before(args.before) if args.before else None
     server = Server()
     try:
-        measured |= sse(server.url, runs)
-        measured["first event"] = first_event(server.url, max(runs, 5) * 3)
-        measured["download to file"] = downloads(server.url, max(3, runs - 2), size, None)
-        with tempfile.TemporaryDirectory() as tmp:
-            ca_file = os.path.join(tmp, "ca.pem")
-            tls = Server(ca_file=ca_file)
-            try:
-                measured["https download"] = downloads(
-                    tls.url, max(3, runs - 2), size, {"SSL_CERT_FILE": ca_file}
-                )
-            finally:
-                tls.stop()
-        measured |= streams(server.url, 2 if args.quick else 3, count)
-        measured |= thousand(server.url, 1 if args.quick else 2, count)
+        if "sse" in only:
+            measured |= sse(server.url, runs, before)
+        if "first" in only:
+            measured |= first_event(server.url, max(runs, 5) * 3, before)
+        if "download" in only:
+            measured |= downloads(server.url, max(3, runs - 2), size, None, before)
+        if "https" in only:
+            with tempfile.TemporaryDirectory() as tmp:
+                ca_file = os.path.join(tmp, "ca.pem")
+                tls = Server(ca_file=ca_file)
+                try:
+                    measured |= downloads(tls.url, max(3, runs - 2), size, {"SSL_CERT_FILE": ca_file}, before)
+                finally:
+                    tls.stop()
+        if "streams" in only:
+            measured |= streams(server.url, 2 if args.quick else 3, count)
+        if "thousand" in only:
+            measured |= thousand(server.url, 1 if args.quick else 2, count)
     finally:
         server.stop()
     baseline = json.loads(BASELINE.read_text()) if BASELINE.exists() else {"figures": {}}
     rows, failed, figures = [], [], {}
-    for scenario in SCENARIOS:
-        ours, peer = measured.get(scenario.name, (None, None))
+    for scenario, name in [(sc, sc.name + tag) for sc in SCENARIOS for tag in ("", " " + BEFORE)]:
+        if name not in measured:
+            continue  # not asked for (--only), or no --before
+        ours, peer = measured[name]
         value = figure(scenario.name, ours, peer)
-        figures[scenario.name] = value
         base = baseline["figures"].get(scenario.name)
-        if value is None:
+        if name != scenario.name:
+            base = None
+        else:
+            figures[name] = value
+        if name != scenario.name:
+            status, floor = f"--before {before.name if before else ''}", None
+        elif value is None:
             status, floor = "ERROR", None
             failed.append(scenario.name)
         elif base is None:
@@ -267,10 +307,11 @@ def main(args: argparse.Namespace) -> int:
         band = f"+{scenario.band:g} ms" if scenario.kind == "ms" else f"-{scenario.band:.0%}"
         rows.append(
             [
-                scenario.name,
+                name,
                 _num(ours),
                 _num(peer),
                 "-" if value is None else f"{value:.2f}{unit}",
+                "-" if WALL.get(name) is None else f"{WALL[name]:.2f}x",
                 "-" if base is None else f"{base:.2f}{unit}",
                 band,
                 "-" if floor is None else f"{floor:.2f}{unit}",
@@ -280,10 +321,15 @@ def main(args: argparse.Namespace) -> int:
     print(
         f"# bench --check ({'quick, ' if args.quick else ''}best of {runs}; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})\n"
     )
-    print(table(["scenario", "tinker_sync", "peer", "figure", "baseline", "band", "floor", "status"], rows))
+    print(
+        table(
+            ["scenario", "tinker_sync", "peer", "figure", "wall", "baseline", "band", "floor", "status"], rows
+        )
+    )
     print()
     for scenario in SCENARIOS:
-        print(f"- {scenario.name}: {scenario.what}")
+        if scenario.name in measured:
+            print(f"- {scenario.name}: {scenario.what}")
     if args.update_baseline:
         baseline = {
             "note": "ratios (tinker_sync / its peer in the same run) written by `python bench/run.py --check "

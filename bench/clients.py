@@ -294,7 +294,7 @@ def implementation(client: str) -> str:
 
 
 def run_sse(spec: dict[str, Any]) -> dict[str, Any]:
-    client = spec["client"]
+    client = re.sub(r"@\S+?(?=-|$)", "", spec["client"])  # "tinker_sync@383cba7-dict": an older checkout
     cast = dict if client == "tinker_sync-dict" else TYPES[spec.get("type", "event")]
     func = SSE_CLIENTS[client]
     preimport(client)

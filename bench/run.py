@@ -910,7 +910,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--before",
         metavar="DIR",
-        help="an older tinker_sync checkout with its own .venv, measured beside this one (https section)",
+        help="an older tinker_sync checkout with its own .venv, measured beside this one (https section; "
+        "with --check: sse, first event, downloads)",
     )
     parser.add_argument(
         "--check",

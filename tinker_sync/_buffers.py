@@ -82,9 +82,18 @@ class ReadBuffer:
 
     def next(self, n: int) -> memoryview:
         """The buffer for the next read, after a read of ``n`` bytes into ``view``: bigger when it
-        filled it (and the budget allows), smaller when the body is above its share."""
+        filled it (and the budget allows), smaller when the body is above its share.
+
+        A read "filled" the buffer when it left less than a sixteenth empty (a chunked body's
+        framing is stripped from a full read). A buffer within the body's share that cannot or
+        need not grow is kept without taking the budget's lock: a steady stream pays nothing per read.
+        """
         current = len(self.view)
-        want = min(self.limit, 2 * current if n == current else current)
+        filled = n >= current - (current >> 4)
+        within_share = current <= FIRST_READ_SIZE or current <= BUDGET // max(1, _active)
+        if within_share and (not filled or current >= self.limit):
+            return self.view
+        want = min(self.limit, 2 * current if filled else current)
         size = min(self.lease.resize(want), self.limit)
         if size != current:
             self.view = memoryview(bytearray(size))

@@ -34,6 +34,14 @@ __all__ = ["Body"]
 # after copying what is already there.
 _SMALL_READ = io.DEFAULT_BUFFER_SIZE
 _MAX_LINE = 65536
+# Where a chunked body's framing is: at a chunk's size line, past a chunk's data (its CRLF), in the
+# trailer (after the last chunk); inside a chunk's data, ``_left`` bytes of it are still to come.
+_SIZE, _DATA_END, _TRAILER = 0, 1, 2
+_INSIDE_CHUNK = "Connection broken while reading the body: it ended inside a chunk"
+_CUT = {
+    _SIZE: "Connection broken while reading the body: it ended before its last chunk",
+    _DATA_END: "Connection broken: a chunk is not followed by CRLF",
+}
 
 
 class Body:
@@ -70,6 +78,9 @@ class Body:
         self._file: Any = None
         self._left: int | None = None  # bytes left of a Content-Length body or of the current chunk
         self._chunked = False
+        self._phase = _SIZE  # chunked framing: see _unchunk
+        self._line = bytearray()  # a framing line cut by the end of a read
+        self._surplus = False  # bytes came after the body's end
         self._small = True
         self._started = False
         self.encoding = raw.headers.get("content-encoding", "").strip().lower() or "identity"
@@ -186,53 +197,87 @@ class Body:
         return n
 
     def _readinto_chunked(self, view: memoryview) -> int:
-        if not self._left:
-            size = self._next_chunk_size()
-            if size == 0:
-                self._read_trailer()
-                self._finish()
-                return 0
-            self._left = size
-        assert self._left is not None
-        n = self._read(view, self._left)
-        if not n:
-            raise APIConnectionError(
-                "Connection broken while reading the body: it ended inside a chunk",
-                self.request,
-                cause="broken",
-            )
-        self._left -= n
-        if not self._left and self._readline() not in (b"\r\n", b"\n"):
-            raise APIConnectionError(
-                "Connection broken: a chunk is not followed by CRLF", self.request, cause="broken"
-            )
-        return n
-
-    def _readline(self) -> bytes:
-        self._small = True  # the line's read may have buffered what follows it
-        line: bytes = self._file.readline(_MAX_LINE)
-        return line
-
-    def _next_chunk_size(self) -> int:
-        line = self._readline()
-        if not line:
-            raise APIConnectionError(
-                "Connection broken while reading the body: it ended before its last chunk",
-                self.request,
-                cause="broken",
-            )
-        try:
-            return int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise APIConnectionError(
-                f"Connection broken: invalid chunk size line {line[:40]!r}", self.request, cause="broken"
-            ) from None
-
-    def _read_trailer(self) -> None:
+        """Read as much as arrived (many chunks at once) and strip the framing in place."""
         while True:
-            line = self._readline()
-            if line in (b"\r\n", b"\n", b""):
-                return
+            n = self._read(view, None)
+            if not n:
+                if self._phase == _TRAILER:  # a trailer cut short still ended the body
+                    self._finish()
+                    return 0
+                message = _INSIDE_CHUNK if self._left else _CUT[self._phase]
+                raise APIConnectionError(message, self.request, cause="broken")
+            n = self._unchunk(view, n)
+            if n or self.complete:
+                return n
+            # only framing arrived (a chunk's size line, its CRLF): wait for its data
+
+    def _unchunk(self, view: memoryview, n: int) -> int:
+        """Strip the chunk framing from ``view[:n]`` in place; the count of body bytes moved to its start.
+
+        Framing lines (a chunk's size, the CRLF after its data, the trailer)
+        cut by the end of a read are kept in ``_line`` until the next read.
+        """
+        pos = out = 0
+        while pos < n:
+            left = self._left
+            if left:  # inside a chunk's data
+                k = n - pos if n - pos < left else left
+                if out != pos:
+                    view[out : out + k] = view[pos : pos + k]
+                out += k
+                pos += k
+                self._left = left - k
+                continue
+            window = bytes(view[pos : min(n, pos + 64)])
+            end = window.find(b"\n")
+            if end < 0 and n - pos > 64:
+                window = bytes(view[pos : min(n, pos + _MAX_LINE)])
+                end = window.find(b"\n")
+            if end < 0:
+                self._line += window
+                pos += len(window)
+                if len(self._line) > _MAX_LINE:
+                    raise self._bad_size(bytes(self._line))
+                continue
+            pos += end + 1
+            line = window[:end]
+            if self._line:
+                line = bytes(self._line) + line
+                self._line.clear()
+            if len(line) > _MAX_LINE:
+                raise self._bad_size(line)
+            self._framing_line(line)
+            if self.complete:
+                if pos < n:  # bytes after the body's end: the connection is not fit for another request
+                    self._surplus = True
+                return out
+        return out
+
+    def _bad_size(self, line: bytes) -> APIConnectionError:
+        return APIConnectionError(
+            f"Connection broken: invalid chunk size line {line[:40]!r}", self.request, cause="broken"
+        )
+
+    def _framing_line(self, line: bytes) -> None:
+        """One line of chunk framing (without its LF): a size, the end of a chunk's data, a trailer."""
+        phase = self._phase
+        if phase == _SIZE:
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise self._bad_size(line) from None
+            if size:
+                self._left, self._phase = size, _DATA_END
+            else:
+                self._phase = _TRAILER
+        elif phase == _DATA_END:
+            if line not in (b"", b"\r"):
+                raise APIConnectionError(
+                    "Connection broken: a chunk is not followed by CRLF", self.request, cause="broken"
+                )
+            self._phase = _SIZE
+        elif line in (b"", b"\r"):  # the empty line that ends the trailer
+            self._finish()
 
     def _readinto_decoded(self, view: memoryview) -> int:
         data = self.raw.read1(len(view), decode_content=True)
@@ -267,7 +312,7 @@ class Body:
             return
         self.closed = True
         watchdog.disarm(self.raw.connection)
-        if self.complete:
+        if self.complete and not self._surplus:
             self.raw.release_conn()
         else:
             self.raw.close()
