@@ -18,6 +18,8 @@ Sections (``--only`` takes a comma-separated list of these names):
 - ``resets``: one download cut at 100 random offsets with default settings (each checkout's own mock
   server), with ``--before DIR`` the older checkout too: seconds, requests, a byte-identical file.
 - ``import``: wall time of ``python -c "import tinker_sync"`` beside ``import urllib3, msgspec``.
+- ``cli``: wall time of ``tinker-sync --version`` and ``tinker-sync run list`` (against the mock server),
+  beside the official CLI's ``tinker version`` and ``tinker run list`` (``--official VENV``).
 
 The server runs in its own process; every client run is a fresh subprocess (``bench/clients.py``), so
 peak RSS is per client. Runs are interleaved (client order rotates each round) and medians reported.
@@ -53,6 +55,7 @@ SECTIONS = (
     "thousand",
     "resets",
     "import",
+    "cli",
 )
 
 SSE_SIZES = {"small": 200, "medium": 20_000, "large": 1_000_000}
@@ -119,8 +122,10 @@ class Server:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=child_env(), cwd=REPO)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
+        self.api_key = ""
         if mock:  # "Mock Tinker server at http://127.0.0.1:PORT (api key ...)"
             self.url = line.split(" at ", 1)[1].split()[0]
+            self.api_key = line.rsplit("api key ", 1)[1].rstrip(")\n ")
         else:
             self.url = f"{'https' if ca_file else 'http'}://127.0.0.1:{int(line.split()[1])}"
         self.port = int(self.url.rsplit(":", 1)[1])
@@ -879,6 +884,55 @@ def section_import(args: argparse.Namespace, server: Server) -> dict[str, Any]:
     return {"median_ms": section, "runs": n, "importtime_top": heaviest[:15]}
 
 
+def section_cli(args: argparse.Namespace, server: Server) -> dict[str, Any]:
+    """Wall time of CLI commands from a fresh process: ours beside the official ``tinker`` CLI."""
+    n = 5 if args.quick else 15
+    mock = Server(mock=True)
+    ours = str(Path(PY).with_name("tinker-sync"))
+    official = str(Path(args.official) / "bin" / "tinker") if args.official else None
+    commands = {
+        "python -c pass": [PY, "-c", "pass"],
+        "tinker-sync --version": [ours, "--version"],
+        "tinker-sync run list": [ours, "run", "list"],
+    }
+    notes = []
+    if official and os.path.exists(official):
+        commands["tinker version (official)"] = [official, "version"]
+        commands["tinker run list (official)"] = [official, "run", "list"]
+    else:
+        notes.append("the official CLI: pass --official VENV (a venv with `pip install tinker`) for its rows")
+    env = child_env() | {"TINKER_BASE_URL": mock.url, "TINKER_API_KEY": mock.api_key}
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    failed: dict[str, str] = {}
+    try:
+        with tempfile.TemporaryDirectory() as cwd:
+            for k in range(n):
+                for name in rotate(list(commands), k):
+                    start = time.perf_counter()
+                    proc = subprocess.run(commands[name], capture_output=True, text=True, env=env, cwd=cwd)
+                    if proc.returncode != 0:
+                        failed[name] = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1][
+                            :160
+                        ]
+                        continue
+                    times[name].append((time.perf_counter() - start) * 1000)
+    finally:
+        mock.stop()
+    section = {name: median(t) for name, t in times.items()}
+    bare = section["python -c pass"]
+    rows = [
+        [name, fmt(ms, 1), fmt(None if ms is None or bare is None else ms - bare, 1), failed.get(name, "")]
+        for name, ms in section.items()
+    ]
+    print(
+        f"\n## CLI start (wall time of a fresh process, median of {n}; `run list` against the mock server)\n"
+    )
+    print(table(["command", "ms", "minus bare python ms", "error"], rows))
+    for note in notes:
+        print(f"\nNote: {note}")
+    return {"median_ms": section, "runs": n, "errors": failed}
+
+
 RUNNERS = {
     "server": section_server,
     "sse": section_sse,
@@ -890,6 +944,7 @@ RUNNERS = {
     "thousand": section_thousand,
     "resets": section_resets,
     "import": section_import,
+    "cli": section_cli,
 }
 
 
@@ -912,6 +967,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="an older tinker_sync checkout with its own .venv, measured beside this one (https section; "
         "with --check: sse, first event, downloads)",
+    )
+    parser.add_argument(
+        "--official",
+        metavar="VENV",
+        help="a venv with the official `tinker` package, for the cli section's rows",
     )
     parser.add_argument(
         "--check",

@@ -14,8 +14,9 @@ Rules:
 4. Through a proxy every request goes through a ``CONNECT`` tunnel (``_pools``).
    One pool manager per proxy URL; the proxy for each request is chosen by
    ``_config.ProxyRules``.
-5. One ``ssl.SSLContext`` per transport (so per client), built on first use
-   from ``verify`` (``_tls``); certificate errors become one line naming the host.
+5. No ``ssl.SSLContext`` until an ``https://`` connection needs one; then the
+   one of the client's trust setting, shared by every client of the process
+   (``_tls.shared_context``); certificate errors become one line naming the host.
 
 The rooms, along urllib3's own lines: ``_request`` (what is sent, URL and
 header checks), ``_errors`` (error mapping), ``_tls`` (the TLS context),
@@ -41,7 +42,7 @@ from ._body import Body
 from ._errors import mapped_errors
 from ._pools import DeadlineTimeout, PoolManager, Tunnel, make_tunnel, watchdog
 from ._request import Headers, RawResponse, Request, check_request, check_url, origin_of
-from ._tls import check_path, ssl_context, tls_pool_options
+from ._tls import check_path, shared_context, ssl_context
 
 __all__ = [
     "ACCEPT_ENCODING",
@@ -107,10 +108,11 @@ class Transport:
         return make_tunnel(proxy, f"{self.proxies.source(scheme)}={mask_url(proxy)}", self._ssl_context)
 
     def _ssl_context(self) -> ssl.SSLContext:
-        with self._lock:
-            if self._context is None:
-                self._context = ssl_context(self.verify, self._ca)
-            return self._context
+        """The client's TLS context: built (or shared) on the first https:// connection."""
+        context = self._context
+        if context is None:
+            context = self._context = shared_context(self.verify, self._ca)
+        return context
 
     @property
     def pool_maxsize(self) -> int:
@@ -137,15 +139,8 @@ class Transport:
                     f"Cannot send {mask_url(url)} through the https:// proxy {mask_url(proxy)}: "
                     "an https:// proxy carries https:// URLs only"
                 )
-        context = self._ssl_context()
-        verified = context.verify_mode != ssl.CERT_NONE
         created = PoolManager(
-            tunnel,
-            verified,
-            maxsize=self._pool_maxsize,
-            block=False,
-            retries=False,
-            **tls_pool_options(context),
+            tunnel, self._ssl_context, maxsize=self._pool_maxsize, block=False, retries=False
         )
         with self._lock:
             manager = self._managers.setdefault(proxy, created)

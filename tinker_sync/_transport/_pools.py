@@ -35,6 +35,7 @@ from urllib3.util import Url, make_headers, parse_url
 
 from .._exceptions import InvalidRequestError
 from .._observe import mask_url
+from ._tls import tls_pool_options
 
 __all__ = ["DeadlineTimeout", "PoolManager", "Tunnel", "make_tunnel", "watchdog"]
 
@@ -198,15 +199,23 @@ class _HTTPSConnectionPool(_DeadlineMixin, HTTPSConnectionPool):
 
 
 class PoolManager(urllib3.PoolManager):
-    """urllib3's PoolManager with our pools; with ``tunnel``, every pool's connections tunnel through it."""
+    """urllib3's PoolManager with our pools; with ``tunnel``, every pool's connections tunnel through it.
 
-    def __init__(self, tunnel: Tunnel | None, verified: bool, **kw: Any) -> None:
+    ``context`` gives the TLS context, called for the first https:// pool
+    only: a manager that only ever talks plain HTTP builds none.
+    """
+
+    def __init__(self, tunnel: Tunnel | None, context: Callable[[], ssl.SSLContext], **kw: Any) -> None:
         super().__init__(**kw)
         self.pool_classes_by_scheme = {"http": _HTTPConnectionPool, "https": _HTTPSConnectionPool}
         self._tunnel = tunnel
-        self._verified = verified
+        self._context = context
 
     def _new_pool(self, scheme: str, host: str, port: int, request_context: Any = None) -> HTTPConnectionPool:
+        context = None
+        if scheme == "https":
+            context = self._context()
+            request_context = {**(request_context or self.connection_pool_kw), **tls_pool_options(context)}
         pool = super()._new_pool(scheme, host, port, request_context)
         if self._tunnel is not None:
             pool.conn_kw["tunnel"] = self._tunnel
@@ -217,8 +226,8 @@ class PoolManager(urllib3.PoolManager):
                 port,
                 mask_url(self._tunnel.url.url),
             )
-        if isinstance(pool, _HTTPSConnectionPool):
-            pool.verified = self._verified
+        if isinstance(pool, _HTTPSConnectionPool) and context is not None:
+            pool.verified = context.verify_mode != ssl.CERT_NONE
         return pool
 
 

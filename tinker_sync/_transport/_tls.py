@@ -1,9 +1,14 @@
 """TLS: the one ``ssl.SSLContext`` of a client, built from ``Client(verify=...)``, and what urllib3 is told of it.
 
 Rules:
-1. One context per transport (so per client), built on first use; a CA path
-   that does not exist or does not load is a ``TinkerError`` naming it.
-2. ``verify=False`` connects without verification and without urllib3's
+1. No TLS work for plain HTTP: a client builds no context until an
+   ``https://`` connection (or an https:// proxy) needs one.
+2. One context per trust setting per process (``shared_context``): every
+   client with the same ``verify`` and default CA locations shares it, so the
+   CA files are loaded once, not once per client. A CA file or directory that
+   changes on disk (its size or mtime) gets a new context. A CA path that does
+   not exist or does not load is a ``TinkerError`` naming it.
+3. ``verify=False`` connects without verification and without urllib3's
    per-request warning (the client gave its one warning already).
 """
 
@@ -11,6 +16,8 @@ from __future__ import annotations
 
 import os
 import ssl
+import threading
+from collections.abc import Hashable
 from typing import Any
 
 from urllib3.util.ssl_ import create_urllib3_context
@@ -19,7 +26,7 @@ from .._config import TLS, CALocations, Verify
 from .._exceptions import TinkerError
 from ._errors import one_line
 
-__all__ = ["check_path", "ssl_context", "tls_pool_options"]
+__all__ = ["check_path", "shared_context", "ssl_context", "tls_pool_options"]
 
 
 def check_path(path: str, what: str) -> str:
@@ -86,6 +93,56 @@ def ssl_context(verify: Verify, ca: CALocations) -> ssl.SSLContext:
     context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
     _load(context, path, "verify")
     return context
+
+
+# Contexts shared by every client of this process, by trust setting (see ``shared_context``); the
+# oldest is dropped past _MAX_SHARED settings (a process rarely has more than two or three).
+_MAX_SHARED = 16
+_shared: dict[Hashable, ssl.SSLContext] = {}
+_shared_lock = threading.Lock()
+
+
+def _stamp(path: str | os.PathLike[str] | None) -> tuple[str, int, int] | None:
+    """What identifies a CA file or directory as loaded: its path, size and mtime."""
+    if path is None:
+        return None
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (path, -1, -1)
+    return (path, st.st_size, st.st_mtime_ns)
+
+
+def _setting(verify: bool | str | os.PathLike[str] | TLS, ca: CALocations) -> Hashable:
+    """The trust setting ``verify`` and ``ca`` stand for, with the state of every CA path it loads."""
+    if verify is False:
+        return False
+    if verify is True or isinstance(verify, TLS):
+        tls = verify if isinstance(verify, TLS) else TLS()
+        paths = (ca.cafile, ca.capath, ca.extra, tls.extra_ca)
+        return (tls.system, ca, tuple(_stamp(path) for path in paths))
+    return ("only", _stamp(verify))
+
+
+def shared_context(verify: Verify, ca: CALocations) -> ssl.SSLContext:
+    """The TLS context for ``verify`` and ``ca``, built once per process and trust setting.
+
+    Thread-safe: the first caller builds it (loading the CA files), others
+    wait for it and share it. An ``ssl.SSLContext`` is used as it is. Raises
+    as ``ssl_context`` does (and nothing is kept then).
+    """
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    key = _setting(verify, ca)
+    with _shared_lock:
+        context = _shared.get(key)
+        if context is None:
+            context = ssl_context(verify, ca)
+            if len(_shared) >= _MAX_SHARED:
+                del _shared[next(iter(_shared))]
+            _shared[key] = context
+        return context
 
 
 def tls_pool_options(context: ssl.SSLContext) -> dict[str, Any]:
