@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import socket
 import statistics
@@ -885,7 +886,7 @@ def section_import(args: argparse.Namespace, server: Server) -> dict[str, Any]:
 
 
 def section_cli(args: argparse.Namespace, server: Server) -> dict[str, Any]:
-    """Wall time of CLI commands from a fresh process: ours beside the official ``tinker`` CLI."""
+    """A fresh process per CLI command: ours (and ``--before``'s) beside the official ``tinker`` CLI."""
     n = 5 if args.quick else 15
     mock = Server(mock=True)
     ours = str(Path(PY).with_name("tinker-sync"))
@@ -896,41 +897,60 @@ def section_cli(args: argparse.Namespace, server: Server) -> dict[str, Any]:
         "tinker-sync run list": [ours, "run", "list"],
     }
     notes = []
+    before = Before(args.before) if args.before else None
+    if before is not None:  # its source tree first on the path, run as a module
+        commands[f"{before.name} --version"] = [before.python, "-m", "tinker_sync", "--version"]
+        commands[f"{before.name} run list"] = [before.python, "-m", "tinker_sync", "run", "list"]
     if official and os.path.exists(official):
         commands["tinker version (official)"] = [official, "version"]
         commands["tinker run list (official)"] = [official, "run", "list"]
     else:
         notes.append("the official CLI: pass --official VENV (a venv with `pip install tinker`) for its rows")
     env = child_env() | {"TINKER_BASE_URL": mock.url, "TINKER_API_KEY": mock.api_key}
+    before_env = env | ({"PYTHONPATH": str(before.root)} if before is not None else {})
     times: dict[str, list[float]] = {name: [] for name in commands}
+    cpu: dict[str, list[float]] = {name: [] for name in commands}
     failed: dict[str, str] = {}
     try:
         with tempfile.TemporaryDirectory() as cwd:
             for k in range(n):
                 for name in rotate(list(commands), k):
-                    start = time.perf_counter()
-                    proc = subprocess.run(commands[name], capture_output=True, text=True, env=env, cwd=cwd)
+                    use = before_env if before is not None and name.startswith(before.name) else env
+                    start, usage = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+                    proc = subprocess.run(commands[name], capture_output=True, text=True, env=use, cwd=cwd)
                     if proc.returncode != 0:
-                        failed[name] = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1][
-                            :160
-                        ]
+                        lines = proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"]
+                        failed[name] = lines[-1][:160]
                         continue
                     times[name].append((time.perf_counter() - start) * 1000)
+                    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    used = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
+                    cpu[name].append(used * 1000)
     finally:
         mock.stop()
-    section = {name: median(t) for name, t in times.items()}
-    bare = section["python -c pass"]
+    wall_ms = {name: median(t) for name, t in times.items()}
+    cpu_ms = {name: median(t) for name, t in cpu.items()}
+
+    def minus(value: float | None, bare: float | None) -> str:
+        return fmt(None if value is None or bare is None else value - bare, 1)
+
     rows = [
-        [name, fmt(ms, 1), fmt(None if ms is None or bare is None else ms - bare, 1), failed.get(name, "")]
-        for name, ms in section.items()
+        [
+            name,
+            fmt(wall_ms[name], 1),
+            minus(wall_ms[name], wall_ms["python -c pass"]),
+            fmt(cpu_ms[name], 1),
+            minus(cpu_ms[name], cpu_ms["python -c pass"]),
+            failed.get(name, ""),
+        ]
+        for name in commands
     ]
-    print(
-        f"\n## CLI start (wall time of a fresh process, median of {n}; `run list` against the mock server)\n"
-    )
-    print(table(["command", "ms", "minus bare python ms", "error"], rows))
+    print(f"\n## CLI start (a fresh process, median of {n}; `run list` against the mock server)\n")
+    print("CPU ms: user + system time of the process (steadier than wall time on a busy machine).\n")
+    print(table(["command", "wall ms", "minus bare python", "CPU ms", "minus bare python", "error"], rows))
     for note in notes:
         print(f"\nNote: {note}")
-    return {"median_ms": section, "runs": n, "errors": failed}
+    return {"median_ms": wall_ms, "median_cpu_ms": cpu_ms, "runs": n, "errors": failed}
 
 
 RUNNERS = {
@@ -965,7 +985,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--before",
         metavar="DIR",
-        help="an older tinker_sync checkout with its own .venv, measured beside this one (https section; "
+        help="an older tinker_sync checkout with its own .venv, measured beside this one (https and cli sections; "
         "with --check: sse, first event, downloads)",
     )
     parser.add_argument(

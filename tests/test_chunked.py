@@ -129,3 +129,31 @@ def test_many_chunks_come_out_in_large_reads(chunk):
     assert b"".join(pieces) == data
     if chunk < 16384:
         assert len(pieces) < len(data) // chunk // 4  # at least four chunks per read
+
+
+@pytest.mark.parametrize("small", [1, 2, 36, 4096, 8191, 8192])
+@pytest.mark.parametrize("chunked", [True, False])
+def test_a_small_read_then_a_large_one_never_waits_for_bytes_already_here(small, chunked):
+    """A read smaller than the socket file's own buffer fills that buffer: the next read, however
+    large, hands out what it holds without waiting on the socket for more (the server sent all)."""
+    data = bytes(range(256)) * 64  # 16 KiB
+    if chunked:
+        answer = HEAD + b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)
+    else:
+        answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data)
+
+    def script(conn: socket.socket, head: bytes, stop: threading.Event) -> None:
+        conn.sendall(answer)
+        stop.wait(10)  # the connection stays open: a read that waited for more would time out
+
+    got = bytearray()
+    with raw_server(script) as url:
+        with Client(api_key=API_KEY, base_url=url, max_retries=0, timeout=3) as c:
+            with c.stream("GET", "/body") as response:
+                time.sleep(0.05)  # all of it is in the socket before the first read
+                view = memoryview(bytearray(1 << 18))
+                n = response.readinto(view[:small])
+                got += view[:n]
+                while n := response.readinto(view):
+                    got += view[:n]
+    assert bytes(got) == data

@@ -75,8 +75,9 @@ def test_iter_bytes_rejects_bad_chunk_size(client):
 
 def test_iter_text_multibyte_split(client):
     text = "héllo wörld ✓ 🎉" * 10
+    # one byte per chunk, each sent after a pause: reads that end inside a character
     with client.stream(
-        "POST", "/test/sse-raw?chunk=1&content_type=text/plain", content=text.encode()
+        "POST", "/test/sse-raw?chunk=1&delay=0.001&content_type=text/plain", content=text.encode()
     ) as response:
         parts = list(response.iter_text())
     assert "".join(parts) == text

@@ -29,9 +29,9 @@ from ._request import RawResponse, Request
 
 __all__ = ["Body"]
 
-# While the socket file's own buffer may hold bytes (after the head, a chunk
-# header), reads ask for at most its size, so that they never wait for more
-# after copying what is already there.
+# While the socket file's own buffer may hold bytes (after the head, or after a read smaller than
+# it), reads ask for at most its size, so that they never wait for more after copying what is
+# already there.
 _SMALL_READ = io.DEFAULT_BUFFER_SIZE
 _MAX_LINE = 65536
 # Where a chunked body's framing is: at a chunk's size line, past a chunk's data (its CRLF), in the
@@ -141,17 +141,24 @@ class Body:
 
     def _read(self, view: memoryview, limit: int | None) -> int:
         size = len(view) if limit is None else min(len(view), limit)
-        if self._small:
+        small = self._small
+        if small:
             size = min(size, _SMALL_READ)
-        n: int = self._file.readinto1(view[:size])
-        if self._tls is not None and not self._small and 0 < n < size:
+        n = self._readinto1(view[:size])
+        if self._tls is not None and not small and not self._small and 0 < n < size:
             n += self._more_records(view[n:size])
-        if self._small and (n < size or size == _SMALL_READ):
-            # The file's own buffer is now empty: read big, straight from the socket. A short read
-            # emptied it; so did a full-size one (the buffer holds at most _SMALL_READ bytes, and a
-            # read of that size copies them all). A TLS read returns one record (16 KiB), so reads
-            # of exactly _SMALL_READ would otherwise never end the small phase.
-            self._small = False
+        return n
+
+    def _readinto1(self, view: memoryview) -> int:
+        """One read from the socket's file, noting whether its own buffer may hold bytes after it.
+
+        It may only after a read smaller than that buffer which it filled: a
+        short read emptied it, a read of its size copies all it can hold, and a
+        bigger one goes straight to the socket. A TLS read returns one record
+        (16 KiB), so reads of exactly _SMALL_READ end the small phase too.
+        """
+        n: int = self._file.readinto1(view)
+        self._small = n == len(view) < _SMALL_READ
         return n
 
     def _more_records(self, view: memoryview) -> int:
@@ -168,7 +175,7 @@ class Body:
             self._poll.register(self._tls, select.POLLIN)
         got = 0
         while got < len(view) and (self._tls.pending() or self._poll.poll(0)):
-            n: int = self._file.readinto1(view[got:])
+            n = self._readinto1(view[got:])
             if not n:
                 break
             got += n
