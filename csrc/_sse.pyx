@@ -181,6 +181,7 @@ cdef class SSEDecoder:
     cdef object _retry
     cdef object _error
     cdef object _held            # an exception from ``decode``, raised by the next call
+    cdef Py_ssize_t _error_events  # "error" events returned so far
 
     def __cinit__(self):
         self._pbuf = NULL
@@ -192,6 +193,7 @@ cdef class SSEDecoder:
         self._retry = None
         self._error = None
         self._held = None
+        self._error_events = 0
         self._type_cache_b = None
         self._type_cache_s = None
         self._start_stream()
@@ -223,6 +225,12 @@ cdef class SSEDecoder:
     def retry(self):
         """The reconnection time in milliseconds from the last valid ``retry`` field, else None."""
         return self._retry
+
+    @property
+    def error_events(self):
+        """How many ``"error"`` events were returned so far: a caller handing events out in
+        batches checks a batch for them once (did this count move?), not event by event."""
+        return self._error_events
 
     cdef int _reserve(self, unsigned char** buf, Py_ssize_t* cap, Py_ssize_t need) except -1:
         """Grow a buffer to hold ``need`` bytes (never beyond what max_size allows, + 1)."""
@@ -279,6 +287,8 @@ cdef class SSEDecoder:
                         raw = PyUnicode_DecodeUTF8(<const char*>ptr, n, "replace").encode("utf-8")
                     PyList_Append(events, decode(raw))
             else:
+                if self._type_is_error:
+                    self._error_events += 1
                 PyList_Append(
                     events,
                     ServerSentEvent(

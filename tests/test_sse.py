@@ -611,3 +611,28 @@ def test_decode_error_on_the_first_event_raises_at_once(decoder_class):
         decoder.feed(b"data: 1\n\ndata: 2\n\n", decode)
     with pytest.raises(SSEDecodeError, match="unusable"):
         decoder.feed(b"data: 3\n\n")
+
+
+# (stream, decode?, error_events after it): only dispatched "error" events count, typed or not.
+ERROR_EVENT_COUNTS = [
+    (b"data: 1\n\n", False, 0),
+    (b"event: error\ndata: x\n\n", False, 1),
+    (b"event: error\ndata: x\n\n", True, 1),
+    (b"event: error\n\n", True, 0),  # no data: no event dispatched
+    (b"event: errors\ndata: x\n\nevent: Error\ndata: x\n\n", False, 0),
+    (b"event: error\ndata: x\n\ndata: 2\n\nevent: error\ndata: {}\n\n", True, 2),
+    (b"event: error\ndata: x\n", False, 0),  # not dispatched yet
+]
+
+
+@pytest.mark.parametrize(("raw", "typed", "expected"), ERROR_EVENT_COUNTS)
+def test_error_events_counts_the_error_events_returned(
+    decoder_class: type, raw: bytes, typed: bool, expected: int
+) -> None:
+    decoder = decoder_class()
+    decode = (lambda data: data) if typed else None
+    returned = []
+    for i in range(len(raw)):  # one byte at a time: the count moves with the event that completes
+        returned += decoder.feed(raw[i : i + 1], decode)
+    errors = [e for e in returned if getattr(e, "event", None) == "error"]
+    assert decoder.error_events == expected == len(errors)

@@ -5,7 +5,8 @@ Rules:
    it is given a ``Connector`` (by the client) and opens through it then.
 2. It reads through any ``EventSource`` (a ``StreamedResponse``) into one
    reused buffer, grown while reads fill it, and feeds views of it to the
-   SSE decoder: no read allocates.
+   SSE decoder: no read allocates. The events of each read come out as one
+   batch, flattened in C (``itertools.chain``): no Python frame runs per event.
 3. An event named ``error`` raises APIError, and data that does not fit
    ``cast_to`` raises APIResponseValidationError, each after every event
    before it was handed out.
@@ -21,11 +22,11 @@ Rules:
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
-import operator
 import time
 import weakref
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from typing import Any, Generic, Protocol, cast
 
 import msgspec
@@ -51,7 +52,6 @@ log = logging.getLogger("tinker_sync")
 MAX_MESSAGE = 1024
 # The SSE spec's default reconnection time, when the server sent no ``retry``.
 DEFAULT_RECONNECT_WAIT = 1.0
-_event_name = operator.attrgetter("event")
 
 
 @functools.lru_cache(maxsize=256)
@@ -93,6 +93,14 @@ class Connector(Protocol):
         ...
 
 
+class _Events(itertools.chain[Any]):
+    """A stream's events: ``chain.from_iterable`` of the batches its generator yields (an event is
+    handed out by C code, with no generator resumed per event); it knows that generator, to close
+    it, and can be referenced weakly."""
+
+    generator: Generator[Iterable[Any]]
+
+
 class EventStream(Generic[E]):
     """A lazy stream of Server-Sent Events (or of their data, decoded into ``cast_to``).
 
@@ -123,10 +131,11 @@ class EventStream(Generic[E]):
         self._idle_timeout = idle_timeout
         self._max_event_size = max_event_size
         self._holder: list[EventSource | None] = [source]
-        # The generator: held strongly once ``next()`` is used, only weakly when a ``for``
-        # loop took it (so that the loop's end, even a ``break``, drops and closes it).
-        self._generator: Generator[E] | None = None
-        self._weak: weakref.ref[Generator[E]] | None = None
+        # The events (and their generator): held strongly once ``next()`` is used, only weakly
+        # when a ``for`` loop took them (so that the loop's end, even a ``break``, drops and
+        # closes the generator).
+        self._generator: _Events | None = None
+        self._weak: weakref.ref[_Events] | None = None
         self._started = False
         self._closed = False
 
@@ -138,10 +147,10 @@ class EventStream(Generic[E]):
     def __repr__(self) -> str:
         return f"<EventStream response={self.response!r}>"
 
-    def _live(self) -> Generator[E] | None:
+    def _live(self) -> _Events | None:
         return self._generator or (self._weak() if self._weak is not None else None)
 
-    def _new_generator(self) -> Generator[E]:
+    def _new_generator(self) -> _Events:
         if self._closed and not self._started:
             raise StreamAlreadyConsumed("This event stream was closed before it was read.")
         self._started = True
@@ -153,14 +162,16 @@ class EventStream(Generic[E]):
             self._idle_timeout,
             self._max_event_size,
         )
-        return cast(Generator[E], generator)
+        events = cast(_Events, _Events.from_iterable(generator))
+        events.generator = generator
+        return events
 
     def __iter__(self) -> Iterator[E]:
-        """The generator itself (a ``for`` loop pays no extra call per event).
+        """The events' iterator itself (a ``for`` loop pays no extra call per event).
 
         The stream keeps only a weak reference to it: when the loop ends, by
-        exhaustion, ``break`` or an exception, the generator goes and its
-        connection is closed at once. Iterating again after that yields nothing.
+        exhaustion, ``break`` or an exception, it goes with its generator, and
+        the connection is closed at once. Iterating again after that yields nothing.
         """
         generator = self._live()
         if generator is None:
@@ -180,7 +191,7 @@ class EventStream(Generic[E]):
                 raise StopIteration
             generator = self._generator = self._new_generator()
         # Held strongly only when ``next()`` started it; inside a ``for`` loop the loop holds it.
-        return next(generator)
+        return cast(E, next(generator))
 
     def __enter__(self) -> EventStream[E]:
         """Send the request now (so status errors raise here) and return the stream."""
@@ -199,9 +210,9 @@ class EventStream(Generic[E]):
     def close(self) -> None:
         """Stop the stream and discard its connection (if still open)."""
         was_closed, self._closed = self._closed, True
-        generator = self._live()
-        if generator is not None:
-            generator.close()
+        events = self._live()
+        if events is not None:
+            events.generator.close()
         self._generator = None
         source = self._holder[0]
         if source is not None:
@@ -244,15 +255,17 @@ def _iterate_events(
     reconnect: bool,
     idle_timeout: float | None,
     max_event_size: int,
-) -> Iterator[Any]:
-    """The generator behind an EventStream: the hot loop, in one frame.
+) -> Generator[Iterable[Any]]:
+    """The generator behind an EventStream: the hot loop, in one frame. It yields batches.
 
-    Batches with no error event are handed out with ``yield from`` (checked
-    in C, not per event).
+    A read's events with no error event among them (the decoder's count of
+    them did not move) are one batch; an error event raises APIError after
+    the events before it were handed out, one by one.
     """
     decode = None if cast_to is None else json_decoder(cast_to).decode
     decoder = SSEDecoder(max_event_size)  # one for all reconnections: it keeps the last event ID and retry
     feed = decoder.feed
+    errors = 0  # the decoder's error_events when the last batch was handed out
     reader = ReadBuffer()
     buffer = reader.view
     count = 0
@@ -281,22 +294,21 @@ def _iterate_events(
                                 f"No event for {idle_timeout} s (idle timeout)", source.request
                             )
                         continue
-                    if (
-                        "error" not in map(_event_name, items)
-                        if decode is None
-                        else ServerSentEvent not in map(type, items)
-                    ):
+                    if decoder.error_events == errors:
                         batch = iter(items)
                         try:
-                            yield from batch
+                            yield batch
                         finally:  # count what was handed out, even when the consumer stops mid-batch
                             count += len(items) - batch.__length_hint__()  # type: ignore[attr-defined]
+                            for _ in batch:  # closed mid-batch: the rest is not handed out
+                                pass
                     else:
+                        errors = decoder.error_events
                         for item in items:
                             if type(item) is ServerSentEvent and item.event == "error":
                                 raise _error_event(item, source)
                             count += 1
-                            yield item
+                            yield (item,)
                     last_event = time.monotonic()
                 try:
                     decoder.close(decode)  # events always come out of feed(); this raises a held-back error

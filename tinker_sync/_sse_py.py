@@ -148,6 +148,7 @@ class PySSEDecoder:
         "_retry",
         "_error",
         "_held",
+        "_error_events",
     )
 
     def __init__(self, max_size: int = DEFAULT_MAX_SIZE) -> None:
@@ -156,6 +157,7 @@ class PySSEDecoder:
         self._retry: int | None = None
         self._error: str | None = None
         self._held: Exception | None = None
+        self._error_events = 0
         self._start_stream()
 
     def _start_stream(self) -> None:
@@ -177,6 +179,12 @@ class PySSEDecoder:
     def retry(self) -> int | None:
         """The reconnection time in milliseconds from the last valid ``retry`` field, else None."""
         return self._retry
+
+    @property
+    def error_events(self) -> int:
+        """How many ``"error"`` events were returned so far: a caller handing events out in
+        batches checks a batch for them once (did this count move?), not event by event."""
+        return self._error_events
 
     def feed(
         self, data: bytes | bytearray | memoryview, decode: Callable[[bytes], Any] | None = None
@@ -270,6 +278,8 @@ class PySSEDecoder:
                         if raw:  # typed mode skips an event with empty data: decode never sees b""
                             events.append(decode(utf8_bytes(raw)))
                     else:
+                        if etype == b"error":
+                            self._error_events += 1
                         events.append(
                             ServerSentEvent(
                                 etype.decode("utf-8", "replace") if etype else "message",
