@@ -27,7 +27,7 @@ import logging
 import time
 import weakref
 from collections.abc import Generator, Iterable, Iterator, Mapping
-from typing import Any, Generic, Protocol, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import msgspec
 
@@ -93,12 +93,28 @@ class Connector(Protocol):
         ...
 
 
+_T = TypeVar("_T", covariant=True)
+
+
+class Events(Protocol[_T]):
+    """What ``EventStream._new_generator`` returns: an iterator of the events that can be closed
+    (a generator is one; a subclass may wrap the stream's own in one of its own)."""
+
+    def __iter__(self) -> Iterator[_T]: ...
+    def __next__(self) -> _T: ...
+    def close(self) -> None: ...
+
+
 class _Events(itertools.chain[Any]):
     """A stream's events: ``chain.from_iterable`` of the batches its generator yields (an event is
-    handed out by C code, with no generator resumed per event); it knows that generator, to close
-    it, and can be referenced weakly."""
+    handed out by C code, with no generator resumed per event); closing it closes that generator.
+    It can be referenced weakly."""
 
     generator: Generator[Iterable[Any]]
+
+    def close(self) -> None:
+        """Close the generator (its connection with it); the events not yet handed out go too."""
+        self.generator.close()
 
 
 class EventStream(Generic[E]):
@@ -134,8 +150,8 @@ class EventStream(Generic[E]):
         # The events (and their generator): held strongly once ``next()`` is used, only weakly
         # when a ``for`` loop took them (so that the loop's end, even a ``break``, drops and
         # closes the generator).
-        self._generator: _Events | None = None
-        self._weak: weakref.ref[_Events] | None = None
+        self._generator: Events[E] | None = None
+        self._weak: weakref.ref[Events[E]] | None = None
         self._started = False
         self._closed = False
 
@@ -147,10 +163,10 @@ class EventStream(Generic[E]):
     def __repr__(self) -> str:
         return f"<EventStream response={self.response!r}>"
 
-    def _live(self) -> _Events | None:
+    def _live(self) -> Events[E] | None:
         return self._generator or (self._weak() if self._weak is not None else None)
 
-    def _new_generator(self) -> _Events:
+    def _new_generator(self) -> Events[E]:
         if self._closed and not self._started:
             raise StreamAlreadyConsumed("This event stream was closed before it was read.")
         self._started = True
@@ -164,7 +180,7 @@ class EventStream(Generic[E]):
         )
         events = cast(_Events, _Events.from_iterable(generator))
         events.generator = generator
-        return events
+        return cast(Events[E], events)
 
     def __iter__(self) -> Iterator[E]:
         """The events' iterator itself (a ``for`` loop pays no extra call per event).
@@ -191,7 +207,7 @@ class EventStream(Generic[E]):
                 raise StopIteration
             generator = self._generator = self._new_generator()
         # Held strongly only when ``next()`` started it; inside a ``for`` loop the loop holds it.
-        return cast(E, next(generator))
+        return next(generator)
 
     def __enter__(self) -> EventStream[E]:
         """Send the request now (so status errors raise here) and return the stream."""
@@ -212,7 +228,7 @@ class EventStream(Generic[E]):
         was_closed, self._closed = self._closed, True
         events = self._live()
         if events is not None:
-            events.generator.close()
+            events.close()
         self._generator = None
         source = self._holder[0]
         if source is not None:
