@@ -12,6 +12,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from _official import official_venv
 
 from tinker_sync import ServiceClient, types
@@ -21,8 +22,11 @@ from tinker_sync.testing import MockTinkerServer
 DRIVER = Path(__file__).with_name("_official_training_driver.py")
 
 
-def test_the_official_training_loop_runs_on_the_mock_and_matches_ours() -> None:
+@pytest.mark.parametrize("retrieve_futures", [False, True], ids=["retrieve_future", "retrieve_futures"])
+def test_the_official_training_loop_runs_on_the_mock_and_matches_ours(retrieve_futures: bool) -> None:
     with MockTinkerServer() as server:
+        server.client_config["sample_use_retrieve_futures"] = retrieve_futures
+        server.promises.futures_hold = 1.0
         env = {**os.environ, "TINKER_TELEMETRY": "0"}
         env.pop("TINKER_API_KEY", None)
         result = subprocess.run(
@@ -37,6 +41,12 @@ def test_the_official_training_loop_runs_on_the_mock_and_matches_ours() -> None:
         assert server.violations == []
         assert official["losses"][0] > official["losses"][1] > official["losses"][2]
         assert server.sessions[-1].finished == "success"
+        long_polls = [r for r in server.requests if r.path.endswith("/retrieve_futures")]
+        assert bool(long_polls) == retrieve_futures
+        if (
+            retrieve_futures
+        ):  # the mock's long poll as the SDK reads it: the sample found, fetched, acknowledged
+            assert server.promises.acked
         model_id = official["path"].split("/")[2]
         sent = [r for r in server.requests if r.path.endswith("/forward_backward")][-1]
         assert sent.headers["content-type"] == "application/x-protobuf"
