@@ -5,7 +5,9 @@ Scenarios (each client a fresh subprocess; the mock in its own process):
   above the post-setup level (VmHWM - VmRSS after setup), threads, TCP connections the mock accepted;
 - ``sequential``: ``sample().result()`` one after another with no server delay: p50 / p90 ms;
 - ``encode``: a ``forward_backward`` of 2,048 datums x 512 tokens: encode ms and bytes (the official
-  SDK's ``request_conv`` + ``SerializeToString``; tinker_sync's ``_proto``).
+  SDK's ``request_conv`` + ``SerializeToString``; tinker_sync's ``_proto``);
+- ``many`` (tinker_sync only, with ``--many N``): ``sample_many`` over N prompts (100,000 for the
+  issue's figure): seconds, and peak RSS above the post-setup level, which must not grow with N.
 
 Options: ``--official PYTHON`` (the official SDK's venv python; default: ``$TINKER_SYNC_OFFICIAL_VENV``'s, else
 the one tests/_official.py caches; skipped when absent), ``--n 1000``, ``--delay 2.0``, ``--sequential 100``. Prints one JSON object per client
@@ -82,7 +84,13 @@ def client(kind: str, url: str, scenario: str, n: int) -> dict[str, Any]:
     sampler.sample(prompt, 1, params).result()
     rss0 = _status("VmRSS")
     out: dict[str, Any] = {"client": kind, "scenario": scenario}
-    if scenario == "burst":
+    if scenario == "many":
+        start = time.perf_counter()
+        prompts = (types.ModelInput.from_ints([i % 1000, 7]) for i in range(n))
+        count = sum(1 for _ in sampler.sample_many(prompts, 1, params, window=64))
+        out.update(prompts=count, seconds=round(time.perf_counter() - start, 1))
+        out["rss_above_setup_mb"] = round((_status("VmHWM") - rss0) / 2**20, 1)
+    elif scenario == "burst":
         start = time.perf_counter()
         futures = [sampler.sample(prompt, 1, params) for _ in range(n)]
         out["submit_s"] = round(time.perf_counter() - start, 3)
@@ -157,6 +165,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--delay", type=float, default=2.0)
     parser.add_argument("--sequential", type=int, default=100)
+    parser.add_argument("--many", type=int, default=0, help="sample_many over this many prompts (0: skipped)")
     args = parser.parse_args()
     if args.serve:
         return serve()
@@ -182,11 +191,14 @@ def main() -> None:
     results = []
     try:
         for kind, python in pythons.items():
-            for scenario, n, delay in (
+            scenarios = [
                 ("burst", args.n, args.delay),
                 ("sequential", args.sequential, 0.0),
                 ("encode", 0, 0.0),
-            ):
+            ]
+            if args.many and kind == "tinker_sync":
+                scenarios.append(("many", args.many, 0.0))
+            for scenario, n, delay in scenarios:
                 tell(f"delay {delay}")
                 tell("clear")
                 run = [
