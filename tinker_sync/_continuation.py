@@ -5,13 +5,16 @@ Every resume goes through ``continuation_problem``: a broken body resumed in the
 Anything it does not accept restarts a file from zero (or raises for a byte stream, which
 cannot take back the bytes it handed out): never a spliced file.
 
-Also here: the headers that rule reads (``Content-Range``, the validators) and the ``Range``
-headers resumes send.
+Also here: the headers that rule reads (``Content-Range``, the validators), the ``Range``
+headers resumes send, and the expiry a signed URL states (after which no request may start).
 """
 
 from __future__ import annotations
 
+import calendar
+import time
 from collections.abc import Mapping
+from urllib.parse import parse_qsl, urlsplit
 
 from ._transport import Request
 
@@ -20,6 +23,7 @@ __all__ = [
     "parse_content_range",
     "range_end",
     "strong_etag",
+    "url_expiry",
     "validator_of",
     "whole_request",
 ]
@@ -54,6 +58,7 @@ def continuation_problem(
     *,
     ranged: bool = False,
     last: int | None = None,
+    cover: bool = False,
 ) -> str | None:
     """Why a response does not continue a resource's bytes at ``offset`` (None when it does).
 
@@ -66,28 +71,64 @@ def continuation_problem(
     byte 0 is a continuation too). ``last``: the last byte the request asked for
     (``total - 1`` for ``bytes=N-``); a 206 that stops before it, or whose
     Content-Length is not its Content-Range's span, would end the body early.
+    A 206 running past ``last`` is fine: the reader stops where it needs to.
+    ``cover``: the reader uses any 206 holding byte ``offset`` (it skips what comes
+    before and asks again for what the answer lacks), so only another object or a
+    body that cannot be the bytes it names is a problem.
+
+    Each problem says what was asked and what came.
     """
     new = validator_of(headers)
     changed = new is not None and validator is not None and new != validator
+    asked = f"asked for bytes={offset}-{'' if last is None else last}"
     if status == 200 and offset == 0:
         return f"the resource changed (validator {validator!r} became {new!r})" if changed else None
     if status != 206:
-        return f"the server answered {status} instead of 206 Partial Content"
+        return f"{asked}, the server answered {status} instead of 206 Partial Content"
     if not offset and not ranged:
         return "the server sent 206 Partial Content to a request without Range"
-    parsed = parse_content_range(headers.get("content-range", ""))
-    if parsed is None or parsed[0] != offset:
-        return f"wrong Content-Range {headers.get('content-range')!r} for a resume at byte {offset}"
-    if total is not None and parsed[2] is not None and parsed[2] != total:
-        return f"the resource size changed from {total} to {parsed[2]}"
-    if last is not None and parsed[1] != last:
-        return f"Content-Range {headers.get('content-range')!r} does not reach byte {last}, as asked"
+    value = headers.get("content-range")
+    parsed = parse_content_range(value or "")
+    if parsed is None:
+        return f"{asked}, the server sent a wrong Content-Range {value!r} (not bytes A-B/N)"
+    first, end, size = parsed
+    if not (first == offset or (cover and first <= offset <= end)):
+        return (
+            f"{asked}, the server sent a wrong Content-Range {value!r} (it does not start at byte {offset})"
+        )
+    if total is not None and size is not None and size != total:
+        return f"{asked} of {total} bytes, the server sent {value!r}: the resource size changed to {size}"
+    if last is not None and end < last and not cover:
+        return f"{asked}, the server sent Content-Range {value!r}: it ends before byte {last}"
     length = headers.get("content-length", "").strip()
-    if length.isdigit() and int(length) != parsed[1] - parsed[0] + 1 and _identity(headers):
-        return f"Content-Length {length} does not match Content-Range {headers.get('content-range')!r}"
+    if length.isdigit() and int(length) != end - first + 1 and _identity(headers):
+        return (
+            f"{asked}, the server sent Content-Length {length}, which does not match Content-Range {value!r}"
+        )
     if changed:
-        return f"the resource changed (validator {validator!r} became {new!r})"
+        return f"{asked} of version {validator!r}, the server sent {new!r}: the resource changed"
     return None
+
+
+def url_expiry(url: str, now: float | None = None) -> float | None:
+    """When a signed URL stops being accepted, as the URL itself states it (unix seconds), or None.
+
+    S3 (SigV4): ``X-Amz-Date`` + ``X-Amz-Expires``; GCS (V4): ``X-Goog-Date`` +
+    ``X-Goog-Expires``; S3 SigV2, CloudFront and others: ``Expires`` in unix seconds.
+    Stores check it when a request starts: a body already being sent runs to its
+    end, a request made later is refused, and a download cannot sign the URL again.
+    """
+    query = {k.lower(): v for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
+    for prefix in ("x-amz-", "x-goog-"):
+        date, seconds = query.get(f"{prefix}date", ""), query.get(f"{prefix}expires", "")
+        if date and seconds.isdigit():
+            try:
+                signed = calendar.timegm(time.strptime(date, "%Y%m%dT%H%M%SZ"))
+            except ValueError:
+                continue
+            return float(signed + int(seconds))
+    expires = query.get("expires", "")
+    return float(expires) if expires.isdigit() else None
 
 
 def _identity(headers: Mapping[str, str]) -> bool:

@@ -15,8 +15,10 @@ Rules:
    store's length and checksums, which are the compressed bytes'. A store
    that decoded it on the way (GCS's decompressive transcoding) sends
    checksums of bytes it did not send: those are skipped, said in a warning.
-2. Anything that does not prove the bytes continue the same resource
-   restarts from zero: never a spliced file.
+2. Never a spliced file, never a verified byte thrown away: only another version of
+   the resource (its validator or size) restarts from zero. An answer of the same
+   version given otherwise than asked (a 206 from earlier, running on or ending early,
+   a 200 to a range) is used by the ranged receive, which skips the bytes held.
 3. Every send, resume and restart of one download spends one retry budget,
    whatever the number of connections.
 4. A re-run of a download over several connections asks only for what its
@@ -27,16 +29,19 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Sequence
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from ._base_client import BaseClient
-from ._checksums import checksums_from, headers_from
-from ._continuation import continuation_problem, parse_content_range, strong_etag
+from ._checksums import Checksum, checksums_from, headers_from
+from ._continuation import continuation_problem, parse_content_range, strong_etag, url_expiry
 from ._exceptions import APIConnectionError, APIStatusError
 from ._files import PartFile, PartState, destination
-from ._observe import mask_url
+from ._observe import StreamEndInfo, emit, mask_url
 from ._options import RequestOptions
-from ._ranges import MIN_PIECE, Source, auto_connections, holes, piece_size, receive_ranges
+from ._ranges import MIN_PIECE, Source, Tally, auto_connections, holes, piece_size, receive_ranges
 from ._receive import Connections, check_connections, receive, receive_over_ranges
 from ._receiver import Progress
 from ._response import StreamedResponse
@@ -46,6 +51,13 @@ from ._transport import Request
 __all__ = ["download"]
 
 log = logging.getLogger("tinker_sync")
+
+# A signed URL's expiry, less this (seconds), is when the last request may start: the server's
+# Date has whole seconds, and a request takes a moment to reach it.
+EXPIRY_MARGIN = 1.5
+# With less than this left before that cutoff (seconds), other connections could not be asked in
+# time: the file comes over the one answer already open.
+MIN_AHEAD = 0.5
 
 
 def download(
@@ -64,97 +76,172 @@ def download(
     """Download ``url_or_path`` to ``dest``: atomic, verified, resumable, safe to run twice.
 
     See ``Client.download`` for the guarantees. ``budget`` shares the retry
-    budget of a larger call (a checkpoint's files).
+    budget of a larger call (a checkpoint's files). Reports one ``stream_end``
+    for the whole download: every request and byte over every connection.
     """
     check_connections(connections)
     url = client.build_url(url_or_path)
     part = PartFile(destination(dest, url))
-    timeout = client.timeout
     if budget is None:
-        budget = client._budget(timeout, None)
-    with part.lock():
-        state = part.load(url) if resume else None
-        if state is None:
-            part.discard()
-        elif state.ranges is not None and state.total is not None and not holes(state.ranges, state.total):
-            # Every range was written (and pinned by the ETag) before the run ended: verify, rename.
-            checks = checksums_from(headers_from(state.checksums), expected_sha256)
-            receive_ranges(
+        budget = client._budget(client.timeout, None)
+    record = _Record(budget)
+    error: BaseException | None = None
+    try:
+        with part.lock():
+            return _download(
+                client,
+                url,
                 part,
-                _nothing,
-                connections=1,
-                total=state.total,
-                done=state.ranges,
-                checks=checks,
-                expected_size=expected_size,
+                record,
                 progress=progress,
+                resume=resume,
+                expected_size=expected_size,
+                expected_sha256=expected_sha256,
+                credentials=credentials,
+                budget=budget,
+                connections=connections,
+            )
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        record.report(client, url, error)
+
+
+class _Record:
+    """What one download cost, for its one ``stream_end`` record: requests and bytes over every
+    connection (the retry budget counts the sends; a shared budget counts from here)."""
+
+    def __init__(self, budget: RetryBudget) -> None:
+        self.budget = budget
+        self.attempts_before = budget.attempts
+        self.started = time.monotonic()
+        self.tally = Tally()
+        self.single_bytes = 0  # bytes read by the one-connection receive
+        self.status_code = 0
+
+    def report(self, client: BaseClient, url: str, error: BaseException | None) -> None:
+        emit(
+            client.event_hooks,
+            "stream_end",
+            StreamEndInfo(
+                "GET",
+                mask_url(url),
+                self.status_code,
+                self.budget.attempts - self.attempts_before,
+                self.tally.received + self.single_bytes,
+                0,
+                time.monotonic() - self.started,
+                None if error is None else repr(error),
+            ),
+        )
+
+
+def _download(
+    client: BaseClient,
+    url: str,
+    part: PartFile,
+    record: _Record,
+    *,
+    progress: Progress | None,
+    resume: bool,
+    expected_size: int | None,
+    expected_sha256: str | None,
+    credentials: bool,
+    budget: RetryBudget,
+    connections: Connections,
+) -> Path:
+    timeout = client.timeout
+    state = part.load(url) if resume else None
+    if state is None:
+        part.discard()
+    elif state.ranges is not None and state.total is not None and not holes(state.ranges, state.total):
+        # Every range was written (and pinned by the ETag) before the run ended: verify, rename.
+        checks = checksums_from(headers_from(state.checksums), expected_sha256)
+        receive_ranges(
+            part,
+            _nothing,
+            connections=1,
+            total=state.total,
+            done=state.ranges,
+            checks=checks,
+            expected_size=expected_size,
+            progress=progress,
+        )
+        return part.dest
+    while True:
+        offset = state.size if state is not None else 0
+        headers = {"Accept-Encoding": "identity"}
+        spread = _spread(client, state, connections)
+        last = None
+        if state is not None:
+            headers["Range"] = f"bytes={offset}-"
+            last = None if state.total is None else state.total - 1
+            if spread is not None:  # the first missing piece; the others once it is answered
+                offset, end, _ = spread
+                headers["Range"] = f"bytes={offset}-{end - 1}"
+                last = end - 1
+            headers["If-Range"] = state.validator
+        try:
+            options = RequestOptions(
+                "GET", url, headers=headers, timeout=timeout, credentials=credentials, follow_redirects=True
+            )
+            response = client._open(options, budget)
+        except APIStatusError as exc:
+            if exc.status_code != 416 or state is None:
+                raise
+            if spread is None and _complete_after_416(part, state, exc, expected_size, expected_sha256):
+                log.info("%s was already complete", part.part)
+                return part.finish()
+            _restart(client, budget, part, exc.request, "the server cannot satisfy the range (416)")
+            state = None
+            continue
+        record.status_code = response.status_code
+        problem = _problem(response, state, offset, last)
+        kept = state is not None and problem is not None and _keeps(response, state, offset)
+        if kept:  # the same version, answered otherwise than asked: every byte held stays
+            problem = None
+        if problem is not None and response.status_code != 200:
+            response.close()
+            _restart(client, budget, part, response.request, problem)
+            state = None
+            continue
+        if problem is not None:  # a whole 200 instead of the rest: use it, from zero
+            log.warning("Restarting %s from byte 0: %s", part.dest, problem)
+            part.discard()
+            state, offset, spread = None, 0, None
+        response.as_served()
+        if state is None:
+            checks = checksums_from(response.headers, expected_sha256)
+            n = response.connections_for(connections)
+        else:  # a verified continuation: the checksums are the ones saved with the .part
+            checks = checksums_from(headers_from(state.checksums), expected_sha256)
+            n = spread[2] if spread is not None else 1
+        _say_unverified(response, part, checks, expected_size)
+        total = response.total_size
+        cutoff = _cutoff(response, part) if n > 1 else None
+        if cutoff is not None and cutoff - time.monotonic() < MIN_AHEAD:
+            log.debug("%s: one connection: its URL expires before more could be asked", part.dest)
+            n, cutoff = 1, None
+        if (n > 1 or spread is not None or kept) and total is not None:
+            done = [] if state is None else state.ranges or [(0, state.size)]
+            receive_over_ranges(
+                response,
+                part,
+                connections=n,
+                checks=checks,
+                total=total,
+                done=done,
+                url=url,
+                expected_size=expected_size,
+                expected_sha256=expected_sha256,
+                progress=progress,
+                first_at=offset,
+                cutoff=cutoff,
+                tally=record.tally,
             )
             return part.dest
-        while True:
-            offset = state.size if state is not None else 0
-            headers = {"Accept-Encoding": "identity"}
-            spread = _spread(client, state, connections)
-            last = None
-            if state is not None:
-                headers["Range"] = f"bytes={offset}-"
-                last = None if state.total is None else state.total - 1
-                if spread is not None:  # the first missing piece; the others once it is answered
-                    offset, end, _ = spread
-                    headers["Range"] = f"bytes={offset}-{end - 1}"
-                    last = end - 1
-                headers["If-Range"] = state.validator
-            try:
-                options = RequestOptions(
-                    "GET",
-                    url,
-                    headers=headers,
-                    timeout=timeout,
-                    credentials=credentials,
-                    follow_redirects=True,
-                )
-                response = client._open(options, budget)
-            except APIStatusError as exc:
-                if exc.status_code != 416 or state is None:
-                    raise
-                if spread is None and _complete_after_416(part, state, exc, expected_size, expected_sha256):
-                    log.info("%s was already complete", part.part)
-                    return part.finish()
-                _restart(client, budget, part, exc.request, "the server cannot satisfy the range (416)")
-                state = None
-                continue
-            problem = _problem(response, state, offset, last)
-            if problem is not None and response.status_code != 200:
-                response.close()
-                _restart(client, budget, part, response.request, problem)
-                state = None
-                continue
-            if problem is not None:  # a whole 200 instead of the rest: use it, from zero
-                log.warning("Restarting %s from byte 0: %s", part.dest, problem)
-                part.discard()
-                state, offset, spread = None, 0, None
-            response.as_served()
-            if state is None:
-                checks = checksums_from(response.headers, expected_sha256)
-                n = response.connections_for(connections)
-            else:  # a verified continuation: the checksums are the ones saved with the .part
-                checks = checksums_from(headers_from(state.checksums), expected_sha256)
-                n = spread[2] if spread is not None else 1
-            total = response.total_size
-            if (n > 1 or spread is not None) and total is not None:
-                done = [] if state is None else state.ranges or [(0, state.size)]
-                receive_over_ranges(
-                    response,
-                    part,
-                    connections=n,
-                    checks=checks,
-                    total=total,
-                    done=done,
-                    url=url,
-                    expected_size=expected_size,
-                    expected_sha256=expected_sha256,
-                    progress=progress,
-                )
-                return part.dest
+        try:
             receive(
                 response,
                 part,
@@ -166,7 +253,58 @@ def download(
                 expected_sha256=expected_sha256,
                 progress=progress,
             )
-            return part.dest
+        finally:
+            record.single_bytes += response.num_bytes_downloaded
+        return part.dest
+
+
+def _keeps(response: StreamedResponse, state: PartState, offset: int) -> bool:
+    """Whether an answer to a re-run's Range, though not the exact continuation, is the same
+    version of the resource and holds byte ``offset`` (a 206 from earlier, ending early, or a
+    whole 200): the ranged receive uses it and keeps every byte the ``.part`` holds."""
+    if state.total is None or not strong_etag(state.validator) or response.validator != state.validator:
+        return False
+    if response.status_code == 200:
+        return response.total_size == state.total and not response._body.decode
+    problem = continuation_problem(
+        response.status_code, response.headers, offset, state.validator, state.total, ranged=True, cover=True
+    )
+    return problem is None
+
+
+def _cutoff(response: StreamedResponse, part: PartFile) -> float | None:
+    """The ``time.monotonic()`` after which no request for ``response``'s URL may start: the expiry
+    the URL states, in the server's clock (its ``Date``), less ``EXPIRY_MARGIN``; None: no expiry."""
+    expiry = url_expiry(response.url)
+    if expiry is None:
+        return None
+    now = time.time()
+    date = response.headers.get("date")
+    try:
+        server_now = parsedate_to_datetime(date).timestamp() if date else now
+    except (TypeError, ValueError):
+        server_now = now
+    left = expiry - server_now - EXPIRY_MARGIN
+    log.debug("%s: its URL expires in %.1f s (by the server's clock)", part.dest, expiry - server_now)
+    return time.monotonic() + left
+
+
+def _say_unverified(
+    response: StreamedResponse, part: PartFile, checks: Sequence[Checksum], expected_size: int | None
+) -> None:
+    """Warn when the bytes are stored as served under an encoding nobody asked for (a download asks
+    for ``identity``) and nothing can confirm them: no checksum, no length."""
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    if encoding in ("", "identity") or checks:
+        return
+    confirm = "only its length confirms it" if response.total_size or expected_size else "nothing confirms it"
+    log.warning(
+        "%s is saved as served, encoded with Content-Encoding: %s (not decoded), and %s: no checksum",
+        part.dest,
+        encoding,
+        confirm,
+        extra={"unverified_encoding": encoding},
+    )
 
 
 def _spread(
@@ -189,7 +327,7 @@ def _spread(
     if n == 1 and state.ranges is None:
         return None
     start, end = missing[0]
-    return start, min(end, start + piece_size(remaining, n)), n
+    return start, min(end, start + (remaining if n == 1 else piece_size(remaining, n))), n
 
 
 def _nothing(start: int, end: int) -> Source:

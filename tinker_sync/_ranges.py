@@ -45,7 +45,10 @@ __all__ = [
     "MIN_PIECE",
     "RangeChanged",
     "RangePlan",
+    "RangeUnusable",
     "Source",
+    "Tally",
+    "Whole",
     "auto_connections",
     "piece_size",
     "receive_ranges",
@@ -71,16 +74,51 @@ STEAL_ALIGN = 64 << 10
 # A fetcher's one buffer: _receiver.BUFFER_SIZE bytes, written when full or after COMMIT_INTERVAL.
 # The sidecar's list of written ranges is saved (after fdatasync) at most this often (seconds).
 SIDECAR_INTERVAL = 1.0
+# The first answer alone for PROBE_TIME seconds, then every connection for twice that: unless
+# together they moved SPREAD_GAIN times as much a second, the rest goes over the first one alone.
+PROBE_TIME = 0.3
+SPREAD_GAIN = 1.2
+# An answer with at most this many bytes left past those used is read to its end (its connection
+# kept); one with more is closed (its connection dropped, with what it had in flight).
+DRAIN_LIMIT = 64 << 10
 # How often the caller's thread wakes to report progress and save the sidecar when nothing lands.
 WAKE_INTERVAL = 0.1
+
+
+class Tally:
+    """What a download's transfers cost, over every connection: requests asked, body bytes received
+    (skipped ones included). Thread-safe; one per logical download, for its ``stream_end`` record."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.received = 0
+        self._lock = threading.Lock()
+
+    def add(self, *, requests: int = 0, received: int = 0) -> None:
+        with self._lock:
+            self.requests += requests
+            self.received += received
 
 
 class RangeChanged(Exception):
     """A range's answer does not continue the resource the others were pinned to: start again."""
 
 
+class RangeUnusable(Exception):
+    """A range's answer cannot be used (a Content-Range off its offset, a body shorter than its
+    range), yet the resource is the same: the rest comes over one connection, nothing is dropped."""
+
+
 class Source(Protocol):
-    """A body of the resource's bytes from some offset on."""
+    """A body of the resource's bytes from ``offset`` on, up to ``stop``."""
+
+    @property
+    def offset(self) -> int:
+        """The resource offset of the next byte ``readinto`` gives."""
+
+    @property
+    def stop(self) -> int | None:
+        """Where the body ends in the resource (exclusive); None: at the resource's end."""
 
     def readinto(self, buffer: memoryview, /) -> int:
         """Read the next bytes; 0 at the end of the body."""
@@ -92,7 +130,10 @@ class Source(Protocol):
         """From another thread: make a read blocked on this body fail at once (the transfer stops)."""
 
 
+# ``fetch(start, end)``: a source holding byte ``start`` (it may start before it, end before ``end``
+# or run past it). ``whole()``: the whole resource from byte 0, asked without a Range.
 Fetch = Callable[[int, int], Source]
+Whole = Callable[[], Source]
 
 
 def auto_connections(remaining: int, pool: int) -> int:
@@ -121,11 +162,12 @@ def holes(done: Sequence[tuple[int, int]], total: int) -> list[tuple[int, int]]:
 class _Span:
     """A range a fetcher owns: ``[start, pos)`` written (or being written), ``[pos, end)`` to fetch."""
 
-    __slots__ = ("end", "pos", "start")
+    __slots__ = ("end", "owner", "pos", "start")
 
-    def __init__(self, start: int, end: int) -> None:
+    def __init__(self, start: int, end: int, owner: int = 0) -> None:
         self.start = self.pos = start
         self.end = end
+        self.owner = owner  # the fetcher writing it
 
     def __repr__(self) -> str:
         return f"<span {self.start}:{self.pos}:{self.end}>"
@@ -137,14 +179,47 @@ class RangePlan:
     Thread-safe. ``claim`` hands out the lowest missing piece, or half of the largest range being
     fetched; ``take`` reserves the next bytes of a span for its writer (fewer when another took
     the rest); ``written`` records them once written; ``release`` gives back what a span did not
-    fetch.
+    fetch; ``extend`` gives the piece an open answer reaches next, so that it is read on.
+
+    How the plan adapts to the server (each change logged once, by ``what``):
+    - answers that run past the range asked (``A-EOF``): each connection closed before its answer's
+      end drops what it had in flight (megabytes), so the rest goes to the one reading from lowest;
+    - a URL that expires (``cutoff``, monotonic): one region per connection, asked at once, and no
+      request after the cutoff (no steal, no new piece);
+    - answers that cannot serve pieces (short ones over and over, a 200 to a range, a wrong
+      Content-Range of the same resource, ranges answered to the end): ``go_single`` gives every
+      missing byte to one fetcher, the keeper, which reads one answer through and skips the bytes
+      already held.
     """
 
     def __init__(
-        self, total: int, done: Sequence[tuple[int, int]], piece: int, first: tuple[int, int] | None = None
+        self,
+        total: int,
+        done: Sequence[tuple[int, int]],
+        piece: int,
+        first: tuple[int, int] | None = None,
+        *,
+        connections: int = 1,
+        cutoff: float | None = None,
+        what: str = "the download",
     ) -> None:
         self.total = total
         self.changed = threading.Condition()
+        self.connections = connections
+        self.cutoff = cutoff
+        self.what = what
+        self.keeper: int | None = None  # in ``single``: the one fetcher
+        # The fetcher reading the first answer on from the front, piece after piece (the others
+        # take pieces from the back, so that it need not stop): one connection's pace, at least.
+        self.reader: int | None = 0 if first is not None else None
+        self.through = False  # single because ranges cannot serve the rest: one answer read through
+        self.requests = 0  # answers asked for by the fetchers (the first one not counted)
+        self.shorts = 0  # answers that ended before the range asked
+        self.short_bytes = 0  # the bytes they brought
+        self.reasons: list[str] = []  # why the plan changed, in order
+        self.started = time.monotonic()
+        self.done_at_start = sum(end - start for start, end in done)
+        self.ask_time = 0.0  # the longest a request waited for its answer
         self._done: list[list[int]] = [[start, end] for start, end in done]
         self._active: list[_Span] = []
         self._todo: list[tuple[int, int]] = []
@@ -154,6 +229,8 @@ class RangePlan:
                     self._todo += _cut(start, first[0], piece)
                 start = first[1]
             self._todo += _cut(start, end, piece)
+        self.pieces = len(self._todo) + (first is not None)
+        self.piece = piece
         self.first = _Span(*first) if first is not None else None
         if self.first is not None:
             self._active.append(self.first)
@@ -169,24 +246,93 @@ class RangePlan:
         with self.changed:
             return self._done[0][1] if self._done and self._done[0][0] == 0 else 0
 
+    @property
+    def single(self) -> bool:
+        return self.keeper is not None
+
     def done_ranges(self) -> list[tuple[int, int]]:
         with self.changed:
             return [(start, end) for start, end in self._done]
 
-    def claim(self) -> _Span | None:
-        """The next range to fetch, or None when nothing is left that is worth another connection."""
+    def _open(self) -> bool:
+        """Whether a new request may start (under the lock): not after a signed URL's cutoff."""
+        return self.cutoff is None or time.monotonic() < self.cutoff
+
+    def claim(self, fetcher: int = 0) -> _Span | None:
+        """The next range to fetch, or None when nothing is left that is worth another connection
+        (or another request: past the cutoff; in ``single``, for all but the keeper)."""
         with self.changed:
-            if self._todo:
-                span = _Span(*self._todo.pop(0))
+            if (self.keeper is not None and fetcher != self.keeper) or not self._open():
+                return None
+            if self._todo:  # the reader on from the front goes on at the front; the others from the back
+                span = _Span(*self._todo.pop(0 if self.reader in (None, fetcher) else -1), fetcher)
             else:
                 victim = max(self._active, key=lambda s: s.end - s.pos, default=None)
-                if victim is None or victim.end - victim.pos < 2 * MIN_STEAL:
+                if self.single or victim is None or not self._worth_stealing(victim.end - victim.pos):
                     return None
                 middle = victim.pos + (victim.end - victim.pos) // 2
                 middle -= middle % STEAL_ALIGN
-                span, victim.end = _Span(middle, victim.end), middle
+                span, victim.end = _Span(middle, victim.end, fetcher), middle
             self._active.append(span)
             return span
+
+    def _worth_stealing(self, left: int) -> bool:
+        """Whether half of ``left`` bytes comes sooner over a new request than over the one reading
+        it: a request costs its wait for the answer (``ask_time``), a server may take long to start
+        each (one that reads the whole object for every range)."""
+        if left < 2 * MIN_STEAL:
+            return False
+        elapsed = time.monotonic() - self.started
+        if self.ask_time <= 0 or elapsed <= 0:
+            return True
+        per_connection = max(
+            1.0, (self._done_sum() - self.done_at_start) / elapsed / max(1, len(self._active))
+        )
+        return left / 2 / per_connection > 2 * self.ask_time
+
+    def _done_sum(self) -> int:
+        return sum(end - start for start, end in self._done)
+
+    def asked(self, seconds: float) -> None:
+        """A request took ``seconds`` to be answered (the longest seen so far is kept)."""
+        with self.changed:
+            self.ask_time = max(self.ask_time, seconds)
+
+    def recut(self, parts: int) -> None:
+        """What is missing, in ``parts`` regions, each read on from one answer: asked at once."""
+        with self.changed:
+            todo = sum(end - start for start, end in self._todo)
+            if not todo:
+                return
+            region = max(1, -(-todo // parts))
+            merged: list[tuple[int, int]] = []
+            for start, end in self._todo:
+                if merged and merged[-1][1] == start:
+                    merged[-1] = (merged[-1][0], end)
+                else:
+                    merged.append((start, end))
+            self._todo = [piece for start, end in merged for piece in _cut(start, end, region)]
+
+    def extend(self, fetcher: int, pos: int, stop: int | None, skip: int) -> _Span | None:
+        """The next missing piece an open answer at ``pos`` (ending at ``stop``) reaches by skipping at
+        most ``skip`` bytes (bytes held or being written by others): read on, no new request."""
+        stop = self.total if stop is None else stop
+        with self.changed:
+            if self.keeper is not None and fetcher != self.keeper:
+                return None
+            for i, (start, end) in enumerate(self._todo):
+                if end <= pos:
+                    continue
+                if start > pos + skip or start >= stop:
+                    return None
+                del self._todo[i]
+                if start < pos:  # behind the answer: left for a request of its own
+                    self._todo.insert(i, (start, pos))
+                    start = pos
+                span = _Span(start, end, fetcher)
+                self._active.append(span)
+                return span
+            return None
 
     def take(self, span: _Span, n: int) -> tuple[int, int]:
         """Reserve up to ``n`` bytes at the span's position for its fetcher: (offset, count)."""
@@ -222,6 +368,48 @@ class RangePlan:
                 self._todo.append((span.pos, span.end))
                 self._todo.sort()
 
+    def short(self, asked: str, came: str, got: int) -> bool:
+        """Count an answer that ended early; True when the pieces should go to one connection
+        (answers too short to serve pieces: each costs a request for little)."""
+        with self.changed:
+            self.shorts += 1
+            if self.single:
+                return False
+            if self.shorts == 1:
+                log.debug("%s: %s was answered with %s", self.what, asked, came)
+            self.short_bytes += got
+            # Pieces still serve when answers bring a good part of one (a few requests a piece);
+            # below a quarter, the requests would outgrow the plan: the rest over one answer.
+            small = self.short_bytes < self.shorts * self.piece // 4
+            return (small and self.shorts >= max(2, self.connections)) or self.requests > 3 * self.pieces
+
+    def go_single(
+        self, fetcher: int, reason: str, keeper: int | None = None, *, through: bool = True
+    ) -> bool:
+        """Give every missing byte to one fetcher, ``keeper`` or else ``fetcher``; True when that is
+        ``fetcher`` (False: another fetcher has them). The others stop at the bytes they reserved;
+        what they had left is the keeper's. ``through``: ranges cannot serve the rest, the keeper
+        reads one answer through (else it asks for the holes, as one connection does)."""
+        keeper = fetcher if keeper is None else keeper
+        with self.changed:
+            if self.keeper is not None and (self.keeper != keeper or self.through or not through):
+                return self.keeper == fetcher
+            self.keeper, self.through = keeper, through
+            for span in self._active:
+                if span.pos < span.end and span.owner != keeper:
+                    self._todo.append((span.pos, span.end))
+                    span.end = span.pos
+            self._todo.sort()
+            self.reasons.append(reason)
+            log.log(
+                logging.INFO if through else logging.DEBUG,
+                "%s: one connection for the rest: %s",
+                self.what,
+                reason,
+            )
+            self.changed.notify_all()
+            return keeper == fetcher
+
 
 def _cut(start: int, end: int, piece: int) -> list[tuple[int, int]]:
     """``[start, end)`` in pieces of about ``piece`` bytes (equal ones: never a sliver at the end);
@@ -237,100 +425,275 @@ class _Transfer:
     """One attempt at the missing ranges: the fetcher threads and what they share."""
 
     def __init__(
-        self, plan: RangePlan, fd: int, fetch: Fetch, first: Source | None, buffer_size: int
+        self,
+        plan: RangePlan,
+        fd: int,
+        fetch: Fetch,
+        first: Source | None,
+        buffer_size: int,
+        whole: Whole | None = None,
     ) -> None:
         self.plan = plan
         self.fd = fd
         self.fetch = fetch
+        self.whole = whole
         self.first = first
         self.buffer_size = buffer_size
+        self.tally = Tally()
         self.error: BaseException | None = None
         self.stop = False
         self.running = 0
-        self.open: set[Source] = set()  # the sources being read (under plan.changed)
+        self.reading: dict[int, Source] = {}  # each fetcher's open source (under plan.changed)
+        self.asking = 0  # fetchers waiting for an answer (under plan.changed)
+        self.gate = threading.Event()  # set: the fetchers but the first may start
+        self.threads: list[threading.Thread] = []
+        self.alive: set[int] = set()  # the fetchers still in their loop (under plan.changed)
 
     def start(self, connections: int) -> list[threading.Thread]:
         threads = [
-            threading.Thread(target=self._run, args=(i == 0,), name=f"tinker-sync-range-{i}", daemon=True)
+            threading.Thread(target=self._run, args=(i,), name=f"tinker-sync-range-{i}", daemon=True)
             for i in range(connections)
         ]
         self.running = len(threads)
+        self.threads = threads
         for thread in threads:
             thread.start()
         return threads
 
-    def _run(self, first: bool) -> None:
+    def _run(self, index: int) -> None:
         plan = self.plan
         lease = _buffers.Lease()
+        source: Source | None = None
+        span: _Span | None = None
+        with plan.changed:
+            self.alive.add(index)
         try:
             buffer = memoryview(bytearray(min(lease.resize(self.buffer_size), self.buffer_size)))
-            while not self.stop:
-                span = plan.first if first and plan.first is not None else plan.claim()
-                first = False
+            if index > 0:  # the others start once the first answer's pace alone is known
+                while not (self.gate.wait(WAKE_INTERVAL) or self.stop):
+                    pass
+            if index == 0 and plan.first is not None:
+                span, source, self.first = plan.first, self.first, None
+                if source is not None:
+                    self._track(index, source)
+                    if source.offset < span.pos and source.stop is None:  # a whole 200 to a range
+                        plan.go_single(index, f"bytes={span.pos}- was answered with the whole resource (200)")
+                        self._reposition(index, span)
+                        span = self._next(index, source)
+            else:
+                span = plan.claim(index)
+            while span is not None and not self.stop:
+                if source is None:
+                    source = self._open(index, span)
+                    if source is None:  # another fetcher keeps the rest
+                        break
+                    if span.pos >= span.end:  # its span went back to the plan, for the keeper
+                        plan.release(span)
+                        span = self._next(index, source) if plan.keeper == index else None
+                        continue
+                asked_from = span.pos
+                ended = self._copy(source, span, buffer)
+                if self.stop:
+                    break
+                if span.pos < span.end and ended:  # the answer ended before the span: a short one
+                    asked = f"bytes={asked_from}-{span.end - 1}"
+                    got = source.offset - asked_from
+                    came = f"bytes {asked_from}-{source.offset - 1}"
+                    self._close(source)
+                    source = None
+                    if plan.through or plan.short(asked, came, got):
+                        source = self._single(
+                            index, span, f"the server answers ranges short ({asked}: {came})"
+                        )
+                        if source is None:
+                            break
+                        span = self._next(index, source)
+                    continue
+                plan.release(span)
+                span = None
+                if not ended:
+                    span = self._next(index, source)
                 if span is None:
-                    return
-                source = None
-                if span is plan.first:
-                    source, self.first = self.first, None
-                try:
-                    if source is None:
-                        source = self.fetch(span.pos, span.end)
-                    with plan.changed:
-                        self.open.add(source)
-                        stopped = self.stop
-                    if not stopped:
-                        self._copy(source, span, buffer)
-                finally:
-                    if source is not None:
-                        with plan.changed:
-                            self.open.discard(source)
-                        source.close()
-                    plan.release(span)
+                    self._drain(source, buffer)
+                    self._close(source)
+                    source = None
+                    span = plan.claim(index)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             with plan.changed:
                 if self.error is None:
                     self.error = exc
                 self.stop = True
         finally:
+            if source is not None:
+                self._close(source)
+            if span is not None:
+                plan.release(span)
             lease.close()
             with plan.changed:
+                self.alive.discard(index)
                 self.running -= 1
                 plan.changed.notify_all()
+
+    def _next(self, index: int, source: Source) -> _Span | None:
+        """The piece this fetcher's open answer reaches next (None: close it). Over several
+        connections, the front reader's next adjacent piece. One connection reads on, skipping up to
+        a piece held already; its whole answer skips anything (ranges cannot serve the rest)."""
+        plan = self.plan
+        if not plan.single:
+            return plan.extend(index, source.offset, source.stop, 0) if index == plan.reader else None
+        return plan.extend(index, source.offset, source.stop, plan.total if plan.through else MIN_PIECE)
+
+    def _open(self, index: int, span: _Span) -> Source | None:
+        """Ask for ``span`` and see what came: the bytes from its start (maybe more), or a whole 200
+        (then this fetcher keeps the rest); None when another fetcher keeps it."""
+        plan = self.plan
+        asked, end = f"bytes={span.pos}-{span.end - 1}", span.end
+        with plan.changed:
+            plan.requests += 1
+            self.asking += 1
+        self.tally.add(requests=1)
+        asked_at = time.monotonic()
+        try:
+            source = self._track(index, self.fetch(span.pos, span.end))
+            plan.asked(time.monotonic() - asked_at)
+        except RangeUnusable as exc:
+            unusable: RangeUnusable | None = exc
+        else:
+            unusable = None
+        finally:
+            with plan.changed:
+                self.asking -= 1
+                plan.changed.notify_all()
+        if unusable is not None:
+            return self._single(index, span, str(unusable))
+        stop = source.stop
+        if source.offset == 0 and span.pos > 0 and stop is None:  # the whole, to a range
+            if not plan.go_single(index, f"{asked} was answered with the whole resource (200)"):
+                self._close(source)
+                return None
+            self._reposition(index, span)
+            return source
+        if stop is not None and stop - end > MIN_PIECE and stop == plan.total and not plan.single:  # A-EOF
+            keeper = self._lowest()
+            reason = f"{asked} was answered with bytes {source.offset}-{stop - 1}"
+            if not plan.go_single(index, reason, keeper):
+                self._close(source)
+                return None
+            if keeper == index:
+                self._reposition(index, span)
+        return source
+
+    def _lowest(self) -> int | None:
+        """The fetcher reading an answer to the end from the lowest offset (it keeps the rest)."""
+        with self.plan.changed:
+            running = [
+                (src.offset, i) for i, src in self.reading.items() if src.stop in (None, self.plan.total)
+            ]
+        return min(running)[1] if running else None
+
+    def _reposition(self, index: int, span: _Span) -> None:
+        """The keeper starts over from the lowest missing byte its answer reaches (its span back)."""
+        plan = self.plan
+        with plan.changed:
+            if span.pos < span.end:
+                plan._todo.append((span.pos, span.end))
+                plan._todo.sort()
+            span.end = span.pos
+
+    def _single(self, index: int, span: _Span, reason: str) -> Source | None:
+        """Go to one connection: this fetcher keeps the rest, read from a whole answer (None: another
+        fetcher keeps it). Without a way to ask for the whole, the file starts again."""
+        if self.whole is None:
+            raise RangeChanged(reason)
+        if not self.plan.go_single(index, reason):
+            return None
+        self._reposition(index, span)
+        plan = self.plan
+        with plan.changed:  # the others' requests in flight are answered (and closed) first
+            plan.requests += 1
+            while self.asking and not self.stop:
+                plan.changed.wait(WAKE_INTERVAL)
+        self.tally.add(requests=1)
+        return self._track(index, self.whole())
+
+    def _track(self, index: int, source: Source) -> Source:
+        with self.plan.changed:
+            self.reading[index] = source
+            stopped = self.stop
+        if stopped:
+            self._close(source)
+            raise RangeChanged("the transfer stopped")
+        return source
+
+    def _drain(self, source: Source, buffer: memoryview) -> None:
+        """Read what little an answer has past the bytes used (a 206 covering more than asked), so
+        that its connection goes back to the pool rather than being closed."""
+        stop = source.stop
+        if stop is None or stop - source.offset > DRAIN_LIMIT:
+            return
+        while not self.stop and source.offset < stop:
+            n = source.readinto(buffer[: min(len(buffer), stop - source.offset)])
+            if not n:
+                return
+            self.tally.add(received=n)
+
+    def _close(self, source: Source) -> None:
+        with self.plan.changed:
+            for index, reading in list(self.reading.items()):
+                if reading is source:
+                    del self.reading[index]
+        source.close()
+
+    def open_gate(self) -> None:
+        """Let the other fetchers start."""
+        self.gate.set()
 
     def abort(self) -> None:
         """Stop every fetcher now: one blocked in a read (a stalled connection) would otherwise hold
         the caller, after an error or an interrupt, until its read timed out."""
         with self.plan.changed:
             self.stop = True
-            sources = list(self.open)
+            sources = list(self.reading.values())
         for source in sources:
             source.abort()
 
-    def _copy(self, source: Source, span: _Span, buffer: memoryview) -> None:
-        """Read ``source`` into the span until the span (which another fetcher may shorten) ends."""
+    def _copy(self, source: Source, span: _Span, buffer: memoryview) -> bool:
+        """Read ``source`` into the span until the span (which another fetcher may shorten) ends,
+        first skipping what the source holds before it. True when the source ended."""
         plan, fd = self.plan, self.fd
+        while not self.stop and source.offset < span.pos:  # bytes held already, or being written
+            n = source.readinto(buffer[: min(len(buffer), span.pos - source.offset)])
+            if not n:
+                return True
+            self.tally.add(received=n)
         while not self.stop:
             limit = min(len(buffer), span.end - span.pos)
             if limit <= 0:
-                return
+                return False
             filled, ended, since = 0, False, time.monotonic()
             # Fill the buffer before writing: a TLS read returns one 16 KiB record.
-            while filled < limit and not self.stop:
-                n = source.readinto(buffer[filled:limit])
-                if not n:
-                    ended = True
-                    break
-                filled += n
-                if time.monotonic() - since >= COMMIT_INTERVAL:
-                    break
-            offset, count = plan.take(span, filled)
-            _pwrite_all(fd, buffer[:count], offset)
-            if count:
-                plan.written(offset, count)
-            elif ended and span.pos == span.start:  # a source that never moves would be fetched forever
+            try:
+                while filled < limit and not self.stop:
+                    n = source.readinto(buffer[filled:limit])
+                    if not n:
+                        ended = True
+                        break
+                    filled += n
+                    if time.monotonic() - since >= COMMIT_INTERVAL:
+                        break
+            finally:  # what arrived before a failure is written too: a re-run need not fetch it
+                self.tally.add(received=filled)
+                offset, count = plan.take(span, filled)
+                _pwrite_all(fd, buffer[:count], offset)
+                if count:
+                    plan.written(offset, count)
+            if ended and not filled and span.pos == span.start:  # a source that never moves: fetched forever
                 raise RangeChanged(f"the answer for the bytes from {span.start} on ended without one")
-            if ended or count < filled:  # the body ended, or another fetcher took the rest
-                return
+            if ended:
+                return True
+            if count < filled:  # another fetcher took the rest
+                return False
+        return False
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
@@ -365,6 +728,9 @@ def receive_ranges(
     progress: Progress | None = None,
     save: Callable[[list[tuple[int, int]]], None] | None = None,
     buffer_size: int = BUFFER_SIZE,
+    whole: Whole | None = None,
+    cutoff: float | None = None,
+    tally: Tally | None = None,
 ) -> int:
     """Fetch what ``done`` lacks of ``[0, total)`` over ``connections`` connections into ``part``.
 
@@ -375,6 +741,11 @@ def receive_ranges(
         first: an open source and the range ``[start, end)`` it is the first piece of.
         save: writes the sidecar with the ranges written (None: no sidecar, and a failure
             removes the ``.part``; with it, a failure other than an integrity error keeps both).
+        whole: asks for the whole resource (the rest over one connection when ranges cannot
+            serve it; None: such a server starts the file again, ``RangeChanged``).
+        cutoff: no request may start after this ``time.monotonic()`` (a signed URL's expiry):
+            one region per connection, all asked at once, no steal after it.
+        tally: counts the requests and the bytes received, for the caller's report.
 
     Raises:
         RangeChanged: a range showed the resource changed (the ``.part`` is removed).
@@ -389,10 +760,26 @@ def receive_ranges(
     done = [(start, end) for start, end in done if end > start]
     missing = total - sum(end - start for start, end in done)
     check_disk_space(part.dest, missing)
-    piece = piece_size(missing, connections)
+    if connections == 1:
+        piece = max(1, missing)  # one request per hole
+    elif cutoff is not None and (first is None or not PROBE_TIME):  # no pace to learn: all at once
+        piece = max(MIN_PIECE, -(-missing // connections))
+        log.debug("%s: its URL expires: one region per connection, asked at once", part.dest)
+    else:
+        piece = piece_size(missing, connections)
     if first is not None:
         first = (first[0], first[1], min(first[2], first[1] + piece))
-    plan = RangePlan(total, done, piece, (first[1], first[2]) if first is not None else None)
+    plan = RangePlan(
+        total,
+        done,
+        piece,
+        (first[1], first[2]) if first is not None else None,
+        connections=connections,
+        cutoff=cutoff,
+        what=str(part.dest),
+    )
+    if connections == 1:
+        plan.keeper = 0  # one connection: it reads on from hole to hole
     fd = open_regular(part.part, os.O_RDWR | os.O_CREAT)
     keep = finished = False
     transfer: _Transfer | None = None
@@ -401,9 +788,14 @@ def receive_ranges(
         if save is not None:
             save(plan.done_ranges())
             keep = True
-        transfer = _Transfer(plan, fd, fetch, first[0] if first is not None else None, buffer_size)
+        transfer = _Transfer(plan, fd, fetch, first[0] if first is not None else None, buffer_size, whole)
+        if tally is not None:
+            transfer.tally = tally
         hasher = _InOrder(fd, checks)
         throttle = ProgressThrottle(progress, total, plan.done_bytes)
+        probe = _Probe(plan, transfer, PROBE_TIME if connections > 1 and first else 0.0)
+        if not probe.seconds:
+            plan.reader = None  # no pace to keep: the first answer stops after its piece, like any
         threads = transfer.start(connections)
         saved = time.monotonic()
         try:
@@ -414,6 +806,7 @@ def receive_ranges(
                     running, error = transfer.running, transfer.error
                 if error is not None:
                     break
+                probe.check()
                 hasher.catch_up(plan.prefix)
                 throttle.add(plan.done_bytes - throttle.done)
                 if save is not None and time.monotonic() - saved >= SIDECAR_INTERVAL:
@@ -432,6 +825,11 @@ def receive_ranges(
                 keep = False
             raise transfer.error
         written = plan.done_bytes
+        if written != total and cutoff is not None and time.monotonic() >= cutoff:
+            raise TimeoutError(
+                f"{part.dest}: its URL expired before every range could be asked ({written} of {total} "
+                "bytes); the .part is kept: run again with a new URL to fetch the rest"
+            )
         if written != total:  # every fetcher gave up its range without an error: cannot happen
             raise DownloadIntegrityError(f"{part.dest}: {written} of {total} bytes were written")
         hasher.catch_up(total)
@@ -452,6 +850,58 @@ def receive_ranges(
             part.discard()
     part.finish()
     return total
+
+
+class _Probe:
+    """Several connections only where they beat one: the first answer runs alone for ``seconds``,
+    then every connection for twice that; unless together they went ``SPREAD_GAIN`` times as fast,
+    the rest is the first one's (a server whose connections share one pace, or whose every request
+    costs more than it brings). ``seconds`` 0: all start at once, for good."""
+
+    def __init__(self, plan: RangePlan, transfer: _Transfer, seconds: float) -> None:
+        self.plan, self.transfer, self.seconds = plan, transfer, seconds
+        self.start, self.done = time.monotonic(), plan.done_bytes
+        self.alone = 0.0
+        self.phase = "alone" if seconds > 0 else "decided"
+        if not seconds:
+            transfer.open_gate()
+
+    def check(self) -> None:
+        if self.phase == "decided":
+            return
+        now, done = time.monotonic(), self.plan.done_bytes
+        elapsed = now - self.start
+        if self.phase == "alone" and elapsed >= self.seconds:
+            self.alone = (done - self.done) / elapsed
+            self.start, self.done, self.phase = now, done, "together"
+            plan = self.plan
+            if plan.cutoff is not None and self.alone > 0:
+                alone_needs = (plan.total - done) / self.alone
+                if plan.cutoff - now < 1.5 * alone_needs:  # it may expire first: everything asked now
+                    plan.recut(max(1, len(self.transfer.threads)))
+                    log.debug("%s: its URL may expire first: one region per connection, asked now", plan.what)
+            self.transfer.open_gate()
+        elif self.phase == "together" and elapsed >= 2 * self.seconds:
+            together = (done - self.done) / elapsed
+            self.phase = "decided"
+            with self.plan.changed:
+                reading = 0 in self.transfer.alive  # it keeps the rest only if it is still at work
+            mb = 1 << 20
+            log.debug(
+                "%s: %d connections moved %.1f MiB/s, the first alone %.1f MiB/s",
+                self.plan.what,
+                self.transfer.running,
+                together / mb,
+                self.alone / mb,
+            )
+            if together < SPREAD_GAIN * self.alone and reading:
+                self.plan.go_single(
+                    -1,
+                    f"{self.transfer.running} connections moved {together / mb:.1f} MiB/s, "
+                    f"the first alone {self.alone / mb:.1f} MiB/s",
+                    keeper=0,
+                    through=self.plan.cutoff is not None,  # a URL that expires: no request more
+                )
 
 
 def _save(fd: int, plan: RangePlan, save: Callable[[list[tuple[int, int]]], None]) -> None:

@@ -32,7 +32,7 @@ from ._continuation import continuation_problem, parse_content_range, whole_requ
 from ._exceptions import APIConnectionError, APIStatusError, DownloadIntegrityError
 from ._files import PartFile
 from ._observe import mask_url
-from ._ranges import RangeChanged, receive_ranges
+from ._ranges import RangeChanged, RangeUnusable, Tally, receive_ranges
 from ._receiver import BUFFER_SIZE, COMMIT_INTERVAL, Progress, Receiver
 from ._retry import RetryBudget, RetryHints
 from ._transport import Request
@@ -154,6 +154,10 @@ class RangeOpener(Protocol):
         """Spend a retry on the whole resource again (``problem``: why), as served; a response
         that cannot be had raises APIConnectionError."""
 
+    def whole(self) -> FileResponse:
+        """The whole resource again, without a Range, claimed (the rest over one connection when
+        ranges cannot serve it); RangeChanged unless it is the version pinned."""
+
 
 class RangeSource:
     """A response as a ``_ranges.Source``: resumed in the call; a resume that shows another
@@ -165,6 +169,18 @@ class RangeSource:
         self.resume = resume
         self._lock = threading.Lock()  # close (the fetcher's thread) and abort (the caller's) apart
         self._closed = False
+
+    @property
+    def offset(self) -> int:
+        """The resource offset of the next byte."""
+        return self.response.position
+
+    @property
+    def stop(self) -> int | None:
+        """Where the answer ends in the resource (exclusive; None: a 200, to the end)."""
+        response = self.response
+        parsed = parse_content_range(response.headers.get("content-range", ""))
+        return parsed[1] + 1 if response.status_code == 206 and parsed is not None else None
 
     def readinto(self, buffer: memoryview, /) -> int:
         """The next bytes of the range (0 at its end); RangeChanged when a resume shows another version."""
@@ -264,15 +280,47 @@ class RangeFetcher(Generic[R]):
                 raise RangeChanged(f"the server cannot satisfy bytes {start}-{end - 1} (416)") from exc
             raise
         response.as_served()
-        problem = continuation_problem(
-            response.status_code,
-            response.headers,
-            start,
-            self.validator,
-            self.total,
-            ranged=True,
-            last=end - 1,
-        )
+        asked = f"asked for bytes={start}-{end - 1}"
+        if response.status_code == 200:  # the whole, to a range: usable if it is the same version
+            problem = self._other_version(response, asked)
+        else:  # any 206 holding ``start`` serves: the receiver skips or asks again as needed
+            problem = continuation_problem(
+                response.status_code,
+                response.headers,
+                start,
+                self.validator,
+                self.total,
+                ranged=True,
+                last=end - 1,
+                cover=True,
+            )
+        if problem is not None:
+            changed = self._other_version(response, asked) is not None
+            response.close()
+            raise (RangeChanged if changed else RangeUnusable)(problem)
+        response.claim()
+        return response
+
+    def _other_version(self, response: R, asked: str) -> str | None:
+        """Why ``response`` is not the resource the ranges are pinned to (another validator or
+        size), or None."""
+        new = response.validator
+        if new is not None and self.validator is not None and new != self.validator:
+            return f"{asked} of version {self.validator!r}, the server sent {new!r}: the resource changed"
+        size = response.total_size
+        if size is not None and self.total is not None and size != self.total:
+            return f"{asked} of {self.total} bytes, the resource size changed to {size}"
+        return None
+
+    def whole(self) -> R:
+        """The whole resource again, without a Range, claimed (the rest over one connection when
+        ranges cannot serve it); RangeChanged unless it is the version pinned."""
+        response = self.sender.send(self.request, timeout=self.timeout, budget=self.budget, quiet=True)
+        response.as_served()
+        asked = "asked for the whole resource"
+        problem = self._other_version(response, asked)
+        if response.status_code != 200:
+            problem = f"{asked}, the server answered {response.status_code}"
         if problem is not None:
             response.close()
             raise RangeChanged(problem)
@@ -392,6 +440,9 @@ def receive_over_ranges(
     expected_sha256: str | None = None,
     progress: Progress | None = None,
     resume: bool = True,
+    first_at: int | None = None,
+    cutoff: float | None = None,
+    tally: Tally | None = None,
 ) -> int:
     """Write the body (from ``position``) and the rest of the resource over ``connections``
     connections into ``part`` (``_ranges``); ``done``: the ranges it already holds.
@@ -399,8 +450,11 @@ def receive_over_ranges(
     Each range is a GET with ``Range`` and ``If-Range`` through the response's ``RangeOpener``
     (its sender: a URL signer re-signs), resumed in the call like any body, all in the response's
     one retry budget (each range renewing it by its own progress). A range showing that the
-    resource changed starts the file again from zero, with a fresh GET. With ``url`` the sidecar
-    lists the ranges written and a failure keeps the ``.part``.
+    resource changed starts the file again from zero, with a fresh GET; ranges that cannot serve
+    the rest of the same version go to one whole answer (``whole``), the bytes held skipped. With
+    ``url`` the sidecar lists the ranges written and a failure keeps the ``.part``. ``first_at``:
+    where the first answer's bytes are wanted from (a re-run's answer may start before it);
+    ``cutoff``: no request after it (a signed URL's expiry); ``tally``: requests and bytes counted.
     """
     response.as_served()
     response.claim()
@@ -415,6 +469,9 @@ def receive_over_ranges(
         def fetch(start: int, end: int, opener: RangeOpener = opener) -> RangeSource:
             return RangeSource(opener.fetch(start, end), opener, resume)
 
+        def whole(opener: RangeOpener = opener) -> RangeSource:
+            return RangeSource(opener.whole(), opener, resume)
+
         def save(
             written: list[tuple[int, int]], response: FileResponse = response, total: int = total
         ) -> None:
@@ -428,11 +485,14 @@ def receive_over_ranges(
                 connections=connections,
                 total=total,
                 done=done,
-                first=(first, response.position, end),
+                first=(first, response.position if first_at is None else first_at, end),
                 checks=checks,
                 expected_size=expected_size,
                 progress=progress,
                 save=save if url is not None else None,
+                whole=whole,
+                cutoff=cutoff,
+                tally=tally,
             )
         except RangeChanged as exc:
             problem = str(exc)
@@ -443,6 +503,7 @@ def receive_over_ranges(
         new_total = response.total_size
         assert new_total is not None  # ``restart`` answers only a sized whole
         checks, total, done = checksums_from(response.headers, expected_sha256), new_total, ()
+        first_at = None
         if response.validator == pinned or restarted:
             # The same version of the resource: its ranges, not the resource, were wrong (a 200 to
             # a Range, a wrong Content-Range). Or a second change in one call: an ETag that is

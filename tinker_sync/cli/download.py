@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,11 @@ def _cmd_download(args: argparse.Namespace) -> int:
     from .._files import destination
 
     label = os.path.basename(args.output) or args.output
-    with client_from(args) as client, ProgressReporter(label, stream=diagnostics(args)) as reporter:
+    with (
+        client_from(args) as client,
+        ProgressReporter(label, stream=diagnostics(args)) as reporter,
+        _unverified_warnings(),
+    ):
         try:
             path = client.download(
                 args.url_or_path,
@@ -42,6 +50,26 @@ def _cmd_download(args: argparse.Namespace) -> int:
             raise
         reporter.summary(path, os.path.getsize(path))
     return 0
+
+
+class _UnverifiedWarnings(logging.Handler):
+    """Prints a download's warning that its file could not be verified (stored as served under an
+    encoding nobody asked for, with no checksum) as a line of the command's own: the library only logs."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if hasattr(record, "unverified_encoding"):
+            print(f"tinker-sync: warning: {record.getMessage()}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _unverified_warnings() -> Iterator[None]:
+    logger = logging.getLogger("tinker_sync")
+    handler = _UnverifiedWarnings(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def _sha256_arg(value: str) -> str:

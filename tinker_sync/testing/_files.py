@@ -1,16 +1,29 @@
-"""Byte bodies with Range, If-Range, ETag and checksum headers: ``/test/bytes`` and signed files."""
+"""Byte bodies with Range, If-Range, ETag and checksum headers: ``/test/bytes``, signed files, and
+``/test/presigned/...``: the same bodies behind an object store's signed URL that expires.
+
+A presigned URL carries its expiry the way S3 (``X-Amz-Date`` + ``X-Amz-Expires``), GCS
+(``X-Goog-Date`` + ``X-Goog-Expires``) or CloudFront (``Expires``, unix seconds) write it. As
+those stores do, the expiry is checked when a request starts: a body already being sent runs to its
+end, a request made after the expiry is refused with the store's XML error.
+"""
 
 from __future__ import annotations
 
 import base64
+import calendar
 import hashlib
+import hmac
+import math
+import os
 import re
+import time
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from email.utils import formatdate
 from typing import Literal
+from urllib.parse import quote, urlencode
 
 from . import _data
-from ._types import HTTPError, Request, ServerState
+from ._types import Fault, HTTPError, Request, ServerState
 
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$")
 
@@ -197,13 +210,24 @@ def serve_body(
                     [("Content-Range", f"bytes */{body.size}")],
                 )
             if parsed:
-                start, end = parsed
+                start, end = _answered_range(request.fault, *parsed, body.size)
                 status = 206
                 headers.append(("Content-Range", f"bytes {start}-{end - 1}/{body.size}"))
     framing = request.start_response(
         status, headers, length=end - start, framing="chunked" if chunked else "length"
     )
     request.emit(body.chunks(start, end), framing)
+
+
+def _answered_range(fault: Fault, start: int, end: int, size: int) -> tuple[int, int]:
+    """The bytes a 206 answers for ``[start, end)``: as asked, or as the fault's server answers ranges."""
+    if fault.range_widen:
+        start, end = max(0, start - fault.range_widen), min(size, end + fault.range_widen)
+    if fault.range_to_eof:
+        end = size
+    if fault.range_short:
+        end = min(end, start + fault.range_short)
+    return start, end
 
 
 def _bytes_params(query: dict[str, str]) -> tuple[int, int]:
@@ -232,3 +256,117 @@ def bytes_route(request: Request) -> None:
         bad_checksum=query.get("bad_checksum") in ("1", "true"),
         chunked=query.get("chunked") in ("1", "true"),
     )
+
+
+# -- presigned URLs, as object stores write them -------------------------------------------------------
+
+PRESIGN_STYLES = ("s3", "gcs", "expires")
+_AMZ_DATE = "%Y%m%dT%H%M%SZ"
+# The signature parameter of each style, and the statuses and codes its store answers once expired.
+_SIGNATURE = {"s3": "X-Amz-Signature", "gcs": "X-Goog-Signature", "expires": "Signature"}
+
+
+def _presign_key(state: ServerState) -> bytes:
+    return state.memo(("presign-key",), lambda: os.urandom(32))
+
+
+def _signature(state: ServerState, path: str, params: dict[str, str], style: str) -> str:
+    signed = sorted((k, v) for k, v in params.items() if k != _SIGNATURE[style])
+    message = f"{path}\n{urlencode(signed)}".encode()
+    return hmac.new(_presign_key(state), message, hashlib.sha256).hexdigest()
+
+
+def presign(
+    state: ServerState,
+    name: str,
+    *,
+    size: int,
+    seed: int = 0,
+    expires_in: int,
+    style: str = "s3",
+    signed_ago: int = 0,
+    extra: dict[str, str] | None = None,
+) -> str:
+    """An absolute presigned URL for ``size`` bytes from ``seed``, valid ``expires_in`` more seconds
+    (whole seconds: the stores' dates have no fraction), signed ``signed_ago`` seconds ago.
+    ``extra``: more query parameters (faults, ``checksum``), signed with the rest."""
+    if style not in PRESIGN_STYLES:
+        raise ValueError(f"style must be one of {PRESIGN_STYLES}, got {style!r}")
+    now = math.floor(time.time())
+    signed_at, lifetime = now - signed_ago, expires_in + signed_ago
+    date = time.strftime(_AMZ_DATE, time.gmtime(signed_at))
+    params = {"size": str(size), "seed": str(seed), **(extra or {})}
+    if style == "s3":
+        params |= {
+            "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
+            "X-Amz-Credential": f"MOCKKEY/{date[:8]}/us-east-1/s3/aws4_request",
+            "X-Amz-Date": date,
+            "X-Amz-Expires": str(lifetime),
+            "X-Amz-SignedHeaders": "host",
+        }
+    elif style == "gcs":
+        params |= {
+            "X-Goog-Algorithm": "GOOG4-HMAC-SHA256",
+            "X-Goog-Credential": f"mock@example.iam.gserviceaccount.com/{date[:8]}/auto/storage/goog4_request",
+            "X-Goog-Date": date,
+            "X-Goog-Expires": str(lifetime),
+            "X-Goog-SignedHeaders": "host",
+        }
+    else:
+        params |= {"Expires": str(signed_at + lifetime), "Key-Pair-Id": "MOCKKEYPAIR"}
+    path = f"/test/presigned/{style}/{quote(name)}"
+    params[_SIGNATURE[style]] = _signature(state, path, params, style)
+    return f"{state.url}{path}?{urlencode(params)}"
+
+
+def _expiry(query: dict[str, str], style: str) -> float:
+    """When a presigned URL expires (unix seconds). Raises HTTPError 403 when it does not parse."""
+    try:
+        if style == "expires":
+            return float(int(query["Expires"]))
+        prefix = "X-Amz-" if style == "s3" else "X-Goog-"
+        signed_at = calendar.timegm(time.strptime(query[f"{prefix}Date"], _AMZ_DATE))
+        return float(signed_at + int(query[f"{prefix}Expires"]))
+    except (KeyError, ValueError):
+        raise HTTPError(403, "malformed presigned URL", "signature_invalid") from None
+
+
+def _xml_error(request: Request, status: int, fields: dict[str, str]) -> None:
+    body = "".join(f"<{k}>{v}</{k}>" for k, v in fields.items())
+    content = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error>{body}</Error>'.encode()
+    framing = request.start_response(status, [("Content-Type", "application/xml")], length=len(content))
+    request.emit([content], framing)
+
+
+def presigned_route(request: Request) -> None:
+    """``GET|HEAD /test/presigned/<style>/<name>``: ``/test/bytes``'s body behind a signature that
+    expires, checked when the request starts (a 403, or GCS's 400, with the store's XML error)."""
+    parts = request.path.split("/", 4)  # "", "test", "presigned", style, name
+    style = parts[3] if len(parts) == 5 else ""
+    if style not in PRESIGN_STYLES:
+        raise HTTPError(404, f"no presigned style {style!r}", "not_found")
+    query = request.query
+    given = query.get(_SIGNATURE[style], "")
+    if not hmac.compare_digest(given, _signature(request.state, request.path, query, style)):
+        return _xml_error(request, 403, {"Code": "SignatureDoesNotMatch", "Message": "signature mismatch"})
+    expires = _expiry(query, style)
+    now = time.time()
+    if now > expires:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
+        if style == "gcs":
+            details = f"The provided token has expired. Request signature expired at: {stamp}"
+            return _xml_error(
+                request, 400, {"Code": "ExpiredToken", "Message": "Invalid argument.", "Details": details}
+            )
+        server_time = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+        return _xml_error(
+            request,
+            403,
+            {
+                "Code": "AccessDenied",
+                "Message": "Request has expired",
+                "Expires": stamp,
+                "ServerTime": server_time,
+            },
+        )
+    bytes_route(request)

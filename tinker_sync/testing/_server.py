@@ -85,6 +85,7 @@ class MockTinkerServer:
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._connections = 0
+        self._bytes_sent = 0
         self._answering_now = 0
         self._peak_answering = 0
         self._open: set[_wire.Socket] = set()
@@ -179,11 +180,19 @@ class MockTinkerServer:
         with self._lock:
             return self._peak_answering
 
+    @property
+    def bytes_sent(self) -> int:
+        """Body bytes written to sockets since the last ``clear()`` (what a client made the server move,
+        including what it dropped unread)."""
+        with self._lock:
+            return self._bytes_sent
+
     def clear(self) -> None:
         """Forget recorded requests and violations, and reset the connection and in-flight counts."""
         with self._lock:
             self._requests.clear()
             self._connections = 0
+            self._bytes_sent = 0
             self._peak_answering = self._answering_now
             del self.violations[:]
 
@@ -195,6 +204,10 @@ class MockTinkerServer:
         with self._lock:
             self._answering_now += delta
             self._peak_answering = max(self._peak_answering, self._answering_now)
+
+    def _sent(self, n: int) -> None:
+        with self._lock:
+            self._bytes_sent += n
 
     def _accepted(self, sock: _wire.Socket) -> None:
         with self._lock:
@@ -270,6 +283,32 @@ class MockTinkerServer:
             with self._lock:
                 self._memo[key] = cached
         return cached
+
+    def presign(
+        self,
+        name: str,
+        *,
+        size: int,
+        seed: int = 0,
+        expires_in: int,
+        style: str = "s3",
+        signed_ago: int = 0,
+        extra: dict[str, str] | None = None,
+    ) -> str:
+        """A presigned URL for ``/test/bytes``'s body (``size``, ``seed``) that expires in ``expires_in``
+        whole seconds, written as ``style`` writes it: "s3" (X-Amz-Date + X-Amz-Expires), "gcs"
+        (X-Goog-Date + X-Goog-Expires) or "expires" (CloudFront's Expires). The expiry is checked when
+        each request starts; ``extra`` adds query parameters (faults, ``checksum``)."""
+        return _files.presign(
+            self,
+            name,
+            size=size,
+            seed=seed,
+            expires_in=expires_in,
+            style=style,
+            signed_ago=signed_ago,
+            extra=extra,
+        )
 
     # -- faults ------------------------------------------------------------------------------------
 
@@ -465,7 +504,7 @@ def _retry_headers(query: dict[str, str]) -> list[tuple[str, str]]:
 
 def _resource_key(server: MockTinkerServer, exchange: Request) -> Hashable | None:
     """The version key of the resource at the request's path (for Fault.change_etag), or None."""
-    if exchange.path == "/test/bytes":
+    if exchange.path == "/test/bytes" or exchange.path.startswith("/test/presigned/"):
         return _files.bytes_key(exchange.query)
     if exchange.path.startswith("/signed/"):
         return server._registry.signed_key(exchange.path)
@@ -509,6 +548,8 @@ def _route(server: MockTinkerServer, exchange: Request) -> None:
         return exchange.send_error_json(code, f"status {code}", None, _retry_headers(exchange.query))
     if path == "/test/bytes":
         return _files.bytes_route(exchange)
+    if path.startswith("/test/presigned/"):
+        return _files.presigned_route(exchange)
     raise HTTPError(404, f"no route for {exchange.command} {path}", "not_found")
 
 

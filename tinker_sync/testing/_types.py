@@ -92,6 +92,10 @@ class Fault:
     trickle_delay: float = 0.0  # ... with this delay between them
     delay_headers: float = 0.0  # wait this long before sending the status line
     rate: float | None = None  # cap this response's body at this many bytes per second
+    # Range answers a correct server may give (RFC 9110 lets it send more than asked, or less):
+    range_to_eof: bool = False  # answer ``bytes=A-B`` with ``A-EOF`` (as simple servers do)
+    range_short: int | None = None  # answer each range with at most this many bytes (a 206 ending early)
+    range_widen: int | None = None  # answer each range with this many bytes more on each side
 
     @classmethod
     def from_query(cls, query: dict[str, str]) -> Fault:
@@ -131,6 +135,9 @@ class Fault:
             trickle_delay=number("trickle_delay") or 0.0,
             delay_headers=number("delay_headers") or 0.0,
             rate=number("rate"),
+            range_to_eof=_flag(query.get("range_to_eof")),
+            range_short=integer("range_short"),
+            range_widen=integer("range_widen"),
         )
 
 

@@ -1,0 +1,480 @@
+"""Never worse than one connection: every answer a correct server may give to a range, signed URLs that
+expire mid-transfer, short answers, runs that fail or are killed, over real loopback sockets.
+
+Each shape is a class of servers (issue 18): the file must come out whole and identical, the bytes a
+run already verified must stay, the requests must stay proportional to the pieces planned, and the
+``stream_end`` record must add up over every connection.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from _downloads import expected_sha, file_sha, leftovers
+from _sockets import raw_server
+
+import tinker_sync
+import tinker_sync._ranges as ranges
+from tinker_sync._continuation import continuation_problem, url_expiry
+from tinker_sync._files import PartFile
+from tinker_sync.testing import Fault
+
+API_KEY = "tml-test-key"  # as in conftest.py
+KiB, MiB = 1 << 10, 1 << 20
+
+
+@pytest.fixture(autouse=True)
+def small_pieces(monkeypatch):
+    """Pieces and steals of 64 KiB, so that files of a few MiB spread over every connection."""
+    monkeypatch.setattr(ranges, "MIN_PIECE", 64 * KiB)
+    monkeypatch.setattr(ranges, "MIN_STEAL", 64 * KiB)
+    monkeypatch.setattr(ranges, "STEAL_ALIGN", 4 * KiB)
+    monkeypatch.setattr(ranges, "PROBE_TIME", 0.0)  # every connection at once (the probe: its own tests)
+
+
+def data_requests(server, path: str = "/test/"):
+    return [r for r in server.requests if r.path.startswith(path) and r.method == "GET"]
+
+
+def spans(server, path: str = "/test/") -> list[tuple[int, int]]:
+    """The ``[start, end)`` every request asked for (a request without Range: the whole)."""
+    found = []
+    for request in data_requests(server, path):
+        value = request.headers.get("range")
+        if value is None:
+            found.append((0, 1 << 62))
+            continue
+        first, _, last = value.removeprefix("bytes=").partition("-")
+        found.append((int(first), int(last) + 1 if last else 1 << 62))
+    return found
+
+
+def planned_pieces(size: int, connections: int) -> int:
+    return -(-size // ranges.piece_size(size, connections))
+
+
+def restarts(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "from byte 0" in r.getMessage()]
+
+
+# -- what a correct server may send to a range -----------------------------------------------------
+
+RATE = 8 * MiB  # per connection
+IN_FLIGHT = RATE // 20 + 128 * KiB  # a burst of the mock's token bucket, and a write or two
+# (query: how the server answers every range, what that is)
+SHAPES = [
+    ("range_to_eof=1", "bytes=A-B answered A-EOF"),
+    (f"range_widen={3 * KiB}", "a 206 covering more than asked, on both sides"),
+    (f"range_widen={100 * KiB}&range_to_eof=1", "a 206 from before A to the end"),
+    (f"range_short={2 * KiB}", "2 KiB answers to every range"),
+    (f"range_short={40 * KiB}", "answers shorter than a piece"),
+    (f"range_short={40 * KiB}&range_to_eof=1", "short, then to the end"),
+    ("ignore_range=1", "a 200 to every range"),
+    ("delay_headers=0.02", "a per-request cost"),
+]
+
+
+@pytest.mark.parametrize("via", ["download", "stream_to_file"])
+@pytest.mark.parametrize("connections", [2, 4])
+@pytest.mark.parametrize(("shape", "what"), SHAPES, ids=[s[1] for s in SHAPES])
+def test_every_answer_a_correct_server_may_send_gives_the_same_file_without_a_restart(
+    client, tinker_server, tmp_path, caplog, shape, what, connections, via
+):
+    caplog.set_level(logging.INFO, logger="tinker_sync")
+    # Capped as stores cap a connection, so that a dropped answer cannot have sent the whole file
+    # ahead into socket buffers: what a close wastes is then at most a burst (rate / 20) in flight.
+    tinker_server.rate_limit = RATE
+    size, dest = 2 * MiB + 3, tmp_path / "f"
+    url = f"/test/bytes?size={size}&seed=21&checksum=md5&{shape}"
+    if via == "download":
+        client.download(url, dest, connections=connections)
+    else:
+        with client.stream("GET", url) as response:
+            response.stream_to_file(dest, connections=connections)
+    assert file_sha(dest) == expected_sha(21, size), what
+    assert leftovers(dest) == []
+    assert restarts(caplog) == [], what  # the object never changed: nothing is dropped
+    sent = data_requests(tinker_server)
+    assert len(sent) <= 4 * planned_pieces(size, connections) + client.max_retries, what
+    assert tinker_server.bytes_sent <= 1.1 * size + (connections + 1) * IN_FLIGHT, what  # no waste per piece
+    assert tinker_server.violations == []
+
+
+def test_2_kib_answers_go_to_one_connection_within_the_request_bound(client, tinker_server, tmp_path, caplog):
+    """The issue's case: 16 MiB in 2 KiB answers cost 7,680 requests. Now a handful, and a log line."""
+    caplog.set_level(logging.INFO, logger="tinker_sync")
+    size, dest = 16 * MiB, tmp_path / "f"
+    client.download(f"/test/bytes?size={size}&seed=22&range_short={2 * KiB}", dest, connections=4)
+    assert file_sha(dest) == expected_sha(22, size)
+    assert len(data_requests(tinker_server)) <= 4 * planned_pieces(size, 4) + client.max_retries
+    changes = [r.getMessage() for r in caplog.records if "one connection for the rest" in r.getMessage()]
+    assert len(changes) == 1 and "short" in changes[0]
+
+
+def test_answers_running_to_the_end_are_read_on_not_dropped(client, tinker_server, tmp_path, caplog):
+    """bytes=A-B answered A-EOF: one plan change (logged), and the bytes moved stay near the file's."""
+    caplog.set_level(logging.INFO, logger="tinker_sync")
+    size, dest = 8 * MiB, tmp_path / "f"
+    client.download(f"/test/bytes?size={size}&seed=23&range_to_eof=1", dest, connections=4)
+    assert file_sha(dest) == expected_sha(23, size)
+    changes = [r.getMessage() for r in caplog.records if "was answered with bytes" in r.getMessage()]
+    assert len(changes) == 1 and "bytes=" in changes[0]
+    assert restarts(caplog) == []
+
+
+# -- messages say what was asked and what came -----------------------------------------------------
+
+TOTAL = 1000
+# (status, Content-Range, ETag, offset, last, cover: a reader that uses any answer holding the offset,
+#  the words the problem must contain, or None: the answer is usable)
+MESSAGES = [
+    (206, "bytes 100-999/1000", '"v1"', 100, 199, False, None),  # A-B answered A-EOF: usable
+    (206, "bytes 100-299/1000", '"v1"', 100, 199, False, None),  # more than asked
+    (206, "bytes 100-149/1000", '"v1"', 100, 199, True, None),  # short: usable by a reader that asks again
+    (206, "bytes 50-999/1000", '"v1"', 100, 199, True, None),  # covers it from before
+    (
+        206,
+        "bytes 100-149/1000",
+        '"v1"',
+        100,
+        199,
+        False,
+        ["bytes=100-199", "bytes 100-149/1000", "ends before"],
+    ),
+    (206, "bytes 101-199/1000", '"v1"', 100, 199, True, ["bytes=100-199", "bytes 101-199/1000"]),
+    (206, "bytes 100-199/2000", '"v1"', 100, 199, True, ["bytes=100-199", "size changed", "2000"]),
+    (
+        206,
+        "bytes 100-199/1000",
+        '"v2"',
+        100,
+        199,
+        True,
+        ["bytes=100-199", '"v1"', '"v2"', "resource changed"],
+    ),
+    (206, "bytes x-y/1000", '"v1"', 100, 199, True, ["bytes=100-199", "wrong Content-Range", "bytes x-y"]),
+    (200, None, '"v1"', 100, 199, True, ["bytes=100-199", "200 instead of 206"]),
+]
+
+
+@pytest.mark.parametrize(("status", "content_range", "etag", "offset", "last", "cover", "words"), MESSAGES)
+def test_a_problem_names_what_was_asked_and_what_came(
+    status, content_range, etag, offset, last, cover, words
+):
+    headers = {"etag": etag}
+    if content_range is not None:
+        headers["content-range"] = content_range
+    problem = continuation_problem(
+        status, headers, offset, '"v1"', TOTAL, ranged=True, last=last, cover=cover
+    )
+    if words is None:
+        assert problem is None
+    else:
+        assert problem is not None and all(w in problem for w in words), problem
+
+
+# -- signed URLs that expire -------------------------------------------------------------------------
+
+NOW = 1_800_000_000
+
+
+@pytest.mark.parametrize(
+    ("query", "expiry"),
+    [
+        ("X-Amz-Date=20270115T080000Z&X-Amz-Expires=3&X-Amz-Signature=ab", 1_800_000_003),
+        ("x-amz-date=20270115T080000Z&x-amz-expires=600", 1_800_000_600),
+        ("X-Goog-Date=20270115T080000Z&X-Goog-Expires=60&X-Goog-Signature=ab", 1_800_000_060),
+        ("Expires=1800000123&Signature=ab&Key-Pair-Id=K", 1_800_000_123),
+        ("AWSAccessKeyId=A&Expires=1800000009&Signature=ab", 1_800_000_009),
+        ("X-Amz-Date=garbage&X-Amz-Expires=3", None),
+        ("X-Amz-Expires=3", None),
+        ("Expires=soon", None),
+        ("", None),
+    ],
+)
+def test_the_expiry_a_url_states(query, expiry):
+    assert url_expiry(f"https://bucket.example/key?{query}") == expiry
+
+
+@pytest.mark.parametrize(("style", "probe"), [("s3", 0.0), ("gcs", 0.0), ("expires", 0.0), ("s3", 0.3)])
+def test_a_url_expiring_mid_transfer_completes_over_several_connections(
+    client, tinker_server, tmp_path, monkeypatch, style, probe
+):
+    """Each connection's answer is capped (as stores cap them) so that the transfer outlasts the URL:
+    every request starts before the expiry the URL states, and the download completes."""
+    size, dest = 2 * MiB, tmp_path / "f"
+    url = tinker_server.presign(  # 4 connections need 6.4 s: past the expiry, 4 to 5 s from now
+        "f.bin", size=size, seed=24, expires_in=4, style=style, extra={"rate": str(80 * KiB)}
+    )
+    monkeypatch.setattr(ranges, "PROBE_TIME", probe)  # with a probe: regions once its pace is known
+    client.download(url, dest, connections=4)
+    assert file_sha(dest) == expected_sha(24, size)
+    sent = data_requests(tinker_server, "/test/presigned/")
+    assert 1 < len(sent) <= (4 if not probe else 8)  # several connections, asked at the start
+    with pytest.raises(tinker_sync.APIStatusError, match="expired"):  # it did expire meanwhile
+        client.download(url, tmp_path / "again", connections=1)
+
+
+def test_a_url_about_to_expire_is_fetched_over_one_connection(client, tinker_server, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="tinker_sync")
+    size, dest = 2 * MiB, tmp_path / "f"
+    url = tinker_server.presign("f.bin", size=size, seed=25, expires_in=2, signed_ago=3600)
+    client.download(url, dest, connections=4)
+    assert file_sha(dest) == expected_sha(25, size)
+    assert [r.headers.get("range") for r in data_requests(tinker_server)] == [None]
+    assert any("one connection" in r.getMessage() and "expires" in r.getMessage() for r in caplog.records)
+
+
+# -- a restart never throws away verified bytes -----------------------------------------------------
+
+
+MARK = b"kept-by-the-rerun"
+
+
+def _planted(client, server, dest, url, done, size):
+    """A ``.part`` and sidecar as a run leaves them, ``done`` listed, with a mark in the first range:
+    the server sends no checksum, so the mark survives only if those bytes are never fetched again."""
+    with tinker_sync.Client(api_key=API_KEY, base_url=server.url) as other:
+        with other.stream("GET", url) as response:
+            etag, headers = response.headers["etag"], dict(response.headers)
+            body = bytearray(response.read())
+    body[done[0][0] : done[0][0] + len(MARK)] = MARK
+    part = PartFile(dest)
+    with open(part.part, "wb") as f:
+        f.truncate(size)
+        for start, end in done:
+            f.seek(start)
+            f.write(body[start:end])
+    part.save(f"{client.base_url}{url}", etag, size, headers, done)
+    server.clear()
+    return bytes(body)
+
+
+@pytest.mark.parametrize("shape", [s[0] for s in SHAPES])
+@pytest.mark.parametrize("connections", [1, 4])
+def test_a_rerun_keeps_every_byte_its_sidecar_lists(client, tinker_server, tmp_path, shape, connections):
+    size, dest = 2 * MiB, tmp_path / "f"
+    url = f"/test/bytes?size={size}&seed=26&{shape}"
+    done = [(0, 300 * KiB), (MiB, MiB + 200 * KiB)]
+    body = _planted(client, tinker_server, dest, url, done, size)
+    client.download(url, dest, connections=connections)
+    assert dest.read_bytes() == body  # the mark stayed: nothing listed was fetched again or dropped
+    assert leftovers(dest) == []
+
+
+@pytest.mark.parametrize(
+    ("fault", "connections"),
+    [
+        (Fault(reset_after=300 * KiB), 1),
+        (Fault(reset_after=100 * KiB), 4),
+        (Fault(status=503), 4),
+    ],
+)
+def test_a_failed_run_leaves_its_resumable_state_even_without_retries(
+    client, tinker_server, tmp_path, fault, connections
+):
+    size, dest, url = 4 * MiB, tmp_path / "f", f"/test/bytes?size={4 * MiB}&seed=27"
+    tinker_server.rate_limit = 8 * MiB
+    faults = [fault] if fault.status is None else [Fault(), fault, fault, fault]
+    tinker_server.script("/test/bytes", *faults)
+    with pytest.raises(tinker_sync.APIError):
+        client.with_options(max_retries=0).download(url, dest, connections=connections)
+    state = PartFile(dest).load(f"{client.base_url}{url}")
+    assert state is not None and state.done > 0 and not dest.exists()
+    tinker_server.clear()
+    client.download(url, dest, connections=connections)
+    assert file_sha(dest) == expected_sha(27, size)
+    assert (0, 1 << 62) not in spans(tinker_server)  # the rest only: never from byte 0 again
+
+
+# -- one record per logical download -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["", "range_to_eof=1", f"range_short={40 * KiB}", "ignore_range=1"])
+@pytest.mark.parametrize("connections", [1, 4])
+def test_one_stream_end_per_download_adds_up_over_every_connection(
+    tinker_server, tmp_path, shape, connections
+):
+    records: list[tinker_sync.StreamEndInfo] = []
+    size = 2 * MiB
+    with tinker_sync.Client(
+        api_key=API_KEY, base_url=tinker_server.url, event_hooks={"stream_end": [records.append]}
+    ) as client:
+        client.download(f"/test/bytes?size={size}&seed=28&{shape}", tmp_path / "f", connections=connections)
+    assert len(records) == 1
+    (record,) = records
+    assert record.error is None and record.status_code in (200, 206)
+    assert record.attempts == len(data_requests(tinker_server))
+    assert size <= record.bytes <= tinker_server.bytes_sent
+
+
+# -- kill -9, then run again ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["range_to_eof=1", f"range_short={512 * KiB}", "range_widen=5000"])
+def test_kill_9_then_rerun_against_an_odd_range_server(tinker_server, tmp_path, shape):
+    size = 16 * MiB
+    url = f"/test/bytes?size={size}&seed=29&{shape}"
+    dest = tmp_path / "killed.bin"
+    env = dict(os.environ, TINKER_API_KEY=API_KEY, TINKER_BASE_URL=tinker_server.url)
+    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tinker_sync",
+            "download",
+            f"{url}&rate=2000000",
+            "-o",
+            str(dest),
+            "--connections",
+            "4",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    sidecar = Path(f"{dest}.part.json")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                saved = json.loads(sidecar.read_text())
+            except (OSError, ValueError):
+                saved = {}
+            if sum(b - a for a, b in saved.get("ranges", [])) >= 2 * MiB:
+                break
+            assert proc.poll() is None, "the download ended before it could be killed"
+            time.sleep(0.02)
+        else:
+            pytest.fail("the sidecar never listed 2 MiB")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done = [tuple(r) for r in json.loads(sidecar.read_text())["ranges"]]
+    tinker_server.clear()
+    with tinker_sync.Client(api_key=API_KEY, base_url=tinker_server.url) as client:
+        client.download(url, dest, connections=4)
+    assert file_sha(dest) == expected_sha(29, size)
+    requested = spans(tinker_server)
+    assert requested and (0, 1 << 62) not in requested
+    assert not [r for r in requested for d in done if r[0] < d[1] and d[0] < r[1] and r[0] >= d[0]]
+    assert leftovers(dest) == []
+
+
+# -- a file that cannot be verified says so ---------------------------------------------------------------
+
+GZIPPED = gzip.compress(b"weights " * 4000, mtime=0)
+
+
+def _gzip_answer(*headers: str):
+    def script(conn, request, stop):
+        head = "".join(f"{h}\r\n" for h in headers)
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n%sContent-Length: %d\r\n\r\n"
+            % (head.encode(), len(GZIPPED))
+            + GZIPPED
+        )
+
+    return script
+
+
+@pytest.mark.parametrize(
+    ("headers", "warned"),
+    [
+        ((), True),  # stored encoded, only its length confirms it
+        (('ETag: "v1"',), True),  # an ETag that is no MD5 confirms nothing
+        ((f'ETag: "{hashlib.md5(GZIPPED).hexdigest()}"',), False),  # an MD5 ETag verifies the bytes
+        (
+            (f"Content-Digest: sha-256=:{base64.b64encode(hashlib.sha256(GZIPPED).digest()).decode()}:",),
+            False,
+        ),
+    ],
+)
+def test_a_body_stored_under_an_unasked_encoding_without_a_checksum_is_warned_about(
+    tmp_path, caplog, headers, warned
+):
+    with raw_server(_gzip_answer(*headers)) as url:
+        with tinker_sync.Client(api_key=API_KEY, base_url=url, sleep=lambda s: None) as c:
+            c.download("/blob.gz", tmp_path / "blob")
+    assert (tmp_path / "blob").read_bytes() == GZIPPED  # stored as served
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if warned:
+        assert len(lines) == 1 and "Content-Encoding: gzip" in lines[0] and "no checksum" in lines[0]
+    else:
+        assert lines == []
+
+
+def test_the_cli_prints_the_warning_as_a_line_of_its_own(tmp_path):
+    with raw_server(_gzip_answer()) as url:
+        env = dict(os.environ, TINKER_API_KEY=API_KEY, TINKER_BASE_URL=url)
+        env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
+        done = subprocess.run(
+            [sys.executable, "-m", "tinker_sync", "download", "/blob.gz", "-o", str(tmp_path / "blob"), "-q"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("tinker-sync: warning:")]
+    assert len(warnings) == 1 and "gzip" in warnings[0]
+
+
+# -- docs/server-shapes.md runs as written --------------------------------------------------------------------
+
+
+def test_the_docs_example_runs_against_the_demo_server():
+    import re
+
+    page = (Path(__file__).parent.parent / "docs" / "server-shapes.md").read_text()
+    (block,) = re.findall(r"```python\n(.*?)```", page, re.S)
+    from tinker_sync.testing import MockTinkerServer
+
+    with MockTinkerServer(demo_data=True) as server:
+        env = {**os.environ, "TINKER_BASE_URL": server.url, "TINKER_API_KEY": server.api_key}
+        result = subprocess.run(
+            [sys.executable, "-c", block], env=env, capture_output=True, text=True, timeout=120
+        )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0] == "True"
+
+
+# -- several connections only where they beat one ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "parallel"),
+    [
+        (f"rate={MiB}", True),  # each connection capped: together they go four times as fast
+        (f"rate={4 * MiB}&delay_headers=1.0", False),  # every request costs a second: one connection
+    ],
+)
+def test_the_first_answer_alone_sets_the_pace_the_others_must_beat(
+    client, tinker_server, tmp_path, caplog, monkeypatch, query, parallel
+):
+    monkeypatch.setattr(ranges, "PROBE_TIME", 0.3)
+    caplog.set_level(logging.DEBUG, logger="tinker_sync")
+    size, dest = 6 * MiB, tmp_path / "f"
+    tinker_server.script("/test/bytes", Fault(rate=4 * MiB) if not parallel else Fault(rate=MiB))
+    client.download(f"/test/bytes?size={size}&seed=30&{query}", dest, connections=4)
+    assert file_sha(dest) == expected_sha(30, size)
+    decided = [r for r in caplog.records if "the first alone" in r.getMessage()]
+    single = [r for r in decided if "one connection for the rest" in r.getMessage()]
+    assert decided, "the probe measured"
+    if parallel:
+        assert single == [] and tinker_server.peak_in_flight >= 3
+    else:
+        assert len(single) == 1 and single[0].levelno == logging.DEBUG
+        assert len(data_requests(tinker_server)) <= 4  # the first, and the others' one try each
