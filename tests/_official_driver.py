@@ -123,7 +123,31 @@ def jwt() -> list[dict[str, Any]]:
     return run(calls)
 
 
-SCENARIOS = {"rest": rest, "service": service, "jwt": jwt}
+def parity() -> list[dict[str, Any]]:
+    """The logical calls tests/test_official_parity.py makes with tinker_sync too."""
+    rc = tinker.RestClient()
+    final = "tinker://run-001/weights/final"
+    return run(
+        [
+            ("runs.list", lambda: rc.list_training_runs().result()),
+            ("runs.get", lambda: rc.get_training_run("run-001").result()),
+            ("checkpoints.list_for_run", lambda: rc.list_checkpoints("run-001").result()),
+            ("checkpoints.list", lambda: rc.list_user_checkpoints().result()),
+            ("checkpoints.publish", lambda: rc.publish_checkpoint_from_tinker_path(final).result()),
+            ("checkpoints.unpublish", lambda: rc.unpublish_checkpoint_from_tinker_path(final).result()),
+            ("checkpoints.set_ttl", lambda: rc.set_checkpoint_ttl_from_tinker_path(final, 7200).result()),
+            ("checkpoints.clear_ttl", lambda: rc.set_checkpoint_ttl_from_tinker_path(final, None).result()),
+            (
+                "checkpoints.delete",
+                lambda: rc.delete_checkpoint_from_tinker_path("tinker://run-002/weights/step-0100").result(),
+            ),
+            ("sessions.get", lambda: rc.get_session("session-001").result()),
+            ("sessions.list", lambda: rc.list_sessions().result()),
+        ]
+    )
+
+
+SCENARIOS = {"rest": rest, "service": service, "jwt": jwt, "parity": parity}
 
 if __name__ == "__main__":
     outcome = SCENARIOS[sys.argv[1]]()

@@ -57,7 +57,9 @@ class BaseClient(ClientCore):
     """The HTTP core of a Tinker client: requests, retries, hooks, redirects, streams. No resources.
 
     Args:
-        api_key: the API key; defaults to ``TINKER_API_KEY``. Must start
+        api_key: the API key; else ``TINKER_API_KEY``, else ``TINKER_CREDENTIAL_CMD``
+            (run for each JWT exchange), else the default key of
+            ``~/.tinker/credentials.json`` (``tinker-sync auth login``). Must start
             with ``tml-`` (or ``eyJ``, a JWT).
         base_url: defaults to ``TINKER_BASE_URL``, then the production URL.
         timeout: seconds (the read timeout; connect is at most 5 s) or a
@@ -86,6 +88,9 @@ class BaseClient(ClientCore):
         trust_env: read proxies and CA locations from the environment (default
             True, as requests, httpx and curl do).
         sleep: how the client waits between retries (for tests: record instead).
+        handshake: before the first API request, fetch the server's flags (``POST
+            client/config``, as the official SDK does) and follow them: with
+            ``pjwt_auth_enabled``, short-lived JWTs from ``auth/token`` replace the key.
 
     One client holds one connection pool and is safe to share between
     threads. Use it as a context manager, or call ``close()``.

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "ArchiveLimits",
+    "CredentialSource",
     "DEFAULT_BASE_URL",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MAX_RETRIES",
@@ -33,12 +34,16 @@ __all__ = [
     "Verify",
     "bypasses_proxy",
     "ca_locations",
+    "check_api_key",
     "cloudflare_headers",
     "dump_headers_default",
     "max_retries_from_env",
+    "project_id_from_env",
     "proxy_rules",
     "resolve_api_key",
+    "resolve_credentials",
     "resolve_base_url",
+    "tags_from_env",
 ]
 
 DEFAULT_BASE_URL = "https://tinker.thinkingmachines.dev/services/tinker-prod"
@@ -126,8 +131,78 @@ def _env(name: str) -> str | None:
     return value or None
 
 
+@dataclass(frozen=True)
+class CredentialSource:
+    """Where a client's credential comes from, decided once when it is built.
+
+    ``key``: a static key (the argument, ``TINKER_API_KEY`` or the credentials
+    file's default), or None; ``command``: ``TINKER_CREDENTIAL_CMD``, run for each
+    token exchange; ``origin`` names the source in messages (never the key).
+    """
+
+    key: str | None
+    command: str | None
+    origin: str
+
+    def __repr__(self) -> str:
+        return f"CredentialSource(origin={self.origin!r})"
+
+
+def check_api_key(key: str, origin: str = "the API key") -> str:
+    """``key`` if it can be a Tinker key (``tml-...`` or a JWT, ``eyJ...``) sent in a header.
+
+    Raises:
+        TinkerError: it cannot; the message shows at most its first 4 characters.
+    """
+    from ._exceptions import TinkerError
+
+    if not key.startswith(API_KEY_PREFIXES):
+        raise TinkerError(
+            f"Invalid API key from {origin}: Tinker keys start with 'tml-' (or 'eyJ' for a JWT); "
+            f"got {key[:4]!r}..."
+        )
+    if not key.isprintable() or any(c.isspace() for c in key):
+        # e.g. a trailing newline pasted into the variable: no header may carry it
+        raise TinkerError(f"Invalid API key from {origin}: it contains whitespace or control characters")
+    if not key.isascii():
+        # a typographic quote or dash pasted with it: no HTTP header can carry it
+        raise TinkerError(f"Invalid API key from {origin}: it contains non-ASCII characters")
+    return key
+
+
+def resolve_credentials(api_key: str | None, credentials_path: str | None = None) -> CredentialSource:
+    """The credential source, in the official SDK's order: the argument, ``TINKER_API_KEY``,
+    ``TINKER_CREDENTIAL_CMD``, then the default key of ``~/.tinker/credentials.json``.
+
+    Raises:
+        TinkerError: none of them, a key of the wrong format, or a credentials file
+            others can read.
+    """
+    from pathlib import Path
+
+    from ._credentials import default_credentials_path, read_default_key
+    from ._exceptions import TinkerError
+
+    command = _env("TINKER_CREDENTIAL_CMD")
+    if api_key:
+        return CredentialSource(check_api_key(api_key, "the api_key argument"), command, "argument")
+    key = _env("TINKER_API_KEY")
+    if key:
+        return CredentialSource(check_api_key(key, "TINKER_API_KEY"), command, "TINKER_API_KEY")
+    if command:
+        return CredentialSource(None, command, "TINKER_CREDENTIAL_CMD")
+    path = Path(credentials_path) if credentials_path else default_credentials_path()
+    stored = read_default_key(path)
+    if stored:
+        return CredentialSource(check_api_key(stored, str(path)), None, str(path))
+    raise TinkerError(
+        "No API key: pass Client(api_key=...), set the TINKER_API_KEY environment variable "
+        "(or TINKER_CREDENTIAL_CMD), or store one with `tinker-sync auth login`."
+    )
+
+
 def resolve_api_key(api_key: str | None) -> str:
-    """The API key from the argument or ``TINKER_API_KEY``, checked for its format.
+    """A static API key from the argument or ``TINKER_API_KEY``, checked for its format.
 
     Raises:
         TinkerError: no key, or one that does not start with ``tml-`` (or ``eyJ``, a JWT).
@@ -139,17 +214,17 @@ def resolve_api_key(api_key: str | None) -> str:
         raise TinkerError(
             "No API key: pass Client(api_key=...) or set the TINKER_API_KEY environment variable."
         )
-    if not key.startswith(API_KEY_PREFIXES):
-        raise TinkerError(
-            f"Invalid API key: Tinker keys start with 'tml-' (or 'eyJ' for a JWT); got {key[:4]!r}..."
-        )
-    if not key.isprintable() or any(c.isspace() for c in key):
-        # e.g. a trailing newline pasted into the variable: no header may carry it
-        raise TinkerError("Invalid API key: it contains whitespace or control characters")
-    if not key.isascii():
-        # a typographic quote or dash pasted with it: no HTTP header can carry it
-        raise TinkerError("Invalid API key: it contains non-ASCII characters")
-    return key
+    return check_api_key(key)
+
+
+def project_id_from_env() -> str | None:
+    """``TINKER_PROJECT_ID``: the project a new session is attached to, or None."""
+    return _env("TINKER_PROJECT_ID")
+
+
+def tags_from_env() -> list[str]:
+    """``TINKER_TAGS``: comma-separated tags of a new session (empty ones dropped)."""
+    return [tag for tag in (_env("TINKER_TAGS") or "").split(",") if tag]
 
 
 def resolve_base_url(base_url: str | None) -> str:

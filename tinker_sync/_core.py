@@ -23,11 +23,12 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TypeVar, Unpack
-from urllib.parse import urlencode
+from typing import Any, TypeVar, Unpack
+from urllib.parse import urlencode, urlsplit
 
 import msgspec
 
+from ._auth import Auth, is_invalid_token
 from ._config import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_READ_TIMEOUT,
@@ -38,9 +39,10 @@ from ._config import (
     cloudflare_headers,
     dump_headers_default,
     proxy_rules,
-    resolve_api_key,
     resolve_base_url,
+    resolve_credentials,
 )
+from ._decode import decode_body
 from ._event_stream import EventSource
 from ._exceptions import APIConnectionError, InvalidRequestError
 from ._observe import (
@@ -70,7 +72,7 @@ from ._transport import (
     check_request,
     origin_of,
 )
-from ._version import __version__
+from ._version import SDK_VERSION, __version__
 from .sse import DEFAULT_MAX_SIZE
 
 __all__ = ["USER_AGENT", "ClientCore"]
@@ -83,6 +85,19 @@ log = logging.getLogger("tinker_sync")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 DEFAULT_ARCHIVE_LIMITS = ArchiveLimits()
 USER_AGENT = f"tinker-sync/{__version__} Python/{platform.python_version()}"
+_ARCH = {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64", "arm64": "arm64", "i386": "x32", "i686": "x32"}
+_OS = {"Linux": "Linux", "Darwin": "MacOS", "Windows": "Windows", "FreeBSD": "FreeBSD"}
+# What the official SDK says of itself on every API request (its Stainless fingerprint), with the
+# API version tinker_sync implements (User-Agent still names tinker-sync).
+FINGERPRINT = {
+    "X-Stainless-Package-Version": SDK_VERSION,
+    "X-Stainless-OS": _OS.get(platform.system(), f"Other:{platform.system()}"),
+    "X-Stainless-Arch": _ARCH.get(platform.machine().lower(), f"other:{platform.machine()}"),
+    "X-Stainless-Runtime": platform.python_implementation(),
+    "X-Stainless-Runtime-Version": platform.python_version(),
+    "X-Stainless-Async": "false",
+    "X-SDK-Version": SDK_VERSION,
+}
 
 
 class ClientCore:
@@ -106,10 +121,15 @@ class ClientCore:
         verify: Verify = True,
         trust_env: bool = True,
         sleep: Callable[[float], None] = time.sleep,
+        handshake: bool = False,
     ) -> None:
         setup_logging()
-        self.api_key = resolve_api_key(api_key)
+        credentials = resolve_credentials(api_key)
+        self.api_key = credentials.key  # None when TINKER_CREDENTIAL_CMD is the only source
         self.base_url = resolve_base_url(base_url)
+        # The handshake (client/config) and the JWTs: lazily, once for this client and its copies.
+        self._auth = Auth(credentials, self._auth_exchange, SDK_VERSION, handshake=handshake)
+        self._api_prefix = urlsplit(self.base_url).path.rstrip("/") + "/api/"
         self._origin = origin_of(self.base_url)
         self.timeout = Timeout.coerce(timeout)
         self.max_retries = max_retries
@@ -197,7 +217,11 @@ class ClientCore:
             body = content.encode() if isinstance(content, str) else bytes(content)
         if options.credentials and self.is_api_url(url):
             request_headers["Accept"] = options.accept
-            request_headers["X-API-Key"] = self.api_key
+            request_headers.update(FINGERPRINT)
+            if not options.headers or not any(name.lower() == "x-api-key" for name in options.headers):
+                # the handshake's own calls give theirs; only /api/ paths wait for the handshake
+                handshake = urlsplit(url).path.startswith(self._api_prefix)
+                request_headers["X-API-Key"] = self._auth.header(handshake=handshake)
             request_headers.update(self.default_headers)
             if method != "GET":
                 request_headers["X-Idempotency-Key"] = options.idempotency_key or str(uuid.uuid4())
@@ -209,6 +233,13 @@ class ClientCore:
                 request_headers[name] = value  # the caller's value wins, its idempotency key too
         check_request(method, request_headers)
         return Request(method, url, request_headers, body)
+
+    def _auth_exchange(self, path: str, credential: str, body: dict[str, Any]) -> Any:
+        """POST ``body`` to ``/api/v1/<path>`` with ``credential`` as the key (the handshake's calls)."""
+        headers = {"X-API-Key": credential}
+        options = RequestOptions("POST", f"/api/v1/{path}", None, headers, body, read_body=True)
+        with self._call(options) as response:
+            return decode_body(response, None)
 
     # -- the one send path ---------------------------------------------------
 
@@ -259,8 +290,11 @@ class ClientCore:
         if not quiet:
             emit(self.event_hooks, "request", RequestInfo(method, url))
         start = time.monotonic()
+        replayed = False
         while True:
             request.headers["x-stainless-retry-count"] = str(budget.sent())
+            if timeout.read is not None and "X-API-Key" in request.headers:
+                request.headers["x-stainless-read-timeout"] = f"{timeout.read:g}"
             if self.dump_headers:
                 proxy = self._transport.proxy_for(request.url)
                 via = f" via proxy {mask_url(proxy)}" if proxy else ""
@@ -279,6 +313,13 @@ class ClientCore:
                     dump("<", f"{response.status_code} {url}", response.headers)
                 if response.status_code >= 400:
                     error = status_error(response)
+                    if not replayed and is_invalid_token(response.status_code, response.headers):
+                        replayed = True  # once: the JWT was refused before its expiry
+                        token = self._auth.replace(request.headers.get("X-API-Key", ""))
+                        if token is not None and self.is_api_url(request.url):
+                            del error
+                            request.headers["X-API-Key"] = token
+                            continue
                     retryable = response.status_code not in final and should_retry_status(
                         response.status_code, response.headers
                     )

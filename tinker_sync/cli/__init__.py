@@ -18,8 +18,8 @@ Rules:
 5. A download that runs out of retries says what was kept and that
    running the same command again resumes it.
 
-One module per command group (``download``, ``run``, ``checkpoint``,
-``demo``), each with a ``register(commands, command)`` that adds its
+One module per command group (``download``, ``run``, ``checkpoint`` with
+``checkpoint_manage``, ``session``, ``model`` (and ``version``), ``auth``, ``demo``), each with a ``register(commands, command)`` that adds its
 subcommands; what they share is in ``_common`` and ``_progress``. This
 package is never imported by ``tinker_sync`` itself.
 """
@@ -32,7 +32,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import checkpoint, demo, download, run
+from . import auth, checkpoint, demo, download, model, run, session
 from ._common import EXIT_PARTIAL, EXIT_SYNCED, PROG, Command, version
 from ._progress import ProgressReporter, format_size
 
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(func=func)
         return sub
 
-    for group in (download, run, checkpoint, demo):  # the order of ``--help``
+    for group in (download, run, checkpoint, session, model, auth, demo):  # the order of ``--help``
         group.register(commands, command)
     return parser
 

@@ -134,13 +134,18 @@ def version() -> str:
 # -- the client and its errors ----------------------------------------------------------------------
 
 
-def client_from(args: argparse.Namespace) -> Client:
-    """The client, from the environment; ``--max-retries`` over ``TINKER_MAX_RETRIES`` over the default."""
+def client_from(args: argparse.Namespace, *, handshake: bool = False) -> Client:
+    """The client, from the environment; ``--max-retries`` over ``TINKER_MAX_RETRIES`` over the default.
+
+    ``handshake``: fetch the server's flags first and follow them (JWT auth), as the official CLI does.
+    """
     from .._client import Client
     from .._config import max_retries_from_env
 
     retries = args.max_retries if args.max_retries is not None else max_retries_from_env()
-    return Client() if retries is None else Client(max_retries=retries)
+    if retries is None:
+        return Client(handshake=handshake)
+    return Client(max_retries=retries, handshake=handshake)
 
 
 def out_of_retries(exc: BaseException) -> bool:

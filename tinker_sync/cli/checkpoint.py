@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from . import checkpoint_manage
 from ._common import (
     EXIT_PARTIAL,
     EXIT_SYNCED,
@@ -240,6 +241,7 @@ def register(commands: Any, command: AddCommand) -> None:
     ck_download.add_argument("--force", action="store_true", help="replace an existing download")
     add_connections(ck_download)
     add_max_retries(ck_download)
+    checkpoint_manage.register(checkpoint_commands, command)  # publish, unpublish, set-ttl, delete
     ck_sync = command(
         checkpoint_commands,
         "sync",

@@ -58,10 +58,10 @@ class Checkpoints(SyncAPIResource[M]):
     # -- listing and management ------------------------------------------------
 
     @endpoint
-    def list(
-        self, run_id: str | None = None, *, limit: int | None = None, offset: int | None = None
-    ) -> CheckpointList:
-        """The caller's checkpoints, newest first (a page, with a cursor), or all checkpoints of ``run_id``."""
+    def list(self, run_id: str | None = None, *, limit: int = 100, offset: int = 0) -> CheckpointList:
+        """The caller's checkpoints, newest first (a page, with a cursor), or all checkpoints of ``run_id``.
+
+        ``limit`` and ``offset`` default to the official SDK's (100, 0), sent as it sends them."""
         if run_id is not None:
             return self._json(RequestOptions("GET", _run_checkpoints(run_id)), CheckpointList)
         params = {"limit": limit, "offset": offset}

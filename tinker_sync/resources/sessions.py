@@ -1,15 +1,20 @@
-"""``client.sessions``: list (a page of ids), iterate (every id, lazily), get one."""
+"""``client.sessions``: list (a page of ids), iterate (every id, lazily), get one, export a trace."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Unpack
 
+from .._exceptions import APITimeoutError, TinkerError
 from .._options import Overrides, RequestOptions
 from ._paths import segment
 from ._resource import M, Parsed, Raw, Streamed, SyncAPIResource, endpoint, iterate_pages, view
 from .training_runs import AccessScope
-from .types import Session, SessionList
+from .types import Session, SessionList, TraceExport
+
+# Between polls of a trace export being built (the official SDK's interval).
+TRACE_POLL_INTERVAL = 5.0
 
 __all__ = ["Sessions"]
 
@@ -64,3 +69,42 @@ class Sessions(SyncAPIResource[M]):
             ).sessions, None
 
         return iterate_pages(fetch, limit=limit, offset=offset, max_items=max_items)
+
+    def export_trace(
+        self: Sessions[Parsed],
+        session_id: str,
+        *,
+        timeout: float = 600.0,
+        poll_interval: float = TRACE_POLL_INTERVAL,
+        on_pending: Callable[[], None] | None = None,
+    ) -> str:
+        """Have the server build the session's Perfetto trace (``.pftrace``); its signed download URL.
+
+        Polls ``GET sessions/{id}/trace_export`` until it is ready (``on_pending`` is called once,
+        at the first "pending"). The URL lives about an hour and needs no key: fetch it with
+        ``client.download(url, dest, credentials=False)``.
+
+        Raises:
+            TinkerError: the export failed on the server.
+            APITimeoutError: not ready within ``timeout`` seconds.
+        """
+        self._plain_only("export_trace")
+        path = f"/api/v1/sessions/{segment(session_id, 'session id')}/trace_export"
+        deadline = time.monotonic() + timeout
+        pending = False
+        while True:
+            answer = self._client.get(path, cast_to=TraceExport)
+            if answer.status == "ready" and answer.url:
+                return answer.url
+            if answer.status == "failed":
+                raise TinkerError(f"Trace export failed for session {session_id}: {answer.error}")
+            if not pending:
+                pending = True
+                if on_pending is not None:
+                    on_pending()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise APITimeoutError(
+                    f"The trace of session {session_id} was not ready after {timeout:g} s", None
+                )
+            self._client._wait(min(poll_interval, left), f"trace of session {session_id} being built")

@@ -42,6 +42,7 @@ __all__ = [
     "SyncFailure",
     "SyncReport",
     "SyncedCheckpoint",
+    "TraceExport",
     "TrainingRun",
     "TrainingRunList",
     "WeightsInfo",
@@ -186,6 +187,14 @@ class HealthResponse(msgspec.Struct):
     """``GET /healthz``."""
 
     status: str
+
+
+class TraceExport(msgspec.Struct):
+    """``GET sessions/{id}/trace_export``: ``pending``, ``ready`` (with ``url``) or ``failed``."""
+
+    status: str
+    url: str | None = None
+    error: str | None = None
 
 
 class SupportedModel(msgspec.Struct):
