@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from run import REPO, Before, Server, log, run_client, table
+from harness import REPO, Before, Server, log, run_client, table
 
 BASELINE = Path(__file__).resolve().parent / "baseline.json"
 MiB = 1 << 20
