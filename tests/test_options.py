@@ -100,6 +100,79 @@ def test_extra_headers_query_and_body_reach_the_wire(demo, view, path, method, b
     assert demo.violations == []
 
 
+W = "tinker://run-002/weights/step-0100"
+CK = "/api/v1/training_runs/run-002/checkpoints/weights/step-0100"
+CHECKPOINT_METHODS: list[tuple[str, str, str, Callable[[Any], Call]]] = [
+    ("checkpoints.list", "GET", "/api/v1/checkpoints", lambda r: r.checkpoints.list),
+    (
+        "checkpoints.list-run",
+        "GET",
+        "/api/v1/training_runs/run-002/checkpoints",
+        lambda r: lambda **o: r.checkpoints.list("run-002", **o),
+    ),
+    (
+        "checkpoints.list_for_run",
+        "GET",
+        "/api/v1/training_runs/run-002/checkpoints",
+        lambda r: lambda **o: r.checkpoints.list_for_run("run-002", **o),
+    ),
+    (
+        "checkpoints.get",
+        "GET",
+        "/api/v1/training_runs/run-002/checkpoints",
+        lambda r: lambda **o: r.checkpoints.get(W, **o),
+    ),
+    ("checkpoints.delete", "DELETE", CK, lambda r: lambda **o: r.checkpoints.delete(W, **o)),
+    ("checkpoints.publish", "POST", CK + "/publish", lambda r: lambda **o: r.checkpoints.publish(W, **o)),
+    ("checkpoints.set_ttl", "PUT", CK + "/ttl", lambda r: lambda **o: r.checkpoints.set_ttl(W, 7200, **o)),
+    (
+        "checkpoints.archive_url",
+        "GET",
+        CK + "/archive",
+        lambda r: lambda **o: r.checkpoints.archive_url(W, **o),
+    ),
+    (
+        "checkpoints.external_weights_urls",
+        "GET",
+        "/api/v1/training_runs/run-001/checkpoints/external_weights/hf-export/external_weights_urls",
+        lambda r: (
+            lambda **o: r.checkpoints.external_weights_urls(
+                "tinker://run-001/external_weights/hf-export", **o
+            )
+        ),
+    ),
+    ("checkpoints.archive", "GET", CK + "/archive", lambda r: lambda **o: r.checkpoints.archive(W, **o)),
+]
+
+
+@pytest.mark.parametrize("view", ["plain", "raw", "streaming"])
+@pytest.mark.parametrize(
+    ("method", "path", "call"), [m[1:] for m in CHECKPOINT_METHODS], ids=[m[0] for m in CHECKPOINT_METHODS]
+)
+def test_checkpoint_methods_take_the_overrides(demo, view, method, path, call):
+    with Client(api_key=demo.api_key, base_url=demo.url, max_retries=0) as client:
+        resources = {
+            "plain": client,
+            "raw": client.with_raw_response,
+            "streaming": client.with_streaming_response,
+        }
+        _consume(call(resources[view])(extra_headers=HEADERS, extra_query=QUERY, timeout=30, max_retries=1))
+    sent = [r for r in demo.requests if r.path == path and r.method == method]
+    assert len(sent) == 1, [(r.method, r.path) for r in demo.requests]
+    assert sent[0].headers["x-trace-id"] == "trace-1" and sent[0].query["trace"] == "q1"
+    assert sent[0].headers["x-api-key"] == demo.api_key
+    for other in demo.requests:  # a signed URL's fetch carries neither the key nor the caller's headers
+        if "x-api-key" not in other.headers:
+            assert "x-trace-id" not in other.headers
+    assert demo.violations == []
+
+
+def test_checkpoint_ttl_takes_extra_body(demo):
+    with Client(api_key=demo.api_key, base_url=demo.url) as client:
+        client.checkpoints.set_ttl(W, 7200, extra_body={"ttl_seconds": 3600})
+    assert demo.requests[-1].json() == {"ttl_seconds": 3600}  # extra_body wins over the method's own
+
+
 def test_extra_query_wins_over_the_methods_own_parameters(demo):
     with Client(api_key=demo.api_key, base_url=demo.url) as client:
         page = client.training_runs.list(limit=20, extra_query={"limit": "3"})

@@ -327,18 +327,18 @@ class _EventConnector:
             self._start = time.monotonic()
             self._budget = client._budget(client._timeout(options.timeout), options.max_retries)
             self._request = client.build_request(options)
-            return client.send(self._request, timeout=options.timeout, budget=self._budget)
+            return client.send(self._request, options, self._budget)
         request = Request(
             self._request.method, self._request.url, self._request.headers.copy(), self._request.body
         )
         if last_event_id:  # the spec: UTF-8, and no header at all for an empty ID
             request.headers["Last-Event-ID"] = last_event_id.encode("utf-8").decode("latin-1")
-        return client.send(request, timeout=options.timeout, budget=self._budget, quiet=True)
+        return client.send(request, options, self._budget, quiet=True)
 
     def wait_to_reconnect(self, error: APIConnectionError, *, events: int, retry: float) -> bool:
         assert self._request is not None and self._budget is not None
         reason = f"stream broke ({error}); reconnecting"
-        return self._client._backoff(
+        return self._client.backoff(
             self._budget, self._request, reason, cause=error.cause, progress=events, min_wait=retry
         )
 

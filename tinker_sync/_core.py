@@ -21,7 +21,7 @@ import platform
 import re
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar, Unpack
 from urllib.parse import urlencode, urlsplit
@@ -254,22 +254,20 @@ class ClientCore:
     def send(
         self,
         request: Request,
-        *,
-        timeout: Timeoutish = None,
-        max_retries: int | None = None,
+        options: RequestOptions,
         budget: RetryBudget | None = None,
-        read_body: bool = False,
+        *,
         quiet: bool = False,
         retry: bool = True,
         resumer: Sender | None = None,
-        final: Collection[int] = (),
     ) -> StreamedResponse:
-        """Send ``request`` with retries; return the response once established.
+        """Send ``request`` with retries, as ``options`` say (its timeout, max retries,
+        ``read_body`` and ``final`` statuses); return the response once established.
 
         Retries connection errors, timeouts and retryable statuses, reading
         and releasing each error body first. A 4xx/5xx that is not retried
-        raises the SDK's exception for it, body read. With ``read_body`` the
-        body is read too (a body cut short is then retried).
+        raises the SDK's exception for it, body read. With ``options.read_body``
+        the body is read too (a body cut short is then retried).
 
         Args:
             budget: the logical call's retry budget, when this send is part
@@ -280,12 +278,10 @@ class ClientCore:
                 decides what to do with a failure.
             resumer: what resumes a broken body of the response (default:
                 this client; a signed-URL signer re-signs first).
-            final: statuses that are this call's answer, never retried (a 409
-                that means "already public" will not change by asking again).
         """
-        timeout = self._timeout(timeout)
+        timeout = self._timeout(options.timeout)
         if budget is None:
-            budget = self._budget(timeout, max_retries)
+            budget = self._budget(timeout, options.max_retries)
         method, url = request.method, mask_url(request.url)
         if not quiet:
             emit(self.event_hooks, "request", RequestInfo(method, url))
@@ -306,7 +302,7 @@ class ClientCore:
                     request,
                     sender=resumer or self,
                     budget=budget,
-                    timeout=timeout,
+                    options=options.for_resume(),
                     max_event_size=self.max_event_size,
                 )
                 if self.dump_headers:
@@ -320,24 +316,24 @@ class ClientCore:
                             del error
                             request.headers["X-API-Key"] = token
                             continue
-                    retryable = response.status_code not in final and should_retry_status(
+                    retryable = response.status_code not in options.final and should_retry_status(
                         response.status_code, response.headers
                     )
                     reason = f"HTTP {response.status_code}"
                     if (
                         retry
                         and retryable
-                        and self._backoff(budget, request, reason, headers=response.headers)
+                        and self.backoff(budget, request, reason, headers=response.headers)
                     ):
                         continue
                     try:
                         raise error
                     finally:
                         del error  # no frame <-> traceback cycle keeping the response alive
-                if read_body:
+                if options.read_body:
                     response.read()
             except APIConnectionError as exc:
-                if retry and self._backoff(budget, request, str(exc), cause=exc.cause):
+                if retry and self.backoff(budget, request, str(exc), cause=exc.cause):
                     continue
                 emit(self.event_hooks, "error", ErrorInfo(method, url, budget.attempts, exc))
                 raise
@@ -353,7 +349,7 @@ class ClientCore:
                 )
             return response
 
-    def _backoff(
+    def backoff(
         self, budget: RetryBudget, request: Request, reason: str, **hints: Unpack[RetryHints]
     ) -> bool:
         """Spend one retry of ``budget`` on ``reason``: log it, report it, wait. False when spent.
@@ -415,13 +411,7 @@ class ClientCore:
         MAX_REDIRECTS hops (see ``_redirects``), within the same retry budget."""
         request = self.build_request(options)
         for _ in range(MAX_REDIRECTS + 1):
-            response = self.send(
-                request,
-                timeout=options.timeout,
-                budget=budget,
-                read_body=options.read_body,
-                final=options.final,
-            )
+            response = self.send(request, options, budget)
             if not options.follow_redirects or response.status_code not in REDIRECT_STATUSES:
                 return response
             response.close()

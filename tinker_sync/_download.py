@@ -354,7 +354,7 @@ def _restart(client: BaseClient, budget: RetryBudget, part: PartFile, request: R
     """Drop the ``.part`` and spend a retry on starting again from zero (raise when the budget is spent)."""
     log.warning("Restarting %s from byte 0: %s", part.dest, problem)
     part.discard()
-    if not client._backoff(budget, request, f"cannot resume: {problem}", cause="resume"):
+    if not client.backoff(budget, request, f"cannot resume: {problem}", cause="resume"):
         raise APIConnectionError(f"Could not download {part.dest}: {problem}", request, cause="resume")
 
 

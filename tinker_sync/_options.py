@@ -101,6 +101,11 @@ class RequestOptions:
         """A copy with ``changes`` (the value itself never changes: other layers hold it)."""
         return dataclasses.replace(self, **changes)
 
+    def for_resume(self) -> RequestOptions:
+        """These options for sending part of the call's body again (a resume, another range):
+        the body streamed, no final statuses."""
+        return self.replace(read_body=False, final=()) if self.read_body or self.final else self
+
     def overridden(self, overrides: Mapping[str, Any]) -> RequestOptions:
         """These options with per-call ``Overrides`` / ``BodyOverrides`` folded in (see the module docstring).
 

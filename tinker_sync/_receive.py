@@ -3,7 +3,7 @@ resource over several (``receive_over_ranges``), atomic and verified (``_receive
 
 No response class here: the receiver reads any ``FileResponse`` (``StreamedResponse`` is one),
 as ``EventStream`` reads any ``EventSource``; a ``FileResponse`` opens the other ranges of its
-resource through a ``RangeOpener`` (its sender, retry budget and timeout stay with it).
+resource through a ``RangeOpener`` (its sender, retry budget and call options stay with it).
 
 Rules:
 1. The bytes are stored as served (``as_served``: ``Content-Encoding: gzip`` stays compressed:
@@ -27,11 +27,11 @@ from contextlib import closing
 from typing import Any, Generic, Literal, Protocol, TypeVar, Unpack
 
 from ._checksums import Checksum, checksums_from
-from ._config import Timeout
 from ._continuation import continuation_problem, parse_content_range, whole_request
 from ._exceptions import APIConnectionError, APIStatusError, DownloadIntegrityError
 from ._files import PartFile
 from ._observe import mask_url
+from ._options import RequestOptions
 from ._ranges import RangeChanged, RangeUnusable, Tally, receive_ranges
 from ._receiver import BUFFER_SIZE, COMMIT_INTERVAL, Progress, Receiver
 from ._retry import RetryBudget, RetryHints
@@ -127,14 +127,15 @@ class Sender(Protocol[R_co]):
     def send(
         self,
         request: Request,
-        *,
-        timeout: Timeout | None = ...,
+        options: RequestOptions,
         budget: RetryBudget | None = ...,
+        *,
         quiet: bool = ...,
     ) -> R_co:
-        """Send ``request`` in ``budget`` (quiet: no hooks, part of a call already reported)."""
+        """Send ``request`` as the call's ``options`` say, in ``budget`` (quiet: no hooks, part of a
+        call already reported)."""
 
-    def _backoff(
+    def backoff(
         self, budget: RetryBudget, request: Request, reason: str, **hints: Unpack[RetryHints]
     ) -> bool:
         """Spend a retry of ``budget`` on ``reason`` (waiting first); False when it is spent."""
@@ -221,18 +222,18 @@ class _RangeSender(Generic[R]):
     def send(
         self,
         request: Request,
-        *,
-        timeout: Timeout | None = None,
+        options: RequestOptions,
         budget: RetryBudget | None = None,
+        *,
         quiet: bool = False,
     ) -> R:
         if self.stopped:
             raise APIConnectionError("the download stopped", request, cause="stopped")
-        response = self._sender.send(request, timeout=timeout, budget=budget, quiet=quiet)
+        response = self._sender.send(request, options, budget, quiet=quiet)
         response.resume_through(self)  # its own resumes come back here
         return response
 
-    def _backoff(
+    def backoff(
         self, budget: RetryBudget, request: Request, reason: str, **hints: Unpack[RetryHints]
     ) -> bool:
         if self.stopped:  # another range failed, or the caller was interrupted: no retry, no wait
@@ -242,22 +243,22 @@ class _RangeSender(Generic[R]):
             first = request.headers.get("Range", "").removeprefix("bytes=").partition("-")[0]
             hints["progress"] = progress - (int(first) if first.isdigit() else 0)
             hints["stream"] = id(request)
-        return self._sender._backoff(budget, request, reason, **hints)
+        return self._sender.backoff(budget, request, reason, **hints)
 
 
 class RangeFetcher(Generic[R]):
     """A ``RangeOpener``: ``Range: bytes=A-B`` requests for one file, pinned to its validator by
     ``If-Range``, through its first response's sender (wrapped, so that every range's resumes
-    come back here), in that response's budget and timeout."""
+    come back here), in that response's budget and options."""
 
     def __init__(
-        self, response: R, sender: Sender[R], budget: RetryBudget, timeout: Timeout | None, resume: bool
+        self, response: R, sender: Sender[R], budget: RetryBudget, options: RequestOptions, resume: bool
     ) -> None:
         self.first = response.request
         self.request = whole_request(response.request)
         self.validator = response.validator
         self.total = response.total_size
-        self.timeout = timeout
+        self.options = options
         self.budget = budget
         self.resume = resume
         self.origin = sender
@@ -273,7 +274,7 @@ class RangeFetcher(Generic[R]):
             headers["If-Range"] = self.validator
         try:
             response = self.sender.send(
-                Request("GET", request.url, headers), timeout=self.timeout, budget=self.budget, quiet=True
+                Request("GET", request.url, headers), self.options, self.budget, quiet=True
             )
         except APIStatusError as exc:
             if exc.status_code == 416:  # the range lies past the resource's end: it shrank
@@ -334,9 +335,9 @@ class RangeFetcher(Generic[R]):
     def restart(self, problem: str) -> R:
         """Spend a retry on a fresh GET of the whole resource (as served, sized, not claimed)."""
         request, sender, where = self.first, self.origin, mask_url(self.first.url)
-        if not sender._backoff(self.budget, request, f"cannot resume: {problem}", cause="resume"):
+        if not sender.backoff(self.budget, request, f"cannot resume: {problem}", cause="resume"):
             raise APIConnectionError(f"Cannot download {where}: {problem}", request, cause="resume")
-        response = sender.send(self.request, timeout=self.timeout, budget=self.budget, quiet=True)
+        response = sender.send(self.request, self.options, self.budget, quiet=True)
         response.as_served()  # first: the length of an encoded body counts only as served
         if response.status_code != 200 or response.total_size is None:
             response.close()

@@ -29,7 +29,6 @@ from typing import Any, TypeAlias
 
 from ._buffers import READ_SIZE, ReadBuffer
 from ._checksums import checksums_from
-from ._config import Timeout
 from ._continuation import (
     continuation_problem,
     parse_content_range,
@@ -47,6 +46,7 @@ from ._exceptions import (
 )
 from ._files import PartFile, destination
 from ._observe import mask_url
+from ._options import RequestOptions
 from ._ranges import MIN_PIECE, auto_connections
 from ._receive import (
     Connections,
@@ -99,7 +99,7 @@ class StreamedResponse:
         *,
         sender: Sender | None = None,
         budget: RetryBudget | None = None,
-        timeout: Timeout | None = None,
+        options: RequestOptions | None = None,
         max_event_size: int = DEFAULT_MAX_SIZE,
     ) -> None:
         self.request = request
@@ -111,7 +111,7 @@ class StreamedResponse:
         self._budget = budget
         self._body = Body(raw, request, budget.deadline if budget is not None else None)
         self._sender = sender
-        self._timeout = timeout
+        self._options = options  # the call's, for sending parts of the body again
         self._content: bytes | None = None
         self._consumed = False
         self._first_byte = 0
@@ -210,7 +210,7 @@ class StreamedResponse:
             return False  # decoded bytes have no offset in the resource
         self._body.close()
         reason = f"body broken at byte {offset}: {exc}"
-        if not sender._backoff(budget, request, reason, cause=exc.cause, progress=offset):
+        if not sender.backoff(budget, request, reason, cause=exc.cause, progress=offset):
             return False
         headers = request.headers.copy()
         end = range_end(request.headers.get("Range"))
@@ -222,7 +222,7 @@ class StreamedResponse:
         problem: str | None
         try:
             new = sender.send(
-                Request("GET", request.url, headers), timeout=self._timeout, budget=budget, quiet=True
+                Request("GET", request.url, headers), self._resend_options(), budget, quiet=True
             )
         except APIStatusError as refused:
             if refused.status_code != 416:
@@ -245,13 +245,13 @@ class StreamedResponse:
             if new is None or new.status_code != 200:  # fetch the whole again
                 if new is not None:
                     new.close()
-                if not sender._backoff(budget, request, f"cannot resume: {problem}", cause="resume"):
+                if not sender.backoff(budget, request, f"cannot resume: {problem}", cause="resume"):
                     raise APIConnectionError(
                         f"Cannot resume {mask_url(self.url)} at byte {offset}: {problem}",
                         request,
                         cause="resume",
                     ) from exc
-                new = sender.send(whole_request(request), timeout=self._timeout, budget=budget, quiet=True)
+                new = sender.send(whole_request(request), self._resend_options(), budget, quiet=True)
                 if new.status_code != 200:
                     new.close()
                     raise APIConnectionError(
@@ -530,7 +530,11 @@ class StreamedResponse:
         in this response's one retry budget, resumed in the call when ``resume``."""
         if self._sender is None or self._budget is None:
             raise RuntimeError("a response without its sender cannot fetch ranges")
-        return RangeFetcher(self, self._sender, self._budget, self._timeout, resume)
+        return RangeFetcher(self, self._sender, self._budget, self._resend_options(), resume)
+
+    def _resend_options(self) -> RequestOptions:
+        """The call's options, for sending part of the body again (without them: the sender's defaults)."""
+        return self._options if self._options is not None else RequestOptions("GET", self.url)
 
     def resume_through(self, sender: Sender) -> None:
         """Send this body's resumes through ``sender`` instead of the one that sent it (a file's

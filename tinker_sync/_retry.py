@@ -34,7 +34,7 @@ __all__ = [
 
 
 class RetryHints(TypedDict, total=False):
-    """What a failure tells ``RetryBudget.retry`` besides that it happened; every ``_backoff`` on
+    """What a failure tells ``RetryBudget.retry`` besides that it happened; every ``backoff`` on
     the way (the client's, a URL signer's, a ranged download's) passes them on.
 
     cause: what failed, as ``APIConnectionError.cause`` says (None for a status).

@@ -58,10 +58,18 @@ class ArchiveSigner:
     """Gets (and renews) the archive's signed URL, and opens it at an offset (the archive's ``Sender``)."""
 
     def __init__(
-        self, client: BaseClient, path: TinkerPath, prepare_timeout: float, say: Notify, budget: RetryBudget
+        self,
+        client: BaseClient,
+        path: TinkerPath,
+        prepare_timeout: float,
+        say: Notify,
+        budget: RetryBudget,
+        options: RequestOptions | None = None,
     ) -> None:
         self.client = client
         self.path = path
+        # the signing request (the API's): a method's per-call headers and query go with it
+        self.options = options or RequestOptions("GET", path.api_path + "/archive")
         self.prepare_timeout = prepare_timeout
         self.say = say
         self.budget = budget
@@ -81,12 +89,12 @@ class ArchiveSigner:
                 raise CheckpointNotReadyError(
                     f"The archive of {self.path} was not ready after {self.prepare_timeout:g} s; try again later"
                 )
-            request = client.build_request(RequestOptions("GET", self.path.api_path + "/archive"))
+            request = client.build_request(self.options)
             # Slow headers count as preparation: wait for them up to the deadline.
             timeout = Timeout(connect=client.timeout.connect, read=max(1.0, remaining))
             headers: Mapping[str, str] | None = None
             try:
-                response = client.send(request, timeout=timeout, budget=budget, retry=False)
+                response = client.send(request, self.options.replace(timeout=timeout), budget, retry=False)
             except APITimeoutError as exc:
                 if time.monotonic() >= deadline:
                     raise CheckpointNotReadyError(
@@ -94,7 +102,7 @@ class ArchiveSigner:
                         f"(no answer): {exc}",
                         request,
                     ) from exc
-                if not client._backoff(budget, request, str(exc), cause=exc.cause):
+                if not client.backoff(budget, request, str(exc), cause=exc.cause):
                     raise
                 continue
             except APIStatusError as exc:
@@ -103,13 +111,13 @@ class ArchiveSigner:
                     raise
                 if exc.status_code not in (409, 503):
                     reason = f"HTTP {exc.status_code}"
-                    if should_retry_status(exc.status_code, headers or {}) and client._backoff(
+                    if should_retry_status(exc.status_code, headers or {}) and client.backoff(
                         budget, request, reason, headers=headers
                     ):
                         continue
                     raise
             except APIConnectionError as exc:
-                if not client._backoff(budget, request, str(exc), cause=exc.cause):
+                if not client.backoff(budget, request, str(exc), cause=exc.cause):
                     raise
                 continue
             else:
@@ -156,12 +164,13 @@ class ArchiveSigner:
     def send(
         self,
         request: Request,
-        *,
-        timeout: Timeout | None = None,
+        options: RequestOptions | None = None,
         budget: RetryBudget | None = None,
+        *,
         quiet: bool = False,
     ) -> StreamedResponse:
-        """GET the archive from the ``Range`` of ``request`` at the current signed URL.
+        """GET the archive from the ``Range`` of ``request`` at the current signed URL, as the
+        call's ``options`` say (its timeout; by default the client's).
 
         The URL is signed again first when about to expire, and when the
         storage refuses it (401/403: expired), within the retry budget.
@@ -176,20 +185,21 @@ class ArchiveSigner:
                 RequestOptions("GET", self.url, headers=ranged, credentials=False)
             )
             try:
-                return self.client.send(signed, timeout=timeout, budget=budget, quiet=True, resumer=self)
+                call = options or RequestOptions("GET", self.url)
+                return self.client.send(signed, call, budget, quiet=True, resumer=self)
             except APIStatusError as exc:
                 if exc.status_code not in (401, 403):
                     raise
                 reason = f"the archive URL was refused ({exc.status_code})"
-                if not self.client._backoff(budget, signed, reason, progress=_offset(ranged)):
+                if not self.client.backoff(budget, signed, reason, progress=_offset(ranged)):
                     raise
                 self.say(f"The archive URL of {self.path} was refused ({exc.status_code}); signing it again")
                 self.sign()
 
-    def _backoff(
+    def backoff(
         self, budget: RetryBudget, request: Request, reason: str, **hints: Unpack[RetryHints]
     ) -> bool:
-        if not self.client._backoff(budget, request, reason, **hints):
+        if not self.client.backoff(budget, request, reason, **hints):
             return False
         if (progress := hints.get("progress")) is not None:
             self.say(f"Connection broke at byte {progress}; resuming")

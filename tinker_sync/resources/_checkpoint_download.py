@@ -237,7 +237,7 @@ class CheckpointDownload:
                         request = (
                             exc.request if isinstance(exc.request, Request) else Request("GET", urls[rel])
                         )
-                        if not client._backoff(budget, request, reason, progress=done + _part_size(dest)):
+                        if not client.backoff(budget, request, reason, progress=done + _part_size(dest)):
                             raise
                         say(f"Signed URL of {rel} refused ({exc.status_code}); fetching new URLs")
                         expires = 0.0  # fetch again, then resume the .part file

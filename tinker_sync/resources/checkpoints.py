@@ -10,13 +10,14 @@ import os
 from collections.abc import Collection, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Unpack
 from urllib.parse import urljoin
 
 from .._config import Timeout
 from .._decode import decode_json
 from .._exceptions import APIResponseValidationError
 from .._files import directory
-from .._options import RequestOptions
+from .._options import BodyOverrides, Overrides, RequestOptions
 from .._receiver import Progress
 from .._response import Connections, StreamedResponse, check_connections
 from .._retry import RetryBudget
@@ -58,36 +59,49 @@ class Checkpoints(SyncAPIResource[M]):
     # -- listing and management ------------------------------------------------
 
     @endpoint
-    def list(self, run_id: str | None = None, *, limit: int = 100, offset: int = 0) -> CheckpointList:
+    def list(
+        self,
+        run_id: str | None = None,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        **overrides: Unpack[Overrides],
+    ) -> CheckpointList:
         """The caller's checkpoints, newest first (a page, with a cursor), or all checkpoints of ``run_id``.
 
         ``limit`` and ``offset`` default to the official SDK's (100, 0), sent as it sends them."""
         if run_id is not None:
-            return self._json(RequestOptions("GET", _run_checkpoints(run_id)), CheckpointList)
-        params = {"limit": limit, "offset": offset}
-        return self._json(RequestOptions("GET", "/api/v1/checkpoints", params=params), CheckpointList)
+            return self._json(RequestOptions("GET", _run_checkpoints(run_id)), CheckpointList, overrides)
+        options = RequestOptions("GET", "/api/v1/checkpoints", params={"limit": limit, "offset": offset})
+        return self._json(options, CheckpointList, overrides)
 
     @endpoint
-    def list_for_run(self, run_id: str) -> CheckpointList:
+    def list_for_run(self, run_id: str, **overrides: Unpack[Overrides]) -> CheckpointList:
         """Every checkpoint of one training run."""
-        return self._json(RequestOptions("GET", _run_checkpoints(run_id)), CheckpointList)
+        return self._json(RequestOptions("GET", _run_checkpoints(run_id)), CheckpointList, overrides)
 
     def iter(
-        self: Checkpoints[Parsed], *, limit: int = 100, offset: int = 0, max_items: int | None = None
+        self: Checkpoints[Parsed],
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        max_items: int | None = None,
+        **overrides: Unpack[Overrides],
     ) -> Iterator[Checkpoint]:
         """Every checkpoint of the caller, newest first, lazily: one ``list`` request per ``limit``
-        checkpoints, sent only when the loop gets there; stops at ``total_count`` or ``max_items``."""
+        checkpoints, sent only when the loop gets there; stops at ``total_count`` or ``max_items``.
+        ``overrides`` apply to every page's request."""
 
         self._plain_only("iter")
 
         def fetch(offset: int, limit: int) -> tuple[list[Checkpoint], int | None]:
-            page = self.list(limit=limit, offset=offset)
+            page = self.list(limit=limit, offset=offset, **overrides)
             return page.checkpoints, page.cursor.total_count if page.cursor is not None else None
 
         return iterate_pages(fetch, limit=limit, offset=offset, max_items=max_items)
 
     @endpoint
-    def get(self, tinker_path: str) -> Checkpoint:
+    def get(self, tinker_path: str, **overrides: Unpack[Overrides]) -> Checkpoint:
         """The checkpoint at ``tinker_path`` (found in its run's list).
 
         Raises:
@@ -102,55 +116,61 @@ class Checkpoints(SyncAPIResource[M]):
                     return checkpoint
             raise LookupError(f"No checkpoint {tinker_path} in training run {path.run!r}")
 
-        return self._request(RequestOptions("GET", _run_checkpoints(path.run)), find)
+        return self._request(RequestOptions("GET", _run_checkpoints(path.run)), find, overrides)
 
     @endpoint
-    def delete(self, tinker_path: str) -> None:
+    def delete(self, tinker_path: str, **overrides: Unpack[Overrides]) -> None:
         """Delete the checkpoint."""
-        return self._request(RequestOptions("DELETE", parse_tinker_path(tinker_path).api_path), no_content)
+        options = RequestOptions("DELETE", parse_tinker_path(tinker_path).api_path)
+        return self._request(options, no_content, overrides)
 
     @endpoint
-    def publish(self, tinker_path: str) -> None:
+    def publish(self, tinker_path: str, **overrides: Unpack[BodyOverrides]) -> None:
         """Make the checkpoint public (ConflictError, at once, if it already is)."""
         path = parse_tinker_path(tinker_path).api_path + "/publish"
-        return self._request(RequestOptions("POST", path, final=(409,)), no_content)
+        return self._request(RequestOptions("POST", path, final=(409,)), no_content, overrides)
 
     @endpoint
-    def unpublish(self, tinker_path: str) -> None:
+    def unpublish(self, tinker_path: str, **overrides: Unpack[Overrides]) -> None:
         """Make the checkpoint private again (ConflictError, at once, if it already is)."""
         path = parse_tinker_path(tinker_path).api_path + "/publish"
-        return self._request(RequestOptions("DELETE", path, final=(409,)), no_content)
+        return self._request(RequestOptions("DELETE", path, final=(409,)), no_content, overrides)
 
     @endpoint
-    def set_ttl(self, tinker_path: str, ttl_seconds: int | None) -> None:
+    def set_ttl(self, tinker_path: str, ttl_seconds: int | None, **overrides: Unpack[BodyOverrides]) -> None:
         """Expire the checkpoint ``ttl_seconds`` from now (None: never)."""
         path = parse_tinker_path(tinker_path).api_path + "/ttl"
-        return self._request(RequestOptions("PUT", path, json={"ttl_seconds": ttl_seconds}), no_content)
+        options = RequestOptions("PUT", path, json={"ttl_seconds": ttl_seconds})
+        return self._request(options, no_content, overrides)
 
     # -- archives and signed URLs ----------------------------------------------
 
     @endpoint
-    def archive_url(self, tinker_path: str) -> CheckpointArchiveUrl:
+    def archive_url(self, tinker_path: str, **overrides: Unpack[Overrides]) -> CheckpointArchiveUrl:
         """The signed URL of the checkpoint's tar archive and its expiry: the API's 302, not followed.
 
         The URL carries its own authorization: fetch it without the API key.
         """
-        return self._request(
-            RequestOptions("GET", parse_tinker_path(tinker_path).api_path + "/archive"), _archive_url
-        )
+        options = RequestOptions("GET", parse_tinker_path(tinker_path).api_path + "/archive")
+        return self._request(options, _archive_url, overrides)
 
     @endpoint
-    def external_weights_urls(self, tinker_path: str) -> ExternalWeightsUrls:
+    def external_weights_urls(self, tinker_path: str, **overrides: Unpack[Overrides]) -> ExternalWeightsUrls:
         """The signed URL of each file of an ``external_weights`` checkpoint, and their expiry."""
         path = parse_tinker_path(tinker_path)
         if path.kind != "external_weights":
             raise ValueError(f"Only external_weights checkpoints have download URLs, not {tinker_path}")
-        return self._json(
-            RequestOptions("GET", path.api_path + "/external_weights_urls"), ExternalWeightsUrls
-        )
+        options = RequestOptions("GET", path.api_path + "/external_weights_urls")
+        return self._json(options, ExternalWeightsUrls, overrides)
 
     @endpoint
-    def archive(self, tinker_path: str, *, prepare_timeout: float = DEFAULT_PREPARE_TIMEOUT) -> bytes:
+    def archive(
+        self,
+        tinker_path: str,
+        *,
+        prepare_timeout: float = DEFAULT_PREPARE_TIMEOUT,
+        **overrides: Unpack[Overrides],
+    ) -> bytes:
         """The checkpoint's tar archive: the body at its signed URL (fetched without the API key).
 
         The plain call reads it all into memory; for a large one use the
@@ -160,19 +180,22 @@ class Checkpoints(SyncAPIResource[M]):
             with client.with_streaming_response.checkpoints.archive(path) as response:
                 response.stream_to_file("model.tar")
 
-        Waits up to ``prepare_timeout`` while the server prepares the archive.
+        Waits up to ``prepare_timeout`` while the server prepares the archive. The overrides'
+        headers and query go with the signing request (the API's), never to the signed URL.
         A server that no longer serves archives answers 404 (NotFoundError):
         ``download()`` then takes the export flow.
         """
         path = parse_tinker_path(tinker_path)
         client = self._client
 
-        def opener(budget: RetryBudget, timeout: Timeout) -> StreamedResponse:
-            signer = ArchiveSigner(client, path, prepare_timeout, notifier(None), budget)
-            signer.sign()
-            return signer.send(Request("GET", signer.url), timeout=timeout, budget=budget)
+        options = RequestOptions("GET", path.api_path + "/archive").overridden(overrides)
 
-        return self._request(RequestOptions("GET", path.api_path + "/archive"), _read, opener=opener)
+        def opener(budget: RetryBudget, timeout: Timeout) -> StreamedResponse:
+            signer = ArchiveSigner(client, path, prepare_timeout, notifier(None), budget, options)
+            signer.sign()
+            return signer.send(Request("GET", signer.url), options.replace(timeout=timeout), budget)
+
+        return self._request(options, _read, opener=opener)
 
     # -- download --------------------------------------------------------------
 

@@ -197,12 +197,12 @@ def poll(
         request = client.build_request(options)
         polls += 1
         try:
+            # each poll waits at most the time left (a zero timeout's one poll: the timeouts as they are)
+            waits_at_most = timeout.within(deadline if remaining > 0 else None)
             response = client.send(
                 request,
-                # each poll waits at most the time left (a zero timeout's one poll: the timeouts as they are)
-                timeout=timeout.within(deadline if remaining > 0 else None),
-                budget=budget,
-                read_body=True,
+                options.replace(timeout=waits_at_most, read_body=True),
+                budget,
                 quiet=polls > 1 or not announce,
                 retry=False,
             )
@@ -220,7 +220,7 @@ def poll(
                 progress, headers = polls, None
             fresh = False
             reason = f"HTTP {status} polling future {request_id}"
-            if client._backoff(budget, request, reason, headers=headers, progress=progress):
+            if client.backoff(budget, request, reason, headers=headers, progress=progress):
                 continue
             if _out_of_time(budget, exc):
                 raise timed_out() from exc
@@ -228,7 +228,7 @@ def poll(
         except APIConnectionError as exc:
             fresh = False
             reason = f"{exc} polling future {request_id}"
-            if exc.cause != "deadline" and client._backoff(budget, request, reason, cause=exc.cause):
+            if exc.cause != "deadline" and client.backoff(budget, request, reason, cause=exc.cause):
                 continue
             if _out_of_time(budget, exc):
                 raise timed_out() from exc
