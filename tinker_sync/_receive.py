@@ -316,7 +316,7 @@ class RangeFetcher(Generic[R]):
     def whole(self) -> R:
         """The whole resource again, without a Range, claimed (the rest over one connection when
         ranges cannot serve it); RangeChanged unless it is the version pinned."""
-        response = self.sender.send(self.request, timeout=self.timeout, budget=self.budget, quiet=True)
+        response = self.sender.send(self.request, self.options, self.budget, quiet=True)
         response.as_served()
         asked = "asked for the whole resource"
         problem = self._other_version(response, asked)
