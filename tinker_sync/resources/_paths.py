@@ -2,16 +2,24 @@
 
 The checkpoint id keeps its kind (``weights/NAME``): it holds a ``/``, so the
 API path is built from percent-encoded components, never by string splicing.
+
+Rule: no id reaches another route. Every id that goes into a path passes
+``check_id`` first: an id that is empty, ``.`` or ``..``, holds a ``/`` or
+``\\``, or becomes one of those once percent-decoded (any number of times) or
+NFKC-normalised, is refused with ``InvalidRequestError`` before anything is
+sent; a URL normaliser (ours, a proxy's or the server's) would collapse or
+split it and the API key would reach the route it names instead.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from typing import NamedTuple
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from .._exceptions import InvalidRequestError
 
-__all__ = ["KINDS", "TinkerPath", "parse_tinker_path", "segment"]
+__all__ = ["KINDS", "TinkerPath", "check_id", "parse_tinker_path", "segment"]
 
 KINDS = ("weights", "sampler_weights", "external_weights")
 
@@ -30,8 +38,21 @@ class TinkerPath(NamedTuple):
 
     @property
     def dir_name(self) -> str:
-        """The download directory's name: the path without ``tinker://``, ``/`` -> ``_``."""
-        return f"{self.run}_{self.kind}_{self.name}"
+        """The download directory's name, ``RUN_KIND_NAME``: one name per path, never another's.
+
+        Injective: the run's ``_`` and ``%`` are written ``%5F`` and ``%25`` (so its first ``_``
+        ends it, and no kind is a prefix of another); a leading ``.`` of the run is ``%2E`` and a
+        name's ``%`` and the ``.`` of a final ``.lock`` are escaped too, so no checkpoint's directory
+        is another's lock (``X.lock``) or temporary (``.X.partial``) file. Plain ids
+        (``run-1_weights_step 10``) read as before.
+        """
+        run = self.run.replace("%", "%25").replace("_", "%5F")
+        if run.startswith("."):
+            run = "%2E" + run[1:]
+        name = self.name.replace("%", "%25")
+        if name.endswith(".lock"):
+            name = name[: -len(".lock")] + "%2Elock"
+        return f"{run}_{self.kind}_{name}"
 
     @property
     def api_path(self) -> str:
@@ -45,12 +66,39 @@ class TinkerPath(NamedTuple):
         return f"tinker://{self.run}/{self.kind}/{self.name}"
 
 
-def segment(value: str, what: str = "id") -> str:
-    """``value`` as one percent-encoded path segment (``/``, ``%``, ``?``, ``#``, spaces, non-ASCII
-    all encoded); an empty value is refused, as it would name another route."""
+def _readings(value: str) -> set[str]:
+    """``value`` as the layers between us and the route handler may read it: percent-decoded
+    again and again until it stops changing, each reading also NFKC-normalised."""
+    readings = {value}
+    while (decoded := unquote(value)) != value:
+        readings.add(value := decoded)
+    return readings | {unicodedata.normalize("NFKC", r) for r in readings}
+
+
+def check_id(value: str, what: str = "id") -> str:
+    """``value`` unchanged if it names one resource and nothing else.
+
+    Raises:
+        InvalidRequestError: an empty id, ``.``, ``..``, a ``/`` or ``\\``, or any of those
+            once percent-decoded or normalised (``%2e%2e``, ``%252E``, ``a%2F..``, ``．．``).
+    """
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"A {what} must be a string, not {type(value).__name__}")
     if not value:
-        raise ValueError(f"An empty {what} names no resource")
-    return quote(value, safe="")
+        raise InvalidRequestError(f"An empty {what} names no resource")
+    for reading in _readings(value):
+        if reading in (".", "..") or "/" in reading or "\\" in reading:
+            raise InvalidRequestError(
+                f"Invalid {what} {value!r}: a URL normaliser would read it as {reading!r}, "
+                "which names another route"
+            )
+    return value
+
+
+def segment(value: str, what: str = "id") -> str:
+    """``value`` as one percent-encoded path segment (``%``, ``?``, ``#``, spaces, non-ASCII
+    all encoded), after ``check_id`` (so it cannot name another route)."""
+    return quote(check_id(value, what), safe="")
 
 
 def parse_tinker_path(path: str) -> TinkerPath:
@@ -73,7 +121,11 @@ def parse_tinker_path(path: str) -> TinkerPath:
         raise InvalidRequestError(
             f"Unknown checkpoint kind {kind!r} in {path!r}; expected one of {', '.join(KINDS)}"
         )
-    for part in (run, name):
-        if part in (".", "..") or "\\" in part or any(ord(c) < 32 or c == "\x7f" for c in part):
+    for part, what in ((run, "training run id"), (name, "checkpoint name")):
+        if any(ord(c) < 32 or c == "\x7f" for c in part):
             raise InvalidRequestError(f"Invalid component {part!r} in checkpoint path {path!r}")
+        try:
+            check_id(part, what)
+        except InvalidRequestError as exc:
+            raise InvalidRequestError(f"{exc} (in checkpoint path {path!r})") from None
     return TinkerPath(run, kind, name)

@@ -18,6 +18,12 @@ Rules:
    resumes its partial files). A checkpoint that fails is reported; the others go on.
 3. Nothing is deleted locally unless ``prune``: then only checkpoints the state lists (this
    mirror downloaded them) whose checkpoint the server no longer lists, moved aside first.
+4. A bad listing costs only its bad entries: one that is malformed (``..``, a NUL, an extra ``/``),
+   another run's, or too long a name for the file system is a failure in the report, and the
+   others go on; one listed twice is fetched once (the newest). Directory names are injective
+   (``TinkerPath.dir_name``), and a directory is current only while the state's record of it
+   (its checkpoint, inode, file count and size) matches. A state file that is not one (any JSON,
+   any depth, or none) means starting afresh, with a warning.
 """
 
 from __future__ import annotations
@@ -49,6 +55,10 @@ LOCK_NAME = ".tinker-sync.lock"
 STATE_NAME = ".tinker-sync.json"
 # Sampler weights cannot be downloaded (their training checkpoint can).
 DOWNLOADABLE = ("weights", "external_weights")
+# The longest file name (bytes) of the usual file systems, and the room a checkpoint directory's name
+# leaves for its siblings: ``.NAME.pruned-XXXXXXXX``, ``.NAME.tmp-XXXXXXXX``, ``NAME.lock``.
+NAME_MAX = 255
+NAME_ROOM = 18
 
 # progress(tinker_path, downloaded, total) for the checkpoint being downloaded.
 SyncProgress = Callable[[str, int, "int | None"], None]
@@ -162,9 +172,15 @@ def _run(
     progress: SyncProgress | None,
     notify: Notify | None,
 ) -> None:
-    state = _State(out)
+    state = _State(out, _notifier(notify))
     listed = list(listing(run_id))
-    selected = [c for c in listed if parse_tinker_path(c.tinker_path).kind in kinds]
+    selected = []
+    for checkpoint, problem in _vet(run_id, listed):
+        if problem is not None:
+            log.warning("Skipping %r: %s", checkpoint.tinker_path, problem)
+            report.failed.append(SyncFailure(checkpoint_path=checkpoint.tinker_path, error=problem))
+        elif parse_tinker_path(checkpoint.tinker_path).kind in kinds:
+            selected.append(checkpoint)
     if since is not None:
         selected = [c for c in selected if _utc(c.time) >= since]
     selected.sort(key=lambda c: _utc(c.time), reverse=True)
@@ -172,42 +188,11 @@ def _run(
         selected = selected[:latest]
     for checkpoint in reversed(selected):  # oldest first: a cut-short sync leaves the older complete
         path = checkpoint.tinker_path
-        target = out / parse_tinker_path(path).dir_name
-        record = state.entries.get(path)
-        if record is not None and target.is_dir():
-            if _current(record, checkpoint, target):
-                report.current.append(path)
-                continue
-            if _same_checkpoint(record, checkpoint, target):
-                log.warning(
-                    "%s changed on disk since it was synced (a file removed or cut): downloading it again",
-                    target,
-                )
-        if record is None and target.is_dir() and not target.is_symlink():
-            # A download installs its directory only when complete: one there already is.
-            log.info("Adopting %s, already in %s", path, out)
-            state.add(path, _record(checkpoint, target))
-            report.current.append(path)
-            continue
         try:
-            done = download(
-                path,
-                out,
-                force=record is not None,  # a changed checkpoint replaces the old copy once complete
-                progress=None if progress is None else _for(progress, path),
-                notify=notify,
-            )
+            _one(checkpoint, out, state, report, download, progress, notify)
         except (TinkerError, OSError, ValueError, LookupError) as exc:
             log.warning("Could not download %s: %s", path, exc)
             report.failed.append(SyncFailure(checkpoint_path=path, error=" ".join(str(exc).split())))
-            continue
-        record = _record(checkpoint, done)
-        state.add(path, record)
-        report.downloaded.append(
-            SyncedCheckpoint(
-                checkpoint_path=path, destination=os.fspath(done), file_size_bytes=record["bytes"]
-            )
-        )
     on_server = {c.tinker_path for c in listed}
     for path in sorted(p for p in state.entries if p not in on_server and parse_tinker_path(p).run == run_id):
         if not prune:
@@ -220,6 +205,91 @@ def _run(
         report.status = "partial failure"
     elif report.downloaded or report.pruned:
         report.status = "synced"
+
+
+def _vet(run_id: str, listed: Sequence[Checkpoint]) -> list[tuple[Checkpoint, str | None]]:
+    """Each listed checkpoint once (the newest of those listed twice, the first of equals), with
+    why it cannot be mirrored, if it cannot: a malformed path, another run's, or a directory name
+    too long for the file system (with room for its lock and temporary names)."""
+    newest: dict[str, Checkpoint] = {}
+    for checkpoint in listed:
+        seen = newest.get(checkpoint.tinker_path)
+        if seen is None or _utc(checkpoint.time) > _utc(seen.time):
+            newest[checkpoint.tinker_path] = checkpoint
+    vetted: list[tuple[Checkpoint, str | None]] = []
+    for checkpoint in newest.values():
+        try:
+            path = parse_tinker_path(checkpoint.tinker_path)
+        except ValueError as exc:
+            vetted.append((checkpoint, f"malformed checkpoint path in the listing: {exc}"))
+            continue
+        if path.run != run_id:
+            vetted.append((checkpoint, f"listed for training run {run_id!r} but belongs to {path.run!r}"))
+        elif len(os.fsencode(path.dir_name)) + NAME_ROOM > NAME_MAX:
+            vetted.append(
+                (
+                    checkpoint,
+                    f"its directory name ({len(os.fsencode(path.dir_name))} bytes) is too long "
+                    f"for the file system ({NAME_MAX - NAME_ROOM} bytes at most)",
+                )
+            )
+        else:
+            vetted.append((checkpoint, None))
+    return vetted
+
+
+def _one(
+    checkpoint: Checkpoint,
+    out: Path,
+    state: _State,
+    report: SyncReport,
+    download: Download,
+    progress: SyncProgress | None,
+    notify: Notify | None,
+) -> None:
+    """Bring one checkpoint up to date in ``out`` (current, adopted or downloaded)."""
+    path = checkpoint.tinker_path
+    target = out / parse_tinker_path(path).dir_name
+    record = state.entries.get(path)
+    if record is not None and target.is_dir():
+        if _current(record, checkpoint, target):
+            report.current.append(path)
+            return
+        if _same_checkpoint(record, checkpoint, target):
+            log.warning(
+                "%s changed on disk since it was synced (a file removed or cut, or replaced): "
+                "downloading it again",
+                target,
+            )
+    if record is None and target.is_dir() and not target.is_symlink():
+        # A download installs its directory only when complete, under a name no other path has.
+        log.info("Adopting %s, already in %s", path, out)
+        state.add(path, _record(checkpoint, target))
+        report.current.append(path)
+        return
+    done = download(
+        path,
+        out,
+        force=record is not None,  # a changed checkpoint replaces the old copy once complete
+        progress=None if progress is None else _for(progress, path),
+        notify=notify,
+    )
+    record = _record(checkpoint, done)
+    state.add(path, record)
+    report.downloaded.append(
+        SyncedCheckpoint(checkpoint_path=path, destination=os.fspath(done), file_size_bytes=record["bytes"])
+    )
+
+
+def _notifier(notify: Notify | None) -> Notify:
+    """A warning for the log and, when the caller listens, for ``notify`` (the CLI's stderr)."""
+
+    def warn(message: str) -> None:
+        log.warning("%s", message)
+        if notify is not None:
+            notify(message)
+
+    return warn
 
 
 def _for(progress: SyncProgress, path: str) -> Progress:
@@ -244,14 +314,15 @@ def _listed(checkpoint: Checkpoint, target: Path) -> dict[str, Any]:
 
 
 def _on_disk(target: Path) -> dict[str, int]:
-    """The regular files under ``target`` (links not followed): their count and total size."""
+    """The directory's identity (its inode: replaced, it is another) and the regular files under it
+    (links not followed): their count and total size."""
     files = total = 0
     for root, _, names in os.walk(target):
         for name in names:
             info = os.lstat(os.path.join(root, name))
             if stat.S_ISREG(info.st_mode):
                 files, total = files + 1, total + info.st_size
-    return {"files": files, "bytes": total}
+    return {"inode": os.lstat(target).st_ino, "files": files, "bytes": total}
 
 
 def _same_checkpoint(record: dict[str, Any], checkpoint: Checkpoint, target: Path) -> bool:
@@ -270,7 +341,7 @@ def _current(record: dict[str, Any], checkpoint: Checkpoint, target: Path) -> bo
 class _State:
     """``DIR/.tinker-sync.json``: the checkpoints complete in the mirror, rewritten atomically."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, warn: Notify) -> None:
         self.path = out / STATE_NAME
         self.entries: dict[str, dict[str, Any]] = {}
         try:
@@ -278,12 +349,11 @@ class _State:
                 saved = json.loads(f.read(64 << 20))
         except FileNotFoundError:
             return
-        except ValueError:
-            log.warning("%s is not a sync state; starting afresh (complete checkpoints are kept)", self.path)
-            return
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested deeper than the parser goes
+            saved = None
         entries = saved.get("checkpoints") if isinstance(saved, dict) else None
-        if not isinstance(entries, dict):  # valid JSON, but not a state this module wrote
-            log.warning("%s is not a sync state; starting afresh (complete checkpoints are kept)", self.path)
+        if not isinstance(entries, dict):  # not JSON, or JSON but not a state this module wrote
+            warn(f"{self.path} is not a sync state; starting afresh (complete checkpoints are kept)")
             return
         for path, record in entries.items():
             try:
