@@ -101,16 +101,18 @@ def diagnostics(args: argparse.Namespace) -> TextIO:
 
 
 def collect(
-    fetch: Callable[[int, int], tuple[list[X], int | None]], limit: int
+    fetch: Callable[[int, int], tuple[list[X], int | None, int | None]], limit: int
 ) -> tuple[list[X], int | None]:
-    """Up to ``limit`` items (0: all), ``PAGE_SIZE`` a request, and the total the API reported."""
+    """Up to ``limit`` items (0: all), ``PAGE_SIZE`` a request, and the total the API reported.
+
+    ``fetch`` answers as ``iterate_pages`` wants it: items, total, and the page's own offset."""
     from ..resources._resource import iterate_pages
 
     total: list[int | None] = [None]
 
-    def page(offset: int, size: int) -> tuple[list[X], int | None]:
-        items, total[0] = fetch(offset, size)
-        return items, total[0]
+    def page(offset: int, size: int) -> tuple[list[X], int | None, int | None]:
+        items, total[0], answered = fetch(offset, size)
+        return items, total[0], answered
 
     return list(iterate_pages(page, limit=PAGE_SIZE, max_items=limit or None)), total[0]
 

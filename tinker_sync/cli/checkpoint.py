@@ -138,9 +138,11 @@ def _cmd_checkpoint_list(args: argparse.Namespace) -> int:
             found = client.checkpoints.list_for_run(run_id).checkpoints
         else:
 
-            def fetch(offset: int, size: int) -> tuple[list[Checkpoint], int | None]:
+            def fetch(offset: int, size: int) -> tuple[list[Checkpoint], int | None, int | None]:
                 page = client.checkpoints.list(limit=size, offset=offset)
-                return page.checkpoints, page.cursor.total_count if page.cursor is not None else None
+                if page.cursor is None:
+                    return page.checkpoints, None, None
+                return page.checkpoints, page.cursor.total_count, page.cursor.offset
 
             found, total = collect(fetch, args.limit)
     where = f" for run {run_id}" if run_id else ""

@@ -16,9 +16,9 @@ def _cmd_run_list(args: argparse.Namespace) -> int:
 
     with Client() as client:
 
-        def fetch(offset: int, size: int) -> tuple[list[TrainingRun], int | None]:
+        def fetch(offset: int, size: int) -> tuple[list[TrainingRun], int | None, int | None]:
             page = client.training_runs.list(limit=size, offset=offset, access_scope=args.access_scope)
-            return page.training_runs, page.cursor.total_count
+            return page.training_runs, page.cursor.total_count, page.cursor.offset
 
         found, total = collect(fetch, args.limit)
     title = f"{len(found)} training run{'' if len(found) == 1 else 's'}{more(len(found), total)}"

@@ -27,10 +27,13 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
+import msgspec
+
 from .._api_response import APIResponse, ResponseContextManager
 from .._base_client import BaseClient
 from .._config import Timeout
 from .._decode import decode_json
+from .._exceptions import TinkerError
 from .._options import RequestOptions
 from .._response import StreamedResponse
 from .._retry import RetryBudget
@@ -215,7 +218,7 @@ class _View:
 
 
 def iterate_pages(
-    fetch: Callable[[int, int], tuple[list[X], int | None]],
+    fetch: Callable[[int, int], tuple[list[X], int | None, int | None]],
     *,
     limit: int,
     offset: int = 0,
@@ -223,11 +226,14 @@ def iterate_pages(
 ) -> Iterator[X]:
     """Every item from ``offset`` on, one page request at a time, only as the consumer gets there.
 
-    ``fetch(offset, limit)`` returns a page's items and the total count (None
-    when the API does not say). Stops at the total, at an empty page, at a
-    short page when there is no total (with one, a short page is a server
-    capping its page size: go on), or after ``max_items`` items (the last page
-    asks for no more than that).
+    ``fetch(offset, limit)`` returns a page's items, the total count and the
+    offset the page says it starts at (each None when the API does not say).
+    Stops at the total, at an empty page, at a short page when there is no
+    total (with one, a short page is a server capping its page size: go on),
+    or after ``max_items`` items (the last page asks for no more than that).
+    A server that ignores ``offset`` (a page whose cursor names another offset,
+    or half a page of items already listed) raises ``TinkerError``; an item
+    listed again because new ones pushed it down is not yielded twice.
     Arguments are checked now; nothing is sent before the first ``next()``.
     """
     if limit <= 0:
@@ -238,13 +244,35 @@ def iterate_pages(
 
 
 def _pages(
-    fetch: Callable[[int, int], tuple[list[X], int | None]], limit: int, offset: int, max_items: int | None
+    fetch: Callable[[int, int], tuple[list[X], int | None, int | None]],
+    limit: int,
+    offset: int,
+    max_items: int | None,
 ) -> Iterator[X]:
     given = 0
+    seen: set[int] = (
+        set()
+    )  # a hash of each item yielded: an item moved down by an insert is not yielded twice
     while max_items is None or given < max_items:
         size = limit if max_items is None else min(limit, max_items - given)
-        items, total = fetch(offset, size)
-        page = items if max_items is None else items[: max_items - given]
+        items, total, answered = fetch(offset, size)
+        if answered is not None and answered != offset:
+            raise TinkerError(
+                f"The server ignores offset: asked for the page at offset {offset}, it answered the page "
+                f"at offset {answered}; stopping rather than listing items again"
+            )
+        keys = [hash(msgspec.json.encode(item)) for item in items]
+        repeated = sum(key in seen for key in keys)
+        if (
+            repeated and 2 * repeated >= size
+        ):  # a few: items moved down by new ones; half a page: offset ignored
+            raise TinkerError(
+                f"The server ignores offset: the page at offset {offset} repeats {repeated} of its "
+                f"{len(items)} items; stopping rather than listing items again"
+            )
+        page = [item for item, key in zip(items, keys, strict=True) if key not in seen]
+        page = page if max_items is None else page[: max_items - given]
+        seen.update(keys)
         yield from page
         given += len(page)
         offset += len(items)

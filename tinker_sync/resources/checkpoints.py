@@ -94,9 +94,11 @@ class Checkpoints(SyncAPIResource[M]):
 
         self._plain_only("iter")
 
-        def fetch(offset: int, limit: int) -> tuple[list[Checkpoint], int | None]:
+        def fetch(offset: int, limit: int) -> tuple[list[Checkpoint], int | None, int | None]:
             page = self.list(limit=limit, offset=offset, **overrides)
-            return page.checkpoints, page.cursor.total_count if page.cursor is not None else None
+            if page.cursor is None:
+                return page.checkpoints, None, None
+            return page.checkpoints, page.cursor.total_count, page.cursor.offset
 
         return iterate_pages(fetch, limit=limit, offset=offset, max_items=max_items)
 

@@ -3,7 +3,10 @@
 Rules for a token stream (``SampleStream``): it is lazy (nothing is sent
 until it is iterated or entered); a ``done`` chunk is handed out and ends it;
 an ``error`` (an SSE ``event: error``, or a chunk whose ``event_type`` is
-``error``) raises APIError after every chunk before it was handed out.
+``error``) raises APIError after every chunk before it was handed out; a stream
+that ends without ``done`` is incomplete, never a shorter sample: it raises
+APIConnectionError (``cause="broken"``) after every chunk that came was handed
+out, so ``text()`` and any helper gathering a sample raise too.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import msgspec
 
 from .._config import Timeout
 from .._event_stream import EventStream
-from .._exceptions import APIError
+from .._exceptions import APIConnectionError, APIError
 from .._options import BodyOverrides, RequestOptions
 from .._response import StreamedResponse
 from .._retry import RetryBudget
@@ -48,11 +51,16 @@ class SampleStream(EventStream[SampleStreamChunk]):
         return self
 
     def text(self) -> str:
-        """The tokens' text, joined, once the stream is done (it is closed then)."""
+        """The tokens' text, joined, once the stream is done (it is closed then).
+
+        Raises:
+            APIConnectionError: the stream ended without its ``done`` event (an incomplete sample).
+        """
         with self:
             return "".join(chunk.token or "" for chunk in self if chunk.event_type == "token")
 
     def _until_done(self, chunks: Iterator[SampleStreamChunk]) -> Generator[SampleStreamChunk, None, None]:
+        tokens = 0
         try:
             for chunk in chunks:
                 if chunk.event_type == "error":
@@ -62,8 +70,15 @@ class SampleStream(EventStream[SampleStreamChunk]):
                         f"The sampler failed: {chunk.message or 'error event'}", request, body=body
                     )
                 yield chunk
+                tokens += chunk.event_type == "token"
                 if chunk.event_type == "done":
                     return
+            raise APIConnectionError(
+                f"The sample stream ended without its done event after {tokens} token(s): "
+                "the sample is incomplete",
+                getattr(self.response, "request", None),
+                cause="broken",
+            )
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:

@@ -63,10 +63,9 @@ class Sessions(SyncAPIResource[M]):
 
         self._plain_only("iter")
 
-        def fetch(offset: int, limit: int) -> tuple[list[str], int | None]:
-            return self.list(
-                limit=limit, offset=offset, access_scope=access_scope, **overrides
-            ).sessions, None
+        def fetch(offset: int, limit: int) -> tuple[list[str], int | None, int | None]:
+            page = self.list(limit=limit, offset=offset, access_scope=access_scope, **overrides)
+            return page.sessions, None, None
 
         return iterate_pages(fetch, limit=limit, offset=offset, max_items=max_items)
 

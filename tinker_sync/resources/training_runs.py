@@ -60,8 +60,8 @@ class TrainingRuns(SyncAPIResource[M]):
 
         self._plain_only("iter")
 
-        def fetch(offset: int, limit: int) -> tuple[list[TrainingRun], int | None]:
+        def fetch(offset: int, limit: int) -> tuple[list[TrainingRun], int | None, int | None]:
             page = self.list(limit=limit, offset=offset, access_scope=access_scope, **overrides)
-            return page.training_runs, page.cursor.total_count
+            return page.training_runs, page.cursor.total_count, page.cursor.offset
 
         return iterate_pages(fetch, limit=limit, offset=offset, max_items=max_items)
