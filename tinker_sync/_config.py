@@ -20,6 +20,8 @@ import ssl
 import time
 from dataclasses import dataclass
 
+from ._exceptions import mask_credentials
+
 __all__ = [
     "ArchiveLimits",
     "CredentialSource",
@@ -360,6 +362,16 @@ class ProxyRules:
     def source(self, scheme: str) -> str:
         """Where the proxy for ``scheme`` came from: an environment variable or ``proxy=``."""
         return dict(self.sources).get(scheme, "proxy=")
+
+    def __repr__(self) -> str:
+        shown = {
+            k: None if v is None else mask_credentials(v)
+            for k, v in (("http", self.http), ("https", self.https))
+        }
+        return (
+            f"ProxyRules(http={shown['http']!r}, https={shown['https']!r}, no_proxy={self.no_proxy!r}, "
+            f"sources={self.sources!r})"
+        )
 
 
 def _proxy_env(name: str) -> tuple[str | None, str]:

@@ -150,7 +150,7 @@ class ClientCore:
         )
 
     def __repr__(self) -> str:
-        return f"<tinker_sync.{type(self).__name__} base_url={self.base_url!r}>"
+        return f"<tinker_sync.{type(self).__name__} base_url={mask_url(self.base_url)!r}>"
 
     @property
     def max_connections(self) -> int:

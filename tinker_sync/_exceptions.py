@@ -29,11 +29,14 @@
 
 Rules: every class is picklable (the live ``response`` and ``request``
 objects, which hold sockets, are dropped on the way); ``status_error_class``
-is the one status -> class table.
+is the one status -> class table. No message holds a URL's credentials: every
+string argument and ``message`` pass ``mask_credentials`` when the error is made,
+so ``str()``, ``repr()``, tracebacks and pickles show ``user:***@host``.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 __all__ = [
@@ -61,6 +64,7 @@ __all__ = [
     "TinkerError",
     "UnprocessableEntityError",
     "UnsafeArchiveError",
+    "mask_credentials",
     "status_error_class",
 ]
 
@@ -75,8 +79,39 @@ def _restore(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, A
     return exc
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def mask_credentials(text: str) -> str:
+    """``text`` with the credentials of every URL in it masked: from ``scheme://`` to the last ``@``
+    before the next whitespace (a proxy password may hold an unencoded ``/ # ? @ :``), all becomes
+    ``***`` but a plain user name before a ``:`` (``user:***@host``, or ``***@host``)."""
+    if "@" not in text:
+        return text
+    out: list[str] = []
+    done = 0
+    for match in _SCHEME.finditer(text):
+        start = match.end()
+        if match.start() < done:
+            continue
+        end = start
+        while end < len(text) and not text[end].isspace():
+            end += 1
+        at = text.rfind("@", start, end)
+        if at < 0:
+            continue
+        user, colon, _ = text[start:at].partition(":")
+        plain = colon and not any(c in user for c in "/#?@")  # else the "user" holds password bytes
+        out += [text[done:start], f"{user}:***" if plain else "***"]
+        done = at
+    return "".join(out) + text[done:]
+
+
 class TinkerError(Exception):
     """Base class of every error raised by tinker_sync."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(mask_credentials(a) if isinstance(a, str) else a for a in args))
 
     def __reduce__(self) -> tuple[Any, ...]:
         state = {k: (None if k in _UNPICKLABLE else v) for k, v in self.__dict__.items()}
@@ -94,7 +129,7 @@ class APIError(TinkerError):
 
     def __init__(self, message: str, request: Any = None, *, body: object | None = None) -> None:
         super().__init__(message)
-        self.message = message
+        self.message = mask_credentials(message)
         self.request = request
         self.body = body
 
@@ -225,7 +260,7 @@ class RequestFailedError(TinkerError):
 
     def __init__(self, message: str, request_id: str, category: str) -> None:
         super().__init__(message)
-        self.message = message
+        self.message = mask_credentials(message)
         self.request_id = request_id
         self.category = category
 

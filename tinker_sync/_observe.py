@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 from urllib.parse import parse_qsl, unquote, unquote_plus, urlencode, urlsplit, urlunsplit
 
+from ._exceptions import mask_credentials
+
 __all__ = [
     "HOOK_NAMES",
     "ErrorInfo",
@@ -29,6 +31,7 @@ __all__ = [
     "StreamEndInfo",
     "dump",
     "emit",
+    "MaskCredentials",
     "mask_headers",
     "mask_url",
     "redact",
@@ -139,36 +142,36 @@ def mask_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: (MASK if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}
 
 
-def _mask_userinfo(netloc: str) -> str:
-    """``user:pw@host`` -> ``user:***@host``; a user alone (often a token) -> ``***@host``."""
-    userinfo, at, host = netloc.rpartition("@")
-    if not at:
-        return netloc
-    user, colon, _ = userinfo.partition(":")
-    return f"{user}:{MASK}@{host}" if colon else f"{MASK}@{host}"
-
-
 def mask_url(url: str) -> str:
-    """``url`` with its secrets replaced by ``***``: signature-like query values and the password
-    of a ``user:password@`` (a proxy's credentials); a URL that does not parse loses its whole query."""
+    """``url`` with its secrets replaced by ``***``: signature-like query values and everything
+    between ``scheme://`` and the last ``@`` but a user name (``mask_credentials``: a proxy's
+    password may hold an unencoded ``/ # ? @ :``); a URL that does not parse loses its whole query."""
+    url = mask_credentials(url)
     try:
         parts = urlsplit(url)
     except ValueError:
         base, sep, _ = url.partition("?")
-        if "@" in base:
-            scheme, slashes, rest = base.partition("://")
-            netloc, slash, path = rest.partition("/")
-            base = scheme + slashes + _mask_userinfo(netloc) + slash + path if slashes else MASK
         return base + (f"?{MASK}" if sep else "")
-    masked = "@" in parts.netloc
-    if masked:
-        parts = parts._replace(netloc=_mask_userinfo(parts.netloc))
     if not parts.query:
-        return urlunsplit(parts) if masked else url
+        return url
     query = [
         (k, MASK if _SECRET_QUERY.search(k) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
     ]
     return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
+
+
+class MaskCredentials(logging.Filter):
+    """A filter for the ``tinker_sync`` logger: no log line shows a URL's credentials."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_credentials(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+log.addFilter(MaskCredentials())  # once, when the package first logs through this module
 
 
 def shown_url(url: str, limit: int = 300) -> str:

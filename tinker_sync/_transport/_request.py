@@ -62,9 +62,10 @@ def check_url(url: str) -> Url:
     try:
         parts = parse_url(url)
     except LocationParseError as exc:
-        # urllib3 may quote the whole URL (a signature in it too): say why without it
+        # urllib3 may quote the whole URL (a signature in it too), or a piece of a password
+        # holding a "/": say why without it
         detail = str(exc)
-        if url in detail or len(detail) > 200:
+        if url in detail or len(detail) > 200 or "@" in url:
             detail = "Failed to parse: a host or port that is not valid"
         raise InvalidRequestError(f"Invalid URL {shown}: {detail}") from None
     if (parts.scheme or "").lower() not in DEFAULT_PORTS:

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import auth, checkpoint, demo, download, model, run, session
-from ._common import EXIT_PARTIAL, EXIT_SYNCED, PROG, Command, version
+from ._common import EXIT_PARTIAL, EXIT_SYNCED, PROG, Command, add_max_retries, version
 from ._progress import ProgressReporter, format_size
 
 __all__ = ["EXIT_PARTIAL", "EXIT_SYNCED", "ProgressReporter", "build_parser", "format_size", "main"]
@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # After the command, the options default to nothing, so that they never undo those given before it.
     common = options(argparse.ArgumentParser(add_help=False), argparse.SUPPRESS, argparse.SUPPRESS)
+    add_max_retries(common)  # every command talks to a server: every command takes --max-retries
     parser = options(
         argparse.ArgumentParser(prog=PROG, description="A synchronous, streaming-first Tinker API client."),
         "table",

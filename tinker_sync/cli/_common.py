@@ -213,7 +213,8 @@ def add_connections(parser: argparse.ArgumentParser) -> None:
 
 
 def add_max_retries(parser: argparse.ArgumentParser) -> None:
-    """``--max-retries N``: for the commands that download (read by ``client_from``)."""
+    """``--max-retries N``: for every command (read by ``client_from``), through the options all
+    subcommands share."""
     parser.add_argument(
         "--max-retries",
         type=_retries_arg,

@@ -19,7 +19,6 @@ from ._common import (
     AddCommand,
     add_connections,
     add_limit,
-    add_max_retries,
     client_from,
     collect,
     diagnostics,
@@ -128,12 +127,11 @@ def _cmd_checkpoint_sync(args: argparse.Namespace) -> int:
 
 
 def _cmd_checkpoint_list(args: argparse.Namespace) -> int:
-    from .._client import Client
     from ..resources.types import Checkpoint
 
     run_id = args.run or args.run_id
     total: int | None = None
-    with Client() as client:
+    with client_from(args) as client:
         if run_id:
             found = client.checkpoints.list_for_run(run_id).checkpoints
         else:
@@ -169,11 +167,10 @@ def _cmd_checkpoint_list(args: argparse.Namespace) -> int:
 def _cmd_checkpoint_info(args: argparse.Namespace) -> int:
     import msgspec
 
-    from .._client import Client
     from ..resources._paths import parse_tinker_path
 
     path = parse_tinker_path(args.tinker_path)
-    with Client() as client:
+    with client_from(args) as client:
         checkpoint = client.checkpoints.get(args.tinker_path)
         run = client.training_runs.get(path.run, access_scope="accessible")
     rows = [
@@ -242,7 +239,6 @@ def register(commands: Any, command: AddCommand) -> None:
     )
     ck_download.add_argument("--force", action="store_true", help="replace an existing download")
     add_connections(ck_download)
-    add_max_retries(ck_download)
     checkpoint_manage.register(checkpoint_commands, command)  # publish, unpublish, set-ttl, delete
     ck_sync = command(
         checkpoint_commands,
@@ -276,4 +272,3 @@ def register(commands: Any, command: AddCommand) -> None:
         "--prune", action="store_true", help="remove local checkpoints the server no longer lists"
     )
     add_connections(ck_sync)
-    add_max_retries(ck_sync)

@@ -12,7 +12,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from ._common import AddCommand, add_max_retries, client_from, emit
+from ._common import AddCommand, client_from, emit
 
 EXAMPLES = """examples:
   tinker-sync checkpoint publish tinker://run-1/sampler_weights/final
@@ -134,7 +134,6 @@ def register(group: Any, command: AddCommand) -> None:
     ):
         sub = command(group, name, func, help=text, **fmt)
         sub.add_argument("tinker_path", type=_path, metavar="TINKER_PATH")
-        add_max_retries(sub)
     ttl = command(
         group, "set-ttl", _cmd_set_ttl, help="set (--ttl N) or remove (--remove) a checkpoint's expiry", **fmt
     )
@@ -143,7 +142,6 @@ def register(group: Any, command: AddCommand) -> None:
         "--ttl", type=_ttl, metavar="SECONDS", help="expire this many seconds from now (1 hour to 10 years)"
     )
     ttl.add_argument("--remove", action="store_true", help="remove the expiry")
-    add_max_retries(ttl)
     delete = command(group, "delete", _cmd_delete, help="delete checkpoints permanently", **fmt)
     delete.add_argument("paths", nargs="*", type=_path, metavar="TINKER_PATH")
     delete.add_argument("--run-id", metavar="RUN_ID", help="every checkpoint of this run (with the filters)")
@@ -151,4 +149,3 @@ def register(group: Any, command: AddCommand) -> None:
     delete.add_argument("--before", type=_date, metavar="DATE", help="created before (ISO 8601, UTC)")
     delete.add_argument("--after", type=_date, metavar="DATE", help="created after (ISO 8601, UTC)")
     delete.add_argument("-y", "--yes", action="store_true", help="do not ask")
-    add_max_retries(delete)

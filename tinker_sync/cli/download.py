@@ -14,7 +14,6 @@ from typing import Any
 from ._common import (
     AddCommand,
     add_connections,
-    add_max_retries,
     client_from,
     diagnostics,
     kept,
@@ -106,4 +105,3 @@ def register(commands: Any, command: AddCommand) -> None:
         "--sha256", type=_sha256_arg, metavar="HEX", help="the expected SHA-256 of the file"
     )
     add_connections(download)
-    add_max_retries(download)

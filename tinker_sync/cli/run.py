@@ -5,16 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from ._common import AddCommand, add_access_scope, add_limit, collect, emit, lora, more, when
+from ._common import AddCommand, add_access_scope, add_limit, client_from, collect, emit, lora, more, when
 
 if TYPE_CHECKING:
     from ..resources.types import TrainingRun
 
 
 def _cmd_run_list(args: argparse.Namespace) -> int:
-    from .._client import Client
 
-    with Client() as client:
+    with client_from(args) as client:
 
         def fetch(offset: int, size: int) -> tuple[list[TrainingRun], int | None, int | None]:
             page = client.training_runs.list(limit=size, offset=offset, access_scope=args.access_scope)
@@ -39,9 +38,8 @@ def _cmd_run_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_run_info(args: argparse.Namespace) -> int:
-    from .._client import Client
 
-    with Client() as client:
+    with client_from(args) as client:
         run = client.training_runs.get(args.run_id, access_scope=args.access_scope)
     rows = [
         ["Run ID", run.training_run_id],

@@ -9,7 +9,7 @@ import argparse
 import os
 from typing import Any
 
-from ._common import AddCommand, add_max_retries, client_from, diagnostics, emit, kept, out_of_retries, say_to
+from ._common import AddCommand, client_from, diagnostics, emit, kept, out_of_retries, say_to
 from ._progress import ProgressReporter
 
 EXAMPLES = """examples:
@@ -65,4 +65,3 @@ def register(commands: Any, command: AddCommand) -> None:
         "-o", "--output", metavar="FILE", help="where to save it (default: ./SESSION_ID.pftrace)"
     )
     export.add_argument("--url-only", action="store_true", help="print the signed download URL instead")
-    add_max_retries(export)

@@ -14,6 +14,7 @@ split it and the API key would reach the route it names instead.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable
 from typing import NamedTuple
 from urllib.parse import quote, unquote
 
@@ -40,18 +41,15 @@ class TinkerPath(NamedTuple):
     def dir_name(self) -> str:
         """The download directory's name, ``RUN_KIND_NAME``: one name per path, never another's.
 
-        Injective: the run's ``_`` and ``%`` are written ``%5F`` and ``%25`` (so its first ``_``
-        ends it, and no kind is a prefix of another); a leading ``.`` of the run is ``%2E`` and a
-        name's ``%`` and the ``.`` of a final ``.lock`` are escaped too, so no checkpoint's directory
-        is another's lock (``X.lock``) or temporary (``.X.partial``) file. Plain ids
-        (``run-1_weights_step 10``) read as before.
+        Injective: the run's ``_`` is written ``%5F`` (so its first ``_`` ends it, and no kind is
+        a prefix of another), a leading ``.`` of the run ``%2E`` and the ``.`` of a name's final
+        ``.lock`` ``%2E`` too, so no checkpoint's directory is another's lock (``X.lock``) or
+        temporary (``.X.partial``) file; a ``%`` that would read as one of these escapes is
+        ``%25``. Every other id reads as it is (``run-1_weights_step 10``, ``r_weights_100%``).
         """
-        run = self.run.replace("%", "%25").replace("_", "%5F")
-        if run.startswith("."):
-            run = "%2E" + run[1:]
-        name = self.name.replace("%", "%25")
-        if name.endswith(".lock"):
-            name = name[: -len(".lock")] + "%2Elock"
+        lock = len(self.name) - len(".lock") if self.name.endswith(".lock") else -1
+        run = _escaped(self.run, lambda i, c: c == "_" or (i == 0 and c == "."))
+        name = _escaped(self.name, lambda i, c: i == lock)
         return f"{run}_{self.kind}_{name}"
 
     @property
@@ -64,6 +62,23 @@ class TinkerPath(NamedTuple):
 
     def __str__(self) -> str:
         return f"tinker://{self.run}/{self.kind}/{self.name}"
+
+
+_ESCAPES = {"%": "%25", "_": "%5F", ".": "%2E"}
+
+
+def _escaped(text: str, special: Callable[[int, str], bool]) -> str:
+    """``text`` with the characters ``special(index, char)`` picks written as ``_ESCAPES`` say, and
+    each ``%`` that starts one of those escapes written ``%25``: read left to right, one text only."""
+    out = []
+    for i, c in enumerate(text):
+        if c == "%" and text[i + 1 : i + 3].upper() in ("25", "5F", "2E"):
+            out.append("%25")
+        elif special(i, c):
+            out.append(_ESCAPES[c])
+        else:
+            out.append(c)
+    return "".join(out)
 
 
 def _readings(value: str) -> set[str]:
