@@ -45,6 +45,8 @@ class Front:
                     front.hits.append(self.path)
                     status, data = answer(dict(parse_qsl(parts.query)), front.get)
                     self.send_response(status)
+                    if status >= 500:
+                        self.send_header("Retry-After", "0")  # tests of retries need not wait
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()

@@ -25,6 +25,7 @@ from typing import Any, BinaryIO, NamedTuple, Protocol
 from ._exceptions import DownloadIntegrityError
 
 __all__ = [
+    "check_expected",
     "CHECKSUM_HEADERS",
     "HASH_READ_SIZE",
     "Checksum",
@@ -139,6 +140,24 @@ def served_transformed(headers: Mapping[str, str]) -> str | None:
     if any(warning.strip().startswith("214") for warning in (headers.get("warning") or "").split(",")):
         return "a proxy transformed the body (Warning: 214)"
     return None
+
+
+def check_expected(expected_size: object, expected_sha256: object, progress: object = None) -> None:
+    """Refuse, before anything is sent, what a download is told to expect when it cannot be right:
+    an ``expected_size`` that is not a whole number of bytes, an ``expected_sha256`` that is not
+    64 hex digits, a ``progress`` that cannot be called.
+
+    Raises:
+        ValueError, TypeError: saying which argument, and what it should be.
+    """
+    if expected_size is not None and (type(expected_size) is not int or expected_size < 0):
+        raise ValueError(f"expected_size must be a whole number of bytes (0 or more), got {expected_size!r}")
+    if expected_sha256 is not None and (
+        not isinstance(expected_sha256, str) or not _HEX64.match(expected_sha256.strip())
+    ):
+        raise ValueError(f"expected_sha256 must be 64 hex digits, got {expected_sha256!r}")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be callable as progress(downloaded, total), got {progress!r}")
 
 
 def checksums_from(headers: Mapping[str, str], expected_sha256: str | None = None) -> list[Checksum]:

@@ -132,6 +132,9 @@ class ClientCore:
         self._api_prefix = urlsplit(self.base_url).path.rstrip("/") + "/api/"
         self._origin = origin_of(self.base_url)
         self.timeout = Timeout.coerce(timeout)
+        for name, value, least in (("max_retries", max_retries, 0), ("pool_maxsize", pool_maxsize, 1)):
+            if type(value) is not int or value < least:  # now, not after a connect
+                raise ValueError(f"{name} must be an integer of {least} or more, got {value!r}")
         self.max_retries = max_retries
         # Read once, as every environment setting (TINKER_*, CLOUDFLARE_ACCESS_*).
         self.default_headers = {**cloudflare_headers(), **(default_headers or {})}
@@ -373,7 +376,10 @@ class ClientCore:
             budget.max_retries,
             reason,
         )
-        emit(self.event_hooks, "retry", RetryInfo(request.method, url, budget.attempts, reason, wait))
+        info = RetryInfo(
+            request.method, url, budget.attempts, reason, wait, budget.failures, budget.max_retries
+        )
+        emit(self.event_hooks, "retry", info)
         self._sleep(wait)
         return True
 

@@ -35,7 +35,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from ._base_client import BaseClient
-from ._checksums import Checksum, checksums_from, headers_from
+from ._checksums import Checksum, check_expected, checksums_from, headers_from
 from ._continuation import continuation_problem, parse_content_range, strong_etag, url_expiry
 from ._exceptions import APIConnectionError, APIStatusError
 from ._files import PartFile, PartState, destination
@@ -80,6 +80,7 @@ def download(
     for the whole download: every request and byte over every connection.
     """
     check_connections(connections)
+    check_expected(expected_size, expected_sha256, progress)
     url = client.build_url(url_or_path)
     part = PartFile(destination(dest, url))
     if budget is None:

@@ -72,13 +72,19 @@ class ResponseInfo:
 
 @dataclass(frozen=True)
 class RetryInfo:
-    """Hook ``retry``: attempt number ``attempt`` failed and will be retried after ``wait`` seconds."""
+    """Hook ``retry``: attempt number ``attempt`` failed and will be retried after ``wait`` seconds.
+
+    ``failures``: the failures in a row since the last progress (this one included), of the
+    ``max_retries`` the call may spend before giving up (progress renews them).
+    """
 
     method: str
     url: str
     attempt: int
     reason: str
     wait: float
+    failures: int = 1
+    max_retries: int = 0
 
 
 @dataclass(frozen=True)

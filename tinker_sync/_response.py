@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeAlias
 
 from ._buffers import READ_SIZE, ReadBuffer
-from ._checksums import checksums_from
+from ._checksums import check_expected, checksums_from
 from ._continuation import (
     continuation_problem,
     parse_content_range,
@@ -463,6 +463,7 @@ class StreamedResponse:
             DownloadLockedError: another download of ``path`` holds its lock.
         """
         check_connections(connections)
+        check_expected(None, None, progress)
         part = PartFile(destination(path, self.url))
         self.as_served()
         with part.lock():

@@ -17,6 +17,9 @@ Rules:
 5. No ``ssl.SSLContext`` until an ``https://`` connection needs one; then the
    one of the client's trust setting, shared by every client of the process
    (``_tls.shared_context``); certificate errors become one line naming the host.
+6. A forked child never shares a connection with its parent: an at-fork handler
+   gives every transport (direct, proxied, TLS) fresh pools in the child, and a
+   pid check where the pools are used catches a fork that ran no handler.
 
 The rooms, along urllib3's own lines: ``_request`` (what is sent, URL and
 header checks), ``_errors`` (error mapping), ``_tls`` (the TLS context),
@@ -31,6 +34,7 @@ import ssl
 import threading
 import time
 import warnings
+import weakref
 from typing import Any
 
 from urllib3.util.request import ACCEPT_ENCODING
@@ -64,6 +68,19 @@ __all__ = [
 DEFAULT_POOL_MAXSIZE = 32
 
 
+# Every live transport, so that a forked child gives each fresh pools before it sends anything.
+_transports: weakref.WeakSet[Transport] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    watchdog.reset()
+    for transport in list(_transports):
+        transport.forked()
+
+
+os.register_at_fork(after_in_child=lambda: _after_fork_in_child())  # looked up at each fork: tests replace it
+
+
 class Transport:
     """urllib3 pool managers, thread-safe, one transport per client: one for direct
     connections and one per proxy URL (made on first use), sharing one TLS context.
@@ -89,6 +106,8 @@ class Transport:
         self._lock = threading.Lock()
         self._context: ssl.SSLContext | None = None
         self._managers: dict[str | None, PoolManager] = {}
+        self._pid = os.getpid()
+        _transports.add(self)
         for scheme in ("http", "https"):  # refuse a bad proxy now, not at the first request
             proxy = getattr(self.proxies, scheme)
             if proxy is not None:
@@ -100,6 +119,8 @@ class Transport:
                 InsecureRequestWarning,
                 stacklevel=3,
             )
+        elif isinstance(verify, TLS) and verify.extra_ca is not None:
+            check_path(os.fspath(verify.extra_ca), "TLS(extra_ca=...)")
         elif not isinstance(verify, (bool, ssl.SSLContext, TLS)):
             check_path(os.fspath(verify), "verify")
 
@@ -124,7 +145,17 @@ class Transport:
         scheme, host, port = origin_of(url)
         return self.proxies.select(scheme, host, port)
 
+    def forked(self) -> None:
+        """Start afresh in a forked child: new pools, a new lock. The parent's connections are
+        left alone (neither used nor shut down: the parent may be reading from them right now),
+        and its lock, which another of its threads may have held at the fork, is not taken."""
+        self._lock = threading.Lock()
+        self._managers = {}
+        self._pid = os.getpid()
+
     def _manager(self, url: str) -> tuple[PoolManager, str | None]:
+        if self._pid != os.getpid():  # forked by a path that ran no at-fork handler (a C fork())
+            self.forked()
         scheme, host, port = origin_of(url)
         proxy = self.proxies.select(scheme, host, port)
         with self._lock:

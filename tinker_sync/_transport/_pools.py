@@ -18,6 +18,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -43,16 +44,26 @@ log = logging.getLogger("tinker_sync")
 
 
 class _Watchdog:
-    """Shuts down the sockets of calls past their deadline. One thread, started on first use."""
+    """Shuts down the sockets of calls past their deadline. One thread, started on first use.
+
+    A forked child starts with a watchdog of its own (``reset``): the parent's thread is not
+    there, and the sockets it armed are the parent's, never to be shut down from the child.
+    """
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
         self._heap: list[tuple[float, int, HTTPConnection]] = []
         self._armed: dict[int, int] = {}  # id(conn) -> the entry's sequence number
         self._cond = threading.Condition()
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
 
     def arm(self, conn: HTTPConnection, deadline: float) -> None:
+        if self._pid != os.getpid():  # forked by a path that ran no at-fork handler
+            self.reset()
         with self._cond:
             seq = next(self._seq)
             self._armed[id(conn)] = seq

@@ -17,6 +17,7 @@ from ._progress import format_size
 if TYPE_CHECKING:
     from .._client import Client
     from .._exceptions import TinkerError
+    from .._observe import RetryInfo
 
 PROG = "tinker-sync"
 X = TypeVar("X")
@@ -145,9 +146,21 @@ def client_from(args: argparse.Namespace, *, handshake: bool = False) -> Client:
     from .._config import max_retries_from_env
 
     retries = args.max_retries if args.max_retries is not None else max_retries_from_env()
+    hooks: dict[str, list[Callable[[Any], object]]] = {} if args.quiet else {"retry": [say_retry]}
     if retries is None:
-        return Client(handshake=handshake)
-    return Client(max_retries=retries, handshake=handshake)
+        return Client(event_hooks=hooks, handshake=handshake)  # type: ignore[arg-type]  # a dict of lists is an EventHooks
+    return Client(max_retries=retries, event_hooks=hooks, handshake=handshake)  # type: ignore[arg-type]
+
+
+def say_retry(info: RetryInfo) -> None:
+    """One line on stderr per retry, resume or reconnect, as curl --retry and pip print them:
+    ``Retrying in 2.3 s (attempt 3 of 11): connection refused``."""
+    reason = " ".join(str(info.reason).split())
+    print(
+        f"{PROG}: Retrying in {info.wait:.1f} s (attempt {info.failures + 1} of {info.max_retries + 1}): {reason}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def out_of_retries(exc: BaseException) -> bool:

@@ -47,7 +47,12 @@ from typing import Protocol
 
 from .._base_client import BaseClient
 from .._download import download as download_file
-from .._exceptions import APIConnectionError, APIResponseValidationError, APIStatusError, UnsafeArchiveError
+from .._exceptions import (
+    APIResponseValidationError,
+    APIStatusError,
+    DownloadIntegrityError,
+    UnsafeArchiveError,
+)
 from .._files import target_lock
 from .._receiver import Progress
 from .._response import Connections
@@ -247,11 +252,17 @@ class CheckpointDownload:
                 progress(done, total)
             _check_whole(path, len(urls), done, done, total)
             progress(done, total if total is not None else done)
-        except (APIConnectionError, KeyboardInterrupt):
-            log.info("Keeping %s: a re-run resumes its partial files", partial)
-            raise
-        except BaseException:
+        except (DownloadIntegrityError, UnsafeArchiveError):  # verified bad: nothing in it to resume
             remove(partial)
+            raise
+        except APIStatusError as exc:
+            if exc.status_code in (404, 410):  # the store says the file is gone: nothing to resume
+                remove(partial)
+            else:
+                log.info("Keeping %s: a re-run resumes its partial files", partial)
+            raise
+        except BaseException:  # anything else (a broken pipe, Ctrl-C, a full disk, a bug): resumable
+            log.info("Keeping %s: a re-run resumes its partial files", partial)
             raise
         return partial
 

@@ -1,0 +1,181 @@
+"""Forked children never share a connection: a client made (and used) before ``os.fork()`` gives
+the parent and every child their own connections, so each answer goes to the request that asked
+for it. Direct, TLS and proxied transports; ``os.fork`` by hand, ``ProcessPoolExecutor`` with the
+fork context, and a fork that runs no at-fork handler (the pid check at the point of use).
+
+Every request carries a token the server echoes back; a crossed answer shows a wrong token.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import ssl
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+import trustme
+
+from tinker_sync import Client
+from tinker_sync.testing import ForwardProxy, MockTinkerServer
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="forking a threaded process: Linux only")
+
+API_KEY = "tml-test-key"
+CHILDREN = 4
+REQUESTS = 200
+
+_client: Client | None = None  # the client a pool worker inherits (made before the fork)
+
+
+def _ask(client: Client, who: str, count: int) -> list[str]:
+    """``count`` requests with distinct tokens; what went wrong (empty: every answer was its own)."""
+    wrong = []
+    for i in range(count):
+        token = f"{who}-{i}"
+        try:
+            answer = client.get("/test/echo", params={"token": token}, cast_to=dict)
+        except Exception as exc:  # noqa: BLE001 - reported, not raised: the caller counts them
+            wrong.append(f"{token}: {type(exc).__name__}: {exc}")
+            continue
+        if answer["query"].get("token") != token:
+            wrong.append(f"{token}: got the answer to {answer['query'].get('token')}")
+    return wrong
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(params=["direct", "tls", "proxied"])
+def make_client(request, ca, tmp_path) -> Iterator:
+    """A factory of clients for one transport kind, with its server (and proxy) running."""
+    kind = request.param
+    context = None
+    if kind == "tls":
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    with MockTinkerServer(ssl_context=context) as server:
+        proxy = ForwardProxy() if kind == "proxied" else None
+        try:
+            if proxy is not None:
+                proxy.__enter__()
+
+            def make() -> Client:
+                return Client(
+                    api_key=API_KEY,
+                    base_url=server.url,
+                    verify=str(ca_file) if kind == "tls" else True,
+                    proxy=None if proxy is None else proxy.url,
+                    trust_env=False,
+                    max_retries=0,
+                )
+
+            yield make
+        finally:
+            if proxy is not None:
+                proxy.__exit__(None, None, None)
+
+
+def _fork_children(client: Client, count: int, requests: int) -> list[tuple[int, int]]:
+    """Fork ``count`` children that each ask ``requests`` times; their pids and read ends."""
+    children = []
+    for n in range(count):
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report through the pipe, leave without pytest's cleanup
+            try:
+                os.close(read)
+                wrong = _ask(client, f"child{n}", requests)
+                os.write(write, json.dumps(wrong).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        children.append((pid, read))
+    return children
+
+
+def _collect(children: list[tuple[int, int]]) -> list[str]:
+    wrong = []
+    for pid, read in children:
+        with os.fdopen(read, "rb") as f:
+            data = f.read()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        wrong += json.loads(data or b'["no report"]')
+    return wrong
+
+
+def test_parent_and_children_at_once_never_get_each_others_answers(make_client):
+    with make_client() as client:
+        assert _ask(client, "warm", 3) == []  # the pool now holds an idle connection
+        children = _fork_children(client, CHILDREN, REQUESTS)
+        parent_wrong = _ask(client, "parent", REQUESTS)
+        wrong = _collect(children)
+    assert parent_wrong == [] and wrong == []
+
+
+def test_a_parent_busy_in_threads_at_the_fork(make_client):
+    """Threads of the parent are mid-request when it forks: the child takes none of their
+    connections (nor their pool lock)."""
+    with make_client() as client:
+        stop = threading.Event()
+        wrong: list[str] = []
+
+        def busy(n: int) -> None:
+            while not stop.is_set():
+                wrong.extend(_ask(client, f"thread{n}", 5))
+
+        threads = [threading.Thread(target=busy, args=(n,)) for n in range(3)]
+        for thread in threads:
+            thread.start()
+        try:
+            children = _fork_children(client, CHILDREN, REQUESTS // 2)
+            wrong += _collect(children)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+    assert wrong == []
+
+
+def _pool_work(n: int) -> list[str]:
+    assert _client is not None
+    return _ask(_client, f"worker{os.getpid()}-{n}", REQUESTS // 4)
+
+
+def test_a_process_pool_with_the_fork_context_and_a_client_made_before(make_client):
+    global _client
+    with make_client() as client:
+        _client = client
+        try:
+            assert _ask(client, "warm", 3) == []
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(max_workers=CHILDREN, mp_context=context) as pool:
+                futures = [pool.submit(_pool_work, n) for n in range(CHILDREN * 2)]
+                parent_wrong = _ask(client, "parent", REQUESTS)
+                wrong = [w for future in futures for w in future.result(timeout=300)]
+        finally:
+            _client = None
+    assert parent_wrong == [] and wrong == []
+
+
+def test_a_fork_without_at_fork_handlers_is_caught_where_the_pool_is_used(make_client, monkeypatch):
+    """A C library's fork() runs no Python at-fork handler: the pid check at the point of use
+    gives the child fresh pools all the same."""
+    import tinker_sync._transport as transport_module
+
+    monkeypatch.setattr(transport_module, "_after_fork_in_child", lambda: None)
+    with make_client() as client:
+        assert _ask(client, "warm", 3) == []
+        children = _fork_children(client, 2, REQUESTS // 2)
+        parent_wrong = _ask(client, "parent", REQUESTS // 2)
+        wrong = _collect(children)
+    assert parent_wrong == [] and wrong == []
