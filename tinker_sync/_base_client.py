@@ -75,6 +75,9 @@ class BaseClient(ClientCore):
         pool_maxsize: connections kept alive per host.
         max_event_size: the longest SSE line, and the most data one event may
             hold, in bytes (default 16 MiB); past it ``SSEDecodeError``.
+        max_response_size: the most bytes a non-streamed call (a typed or JSON
+            answer) reads (default 64 MiB); past it ``ResponseTooLargeError``,
+            the connection discarded. Per call: ``client.with_options(max_response_size=...)``.
         archive_limits: what extracting a checkpoint archive may create
             (``ArchiveLimits``: members, bytes, name length).
         proxy: an HTTP proxy for every request (``http://user:password@host:port``);

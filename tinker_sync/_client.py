@@ -113,7 +113,7 @@ class Client(BaseClient, APIResources[Parsed]):
 
     Args: see ``BaseClient`` (api_key, base_url, timeout, max_retries,
     default_headers, event_hooks, dump_headers, pool_maxsize,
-    max_event_size, proxy, verify, trust_env, sleep).
+    max_event_size, max_response_size, proxy, verify, trust_env, sleep).
 
     Resources: ``client.health``, ``server``, ``training_runs``,
     ``checkpoints``, ``sessions``, ``futures``, ``sampling``; each method has
@@ -144,6 +144,7 @@ class Client(BaseClient, APIResources[Parsed]):
         timeout: float | Timeout | None = None,
         max_retries: int | None = None,
         default_headers: Mapping[str, str] | None = None,
+        max_response_size: int | None = None,
     ) -> Client:
         """A copy of this client with other defaults, sharing its connection pools (and its TLS
         context, hooks and settings): cheap enough to make per call or per task.
@@ -153,12 +154,18 @@ class Client(BaseClient, APIResources[Parsed]):
             max_retries: the copy's retry budget per call.
             default_headers: headers for every API request of the copy, over
                 this client's defaults (a header given here wins).
+            max_response_size: the most bytes a non-streamed call of the copy reads, for one
+                large answer: ``client.with_options(max_response_size=1 << 30).checkpoints.list(run)``.
 
         Closing the copy closes the shared pools: close the client you made first.
         """
+        if max_response_size is not None and (type(max_response_size) is not int or max_response_size < 1):
+            raise ValueError(f"max_response_size must be an integer of 1 or more, got {max_response_size!r}")
         clone = copy.copy(self)
         for name in _CACHED:
             clone.__dict__.pop(name, None)
+        if max_response_size is not None:
+            clone.max_response_size = max_response_size
         if timeout is not None:
             clone.timeout = Timeout.coerce(timeout)
         if max_retries is not None:

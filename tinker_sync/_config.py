@@ -27,6 +27,7 @@ __all__ = [
     "CredentialSource",
     "DEFAULT_BASE_URL",
     "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_MAX_RESPONSE_SIZE",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_READ_TIMEOUT",
     "TLS",
@@ -52,6 +53,11 @@ DEFAULT_BASE_URL = "https://tinker.thinkingmachines.dev/services/tinker-prod"
 DEFAULT_READ_TIMEOUT = 60.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_MAX_RETRIES = 10
+# The most bytes a non-streamed call (a typed or JSON answer) reads into memory. The largest real
+# page (a list of 1,000 checkpoints with metadata) is well under 1 MiB: 64 MiB leaves room for any
+# real answer and stops a hostile or broken server (an endless chunked body) long before memory runs
+# out. Bodies meant to be large are streamed (``stream``, ``download``) and never meet this bound.
+DEFAULT_MAX_RESPONSE_SIZE = 64 << 20
 API_KEY_PREFIXES = ("tml-", "eyJ")
 
 

@@ -30,6 +30,7 @@ import msgspec
 
 from ._auth import Auth, is_invalid_token
 from ._config import (
+    DEFAULT_MAX_RESPONSE_SIZE,
     DEFAULT_MAX_RETRIES,
     DEFAULT_READ_TIMEOUT,
     ArchiveLimits,
@@ -116,6 +117,7 @@ class ClientCore:
         dump_headers: bool | None = None,
         pool_maxsize: int = DEFAULT_POOL_MAXSIZE,
         max_event_size: int = DEFAULT_MAX_SIZE,
+        max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
         archive_limits: ArchiveLimits = DEFAULT_ARCHIVE_LIMITS,
         proxy: str | None = None,
         verify: Verify = True,
@@ -132,7 +134,11 @@ class ClientCore:
         self._api_prefix = urlsplit(self.base_url).path.rstrip("/") + "/api/"
         self._origin = origin_of(self.base_url)
         self.timeout = Timeout.coerce(timeout)
-        for name, value, least in (("max_retries", max_retries, 0), ("pool_maxsize", pool_maxsize, 1)):
+        for name, value, least in (
+            ("max_retries", max_retries, 0),
+            ("pool_maxsize", pool_maxsize, 1),
+            ("max_response_size", max_response_size, 1),
+        ):
             if type(value) is not int or value < least:  # now, not after a connect
                 raise ValueError(f"{name} must be an integer of {least} or more, got {value!r}")
         self.max_retries = max_retries
@@ -142,6 +148,7 @@ class ClientCore:
         self.event_hooks = check_hooks(event_hooks)
         self.dump_headers = dump_headers_default() if dump_headers is None else dump_headers
         self.max_event_size = max_event_size
+        self.max_response_size = max_response_size
         self.archive_limits = archive_limits
         self._sleep = sleep
         self.trust_env = trust_env
@@ -334,7 +341,7 @@ class ClientCore:
                     finally:
                         del error  # no frame <-> traceback cycle keeping the response alive
                 if options.read_body:
-                    response.read()
+                    response.read_bounded(self.max_response_size)
             except APIConnectionError as exc:
                 if retry and self.backoff(budget, request, str(exc), cause=exc.cause):
                     continue

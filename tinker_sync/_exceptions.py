@@ -15,6 +15,7 @@
     |   +-- APIConnectionError            connect, reset, truncated body
     |   |   +-- APITimeoutError           connect / read / idle / total timeout
     |   +-- APIResponseValidationError    body does not fit ``cast_to``
+    |   +-- ResponseTooLargeError         a non-streamed body over ``max_response_size``
     |   +-- CheckpointNotReadyError       archive not prepared within the deadline
     +-- RequestFailedError(message, request_id, category)
     +-- InvalidRequestError               a request refused before sending (bad URL, CR/LF/NUL)
@@ -59,6 +60,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "RequestFailedError",
+    "ResponseTooLargeError",
     "SSEDecodeError",
     "StreamAlreadyConsumed",
     "TinkerError",
@@ -276,6 +278,22 @@ class InvalidRequestError(TinkerError, ValueError):
 
 class StreamAlreadyConsumed(TinkerError):
     """A streamed body was read after it had been consumed or closed."""
+
+
+class ResponseTooLargeError(APIError):
+    """A non-streamed call's body (a typed or JSON answer) is larger than ``max_response_size``.
+
+    Reading stopped at the limit and the connection was discarded. The message names the limit
+    and the option that sets it: ``Client(max_response_size=...)`` or, for some calls,
+    ``client.with_options(max_response_size=...)``; a body meant to be large is streamed.
+
+    Attributes:
+        limit: the limit, in bytes.
+    """
+
+    def __init__(self, message: str, request: Any = None, *, limit: int = 0) -> None:
+        super().__init__(message, request)
+        self.limit = limit
 
 
 class SSEDecodeError(TinkerError, ValueError):

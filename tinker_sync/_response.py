@@ -42,6 +42,7 @@ from ._event_stream import EventSource, EventStream
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
+    ResponseTooLargeError,
     StreamAlreadyConsumed,
 )
 from ._files import PartFile, destination
@@ -75,6 +76,16 @@ log = logging.getLogger("tinker_sync")
 # What a response needs of the client that sent it (or a URL signer), to resume a broken body and
 # to fetch more of it over other connections: a ``_receive.Sender`` of these responses.
 Sender: TypeAlias = "AnySender[StreamedResponse]"
+
+
+def _too_large(response: StreamedResponse, limit: int, what: str) -> ResponseTooLargeError:
+    return ResponseTooLargeError(
+        f"The response to {response.request.method} {mask_url(response.url)} is too large: {what}, over the "
+        f"limit of {limit} bytes (max_response_size; set it with Client(max_response_size=...) or "
+        "client.with_options(max_response_size=...), or stream the response)",
+        response.request,
+        limit=limit,
+    )
 
 
 # -- the response -----------------------------------------------------------------------------------
@@ -382,6 +393,31 @@ class StreamedResponse:
         """Read and return the whole body (cached: calling again returns the same bytes)."""
         if self._content is None:
             self._content = b"".join(self._iter_raw(READ_SIZE))
+        return self._content
+
+    def read_bounded(self, limit: int) -> bytes:
+        """Read the whole body, as ``read()``, but never more than ``limit`` bytes (decoded).
+
+        Raises:
+            ResponseTooLargeError: the body is longer (its Content-Length says so before any
+                byte is read, or it went past ``limit``); the connection is discarded, and
+                memory held stays near ``limit``.
+        """
+        if self._content is not None:
+            return self._content
+        length = self.headers.get("content-length", "").strip()
+        encoded = (self.headers.get("content-encoding") or "identity").strip().lower() != "identity"
+        if length.isdigit() and int(length) > limit and not encoded:
+            self.close()
+            raise _too_large(self, limit, f"it announces {int(length)} bytes")
+        body = bytearray()
+        for chunk in self._iter_raw(READ_SIZE):
+            if len(body) + len(chunk) > limit:
+                del body[:]
+                self.close()  # discarded, never drained: the rest may never end
+                raise _too_large(self, limit, f"more than {limit} bytes arrived")
+            body += chunk
+        self._content = bytes(body)
         return self._content
 
     def read_capped(self, limit: int) -> bytes:
