@@ -71,6 +71,14 @@ def _unverified_warnings() -> Iterator[None]:
         logger.removeHandler(handler)
 
 
+def _url_or_path_arg(value: str) -> str:
+    if value.startswith("tinker://"):
+        raise argparse.ArgumentTypeError(
+            f"{value} is a checkpoint path: download it with `tinker-sync checkpoint download {value} -o DIR`"
+        )
+    return value
+
+
 def _sha256_arg(value: str) -> str:
     text = value.strip().lower()
     if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
@@ -89,7 +97,10 @@ def register(commands: Any, command: AddCommand) -> None:
         "an interrupted run resumes where it stopped.",
     )
     download.add_argument(
-        "url_or_path", metavar="URL_OR_PATH", help="an absolute URL or a path under TINKER_BASE_URL"
+        "url_or_path",
+        type=_url_or_path_arg,
+        metavar="URL_OR_PATH",
+        help="an absolute URL or a path under TINKER_BASE_URL (a tinker:// path: checkpoint download)",
     )
     download.add_argument(
         "-o",

@@ -5,7 +5,18 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from ._common import AddCommand, add_access_scope, add_limit, client_from, collect, emit, lora, more, when
+from ._common import (
+    AddCommand,
+    add_access_scope,
+    add_limit,
+    client_from,
+    collect,
+    emit,
+    id_arg,
+    lora,
+    more,
+    when,
+)
 
 if TYPE_CHECKING:
     from ..resources.types import TrainingRun
@@ -67,5 +78,5 @@ def register(commands: Any, command: AddCommand) -> None:
     add_limit(run_list)
     add_access_scope(run_list)
     run_info = command(run_commands, "info", _cmd_run_info, help="show one training run")
-    run_info.add_argument("run_id", metavar="RUN_ID")
+    run_info.add_argument("run_id", type=id_arg, metavar="RUN_ID")
     add_access_scope(run_info)
