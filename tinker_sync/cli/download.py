@@ -4,51 +4,81 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._common import (
+    PROG,
     AddCommand,
     add_connections,
     client_from,
     diagnostics,
+    emit,
     kept,
     out_of_retries,
+    say_to,
 )
 from ._progress import ProgressReporter
+
+if TYPE_CHECKING:
+    from .._client import Client
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
     from .._exceptions import APIError
     from .._files import destination
 
-    label = os.path.basename(args.output) or args.output
-    with (
-        client_from(args) as client,
-        ProgressReporter(label, stream=diagnostics(args)) as reporter,
-        _unverified_warnings(),
-    ):
+    started = time.monotonic()
+    with client_from(args) as client, _unverified_warnings():
+        dest = destination(args.output, client.build_url(args.url_or_path))
+        part = Path(f"{dest}.part")
+        if dest.is_file() and not args.force:
+            checksum = _already_complete(client, args.url_or_path, dest, args.sha256)
+            if checksum is not None:
+                say_to(args)(
+                    f"{dest} is already complete ({dest.stat().st_size} bytes, {checksum[0]} verified "
+                    "against the server); --force downloads it again"
+                )
+                return _done(args, dest, checksum, resumed=0, started=started)
+        resumed = (
+            part.stat().st_size
+            if not args.no_resume and part.is_file() and _sidecar(part).is_file()
+            else None
+        )
+        if resumed:
+            say_to(args)(f"Resuming {dest} at byte {resumed} (a re-run of an interrupted download)")
+        label = os.path.basename(args.output) or args.output
         try:
-            path = client.download(
-                args.url_or_path,
-                args.output,
-                progress=reporter,
-                resume=not args.no_resume,
-                expected_sha256=args.sha256,
-                connections=args.connections,
-            )
+            with ProgressReporter(label, stream=diagnostics(args)) as reporter:
+                path = client.download(
+                    args.url_or_path,
+                    args.output,
+                    progress=reporter,
+                    resume=not args.no_resume,
+                    expected_sha256=args.sha256,
+                    connections=args.connections,
+                )
+                reporter.close()
+        except KeyboardInterrupt:
+            if part.is_file() and _sidecar(part).is_file():
+                print(
+                    f"{PROG}: interrupted; {part} ({part.stat().st_size} bytes) was kept: run the same "
+                    "command again to resume",
+                    file=sys.stderr,
+                )
+                raise SystemExit(130) from None
+            raise
         except APIError as exc:
-            dest = destination(args.output, client.build_url(args.url_or_path))
-            part = Path(f"{dest}.part")
-            if out_of_retries(exc) and part.is_file() and Path(f"{dest}.part.json").is_file():
+            if out_of_retries(exc) and part.is_file() and _sidecar(part).is_file():
                 raise kept(part, exc) from exc
             raise
-        reporter.summary(path, os.path.getsize(path))
-    return 0
+    return _done(args, path, ("sha256", _sha256(path)), resumed=resumed or 0, started=started)
 
 
 class _UnverifiedWarnings(logging.Handler):
@@ -69,6 +99,70 @@ def _unverified_warnings() -> Iterator[None]:
         yield
     finally:
         logger.removeHandler(handler)
+
+
+def _sidecar(part: Path) -> Path:
+    return Path(f"{part}.json")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _done(
+    args: argparse.Namespace, path: Path, checksum: tuple[str, str], *, resumed: int, started: float
+) -> int:
+    """The result on stdout: the saved path (table), or path, bytes, checksum, resumed, seconds (json)."""
+    size = path.stat().st_size
+    result = {
+        "path": os.fspath(path),
+        "bytes": size,
+        "checksum": f"{checksum[0]}:{checksum[1]}",
+        "resumed": bool(resumed),
+        "resumed_at": resumed or 0,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    emit(args, result, os.fspath(path), [], [])
+    return 0
+
+
+def _already_complete(
+    client: Client, url_or_path: str, dest: Path, sha256: str | None
+) -> tuple[str, str] | None:
+    """The checksum (algorithm, hex) by which ``dest`` is known to be the server's file, without its
+    body: the size the server announces (HEAD) and a checksum it sends, or ``--sha256``; None when
+    it cannot be shown (then the file is downloaded again)."""
+    from .._checksums import checksums_from, new_hasher
+    from .._exceptions import TinkerError
+
+    size = dest.stat().st_size
+    try:
+        with client.stream(
+            "HEAD",
+            url_or_path,
+            credentials=client.is_api_url(client.build_url(url_or_path)),
+            follow_redirects=True,
+            max_retries=0,
+        ) as response:
+            headers = response.headers
+            status = response.status_code
+    except TinkerError:
+        return None
+    if status != 200 or headers.get("content-length", "").strip() != str(size):
+        return None
+    for check in checksums_from(headers, sha256):
+        hasher = new_hasher(check.algorithm)
+        with open(dest, "rb") as f:
+            while chunk := f.read(1 << 20):
+                hasher.update(chunk)
+        if hasher.digest().hex() != check.expected:
+            return None
+        return (check.algorithm, check.expected)
+    return None
 
 
 def _url_or_path_arg(value: str) -> str:
@@ -111,6 +205,11 @@ def register(commands: Any, command: AddCommand) -> None:
     )
     download.add_argument(
         "--no-resume", action="store_true", help="ignore a partial download and start from zero"
+    )
+    download.add_argument(
+        "--force",
+        action="store_true",
+        help="download again even when the file is already complete (verified against the server)",
     )
     download.add_argument(
         "--sha256", type=_sha256_arg, metavar="HEX", help="the expected SHA-256 of the file"
