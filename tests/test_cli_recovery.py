@@ -26,6 +26,7 @@ RETRY_LINE = re.compile(r"Retrying in \d+\.\d s \(attempt (\d+) of (\d+)\): \S")
 # Arguments for each command's positionals (any other command gets "x" for each).
 ARGUMENTS = {
     "download": ["/api/v1/anything"],
+    "run list": [],
     "run info": ["run-1"],
     "checkpoint list": [],
     "checkpoint info": ["tinker://run-1/weights/final"],
