@@ -29,7 +29,7 @@ def test_download_without_terminal_prints_plain_lines(tinker_server, tmp_path):
         tinker_server, "download", f"/test/bytes?size={size}&seed=3&trickle=262144", "-o", str(dest)
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout == ""
+    assert result.stdout == f"{dest}\n"  # the saved path, and nothing else, on stdout (issue 22 item 9)
     assert "\r" not in result.stderr
     lines = result.stderr.splitlines()
     assert 2 <= len(lines) <= 12  # at most one per 10% (plus the first and the final line)

@@ -50,18 +50,14 @@ def next_hop(options: RequestOptions, request: Request, status: int, location: s
     return hop
 
 
-def _why(target: str, exc: InvalidRequestError) -> str:
-    """What is wrong with a redirect's target, in the user's terms."""
+def _why(target: str) -> str | None:
+    """What is wrong with a redirect's http(s) target, in the user's terms (None: not http(s))."""
     scheme, sep, rest = target.partition("://")
     if "\\" in target:
         return "its target holds a backslash, which parsers read differently"
     if sep and "@" in rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]:
         return "its target holds credentials (user@host), which are never followed"
-    if sep and scheme.lower() not in ("http", "https"):
-        return f"its target is not an http(s) URL ({scheme}://)"
-    if not sep:
-        return "its target is not an absolute http(s) URL"
-    return str(exc).removeprefix("Invalid URL ")
+    return None
 
 
 def check_redirect(source: str, target: str, request: Request | None = None) -> None:
@@ -73,9 +69,13 @@ def check_redirect(source: str, target: str, request: Request | None = None) -> 
     try:
         old, new = origin_of(source)[0], origin_of(target)[0]
     except InvalidRequestError as exc:
-        raise APIConnectionError(
-            f"Refusing redirect to {shown_url(target)}: {_why(target, exc)}", request, cause="redirect"
-        ) from None
+        why = _why(target)
+        message = (
+            f"Refusing redirect to {shown_url(target)}: {why}"
+            if why is not None
+            else f"Refusing redirect to a non-HTTP URL: {shown_url(target)} ({exc})"
+        )
+        raise APIConnectionError(message, request, cause="redirect") from None
     if old == "https" and new == "http":
         raise APIConnectionError(
             f"Refusing redirect from https to plain http: {shown_url(source)} -> {shown_url(target)}",

@@ -213,7 +213,7 @@ def _message(exc: BaseException) -> str:
     from .._exceptions import APIStatusError
 
     if isinstance(exc, APIStatusError) and (said := _said(exc.body)) is not None:
-        return f"HTTP {exc.status_code}: {said}"
+        return f"Error code: {exc.status_code} - {said}"
     if isinstance(exc, OSError) and exc.strerror:
         name = exc.filename
         return exc.strerror if name is None or str(name) in exc.strerror else f"{exc.strerror}: {name}"

@@ -195,29 +195,6 @@ def _retries_arg(value: str) -> int:
     return int(value)
 
 
-def tinker_path_arg(value: str) -> str:
-    """A ``tinker://RUN/KIND/NAME`` argument, checked as the library checks it (else exit 2)."""
-    from .._exceptions import InvalidRequestError
-    from ..resources._paths import parse_tinker_path
-
-    try:
-        parse_tinker_path(value)
-    except InvalidRequestError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return value
-
-
-def id_arg(value: str) -> str:
-    """A run or session id argument that names one resource (not ``..``, no ``/``; else exit 2)."""
-    from .._exceptions import InvalidRequestError
-    from ..resources._paths import check_id
-
-    try:
-        return check_id(value)
-    except InvalidRequestError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _connections_arg(value: str) -> int | str:
     if value == "auto":
         return value

@@ -23,14 +23,12 @@ from ._common import (
     collect,
     diagnostics,
     emit,
-    id_arg,
     kept,
     lora,
     more,
     out_of_retries,
     say_to,
     size_cell,
-    tinker_path_arg,
     when,
 )
 from ._progress import ProgressReporter, SyncProgress, format_size
@@ -223,15 +221,11 @@ def register(commands: Any, command: AddCommand) -> None:
         _cmd_checkpoint_list,
         help="list your checkpoints (newest first), or every checkpoint of RUN_ID",
     )
-    ck_list.add_argument(
-        "run", nargs="?", type=id_arg, metavar="RUN_ID", help="a training run (default: all yours)"
-    )
+    ck_list.add_argument("run", nargs="?", metavar="RUN_ID", help="a training run (default: all yours)")
     ck_list.add_argument("--run-id", metavar="RUN_ID", help="the same, as the official CLI spells it")
     add_limit(ck_list)
     ck_info = command(checkpoint_commands, "info", _cmd_checkpoint_info, help="show one checkpoint")
-    ck_info.add_argument(
-        "tinker_path", type=tinker_path_arg, metavar="TINKER_PATH", help="tinker://RUN/KIND/NAME"
-    )
+    ck_info.add_argument("tinker_path", metavar="TINKER_PATH", help="tinker://RUN/KIND/NAME")
     ck_download = command(
         checkpoint_commands,
         "download",
@@ -240,9 +234,7 @@ def register(commands: Any, command: AddCommand) -> None:
         description="Download into DIR/RUN_KIND_NAME: all or nothing, resumed after a broken connection, "
         "hardened extraction. Prints the directory on stdout when done.",
     )
-    ck_download.add_argument(
-        "tinker_path", type=tinker_path_arg, metavar="TINKER_PATH", help="tinker://RUN/KIND/NAME"
-    )
+    ck_download.add_argument("tinker_path", metavar="TINKER_PATH", help="tinker://RUN/KIND/NAME")
     ck_download.add_argument(
         "-o", "--output", default=".", metavar="DIR", help="parent directory (default: .)"
     )
@@ -262,7 +254,7 @@ def register(commands: Any, command: AddCommand) -> None:
         f"{EXIT_SYNCED} synced, {EXIT_PARTIAL} partial failure (one or more checkpoints failed, the others "
         "are complete), 1 error (nothing synced), 2 usage error",
     )
-    ck_sync.add_argument("run_id", type=id_arg, metavar="RUN_ID", help="the training run to mirror")
+    ck_sync.add_argument("run_id", metavar="RUN_ID", help="the training run to mirror")
     ck_sync.add_argument("-o", "--output", required=True, metavar="DIR", help="the mirror directory")
     ck_sync.add_argument(
         "--kind",

@@ -64,7 +64,7 @@ def _cmd_download(args: argparse.Namespace) -> int:
                     expected_sha256=args.sha256,
                     connections=args.connections,
                 )
-                reporter.close()
+                reporter.summary(path, os.path.getsize(path))
         except KeyboardInterrupt:
             if part.is_file() and _sidecar(part).is_file():
                 print(

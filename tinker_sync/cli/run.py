@@ -12,7 +12,6 @@ from ._common import (
     client_from,
     collect,
     emit,
-    id_arg,
     lora,
     more,
     when,
@@ -78,5 +77,5 @@ def register(commands: Any, command: AddCommand) -> None:
     add_limit(run_list)
     add_access_scope(run_list)
     run_info = command(run_commands, "info", _cmd_run_info, help="show one training run")
-    run_info.add_argument("run_id", type=id_arg, metavar="RUN_ID")
+    run_info.add_argument("run_id", metavar="RUN_ID")
     add_access_scope(run_info)
