@@ -83,7 +83,7 @@ def test_a_verified_bad_transfer_removes_its_state(client, tinker_server, tmp_pa
     path = f"tinker://{RUN}/external_weights/bad"
     tinker_server.add_checkpoint(path, size=64 * KiB, seed=6, n_files=2)
     tinker_server.signed_checksums = ("sha256",)
-    import tinker_sync.resources.checkpoints as module
+    import tinker_sync.resources._checkpoint_download as module
 
     real = module.download_file
 
