@@ -137,7 +137,8 @@ def test_a_body_over_the_limit_stops_there_and_says_which_option(kind, call, way
         with pytest.raises(ResponseTooLargeError) as caught:
             call(client)
         client.close()
-        assert discarded.wait(30), "the connection was not discarded"
+        if kind not in ("one_over", "chunked_one_over"):  # a body received whole may go back to the pool
+            assert discarded.wait(30), "the connection was not discarded"
     error = caught.value
     assert isinstance(error, TinkerError) and error.limit == LIMIT
     assert str(LIMIT) in str(error) and "max_response_size" in str(error)
