@@ -119,7 +119,11 @@ def _footer(name: str, parser: argparse.ArgumentParser) -> None:
     exit codes, when it gives them, replace the usual ones)."""
     positionals = " ".join(str(a.metavar or a.dest.upper()) for a in parser._actions if not a.option_strings)
     example = EXAMPLES.get(name, f"{PROG} {name} {positionals}".rstrip())
-    lines = [] if parser.epilog else [f"exit status: {EXIT_CODES}"]
+    lines = (
+        []
+        if parser.epilog and re.search(r"exit (status|code)", parser.epilog)
+        else [f"exit status: {EXIT_CODES}"]
+    )
     if parser.epilog:
         lines.append(parser.epilog)
     environment = "none (the demo server runs in this process)" if name == "demo" else ENVIRONMENT
