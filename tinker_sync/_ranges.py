@@ -867,6 +867,8 @@ class _Probe:
             transfer.open_gate()
 
     def check(self) -> None:
+        if self.plan.done_bytes >= self.plan.total:  # the first answer brought it all: nobody waits
+            self.transfer.open_gate()
         if self.phase == "decided":
             return
         now, done = time.monotonic(), self.plan.done_bytes
