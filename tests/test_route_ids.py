@@ -111,7 +111,11 @@ def _arguments(
         value = bad
     args: list[Any] = [value]
     for name, param in list(params.items())[1:]:
-        if param.default is not param.empty or param.kind is param.KEYWORD_ONLY:
+        if param.default is not param.empty or param.kind in (
+            param.KEYWORD_ONLY,
+            param.VAR_KEYWORD,
+            param.VAR_POSITIONAL,
+        ):
             break
         args.append(tmp_path / "out" if name == "output_dir" else OTHER_ARGUMENTS[name])
     return lambda: bound(*args)

@@ -135,7 +135,7 @@ def _footer(name: str, parser: argparse.ArgumentParser) -> None:
 # Library messages name Python arguments; the command line's user knows flags and variables.
 _CLI_TERMS = (
     (
-        re.compile(r"pass Client\(api_key=\.\.\.\) or set the TINKER_API_KEY environment variable"),
+        re.compile(r"pass Client\(api_key=\.\.\.\)(, | or )set the TINKER_API_KEY environment variable"),
         "set the TINKER_API_KEY environment variable",
     ),
     (re.compile(r"\(use force=True, or --force, to replace it\)"), "(use --force to replace it)"),
