@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -74,9 +75,27 @@ def official_env(server: MockTinkerServer, home: Path, **extra: str) -> dict[str
         PYTHONDONTWRITEBYTECODE="1",
         NO_COLOR="1",
         COLUMNS="200",
+        PYTHONFAULTHANDLER="1",  # names a native abort (see _exit_teardown_abort)
     )
     env.update(extra)
     return {k: v for k, v in env.items() if v != ""}
+
+
+def _exit_teardown_abort(done: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    """The official 0.38.0 process sometimes aborts in native code while the interpreter tears down,
+    after its command finished (faulthandler: "Fatal Python error: Aborted" with no Python frame;
+    2 of 240 CLI runs under load, never with our client). That run is taken as exit 0 only when it
+    wrote its output and its stderr holds nothing but that report: a failure says so on stderr."""
+    report = done.stderr.strip()
+    if (
+        done.returncode == -signal.SIGABRT
+        and done.stdout.strip()
+        and report.startswith("Fatal Python error: Aborted")
+        and "<no Python frame>" in report
+        and "Traceback" not in report
+    ):
+        return subprocess.CompletedProcess(done.args, 0, done.stdout, "")
+    return done
 
 
 def run_driver(
@@ -91,6 +110,7 @@ def run_driver(
         text=True,
         timeout=300,
     )
+    done = _exit_teardown_abort(done)
     assert done.returncode == 0, done.stderr[-4000:]
     lines = done.stdout.strip().splitlines()
     assert lines, done.stderr[-4000:]
@@ -101,7 +121,7 @@ def run_cli(
     venv: Path, server: MockTinkerServer, home: Path, *args: str, stdin: str = "", **extra: str
 ) -> subprocess.CompletedProcess[str]:
     """Run the official ``tinker`` CLI with ``args``."""
-    return subprocess.run(
+    done = subprocess.run(
         [str(venv / "bin" / "tinker"), *args],
         env=official_env(server, home, **extra),
         cwd=home,
@@ -110,3 +130,4 @@ def run_cli(
         text=True,
         timeout=300,
     )
+    return _exit_teardown_abort(done)
