@@ -44,7 +44,7 @@ TMP = "/dev/shm" if os.path.isdir("/dev/shm") else None
 def client(spec: dict[str, Any]) -> dict[str, Any]:
     """One download as ``spec`` says; what it cost, from its stream_end record and its log."""
     import tinker_sync
-    from tinker_sync import _ranges
+    from tinker_sync import _range_plan
 
     changes: list[str] = []
 
@@ -71,8 +71,8 @@ def client(spec: dict[str, Any]) -> dict[str, Any]:
             error = f"{type(exc).__name__}: {exc}"[:160]
         seconds = time.perf_counter() - started
     size = spec["size"]
-    n = _ranges.auto_connections(size, 10) if connections == "auto" else connections
-    pieces = 1 if n == 1 else math.ceil(size / _ranges.piece_size(size, n))
+    n = _range_plan.auto_connections(size, 10) if connections == "auto" else connections
+    pieces = 1 if n == 1 else math.ceil(size / _range_plan.piece_size(size, n))
     record = records[-1] if records else None
     with contextlib.suppress(OSError):
         os.unlink(spec["dest"])

@@ -25,6 +25,7 @@ from _downloads import expected_sha, file_sha, leftovers
 from _sockets import raw_server
 
 import tinker_sync
+import tinker_sync._range_plan as range_plan
 import tinker_sync._ranges as ranges
 from tinker_sync._continuation import continuation_problem, url_expiry
 from tinker_sync._files import PartFile
@@ -37,9 +38,9 @@ KiB, MiB = 1 << 10, 1 << 20
 @pytest.fixture(autouse=True)
 def small_pieces(monkeypatch):
     """Pieces and steals of 64 KiB, so that files of a few MiB spread over every connection."""
-    monkeypatch.setattr(ranges, "MIN_PIECE", 64 * KiB)
-    monkeypatch.setattr(ranges, "MIN_STEAL", 64 * KiB)
-    monkeypatch.setattr(ranges, "STEAL_ALIGN", 4 * KiB)
+    monkeypatch.setattr(range_plan, "MIN_PIECE", 64 * KiB)
+    monkeypatch.setattr(range_plan, "MIN_STEAL", 64 * KiB)
+    monkeypatch.setattr(range_plan, "STEAL_ALIGN", 4 * KiB)
     monkeypatch.setattr(ranges, "PROBE_TIME", 0.0)  # every connection at once (the probe: its own tests)
 
 
@@ -61,7 +62,7 @@ def spans(server, path: str = "/test/") -> list[tuple[int, int]]:
 
 
 def planned_pieces(size: int, connections: int) -> int:
-    return -(-size // ranges.piece_size(size, connections))
+    return -(-size // range_plan.piece_size(size, connections))
 
 
 def restarts(caplog) -> list[str]:

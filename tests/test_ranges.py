@@ -20,6 +20,7 @@ from _downloads import expected_sha, file_sha, leftovers
 from _helpers import cli_env
 
 import tinker_sync
+import tinker_sync._range_plan as range_plan
 import tinker_sync._ranges as ranges
 from tinker_sync._files import PartFile
 from tinker_sync.testing import Fault
@@ -36,9 +37,9 @@ def bytes_requests(server):
 def small_pieces(monkeypatch, waits):
     """Pieces and steals of 64 KiB, so that files of a few MiB spread over every connection; the
     ``client`` fixture records its waits instead of sleeping."""
-    monkeypatch.setattr(ranges, "MIN_PIECE", 64 * KiB)
-    monkeypatch.setattr(ranges, "MIN_STEAL", 64 * KiB)
-    monkeypatch.setattr(ranges, "STEAL_ALIGN", 4 * KiB)
+    monkeypatch.setattr(range_plan, "MIN_PIECE", 64 * KiB)
+    monkeypatch.setattr(range_plan, "MIN_STEAL", 64 * KiB)
+    monkeypatch.setattr(range_plan, "STEAL_ALIGN", 4 * KiB)
     monkeypatch.setattr(ranges, "PROBE_TIME", 0.0)  # every connection at once (the probe: its own tests)
 
 
@@ -72,11 +73,11 @@ def spans(server, path: str = "/test/bytes") -> list[tuple[int, int]]:
     ],
 )
 def test_auto_connections(remaining, pool, expected):
-    assert ranges.auto_connections(remaining, pool) == expected
+    assert range_plan.auto_connections(remaining, pool) == expected
 
 
 def test_a_plan_hands_out_every_missing_byte_once_and_splits_the_largest_range_at_the_end():
-    plan = ranges.RangePlan(1000 * KiB, [(0, 100 * KiB), (500 * KiB, 600 * KiB)], piece=200 * KiB)
+    plan = range_plan.RangePlan(1000 * KiB, [(0, 100 * KiB), (500 * KiB, 600 * KiB)], piece=200 * KiB)
     claimed = [plan.claim() for _ in range(4)]
     assert [(s.start, s.end) for s in claimed] == [
         (100 * KiB, 300 * KiB),
@@ -150,7 +151,7 @@ def test_one_connection_when_ranges_would_not_help(client, tinker_server, tmp_pa
 
 
 def test_auto_spreads_a_large_body_and_stream_to_file_does_too(client, tinker_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(ranges, "AUTO_STEP", 512 * KiB)  # "large" at test sizes: 4 MiB -> 8 connections
+    monkeypatch.setattr(range_plan, "AUTO_STEP", 512 * KiB)  # "large" at test sizes: 4 MiB -> 8 connections
     size = 4 * MiB
     with client.stream("GET", f"/test/bytes?size={size}&seed=3&checksum=sha256") as response:
         assert response.connections_for("auto") == 8

@@ -41,7 +41,8 @@ from ._exceptions import APIConnectionError, APIStatusError
 from ._files import PartFile, PartState, destination
 from ._observe import StreamEndInfo, emit, mask_url
 from ._options import RequestOptions
-from ._ranges import MIN_PIECE, Source, Tally, auto_connections, holes, piece_size, receive_ranges
+from ._range_plan import MIN_PIECE, auto_connections, holes, piece_size
+from ._ranges import Source, Tally, receive_ranges
 from ._receive import Connections, check_connections, receive, receive_over_ranges
 from ._receiver import Progress
 from ._response import StreamedResponse

@@ -33,44 +33,24 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from . import _buffers
+from . import _buffers, _range_plan
 from ._checksums import HASH_READ_SIZE, Checksum, new_hasher, verify
 from ._exceptions import DownloadIntegrityError
 from ._files import PartFile, check_disk_space, open_regular
+from ._range_plan import RangePlan, Span, piece_size
 from ._receiver import BUFFER_SIZE, COMMIT_INTERVAL, Progress, ProgressThrottle
 
 __all__ = [
-    "AUTO_CONNECTIONS",
-    "MAX_PIECE",
-    "MIN_PIECE",
     "RangeChanged",
-    "RangePlan",
     "RangeUnusable",
     "Source",
     "Tally",
     "Whole",
-    "auto_connections",
-    "piece_size",
     "receive_ranges",
 ]
 
 log = logging.getLogger("tinker_sync")
 
-# connections="auto": one connection below AUTO_STEP * 2 bytes, then one more per AUTO_STEP, up to
-# AUTO_CONNECTIONS (and never more than the pool keeps). One HTTPS connection in one Python thread
-# is CPU-bound far below what a machine receives, and object stores cap each connection's rate;
-# below a few tens of MiB another connection's handshake costs more than it saves.
-AUTO_STEP = 16 << 20
-AUTO_CONNECTIONS = 8
-# Pieces: about PIECES_PER_CONNECTION per connection, within [MIN_PIECE, MAX_PIECE]. Larger pieces
-# cost fewer requests (each waits a round trip for its first byte); smaller ones keep the bytes
-# written from byte 0 on closer to the transfer's front, so less is left to hash at the end.
-PIECES_PER_CONNECTION = 4
-MIN_PIECE = 1 << 20
-MAX_PIECE = 64 << 20
-# A fetcher takes half of another's range only if both halves are at least this big.
-MIN_STEAL = 1 << 20
-STEAL_ALIGN = 64 << 10
 # A fetcher's one buffer: _receiver.BUFFER_SIZE bytes, written when full or after COMMIT_INTERVAL.
 # The sidecar's list of written ranges is saved (after fdatasync) at most this often (seconds).
 SIDECAR_INTERVAL = 1.0
@@ -136,291 +116,6 @@ Fetch = Callable[[int, int], Source]
 Whole = Callable[[], Source]
 
 
-def auto_connections(remaining: int, pool: int) -> int:
-    """``connections="auto"``: 1 below 32 MiB, one more per 16 MiB, at most 8 and at most ``pool``."""
-    return max(1, min(remaining // AUTO_STEP, AUTO_CONNECTIONS, pool))
-
-
-def piece_size(remaining: int, connections: int) -> int:
-    """The size of the pieces ``remaining`` bytes are cut into for ``connections`` connections."""
-    want = remaining // max(1, connections * PIECES_PER_CONNECTION)
-    return max(MIN_PIECE, min(MAX_PIECE, want))
-
-
-def holes(done: Sequence[tuple[int, int]], total: int) -> list[tuple[int, int]]:
-    """The ranges of ``[0, total)`` not in ``done`` (sorted, disjoint)."""
-    missing, pos = [], 0
-    for start, end in done:
-        if start > pos:
-            missing.append((pos, start))
-        pos = max(pos, end)
-    if pos < total:
-        missing.append((pos, total))
-    return missing
-
-
-class _Span:
-    """A range a fetcher owns: ``[start, pos)`` written (or being written), ``[pos, end)`` to fetch."""
-
-    __slots__ = ("end", "owner", "pos", "start")
-
-    def __init__(self, start: int, end: int, owner: int = 0) -> None:
-        self.start = self.pos = start
-        self.end = end
-        self.owner = owner  # the fetcher writing it
-
-    def __repr__(self) -> str:
-        return f"<span {self.start}:{self.pos}:{self.end}>"
-
-
-class RangePlan:
-    """Which bytes of ``[0, total)`` are written, which are being fetched, and what to fetch next.
-
-    Thread-safe. ``claim`` hands out the lowest missing piece, or half of the largest range being
-    fetched; ``take`` reserves the next bytes of a span for its writer (fewer when another took
-    the rest); ``written`` records them once written; ``release`` gives back what a span did not
-    fetch; ``extend`` gives the piece an open answer reaches next, so that it is read on.
-
-    How the plan adapts to the server (each change logged once, by ``what``):
-    - answers that run past the range asked (``A-EOF``): each connection closed before its answer's
-      end drops what it had in flight (megabytes), so the rest goes to the one reading from lowest;
-    - a URL that expires (``cutoff``, monotonic): one region per connection, asked at once, and no
-      request after the cutoff (no steal, no new piece);
-    - answers that cannot serve pieces (short ones over and over, a 200 to a range, a wrong
-      Content-Range of the same resource, ranges answered to the end): ``go_single`` gives every
-      missing byte to one fetcher, the keeper, which reads one answer through and skips the bytes
-      already held.
-    """
-
-    def __init__(
-        self,
-        total: int,
-        done: Sequence[tuple[int, int]],
-        piece: int,
-        first: tuple[int, int] | None = None,
-        *,
-        connections: int = 1,
-        cutoff: float | None = None,
-        what: str = "the download",
-    ) -> None:
-        self.total = total
-        self.changed = threading.Condition()
-        self.connections = connections
-        self.cutoff = cutoff
-        self.what = what
-        self.keeper: int | None = None  # in ``single``: the one fetcher
-        # The fetcher reading the first answer on from the front, piece after piece (the others
-        # take pieces from the back, so that it need not stop): one connection's pace, at least.
-        self.reader: int | None = 0 if first is not None else None
-        self.through = False  # single because ranges cannot serve the rest: one answer read through
-        self.requests = 0  # answers asked for by the fetchers (the first one not counted)
-        self.shorts = 0  # answers that ended before the range asked
-        self.short_bytes = 0  # the bytes they brought
-        self.reasons: list[str] = []  # why the plan changed, in order
-        self.started = time.monotonic()
-        self.done_at_start = sum(end - start for start, end in done)
-        self.ask_time = 0.0  # the longest a request waited for its answer
-        self._done: list[list[int]] = [[start, end] for start, end in done]
-        self._active: list[_Span] = []
-        self._todo: list[tuple[int, int]] = []
-        for start, end in holes(done, total):
-            if first is not None and start <= first[0] < end:
-                if start < first[0]:
-                    self._todo += _cut(start, first[0], piece)
-                start = first[1]
-            self._todo += _cut(start, end, piece)
-        self.pieces = len(self._todo) + (first is not None)
-        self.piece = piece
-        self.first = _Span(*first) if first is not None else None
-        if self.first is not None:
-            self._active.append(self.first)
-
-    @property
-    def done_bytes(self) -> int:
-        with self.changed:
-            return sum(end - start for start, end in self._done)
-
-    @property
-    def prefix(self) -> int:
-        """Bytes written from byte 0 on without a gap."""
-        with self.changed:
-            return self._done[0][1] if self._done and self._done[0][0] == 0 else 0
-
-    @property
-    def single(self) -> bool:
-        return self.keeper is not None
-
-    def done_ranges(self) -> list[tuple[int, int]]:
-        with self.changed:
-            return [(start, end) for start, end in self._done]
-
-    def _open(self) -> bool:
-        """Whether a new request may start (under the lock): not after a signed URL's cutoff."""
-        return self.cutoff is None or time.monotonic() < self.cutoff
-
-    def claim(self, fetcher: int = 0) -> _Span | None:
-        """The next range to fetch, or None when nothing is left that is worth another connection
-        (or another request: past the cutoff; in ``single``, for all but the keeper)."""
-        with self.changed:
-            if (self.keeper is not None and fetcher != self.keeper) or not self._open():
-                return None
-            if self._todo:  # the reader on from the front goes on at the front; the others from the back
-                span = _Span(*self._todo.pop(0 if self.reader in (None, fetcher) else -1), fetcher)
-            else:
-                victim = max(self._active, key=lambda s: s.end - s.pos, default=None)
-                if self.single or victim is None or not self._worth_stealing(victim.end - victim.pos):
-                    return None
-                middle = victim.pos + (victim.end - victim.pos) // 2
-                middle -= middle % STEAL_ALIGN
-                span, victim.end = _Span(middle, victim.end, fetcher), middle
-            self._active.append(span)
-            return span
-
-    def _worth_stealing(self, left: int) -> bool:
-        """Whether half of ``left`` bytes comes sooner over a new request than over the one reading
-        it: a request costs its wait for the answer (``ask_time``), a server may take long to start
-        each (one that reads the whole object for every range)."""
-        if left < 2 * MIN_STEAL:
-            return False
-        elapsed = time.monotonic() - self.started
-        if self.ask_time <= 0 or elapsed <= 0:
-            return True
-        per_connection = max(
-            1.0, (self._done_sum() - self.done_at_start) / elapsed / max(1, len(self._active))
-        )
-        return left / 2 / per_connection > 2 * self.ask_time
-
-    def _done_sum(self) -> int:
-        return sum(end - start for start, end in self._done)
-
-    def asked(self, seconds: float) -> None:
-        """A request took ``seconds`` to be answered (the longest seen so far is kept)."""
-        with self.changed:
-            self.ask_time = max(self.ask_time, seconds)
-
-    def recut(self, parts: int) -> None:
-        """What is missing, in ``parts`` regions, each read on from one answer: asked at once."""
-        with self.changed:
-            todo = sum(end - start for start, end in self._todo)
-            if not todo:
-                return
-            region = max(1, -(-todo // parts))
-            merged: list[tuple[int, int]] = []
-            for start, end in self._todo:
-                if merged and merged[-1][1] == start:
-                    merged[-1] = (merged[-1][0], end)
-                else:
-                    merged.append((start, end))
-            self._todo = [piece for start, end in merged for piece in _cut(start, end, region)]
-
-    def extend(self, fetcher: int, pos: int, stop: int | None, skip: int) -> _Span | None:
-        """The next missing piece an open answer at ``pos`` (ending at ``stop``) reaches by skipping at
-        most ``skip`` bytes (bytes held or being written by others): read on, no new request."""
-        stop = self.total if stop is None else stop
-        with self.changed:
-            if self.keeper is not None and fetcher != self.keeper:
-                return None
-            for i, (start, end) in enumerate(self._todo):
-                if end <= pos:
-                    continue
-                if start > pos + skip or start >= stop:
-                    return None
-                del self._todo[i]
-                if start < pos:  # behind the answer: left for a request of its own
-                    self._todo.insert(i, (start, pos))
-                    start = pos
-                span = _Span(start, end, fetcher)
-                self._active.append(span)
-                return span
-            return None
-
-    def take(self, span: _Span, n: int) -> tuple[int, int]:
-        """Reserve up to ``n`` bytes at the span's position for its fetcher: (offset, count)."""
-        with self.changed:
-            offset = span.pos
-            n = max(0, min(n, span.end - offset))
-            span.pos += n
-            return offset, n
-
-    def written(self, offset: int, n: int) -> None:
-        """Record ``[offset, offset + n)`` as written."""
-        end = offset + n
-        with self.changed:
-            ranges = self._done
-            i = 0
-            while i < len(ranges) and ranges[i][1] < offset:
-                i += 1
-            if i < len(ranges) and ranges[i][0] <= end:  # touches ranges[i]: merge
-                ranges[i][0] = min(ranges[i][0], offset)
-                ranges[i][1] = max(ranges[i][1], end)
-                while i + 1 < len(ranges) and ranges[i + 1][0] <= ranges[i][1]:
-                    ranges[i][1] = max(ranges[i][1], ranges.pop(i + 1)[1])
-            else:
-                ranges.insert(i, [offset, end])
-            if i == 0 and ranges[0][0] == 0:  # the bytes from byte 0 on grew: there is more to hash
-                self.changed.notify_all()
-
-    def release(self, span: _Span) -> None:
-        """The span's fetcher is done with it: what it did not reserve is fetched again later."""
-        with self.changed:
-            self._active.remove(span)
-            if span.pos < span.end:
-                self._todo.append((span.pos, span.end))
-                self._todo.sort()
-
-    def short(self, asked: str, came: str, got: int) -> bool:
-        """Count an answer that ended early; True when the pieces should go to one connection
-        (answers too short to serve pieces: each costs a request for little)."""
-        with self.changed:
-            self.shorts += 1
-            if self.single:
-                return False
-            if self.shorts == 1:
-                log.debug("%s: %s was answered with %s", self.what, asked, came)
-            self.short_bytes += got
-            # Pieces still serve when answers bring a good part of one (a few requests a piece);
-            # below a quarter, the requests would outgrow the plan: the rest over one answer.
-            small = self.short_bytes < self.shorts * self.piece // 4
-            return (small and self.shorts >= max(2, self.connections)) or self.requests > 3 * self.pieces
-
-    def go_single(
-        self, fetcher: int, reason: str, keeper: int | None = None, *, through: bool = True
-    ) -> bool:
-        """Give every missing byte to one fetcher, ``keeper`` or else ``fetcher``; True when that is
-        ``fetcher`` (False: another fetcher has them). The others stop at the bytes they reserved;
-        what they had left is the keeper's. ``through``: ranges cannot serve the rest, the keeper
-        reads one answer through (else it asks for the holes, as one connection does)."""
-        keeper = fetcher if keeper is None else keeper
-        with self.changed:
-            if self.keeper is not None and (self.keeper != keeper or self.through or not through):
-                return self.keeper == fetcher
-            self.keeper, self.through = keeper, through
-            for span in self._active:
-                if span.pos < span.end and span.owner != keeper:
-                    self._todo.append((span.pos, span.end))
-                    span.end = span.pos
-            self._todo.sort()
-            self.reasons.append(reason)
-            log.log(
-                logging.INFO if through else logging.DEBUG,
-                "%s: one connection for the rest: %s",
-                self.what,
-                reason,
-            )
-            self.changed.notify_all()
-            return keeper == fetcher
-
-
-def _cut(start: int, end: int, piece: int) -> list[tuple[int, int]]:
-    """``[start, end)`` in pieces of about ``piece`` bytes (equal ones: never a sliver at the end);
-    none when it is empty (a hole the first piece fills: an empty range cannot be asked for)."""
-    if end <= start:
-        return []
-    count = max(1, -(-(end - start) // piece))
-    bounds = [start + (end - start) * i // count for i in range(count + 1)]
-    return list(zip(bounds, bounds[1:], strict=False))
-
-
 class _Transfer:
     """One attempt at the missing ranges: the fetcher threads and what they share."""
 
@@ -464,7 +159,7 @@ class _Transfer:
         plan = self.plan
         lease = _buffers.Lease()
         source: Source | None = None
-        span: _Span | None = None
+        span: Span | None = None
         with plan.changed:
             self.alive.add(index)
         try:
@@ -534,16 +229,18 @@ class _Transfer:
                 self.running -= 1
                 plan.changed.notify_all()
 
-    def _next(self, index: int, source: Source) -> _Span | None:
+    def _next(self, index: int, source: Source) -> Span | None:
         """The piece this fetcher's open answer reaches next (None: close it). Over several
         connections, the front reader's next adjacent piece. One connection reads on, skipping up to
         a piece held already; its whole answer skips anything (ranges cannot serve the rest)."""
         plan = self.plan
         if not plan.single:
             return plan.extend(index, source.offset, source.stop, 0) if index == plan.reader else None
-        return plan.extend(index, source.offset, source.stop, plan.total if plan.through else MIN_PIECE)
+        return plan.extend(
+            index, source.offset, source.stop, plan.total if plan.through else _range_plan.MIN_PIECE
+        )
 
-    def _open(self, index: int, span: _Span) -> Source | None:
+    def _open(self, index: int, span: Span) -> Source | None:
         """Ask for ``span`` and see what came: the bytes from its start (maybe more), or a whole 200
         (then this fetcher keeps the rest); None when another fetcher keeps it."""
         plan = self.plan
@@ -573,7 +270,9 @@ class _Transfer:
                 return None
             self._reposition(index, span)
             return source
-        if stop is not None and stop - end > MIN_PIECE and stop == plan.total and not plan.single:  # A-EOF
+        if (
+            stop is not None and stop - end > _range_plan.MIN_PIECE and stop == plan.total and not plan.single
+        ):  # A-EOF
             keeper = self._lowest()
             reason = f"{asked} was answered with bytes {source.offset}-{stop - 1}"
             if not plan.go_single(index, reason, keeper):
@@ -591,7 +290,7 @@ class _Transfer:
             ]
         return min(running)[1] if running else None
 
-    def _reposition(self, index: int, span: _Span) -> None:
+    def _reposition(self, index: int, span: Span) -> None:
         """The keeper starts over from the lowest missing byte its answer reaches (its span back)."""
         plan = self.plan
         with plan.changed:
@@ -600,7 +299,7 @@ class _Transfer:
                 plan._todo.sort()
             span.end = span.pos
 
-    def _single(self, index: int, span: _Span, reason: str) -> Source | None:
+    def _single(self, index: int, span: Span, reason: str) -> Source | None:
         """Go to one connection: this fetcher keeps the rest, read from a whole answer (None: another
         fetcher keeps it). Without a way to ask for the whole, the file starts again."""
         if self.whole is None:
@@ -657,7 +356,7 @@ class _Transfer:
         for source in sources:
             source.abort()
 
-    def _copy(self, source: Source, span: _Span, buffer: memoryview) -> bool:
+    def _copy(self, source: Source, span: Span, buffer: memoryview) -> bool:
         """Read ``source`` into the span until the span (which another fetcher may shorten) ends,
         first skipping what the source holds before it. True when the source ended."""
         plan, fd = self.plan, self.fd
@@ -763,7 +462,7 @@ def receive_ranges(
     if connections == 1:
         piece = max(1, missing)  # one request per hole
     elif cutoff is not None and (first is None or not PROBE_TIME):  # no pace to learn: all at once
-        piece = max(MIN_PIECE, -(-missing // connections))
+        piece = max(_range_plan.MIN_PIECE, -(-missing // connections))
         log.debug("%s: its URL expires: one region per connection, asked at once", part.dest)
     else:
         piece = piece_size(missing, connections)

@@ -48,7 +48,7 @@ from ._exceptions import (
 from ._files import PartFile, destination
 from ._observe import mask_url
 from ._options import RequestOptions
-from ._ranges import MIN_PIECE, auto_connections
+from ._range_plan import MIN_PIECE, auto_connections
 from ._receive import (
     Connections,
     RangeFetcher,
