@@ -1,0 +1,109 @@
+"""The training engine's hot path: the small JSON POSTs it sends by the thousand (``asample``, ``retrieve_future``).
+
+A thousand samples in flight are two thousand requests (a submission and a poll
+each), and the client's generic path (``Client.request`` / ``stream``) spends
+most of a sample's client CPU on them: it builds every request from scratch (the
+URL checks, the Tinker headers, the key), runs hooks and retries, and wraps every
+body in a ``StreamedResponse``. ``Wire.post`` sends the same request with less:
+
+- the headers of each path are built by the client's own ``build_request`` (the
+  same names and values, the key included) and kept ``TEMPLATE_TTL`` seconds, so a
+  renewed JWT goes out within that; each request adds a fresh idempotency key and
+  its own headers;
+- one attempt through the client's transport (its pools, proxy, TLS and error
+  mapping), the body read whole (compressed when the server likes: ``Accept-Encoding``
+  as the client's plain calls send it);
+- errors are the client's: connection errors and timeouts as the transport maps
+  them, a status >= 400 the ``APIStatusError`` that ``status_error`` makes.
+
+Nothing is hidden from an observer: when the client has event hooks or dumps
+headers, every request takes the generic path instead, so the hooks see each.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from ._base_client import BaseClient
+from ._config import Timeout
+from ._options import RequestOptions
+from ._response import StreamedResponse
+from ._status_errors import status_error
+from ._transport import Headers, Request, mapped_errors
+
+__all__ = ["TEMPLATE_TTL", "Wire"]
+
+TEMPLATE_TTL = 5.0  # seconds a path's headers are reused before the client builds them again
+
+
+class Wire:
+    """One POST, one attempt, the answer read whole: (content type, body)."""
+
+    def __init__(self, client: BaseClient) -> None:
+        self.client = client
+        self._lock = threading.Lock()
+        self._templates: dict[str, tuple[float, str, dict[str, str]]] = {}
+
+    @property
+    def fast(self) -> bool:
+        """Whether requests skip the generic path: only when nothing observes them."""
+        return not self.client.dump_headers and not any(self.client.event_hooks.values())
+
+    def _template(self, path: str) -> tuple[str, dict[str, str]]:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._templates.get(path)
+        if cached is not None and now - cached[0] < TEMPLATE_TTL:
+            return cached[1], cached[2]
+        built = self.client.build_request(RequestOptions("POST", path, None, None, {}, read_body=True))
+        headers = {name: value for name, value in built.headers.items() if name != "X-Idempotency-Key"}
+        with self._lock:
+            self._templates[path] = (now, built.url, headers)
+        return built.url, headers
+
+    def post(
+        self,
+        path: str,
+        body: Any,
+        headers: Mapping[str, str],
+        timeout: float | Timeout,
+        *,
+        idempotency_key: str | None = None,
+    ) -> tuple[str, bytes]:
+        """POST ``body`` as JSON to ``path`` once: the answer's content type and body.
+
+        Raises:
+            APIStatusError: a status >= 400 (its subclass for the status).
+            APIConnectionError, APITimeoutError: as the client raises them.
+        """
+        timeouts = Timeout.coerce(timeout)
+        if not self.fast or timeouts.total is not None:  # a deadline needs the watchdog's care: generic
+            sent = dict(headers)
+            if idempotency_key is not None:
+                sent["X-Idempotency-Key"] = idempotency_key
+            options = RequestOptions("POST", path, None, sent, body, None, timeouts, 0, read_body=True)
+            with self.client._call(options) as response:
+                return response.headers.get("content-type", ""), response.read()
+        url, template = self._template(path)
+        fields = dict(template)
+        fields.update(headers)
+        fields["X-Idempotency-Key"] = idempotency_key or str(uuid.uuid4())
+        fields["x-stainless-retry-count"] = "0"
+        if timeouts.read is not None:
+            fields["x-stainless-read-timeout"] = f"{timeouts.read:g}"
+        request = Request("POST", url, Headers(fields), msgspec.json.encode(body))
+        raw = self.client._transport.send(request, timeouts)
+        if raw.status >= 400:
+            raise status_error(StreamedResponse(raw, request, sender=self.client))
+        try:
+            with mapped_errors(request, "while reading the response"):
+                content = raw.read()
+        finally:
+            raw.release_conn()
+        return raw.headers.get("content-type", ""), content
