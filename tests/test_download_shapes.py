@@ -479,3 +479,64 @@ def test_the_first_answer_alone_sets_the_pace_the_others_must_beat(
     else:
         assert len(single) == 1 and single[0].levelno == logging.DEBUG
         assert len(data_requests(tinker_server)) <= 4  # the first, and the others' one try each
+
+
+@pytest.mark.parametrize(
+    "cost",
+    [
+        "delay_headers=1.0&close=1",  # as moto: every request waits a second, every connection closed
+        "delay_headers=1.0",  # a second a request, the connections kept
+    ],
+)
+@pytest.mark.parametrize("connections", [2, 8])
+@pytest.mark.parametrize("signed", [False, True], ids=["plain", "signed"])
+def test_requests_that_cost_more_than_they_could_save_are_never_made(
+    tinker_server, tmp_path, caplog, monkeypatch, cost, connections, signed
+):
+    """A server whose every request costs more than the first answer needs to finish the file: after
+    the first answer's time alone the rest is its own; no other request is made, the plan change is
+    said once at debug level, and the one stream_end counts the one request."""
+    monkeypatch.setattr(ranges, "PROBE_TIME", 0.3)
+    caplog.set_level(logging.DEBUG, logger="tinker_sync")
+    size, dest = 8 * MiB, tmp_path / "f"
+    # Each answer capped at 8 MiB/s: the first alone has about a third of the file by 0.3 s.
+    faults = {"rate": str(8 * MiB), **dict(p.split("=") for p in cost.split("&"))}
+    url = (
+        tinker_server.presign("blob.bin", size=size, seed=31, expires_in=3600, extra=faults)
+        if signed
+        else f"/test/bytes?size={size}&seed=31&" + "&".join(f"{k}={v}" for k, v in faults.items())
+    )
+    records: list[tinker_sync.StreamEndInfo] = []
+    with tinker_sync.Client(
+        api_key=API_KEY, base_url=tinker_server.url, event_hooks={"stream_end": [records.append]}
+    ) as client:
+        client.download(url, dest, connections=connections)
+    assert file_sha(dest) == expected_sha(31, size)
+    assert [r.headers.get("range") for r in data_requests(tinker_server)] == [None]
+    changes = [r for r in caplog.records if "one connection for the rest" in r.getMessage()]
+    assert len(changes) == 1 and changes[0].levelno == logging.DEBUG
+    assert "waits" in changes[0].getMessage() and "the first alone" in changes[0].getMessage()
+    (record,) = records
+    assert record.attempts == 1 and record.bytes == size
+
+
+def test_a_plan_grows_its_pieces_keeping_every_byte_once():
+    plan = range_plan.RangePlan(10 * MiB, [(3 * MiB, 4 * MiB)], MiB, (0, MiB), connections=4)
+    plan.grow(3 * MiB)
+    plan.grow(2 * MiB)  # never smaller again
+    assert plan.first is not None and plan.take(plan.first, MiB) == (0, MiB)  # the first answer's piece
+    claimed = []
+    while (span := plan.claim(1)) is not None and len(claimed) < 10:
+        claimed.append((span.start, span.end))
+        plan.take(span, span.end - span.start)
+    assert sorted(claimed) == [(MiB, 3 * MiB), (4 * MiB, 7 * MiB), (7 * MiB, 10 * MiB)]
+    assert plan.piece == 3 * MiB
+
+
+def test_one_keeper_asks_for_a_whole_hole_at_once():
+    plan = range_plan.RangePlan(10 * MiB, [(6 * MiB, 7 * MiB)], MiB, connections=4)
+    assert plan.go_single(2, "a test", through=False)
+    span = plan.claim(2)
+    assert span is not None and (span.start, span.end) == (0, MiB)  # the keeper goes on at the front
+    assert plan.reach(span.end) == 6 * MiB  # one request reaches the rest of the hole
+    assert plan.reach(6 * MiB) == 6 * MiB and plan.claim(1) is None  # held: nothing to reach

@@ -188,7 +188,10 @@ def _download(
             options = RequestOptions(
                 "GET", url, headers=headers, timeout=timeout, credentials=credentials, follow_redirects=True
             )
+            sends, asked_at = budget.attempts, time.monotonic()
             response = client._open(options, budget)
+            # What a request costs this server (its answer's wait), unless retries made it longer.
+            ask_time = time.monotonic() - asked_at if budget.attempts == sends + 1 else 0.0
         except APIStatusError as exc:
             if exc.status_code != 416 or state is None:
                 raise
@@ -241,6 +244,7 @@ def _download(
                 first_at=offset,
                 cutoff=cutoff,
                 tally=record.tally,
+                ask_time=ask_time,
             )
             return part.dest
         try:

@@ -171,8 +171,9 @@ class RangePlan:
         with self.changed:
             if (self.keeper is not None and fetcher != self.keeper) or not self._open():
                 return None
-            if self._todo:  # the reader on from the front goes on at the front; the others from the back
-                span = Span(*self._todo.pop(0 if self.reader in (None, fetcher) else -1), fetcher)
+            if self._todo:  # the reader on from the front (or the one keeper) goes on at the front;
+                front = self.reader in (None, fetcher) or self.keeper == fetcher  # the others from the back
+                span = Span(*self._todo.pop(0 if front else -1), fetcher)
             else:
                 victim = max(self._active, key=lambda s: s.end - s.pos, default=None)
                 if self.single or victim is None or not self._worth_stealing(victim.end - victim.pos):
@@ -205,6 +206,34 @@ class RangePlan:
         with self.changed:
             self.ask_time = max(self.ask_time, seconds)
 
+    def grow(self, piece: int) -> None:
+        """Pieces of at least ``piece`` bytes for what is left to hand out (a request costs so much
+        that smaller pieces would spend more time asking than moving bytes)."""
+        with self.changed:
+            if piece <= self.piece:
+                return
+            self.piece = piece
+            self._todo = [p for start, end in self._merged() for p in cut(start, end, piece)]
+
+    def reach(self, end: int) -> int:
+        """Where the missing bytes that continue from ``end`` stop: the end of the hole a request for
+        the piece before ``end`` may run on through (``end`` when nothing is missing there)."""
+        with self.changed:
+            for start, stop in self._merged():
+                if start == end:
+                    return stop
+            return end
+
+    def _merged(self) -> list[tuple[int, int]]:
+        """The pieces to hand out, adjacent ones joined (under the lock)."""
+        merged: list[tuple[int, int]] = []
+        for start, end in self._todo:
+            if merged and merged[-1][1] == start:
+                merged[-1] = (merged[-1][0], end)
+            else:
+                merged.append((start, end))
+        return merged
+
     def recut(self, parts: int) -> None:
         """What is missing, in ``parts`` regions, each read on from one answer: asked at once."""
         with self.changed:
@@ -212,13 +241,7 @@ class RangePlan:
             if not todo:
                 return
             region = max(1, -(-todo // parts))
-            merged: list[tuple[int, int]] = []
-            for start, end in self._todo:
-                if merged and merged[-1][1] == start:
-                    merged[-1] = (merged[-1][0], end)
-                else:
-                    merged.append((start, end))
-            self._todo = [piece for start, end in merged for piece in cut(start, end, region)]
+            self._todo = [piece for start, end in self._merged() for piece in cut(start, end, region)]
 
     def extend(self, fetcher: int, pos: int, stop: int | None, skip: int) -> Span | None:
         """The next missing piece an open answer at ``pos`` (ending at ``stop``) reaches by skipping at
@@ -291,12 +314,19 @@ class RangePlan:
             return (small and self.shorts >= max(2, self.connections)) or self.requests > 3 * self.pieces
 
     def go_single(
-        self, fetcher: int, reason: str, keeper: int | None = None, *, through: bool = True
+        self,
+        fetcher: int,
+        reason: str,
+        keeper: int | None = None,
+        *,
+        through: bool = True,
+        level: int | None = None,
     ) -> bool:
         """Give every missing byte to one fetcher, ``keeper`` or else ``fetcher``; True when that is
         ``fetcher`` (False: another fetcher has them). The others stop at the bytes they reserved;
         what they had left is the keeper's. ``through``: ranges cannot serve the rest, the keeper
-        reads one answer through (else it asks for the holes, as one connection does)."""
+        reads one answer through (else it asks for the holes, as one connection does: each hole to
+        the end, one request). ``level``: of the log line (INFO when ranges failed, else DEBUG)."""
         keeper = fetcher if keeper is None else keeper
         with self.changed:
             if self.keeper is not None and (self.keeper != keeper or self.through or not through):
@@ -309,7 +339,7 @@ class RangePlan:
             self._todo.sort()
             self.reasons.append(reason)
             log.log(
-                logging.INFO if through else logging.DEBUG,
+                level if level is not None else logging.INFO if through else logging.DEBUG,
                 "%s: one connection for the rest: %s",
                 self.what,
                 reason,

@@ -58,6 +58,10 @@ SIDECAR_INTERVAL = 1.0
 # together they moved SPREAD_GAIN times as much a second, the rest goes over the first one alone.
 PROBE_TIME = 0.3
 SPREAD_GAIN = 1.2
+# A piece takes at least this many times a request's wait (its answer's first byte) to move at the
+# first answer's pace: a server whose every request costs much (one that reads the object for each,
+# or closes every connection) gets larger pieces, so that asking stays a small part of the time.
+PIECE_ASKS = 4
 # An answer with at most this many bytes left past those used is read to its end (its connection
 # kept); one with more is closed (its connection dropped, with what it had in flight).
 DRAIN_LIMIT = 64 << 10
@@ -244,14 +248,17 @@ class _Transfer:
         """Ask for ``span`` and see what came: the bytes from its start (maybe more), or a whole 200
         (then this fetcher keeps the rest); None when another fetcher keeps it."""
         plan = self.plan
-        asked, end = f"bytes={span.pos}-{span.end - 1}", span.end
+        end = span.end
+        if plan.single:  # one connection: one request for the whole hole (or the rest), read on
+            end = plan.total if plan.through else plan.reach(span.end)
+        asked = f"bytes={span.pos}-{end - 1}"
         with plan.changed:
             plan.requests += 1
             self.asking += 1
         self.tally.add(requests=1)
         asked_at = time.monotonic()
         try:
-            source = self._track(index, self.fetch(span.pos, span.end))
+            source = self._track(index, self.fetch(span.pos, end))
             plan.asked(time.monotonic() - asked_at)
         except RangeUnusable as exc:
             unusable: RangeUnusable | None = exc
@@ -430,6 +437,7 @@ def receive_ranges(
     whole: Whole | None = None,
     cutoff: float | None = None,
     tally: Tally | None = None,
+    ask_time: float = 0.0,
 ) -> int:
     """Fetch what ``done`` lacks of ``[0, total)`` over ``connections`` connections into ``part``.
 
@@ -445,6 +453,7 @@ def receive_ranges(
         cutoff: no request may start after this ``time.monotonic()`` (a signed URL's expiry):
             one region per connection, all asked at once, no steal after it.
         tally: counts the requests and the bytes received, for the caller's report.
+        ask_time: how long the first answer took to come (seconds): what a request costs.
 
     Raises:
         RangeChanged: a range showed the resource changed (the ``.part`` is removed).
@@ -477,6 +486,8 @@ def receive_ranges(
         cutoff=cutoff,
         what=str(part.dest),
     )
+    if ask_time > 0:
+        plan.asked(ask_time)
     if connections == 1:
         plan.keeper = 0  # one connection: it reads on from hole to hole
     fd = open_regular(part.part, os.O_RDWR | os.O_CREAT)
@@ -576,11 +587,15 @@ class _Probe:
             self.alone = (done - self.done) / elapsed
             self.start, self.done, self.phase = now, done, "together"
             plan = self.plan
-            if plan.cutoff is not None and self.alone > 0:
+            if self._asking_costs_more(done):
+                self.phase = "decided"
+            elif plan.cutoff is not None and self.alone > 0:
                 alone_needs = (plan.total - done) / self.alone
                 if plan.cutoff - now < 1.5 * alone_needs:  # it may expire first: everything asked now
                     plan.recut(max(1, len(self.transfer.threads)))
                     log.debug("%s: its URL may expire first: one region per connection, asked now", plan.what)
+            else:
+                plan.grow(int(PIECE_ASKS * plan.ask_time * self.alone))
             self.transfer.open_gate()
         elif self.phase == "together" and elapsed >= 2 * self.seconds:
             together = (done - self.done) / elapsed
@@ -603,6 +618,30 @@ class _Probe:
                     keeper=0,
                     through=self.plan.cutoff is not None,  # a URL that expires: no request more
                 )
+
+    def _asking_costs_more(self, done: int) -> bool:
+        """After the first answer's time alone: whether the others' requests would cost more than they
+        could save (the first alone finishes sooner than they are answered and help); then the rest
+        is the first one's, and no other request is made. True when so decided."""
+        plan, alone = self.plan, self.alone
+        ask, left = plan.ask_time, plan.total - done
+        with plan.changed:
+            reading = 0 in self.transfer.alive
+        if alone <= 0 or ask <= 0 or left <= 0 or not reading:
+            return False
+        others = max(1, len(self.transfer.threads))
+        if SPREAD_GAIN * (ask + left / (others * alone)) < left / alone:
+            return False
+        mb = 1 << 20
+        plan.go_single(
+            -1,
+            f"a request waits {ask:.2f} s for its answer, the first alone moves {alone / mb:.1f} MiB/s "
+            f"and has {left / mb:.1f} MiB left: other connections would not make it sooner",
+            keeper=0,
+            through=plan.cutoff is not None,  # a URL that expires: no request more
+            level=logging.DEBUG,
+        )
+        return True
 
 
 def _save(fd: int, plan: RangePlan, save: Callable[[list[tuple[int, int]]], None]) -> None:

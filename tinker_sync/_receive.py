@@ -444,6 +444,7 @@ def receive_over_ranges(
     first_at: int | None = None,
     cutoff: float | None = None,
     tally: Tally | None = None,
+    ask_time: float = 0.0,
 ) -> int:
     """Write the body (from ``position``) and the rest of the resource over ``connections``
     connections into ``part`` (``_ranges``); ``done``: the ranges it already holds.
@@ -455,7 +456,8 @@ def receive_over_ranges(
     the rest of the same version go to one whole answer (``whole``), the bytes held skipped. With
     ``url`` the sidecar lists the ranges written and a failure keeps the ``.part``. ``first_at``:
     where the first answer's bytes are wanted from (a re-run's answer may start before it);
-    ``cutoff``: no request after it (a signed URL's expiry); ``tally``: requests and bytes counted.
+    ``cutoff``: no request after it (a signed URL's expiry); ``tally``: requests and bytes counted;
+    ``ask_time``: how long the response took to come (what a request costs).
     """
     response.as_served()
     response.claim()
@@ -494,6 +496,7 @@ def receive_over_ranges(
                 whole=whole,
                 cutoff=cutoff,
                 tally=tally,
+                ask_time=ask_time,
             )
         except RangeChanged as exc:
             problem = str(exc)
@@ -504,7 +507,7 @@ def receive_over_ranges(
         new_total = response.total_size
         assert new_total is not None  # ``restart`` answers only a sized whole
         checks, total, done = checksums_from(response.headers, expected_sha256), new_total, ()
-        first_at = None
+        first_at, ask_time = None, 0.0
         if response.validator == pinned or restarted:
             # The same version of the resource: its ranges, not the resource, were wrong (a 200 to
             # a Range, a wrong Content-Range). Or a second change in one call: an ETag that is

@@ -90,7 +90,8 @@ class Fault:
     wrong_length: int | None = None  # announce this Content-Length, send the true bytes, then close
     trickle: int | None = None  # write the body in pieces of this many bytes ...
     trickle_delay: float = 0.0  # ... with this delay between them
-    delay_headers: float = 0.0  # wait this long before sending the status line
+    delay_headers: float = 0.0  # wait this long before sending the status line (a cost per request)
+    close: bool = False  # close the connection after the answer (``Connection: close``), as moto's S3 does
     rate: float | None = None  # cap this response's body at this many bytes per second
     # Range answers a correct server may give (RFC 9110 lets it send more than asked, or less):
     range_to_eof: bool = False  # answer ``bytes=A-B`` with ``A-EOF`` (as simple servers do)
@@ -134,6 +135,7 @@ class Fault:
             trickle=integer("trickle"),
             trickle_delay=number("trickle_delay") or 0.0,
             delay_headers=number("delay_headers") or 0.0,
+            close=_flag(query.get("close")),
             rate=number("rate"),
             range_to_eof=_flag(query.get("range_to_eof")),
             range_short=integer("range_short"),

@@ -300,8 +300,10 @@ class _Exchange:
             handler.send_header("Content-Length", str(length or 0))
         elif framing == "chunked":
             handler.send_header("Transfer-Encoding", "chunked")
-        if framing in ("close", "wrong"):
+        if framing in ("close", "wrong") or self.fault.close:
             handler.send_header("Connection", "close")
+        if self.fault.close:
+            handler.close_connection = True
         handler.end_headers()
         return framing
 
