@@ -32,6 +32,7 @@ class Front:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # head and body are separate writes: no delayed-ACK stalls
 
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 pass
@@ -65,7 +66,10 @@ class Front:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # shutdown() waits for serve_forever's next poll: a short one keeps each teardown short
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
         self.headers = {"X-API-Key": api_key}
 
     @property

@@ -42,6 +42,7 @@ def raw_server(*scripts: Script, tls: object = None) -> Iterator[str]:
         try:
             for script in scripts:
                 conn, _ = listener.accept()
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no delayed-ACK stalls
                 if tls is not None:
                     try:
                         conn = tls.wrap_socket(conn, server_side=True)  # type: ignore[attr-defined]
@@ -106,6 +107,7 @@ class RecordingServer:
             threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
 
     def _answer(self, conn: socket.socket) -> None:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with conn:
             try:
                 while head := read_head(conn):

@@ -7,6 +7,7 @@ close-delimited body, a gzip bomb. Real sockets (tests/_sockets.py).
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import socket
@@ -40,6 +41,12 @@ def _page(size: int) -> bytes:
     data = json.dumps(body).encode()
     assert len(data) == size or size < bare
     return data
+
+
+@functools.cache
+def _bomb() -> bytes:
+    """64 MiB of zeros, gzipped (about 64 KiB): compressed once per worker, not per case."""
+    return gzip.compress(b"\0" * (64 * MiB), compresslevel=9)
 
 
 def _read_request_body(conn: socket.socket, head: bytes) -> None:
@@ -76,7 +83,7 @@ def body_script(kind: str, discarded: threading.Event, size: int = 0):
                 while not stop.is_set():
                     conn.sendall(PIECE)
             elif kind == "gzip_bomb":
-                bomb = gzip.compress(b"\0" * (64 * MiB), compresslevel=9)
+                bomb = _bomb()
                 conn.sendall(
                     head_ok + b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(bomb) + bomb
                 )
@@ -152,6 +159,34 @@ def test_a_body_at_the_limit_is_read(kind, call):
         with Client(api_key=API_KEY, base_url=url, max_retries=0, max_response_size=LIMIT) as client:
             result = CALLS[call](client)
     assert result is not None
+
+
+KEPT = {  # what the caller still holds when it closes the client: the connection is idle in the pool
+    "raw_view": ("exact", lambda c: c.with_raw_response.training_runs.list()),
+    "typed_page": ("exact", lambda c: c.training_runs.list()),
+    "json_answer": ("chunked_exact", lambda c: c.get("/api/v1/training_runs")),
+    "error_over_limit": ("chunked_one_over", lambda c: pytest.raises(ResponseTooLargeError, c.get, "/x")),
+}
+
+
+@pytest.mark.parametrize("closing", ["close", "with_block"])
+@pytest.mark.parametrize("kept", KEPT.values(), ids=KEPT.keys())
+def test_closing_the_client_shuts_its_idle_connections_at_once(kept, closing):
+    """Client.close() shuts every pooled connection then, not when the garbage collector gets to
+    them: a response (or an error whose traceback holds one) the caller keeps must not keep a
+    socket open (urllib3 2's PoolManager.clear() only forgets its pools)."""
+    kind, call = kept
+    discarded = threading.Event()
+    with raw_server(body_script(kind, discarded, LIMIT)) as url:
+        client = Client(api_key=API_KEY, base_url=url, max_retries=0, max_response_size=LIMIT)
+        if closing == "close":
+            held = call(client)
+            client.close()
+        else:
+            with client:
+                held = call(client)
+        assert discarded.wait(30), "the idle connection is still open"
+        assert held is not None
 
 
 def test_the_default_is_documented_and_well_above_any_page():

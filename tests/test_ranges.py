@@ -176,6 +176,7 @@ class _Quirky(http.server.BaseHTTPRequestHandler):
     """Serves ``server.body`` with Range support, but for the quirks in ``server.quirks``."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # head and body are separate writes: no delayed-ACK stalls
     server: _QuirkyServer
 
     def log_message(self, *args: object) -> None:

@@ -241,6 +241,19 @@ class PoolManager(urllib3.PoolManager):
             pool.verified = context.verify_mode != ssl.CERT_NONE
         return pool
 
+    def clear(self) -> None:
+        """Forget every pool and close its idle connections now.
+
+        urllib3 2's ``clear()`` only forgets the pools (each closes when it is
+        garbage collected): one still referenced, by a response an error's
+        traceback holds say, would keep its idle sockets open after ``Client.close()``.
+        """
+        pools = [self.pools.get(key) for key in self.pools.keys()]
+        super().clear()
+        for pool in pools:
+            if pool is not None:
+                pool.close()
+
 
 def make_tunnel(proxy: str, named: str, context: Callable[[], ssl.SSLContext]) -> Tunnel:
     """The tunnel through ``proxy`` (checked: http or https, a host, no path); ``named``: how errors
