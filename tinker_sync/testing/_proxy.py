@@ -190,6 +190,7 @@ class ForwardProxy:
 
     def _serve(self, conn: socket.socket) -> None:
         with self._tracked(conn), contextlib.suppress(OSError):
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a relay: no delayed-ACK stalls
             head, rest = self._read_head(conn)
             if not head:
                 return
@@ -246,7 +247,9 @@ class ForwardProxy:
             conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             return None
         try:
-            return socket.create_connection((host, port), timeout=10)
+            upstream = socket.create_connection((host, port), timeout=10)
+            upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return upstream
         except OSError:
             conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             return None
