@@ -328,7 +328,7 @@ class _EventConnector:
         client, options = self._client, self._options
         if self._request is None or self._budget is None:
             self._start = time.monotonic()
-            self._budget = client._budget(client._timeout(options.timeout), options.max_retries)
+            self._budget = client._budget(options)
             self._request = client.build_request(options)
             return client.send(self._request, options, self._budget)
         request = Request(

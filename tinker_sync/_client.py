@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Generic
 
 from ._base_client import BaseClient
 from ._config import Timeout
+from ._options import Connections, FileOptions, RequestOptions
 from ._receiver import Progress
-from ._response import Connections
 from ._transport import check_request
 from .resources._resource import M, Parsed, Raw, Streamed
 
@@ -231,14 +231,11 @@ class Client(BaseClient, APIResources[Parsed]):
         """
         from ._download import download  # lazy: a plain call never needs it
 
-        return download(
-            self,
-            url_or_path,
-            dest,
+        file = FileOptions(
             progress=progress,
-            resume=resume,
+            restart=not resume,
             expected_size=expected_size,
             expected_sha256=expected_sha256,
-            credentials=credentials,
             connections=connections,
         )
+        return download(self, RequestOptions("GET", url_or_path, credentials=credentials, file=file), dest)

@@ -253,9 +253,12 @@ class ClientCore:
 
     # -- the one send path ---------------------------------------------------
 
-    def _budget(self, timeout: Timeout, max_retries: int | None) -> RetryBudget:
-        """A new retry budget for one logical call (its deadline starts now)."""
-        deadline = None if timeout.total is None else time.monotonic() + timeout.total
+    def _budget(self, options: RequestOptions) -> RetryBudget:
+        """A new retry budget for the logical call of ``options`` (its deadline starts now): its
+        max retries and total timeout, or the client's."""
+        total = self._timeout(options.timeout).total
+        deadline = None if total is None else time.monotonic() + total
+        max_retries = options.max_retries
         return RetryBudget(self.max_retries if max_retries is None else max_retries, deadline=deadline)
 
     def _timeout(self, timeout: Timeoutish) -> Timeout:
@@ -291,7 +294,7 @@ class ClientCore:
         """
         timeout = self._timeout(options.timeout)
         if budget is None:
-            budget = self._budget(timeout, options.max_retries)
+            budget = self._budget(options)
         method, url = request.method, mask_url(request.url)
         if not quiet:
             emit(self.event_hooks, "request", RequestInfo(method, url))
@@ -453,7 +456,7 @@ class ClientCore:
         """
         timeout = self._timeout(options.timeout)
         if budget is None:
-            budget = self._budget(timeout, options.max_retries)
+            budget = self._budget(options)
         start = time.monotonic()
         try:
             response = opener(budget, timeout) if opener is not None else self._open(options, budget)

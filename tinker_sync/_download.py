@@ -35,16 +35,15 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from ._base_client import BaseClient
-from ._checksums import Checksum, check_expected, checksums_from, headers_from
+from ._checksums import Checksum, checksums_from, headers_from
 from ._continuation import continuation_problem, parse_content_range, strong_etag, url_expiry
 from ._exceptions import APIConnectionError, APIStatusError
 from ._files import PartFile, PartState, destination
 from ._observe import StreamEndInfo, emit, mask_url
-from ._options import RequestOptions
+from ._options import Connections, RequestOptions
 from ._range_plan import MIN_PIECE, auto_connections, holes, piece_size
 from ._ranges import Source, Tally, receive_ranges
-from ._receive import Connections, check_connections, receive, receive_over_ranges
-from ._receiver import Progress
+from ._receive import receive, receive_over_ranges
 from ._response import StreamedResponse
 from ._retry import RetryBudget
 from ._transport import Request
@@ -63,46 +62,28 @@ MIN_AHEAD = 0.5
 
 def download(
     client: BaseClient,
-    url_or_path: str,
+    options: RequestOptions,
     dest: str | os.PathLike[str],
     *,
-    progress: Progress | None = None,
-    resume: bool = True,
-    expected_size: int | None = None,
-    expected_sha256: str | None = None,
-    credentials: bool = True,
     budget: RetryBudget | None = None,
-    connections: Connections = "auto",
 ) -> Path:
-    """Download ``url_or_path`` to ``dest``: atomic, verified, resumable, safe to run twice.
+    """Download what ``options`` name (a GET of an API path or any http(s) URL, its ``file`` options
+    checked when built) to ``dest``: atomic, verified, resumable, safe to run twice.
 
     See ``Client.download`` for the guarantees. ``budget`` shares the retry
     budget of a larger call (a checkpoint's files). Reports one ``stream_end``
     for the whole download: every request and byte over every connection.
     """
-    check_connections(connections)
-    check_expected(expected_size, expected_sha256, progress)
-    url = client.build_url(url_or_path)
+    url = client.build_url(options.url, options.params)
+    options = options.replace(url=url, params=None, follow_redirects=True)
     part = PartFile(destination(dest, url))
     if budget is None:
-        budget = client._budget(client.timeout, None)
+        budget = client._budget(options)
     record = _Record(budget)
     error: BaseException | None = None
     try:
         with part.lock():
-            return _download(
-                client,
-                url,
-                part,
-                record,
-                progress=progress,
-                resume=resume,
-                expected_size=expected_size,
-                expected_sha256=expected_sha256,
-                credentials=credentials,
-                budget=budget,
-                connections=connections,
-            )
+            return _download(client, options, part, record, budget)
     except BaseException as exc:
         error = exc
         raise
@@ -140,21 +121,11 @@ class _Record:
 
 
 def _download(
-    client: BaseClient,
-    url: str,
-    part: PartFile,
-    record: _Record,
-    *,
-    progress: Progress | None,
-    resume: bool,
-    expected_size: int | None,
-    expected_sha256: str | None,
-    credentials: bool,
-    budget: RetryBudget,
-    connections: Connections,
+    client: BaseClient, options: RequestOptions, part: PartFile, record: _Record, budget: RetryBudget
 ) -> Path:
-    timeout = client.timeout
-    state = part.load(url) if resume else None
+    url, file = options.url, options.file
+    expected_size, expected_sha256 = file.expected_size, file.expected_sha256
+    state = None if file.restart else part.load(url)
     if state is None:
         part.discard()
     elif state.ranges is not None and state.total is not None and not holes(state.ranges, state.total):
@@ -167,14 +138,13 @@ def _download(
             total=state.total,
             done=state.ranges,
             checks=checks,
-            expected_size=expected_size,
-            progress=progress,
+            file=file,
         )
         return part.dest
     while True:
         offset = state.size if state is not None else 0
         headers = {"Accept-Encoding": "identity"}
-        spread = _spread(client, state, connections)
+        spread = _spread(client, state, file.connections)
         last = None
         if state is not None:
             headers["Range"] = f"bytes={offset}-"
@@ -185,11 +155,8 @@ def _download(
                 last = end - 1
             headers["If-Range"] = state.validator
         try:
-            options = RequestOptions(
-                "GET", url, headers=headers, timeout=timeout, credentials=credentials, follow_redirects=True
-            )
             sends, asked_at = budget.attempts, time.monotonic()
-            response = client._open(options, budget)
+            response = client._open(options.replace(headers={**(options.headers or {}), **headers}), budget)
             # What a request costs this server (its answer's wait), unless retries made it longer.
             ask_time = time.monotonic() - asked_at if budget.attempts == sends + 1 else 0.0
         except APIStatusError as exc:
@@ -218,7 +185,7 @@ def _download(
         response.as_served()
         if state is None:
             checks = checksums_from(response.headers, expected_sha256)
-            n = response.connections_for(connections)
+            n = response.connections_for(file.connections)
         else:  # a verified continuation: the checksums are the ones saved with the .part
             checks = checksums_from(headers_from(state.checksums), expected_sha256)
             n = spread[2] if spread is not None else 1
@@ -238,9 +205,7 @@ def _download(
                 total=total,
                 done=done,
                 url=url,
-                expected_size=expected_size,
-                expected_sha256=expected_sha256,
-                progress=progress,
+                file=file,
                 first_at=offset,
                 cutoff=cutoff,
                 tally=record.tally,
@@ -255,9 +220,7 @@ def _download(
                 checks=checks,
                 total=response.total_size,
                 url=url,
-                expected_size=expected_size,
-                expected_sha256=expected_sha256,
-                progress=progress,
+                file=file,
             )
         finally:
             record.single_bytes += response.num_bytes_downloaded

@@ -15,6 +15,10 @@ Rules:
    its JSON object.
 3. ``None`` means "the client's default" for ``timeout`` and ``max_retries``;
    the client resolves them when the call starts.
+4. A call that writes a file (``Client.download``, a checkpoint download,
+   ``stream_to_file``) carries how in ``RequestOptions.file``, a ``FileOptions``
+   checked when it is built: the download, the receivers and the ranged
+   fetchers read it there.
 """
 
 from __future__ import annotations
@@ -22,14 +26,33 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
+from ._checksums import check_expected
 from ._config import Timeout
+from ._receiver import Progress
 
-__all__ = ["BodyOverrides", "Overrides", "Params", "RequestOptions", "Timeoutish"]
+__all__ = [
+    "BodyOverrides",
+    "Connections",
+    "FileOptions",
+    "Overrides",
+    "Params",
+    "RequestOptions",
+    "Timeoutish",
+    "check_connections",
+]
 
 Params = Mapping[str, Any]
 Timeoutish = float | Timeout | None
+# How many connections a file download may use: a number, or "auto" (see ``_range_plan.auto_connections``).
+Connections = int | Literal["auto"]
+
+
+def check_connections(connections: object) -> None:
+    """Raise ValueError unless ``connections`` is a positive int or ``"auto"``."""
+    if connections != "auto" and not (type(connections) is int and connections >= 1):
+        raise ValueError(f"connections must be a positive integer or 'auto', got {connections!r}")
 
 
 class Overrides(TypedDict, total=False):
@@ -56,6 +79,38 @@ class BodyOverrides(Overrides, total=False):
 
 
 @dataclass(frozen=True, slots=True)
+class FileOptions:
+    """How a call writes its body to a file: built (and checked) once at the public method, read by
+    the download, the receivers and the ranged fetchers.
+
+    Attributes:
+        progress: ``progress(downloaded, total)`` as bytes land (None: no callback).
+        resume: a broken body continues with Range inside the call (False: a break raises).
+        restart: start from zero, whatever ``.part`` an earlier run left (``Client.download``'s
+            ``resume=False``).
+        expected_size, expected_sha256: what the caller knows of the file, verified with the
+            server's checksums.
+        connections: how many connections may fetch the file at once, or ``"auto"``.
+        chunk_size: the most bytes read and written at a time (None: 256 KiB).
+
+    Raises:
+        ValueError, TypeError: a value that cannot be right (at construction, before any request).
+    """
+
+    progress: Progress | None = None
+    resume: bool = True
+    restart: bool = False
+    expected_size: int | None = None
+    expected_sha256: str | None = None
+    connections: Connections = "auto"
+    chunk_size: int | None = None
+
+    def __post_init__(self) -> None:
+        check_connections(self.connections)
+        check_expected(self.expected_size, self.expected_sha256, self.progress)
+
+
+@dataclass(frozen=True, slots=True)
 class RequestOptions:
     """One call's options (see the module docstring): built once, read by every layer below.
 
@@ -75,6 +130,7 @@ class RequestOptions:
         final: statuses that answer this call for good, never retried.
         idle_timeout: an event stream's longest wait for the next event.
         reconnect: an event stream resumes with ``Last-Event-ID`` after a break.
+        file: how a body written to a file is received (``FileOptions``).
     """
 
     method: str
@@ -93,6 +149,7 @@ class RequestOptions:
     final: Collection[int] = ()
     idle_timeout: float | None = None
     reconnect: bool = False
+    file: FileOptions = FileOptions()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", self.method.upper())

@@ -37,8 +37,9 @@ from . import _buffers, _range_plan
 from ._checksums import HASH_READ_SIZE, Checksum, new_hasher, verify
 from ._exceptions import DownloadIntegrityError
 from ._files import PartFile, check_disk_space, open_regular
+from ._options import FileOptions
 from ._range_plan import RangePlan, Span, piece_size
-from ._receiver import BUFFER_SIZE, COMMIT_INTERVAL, Progress, ProgressThrottle
+from ._receiver import BUFFER_SIZE, COMMIT_INTERVAL, ProgressThrottle
 
 __all__ = [
     "RangeChanged",
@@ -430,8 +431,7 @@ def receive_ranges(
     done: Sequence[tuple[int, int]] = (),
     first: tuple[Source, int, int] | None = None,
     checks: Sequence[Checksum] = (),
-    expected_size: int | None = None,
-    progress: Progress | None = None,
+    file: FileOptions,
     save: Callable[[list[tuple[int, int]]], None] | None = None,
     buffer_size: int = BUFFER_SIZE,
     whole: Whole | None = None,
@@ -441,8 +441,8 @@ def receive_ranges(
 ) -> int:
     """Fetch what ``done`` lacks of ``[0, total)`` over ``connections`` connections into ``part``.
 
-    Verifies (``total``, ``expected_size``, ``checks`` hashed in file order) and renames into
-    place; returns the size.
+    Verifies (``total``, ``file.expected_size``, ``checks`` hashed in file order) and renames into
+    place; returns the size. ``file.progress`` hears of the bytes written.
 
     Args:
         first: an open source and the range ``[start, end)`` it is the first piece of.
@@ -460,6 +460,7 @@ def receive_ranges(
         DownloadIntegrityError: a size or checksum mismatch (the ``.part`` is removed).
         Whatever ``fetch`` or a source raised, once every fetcher stopped.
     """
+    expected_size = file.expected_size
     if expected_size is not None and expected_size != total:
         raise DownloadIntegrityError(
             f"Size mismatch for {part.dest}: expected {expected_size} bytes (expected_size), "
@@ -502,7 +503,7 @@ def receive_ranges(
         if tally is not None:
             transfer.tally = tally
         hasher = _InOrder(fd, checks)
-        throttle = ProgressThrottle(progress, total, plan.done_bytes)
+        throttle = ProgressThrottle(file.progress, total, plan.done_bytes)
         probe = _Probe(plan, transfer, PROBE_TIME if connections > 1 and first else 0.0)
         if not probe.seconds:
             plan.reader = None  # no pace to keep: the first answer stops after its piece, like any

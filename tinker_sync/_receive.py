@@ -24,16 +24,16 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
-from typing import Any, Generic, Literal, Protocol, TypeVar, Unpack
+from typing import Any, Generic, Protocol, TypeVar, Unpack
 
 from ._checksums import Checksum, checksums_from
 from ._continuation import continuation_problem, parse_content_range, whole_request
 from ._exceptions import APIConnectionError, APIStatusError, DownloadIntegrityError
 from ._files import PartFile
 from ._observe import mask_url
-from ._options import RequestOptions
+from ._options import Connections, FileOptions, RequestOptions, check_connections
 from ._ranges import RangeChanged, RangeUnusable, Tally, receive_ranges
-from ._receiver import BUFFER_SIZE, COMMIT_INTERVAL, Progress, Receiver
+from ._receiver import BUFFER_SIZE, COMMIT_INTERVAL, Receiver
 from ._retry import RetryBudget, RetryHints
 from ._transport import Request
 
@@ -52,15 +52,6 @@ R = TypeVar("R", bound="FileResponse")
 R_co = TypeVar("R_co", bound="FileResponse", covariant=True)
 
 log = logging.getLogger("tinker_sync")
-
-# How many connections a file download may use: a number, or "auto" (see ``_ranges.auto_connections``).
-Connections = int | Literal["auto"]
-
-
-def check_connections(connections: object) -> None:
-    """Raise ValueError unless ``connections`` is a positive int or ``"auto"``."""
-    if connections != "auto" and not (type(connections) is int and connections >= 1):
-        raise ValueError(f"connections must be a positive integer or 'auto', got {connections!r}")
 
 
 class FileResponse(Protocol):
@@ -355,13 +346,10 @@ def receive(
     checks: list[Checksum],
     total: int | None,
     url: str | None = None,
-    expected_size: int | None = None,
-    expected_sha256: str | None = None,
-    progress: Progress | None = None,
-    buffer_size: int | None = None,
-    resume: bool = True,
+    file: FileOptions,
 ) -> int:
-    """Write the body into ``part`` from ``offset``; verify and rename. Returns the file's size.
+    """Write the body into ``part`` from ``offset``, as ``file`` says; verify and rename. Returns the
+    file's size.
 
     With ``url`` (a download that a later run may resume) the sidecar is
     written and the ``.part`` kept on failure; without it a failure
@@ -377,9 +365,9 @@ def receive(
             offset=offset,
             checks=checks,
             total=total,
-            expected_size=expected_size,
-            progress=progress,
-            buffer_size=buffer_size or BUFFER_SIZE,
+            expected_size=file.expected_size,
+            progress=file.progress,
+            buffer_size=file.chunk_size or BUFFER_SIZE,
             keep=keep,
         ) as receiver,
     ):
@@ -393,10 +381,11 @@ def receive(
             # what the buffer holds of the old body is dropped.
             nonlocal filled
             filled = 0
-            receiver.restart(checksums_from(response.headers, expected_sha256), response.total_size)
+            receiver.restart(checksums_from(response.headers, file.expected_sha256), response.total_size)
             if url is not None:
                 part.save(url, response.validator, response.total_size, response.headers)
 
+        resume = file.resume
         on_restart = restart if resume else None
         committed = time.monotonic()
         readinto = response.readinto
@@ -437,17 +426,15 @@ def receive_over_ranges(
     total: int,
     done: Sequence[tuple[int, int]] = (),
     url: str | None = None,
-    expected_size: int | None = None,
-    expected_sha256: str | None = None,
-    progress: Progress | None = None,
-    resume: bool = True,
+    file: FileOptions,
     first_at: int | None = None,
     cutoff: float | None = None,
     tally: Tally | None = None,
     ask_time: float = 0.0,
 ) -> int:
     """Write the body (from ``position``) and the rest of the resource over ``connections``
-    connections into ``part`` (``_ranges``); ``done``: the ranges it already holds.
+    connections into ``part`` (``_ranges``), as ``file`` says (its ``connections`` were resolved
+    into ``connections``); ``done``: the ranges it already holds.
 
     Each range is a GET with ``Range`` and ``If-Range`` through the response's ``RangeOpener``
     (its sender: a URL signer re-signs), resumed in the call like any body, all in the response's
@@ -462,6 +449,7 @@ def receive_over_ranges(
     response.as_served()
     response.claim()
     where = mask_url(response.url)
+    resume = file.resume
     restarted = False
     while True:
         opener = response.open_ranges(resume)
@@ -490,8 +478,7 @@ def receive_over_ranges(
                 done=done,
                 first=(first, response.position if first_at is None else first_at, end),
                 checks=checks,
-                expected_size=expected_size,
-                progress=progress,
+                file=file,
                 save=save if url is not None else None,
                 whole=whole,
                 cutoff=cutoff,
@@ -506,7 +493,7 @@ def receive_over_ranges(
         response = opener.restart(problem)
         new_total = response.total_size
         assert new_total is not None  # ``restart`` answers only a sized whole
-        checks, total, done = checksums_from(response.headers, expected_sha256), new_total, ()
+        checks, total, done = checksums_from(response.headers, file.expected_sha256), new_total, ()
         first_at, ask_time = None, 0.0
         if response.validator == pinned or restarted:
             # The same version of the resource: its ranges, not the resource, were wrong (a 200 to
@@ -525,9 +512,6 @@ def receive_over_ranges(
                 checks=checks,
                 total=total,
                 url=url,
-                expected_size=expected_size,
-                expected_sha256=expected_sha256,
-                progress=progress,
-                resume=resume,
+                file=file,
             )
         response.claim()

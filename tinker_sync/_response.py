@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeAlias
 
 from ._buffers import READ_SIZE, ReadBuffer
-from ._checksums import check_expected, checksums_from
+from ._checksums import checksums_from
 from ._continuation import (
     continuation_problem,
     parse_content_range,
@@ -47,16 +47,9 @@ from ._exceptions import (
 )
 from ._files import PartFile, destination
 from ._observe import mask_url
-from ._options import RequestOptions
+from ._options import Connections, FileOptions, RequestOptions, check_connections
 from ._range_plan import MIN_PIECE, auto_connections
-from ._receive import (
-    Connections,
-    RangeFetcher,
-    RangeOpener,
-    check_connections,
-    receive,
-    receive_over_ranges,
-)
+from ._receive import RangeFetcher, RangeOpener, receive, receive_over_ranges
 from ._receive import Sender as AnySender
 from ._receiver import Progress
 from ._retry import RetryBudget
@@ -498,8 +491,7 @@ class StreamedResponse:
             OSError: not enough disk space (checked first when the size is known).
             DownloadLockedError: another download of ``path`` holds its lock.
         """
-        check_connections(connections)
-        check_expected(None, None, progress)
+        file = FileOptions(progress=progress, resume=resume, connections=connections, chunk_size=chunk_size)
         part = PartFile(destination(path, self.url))
         self.as_served()
         with part.lock():
@@ -510,18 +502,8 @@ class StreamedResponse:
             total = self.total_size if whole else (int(length) if length and length.isdigit() else None)
             n = self.connections_for(connections) if whole else 1
             if n > 1 and total is not None:
-                return receive_over_ranges(
-                    self, part, connections=n, checks=checks, total=total, progress=progress, resume=resume
-                )
-            return receive(
-                self,
-                part,
-                checks=checks,
-                total=total,
-                progress=progress,
-                buffer_size=chunk_size,
-                resume=resume,
-            )
+                return receive_over_ranges(self, part, connections=n, checks=checks, total=total, file=file)
+            return receive(self, part, checks=checks, total=total, file=file)
 
     def as_served(self) -> None:
         """From now on, hand out the body's bytes as served: no ``Content-Encoding`` decoded (a file

@@ -35,7 +35,7 @@ from ._progress import ProgressReporter, SyncProgress, format_size
 
 if TYPE_CHECKING:
     from .._client import Client
-    from .._response import Connections
+    from .._options import Connections
 
 
 def download_checkpoint(

@@ -40,7 +40,7 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC
 from pathlib import Path
 from typing import Protocol
@@ -54,8 +54,7 @@ from .._exceptions import (
     UnsafeArchiveError,
 )
 from .._files import target_lock
-from .._receiver import Progress
-from .._response import Connections
+from .._options import FileOptions, RequestOptions
 from .._retry import RetryBudget
 from .._transport import Request
 from ._archive import ARCHIVE_UNSUPPORTED, ArchiveSigner, BodyReader, Notify, is_compressed
@@ -100,13 +99,12 @@ class CheckpointDownload:
     path: TinkerPath
     target: Path
     force: bool
-    progress: Progress
     prepare_timeout: float
     say: Notify
     budget: RetryBudget  # one for the whole checkpoint: every file and resume
     max_members: int | None
     max_total_size: int | None
-    connections: Connections
+    file: FileOptions  # the whole checkpoint's progress; each file's connections
 
     def run(self) -> None:
         """Download into a temp directory and install it as the target."""
@@ -151,7 +149,7 @@ class CheckpointDownload:
     def _archive(self, signer: ArchiveSigner) -> Path:
         from .._extract import extract_tar  # lazy: imports tarfile
 
-        target, progress = self.target, self.progress
+        target, progress = self.target, self.file.progress or _no_progress
         remove_leftovers(target)  # a killed archive run cannot resume: start again
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
         try:
@@ -195,7 +193,8 @@ class CheckpointDownload:
         return dict(listing.urls), None if expires is None else expires.timestamp()
 
     def _external(self, path: TinkerPath, renew_ttl: int | None = None) -> Path:
-        client, target, progress, say, budget = self.client, self.target, self.progress, self.say, self.budget
+        client, target, say, budget = self.client, self.target, self.say, self.budget
+        progress = self.file.progress or _no_progress
         partial = target.parent / f".{target.name}.partial"
         remove_leftovers(target, keep=partial.name)
         private_dir(partial)
@@ -225,16 +224,10 @@ class CheckpointDownload:
                         progress(base + n, total)
 
                     try:
-                        download_file(
-                            client,
-                            urls[rel],
-                            dest,
-                            resume=True,
-                            credentials=False,
-                            budget=budget,
-                            progress=file_progress,
-                            connections=self.connections,
-                        )
+                        # a signed URL: its own authorization, no API key
+                        file = replace(self.file, progress=file_progress)
+                        options = RequestOptions("GET", urls[rel], credentials=False, file=file)
+                        download_file(client, options, dest, budget=budget)
                     except APIStatusError as exc:
                         if exc.status_code not in (401, 403):
                             raise
@@ -276,6 +269,10 @@ def notifier(notify: Notify | None) -> Notify:
             notify(message)
 
     return say
+
+
+def _no_progress(downloaded: int, total: int | None) -> None:
+    pass
 
 
 def _check_whole(path: TinkerPath, files: int, size: int, received: int, known: int | None) -> None:

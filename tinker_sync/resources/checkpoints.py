@@ -17,9 +17,9 @@ from .._config import Timeout
 from .._decode import decode_json
 from .._exceptions import APIResponseValidationError
 from .._files import directory
-from .._options import BodyOverrides, Overrides, RequestOptions
+from .._options import BodyOverrides, Connections, FileOptions, Overrides, RequestOptions, check_connections
 from .._receiver import Progress
-from .._response import Connections, StreamedResponse, check_connections
+from .._response import StreamedResponse
 from .._retry import RetryBudget
 from .._transport import Request
 from ._archive import ArchiveSigner, Notify, http_date
@@ -257,7 +257,7 @@ class Checkpoints(SyncAPIResource[M]):
             APIStatusError, APIConnectionError: the API or the transfer failed.
         """
         self._plain_only("download")
-        check_connections(connections)
+        file = FileOptions(progress=progress, connections=connections)
         path = parse_tinker_path(tinker_path)
         if path.kind == "sampler_weights":
             raise ValueError(
@@ -275,15 +275,12 @@ class Checkpoints(SyncAPIResource[M]):
             path=path,
             target=target,
             force=force,
-            progress=progress or _no_progress,
             prepare_timeout=prepare_timeout,
             say=notifier(notify),
-            budget=client._budget(
-                client.timeout, None
-            ),  # one for the whole checkpoint: every file and resume
+            budget=client._budget(RequestOptions("GET", path.api_path)),  # every file and resume
             max_members=max_members,
             max_total_size=max_total_size,
-            connections=connections,
+            file=file,
         ).run()
         return target
 
@@ -396,7 +393,3 @@ def _archive_url(response: StreamedResponse) -> CheckpointArchiveUrl:
         url=urljoin(response.url, location),
         expires=None if expires is None else datetime.fromtimestamp(expires, UTC),
     )
-
-
-def _no_progress(downloaded: int, total: int | None) -> None:
-    pass
