@@ -18,9 +18,12 @@ import pytest
 from tinker_sync import _proto
 from tinker_sync.types import (
     Datum,
+    DmelChunk,
     EncodedTextChunk,
     ForwardBackwardOutput,
+    ImageChunk,
     ModelInput,
+    ModelInputChunk,
     SampleResponse,
     TensorData,
 )
@@ -28,9 +31,19 @@ from tinker_sync.types import (
 CORPUS = json.loads((Path(__file__).parent / "proto_corpus" / "corpus.json").read_text())
 
 
+def _chunk(chunk: Any) -> ModelInputChunk:
+    """A case's chunk (see make_corpus.official_chunk): token ids, an image or a dmel chunk."""
+    if isinstance(chunk, list):
+        return EncodedTextChunk(list(chunk))
+    if "image" in chunk:
+        image = chunk["image"]
+        return ImageChunk(bytes.fromhex(image["data"]), image["format"], image["expected_tokens"])
+    return DmelChunk(bytes.fromhex(chunk["dmel"]))
+
+
 def _datum(case: dict[str, Any]) -> Datum:
     return Datum(
-        model_input=ModelInput([EncodedTextChunk(list(tokens)) for tokens in case["chunks"]]),
+        model_input=ModelInput([_chunk(chunk) for chunk in case["chunks"]]),
         loss_fn_inputs={
             name: TensorData(t["data"], t["dtype"], t["shape"], t.get("crow"), t.get("col"))
             for name, t in case["loss_fn_inputs"].items()
@@ -72,6 +85,19 @@ def test_corpus_covers_the_shapes_that_matter() -> None:
     assert any(isinstance(v, str) for cfg in configs for v in cfg.values())
     assert any(len(cfg) >= 2 for cfg in configs)
     assert any(not c["default_is_deterministic"] for c in requests)
+    chunks = [
+        chunk for c in requests for d in c["data"] for chunk in d["chunks"] if not isinstance(chunk, list)
+    ]
+    images = [chunk["image"] for chunk in chunks if "image" in chunk]
+    assert any("dmel" in chunk for chunk in chunks) and any(image["data"] == "" for image in images)
+    assert {None, 0, -1} <= {image["expected_tokens"] for image in images}
+    samples = [c["decoded"] for c in CORPUS["sample_responses"]]
+    targets = [s["target_prompt_logprobs"] for s in samples if s["target_prompt_logprobs"]]
+    assert any(t["crow"] is not None for t in targets) and {t["dtype"] for t in targets} == {
+        "float32",
+        "int64",
+    }
+    assert any(s["prompt_alt_tokens"] for s in samples)
     dtypes = {bytes.fromhex(c["bytes"]).count(b"\x18\x03") for c in CORPUS["fwdbwd_outputs"]}
     assert dtypes  # int32 records appear (the widening is exercised below)
 
@@ -115,13 +141,21 @@ def test_forward_backward_output_decodes_as_official(case: dict[str, Any]) -> No
     for got, expected in zip(out.loss_fn_outputs, want["loss_fn_outputs"], strict=True):
         assert set(got) == set(expected)
         for name, tensor in got.items():
-            ref = expected[name]
-            assert (tensor.dtype, tensor.shape) == (ref["dtype"], ref["shape"])
-            if tensor.dtype == "int64":
-                assert list(tensor.data) == ref["data"]
-                assert all(type(x) is int for x in tensor.data)
-            else:
-                assert _same_floats(list(tensor.data), ref["data"])
+            _same_tensor(tensor, expected[name])
+
+
+def _same_tensor(tensor: TensorData | None, ref: dict[str, Any] | None) -> None:
+    """``tensor`` holds what the official decoder made (``ref``: make_corpus.tensor_json)."""
+    if tensor is None or ref is None:
+        assert tensor is ref
+        return
+    assert (tensor.dtype, tensor.shape) == (ref["dtype"], ref["shape"])
+    assert (tensor.sparse_crow_indices, tensor.sparse_col_indices) == (ref.get("crow"), ref.get("col"))
+    if tensor.dtype == "int64":
+        assert list(tensor.data) == ref["data"]
+        assert all(type(x) is int for x in tensor.data)
+    else:
+        assert _same_floats(list(tensor.data), ref["data"])
 
 
 @pytest.mark.parametrize("case", CORPUS["sample_responses"], ids=lambda c: c["name"])
@@ -141,6 +175,12 @@ def test_sample_response_decodes_as_official(case: dict[str, Any]) -> None:
         assert (seq.stop_reason, seq.tokens) == (ref["stop_reason"], ref["tokens"])
         assert _same_floats(seq.logprobs, ref["logprobs"])
         assert topk(seq.topk_logprobs) == ref["topk_logprobs"]
+    _same_tensor(out.target_prompt_logprobs, want["target_prompt_logprobs"])
+    alternatives = want["prompt_alt_tokens"]
+    assert (out.prompt_alt_tokens is None) == (alternatives is None)
+    if out.prompt_alt_tokens is not None:
+        _same_tensor(out.prompt_alt_tokens.tokens, alternatives["tokens"])
+        _same_tensor(out.prompt_alt_tokens.logprobs, alternatives["logprobs"])
 
 
 @pytest.mark.parametrize(

@@ -241,6 +241,11 @@ def resolve_base_url(base_url: str | None) -> str:
     return url.rstrip("/")
 
 
+def resolve_project_id(project_id: str | None) -> str | None:
+    """A training session's project: the argument, else ``TINKER_PROJECT_ID`` (empty: none), as the SDK."""
+    return project_id if project_id is not None else _env("TINKER_PROJECT_ID")
+
+
 def dump_headers_default() -> bool:
     """``TINKER_SYNC_DUMP_HEADERS``: anything but empty, ``0`` or ``false`` turns header dumps on."""
     return os.environ.get("TINKER_SYNC_DUMP_HEADERS", "").strip().lower() not in ("", "0", "false")

@@ -36,7 +36,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ._train_types import Datum, ForwardBackwardOutput, TensorData, TensorDtype
-from .resources.types import EncodedTextChunk, SampledSequence, SampleResponse
+from .resources.types import (
+    DmelChunk,
+    EncodedTextChunk,
+    ImageChunk,
+    PromptAltTokens,
+    SampledSequence,
+    SampleResponse,
+)
 
 __all__ = [
     "ProtoDecodeError",
@@ -165,13 +172,29 @@ def _map_order(keys: Iterator[str] | Sequence[str]) -> list[tuple[str, bytes]]:
     return pairs
 
 
+def _media_chunk(chunk: Any, out: Parts) -> int:
+    """``Datum.model_input`` entry of an image (``Chunk.image``) or audio (``Chunk.dmel``) chunk: its size."""
+    if isinstance(chunk, ImageChunk):
+        payload = _field(0x0A, chunk.data) if chunk.data else b""
+        payload += _field(0x12, chunk.format.encode()) if chunk.format else b""
+        if chunk.expected_tokens is not None:  # optional: written when set, 0 too
+            payload += b"\x18" + _varint(chunk.expected_tokens)
+        arm = _field(0x12, payload)
+    elif isinstance(chunk, DmelChunk):
+        arm = _field(0x1A, _field(0x0A, chunk.dmel) if chunk.dmel else b"")
+    else:
+        raise ValueError(f"Unsupported model input chunk type for the protobuf wire: {type(chunk).__name__}")
+    entry = _field(0x0A, arm)
+    out.append(entry)
+    return len(entry)
+
+
 def _datum(datum: Datum, out: Parts) -> int:
     size = 0
     for chunk in datum.model_input.chunks:
         if not isinstance(chunk, EncodedTextChunk):
-            raise ValueError(
-                f"Unsupported model input chunk type for the protobuf wire: {type(chunk).__name__}"
-            )
+            size += _media_chunk(chunk, out)
+            continue
         tokens = _le("i", chunk.tokens)
         if not tokens:
             out.append(b"\x0a\x02\x0a\x00")  # Chunk{encoded_text: EncodedTextChunk{}}
@@ -247,8 +270,16 @@ def encode_forward_backward_request(
 
 
 def estimate_datum_bytes(datum: Datum) -> int:
-    """The SDK's estimate of a datum's encoded size (what chunking counts): tokens x 4, tensor bytes, CSR indices x 8."""
-    total = sum(4 * len(chunk.tokens) for chunk in datum.model_input.chunks)
+    """The SDK's estimate of a datum's encoded size (what chunking counts): tokens x 4, image and audio
+    bytes, tensor bytes, CSR indices x 8."""
+    total = 0
+    for chunk in datum.model_input.chunks:
+        if isinstance(chunk, ImageChunk):
+            total += len(chunk.data)
+        elif isinstance(chunk, DmelChunk):
+            total += len(chunk.dmel)
+        else:
+            total += 4 * len(chunk.tokens)
     for td in datum.loss_fn_inputs.values():
         total += len(td.data) * (4 if td.dtype == "float32" else 8)
         total += 8 * len(td.sparse_crow_indices or ()) + 8 * len(td.sparse_col_indices or ())
@@ -359,6 +390,48 @@ _BATCHED: dict[int, tuple[str, int, TensorDtype]] = {
 }
 
 
+def _widened(data: bytes, code: int) -> list[Any]:
+    """Packed items of a ``DType`` as Python numbers, widened (bfloat16 to float32; int32 to int64)."""
+    values = _unpack(data, _BATCHED[code][0])
+    if code == DTYPE_BFLOAT16:  # bfloat16 is the upper half of a float32
+        widened = array("I", [v << 16 for v in values])
+        values = array("f", widened.tobytes())
+    return values.tolist()
+
+
+def _tensor_data(raw: bytes) -> TensorData:
+    """A ``Tensor`` (dense or sparse CSR) as ``TensorData``, as ``response_conv`` reads it, widened
+    as ``BatchedTensor`` is (the SDK leaves a bfloat16 ``Tensor``'s raw halves under a float32 label)."""
+    dense, code = b"", 0
+    csr: bytes | None = None
+    shape: list[int] = []
+    for number, wire, value in _fields(raw):
+        if number == 1:
+            dense = bytes(value)
+        elif number == 2:
+            csr = bytes(value)
+        elif number == 3:
+            code = value
+        elif number == 4:
+            _int64s(wire, value, shape)
+    spec = _BATCHED.get(code)
+    if spec is None:
+        raise ProtoDecodeError(f"Unsupported proto dtype: {code}")
+    if csr is None:
+        return TensorData(_widened(dense, code), spec[2], shape)
+    values, crow, col = b"", b"", b""
+    for number, _wire, value in _fields(csr):
+        if number == 1:
+            values = bytes(value)
+        elif number == 2:
+            crow = bytes(value)
+        elif number == 3:
+            col = bytes(value)
+    return TensorData(
+        _widened(values, code), spec[2], shape, _unpack(crow, "q").tolist(), _unpack(col, "q").tolist()
+    )
+
+
 def _batched(raw: bytes) -> tuple[TensorDtype, list[int], list[list[Any]]]:
     """A BatchedTensor: (public dtype, trailing shape, per-datum flat values), widened."""
     data, offsets_raw, code = b"", b"", 0
@@ -375,12 +448,8 @@ def _batched(raw: bytes) -> tuple[TensorDtype, list[int], list[list[Any]]]:
     spec = _BATCHED.get(code)
     if spec is None:
         raise ProtoDecodeError(f"Unsupported proto DType value: {code}")
-    item, size, dtype = spec
-    values = _unpack(data, item)
-    if code == DTYPE_BFLOAT16:  # bfloat16 is the upper half of a float32
-        widened = array("I", [v << 16 for v in values])
-        values = array("f", widened.tobytes())
-    flat = values.tolist()
+    _, size, dtype = spec
+    flat = _widened(data, code)
     offsets = _unpack(offsets_raw, "q")
     per_datum = [flat[offsets[i] // size : offsets[i + 1] // size] for i in range(len(offsets) - 1)]
     return dtype, trailing, per_datum
@@ -484,6 +553,8 @@ def _sequence(raw: bytes) -> SampledSequence:
 def decode_sample_response(raw: bytes) -> SampleResponse:
     """A protobuf ``SampleResponse`` as the SDK's type (NaN prompt logprobs become None)."""
     sequences, prompt, topk, hits = [], b"", None, 0
+    targets: TensorData | None = None
+    alternatives: PromptAltTokens | None = None
     for number, _wire, value in _fields(raw):
         if number == 1:
             sequences.append(_sequence(bytes(value)))
@@ -493,6 +564,12 @@ def decode_sample_response(raw: bytes) -> SampleResponse:
             topk = _topk(bytes(value))
         elif number == 4:
             hits = _signed32(value)
+        elif number == 5:
+            targets = _tensor_data(bytes(value))
+        elif number == 6:
+            pair = {n: _tensor_data(bytes(v)) for n, _w, v in _fields(bytes(value)) if n in (1, 2)}
+            empty = TensorData([], "float32", [])
+            alternatives = PromptAltTokens(pair.get(1, empty), pair.get(2, empty))
     prompt_logprobs: list[float | None] | None = None
     if prompt:
         prompt_logprobs = [None if x != x else x for x in _unpack(prompt, "f").tolist()]
@@ -501,4 +578,6 @@ def decode_sample_response(raw: bytes) -> SampleResponse:
         prompt_logprobs=prompt_logprobs,
         topk_prompt_logprobs=topk,
         prompt_cache_hit_tokens=hits,
+        target_prompt_logprobs=targets,
+        prompt_alt_tokens=alternatives,
     )

@@ -15,9 +15,19 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
+import msgspec
+
 from ._proto import decode_sample_response
 from ._train_future import Engine, Future, post_future, proto_result, resolve
-from .resources.types import FutureHandle, ModelInput, SampleResponse, SamplingParams
+from .resources.types import (
+    EncodedTextChunk,
+    FutureHandle,
+    ModelInput,
+    ModelInputChunk,
+    SampleResponse,
+    SamplingParams,
+    TensorData,
+)
 
 __all__ = ["DEFAULT_WINDOW", "SamplingClient"]
 
@@ -29,6 +39,13 @@ class Session(Protocol):
     """What a sampling client uses of its ``ServiceClient``: the engine."""
 
     _engine: Engine
+
+
+def _chunk(chunk: ModelInputChunk) -> dict[str, Any]:
+    """A prompt chunk as the SDK's JSON: bytes in base64, every None left out."""
+    if isinstance(chunk, EncodedTextChunk):
+        return {"tokens": list(chunk.tokens), "type": "encoded_text"}
+    return {k: v for k, v in msgspec.to_builtins(chunk).items() if v is not None}
 
 
 def _params(params: SamplingParams) -> dict[str, Any]:
@@ -74,20 +91,42 @@ class SamplingClient:
         include_prompt_logprobs: bool = False,
         topk_prompt_logprobs: int = 0,
         topk_sample_logprobs: int = 0,
+        target_prompt_logprobs: TensorData | None = None,
+        prompt_alt_tokens_k: int = 0,
         prompt_logprobs_last_n: int | None = None,
     ) -> Future[SampleResponse]:
-        """Sample ``num_samples`` sequences; the sequences carry their ``sequence_id``."""
+        """Sample ``num_samples`` sequences; the sequences carry their ``sequence_id``.
+
+        ``target_prompt_logprobs``: token ids whose prompt logprobs to return, an int64
+        ``[len(prompt) - 1, K]`` tensor (-1: none); ``prompt_alt_tokens_k``: that many draws
+        at every prompt position after the first. Their answers are the result's
+        ``target_prompt_logprobs`` and ``prompt_alt_tokens``.
+        """
+        if target_prompt_logprobs is not None and (
+            target_prompt_logprobs.dtype != "int64"
+            or target_prompt_logprobs.shape is None
+            or len(target_prompt_logprobs.shape) != 2
+        ):
+            raise ValueError(
+                "target_prompt_logprobs must be a 2-D int64 tensor of token ids, [len(prompt) - 1, K], "
+                f"got {target_prompt_logprobs.dtype} of shape {target_prompt_logprobs.shape}"
+            )
+        if prompt_alt_tokens_k < 0:
+            raise ValueError(f"prompt_alt_tokens_k must be 0 or greater, got {prompt_alt_tokens_k}")
         body: dict[str, Any] = {
             "num_samples": num_samples,
-            "prompt": {"chunks": [{"tokens": list(c.tokens), "type": "encoded_text"} for c in prompt.chunks]},
+            "prompt": {"chunks": [_chunk(c) for c in prompt.chunks]},
             "sampling_params": _params(sampling_params),
             "sampling_session_id": self.sampling_session_id,
             "prompt_logprobs": include_prompt_logprobs,
             "topk_prompt_logprobs": topk_prompt_logprobs,
             "topk_sample_logprobs": topk_sample_logprobs,
-            "prompt_alt_tokens_k": 0,
+            "prompt_alt_tokens_k": prompt_alt_tokens_k,
             "type": "sample",
         }
+        if target_prompt_logprobs is not None:
+            tensor = msgspec.to_builtins(target_prompt_logprobs)  # the SDK's JSON: every None left out
+            body["target_prompt_logprobs"] = {k: v for k, v in tensor.items() if v is not None}
         if prompt_logprobs_last_n is not None:
             body["prompt_logprobs_last_n"] = prompt_logprobs_last_n
         future: Future[SampleResponse] = Future()

@@ -20,9 +20,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 from ._client import Client
+from ._config import resolve_project_id
 from ._exceptions import APIStatusError, NotFoundError
 from ._sampling_client import SamplingClient
 from ._train_future import (
@@ -52,6 +53,22 @@ HEARTBEAT_INTERVAL = 10.0
 HEARTBEAT_WARN_AFTER = 120.0
 SDK_VERSION = f"tinker-sync/{__version__}"
 Status = Literal["success", "errored", "interrupted"]
+P = ParamSpec("P")
+R = TypeVar("R")
+S = TypeVar("S")
+
+
+def _optimizer_fixed(
+    optimizer: bool, impl: Callable[Concatenate[S, bool, P], R]
+) -> Callable[Concatenate[S, P], R]:
+    """``impl`` with its ``optimizer`` argument fixed: the two ``create_training_client_from_state*``
+    methods, one implementation and the SDK's signature, typed for callers as written there."""
+
+    def method(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return impl(self, optimizer, *args, **kwargs)
+
+    method.__doc__ = impl.__doc__
+    return method
 
 
 class ServiceClient:
@@ -61,7 +78,8 @@ class ServiceClient:
         api_key, base_url: as ``tinker_sync.Client`` (``TINKER_API_KEY``, ``TINKER_BASE_URL``).
         client: a ``tinker_sync.Client`` to send through (its retries, timeouts, hooks);
             not closed by ``close()``. By default one is made and owned.
-        project_id, user_metadata, display_name: what the session is filed under.
+        project_id, user_metadata, display_name: what the session is filed under
+            (``project_id`` defaults to ``TINKER_PROJECT_ID``, as in the official SDK).
         on_queue_state: called ``(request_id, queue_state, reason)`` when a future's
             queue state changes (also logged at INFO).
         result_timeout: the deadline of every future, from submission (seconds).
@@ -96,7 +114,7 @@ class ServiceClient:
         )
         try:
             self._config = self._fetch_config()
-            session = self._create_session(project_id, user_metadata, display_name)
+            session = self._create_session(resolve_project_id(project_id), user_metadata, display_name)
         except BaseException:
             if self._owns_client:
                 self._client.close()  # nothing was started: no thread, no session to finish
@@ -301,34 +319,16 @@ class ServiceClient:
 
         return self._in_pool(make)
 
-    def create_training_client_from_state(
-        self,
-        path: str,
-        base_model: str | None = None,
-        user_metadata: dict[str, str] | None = None,
-        weights_access_token: str | None = None,
-    ) -> Future[TrainingClient]:
-        """A training client on the weights of a ``tinker://.../weights/NAME`` checkpoint (a fresh optimizer)."""
-        return self._from_state(path, False, base_model, user_metadata, weights_access_token)
-
-    def create_training_client_from_state_with_optimizer(
-        self,
-        path: str,
-        base_model: str | None = None,
-        user_metadata: dict[str, str] | None = None,
-        weights_access_token: str | None = None,
-    ) -> Future[TrainingClient]:
-        """A training client on the weights and optimizer state of a checkpoint."""
-        return self._from_state(path, True, base_model, user_metadata, weights_access_token)
-
     def _from_state(
         self,
-        path: str,
         optimizer: bool,
-        base_model: str | None,
-        user_metadata: dict[str, str] | None,
-        token: str | None,
+        path: str,
+        base_model: str | None = None,
+        user_metadata: dict[str, str] | None = None,
+        weights_access_token: str | None = None,
     ) -> Future[TrainingClient]:
+        """A training client on a checkpoint's weights (``tinker://.../weights/NAME``) and, with
+        ``optimizer``, its optimizer state."""
         with self._counter_lock:
             seq = next(self._model_seq)
         body: dict[str, Any] = {
@@ -341,7 +341,7 @@ class ServiceClient:
         for key, value in (
             ("base_model", base_model),
             ("user_metadata", user_metadata),
-            ("weights_access_token", token),
+            ("weights_access_token", weights_access_token),
         ):
             if value is not None:
                 body[key] = value
@@ -351,6 +351,11 @@ class ServiceClient:
             return self._training_client(loaded.model_id or f"{self.session_id}:train:{seq}", seq)
 
         return self._in_pool(make)
+
+    create_training_client_from_state = _optimizer_fixed(False, _from_state)
+    """A training client on the weights of a ``tinker://.../weights/NAME`` checkpoint (a fresh optimizer)."""
+    create_training_client_from_state_with_optimizer = _optimizer_fixed(True, _from_state)
+    """A training client on the weights and optimizer state of a checkpoint."""
 
     def create_sampling_client(
         self, model_path: str | None = None, base_model: str | None = None

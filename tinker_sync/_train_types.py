@@ -1,10 +1,10 @@
 """The training and sampling data types, under the official SDK's names, as msgspec Structs.
 
-Prompts (``ModelInput``, ``EncodedTextChunk``), sampling (``SamplingParams``,
-``SampleResponse``, ``SampledSequence``) live in ``resources.types`` (the REST
-surface uses them too); this module adds what ``TrainingClient`` sends and gets:
-``TensorData``, ``Datum``, ``AdamParams``, ``ForwardBackwardOutput`` and the small
-responses. Code written for the official SDK builds them the same way
+Prompts (``ModelInput`` and its text, image and audio chunks), tensors
+(``TensorData``) and sampling (``SamplingParams``, ``SampleResponse``,
+``SampledSequence``) live in ``resources.types`` (the REST surface uses them too);
+this module adds what ``TrainingClient`` sends and gets: ``Datum``, ``AdamParams``,
+``ForwardBackwardOutput`` and the small responses. Code written for the official SDK builds them the same way
 (``Datum(model_input=..., loss_fn_inputs={"target_tokens": [...], ...})``).
 
 numpy is optional: ``TensorData.from_numpy`` / ``to_numpy`` import it when called,
@@ -15,12 +15,12 @@ Tensors keep plain lists, so the types never need numpy to exist.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import msgspec
 
-from .resources.types import ModelInput
+from .resources.types import ModelInput, TensorData, TensorDtype
 
 __all__ = [
     "AdamParams",
@@ -41,7 +41,6 @@ __all__ = [
     "TensorDtype",
 ]
 
-TensorDtype = Literal["float32", "int64"]
 LossFnType = Literal[
     "cross_entropy", "importance_sampling", "ppo", "cispo", "dro", "gspo", "stable_reinforce", "custom"
 ]
@@ -56,66 +55,6 @@ KEY_DTYPES: dict[str, TensorDtype] = {
     "clip_high_threshold": "float32",
     "sequence_ratio_mask": "float32",
 }
-
-
-class TensorData(msgspec.Struct):
-    """A flat tensor: ``data`` (row-major), ``dtype`` (float32 or int64), ``shape``.
-
-    With ``sparse_crow_indices`` / ``sparse_col_indices`` it is a sparse CSR
-    matrix: ``data`` holds only the listed values and ``shape`` the dense shape.
-    """
-
-    data: Sequence[float]
-    dtype: TensorDtype
-    shape: list[int] | None = None
-    sparse_crow_indices: list[int] | None = None
-    sparse_col_indices: list[int] | None = None
-
-    @classmethod
-    def from_numpy(cls, array: Any) -> TensorData:
-        """A tensor of a numpy array (floats become float32, integers int64)."""
-        kind = array.dtype.kind
-        if kind == "f":
-            dtype: TensorDtype = "float32"
-        elif kind in "iu":
-            dtype = "int64"
-        else:
-            raise ValueError(f"Unsupported numpy dtype for TensorData: {array.dtype}")
-        return cls(array.ravel().tolist(), dtype, list(array.shape))
-
-    def to_numpy(self) -> Any:
-        """The tensor as a numpy array of its shape (needs numpy; sparse tensors are densified with 0)."""
-        import numpy as np
-
-        np_dtype = np.float32 if self.dtype == "float32" else np.int64
-        if self.sparse_crow_indices is not None:
-            if self.sparse_col_indices is None or self.shape is None:
-                raise ValueError("a sparse CSR tensor needs sparse_col_indices and a shape")
-            dense = np.zeros(self.shape, dtype=np_dtype)
-            crow, col = self.sparse_crow_indices, self.sparse_col_indices
-            for row in range(len(crow) - 1):
-                for at in range(crow[row], crow[row + 1]):
-                    dense[row, col[at]] = self.data[at]
-            return dense
-        array = np.asarray(self.data, dtype=np_dtype)
-        return array.reshape(self.shape) if self.shape is not None else array
-
-    def tolist(self) -> list[Any]:
-        """The tensor as nested lists of its shape (sparse tensors densified with 0)."""
-        if self.sparse_crow_indices is not None:
-            return list(self.to_numpy().tolist())
-        flat = list(self.data)
-        shape = self.shape if self.shape is not None else [len(flat)]
-        if not shape:
-            return flat
-        return _nest(flat, shape)
-
-
-def _nest(flat: list[Any], shape: list[int]) -> list[Any]:
-    if len(shape) == 1:
-        return flat
-    step = len(flat) // shape[0] if shape[0] else 0
-    return [_nest(flat[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
 
 
 def as_tensor(key: str, value: Any) -> TensorData:

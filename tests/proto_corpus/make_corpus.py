@@ -215,10 +215,48 @@ def official_tensor(case: dict[str, Any]) -> types.TensorData:
     )
 
 
+def official_chunk(chunk: Any) -> Any:
+    """A case's chunk: a list of token ids, ``{"image": {data (hex), format, expected_tokens}}`` or
+    ``{"dmel": hex}``."""
+    if isinstance(chunk, list):
+        return types.EncodedTextChunk(tokens=chunk)
+    if "image" in chunk:
+        image = chunk["image"]
+        return types.ImageChunk(
+            data=bytes.fromhex(image["data"]),
+            format=image["format"],
+            expected_tokens=image["expected_tokens"],
+        )
+    return types.DmelChunk(dmel=bytes.fromhex(chunk["dmel"]))
+
+
+def media_chunk(rng: random.Random) -> dict[str, Any]:
+    """An image or dmel chunk of random bytes (empty ones too), for the requests with media."""
+    data = bytes(rng.getrandbits(8) for _ in range(rng.choice([0, 1, 7, 200])))
+    if rng.random() < 0.3:
+        return {"dmel": data.hex()}
+    tokens = rng.choice([None, None, 0, 1, 576, 2**31 - 1, -1])
+    return {"image": {"data": data.hex(), "format": rng.choice(["png", "jpeg"]), "expected_tokens": tokens}}
+
+
+def media_request(i: int) -> dict[str, Any]:
+    """A request whose datums mix text with image and dmel chunks (its own random stream, so that
+    adding these cases leaves every earlier case as it was)."""
+    rng = random.Random(7_000 + i)
+    case = fuzz_request(rng, i)
+    case["name"] = f"media-{i:03d}"
+    for datum in case["data"] or []:
+        for _ in range(rng.randint(1, 3)):
+            datum["chunks"].insert(rng.randint(0, len(datum["chunks"])), media_chunk(rng))
+    if not case["data"]:
+        case["data"] = [{"chunks": [media_chunk(rng), [1, 2]], "loss_fn_inputs": {}}]
+    return case
+
+
 def encode_request(case: dict[str, Any]) -> tuple[bytes, bytes]:
     data = [
         types.Datum(
-            model_input=types.ModelInput(chunks=[types.EncodedTextChunk(tokens=c) for c in d["chunks"]]),
+            model_input=types.ModelInput(chunks=[official_chunk(c) for c in d["chunks"]]),
             loss_fn_inputs={k: official_tensor(v) for k, v in d["loss_fn_inputs"].items()},
         )
         for d in case["data"]
@@ -354,7 +392,43 @@ def fuzz_sample_response(rng: random.Random, i: int) -> bytes:
         if rng.random() < 0.5:
             topk_msg(rng, msg.topk_prompt_logprobs, plen)
     msg.prompt_cache_hit_tokens = rng.choice([0, 0, 3, 1024])
+    extra = random.Random(9_000 + i)  # fields 5 and 6, on a stream of their own (earlier cases unchanged)
+    if extra.random() < 0.4:
+        tensor_msg(extra, msg.target_prompt_logprobs, extra.choice(["float32", "float32", "int64", "int32"]))
+    if extra.random() < 0.4:
+        rows, k = extra.randint(0, 4), extra.randint(1, 3)
+        tensor_msg(extra, msg.prompt_alt_tokens.tokens, extra.choice(["int64", "int32"]), [rows, k])
+        tensor_msg(extra, msg.prompt_alt_tokens.logprobs, "float32", [rows, k])
     return msg.SerializeToString(deterministic=True)
+
+
+def tensor_msg(rng: random.Random, msg: Any, dtype: str, shape: list[int] | None = None) -> None:
+    """A ``Tensor``: dense of ``shape`` (random when None), or sparse CSR (a float32 2-D one, sometimes)."""
+    code, fmt = DTYPES[dtype]
+    if shape is None:
+        shape = rng.choice([[0, 2], [1, 1], [3, 2], [2, 4]])
+    count = shape[0] * shape[1]
+
+    def item() -> bytes:
+        if dtype == "float32":
+            return struct.pack(fmt, f32(rng))
+        if dtype == "int32":
+            return struct.pack(fmt, rng.randrange(-(2**31), 2**31))
+        return struct.pack(fmt, rng.choice(SPECIAL_I64))
+
+    msg.dtype = code
+    msg.shape.extend(shape)
+    if dtype == "float32" and rng.random() < 0.3:
+        crow, col = [0], []
+        for _ in range(shape[0]):
+            picked = sorted(rng.sample(range(shape[1]), rng.randint(0, shape[1])))
+            col.extend(picked)
+            crow.append(len(col))
+        msg.sparse_csr.values = b"".join(item() for _ in col)
+        msg.sparse_csr.crow_indices = np.asarray(crow, dtype=np.int64).tobytes()
+        msg.sparse_csr.col_indices = np.asarray(col, dtype=np.int64).tobytes()
+    else:
+        msg.dense = b"".join(item() for _ in range(count))
 
 
 def opt_list(values: list[Any] | None) -> list[Any] | None:
@@ -378,6 +452,15 @@ def sample_response_json(raw: bytes) -> dict[str, Any]:
         if out.topk_prompt_logprobs is None
         else [opt_list(p) for p in out.topk_prompt_logprobs],
         "prompt_cache_hit_tokens": out.prompt_cache_hit_tokens,
+        "target_prompt_logprobs": None
+        if out.target_prompt_logprobs is None
+        else tensor_json(out.target_prompt_logprobs),
+        "prompt_alt_tokens": None
+        if out.prompt_alt_tokens is None
+        else {
+            "tokens": tensor_json(out.prompt_alt_tokens.tokens),
+            "logprobs": tensor_json(out.prompt_alt_tokens.logprobs),
+        },
     }
 
 
@@ -386,7 +469,9 @@ def main() -> None:
 
     rng = random.Random(20261207)
     requests = []
-    for case in HAND_REQUESTS + [fuzz_request(rng, i) for i in range(120)]:
+    for case in (
+        HAND_REQUESTS + [fuzz_request(rng, i) for i in range(120)] + [media_request(i) for i in range(24)]
+    ):
         deterministic, default = encode_request(case)
         message = pb.ForwardBackwardRequest.FromString(deterministic)
         case = {

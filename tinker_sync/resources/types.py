@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, Literal
 
 import msgspec
 
@@ -25,11 +26,15 @@ __all__ = [
     "CreateModelResponse",
     "CreateSessionResponse",
     "Cursor",
+    "DmelChunk",
     "EncodedTextChunk",
     "ExternalWeightsUrls",
     "FutureHandle",
     "HealthResponse",
+    "ImageChunk",
     "ModelInput",
+    "ModelInputChunk",
+    "PromptAltTokens",
     "SampleResponse",
     "SampleStreamChunk",
     "SampledSequence",
@@ -42,6 +47,8 @@ __all__ = [
     "SyncFailure",
     "SyncReport",
     "SyncedCheckpoint",
+    "TensorData",
+    "TensorDtype",
     "TraceExport",
     "TrainingRun",
     "TrainingRunList",
@@ -226,10 +233,39 @@ class EncodedTextChunk(msgspec.Struct, tag_field="type", tag="encoded_text"):
         return len(self.tokens)
 
 
+class ImageChunk(msgspec.Struct, tag_field="type", tag="image"):
+    """An image in a prompt: its bytes (base64 in JSON), ``png`` or ``jpeg``.
+
+    ``expected_tokens`` is advisory (the server counts them and fails a mismatch
+    early); a prompt's ``length`` needs it.
+    """
+
+    data: bytes
+    format: Literal["png", "jpeg"]
+    expected_tokens: int | None = None
+
+    @property
+    def length(self) -> int:
+        """The tokens the image stands for: ``expected_tokens`` (ValueError when unset)."""
+        if self.expected_tokens is None:
+            raise ValueError("ImageChunk expected_tokens needs to be set in order to compute the length")
+        return self.expected_tokens
+
+
+class DmelChunk(msgspec.Struct, tag_field="type", tag="dmel"):
+    """Audio in a prompt: serialized TensorContainer bytes of DMel model tokens (base64 in JSON),
+    passed through as they are."""
+
+    dmel: bytes
+
+
+ModelInputChunk = EncodedTextChunk | ImageChunk | DmelChunk
+
+
 class ModelInput(msgspec.Struct):
     """A prompt: a list of chunks (``ModelInput.from_ints([...])`` for plain token ids)."""
 
-    chunks: list[EncodedTextChunk]
+    chunks: list[ModelInputChunk]
 
     @classmethod
     def from_ints(cls, tokens: Sequence[int]) -> ModelInput:
@@ -242,15 +278,26 @@ class ModelInput(msgspec.Struct):
         return cls([])
 
     def to_ints(self) -> list[int]:
-        """Every chunk's token ids, in order."""
-        return [token for chunk in self.chunks for token in chunk.tokens]
+        """Every chunk's token ids, in order (ValueError for a prompt with an image or audio chunk)."""
+        texts = [chunk for chunk in self.chunks if isinstance(chunk, EncodedTextChunk)]
+        if len(texts) != len(self.chunks):
+            kinds = [type(chunk).__name__ for chunk in self.chunks]
+            raise ValueError(f"to_ints only supported for ModelInput with EncodedTextChunks, got {kinds}")
+        return [token for chunk in texts for token in chunk.tokens]
 
     @property
     def length(self) -> int:
-        """The context length the prompt uses (its token count)."""
-        return sum(len(chunk.tokens) for chunk in self.chunks)
+        """The context length the prompt uses (its token count; an image counts its ``expected_tokens``)."""
+        total = 0
+        for chunk in self.chunks:
+            if isinstance(chunk, DmelChunk):
+                raise ValueError(
+                    "the length of a dmel chunk is not known here (its TensorContainer is opaque)"
+                )
+            total += chunk.length
+        return total
 
-    def append(self, chunk: EncodedTextChunk) -> ModelInput:
+    def append(self, chunk: ModelInputChunk) -> ModelInput:
         """A new prompt with ``chunk`` added at the end."""
         return ModelInput([*self.chunks, chunk])
 
@@ -280,13 +327,91 @@ class SampledSequence(msgspec.Struct):
     topk_logprobs: list[list[tuple[int, float]] | None] | None = None
 
 
+TensorDtype = Literal["float32", "int64"]
+
+
+class TensorData(msgspec.Struct):
+    """A flat tensor: ``data`` (row-major), ``dtype`` (float32 or int64), ``shape``.
+
+    With ``sparse_crow_indices`` / ``sparse_col_indices`` it is a sparse CSR
+    matrix: ``data`` holds only the listed values and ``shape`` the dense shape.
+    """
+
+    data: Sequence[float]
+    dtype: TensorDtype
+    shape: list[int] | None = None
+    sparse_crow_indices: list[int] | None = None
+    sparse_col_indices: list[int] | None = None
+
+    @classmethod
+    def from_numpy(cls, array: Any) -> TensorData:
+        """A tensor of a numpy array (floats become float32, integers int64)."""
+        kind = array.dtype.kind
+        if kind == "f":
+            dtype: TensorDtype = "float32"
+        elif kind in "iu":
+            dtype = "int64"
+        else:
+            raise ValueError(f"Unsupported numpy dtype for TensorData: {array.dtype}")
+        return cls(array.ravel().tolist(), dtype, list(array.shape))
+
+    def to_numpy(self) -> Any:
+        """The tensor as a numpy array of its shape (needs numpy; sparse tensors are densified with 0)."""
+        import numpy as np
+
+        np_dtype = np.float32 if self.dtype == "float32" else np.int64
+        if self.sparse_crow_indices is not None:
+            if self.sparse_col_indices is None or self.shape is None:
+                raise ValueError("a sparse CSR tensor needs sparse_col_indices and a shape")
+            dense = np.zeros(self.shape, dtype=np_dtype)
+            crow, col = self.sparse_crow_indices, self.sparse_col_indices
+            for row in range(len(crow) - 1):
+                for at in range(crow[row], crow[row + 1]):
+                    dense[row, col[at]] = self.data[at]
+            return dense
+        array = np.asarray(self.data, dtype=np_dtype)
+        return array.reshape(self.shape) if self.shape is not None else array
+
+    def tolist(self) -> list[Any]:
+        """The tensor as nested lists of its shape (sparse tensors densified with 0)."""
+        if self.sparse_crow_indices is not None:
+            return list(self.to_numpy().tolist())
+        flat = list(self.data)
+        shape = self.shape if self.shape is not None else [len(flat)]
+        if not shape:
+            return flat
+        return _nest(flat, shape)
+
+
+def _nest(flat: list[Any], shape: list[int]) -> list[Any]:
+    if len(shape) == 1:
+        return flat
+    step = len(flat) // shape[0] if shape[0] else 0
+    return [_nest(flat[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
+
+
+class PromptAltTokens(msgspec.Struct):
+    """``prompt_alt_tokens_k`` draws at every prompt position after the first: ``tokens`` (int64)
+    and their ``logprobs`` (float32), both ``[len(prompt) - 1, k]``."""
+
+    tokens: TensorData
+    logprobs: TensorData
+
+
 class SampleResponse(msgspec.Struct):
-    """The result of a sampling future."""
+    """The result of a sampling future.
+
+    ``target_prompt_logprobs``: the logprobs of the ids a request's ``target_prompt_logprobs``
+    named (same shape; 0.0 where it had -1); ``prompt_alt_tokens``: what ``prompt_alt_tokens_k``
+    asked for. Each None when not asked for.
+    """
 
     sequences: list[SampledSequence]
     prompt_logprobs: list[float | None] | None = None
     topk_prompt_logprobs: list[list[tuple[int, float]] | None] | None = None
     prompt_cache_hit_tokens: int = 0
+    target_prompt_logprobs: TensorData | None = None
+    prompt_alt_tokens: PromptAltTokens | None = None
 
 
 class SampleStreamChunk(msgspec.Struct):

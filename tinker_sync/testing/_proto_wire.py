@@ -105,8 +105,24 @@ def _entry(raw: bytes) -> tuple[str, Any]:
     return key, value
 
 
+def _media(arm: int, raw: bytes) -> dict[str, Any]:
+    """An image chunk (``{"type": "image", "data", "format", "expected_tokens"}``) or a dmel one."""
+    if arm == 3:
+        return {"type": "dmel", "dmel": b"".join(v for f, v in _read(raw) if f == 1)}
+    image: dict[str, Any] = {"type": "image", "data": b"", "format": "", "expected_tokens": None}
+    for f, v in _read(raw):
+        if f == 1:
+            image["data"] = v
+        elif f == 2:
+            image["format"] = v.decode()
+        elif f == 3:
+            image["expected_tokens"] = _s64(v)
+    return image
+
+
 def decode_forward_backward_request(raw: bytes) -> dict[str, Any]:
-    """``{model_id, seq_id, loss_fn, forward_only, loss_fn_config, legacy_config, data: [{tokens, loss_fn_inputs}]}``."""
+    """``{model_id, seq_id, loss_fn, forward_only, loss_fn_config, legacy_config,
+    data: [{tokens, loss_fn_inputs, media}]}`` (``media``: the datum's image and dmel chunks)."""
     out: dict[str, Any] = {
         "model_id": "",
         "seq_id": 0,
@@ -122,15 +138,18 @@ def decode_forward_backward_request(raw: bytes) -> dict[str, Any]:
         elif number == 2:
             out["seq_id"] = _s64(value)
         elif number == 3:
-            datum: dict[str, Any] = {"tokens": [], "loss_fn_inputs": {}}
+            datum: dict[str, Any] = {"tokens": [], "loss_fn_inputs": {}, "media": []}
             for n, v in _read(value):
                 if n == 1:
                     for arm, chunk in _read(v):
-                        if arm != 1:
-                            raise WireError("only encoded_text chunks are supported by the mock")
-                        for f, tokens in _read(chunk):
-                            if f == 1:
-                                datum["tokens"].extend(_values(tokens, "<i", 4))
+                        if arm == 1:
+                            for f, tokens in _read(chunk):
+                                if f == 1:
+                                    datum["tokens"].extend(_values(tokens, "<i", 4))
+                        elif arm in (2, 3):
+                            datum["media"].append(_media(arm, chunk))
+                        else:
+                            raise WireError(f"Chunk: unknown arm {arm}")
                 elif n == 2:
                     key, tensor = _entry(v)
                     datum["loss_fn_inputs"][key] = _tensor(tensor or b"")
@@ -201,12 +220,23 @@ def encode_fwdbwd_output(
     return body
 
 
+def encode_dense_tensor(values: Sequence[float], dtype: int, shape: Sequence[int]) -> bytes:
+    """A dense ``Tensor`` (1 dense, 3 dtype, 4 shape packed) of ``dtype`` (a ``DType`` number)."""
+    fmt, _, _ = _FORMATS[dtype]
+    data = b"".join(struct.pack(fmt, v) for v in values)
+    return _ld(1, data) + _key(3, 0) + _enc_varint(dtype) + _ld(4, b"".join(_enc_varint(n) for n in shape))
+
+
 def encode_sample_response(
     sequences: Sequence[tuple[int, Sequence[int], Sequence[float] | None]],
     prompt_logprobs: Sequence[float] | None = None,
     prompt_cache_hit_tokens: int = 0,
+    target_prompt_logprobs: bytes | None = None,
+    prompt_alt_tokens: tuple[bytes, bytes] | None = None,
 ) -> bytes:
-    """``(stop_reason, tokens, logprobs)`` per sequence; NaN marks a prompt position without a logprob."""
+    """``(stop_reason, tokens, logprobs)`` per sequence; NaN marks a prompt position without a logprob.
+    ``target_prompt_logprobs`` (field 5) and ``prompt_alt_tokens`` (field 6: tokens, logprobs) are
+    encoded ``Tensor`` messages (``encode_dense_tensor``)."""
     body = b""
     for stop, tokens, logprobs in sequences:
         seq = (_key(1, 0) + _enc_varint(stop)) if stop else b""
@@ -219,4 +249,8 @@ def encode_sample_response(
         body += _ld(2, struct.pack(f"<{len(prompt_logprobs)}f", *prompt_logprobs))
     if prompt_cache_hit_tokens:
         body += _key(4, 0) + _enc_varint(prompt_cache_hit_tokens)
+    if target_prompt_logprobs is not None:
+        body += _ld(5, target_prompt_logprobs)
+    if prompt_alt_tokens is not None:
+        body += _ld(6, _ld(1, prompt_alt_tokens[0]) + _ld(2, prompt_alt_tokens[1]))
     return body

@@ -39,6 +39,7 @@ from ._promises import Promise, Promises
 from ._proto_wire import (
     WireError,
     decode_forward_backward_request,
+    encode_dense_tensor,
     encode_fwdbwd_output,
     encode_sample_response,
 )
@@ -59,6 +60,34 @@ ROUTES = (
     "retrieve_futures",
     "cancel_future",
 )
+
+
+def _target_logprobs(target: dict[str, Any] | None, prompt: list[int], steps: int) -> bytes | None:
+    """Field 5 for a request's ``target_prompt_logprobs``: the logprob of each listed id (0.0 for -1)."""
+    if target is None:
+        return None
+    shape, data = target.get("shape"), target.get("data")
+    if target.get("dtype") != "int64" or not isinstance(shape, list) or len(shape) != 2:
+        raise violation(422, "target_prompt_logprobs must be a 2-D int64 tensor", "validation_error")
+    if shape[0] != len(prompt) - 1 or not isinstance(data, list) or len(data) != shape[0] * shape[1]:
+        raise violation(
+            422, "target_prompt_logprobs must be [len(prompt) - 1, K], data filled", "validation_error"
+        )
+    values = [0.0 if token == -1 else token_logprob(token, steps) for token in data]
+    return encode_dense_tensor(values, 1, shape)
+
+
+def _alt_tokens(k: int, prompt: list[int], seed: int, steps: int) -> tuple[bytes, bytes] | None:
+    """Field 6 for ``prompt_alt_tokens_k``: k draws at every prompt position after the first."""
+    if k <= 0:
+        return None
+    rng = random.Random(seed * 7_919 + k)
+    tokens = [rng.randrange(100, 32_000) for _ in range((len(prompt) - 1) * k)]
+    shape = [len(prompt) - 1, k]
+    return (
+        encode_dense_tensor(tokens, 2, shape),
+        encode_dense_tensor([token_logprob(t, steps) for t in tokens], 1, shape),
+    )
 
 
 def token_logprob(token: int, steps: int) -> float:
@@ -440,7 +469,9 @@ class Training:
         prompt_logprobs = None
         if body.prompt_logprobs:
             prompt_logprobs = [math.nan] + [token_logprob(t, sampler.steps) for t in prompt[1:]]
-        proto = encode_sample_response(sequences, prompt_logprobs)
+        targets = _target_logprobs(body.target_prompt_logprobs, prompt, sampler.steps)
+        alternatives = _alt_tokens(body.prompt_alt_tokens_k, prompt, seed, sampler.steps)
+        proto = encode_sample_response(sequences, prompt_logprobs, 0, targets, alternatives)
         promise = self.promises.create("Sample", session=body.sampling_session_id)
         json_result = {
             "type": "sample",
