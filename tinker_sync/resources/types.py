@@ -260,6 +260,7 @@ class DmelChunk(msgspec.Struct, tag_field="type", tag="dmel"):
 
 
 ModelInputChunk = EncodedTextChunk | ImageChunk | DmelChunk
+"""One chunk of a prompt: token ids, an image or audio (tagged by ``type`` in JSON)."""
 
 
 class ModelInput(msgspec.Struct):
