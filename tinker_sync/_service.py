@@ -134,6 +134,7 @@ class ServiceClient:
             on_queue_state=on_queue_state,
         )
         self._engine.retrieve_futures = self._config.sample_use_retrieve_futures
+        self._engine.billing.limit = self._config.billing_exception_max_pause_duration_sec
         self._engine.cancel_enabled = self._cancel_enabled()
         self._stop = threading.Event()
         self._heartbeat = threading.Thread(

@@ -10,8 +10,9 @@ ready or its hold ends), and every answer is handled as the official SDK does:
   ``{"type": "try_again", "queue_state"}`` (polled again at once; a new queue state
   goes to the log and to ``on_queue_state``), or ``{"status": "complete_metadata"}``
   (polled again for the payload), or ``{"error", "category"}`` (``RequestFailedError``);
-- 408 and 5xx: polled again at once; 429, a bare 400 (3 tries), 402 and connection
-  errors: backed off ``min(2**n, 30)`` s; 410: the request is sent again when it can
+- 408 and 5xx: polled again at once; 429, a bare 400 (3 tries) and connection
+  errors: backed off ``min(2**n, 30)`` s; 402: the session's billing pause (5 s
+  waits, for at most the server's ``billing_exception_max_pause_duration_sec``); 410: the request is sent again when it can
   be (a sample), else it fails;
 - our own poll timing out while the server holds the result is not a loss: the
   future is polled again at once, and a 404 then is retried within the budget
@@ -67,6 +68,8 @@ log = logging.getLogger("tinker_sync")
 DEFAULT_RESULT_TIMEOUT = 3600.0  # seconds from submission to result, for any future
 DEFAULT_POLL_TIMEOUT = 45.0  # one retrieve_future poll's read timeout (the server holds ~30 s at most)
 NOT_FOUND_RETRIES = 8
+BILLING_PAUSE = 5.0  # seconds between tries while the account is paused for billing (402)
+BILLING_RESET = 300.0  # seconds without a 402 that end a billing incident
 BAD_REQUEST_RETRIES = 3
 PROTOBUF = "application/x-protobuf"
 QueueStateCallback = Callable[[str, str, "str | None"], None]
@@ -151,6 +154,37 @@ def _status(error: APIStatusError) -> int:
     return int(error.status_code)
 
 
+class BillingPause:
+    """The session's billing pause, as the SDK keeps it: a 402 is waited out (``BILLING_PAUSE`` s,
+    then the same request again) for at most ``limit`` seconds of one incident, then it fails; an
+    incident ends after ``BILLING_RESET`` s without a 402. Logged once a minute while it lasts."""
+
+    def __init__(self, limit: float = 3600.0) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._first: float | None = None
+        self._last: float | None = None
+        self._logged = float("-inf")
+
+    def wait(self, error: APIStatusError) -> float | None:
+        """The wait before trying again after ``error`` (a 402), or None: paused too long, fail."""
+        now = time.monotonic()
+        with self._lock:
+            if self._last is not None and now - self._last > BILLING_RESET:
+                self._first = None  # a new incident
+            self._first = now if self._first is None else self._first
+            self._last = now
+            if now - self._first > self.limit:
+                log.error(
+                    "Paused for billing for %.0f s (more than %g s): giving up", now - self._first, self.limit
+                )
+                return None
+            if now - self._logged > 60.0:
+                self._logged = now
+                log.warning("The job is paused for billing (402): %s", error.message)
+        return BILLING_PAUSE
+
+
 class Completion(msgspec.Struct):
     request_id: str
     state: str = "finished"
@@ -178,6 +212,7 @@ class Engine:
     ) -> None:
         self.client = client
         self.wire = Wire(client)
+        self.billing = BillingPause()
         self.result_timeout = result_timeout
         self.poll_timeout = poll_timeout
         self.on_queue_state = on_queue_state
@@ -188,6 +223,7 @@ class Engine:
         self._ready: list[tuple[float, int, Pending]] = []  # a heap by due time
         self._order = itertools.count()
         self._closed = False
+        self.stopping = threading.Event()  # set by close(): a submitter waiting out a billing pause stops
         self._pollers = [
             threading.Thread(target=self._poll_loop, name=f"tinker-sync-poll-{i}", daemon=True)
             for i in range(poll_workers)
@@ -234,6 +270,7 @@ class Engine:
         """
         with self._cond:
             self._closed = True
+            self.stopping.set()
             left = [item[2] for item in self._ready]
             self._ready.clear()
             self._cond.notify_all()
@@ -362,9 +399,13 @@ class Engine:
             if isinstance(error.body, dict):
                 self._queue_state(future, error.body)
             return 0.0
-        if status in (429, 402):
+        if status == 402:
+            wait = self.billing.wait(error)
+            if wait is not None:
+                return wait
+        elif status == 429:
             pending.failures += 1
-            return min(2.0**pending.failures, 30.0) if status == 429 else 5.0
+            return min(2.0**pending.failures, 30.0)
         if status == 404 and pending.not_found < NOT_FOUND_RETRIES:
             pending.not_found += 1  # a late result may not be registered yet: retried, never lost at once
             return min(0.25 * 2.0**pending.not_found, 5.0)
@@ -504,9 +545,22 @@ _HANDLE: msgspec.json.Decoder[FutureHandle] = msgspec.json.Decoder(FutureHandle)
 def _submit(
     engine: Engine, path: str, json: Any, content: bytes | None, headers: dict[str, str] | None
 ) -> FutureHandle:
-    """POST a request that answers a future handle. A JSON body's first attempt takes the wire's
-    hot path; when it fails in a way the client retries, the client's own path sends it again,
-    with the same idempotency key, and goes on retrying as it always does."""
+    """POST a request that answers a future handle; a 402 (billing) is waited out as ``BillingPause``
+    says. A JSON body's first attempt takes the wire's hot path; when it fails in a way the client
+    retries, the client's own path sends it again, with the same idempotency key, and goes on
+    retrying as it always does."""
+    while True:
+        try:
+            return _submit_once(engine, path, json, content, headers)
+        except APIStatusError as error:
+            wait = engine.billing.wait(error) if _status(error) == 402 else None
+            if wait is None or engine.stopping.wait(wait):
+                raise
+
+
+def _submit_once(
+    engine: Engine, path: str, json: Any, content: bytes | None, headers: dict[str, str] | None
+) -> FutureHandle:
     if json is None or not engine.wire.fast:
         return engine.client.request(
             "POST", path, json=json, content=content, headers=headers, cast_to=FutureHandle

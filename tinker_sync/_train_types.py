@@ -197,5 +197,6 @@ class ClientConfigResponse(msgspec.Struct):
     sample_dispatch_bytes_semaphore_size: int = 10 * 1024 * 1024
     inflight_response_bytes_semaphore_size: int = 50 * 1024 * 1024
     sample_max_concurrent_requests: int = 2000
+    billing_exception_max_pause_duration_sec: float = 3600.0
     sample_use_retrieve_futures: bool = False
     sample_join_sampling_session: bool = False
