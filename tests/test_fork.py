@@ -1,6 +1,6 @@
 """Forked children never share a connection: a client made (and used) before ``os.fork()`` gives
 the parent and every child their own connections, so each answer goes to the request that asked
-for it. Direct, TLS and proxied transports; ``os.fork`` by hand, ``ProcessPoolExecutor`` with the
+for it. Direct, TLS, proxied (absolute form) and tunnelled transports; ``os.fork`` by hand, ``ProcessPoolExecutor`` with the
 fork context, and a fork that runs no at-fork handler (the pid check at the point of use).
 
 Every request carries a token the server echoes back; a crossed answer shows a wrong token.
@@ -52,9 +52,10 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
-@pytest.fixture(params=["direct", "tls", "proxied"])
+@pytest.fixture(params=["direct", "tls", "proxied", "tunnelled"])
 def make_client(request, ca, tmp_path) -> Iterator:
-    """A factory of clients for one transport kind, with its server (and proxy) running."""
+    """A factory of clients for one transport kind, with its server (and proxy) running: proxied
+    sends http:// in absolute form to the proxy, tunnelled through CONNECT (``proxy_tunnel``)."""
     kind = request.param
     context = None
     if kind == "tls":
@@ -63,7 +64,7 @@ def make_client(request, ca, tmp_path) -> Iterator:
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     with MockTinkerServer(ssl_context=context) as server:
-        proxy = ForwardProxy() if kind == "proxied" else None
+        proxy = ForwardProxy() if kind in ("proxied", "tunnelled") else None
         try:
             if proxy is not None:
                 proxy.__enter__()
@@ -74,6 +75,7 @@ def make_client(request, ca, tmp_path) -> Iterator:
                     base_url=server.url,
                     verify=str(ca_file) if kind == "tls" else True,
                     proxy=None if proxy is None else proxy.url,
+                    proxy_tunnel=kind == "tunnelled",
                     trust_env=False,
                     max_retries=0,
                 )

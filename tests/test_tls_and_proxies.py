@@ -21,6 +21,7 @@ from _downloads import file_sha
 from tinker_sync import (
     TLS,
     APIConnectionError,
+    APIStatusError,
     Client,
     InsecureRequestWarning,
     InvalidRequestError,
@@ -73,18 +74,22 @@ def proxy():
 # -- proxies ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("tunnel", [False, True], ids=["default", "proxy_tunnel"])
 @pytest.mark.parametrize("scheme", ["http", "https"])
 @pytest.mark.parametrize("how", ["env", "env-lower", "all-proxy", "argument"])
 def test_calls_streams_and_downloads_go_through_the_proxy(
-    scheme, how, request, proxy, ca_file, tmp_path, monkeypatch
+    scheme, how, tunnel, request, proxy, ca_file, tmp_path, monkeypatch
 ):
+    """https:// (and with ``proxy_tunnel``, http://) through a tunnel; plain http:// in absolute form."""
     server = request.getfixturevalue("tls_server" if scheme == "https" else "http_server")
     variable = {"env": f"{scheme.upper()}_PROXY", "env-lower": f"{scheme}_proxy", "all-proxy": "ALL_PROXY"}
     if how in variable:
         monkeypatch.setenv(variable[how], proxy.url)
     argument = {"proxy": proxy.url} if how == "argument" else {}
     size = MiB + 17
-    with Client(api_key=API_KEY, base_url=server.url, verify=ca_file, **argument) as client:
+    with Client(
+        api_key=API_KEY, base_url=server.url, verify=ca_file, proxy_tunnel=tunnel, **argument
+    ) as client:
         assert client.get("/api/v1/healthz") == {"status": "ok"}
         events = [e.json()["index"] for e in client.stream_get("/test/sse?count=5")]
         with client.stream("GET", "/test/bytes?size=4096&seed=1") as response:
@@ -93,6 +98,13 @@ def test_calls_streams_and_downloads_go_through_the_proxy(
     assert events == [0, 1, 2, 3, 4] and len(raw) == 4096
     assert file_sha(tmp_path / "file.bin") == sha256_of(2, size)
     target = f"127.0.0.1:{server.port}"
+    if scheme == "http" and not tunnel:  # absolute form: the proxy reads and forwards each request
+        assert proxy.tunnels == [] and len(server.requests) == 4
+        assert [r.method for r in proxy.requests] == ["GET"] * 4
+        assert all(r.target.startswith(f"http://{target}/") for r in proxy.requests)
+        assert b"GET http://" + target.encode() + b"/api/v1/healthz HTTP/1.1" in proxy.seen
+        assert server.requests[0].headers["x-api-key"] == API_KEY  # what http:// means: documented
+        return
     assert proxy.tunnels and set(proxy.tunnels) == {target}
     assert [r.method for r in proxy.requests] == ["CONNECT"] * len(proxy.tunnels)
     assert len(server.requests) == 4 and server.connections == len(proxy.tunnels)
@@ -101,11 +113,19 @@ def test_calls_streams_and_downloads_go_through_the_proxy(
     assert all(line.startswith(b"CONNECT ") for line in proxy.seen.split(b"\r\n\r\n") if line)
 
 
-@pytest.mark.parametrize("scheme", ["http", "https"])
-def test_signed_urls_never_reach_the_proxy_in_clear(scheme, request, proxy, ca_file, tmp_path):
+@pytest.mark.parametrize(
+    "scheme, tunnel",
+    [("http", True), ("https", False), ("https", True)],
+    ids=["http-tunnel", "https", "https-tunnel"],
+)
+def test_signed_urls_never_reach_the_proxy_in_clear(scheme, tunnel, request, proxy, ca_file, tmp_path):
+    """Through a tunnel (https://, or http:// with ``proxy_tunnel``); a plain http:// URL is the
+    proxy's to read (``test_plain_http_through_a_forwarding_proxy_is_the_proxys_to_read``)."""
     server = request.getfixturevalue("tls_server" if scheme == "https" else "http_server")
     server.add_checkpoint("tinker://run-1/weights/final", size=MiB, seed=3)
-    with Client(api_key=API_KEY, base_url=server.url, verify=ca_file, proxy=proxy.url) as client:
+    with Client(
+        api_key=API_KEY, base_url=server.url, verify=ca_file, proxy=proxy.url, proxy_tunnel=tunnel
+    ) as client:
         target = client.checkpoints.download("tinker://run-1/weights/final", output_dir=tmp_path)
     assert any(target.rglob("*"))
     signed = [r for r in server.requests if r.path.startswith("/signed/")]
@@ -115,7 +135,8 @@ def test_signed_urls_never_reach_the_proxy_in_clear(scheme, request, proxy, ca_f
 
 
 def test_connections_through_the_proxy_are_kept_alive(proxy, http_server):
-    with Client(api_key=API_KEY, base_url=http_server.url, proxy=proxy.url) as client:
+    """Through a tunnel (squid keeps forwarded connections alive too: tests/test_squid.py)."""
+    with Client(api_key=API_KEY, base_url=http_server.url, proxy=proxy.url, proxy_tunnel=True) as client:
         for _ in range(3):
             client.get("/api/v1/healthz")
         assert client._transport.pool_stats(http_server.url) == {"num_connections": 1, "idle": 1}
@@ -138,15 +159,19 @@ def test_connections_through_the_proxy_are_kept_alive(proxy, http_server):
         ("", False),
     ],
 )
-def test_no_proxy_bypasses_the_proxy(no_proxy, bypassed, proxy, http_server, monkeypatch, tmp_path):
+@pytest.mark.parametrize("tunnel", [False, True], ids=["forwarded", "proxy_tunnel"])
+def test_no_proxy_bypasses_the_proxy(no_proxy, bypassed, tunnel, proxy, http_server, monkeypatch, tmp_path):
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
     monkeypatch.setenv("NO_PROXY", no_proxy.format(port=http_server.port, other=http_server.port + 1))
-    with Client(api_key=API_KEY, base_url=http_server.url) as client:
+    with Client(api_key=API_KEY, base_url=http_server.url, proxy_tunnel=tunnel) as client:
         assert client.get("/api/v1/healthz") == {"status": "ok"}
         assert [e.json()["index"] for e in client.stream_get("/test/sse?count=2")] == [0, 1]
         client.download("/test/bytes?size=1000&seed=1", tmp_path / "f")
     assert (proxy.connections == 0) is bypassed
-    assert proxy.tunnels == ([] if bypassed else [f"127.0.0.1:{http_server.port}"])
+    if tunnel:
+        assert proxy.tunnels == ([] if bypassed else [f"127.0.0.1:{http_server.port}"])
+    else:
+        assert proxy.tunnels == [] and len(proxy.requests) == (0 if bypassed else 3)
 
 
 def test_trust_env_false_ignores_the_proxy_variables(proxy, http_server, monkeypatch):
@@ -159,15 +184,23 @@ def test_trust_env_false_ignores_the_proxy_variables(proxy, http_server, monkeyp
                 trusting.get("/api/v1/healthz")
 
 
-def test_proxy_credentials_go_to_the_proxy_only_and_are_masked(http_server, caplog):
+@pytest.mark.parametrize("tunnel", [False, True], ids=["forwarded", "proxy_tunnel"])
+def test_proxy_credentials_go_to_the_proxy_only_and_are_masked(tunnel, http_server, caplog):
     password = "p@ss:w/rd"
     with ForwardProxy(auth=("user", password)) as proxy:
         with caplog.at_level(logging.DEBUG, logger="tinker_sync"):
             with Client(
-                api_key=API_KEY, base_url=http_server.url, proxy=proxy.auth_url, dump_headers=True
+                api_key=API_KEY,
+                base_url=http_server.url,
+                proxy=proxy.auth_url,
+                proxy_tunnel=tunnel,
+                dump_headers=True,
             ) as c:
                 assert c.get("/api/v1/healthz") == {"status": "ok"}
+                assert [e.json()["index"] for e in c.stream_get("/test/sse?count=2")] == [0, 1]
         assert proxy.requests[0].headers["proxy-authorization"].startswith("Basic ")
+        assert all("proxy-authorization" in r.headers for r in proxy.requests)
+        assert [r.method for r in proxy.requests] == (["CONNECT"] if tunnel else ["GET", "GET"])
     assert all("proxy-authorization" not in r.headers for r in http_server.requests)
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert f"via proxy http://user:***@127.0.0.1:{proxy.port}" in logged
@@ -179,7 +212,11 @@ def test_a_refused_tunnel_raises_at_once_naming_the_proxy_masked(http_server):
     with ForwardProxy(auth=("user", "right")) as proxy:
         wrong = proxy.auth_url.replace("right", "wrong-secret")
         with Client(
-            api_key=API_KEY, base_url=http_server.url, proxy=wrong, event_hooks={"retry": [retries.append]}
+            api_key=API_KEY,
+            base_url=http_server.url,
+            proxy=wrong,
+            proxy_tunnel=True,
+            event_hooks={"retry": [retries.append]},
         ) as client:
             with pytest.raises(APIConnectionError) as info:
                 client.get("/api/v1/healthz")
@@ -192,12 +229,68 @@ def test_a_refused_tunnel_raises_at_once_naming_the_proxy_masked(http_server):
     assert http_server.requests == []
 
 
+def test_a_forwarding_proxy_refusing_the_credentials_raises_at_once_naming_it_masked(http_server):
+    """The 407 of a proxy forwarding a plain http:// request is the proxy's refusal, never the API's status."""
+    retries: list = []
+    with ForwardProxy(auth=("user", "right")) as proxy:
+        for url in (proxy.url, proxy.auth_url.replace("right", "wrong-secret")):
+            with Client(
+                api_key=API_KEY, base_url=http_server.url, proxy=url, event_hooks={"retry": [retries.append]}
+            ) as client:
+                with pytest.raises(APIConnectionError) as info:
+                    client.get("/api/v1/healthz")
+            shown = url.replace("wrong-secret", "***")
+            assert str(info.value) == (
+                f"The proxy {shown} refused to forward the request to 127.0.0.1:{http_server.port}: "
+                "407 Proxy Authentication Required (check the proxy's user and password)"
+            )
+            assert info.value.cause == "proxy" and "wrong-secret" not in repr(info.value)
+    assert retries == [] and http_server.requests == []
+
+
+def test_plain_http_through_a_forwarding_proxy_is_the_proxys_to_read(proxy, http_server, tmp_path):
+    """In absolute form the proxy reads each request, the API key included (that is what http://
+    means, as with curl); a redirect to another origin still carries no key, through the proxy too."""
+    http_server.add_checkpoint("tinker://run-1/weights/final", size=MiB, seed=3)
+    base = f"http://localhost:{http_server.port}"  # signed URLs on 127.0.0.1: another origin
+    with Client(api_key=API_KEY, base_url=base, proxy=proxy.url) as client:
+        target = client.checkpoints.download("tinker://run-1/weights/final", output_dir=tmp_path)
+    assert any(target.rglob("*")) and http_server.violations == []
+    assert proxy.tunnels == [] and {r.method for r in proxy.requests} == {"GET"}
+    api = [r for r in proxy.requests if r.target.startswith(base + "/")]
+    signed = [r for r in proxy.requests if "/signed/" in r.target]
+    assert api and signed and len(api) + len(signed) == len(proxy.requests)
+    assert all(r.headers["x-api-key"] == API_KEY for r in api)
+    assert all("x-api-key" not in r.headers and "authorization" not in r.headers for r in signed)
+    assert all(r.target.startswith(f"http://127.0.0.1:{http_server.port}/signed/") for r in signed)
+
+
+def test_a_forwarding_proxy_that_cannot_reach_the_target_is_a_retried_status(proxy, waits):
+    """Its 502 is an answer (the proxy's, as curl shows it): retried as any 5xx, then raised with its status."""
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    port = dead.getsockname()[1]
+    dead.close()
+    with Client(
+        api_key=API_KEY,
+        base_url=f"http://127.0.0.1:{port}",
+        proxy=proxy.url,
+        max_retries=2,
+        sleep=waits.append,
+    ) as c:
+        with pytest.raises(APIStatusError) as info:
+            c.get("/api/v1/healthz")
+    assert info.value.status_code == 502 and len(waits) == 2
+    assert [r.target for r in proxy.requests] == [f"http://127.0.0.1:{port}/api/v1/healthz"] * 3
+
+
 def test_a_target_the_proxy_forbids_is_not_retried(proxy):
     retries: list = []
     with Client(
         api_key=API_KEY,
         base_url="http://example.com",
         proxy=proxy.url,
+        proxy_tunnel=True,
         event_hooks={"retry": [retries.append]},
     ) as client:
         with pytest.raises(
@@ -230,6 +323,7 @@ def test_a_dead_proxy_and_an_unreachable_target_are_retried(proxy, waits):
         api_key=API_KEY,
         base_url=f"http://127.0.0.1:{port}",
         proxy=proxy.url,
+        proxy_tunnel=True,
         max_retries=2,
         sleep=waits.append,
     ) as c:

@@ -82,8 +82,12 @@ class BaseClient(ClientCore):
             (``ArchiveLimits``: members, bytes, name length).
         proxy: an HTTP proxy for every request (``http://user:password@host:port``);
             by default ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY`` (either case),
-            with ``NO_PROXY``. Requests go through a ``CONNECT`` tunnel: the proxy
-            never sees a header (the API key), a path or a signed URL.
+            with ``NO_PROXY``. As curl does it: an ``https://`` URL goes through a
+            ``CONNECT`` tunnel (the proxy never sees a header, a path or a signed URL);
+            an ``http://`` URL goes to the proxy in absolute form, which the proxy
+            reads, API key included, and forwards (that is what ``http://`` means).
+        proxy_tunnel: tunnel ``http://`` URLs through the proxy too (curl's
+            ``--proxytunnel``); many proxies open tunnels to port 443 only.
         verify: TLS verification: ``True`` (the system's CAs, and under ``trust_env``
             ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` / ``REQUESTS_CA_BUNDLE``), ``False``
             (none; warns once), a CA file or directory (only those CAs), an

@@ -113,7 +113,7 @@ class Client(BaseClient, APIResources[Parsed]):
 
     Args: see ``BaseClient`` (api_key, base_url, timeout, max_retries,
     default_headers, event_hooks, dump_headers, pool_maxsize,
-    max_event_size, max_response_size, proxy, verify, trust_env, sleep).
+    max_event_size, max_response_size, proxy, proxy_tunnel, verify, trust_env, sleep).
 
     Resources: ``client.health``, ``server``, ``training_runs``,
     ``checkpoints``, ``sessions``, ``futures``, ``sampling``; each method has

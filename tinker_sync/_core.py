@@ -120,6 +120,7 @@ class ClientCore:
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
         archive_limits: ArchiveLimits = DEFAULT_ARCHIVE_LIMITS,
         proxy: str | None = None,
+        proxy_tunnel: bool = False,
         verify: Verify = True,
         trust_env: bool = True,
         sleep: Callable[[float], None] = time.sleep,
@@ -155,6 +156,7 @@ class ClientCore:
         self._transport = Transport(
             pool_maxsize=pool_maxsize,
             proxies=proxy_rules(proxy, trust_env),
+            proxy_tunnel=proxy_tunnel,
             verify=verify,
             ca=ca_locations(trust_env),
         )

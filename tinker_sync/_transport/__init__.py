@@ -11,9 +11,11 @@ Rules:
    the body: ``send`` caps each wait to the time left (``Timeout.within``)
    and hands the deadline to the pool on the urllib3 timeout, whose watchdog
    cuts the socket when it passes (``_pools``).
-4. Through a proxy every request goes through a ``CONNECT`` tunnel (``_pools``).
+4. Through a proxy, https:// URLs go through a ``CONNECT`` tunnel and http://
+   URLs in absolute form (or tunnelled too, with ``proxy_tunnel``) (``_pools``).
    One pool manager per proxy URL; the proxy for each request is chosen by
-   ``_config.ProxyRules``.
+   ``_config.ProxyRules``. A proxy's 407 to a forwarded request is the
+   proxy's refusal, raised as such, never a status of the API.
 5. No ``ssl.SSLContext`` until an ``https://`` connection needs one; then the
    one of the client's trust setting, shared by every client of the process
    (``_tls.shared_context``); certificate errors become one line naming the host.
@@ -40,7 +42,7 @@ from typing import Any
 from urllib3.util.request import ACCEPT_ENCODING
 
 from .._config import TLS, CALocations, ProxyRules, Timeout, Verify
-from .._exceptions import APITimeoutError, InsecureRequestWarning, InvalidRequestError
+from .._exceptions import APIConnectionError, APITimeoutError, InsecureRequestWarning, InvalidRequestError
 from .._observe import mask_url
 from ._body import Body
 from ._errors import mapped_errors
@@ -88,6 +90,8 @@ class Transport:
     Args:
         pool_maxsize: connections kept alive per host.
         proxies: which proxy each request goes through (``_config.proxy_rules``).
+        proxy_tunnel: tunnel http:// URLs through the proxy too (``CONNECT``), instead of
+            sending them to it in absolute form.
         verify: see ``ssl_context``; ca: the default trust's locations.
     """
 
@@ -96,10 +100,12 @@ class Transport:
         *,
         pool_maxsize: int = DEFAULT_POOL_MAXSIZE,
         proxies: ProxyRules | None = None,
+        proxy_tunnel: bool = False,
         verify: Verify = True,
         ca: CALocations | None = None,
     ) -> None:
         self.proxies = proxies or ProxyRules()
+        self.proxy_tunnel = proxy_tunnel
         self.verify = verify
         self._ca = ca or CALocations(None, None)
         self._pool_maxsize = pool_maxsize
@@ -171,7 +177,12 @@ class Transport:
                     "an https:// proxy carries https:// URLs only"
                 )
         created = PoolManager(
-            tunnel, self._ssl_context, maxsize=self._pool_maxsize, block=False, retries=False
+            tunnel,
+            self._ssl_context,
+            tunnel_http=self.proxy_tunnel,
+            maxsize=self._pool_maxsize,
+            block=False,
+            retries=False,
         )
         with self._lock:
             manager = self._managers.setdefault(proxy, created)
@@ -210,6 +221,17 @@ class Transport:
                 request,
                 cause="deadline",
             )
+        if raw.status == 407 and proxy is not None and not self.proxy_tunnel:
+            scheme, host, port = origin_of(request.url)
+            if scheme == "http":  # forwarded: the proxy answered, not the API (a tunnel's 407 raised)
+                raw.close()
+                raw.release_conn()
+                raise APIConnectionError(
+                    f"The proxy {mask_url(proxy)} refused to forward the request to {host}:{port}: "
+                    f"407 {raw.reason or 'Proxy Authentication Required'} (check the proxy's user and password)",
+                    request,
+                    cause="proxy",
+                )
         return raw
 
     def pool_stats(self, url: str) -> dict[str, Any]:

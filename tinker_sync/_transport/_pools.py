@@ -1,10 +1,15 @@
 """Pools and proxies: urllib3's pool manager, pools and connections, tunnels, and the deadline watchdog.
 
 Rules:
-1. Through a proxy every request goes through a ``CONNECT`` tunnel, for http
-   and https URLs alike: the proxy sees ``CONNECT host:port`` and its own
-   credentials, never a path, a query (a signed URL), a header (the API key)
-   or a body. ``make_tunnel`` checks a proxy URL once, when the client is built.
+1. Through a proxy, as curl, requests and httpx do it: an ``https://`` URL
+   goes through a ``CONNECT`` tunnel (the proxy sees ``CONNECT host:port`` and
+   its own credentials, never a path, a header or a body); a plain ``http://``
+   URL is sent to the proxy in absolute form (``GET http://host:port/path``,
+   with ``Proxy-Authorization``), which the proxy reads and forwards: that is
+   what ``http://`` means, and what a stock squid allows (it tunnels to port
+   443 only). ``proxy_tunnel=True`` tunnels ``http://`` URLs too (curl's
+   ``--proxytunnel``). ``make_tunnel`` checks a proxy URL once, when the
+   client is built.
 2. A deadline (``Timeout.total``) covers connecting, the response head and
    the body: the call's deadline rides down to the connection on the
    ``DeadlineTimeout`` urllib3 is given (no thread-local), the pool arms the
@@ -132,8 +137,8 @@ class _ConnectionMixin:
 
     With ``tunnel``, the socket goes to the proxy and ``CONNECT host:port``
     opens the tunnel (http.client's ``set_tunnel``, which urllib3's
-    connections complete with TLS for https), for http and https alike: the
-    proxy never sees a request line or a header. urllib3 forgets the tunnel
+    connections complete with TLS for https): the proxy never sees a request
+    line or a header. urllib3 forgets the tunnel
     on ``close()``: it is set again, so that a reconnect tunnels too.
     """
 
@@ -210,17 +215,48 @@ class _HTTPSConnectionPool(_DeadlineMixin, HTTPSConnectionPool):
 
 
 class PoolManager(urllib3.PoolManager):
-    """urllib3's PoolManager with our pools; with ``tunnel``, every pool's connections tunnel through it.
+    """urllib3's PoolManager with our pools; with ``tunnel``, requests go through that proxy:
+    https:// URLs through a ``CONNECT`` tunnel, http:// URLs in absolute form to the proxy (one
+    pool of connections to the proxy for every http:// host), or tunnelled too with ``tunnel_http``.
 
     ``context`` gives the TLS context, called for the first https:// pool
     only: a manager that only ever talks plain HTTP builds none.
     """
 
-    def __init__(self, tunnel: Tunnel | None, context: Callable[[], ssl.SSLContext], **kw: Any) -> None:
+    def __init__(
+        self,
+        tunnel: Tunnel | None,
+        context: Callable[[], ssl.SSLContext],
+        *,
+        tunnel_http: bool = False,
+        **kw: Any,
+    ) -> None:
         super().__init__(**kw)
         self.pool_classes_by_scheme = {"http": _HTTPConnectionPool, "https": _HTTPSConnectionPool}
         self._tunnel = tunnel
         self._context = context
+        # http:// URLs go to the proxy in absolute form (the proxy forwards them), unless tunnelled:
+        # with ``proxy`` set, urllib3's PoolManager.urlopen sends those in absolute form.
+        self._forward = tunnel if tunnel is not None and not tunnel_http else None
+        if self._forward is not None:
+            self.proxy, self.proxy_config = self._forward.url, self._forward.config
+
+    def connection_from_host(
+        self, host: str | None, port: int | None = None, scheme: str | None = "http", pool_kwargs: Any = None
+    ) -> HTTPConnectionPool:
+        """The pool for ``scheme://host:port``; for an http:// URL through a forwarding proxy, the one
+        pool to the proxy, whose requests carry the proxy's credentials (``Proxy-Authorization``,
+        which the proxy removes before forwarding) and whose failures to connect name the proxy."""
+        forward = self._forward
+        if forward is not None and scheme == "http":
+            host, port = forward.url.host, forward.url.port
+            proxied = {
+                "_proxy": forward.url,
+                "_proxy_headers": forward.headers,
+                "_proxy_config": forward.config,
+            }
+            pool_kwargs = {**(pool_kwargs or {}), **proxied}
+        return super().connection_from_host(host, port, scheme, pool_kwargs)
 
     def _new_pool(self, scheme: str, host: str, port: int, request_context: Any = None) -> HTTPConnectionPool:
         context = None
@@ -228,7 +264,11 @@ class PoolManager(urllib3.PoolManager):
             context = self._context()
             request_context = {**(request_context or self.connection_pool_kw), **tls_pool_options(context)}
         pool = super()._new_pool(scheme, host, port, request_context)
-        if self._tunnel is not None:
+        if self._forward is not None and scheme == "http":
+            log.debug(
+                "Sending http:// requests to proxy %s in absolute form", mask_url(self._forward.url.url)
+            )
+        elif self._tunnel is not None:
             pool.conn_kw["tunnel"] = self._tunnel
             log.debug(
                 "Connecting to %s://%s:%s through proxy %s",

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import auth, checkpoint, demo, download, model, run, session
-from ._common import EXIT_PARTIAL, EXIT_SYNCED, PROG, Command, add_max_retries, version
+from ._common import EXIT_PARTIAL, EXIT_SYNCED, PROG, Command, add_max_retries, add_proxytunnel, version
 from ._progress import ProgressReporter, format_size
 
 __all__ = ["EXIT_PARTIAL", "EXIT_SYNCED", "ProgressReporter", "build_parser", "format_size", "main"]
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     # After the command, the options default to nothing, so that they never undo those given before it.
     common = options(argparse.ArgumentParser(add_help=False), argparse.SUPPRESS, argparse.SUPPRESS)
     add_max_retries(common)  # every command talks to a server: every command takes --max-retries
+    add_proxytunnel(common)  # and may go through a proxy
     parser = options(
         argparse.ArgumentParser(prog=PROG, description="A synchronous, streaming-first Tinker API client."),
         "table",

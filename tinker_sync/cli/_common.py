@@ -147,9 +147,14 @@ def client_from(args: argparse.Namespace, *, handshake: bool = False) -> Client:
 
     retries = args.max_retries if args.max_retries is not None else max_retries_from_env()
     hooks: dict[str, list[Callable[[Any], object]]] = {} if args.quiet else {"retry": [say_retry]}
-    if retries is None:
-        return Client(event_hooks=hooks, handshake=handshake)  # type: ignore[arg-type]  # a dict of lists is an EventHooks
-    return Client(max_retries=retries, event_hooks=hooks, handshake=handshake)  # type: ignore[arg-type]
+    options: dict[str, Any] = {
+        "event_hooks": hooks,
+        "handshake": handshake,
+        "proxy_tunnel": bool(getattr(args, "proxytunnel", False)),  # -p: http:// through CONNECT too
+    }
+    if retries is not None:
+        options["max_retries"] = retries
+    return Client(**options)
 
 
 def say_retry(info: RetryInfo) -> None:
@@ -233,6 +238,18 @@ def add_max_retries(parser: argparse.ArgumentParser) -> None:
         type=_retries_arg,
         metavar="N",
         help="failures in a row without progress before giving up (default: TINKER_MAX_RETRIES, else 10)",
+    )
+
+
+def add_proxytunnel(parser: argparse.ArgumentParser) -> None:
+    """``-p/--proxytunnel`` (curl's): for every command (read by ``client_from``), through the options
+    all subcommands share. Without it, http:// URLs go to the proxy in absolute form."""
+    parser.add_argument(
+        "-p",
+        "--proxytunnel",
+        action="store_true",
+        help="tunnel http:// URLs through the proxy (HTTP_PROXY) with CONNECT too, as curl -p does; "
+        "https:// URLs are always tunnelled",
     )
 
 

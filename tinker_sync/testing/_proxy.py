@@ -293,6 +293,16 @@ class ForwardProxy:
             head = "\r\n".join([f"{method} {path} HTTP/1.1", *kept, "Connection: close", "", ""])
             upstream.sendall(head.encode("latin-1") + body)
             upstream.shutdown(socket.SHUT_WR)
+            # The answer's head says that this proxy closes the connection after it (it does).
+            answer, rest = self._read_head(upstream)
+            if not answer:
+                return
+            lines = [
+                line
+                for line in answer.decode("latin-1").split("\r\n")
+                if line.partition(":")[0].strip().lower() not in ("connection", "keep-alive")
+            ]
+            conn.sendall("\r\n".join([*lines, "Connection: close", "", ""]).encode("latin-1") + rest)
             self._relay(upstream, conn)
 
     @staticmethod
