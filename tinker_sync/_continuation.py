@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 from ._transport import Request
 
 __all__ = [
+    "answer_problem",
     "continuation_problem",
     "parse_content_range",
     "range_end",
@@ -108,6 +109,46 @@ def continuation_problem(
     if changed:
         return f"{asked} of version {validator!r}, the server sent {new!r}: the resource changed"
     return None
+
+
+def answer_problem(
+    status: int,
+    headers: Mapping[str, str],
+    offset: int,
+    validator: str | None,
+    total: int | None,
+    *,
+    last: int | None = None,
+) -> tuple[str | None, bool]:
+    """The one rule for an answer to a request for bytes ``offset``..``last`` of the version
+    ``validator`` (``total`` bytes), by a reader that skips and asks again: (problem, changed).
+
+    Usable (problem None): a 206 holding byte ``offset``, whatever its end (the bytes before
+    ``offset`` are skipped, what it lacks is asked for again), or a 200 of the same version (its
+    validator is ``validator``, its length ``total``), read from ``offset`` on. ``changed``: the
+    problem shows another object (validator or size): only then does a file restart from zero;
+    any other problem is the same object answered unusably (ask for it otherwise).
+    """
+    asked = f"asked for bytes={offset}-{'' if last is None else last}"
+    new = validator_of(headers)
+    if new is not None and validator is not None and new != validator:
+        return f"{asked} of version {validator!r}, the server sent {new!r}: the resource changed", True
+    if status == 206:
+        parsed = parse_content_range(headers.get("content-range", ""))
+        size = parsed[2] if parsed is not None else None
+    else:
+        length = headers.get("content-length", "").strip()
+        size = int(length) if length.isdigit() and status == 200 else None
+    if size is not None and total is not None and size != total:
+        return f"{asked} of {total} bytes, the server sent {size}: the resource size changed", True
+    if status == 200:
+        if new is None and validator is not None:  # nothing shows it is the same version
+            return f"{asked} of version {validator!r}, the server sent the whole without a validator", True
+        return None, False
+    problem = continuation_problem(
+        status, headers, offset, validator, total, ranged=True, last=last, cover=True
+    )
+    return problem, False
 
 
 def url_expiry(url: str, now: float | None = None) -> float | None:

@@ -27,7 +27,7 @@ from contextlib import closing
 from typing import Any, Generic, Protocol, TypeVar, Unpack
 
 from ._checksums import Checksum, checksums_from
-from ._continuation import continuation_problem, parse_content_range, whole_request
+from ._continuation import answer_problem, parse_content_range, whole_request
 from ._exceptions import APIConnectionError, APIStatusError, DownloadIntegrityError
 from ._files import PartFile
 from ._observe import mask_url
@@ -272,47 +272,25 @@ class RangeFetcher(Generic[R]):
                 raise RangeChanged(f"the server cannot satisfy bytes {start}-{end - 1} (416)") from exc
             raise
         response.as_served()
-        asked = f"asked for bytes={start}-{end - 1}"
-        if response.status_code == 200:  # the whole, to a range: usable if it is the same version
-            problem = self._other_version(response, asked)
-        else:  # any 206 holding ``start`` serves: the receiver skips or asks again as needed
-            problem = continuation_problem(
-                response.status_code,
-                response.headers,
-                start,
-                self.validator,
-                self.total,
-                ranged=True,
-                last=end - 1,
-                cover=True,
-            )
+        # The one rule (as for an in-call resume): any 206 holding ``start``, or a 200 of the same
+        # version, serves; the receiver skips or asks again as needed.
+        problem, changed = answer_problem(
+            response.status_code, response.headers, start, self.validator, self.total, last=end - 1
+        )
         if problem is not None:
-            changed = self._other_version(response, asked) is not None
             response.close()
             raise (RangeChanged if changed else RangeUnusable)(problem)
         response.claim()
         return response
-
-    def _other_version(self, response: R, asked: str) -> str | None:
-        """Why ``response`` is not the resource the ranges are pinned to (another validator or
-        size), or None."""
-        new = response.validator
-        if new is not None and self.validator is not None and new != self.validator:
-            return f"{asked} of version {self.validator!r}, the server sent {new!r}: the resource changed"
-        size = response.total_size
-        if size is not None and self.total is not None and size != self.total:
-            return f"{asked} of {self.total} bytes, the resource size changed to {size}"
-        return None
 
     def whole(self) -> R:
         """The whole resource again, without a Range, claimed (the rest over one connection when
         ranges cannot serve it); RangeChanged unless it is the version pinned."""
         response = self.sender.send(self.request, self.options, self.budget, quiet=True)
         response.as_served()
-        asked = "asked for the whole resource"
-        problem = self._other_version(response, asked)
+        problem, _ = answer_problem(response.status_code, response.headers, 0, self.validator, self.total)
         if response.status_code != 200:
-            problem = f"{asked}, the server answered {response.status_code}"
+            problem = f"asked for the whole resource, the server answered {response.status_code}"
         if problem is not None:
             response.close()
             raise RangeChanged(problem)

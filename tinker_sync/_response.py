@@ -30,7 +30,7 @@ from typing import Any, TypeAlias
 from ._buffers import READ_SIZE, ReadBuffer
 from ._checksums import checksums_from
 from ._continuation import (
-    continuation_problem,
+    answer_problem,
     parse_content_range,
     range_end,
     strong_etag,
@@ -119,6 +119,9 @@ class StreamedResponse:
         self._content: bytes | None = None
         self._consumed = False
         self._first_byte = 0
+        self._skip = 0  # bytes a resumed answer holds before ``position``: read past, not handed out
+        self._want: int | None = None  # once resumed: where the body must reach (its end, exclusive)
+        self._shorts = 0  # resumed answers in a row that ended before ``_want``
         if raw.status == 206:
             parsed = parse_content_range(raw.headers.get("content-range", ""))
             self._first_byte = parsed[0] if parsed else 0
@@ -198,13 +201,16 @@ class StreamedResponse:
         return validator_of(self.headers)
 
     def _resume(self, exc: APIConnectionError, on_restart: Callable[[], None] | None) -> bool:
-        """Continue the body after ``exc``: swaps in a response that continues at ``position``.
+        """Continue the body after ``exc``: swaps in an answer holding the byte at ``position``.
 
-        False when the body cannot be resumed: the caller raises ``exc`` (not
-        this frame, which would keep ``exc`` in a frame <-> traceback cycle).
-        With ``on_restart``, a response that does not continue (or a fresh
-        200 fetched instead) starts the body again from byte 0, after
-        ``on_restart()`` was called; one that cannot be had raises.
+        The one rule, ``answer_problem`` (as for each range of a download over several
+        connections): a 206 holding the byte serves whatever its end (the bytes before it are
+        skipped; one that ends early is resumed again, and after two such the whole is asked
+        for), a 200 of the same version too; an answer of the same version that cannot serve is
+        replaced by the whole, read on from ``position``. Only another version (or a 416: it
+        shrank) starts the body again from byte 0: with ``on_restart``, after calling it; without,
+        it raises. False when the body cannot be resumed: the caller raises ``exc`` (not this
+        frame, which would keep ``exc`` in a frame <-> traceback cycle).
         """
         sender, budget, request = self._sender, self._budget, self.request
         validator, offset = self.validator, self.position
@@ -216,28 +222,24 @@ class StreamedResponse:
         reason = f"body broken at byte {offset}: {exc}"
         if not sender.backoff(budget, request, reason, cause=exc.cause, progress=offset):
             return False
-        headers = request.headers.copy()
         end = range_end(request.headers.get("Range"))
-        headers["Range"] = f"bytes={offset}-{end}"
-        headers["If-Range"] = validator
         total = self.total_size
         last = int(end) if end.isdigit() else None if total is None else total - 1
-        new: StreamedResponse | None
-        problem: str | None
-        try:
-            new = sender.send(
-                Request("GET", request.url, headers), self._resend_options(), budget, quiet=True
-            )
-        except APIStatusError as refused:
-            if refused.status_code != 416:
-                raise
-            new, problem = None, f"the server cannot satisfy bytes {offset}- (416): the resource shrank"
-        else:
-            problem = continuation_problem(
-                new.status_code, new.headers, offset, validator, total, ranged=True, last=last
-            )
+        if self._want is None and last is not None:
+            self._want = last + 1
+        new, problem, changed = self._ask(offset, validator, total, end, whole=self._shorts >= 2)
+        if problem is not None and not changed:  # the same version, answered unusably: the whole
+            if new is not None:
+                new.close()
+            if not sender.backoff(budget, request, f"cannot resume: {problem}", cause="resume"):
+                raise APIConnectionError(
+                    f"Cannot resume {mask_url(self.url)} at byte {offset}: {problem}", request, cause="resume"
+                ) from exc
+            new, problem, changed = self._ask(offset, validator, total, end, whole=True)
         if problem is None and new is not None:
             log.info("Resumed %s at byte %d", mask_url(self.url), offset)
+            parsed = parse_content_range(new.headers.get("content-range", ""))
+            self._skip = offset - (parsed[0] if new.status_code == 206 and parsed else 0)
         elif on_restart is None:
             if new is not None:
                 new.close()
@@ -263,12 +265,38 @@ class StreamedResponse:
                         request,
                         cause="resume",
                     ) from exc
-            self._first_byte = self.num_bytes_downloaded = 0
+            self._first_byte = self.num_bytes_downloaded = self._skip = 0
+            self._want = None if new.total_size is None else new.total_size
         self.status_code, self.headers, self._body = new.status_code, new.headers, new._body
         self._body.raw_bytes()  # as the body it continues: bytes as served
         if problem is not None and on_restart is not None:
             on_restart()
         return True
+
+    def _ask(
+        self, offset: int, validator: str, total: int | None, end: str, *, whole: bool
+    ) -> tuple[StreamedResponse | None, str | None, bool]:
+        """Ask for the body from ``offset`` to ``end`` (the last byte the call asked for, or "")
+        (``whole``: the whole resource, to be read past ``offset``): the answer, why it cannot
+        serve (None: it can), whether it is another version."""
+        request, sender, budget = self.request, self._sender, self._budget
+        assert sender is not None and budget is not None
+        if whole:
+            ask = whole_request(request)
+        else:
+            headers = request.headers.copy()
+            headers["Range"] = f"bytes={offset}-{end}"
+            headers["If-Range"] = validator
+            ask = Request("GET", request.url, headers)
+        try:
+            new = sender.send(ask, self._resend_options(), budget, quiet=True)
+        except APIStatusError as refused:
+            if refused.status_code != 416:
+                raise
+            return None, f"the server cannot satisfy bytes {offset}- (416): the resource shrank", True
+        last = int(end) if end.isdigit() else None if total is None else total - 1
+        problem, changed = answer_problem(new.status_code, new.headers, offset, validator, total, last=last)
+        return new, problem, changed
 
     def readinto(
         self,
@@ -282,18 +310,38 @@ class StreamedResponse:
 
         A broken GET body resumes (see the module docstring) unless ``resume`` is false; a body
         cut short raises APIConnectionError, never a quiet 0. With ``on_restart``, a resume the
-        server answers with the whole resource (maybe changed) starts the body again from byte 0,
-        after ``on_restart()`` was called (the file receiver truncates its file); without it, such
-        an answer raises.
+        server answers with another version starts the body again from byte 0, after
+        ``on_restart()`` was called (the file receiver truncates its file); without it, such an
+        answer raises.
         """
         if not self._consumed:
             self.claim()
         while True:
+            want = self._want
             try:
-                n = self._body.readinto(buffer)
+                while self._skip:  # a resumed answer from before ``position``: the bytes held
+                    n = self._body.readinto(buffer[: min(len(buffer), self._skip)])
+                    if not n:
+                        raise APIConnectionError(
+                            f"the answer ended before byte {self.position}", cause="broken"
+                        )
+                    self._skip -= n
+                limit = len(buffer) if want is None else min(len(buffer), want - self.position)
+                n = self._body.readinto(buffer[:limit]) if limit > 0 else 0
             except APIConnectionError as exc:
+                self._shorts = 0
                 if not resume or not self._resume(exc, on_restart):
                     raise
+                continue
+            if not n and want is not None and self.position < want:  # a resumed answer ended early
+                self._shorts += 1
+                short = APIConnectionError(
+                    f"the answer ended at byte {self.position}, before byte {want}",
+                    self.request,
+                    cause="broken",
+                )
+                if not resume or not self._resume(short, on_restart):
+                    raise short
                 continue
             self.num_bytes_downloaded += n
             return n
