@@ -10,6 +10,7 @@ server has dropped (410) is sent again as a new request, into the same future.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import threading
 from collections.abc import Iterable, Iterator
@@ -22,6 +23,7 @@ from ._train_future import Engine, Future, post_future, proto_result, resolve
 from .resources.types import (
     EncodedTextChunk,
     FutureHandle,
+    ImageChunk,
     ModelInput,
     ModelInputChunk,
     SampleResponse,
@@ -29,16 +31,53 @@ from .resources.types import (
     TensorData,
 )
 
-__all__ = ["DEFAULT_WINDOW", "SamplingClient"]
+__all__ = ["DEFAULT_WINDOW", "DispatchBytes", "SamplingClient", "dispatch_size"]
 
 DEFAULT_WINDOW = 64  # sample_many: how many samples are in flight at most
 _SAMPLE = proto_result(decode_sample_response, "SampleResponse")
 
 
+class DispatchBytes:
+    """The session's sampling dispatch budget (``client/config``'s ``sample_dispatch_bytes_semaphore_size``,
+    10 MiB): a sample is sent only while the samples being sent are within it, by their estimated
+    size (10 bytes a token, an image's or audio's bytes). As the SDK's ``BytesSemaphore``, a send
+    waits only while the budget is overdrawn, so one larger than the whole budget still goes."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, size: int) -> Iterator[None]:
+        """Hold ``size`` bytes of the budget while the block runs (waiting while it is overdrawn)."""
+        with self._cond:
+            while self.left < 0:
+                self._cond.wait()
+            self.left -= size
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.left += size
+                self._cond.notify_all()
+
+
+def dispatch_size(prompt: ModelInput) -> int:
+    """A prompt's size as the SDK counts it for the dispatch budget."""
+    total = 0
+    for chunk in prompt.chunks:
+        if isinstance(chunk, EncodedTextChunk):
+            total += 10 * len(chunk.tokens)
+        else:
+            total += len(chunk.data if isinstance(chunk, ImageChunk) else chunk.dmel)
+    return total
+
+
 class Session(Protocol):
-    """What a sampling client uses of its ``ServiceClient``: the engine."""
+    """What a sampling client uses of its ``ServiceClient``: the engine and the dispatch budget."""
 
     _engine: Engine
+    _sample_dispatch: DispatchBytes
 
 
 def _chunk(chunk: ModelInputChunk) -> dict[str, Any]:
@@ -147,23 +186,26 @@ class SamplingClient:
                 )
             ids[:] = sequence_ids
 
+        dispatch, size = self.service._sample_dispatch, dispatch_size(prompt)
+
         def send(track: bool = True) -> str:
             with self._lock:
                 seq = next(self._seq)
-            handle = post_future(
-                engine,
-                future,
-                "/api/v1/asample",
-                "Sample",
-                decode,
-                json={**body, "seq_id": seq},
-                headers={"X-Tinker-Sampling-Backpressure": "1"},
-                protobuf=True,
-                resend=lambda: send(False),
-                track=track,
-                on_handle=check,
-                session=self.sampling_session_id,
-            )
+            with dispatch.hold(size):  # the sending only: the result's wait holds nothing
+                handle = post_future(
+                    engine,
+                    future,
+                    "/api/v1/asample",
+                    "Sample",
+                    decode,
+                    json={**body, "seq_id": seq},
+                    headers={"X-Tinker-Sampling-Backpressure": "1"},
+                    protobuf=True,
+                    resend=lambda: send(False),
+                    track=track,
+                    on_handle=check,
+                    session=self.sampling_session_id,
+                )
             return handle.request_id
 
         def start() -> None:

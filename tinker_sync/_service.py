@@ -25,7 +25,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 from ._client import Client
 from ._config import resolve_project_id
 from ._exceptions import APIStatusError, NotFoundError
-from ._sampling_client import SamplingClient
+from ._sampling_client import DispatchBytes, SamplingClient
 from ._train_future import (
     DEFAULT_POLL_TIMEOUT,
     DEFAULT_RESULT_TIMEOUT,
@@ -133,6 +133,7 @@ class ServiceClient:
             poll_timeout=poll_timeout,
             on_queue_state=on_queue_state,
         )
+        self._sample_dispatch = DispatchBytes(self._config.sample_dispatch_bytes_semaphore_size)
         self._engine.retrieve_futures = self._config.sample_use_retrieve_futures
         self._engine.billing.limit = self._config.billing_exception_max_pause_duration_sec
         self._engine.cancel_enabled = self._cancel_enabled()

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import msgspec
 
 from ._proto import decode_forward_backward_output, encode_forward_backward_request, estimate_datum_bytes
-from ._sampling_client import SamplingClient
+from ._sampling_client import DispatchBytes, SamplingClient
 from ._train_future import Engine, Future, json_result, post_future, proto_result, resolve
 from ._train_types import (
     AdamParams,
@@ -58,6 +58,7 @@ class Session(Protocol):
 
     _engine: Engine
     _config: ClientConfigResponse
+    _sample_dispatch: DispatchBytes  # for the sampling clients it makes
 
     def _compress(self, body: bytes) -> bytes: ...
 
