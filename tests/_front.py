@@ -18,6 +18,15 @@ from types import TracebackType
 from urllib.parse import parse_qsl, urlsplit
 
 Answer = Callable[[dict[str, str], Callable[[str], bytes]], tuple[int, bytes]]
+CLIENT_CONFIG = "/api/v1/client/config"
+
+
+def older_server(query: dict[str, str], upstream: Callable[[str], bytes]) -> tuple[int, bytes]:
+    """``client/config`` on a server older than the route: 404, so a client takes the default flags.
+    For a front with no upstream (``routes={CLIENT_CONFIG: older_server, ...}``)."""
+    return 404, b'{"detail": "Not Found"}'
+
+
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"}
 
 

@@ -3,7 +3,9 @@
 ``raw_server(script, ...)`` serves one connection per script, in order: it reads
 the request head, then calls ``script(conn, head, stop)`` with the socket, the
 head's bytes and an Event set when the test leaves the block (for scripts that
-hold a connection open). An exception in a script is raised in the test.
+hold a connection open). An exception in a script is raised in the test. It
+never answers a handshake (``POST client/config``): it fails the test, which must
+build its client with ``handshake=False``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 Script = Callable[[socket.socket, bytes, threading.Event], None]
+HANDSHAKE = b"POST /api/v1/client/config "
+# Its scripts answer the calls a test makes, nothing else: a client's handshake would take one.
+NO_HANDSHAKE = "raw_server does not speak client/config: build the client with handshake=False"
 
 
 def read_head(conn: socket.socket) -> bytes:
@@ -51,6 +56,10 @@ def raw_server(*scripts: Script, tls: object = None) -> Iterator[str]:
                         continue  # the client refused the certificate
                 with conn:
                     head = read_head(conn)
+                    if head.startswith(HANDSHAKE):
+                        errors.append(AssertionError(NO_HANDSHAKE))
+                        listener.close()  # the client's next try is refused at once, no wait
+                        return
                     if head:
                         try:
                             script(conn, head, stop)

@@ -8,8 +8,17 @@ import time
 from pathlib import Path
 
 import pytest
+from _front import Front
 
-from tinker_sync import AuthenticationError, Client, TinkerError
+from tinker_sync import (
+    APIConnectionError,
+    APITimeoutError,
+    AuthenticationError,
+    Client,
+    InternalServerError,
+    PermissionDeniedError,
+    TinkerError,
+)
 from tinker_sync._auth import REFRESH_MARGIN, _Token, jwt_claims
 from tinker_sync._credentials import run_credential_command, save_credentials
 from tinker_sync._version import SDK_VERSION
@@ -32,7 +41,7 @@ def clean_env(monkeypatch, tmp_path):
 
 def _client(server: MockTinkerServer, **kw) -> Client:
     kw.setdefault("api_key", server.api_key)
-    return Client(base_url=server.url, trust_env=False, handshake=True, **kw)
+    return Client(base_url=server.url, trust_env=False, **kw)
 
 
 def _api(server: MockTinkerServer) -> list[tuple[str, str]]:
@@ -66,6 +75,89 @@ def test_a_server_without_client_config_means_the_defaults(server):
     with _client(server) as client:
         assert client.training_runs.get("run-001").training_run_id == "run-001"
     assert server.tokens_issued == 0 and server.violations == []
+
+
+def test_a_default_client_follows_jwt_auth_without_any_flag(server):
+    server.client_config["pjwt_auth_enabled"] = True
+    with Client(api_key=server.api_key, base_url=server.url) as client:  # no handshake argument
+        assert client.training_runs.get("run-001").training_run_id == "run-001"
+    assert _api(server) == [
+        ("POST", "/api/v1/client/config"),
+        ("POST", "/api/v1/auth/token"),
+        ("GET", "/api/v1/training_runs/run-001"),
+    ]
+    assert server.requests[-1].headers["x-api-key"].startswith("eyJ")
+    assert server.tokens_issued == 1 and server.violations == []
+
+
+CONFIG = "/api/v1/client/config"
+TARGET = ("GET", "/api/v1/training_runs/run-001")
+
+# How client/config may fail, and what the call that needed it does: (faults queued on client/config,
+# the call's max_retries, the exception or None, the client/config requests sent). The handshake is
+# part of that call: its timeout and retries; the call's own request goes only after it.
+HANDSHAKE_FAILURES = {
+    "5xx_retried_in_the_call": ([Fault(status=503, retry_after=0)], 2, None, 2),
+    "5xx_past_the_call_budget": ([Fault(status=503, retry_after=0)] * 2, 1, InternalServerError, 2),
+    "5xx_with_no_retries": ([Fault(status=500)], 0, InternalServerError, 1),
+    "429_retried": ([Fault(status=429, retry_after=0)], 1, None, 2),
+    "401_never_retried": ([Fault(status=401)], 3, AuthenticationError, 1),
+    "403_never_retried": ([Fault(status=403)], 3, PermissionDeniedError, 1),
+    "cut_before_the_body_retried": ([Fault(reset_after=0)], 1, None, 2),
+    "cut_every_time": ([Fault(reset_after=0)] * 3, 2, APIConnectionError, 3),
+    "no_answer_within_the_call_timeout": ([Fault(delay_headers=30)], 0, APITimeoutError, 1),
+}
+
+
+@pytest.mark.parametrize(
+    ("faults", "retries", "error", "sent"), HANDSHAKE_FAILURES.values(), ids=HANDSHAKE_FAILURES.keys()
+)
+def test_a_failing_handshake_fails_its_call_within_its_budget_and_is_asked_again(
+    server, waits, faults, retries, error, sent
+):
+    server.script(CONFIG, *faults)
+    with _client(server, sleep=waits.append) as client:
+        # a short timeout only where the server keeps still (elsewhere a slow answer under load must pass)
+        call = client.with_options(max_retries=retries, timeout=0.5 if faults[0].delay_headers else None)
+        if error is None:
+            assert call.training_runs.get("run-001").training_run_id == "run-001"
+        else:
+            with pytest.raises(error) as raised:
+                call.training_runs.get("run-001")
+            assert "POST client/config" in "".join(raised.value.__notes__)  # says what failed
+            assert TARGET not in _api(server)  # the call's own request never went
+            assert len(waits) == sent - 1
+            # A failure is not remembered: the next call asks again, and goes on.
+            assert client.training_runs.get("run-001").training_run_id == "run-001"
+            sent += 1
+    calls = _api(server)
+    assert calls.count(("POST", CONFIG)) == sent and calls[-1] == TARGET
+    server.clear()  # the faults were the point
+
+
+def test_a_copy_spends_its_own_budget_on_the_handshake(server, waits):
+    server.script(CONFIG, Fault(status=503, retry_after=0), Fault(status=503, retry_after=0))
+    with _client(server, sleep=waits.append, max_retries=5) as client:
+        with pytest.raises(InternalServerError):
+            client.with_options(max_retries=0).training_runs.get("run-001")
+        assert client.training_runs.get("run-001").training_run_id == "run-001"  # retries the second 503
+    assert _api(server).count(("POST", CONFIG)) == 3 and len(waits) == 1
+    server.clear()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [(b"[]", "answered list, not a JSON object"), (b'"ok"', "answered str, not a JSON object")],
+)
+def test_a_config_that_is_not_a_json_object_is_a_clear_error(server, body, message):
+    with Front(server.url, {CONFIG: lambda query, upstream: (200, body)}) as front:
+        with Client(api_key=server.api_key, base_url=front.url, max_retries=0) as client:
+            with pytest.raises(TinkerError, match=message) as raised:
+                client.training_runs.get("run-001")
+            assert "handshake=False" in str(raised.value)
+        with Client(api_key=server.api_key, base_url=front.url, handshake=False) as client:
+            assert client.training_runs.get("run-001").training_run_id == "run-001"
+    assert _api(server) == [TARGET]  # only the opted-out client reached the API
 
 
 def test_signed_urls_trigger_no_handshake(server, tmp_path):
@@ -176,13 +268,13 @@ def _store(home: Path, key: str, mode: int = 0o600) -> Path:
 def test_the_credentials_file_is_the_last_source(server, tmp_path, monkeypatch):
     path = _store(tmp_path / "home", server.api_key)
     assert (os.stat(path).st_mode & 0o777, os.stat(path.parent).st_mode & 0o777) == (0o600, 0o700)
-    with Client(base_url=server.url, trust_env=False, handshake=True) as client:
+    with Client(base_url=server.url, trust_env=False) as client:
         assert client._auth.source.origin == str(path)
         client.training_runs.get("run-001")
     monkeypatch.setenv("TINKER_API_KEY", "tml-from-env")
-    with Client(base_url=server.url, trust_env=False, handshake=True) as client:
+    with Client(base_url=server.url, trust_env=False) as client:
         assert client._auth.source.key == "tml-from-env"
-    with Client(api_key="tml-from-arg", base_url=server.url, trust_env=False, handshake=True) as client:
+    with Client(api_key="tml-from-arg", base_url=server.url, trust_env=False) as client:
         assert client._auth.source.key == "tml-from-arg"
 
 
@@ -190,7 +282,7 @@ def test_the_credentials_file_is_the_last_source(server, tmp_path, monkeypatch):
 def test_a_credentials_file_others_can_read_is_refused(server, tmp_path, mode):
     path = _store(tmp_path / "home", server.api_key, mode)
     with pytest.raises(TinkerError, match=r"others can access it .*chmod 600") as info:
-        Client(base_url=server.url, trust_env=False, handshake=True)
+        Client(base_url=server.url, trust_env=False)
     assert server.api_key not in str(info.value) and str(path) in str(info.value)
 
 
@@ -199,7 +291,7 @@ def test_the_credential_command_runs_for_each_token_exchange(server, tmp_path, m
     server.jwt_lifetime = 30.0  # replaced before every request
     runs = tmp_path / "runs"
     monkeypatch.setenv("TINKER_CREDENTIAL_CMD", f"echo run >> {runs}; printf '%s\\n' {server.api_key}")
-    with Client(base_url=server.url, trust_env=False, handshake=True) as client:
+    with Client(base_url=server.url, trust_env=False) as client:
         client.training_runs.get("run-001")
         client.training_runs.get("run-002")
     assert runs.read_text().count("run") == 1 + server.tokens_issued  # the handshake's and each exchange's
@@ -208,7 +300,7 @@ def test_the_credential_command_runs_for_each_token_exchange(server, tmp_path, m
 
 def test_a_credential_command_without_jwt_auth_is_a_clear_error(server, monkeypatch):
     monkeypatch.setenv("TINKER_CREDENTIAL_CMD", f"printf {server.api_key}")
-    with Client(base_url=server.url, trust_env=False, handshake=True) as client:
+    with Client(base_url=server.url, trust_env=False) as client:
         with pytest.raises(TinkerError, match="needs a server with JWT auth"):
             client.training_runs.get("run-001")
 
@@ -243,7 +335,7 @@ def test_a_stored_file_that_is_not_json_is_refused(tmp_path):
 
 def test_without_the_handshake_the_key_goes_as_is(server):
     server.client_config["pjwt_auth_enabled"] = True  # not asked: this client never learns of it
-    with Client(api_key=server.api_key, base_url=server.url, trust_env=False) as client:
+    with Client(api_key=server.api_key, base_url=server.url, trust_env=False, handshake=False) as client:
         with pytest.raises(AuthenticationError):
             client.training_runs.get("run-001")
     assert _api(server) == [("GET", "/api/v1/training_runs/run-001")]

@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 import pytest
-from _front import Front
+from _front import CLIENT_CONFIG, Front, older_server
 from _sockets import raw_server
 
 from tinker_sync import APIConnectionError, Client
@@ -98,7 +98,10 @@ BODIES = {
 @pytest.mark.parametrize(("body", "said"), BODIES.values(), ids=BODIES.keys())
 def test_a_json_error_body_is_shown_as_its_message(capsys, monkeypatch, status, body, said):
     data = json.dumps(body).encode()
-    with Front("http://127.0.0.1:9", {"/api/v1/training_runs": lambda q, up: (status, data)}) as front:
+    with Front(
+        "http://127.0.0.1:9",
+        {CLIENT_CONFIG: older_server, "/api/v1/training_runs": lambda q, up: (status, data)},
+    ) as front:
         monkeypatch.setenv("TINKER_API_KEY", API_KEY)
         monkeypatch.setenv("TINKER_BASE_URL", front.url)
         assert main(["run", "list", "--max-retries", "0", "-q"]) == 1
@@ -138,7 +141,10 @@ def test_no_python_wording_for_an_existing_target(tinker_server, tmp_path):
 def test_no_python_wording_for_a_listing_too_large(monkeypatch, capsys):
     """The bound's message names the Python option; the command line says what it means."""
     huge = b'{"training_runs": [], "pad": "' + b"x" * (70 << 20) + b'"}'
-    with Front("http://127.0.0.1:9", {"/api/v1/training_runs": lambda q, up: (200, huge)}) as front:
+    with Front(
+        "http://127.0.0.1:9",
+        {CLIENT_CONFIG: older_server, "/api/v1/training_runs": lambda q, up: (200, huge)},
+    ) as front:
         monkeypatch.setenv("TINKER_API_KEY", API_KEY)
         monkeypatch.setenv("TINKER_BASE_URL", front.url)
         assert main(["run", "list", "--max-retries", "0"]) == 1

@@ -450,7 +450,8 @@ def test_redirect_to_signed_url_on_another_origin_gets_no_api_key(tinker_server,
     with tinker_sync.Client(api_key=API_KEY, base_url=base) as client:
         client.download("/api/v1/training_runs/run-1/checkpoints/weights/final/archive", dest)
     assert tinker_server.violations == []
-    api, signed = tinker_server.requests
+    config, api, signed = tinker_server.requests
+    assert config.path == "/api/v1/client/config" and config.headers["x-api-key"] == API_KEY
     assert api.headers["x-api-key"] == API_KEY
     assert signed.path.startswith("/signed/") and "x-api-key" not in signed.headers
     assert dest.stat().st_size > MiB

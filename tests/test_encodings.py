@@ -98,7 +98,7 @@ def test_a_compressed_json_response_is_decoded(encoding, framing):
     assert len(body) < len(JSON) / 5  # it travels compressed
     headers = {"Content-Type": "application/json", "Content-Encoding": encoding}
     script = answer("200 OK", headers, body, chunked=framing == "chunked")
-    with raw_server(script) as url, Client(api_key=API_KEY, base_url=url) as c:
+    with raw_server(script) as url, Client(api_key=API_KEY, base_url=url, handshake=False) as c:
         assert c.get("/api/v1/training_runs") == DOC
     assert b"accept-encoding: gzip,deflate,br,zstd" in script.heads[0].lower()  # type: ignore[attr-defined]
 
@@ -114,7 +114,7 @@ def test_a_compressed_body_cut_short_raises(encoding):
         )
         conn.sendall(body[: len(body) // 2])
 
-    with raw_server(cut) as url, Client(api_key=API_KEY, base_url=url, max_retries=0) as c:
+    with raw_server(cut) as url, Client(api_key=API_KEY, base_url=url, max_retries=0, handshake=False) as c:
         with pytest.raises(APIConnectionError) as info:
             c.get("/api/v1/training_runs")
     assert info.value.cause == "broken"

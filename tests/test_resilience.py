@@ -565,7 +565,8 @@ def test_no_https_to_http_redirect_is_followed_by_any_flow(tls_server, tmp_path,
             conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: " + target + b"\r\nContent-Length: 0\r\n\r\n")
 
         with raw_server(redirect, tls=context) as url:
-            with Client(api_key=API_KEY, base_url=url, event_hooks={"retry": [retries.append]}) as c:
+            hooks = {"retry": [retries.append]}
+            with Client(api_key=API_KEY, base_url=url, event_hooks=hooks, handshake=False) as c:
                 with pytest.raises(APIConnectionError, match="from https to plain http") as info:
                     DOWNGRADES[how](c, url, tmp_path)
         assert plain.heads == []  # the signed URL never travelled in the clear

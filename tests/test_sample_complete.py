@@ -90,7 +90,7 @@ COUNTS = [0, 1, 5]
 
 
 def _client(url: str) -> Client:
-    return Client(api_key=API_KEY, base_url=url, max_retries=0)
+    return Client(api_key=API_KEY, base_url=url, max_retries=0, handshake=False)
 
 
 @pytest.mark.parametrize("n", COUNTS)

@@ -1,11 +1,16 @@
 """The official client's handshake and auth: client config once, then an API key or short-lived JWTs.
 
 Rules:
-1. Lazily, once per client, the first API request is preceded by ``POST
-   client/config`` (a 404 means the defaults: an older server). Signed download
-   URLs never trigger it: they carry their own authorization. For now a client
-   does it when built with ``handshake=True`` (the CLI's official commands do);
-   without it the flags are the defaults and the key is sent as is.
+1. Lazily, once per client (its ``with_options`` copies share the result), the
+   first API request is preceded by ``POST client/config``, as the official SDK
+   does. A 404 means the defaults (an older server). Any other failure fails the
+   request that needed it and is not remembered: the next API request asks again.
+   It is sent by the client whose call needs it, with that call's timeout and
+   retries (a 5xx, a connection error or a timeout is retried like any call), so
+   it is bounded as the call is. An answer that is not a JSON object is an error
+   (not a Tinker API). Signed download URLs and paths outside ``/api/`` never
+   trigger it. ``Client(handshake=False)`` opts out: the flags are the defaults
+   and the key is sent as is.
 2. When the server sets ``pjwt_auth_enabled``, the credential (an API key, or what
    ``TINKER_CREDENTIAL_CMD`` prints, run for each exchange) is exchanged at
    ``auth/token`` for a JWT, sent as ``X-API-Key`` from then on. It is replaced
@@ -13,9 +18,10 @@ Rules:
    needs it, with no background thread; a request answered 401 ``invalid_token``
    is replayed once with a new one (``replace``).
 3. A JWT is a secret like the key: never in a log, a message or ``repr``.
-4. Requests go through ``Exchange``, a callable the base client hands in, which
-   sends with the credential given and never asks this module for a header (no
-   recursion, no lock held by another thread's request).
+4. Requests go through an ``Exchange``, a callable the client hands in with each
+   call that may need one, which sends with the credential given and never asks
+   this module for a header (no recursion, no lock held by another thread's
+   request).
 """
 
 from __future__ import annotations
@@ -61,6 +67,15 @@ def jwt_claims(token: str) -> dict[str, Any]:
     return claims
 
 
+def _note_handshake(error: TinkerError) -> None:
+    """Say in ``error`` (a note, shown with its traceback) that the handshake failed, not the call."""
+    log.info("The handshake (POST client/config) failed; the next API request asks again: %s", error)
+    error.add_note(
+        "while fetching the server's flags (POST client/config) before the first API request; "
+        "the next API request asks again (Client(handshake=False) skips it)"
+    )
+
+
 class _Token:
     """A JWT and when to replace it (times from its own claims, so clock skew cannot shorten it)."""
 
@@ -90,11 +105,8 @@ class _Token:
 class Auth:
     """The credential of one client (and its copies): the handshake's flags, the key or JWT to send."""
 
-    def __init__(
-        self, source: CredentialSource, exchange: Exchange, sdk_version: str, *, handshake: bool = True
-    ) -> None:
+    def __init__(self, source: CredentialSource, sdk_version: str, *, handshake: bool = True) -> None:
         self.source = source
-        self._exchange = exchange
         self._sdk_version = sdk_version
         self._lock = threading.Lock()
         # Without the handshake the flags are the defaults from the start: the key, never a JWT.
@@ -108,54 +120,61 @@ class Auth:
     def credential(self) -> str:
         """The credential to present (the key, or a fresh run of the credential command)."""
         if self.source.command is not None and (
-            self.source.key is None or self._flags().get("credential_default_source") == "credential_cmd"
+            self.source.key is None
+            or (self._config or {}).get("credential_default_source") == "credential_cmd"
         ):
             return check_api_key(run_credential_command(self.source.command), "TINKER_CREDENTIAL_CMD")
         assert self.source.key is not None
         return self.source.key
 
-    def _flags(self) -> dict[str, Any]:
-        return self._config or {}
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """The server's client flags, fetched once (``{}`` from a server without the route)."""
+    def config(self, exchange: Exchange) -> dict[str, Any]:
+        """The server's client flags, fetched once with ``exchange`` (``{}`` from a server without
+        the route). A failure raises and is not remembered (see the module docstring)."""
         config = self._config
         if config is None:
             with self._lock:
-                config = self._fetch_config()
+                config = self._fetch_config(exchange)
         return config
 
-    def _fetch_config(self) -> dict[str, Any]:
+    def _fetch_config(self, exchange: Exchange) -> dict[str, Any]:
         if self._config is None:
             key = self.source.key if self.source.key is not None else self.credential()
             self._fetcher = threading.get_ident()
             try:
-                answer = self._exchange("client/config", key, {"sdk_version": self._sdk_version})
+                answer = exchange("client/config", key, {"sdk_version": self._sdk_version})
             except APIStatusError as error:
                 if error.status_code != 404:
+                    _note_handshake(error)
                     raise
                 log.debug("The server has no client/config: default flags")
                 answer = {}
+            except TinkerError as error:
+                _note_handshake(error)
+                raise
             finally:
                 self._fetcher = None
-            self._config = answer if isinstance(answer, dict) else {}
+            if not isinstance(answer, dict):
+                raise TinkerError(
+                    f"client/config answered {type(answer).__name__}, not a JSON object: is the base URL "
+                    "a Tinker API? (Client(handshake=False) skips this request)"
+                )
+            self._config = answer
         return self._config
 
-    @property
-    def uses_jwt(self) -> bool:
+    def uses_jwt(self, exchange: Exchange) -> bool:
         """Whether requests carry a JWT from ``auth/token`` (the server's ``pjwt_auth_enabled``)."""
-        return bool(self.config.get("pjwt_auth_enabled"))
+        return bool(self.config(exchange).get("pjwt_auth_enabled"))
 
-    def header(self, *, handshake: bool = True) -> str:
+    def header(self, exchange: Exchange, *, handshake: bool = True) -> str:
         """The ``X-API-Key`` of the next API request: the key, or a JWT with time left.
 
-        ``handshake=False`` (a path outside ``/api/``) sends what is at hand without a handshake.
+        ``exchange`` sends the handshake's requests if they are due. ``handshake=False`` (a path
+        outside ``/api/``) sends what is at hand without a handshake.
         """
         if not handshake and self._config is None:
             token = self._token
             return token.value if token is not None else self.source.key or self.credential()
-        if not self.uses_jwt:
+        if not self.uses_jwt(exchange):
             if self.source.key is None:
                 raise TinkerError(
                     "TINKER_CREDENTIAL_CMD needs a server with JWT auth; this one takes API keys only: "
@@ -170,7 +189,7 @@ class Auth:
             if token is not None and token.fresh():
                 return token.value
             try:
-                return self._fetch_token()
+                return self._fetch_token(exchange)
             except AuthenticationError:
                 raise  # the credential itself was refused: the cached JWT cannot be renewed
             except TinkerError as error:
@@ -179,7 +198,7 @@ class Auth:
                 log.warning("Replacing the JWT failed, using the current one until it expires: %s", error)
                 return token.value
 
-    def replace(self, rejected: str) -> str | None:
+    def replace(self, rejected: str, exchange: Exchange) -> str | None:
         """A JWT other than ``rejected`` (answered 401 invalid_token), or None without JWT auth.
 
         None too for the handshake's own requests (they run with the lock held): they are not replayed.
@@ -191,12 +210,12 @@ class Auth:
             token = self._token
             if token is not None and token.value != rejected:
                 return token.value  # another request already replaced it
-            return self._fetch_token()
+            return self._fetch_token(exchange)
 
-    def _fetch_token(self) -> str:
+    def _fetch_token(self, exchange: Exchange) -> str:
         self._fetcher = threading.get_ident()
         try:
-            answer = self._exchange("auth/token", self.credential(), {})
+            answer = exchange("auth/token", self.credential(), {})
         finally:
             self._fetcher = None
         jwt = answer.get("jwt") if isinstance(answer, dict) else None
@@ -205,6 +224,6 @@ class Auth:
         self._token = _Token(check_api_key(jwt, "auth/token"))
         return jwt
 
-    def jwt(self) -> str | None:
+    def jwt(self, exchange: Exchange) -> str | None:
         """The current JWT (exchanged now if needed), or None without JWT auth."""
-        return self.header() if self.uses_jwt else None
+        return self.header(exchange) if self.uses_jwt(exchange) else None

@@ -96,8 +96,13 @@ class BaseClient(ClientCore):
             True, as requests, httpx and curl do).
         sleep: how the client waits between retries (for tests: record instead).
         handshake: before the first API request, fetch the server's flags (``POST
-            client/config``, as the official SDK does) and follow them: with
-            ``pjwt_auth_enabled``, short-lived JWTs from ``auth/token`` replace the key.
+            client/config``, as the official SDK does; once per client and its
+            ``with_options`` copies) and follow them: with ``pjwt_auth_enabled``,
+            short-lived JWTs from ``auth/token`` replace the key. On by default; a
+            404 means the defaults. It is part of the call that needs it (its
+            timeout and retries; a failure fails that call and is asked again by
+            the next). False skips it: the key goes as is, for a server or proxy
+            that knows only the routes you call.
 
     One client holds one connection pool and is safe to share between
     threads. Use it as a context manager, or call ``close()``.

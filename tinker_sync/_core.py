@@ -28,7 +28,7 @@ from urllib.parse import urlencode, urlsplit
 
 import msgspec
 
-from ._auth import Auth, is_invalid_token
+from ._auth import Auth, Exchange, is_invalid_token
 from ._config import (
     DEFAULT_MAX_RESPONSE_SIZE,
     DEFAULT_MAX_RETRIES,
@@ -124,14 +124,14 @@ class ClientCore:
         verify: Verify = True,
         trust_env: bool = True,
         sleep: Callable[[float], None] = time.sleep,
-        handshake: bool = False,
+        handshake: bool = True,
     ) -> None:
         setup_logging()
         credentials = resolve_credentials(api_key)
         self.api_key = credentials.key  # None when TINKER_CREDENTIAL_CMD is the only source
         self.base_url = resolve_base_url(base_url)
         # The handshake (client/config) and the JWTs: lazily, once for this client and its copies.
-        self._auth = Auth(credentials, self._auth_exchange, SDK_VERSION, handshake=handshake)
+        self._auth = Auth(credentials, SDK_VERSION, handshake=handshake)
         self._api_prefix = urlsplit(self.base_url).path.rstrip("/") + "/api/"
         self._origin = origin_of(self.base_url)
         self.timeout = Timeout.coerce(timeout)
@@ -233,7 +233,7 @@ class ClientCore:
             if not options.headers or not any(name.lower() == "x-api-key" for name in options.headers):
                 # the handshake's own calls give theirs; only /api/ paths wait for the handshake
                 handshake = urlsplit(url).path.startswith(self._api_prefix)
-                request_headers["X-API-Key"] = self._auth.header(handshake=handshake)
+                request_headers["X-API-Key"] = self._auth.header(self._exchange(options), handshake=handshake)
             request_headers.update(self.default_headers)
             if method != "GET":
                 request_headers["X-Idempotency-Key"] = options.idempotency_key or str(uuid.uuid4())
@@ -246,12 +246,26 @@ class ClientCore:
         check_request(method, request_headers)
         return Request(method, url, request_headers, body)
 
-    def _auth_exchange(self, path: str, credential: str, body: dict[str, Any]) -> Any:
-        """POST ``body`` to ``/api/v1/<path>`` with ``credential`` as the key (the handshake's calls)."""
-        headers = {"X-API-Key": credential}
-        options = RequestOptions("POST", f"/api/v1/{path}", None, headers, body, read_body=True)
-        with self._call(options) as response:
-            return decode_body(response, None)
+    def _exchange(self, call: RequestOptions | None = None) -> Exchange:
+        """How this client sends the handshake's requests for ``call`` (the call that needs them):
+        with its timeout and max retries, so that the handshake is bounded as the call is."""
+        timeout, max_retries = (None, None) if call is None else (call.timeout, call.max_retries)
+
+        def exchange(path: str, credential: str, body: dict[str, Any]) -> Any:
+            """POST ``body`` to ``/api/v1/<path>`` with ``credential`` as the key."""
+            options = RequestOptions(
+                "POST",
+                f"/api/v1/{path}",
+                headers={"X-API-Key": credential},
+                json=body,
+                timeout=timeout,
+                max_retries=max_retries,
+                read_body=True,
+            )
+            with self._call(options) as response:
+                return decode_body(response, None)
+
+        return exchange
 
     # -- the one send path ---------------------------------------------------
 
@@ -326,7 +340,9 @@ class ClientCore:
                     error = status_error(response)
                     if not replayed and is_invalid_token(response.status_code, response.headers):
                         replayed = True  # once: the JWT was refused before its expiry
-                        token = self._auth.replace(request.headers.get("X-API-Key", ""))
+                        token = self._auth.replace(
+                            request.headers.get("X-API-Key", ""), self._exchange(options)
+                        )
                         if token is not None and self.is_api_url(request.url):
                             del error
                             request.headers["X-API-Key"] = token

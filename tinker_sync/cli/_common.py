@@ -137,10 +137,10 @@ def version() -> str:
 # -- the client and its errors ----------------------------------------------------------------------
 
 
-def client_from(args: argparse.Namespace, *, handshake: bool = False) -> Client:
+def client_from(args: argparse.Namespace) -> Client:
     """The client, from the environment; ``--max-retries`` over ``TINKER_MAX_RETRIES`` over the default.
 
-    ``handshake``: fetch the server's flags first and follow them (JWT auth), as the official CLI does.
+    Like the official CLI, it fetches the server's flags first and follows them (JWT auth).
     """
     from .._client import Client
     from .._config import max_retries_from_env
@@ -149,7 +149,6 @@ def client_from(args: argparse.Namespace, *, handshake: bool = False) -> Client:
     hooks: dict[str, list[Callable[[Any], object]]] = {} if args.quiet else {"retry": [say_retry]}
     options: dict[str, Any] = {
         "event_hooks": hooks,
-        "handshake": handshake,
         "proxy_tunnel": bool(getattr(args, "proxytunnel", False)),  # -p: http:// through CONNECT too
     }
     if retries is not None:

@@ -107,7 +107,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from .._exceptions import TinkerError
 
     try:
-        client = client_from(args, handshake=True)
+        client = client_from(args)
     except TinkerError as exc:
         emit(
             args,
@@ -134,8 +134,8 @@ def _cmd_whoami(args: argparse.Namespace) -> int:
     from .._auth import jwt_claims
     from .._exceptions import TinkerError
 
-    with client_from(args, handshake=True) as client:
-        token = client._auth.jwt()
+    with client_from(args) as client:
+        token = client._auth.jwt(client._exchange())
         if token is None and (client.api_key or "").startswith("eyJ"):
             token = client.api_key
     if token is None:

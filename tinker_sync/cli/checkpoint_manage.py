@@ -56,13 +56,13 @@ def _done(args: argparse.Namespace, action: str) -> int:
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
-    with client_from(args, handshake=True) as client:
+    with client_from(args) as client:
         client.checkpoints.publish(args.tinker_path)
     return _done(args, "published")
 
 
 def _cmd_unpublish(args: argparse.Namespace) -> int:
-    with client_from(args, handshake=True) as client:
+    with client_from(args) as client:
         client.checkpoints.unpublish(args.tinker_path)
     return _done(args, "unpublished")
 
@@ -70,7 +70,7 @@ def _cmd_unpublish(args: argparse.Namespace) -> int:
 def _cmd_set_ttl(args: argparse.Namespace) -> int:
     if (args.ttl is None) == (not args.remove):
         raise ValueError("give exactly one of --ttl SECONDS or --remove")
-    with client_from(args, handshake=True) as client:
+    with client_from(args) as client:
         client.checkpoints.set_ttl(args.tinker_path, None if args.remove else args.ttl)
     return _done(args, "ttl removed" if args.remove else f"ttl set to {args.ttl} s")
 
@@ -84,7 +84,7 @@ def _cmd_delete(args: argparse.Namespace) -> int:
         raise ValueError("give checkpoint paths or --run-id RUN (not both)")
     if args.type is not None and args.type not in TYPES:
         raise ValueError(f"--type is one of weights, sampler_weights, external_weights, not {args.type!r}")
-    with client_from(args, handshake=True) as client:
+    with client_from(args) as client:
         paths = list(args.paths)
         if args.run_id:
             found = client.checkpoints.list(args.run_id).checkpoints

@@ -21,7 +21,7 @@ def _yes(value: bool | None) -> str:
 def _cmd_model_list(args: argparse.Namespace) -> int:
     from .._exceptions import TinkerError
 
-    with client_from(args, handshake=True) as client:
+    with client_from(args) as client:
         models = client.server.capabilities().supported_models
     if args.substring is not None:
         needle = args.substring.lower()

@@ -23,7 +23,7 @@ def _cmd_export_trace(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     say = say_to(args)
-    with client_from(args, handshake=True) as client:
+    with client_from(args) as client:
         url = client.sessions.export_trace(
             args.session_id,
             on_pending=lambda: say(
