@@ -98,19 +98,28 @@ def _exit_teardown_abort(done: subprocess.CompletedProcess[str]) -> subprocess.C
     return done
 
 
-def run_driver(
-    venv: Path, server: MockTinkerServer, home: Path, scenario: str, *args: str, **extra: str
-) -> dict[str, dict[str, Any]]:
-    """Run one scenario of ``_official_driver.py``; its calls by name."""
+def run_official(
+    venv: Path, server: MockTinkerServer, home: Path, *args: str, stdin: str = "", **extra: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``args`` (a program of the official venv's ``bin``, then its arguments) in ``official_env``,
+    with the teardown-abort rule of ``_exit_teardown_abort``: every official subprocess goes here."""
     done = subprocess.run(
-        [str(venv / "bin" / "python"), str(DRIVER), scenario, *args],
+        [str(venv / "bin" / args[0]), *args[1:]],
         env=official_env(server, home, **extra),
         cwd=home,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=300,
     )
-    done = _exit_teardown_abort(done)
+    return _exit_teardown_abort(done)
+
+
+def run_driver(
+    venv: Path, server: MockTinkerServer, home: Path, scenario: str, *args: str, **extra: str
+) -> dict[str, dict[str, Any]]:
+    """Run one scenario of ``_official_driver.py``; its calls by name."""
+    done = run_official(venv, server, home, "python", str(DRIVER), scenario, *args, **extra)
     assert done.returncode == 0, done.stderr[-4000:]
     lines = done.stdout.strip().splitlines()
     assert lines, done.stderr[-4000:]
@@ -121,13 +130,4 @@ def run_cli(
     venv: Path, server: MockTinkerServer, home: Path, *args: str, stdin: str = "", **extra: str
 ) -> subprocess.CompletedProcess[str]:
     """Run the official ``tinker`` CLI with ``args``."""
-    done = subprocess.run(
-        [str(venv / "bin" / "tinker"), *args],
-        env=official_env(server, home, **extra),
-        cwd=home,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    return _exit_teardown_abort(done)
+    return run_official(venv, server, home, "tinker", *args, stdin=stdin, **extra)

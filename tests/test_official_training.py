@@ -8,12 +8,10 @@ to get the same losses and samples from the same mock.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
-from _official import official_venv
+from _official import official_venv, run_official
 
 from tinker_sync import ServiceClient, types
 from tinker_sync._proto import encode_forward_backward_request
@@ -23,18 +21,21 @@ DRIVER = Path(__file__).with_name("_official_training_driver.py")
 
 
 @pytest.mark.parametrize("retrieve_futures", [False, True], ids=["retrieve_future", "retrieve_futures"])
-def test_the_official_training_loop_runs_on_the_mock_and_matches_ours(retrieve_futures: bool) -> None:
+def test_the_official_training_loop_runs_on_the_mock_and_matches_ours(
+    retrieve_futures: bool, tmp_path: Path
+) -> None:
     with MockTinkerServer() as server:
         server.client_config["sample_use_retrieve_futures"] = retrieve_futures
         server.promises.futures_hold = 1.0
-        env = {**os.environ, "TINKER_TELEMETRY": "0"}
-        env.pop("TINKER_API_KEY", None)
-        result = subprocess.run(
-            [str(official_venv() / "bin" / "python"), str(DRIVER), server.url, server.api_key],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env=env,
+        result = run_official(
+            official_venv(),
+            server,
+            tmp_path,
+            "python",
+            str(DRIVER),
+            server.url,
+            server.api_key,
+            TINKER_TELEMETRY="0",
         )
         assert result.returncode == 0, result.stderr[-4000:]
         official = json.loads(result.stdout.strip().splitlines()[-1])
