@@ -143,6 +143,21 @@ def parity() -> list[dict[str, Any]]:
             ),
             ("sessions.get", lambda: rc.get_session("session-001").result()),
             ("sessions.list", lambda: rc.list_sessions().result()),
+            ("sampling.get_sampler", lambda: rc.get_sampler("session-001:sample:0").result()),
+            ("sessions.search", lambda: rc.search_sessions(types.SessionSearchRequest()).result()),
+            (
+                "sessions.search_filtered",
+                lambda: rc.search_sessions(
+                    types.SessionSearchRequest(
+                        display_name="demo",
+                        owner=types.AccessibleSearchOwner(),
+                        statuses=[types.ClientFinishedSessionStatusQuery(reasons=["success"])],
+                        limit=5,
+                    )
+                ).result(),
+            ),
+            ("checkpoints.copy", lambda: rc.copy_weights(final, "proj-archive", ttl_seconds=7200).result()),
+            ("sessions.assign_project", lambda: rc.assign_session_project("session-001", "proj-b").result()),
         ]
     )
 

@@ -98,7 +98,7 @@ def _headers(requests: list[RecordedRequest]) -> dict[str, set[str]]:
                 names.discard("x-sdk-version")  # allowed: "x-sdk-version on the handshake"
             if request.method != "GET" and not request.body:
                 names.discard("content-type")  # allowed: "bodiless POST"
-            seen.setdefault(f"{request.method} {request.path}", set()).update(names)
+            seen.setdefault(f"{request.method} {unquote(request.path)}", set()).update(names)  # "%3A"
     return seen
 
 
@@ -122,7 +122,7 @@ def test_rest_calls_match_the_official_sdk(venv, tmp_path, monkeypatch):
         assert server.violations == []
     monkeypatch.delenv("TINKER_API_KEY", raising=False)
     with _server() as server:
-        with Client(api_key=server.api_key, base_url=server.url, trust_env=False, handshake=True) as client:
+        with Client(api_key=server.api_key, base_url=server.url, trust_env=False) as client:
             client.training_runs.list()
             client.training_runs.get("run-001")
             client.checkpoints.list("run-001")
@@ -134,6 +134,17 @@ def test_rest_calls_match_the_official_sdk(venv, tmp_path, monkeypatch):
             client.checkpoints.delete("tinker://run-002/weights/step-0100")
             client.sessions.get("session-001")
             client.sessions.list()
+            client.sampling.get_sampler("session-001:sample:0")
+            client.sessions.search()
+            client.sessions.search(
+                display_name="demo",
+                owner="accessible",
+                statuses=["client_finished"],
+                finish_reasons=["success"],
+                limit=5,
+            )
+            client.checkpoints.copy(FINAL, "proj-archive", ttl_seconds=7200)
+            client.sessions.assign_project("session-001", "proj-b")
         ours = server.requests
         assert server.violations == []
     assert _log(ours)[0] == _log(theirs)[0]
@@ -149,7 +160,7 @@ def test_the_export_matches_the_official_cli(venv, tmp_path, monkeypatch):
     for name in ("TINKER_API_KEY", "TINKER_TAGS", "TINKER_PROJECT_ID"):
         monkeypatch.delenv(name, raising=False)
     with _server() as server:
-        with Client(api_key=server.api_key, base_url=server.url, trust_env=False, handshake=True) as client:
+        with Client(api_key=server.api_key, base_url=server.url, trust_env=False) as client:
             client.checkpoints.download(FINAL, tmp_path / "ours")
         ours = server.requests
         assert server.violations == []

@@ -43,7 +43,15 @@ log = logging.getLogger("tinker_sync")
 
 HOOK_NAMES = ("request", "response", "retry", "stream_end", "error")
 SECRET_HEADERS = frozenset(
-    {"x-api-key", "authorization", "proxy-authorization", "cf-access-client-secret", "cookie", "set-cookie"}
+    {
+        "x-api-key",
+        "authorization",
+        "proxy-authorization",
+        "cf-access-client-secret",
+        "cookie",
+        "set-cookie",
+        "x-tinker-weights-access-token",
+    }
 )
 # Query parameters that carry a signature or credential in signed URLs
 # (our own, S3's X-Amz-*, GCS's X-Goog-*, Azure's sig).

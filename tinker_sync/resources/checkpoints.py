@@ -1,4 +1,4 @@
-"""Checkpoints: list, iterate, get, delete, publish, TTL, archive URLs and bodies, download and sync.
+"""Checkpoints: list, iterate, get, delete, publish, TTL, copy, archive URLs and bodies, download and sync.
 
 Each method is typed here; the download flows (archive, export, external weights: all or nothing,
 resumable) are in ``_checkpoint_download``, mirroring a run in ``_sync``.
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Unpack
 from urllib.parse import urljoin
 
-from .._config import Timeout
+from .._config import Timeout, project_id_from_env
 from .._decode import decode_json
 from .._exceptions import APIResponseValidationError
 from .._files import directory
@@ -39,7 +39,14 @@ from ._resource import (
 from ._sync import SyncProgress
 from ._sync import sync as mirror
 from ._target import check_target
-from .types import Checkpoint, CheckpointArchiveUrl, CheckpointList, ExternalWeightsUrls, SyncReport
+from .types import (
+    Checkpoint,
+    CheckpointArchiveUrl,
+    CheckpointList,
+    CopyWeightsResponse,
+    ExternalWeightsUrls,
+    SyncReport,
+)
 
 __all__ = ["DEFAULT_PREPARE_TIMEOUT", "Checkpoints", "TinkerPath", "parse_tinker_path"]
 
@@ -47,6 +54,8 @@ __all__ = ["DEFAULT_PREPARE_TIMEOUT", "Checkpoints", "TinkerPath", "parse_tinker
 # or slow response headers) before CheckpointNotReadyError. Archives of big
 # checkpoints are packed on demand; ten minutes covers the slow cases seen.
 DEFAULT_PREPARE_TIMEOUT = 600.0
+# Carries copy_weights' access token (a secret: masked in logs and dumps, as the key is).
+WEIGHTS_TOKEN_HEADER = "X-Tinker-Weights-Access-Token"
 
 
 class Checkpoints(SyncAPIResource[M]):
@@ -144,6 +153,38 @@ class Checkpoints(SyncAPIResource[M]):
         path = parse_tinker_path(tinker_path).api_path + "/ttl"
         options = RequestOptions("PUT", path, json={"ttl_seconds": ttl_seconds})
         return self._request(options, no_content, overrides)
+
+    @endpoint
+    def copy(
+        self,
+        tinker_path: str,
+        destination_project_id: str | None = None,
+        *,
+        ttl_seconds: int | None = None,
+        weights_access_token: str | None = None,
+        **overrides: Unpack[BodyOverrides],
+    ) -> str:
+        """Copy the checkpoint into a project; the copy's tinker path (the SDK's ``copy_weights``).
+
+        The copy shares the source's storage (no bytes duplicated), keeps its kind and belongs
+        to a new training run that cannot be trained on. ``destination_project_id`` defaults to
+        ``TINKER_PROJECT_ID``; ``ttl_seconds`` (1 hour to 10 years) is the copy's own expiry;
+        ``weights_access_token`` lets you copy weights another account shares with you (sent as
+        a header, masked like the key).
+
+        Raises:
+            ValueError: no destination project, given or in ``TINKER_PROJECT_ID`` (nothing sent).
+        """
+        parse_tinker_path(tinker_path)  # a malformed path is refused here, before anything is sent
+        project = destination_project_id or project_id_from_env()
+        if not project:
+            raise ValueError("Give destination_project_id or set TINKER_PROJECT_ID")
+        body: dict[str, object] = {"source_path": tinker_path, "destination_project_id": project}
+        if ttl_seconds is not None:
+            body["ttl_seconds"] = ttl_seconds
+        headers = None if weights_access_token is None else {WEIGHTS_TOKEN_HEADER: weights_access_token}
+        options = RequestOptions("POST", "/api/v1/copy_weights", headers=headers, json=body)
+        return self._request(options, _copied_path, overrides)
 
     # -- archives and signed URLs ----------------------------------------------
 
@@ -374,6 +415,11 @@ class Checkpoints(SyncAPIResource[M]):
 
 def _run_checkpoints(run_id: str) -> str:
     return f"/api/v1/training_runs/{segment(run_id, 'training run id')}/checkpoints"
+
+
+def _copied_path(response: StreamedResponse) -> str:
+    copied: CopyWeightsResponse = decode_json(response.read(), CopyWeightsResponse, response)
+    return copied.tinker_path
 
 
 def _read(response: StreamedResponse) -> bytes:

@@ -1,4 +1,5 @@
-"""``client.sampling``: token streaming over Server-Sent Events, and sampling through a future.
+"""``client.sampling``: token streaming over Server-Sent Events, sampling through a future, and what a
+sampler samples from (``get_sampler``).
 
 Rules for a token stream (``SampleStream``): it is lazy (nothing is sent
 until it is iterated or entered); a ``done`` chunk is handed out and ends it;
@@ -20,12 +21,13 @@ import msgspec
 from .._config import Timeout
 from .._event_stream import EventStream
 from .._exceptions import APIConnectionError, APIError
-from .._options import BodyOverrides, RequestOptions
+from .._options import BodyOverrides, Overrides, RequestOptions
 from .._response import StreamedResponse
 from .._retry import RetryBudget
+from ._paths import segment
 from ._resource import M, Raw, Streamed, SyncAPIResource, endpoint, json_parser, view
 from .futures import QueueStateCallback, future_timeout, submit
-from .types import ModelInput, SampleResponse, SampleStreamChunk, SamplingParams
+from .types import GetSamplerResponse, ModelInput, SampleResponse, SampleStreamChunk, SamplingParams
 
 __all__ = ["SampleStream", "Sampling"]
 
@@ -90,6 +92,13 @@ class Sampling(SyncAPIResource[M]):
 
     with_raw_response: Sampling[Raw] = view(Raw)
     with_streaming_response: Sampling[Streamed] = view(Streamed)
+
+    @endpoint
+    def get_sampler(self, sampler_id: str, **overrides: Unpack[Overrides]) -> GetSamplerResponse:
+        """What a sampler (a sampling session, ``SESSION:sample:N``) samples from: its base model and
+        the weights' tinker path, if any (the SDK's ``get_sampler``)."""
+        path = f"/api/v1/samplers/{segment(sampler_id, 'sampler id')}"
+        return self._json(RequestOptions("GET", path), GetSamplerResponse, overrides)
 
     @endpoint
     def stream_sample(

@@ -23,6 +23,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointArchiveUrl",
     "CheckpointList",
+    "CopyWeightsResponse",
     "CreateModelResponse",
     "CreateSessionResponse",
     "Cursor",
@@ -30,6 +31,7 @@ __all__ = [
     "EncodedTextChunk",
     "ExternalWeightsUrls",
     "FutureHandle",
+    "GetSamplerResponse",
     "HealthResponse",
     "ImageChunk",
     "ModelInput",
@@ -43,6 +45,10 @@ __all__ = [
     "ServerCapabilities",
     "Session",
     "SessionList",
+    "SessionSearchCursor",
+    "SessionSearchResponse",
+    "SessionStatus",
+    "SessionSummary",
     "SupportedModel",
     "SyncFailure",
     "SyncReport",
@@ -103,6 +109,12 @@ class ExternalWeightsUrls(msgspec.Struct):
     expires: datetime
 
 
+class CopyWeightsResponse(msgspec.Struct):
+    """``POST copy_weights``: the copy's tinker path."""
+
+    tinker_path: str
+
+
 class TrainingRun(msgspec.Struct):
     """One training run."""
 
@@ -141,6 +153,53 @@ class Session(msgspec.Struct):
     sampler_ids: list[str]
     user_metadata: dict[str, str] | None = None
     display_name: str | None = None
+
+
+class SessionStatus(msgspec.Struct):
+    """Where a session stands: ``type`` is ``active``, ``cancelled``, ``failed`` or
+    ``client_finished`` (a plain ``str``: the set may grow), with the fields of that kind."""
+
+    type: str
+    reason: dict[str, Any] | None = None  # failed: what failed it; client_finished: {"type": "success"...}
+    category: str | None = None  # failed: "user" or "internal"
+    message: str | None = None  # failed
+    detail: str | None = None  # cancelled, client_finished
+
+
+class SessionSummary(msgspec.Struct):
+    """One session found by ``client.sessions.search``."""
+
+    session_id: str
+    created_at: datetime
+    owner: str
+    project_id: str
+    checkpoints_count: int
+    status: SessionStatus | None = None  # None: neither finished nor known to be running
+    display_name: str | None = None
+    user_metadata: dict[str, str] | None = None
+    checkpoint_storage_bytes: int | None = None
+
+
+class SessionSearchCursor(msgspec.Struct):
+    """Where the next page of a session search starts: pass a page's ``next_cursor`` back unchanged."""
+
+    last_created_at: datetime
+    last_session_id: str
+
+
+class SessionSearchResponse(msgspec.Struct):
+    """``POST sessions/search``: one page of sessions, newest first."""
+
+    sessions: list[SessionSummary]
+    next_cursor: SessionSearchCursor | None = None  # None once the results are exhausted
+
+
+class GetSamplerResponse(msgspec.Struct):
+    """``GET samplers/{id}``: what a sampler (a sampling session) samples from."""
+
+    sampler_id: str
+    base_model: str
+    model_path: str | None = None
 
 
 class CreateSessionResponse(msgspec.Struct):

@@ -1,7 +1,8 @@
 """Sessions and models: the routes a checkpoint export goes through.
 
 Routes (relative to ``/api/v1``): ``POST create_session``, ``POST session_heartbeat``,
-``GET sessions``, ``GET sessions/{id}``, ``POST sessions/{id}/finish``,
+``GET sessions``, ``GET sessions/{id}``, ``POST sessions/{id}/finish``, ``PUT
+sessions/{id}/project`` (a 204; the session's ``project_id`` is what a search shows),
 ``POST weights_info``, ``POST get_info``, and the future-returning
 ``POST create_model``, ``load_weights``, ``save_weights_external``, ``unload_model``.
 
@@ -150,6 +151,12 @@ class CopyWeightsRequest(msgspec.Struct, forbid_unknown_fields=True):
     weights_access_token: str | None = None
 
 
+class AssignProjectRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of ``PUT sessions/{id}/project`` (the SDK's ``assign_session_project``)."""
+
+    project_id: str
+
+
 class UnloadModelRequest(msgspec.Struct, forbid_unknown_fields=True):
     model_id: str
     type: Literal["unload_model"] = "unload_model"
@@ -270,6 +277,18 @@ class Sessions:
             with self.lock:
                 if record.finished is None:  # first wins
                     record.finished, record.finish_detail = body.reason.type, body.detail
+            return request.send_empty(204)
+        if len(parts) == 3 and parts[2] == "project":
+            if method != "PUT":
+                raise method_not_allowed(request, ["PUT"])
+            project = decode(request, AssignProjectRequest).project_id
+            if not project:
+                raise HTTPError(400, "project_id is required", "invalid_request_error")
+            record = self._session(parts[1])
+            if record.owner != OWNER:
+                raise HTTPError(404, f"session {parts[1]!r} not found", "not_found")
+            with self.lock:
+                record.project_id = project
             return request.send_empty(204)
         if len(parts) > 2:
             raise violation(404, f"no route for {method} {request.path}", "not_found")
