@@ -135,6 +135,21 @@ def test_a_failing_handshake_fails_its_call_within_its_budget_and_is_asked_again
     server.clear()  # the faults were the point
 
 
+def test_the_handshake_belongs_to_the_call_that_needed_it_in_the_hooks(server, waits):
+    """One logical call, one request / response / stream_end; the handshake's retry is reported."""
+    seen: dict[str, list] = {name: [] for name in ("request", "response", "stream_end", "retry")}
+    server.script(CONFIG, Fault(status=503, retry_after=0))
+    hooks = {name: [records.append] for name, records in seen.items()}
+    with _client(server, sleep=waits.append, event_hooks=hooks) as client:
+        client.training_runs.get("run-001")
+    assert [r.url.split("?")[0] for r in seen["request"]] == [server.url + TARGET[1]]
+    assert len(seen["response"]) == len(seen["stream_end"]) == 1
+    assert seen["stream_end"][0].attempts == 1  # the call's own sends
+    (retry,) = seen["retry"]
+    assert retry.url == server.url + CONFIG and retry.reason == "HTTP 503"
+    server.clear()
+
+
 def test_a_copy_spends_its_own_budget_on_the_handshake(server, waits):
     server.script(CONFIG, Fault(status=503, retry_after=0), Fault(status=503, retry_after=0))
     with _client(server, sleep=waits.append, max_retries=5) as client:

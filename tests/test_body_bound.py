@@ -181,7 +181,9 @@ def test_closing_the_client_shuts_its_idle_connections_at_once(kept, closing):
     kind, call = kept
     discarded = threading.Event()
     with raw_server(body_script(kind, discarded, LIMIT)) as url:
-        client = Client(api_key=API_KEY, base_url=url, max_retries=0, max_response_size=LIMIT)
+        client = Client(
+            api_key=API_KEY, base_url=url, max_retries=0, max_response_size=LIMIT, handshake=False
+        )
         if closing == "close":
             held = call(client)
             client.close()

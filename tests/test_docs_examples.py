@@ -146,6 +146,9 @@ assert text == "".join(f"tok{i}" for i in range(8))
 assert len(result.sequences[0].tokens) == 16
 assert tokens == [f"tok{i}" for i in range(8)] + [None]
 assert checkpoint.tinker_path == "tinker://run-001/weights/final"
+assert sampler.base_model == "Qwen/Qwen3-8B"
+assert len(found.sessions) == len(more.sessions) == 5 and found.sessions[-1].created_at > more.sessions[0].created_at
+assert done and len(done) == len(set(done)) < len(session_ids)  # the finished ones, each once
 client.close()
 """,
     "README.md": """

@@ -67,6 +67,7 @@ def test_export_flow_when_the_server_has_no_archives(client, tinker_server, tmp_
     (export,) = tinker_server.models[0].exports
     route = "/api/v1/training_runs/session-001%3Atrain%3A0/checkpoints/external_weights/download"
     assert [c for c in calls if not c.endswith(("/archive", "/retrieve_future"))] == [
+        "POST /api/v1/client/config",  # the handshake, once, before anything
         "POST /api/v1/weights_info",  # ours only: a missing checkpoint fails before any session
         "POST /api/v1/create_session",
         "POST /api/v1/load_weights",

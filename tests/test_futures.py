@@ -212,7 +212,8 @@ def test_stream_sample_is_lazy_and_done_ends_it(client, tinker_server):
     chunks = list(stream)
     assert [c.token for c in chunks[:-1]] == ["tok0", "tok1", "tok2", "tok3"]
     assert (chunks[-1].event_type, chunks[-1].finish_reason, chunks[-1].total_tokens) == ("done", "length", 4)
-    (request,) = tinker_server.requests
+    handshake, request = tinker_server.requests  # the handshake went first, once
+    assert handshake.path == "/api/v1/client/config"
     assert request.json() == {"prompt": "Hello", "max_tokens": 4}
     assert "text/event-stream" in request.headers["accept"]
 
@@ -293,7 +294,7 @@ def test_a_break_alone_closes_the_connection(client, tinker_server):
 
 def test_with_block_sends_on_entry(client, tinker_server):
     with client.sampling.stream_sample("Hi", max_tokens=2) as stream:
-        assert len(tinker_server.requests) == 1
+        assert [r.path for r in tinker_server.requests] == ["/api/v1/client/config", "/api/v1/stream_sample"]
         assert stream.text() == "tok0tok1"
 
 

@@ -21,10 +21,10 @@ from tinker_sync import Client, InvalidRequestError
 from tinker_sync.resources._paths import check_id, parse_tinker_path
 from tinker_sync.testing import MockTinkerServer
 
-ID_PARAMS = {"run_id", "session_id", "training_run_id"}
+ID_PARAMS = {"run_id", "session_id", "training_run_id", "sampler_id"}
 PATH_PARAMS = {"tinker_path"}
 # Values for the other required parameters of the methods found.
-OTHER_ARGUMENTS: dict[str, Any] = {"ttl_seconds": 3600}
+OTHER_ARGUMENTS: dict[str, Any] = {"ttl_seconds": 3600, "project_id": "proj-x"}
 
 BAD_IDS = {
     "dot": ".",
@@ -70,9 +70,14 @@ def _id_methods(client: Client) -> Iterator[tuple[str, str, str]]:
             method = getattr(resource, name)
             if name.startswith(("_", "with_")) or not callable(method):
                 continue
-            params = list(inspect.signature(method).parameters)
-            if params and params[0] in ID_PARAMS | PATH_PARAMS:
-                yield resource_name, name, params[0]
+            params = list(inspect.signature(method).parameters.values())
+            # positional: a keyword-only id is a filter in a body (sessions.search), not a path segment
+            if (
+                params
+                and params[0].name in ID_PARAMS | PATH_PARAMS
+                and params[0].kind != params[0].KEYWORD_ONLY
+            ):
+                yield resource_name, name, params[0].name
 
 
 def _all_methods() -> list[str]:
@@ -95,6 +100,9 @@ def test_every_id_taking_method_is_found():
         "checkpoints.archive.tinker_path",
         "checkpoints.download.tinker_path",
         "checkpoints.sync.run_id",
+        "checkpoints.copy.tinker_path",
+        "sessions.assign_project.session_id",
+        "sampling.get_sampler.sampler_id",
     ]:
         assert expected in METHODS
 

@@ -248,7 +248,9 @@ class ClientCore:
 
     def _exchange(self, call: RequestOptions | None = None) -> Exchange:
         """How this client sends the handshake's requests for ``call`` (the call that needs them):
-        with its timeout and max retries, so that the handshake is bounded as the call is."""
+        with its timeout and max retries, so that the handshake is bounded as the call is. They
+        belong to that call: no ``request``, ``response`` or ``stream_end`` hook of their own
+        (their retries and errors are reported, and dumped with ``dump_headers``)."""
         timeout, max_retries = (None, None) if call is None else (call.timeout, call.max_retries)
 
         def exchange(path: str, credential: str, body: dict[str, Any]) -> Any:
@@ -262,8 +264,11 @@ class ClientCore:
                 max_retries=max_retries,
                 read_body=True,
             )
-            with self._call(options) as response:
+            response = self.send(self.build_request(options), options, quiet=True)
+            try:
                 return decode_body(response, None)
+            finally:
+                response.close()
 
         return exchange
 
