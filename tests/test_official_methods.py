@@ -206,6 +206,9 @@ def test_copy_takes_the_project_from_the_environment_or_refuses(client, server, 
         client.checkpoints.copy("run-001/weights/final", "proj-archive")
     assert server.requests == []
     monkeypatch.setenv("TINKER_PROJECT_ID", "proj-env")
+    with pytest.raises(ValueError, match="destination_project_id"):
+        client.checkpoints.copy(FINAL, "")  # given, but empty: not the environment's (as the SDK)
+    assert server.requests == []
     client.checkpoints.copy(FINAL)
     assert _sent(server, "/api/v1/copy_weights")[0].json() == {
         "source_path": FINAL,

@@ -176,7 +176,7 @@ class Checkpoints(SyncAPIResource[M]):
             ValueError: no destination project, given or in ``TINKER_PROJECT_ID`` (nothing sent).
         """
         parse_tinker_path(tinker_path)  # a malformed path is refused here, before anything is sent
-        project = destination_project_id or project_id_from_env()
+        project = project_id_from_env() if destination_project_id is None else destination_project_id
         if not project:
             raise ValueError("Give destination_project_id or set TINKER_PROJECT_ID")
         body: dict[str, object] = {"source_path": tinker_path, "destination_project_id": project}
