@@ -102,9 +102,12 @@ def test_http_goes_through_stock_squid_in_absolute_form(how, squid, http_server,
     sent = len(http_server.requests)
     entries = new_entries(squid, before, sent)
     origin = f"http://127.0.0.1:{http_server.port}/"
+    handshake = ("POST", origin + "api/v1/client/config")  # the client's handshake, once, first
     assert len(entries) >= sent and all(
-        method == "GET" and url.startswith(origin) for _, method, url in entries
+        (method == "GET" or (method, url) == handshake) and url.startswith(origin)
+        for _, method, url in entries
     )
+    assert [(method, url) for _, method, url in entries if method != "GET"] == [handshake]
     # (squid may answer from its cache, or revalidate: the result code before the "/" says which)
     assert sorted(status.split("/")[1] for status, _, _ in entries)[-2:] == ["200", "206"]
     assert {status.split("/")[1] for status, _, _ in entries} == {"200", "206"}
@@ -225,7 +228,7 @@ def test_environment_proxies_and_no_proxy(no_proxy, bypassed, squid, http_server
         assert c.get("/api/v1/healthz") == {"status": "ok"}
         assert [e.json()["index"] for e in c.stream_get("/test/sse?count=2")] == [0, 1]
     vias = ["squid" in r.headers.get("via", "") for r in http_server.requests]
-    assert vias == [not bypassed] * 2
+    assert vias == [not bypassed] * 3  # the handshake (client/config), healthz, the stream
 
 
 # -- the command line -----------------------------------------------------------------------------------------

@@ -99,8 +99,9 @@ def test_calls_streams_and_downloads_go_through_the_proxy(
     assert file_sha(tmp_path / "file.bin") == sha256_of(2, size)
     target = f"127.0.0.1:{server.port}"
     if scheme == "http" and not tunnel:  # absolute form: the proxy reads and forwards each request
-        assert proxy.tunnels == [] and len(server.requests) == 4
-        assert [r.method for r in proxy.requests] == ["GET"] * 4
+        assert proxy.tunnels == [] and len(server.requests) == 5  # the handshake's POST first
+        assert [r.method for r in proxy.requests] == ["POST"] + ["GET"] * 4
+        assert proxy.requests[0].target == f"http://{target}/api/v1/client/config"
         assert all(r.target.startswith(f"http://{target}/") for r in proxy.requests)
         assert b"GET http://" + target.encode() + b"/api/v1/healthz HTTP/1.1" in proxy.seen
         assert server.requests[0].headers["x-api-key"] == API_KEY  # what http:// means: documented
@@ -173,7 +174,7 @@ def test_no_proxy_bypasses_the_proxy(no_proxy, bypassed, tunnel, proxy, http_ser
     if tunnel:
         assert proxy.tunnels == ([] if bypassed else [f"127.0.0.1:{http_server.port}"])
     else:
-        assert proxy.tunnels == [] and len(proxy.requests) == (0 if bypassed else 3)
+        assert proxy.tunnels == [] and len(proxy.requests) == (0 if bypassed else 4)  # with the handshake
 
 
 def test_trust_env_false_ignores_the_proxy_variables(proxy, http_server, monkeypatch):
@@ -202,7 +203,7 @@ def test_proxy_credentials_go_to_the_proxy_only_and_are_masked(tunnel, http_serv
                 assert [e.json()["index"] for e in c.stream_get("/test/sse?count=2")] == [0, 1]
         assert proxy.requests[0].headers["proxy-authorization"].startswith("Basic ")
         assert all("proxy-authorization" in r.headers for r in proxy.requests)
-        assert [r.method for r in proxy.requests] == (["CONNECT"] if tunnel else ["GET", "GET"])
+        assert [r.method for r in proxy.requests] == (["CONNECT"] if tunnel else ["POST", "GET", "GET"])
     assert all("proxy-authorization" not in r.headers for r in http_server.requests)
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert f"via proxy http://user:***@127.0.0.1:{proxy.port}" in logged
@@ -258,7 +259,9 @@ def test_plain_http_through_a_forwarding_proxy_is_the_proxys_to_read(proxy, http
     with Client(api_key=API_KEY, base_url=base, proxy=proxy.url) as client:
         target = client.checkpoints.download("tinker://run-1/weights/final", output_dir=tmp_path)
     assert any(target.rglob("*")) and http_server.violations == []
-    assert proxy.tunnels == [] and {r.method for r in proxy.requests} == {"GET"}
+    handshake = [r for r in proxy.requests if r.method == "POST"]  # client/config, once
+    assert [r.target for r in handshake] == [base + "/api/v1/client/config"]
+    assert proxy.tunnels == [] and {r.method for r in proxy.requests} == {"GET", "POST"}
     api = [r for r in proxy.requests if r.target.startswith(base + "/")]
     signed = [r for r in proxy.requests if "/signed/" in r.target]
     assert api and signed and len(api) + len(signed) == len(proxy.requests)
@@ -283,7 +286,8 @@ def test_a_forwarding_proxy_that_cannot_reach_the_target_is_a_retried_status(pro
         with pytest.raises(APIStatusError) as info:
             c.get("/api/v1/healthz")
     assert info.value.status_code == 502 and len(waits) == 2
-    assert [r.target for r in proxy.requests] == [f"http://127.0.0.1:{port}/api/v1/healthz"] * 3
+    # the handshake met the 502 first, retried as any call's within its budget, then raised
+    assert [r.target for r in proxy.requests] == [f"http://127.0.0.1:{port}/api/v1/client/config"] * 3
 
 
 def test_a_target_the_proxy_forbids_is_not_retried(proxy):
