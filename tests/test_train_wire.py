@@ -108,3 +108,41 @@ def test_a_first_submission_refused_for_good_fails_the_future_at_once(
         service.close()
         service._client.close()
     assert [r.path for r in hot_requests(server)] == ["/api/v1/asample"]
+
+
+@pytest.mark.parametrize("observed", [False, True], ids=["hot", "generic"])
+def test_a_jwt_refused_before_its_expiry_is_replayed_once_on_either_path(
+    server: MockTinkerServer, observed: bool
+) -> None:
+    server.client_config["pjwt_auth_enabled"] = True
+    hooks = {"request": [lambda info: None]} if observed else {}
+    service = service_for(server, event_hooks=hooks)
+    try:
+        sampler = service.create_sampling_client(base_model=BASE).result(30)
+        assert sampler.sample(PROMPT, 1, PARAMS).result(30).sequences
+        server.revoke_tokens()  # the JWT in the hot path's header template is refused from now on
+        server.clear()
+        assert sampler.sample(PROMPT, 2, PARAMS).result(30).sequences
+    finally:
+        service.close()
+        service._client.close()
+    sent = [r for r in server.requests if r.path == "/api/v1/asample"]
+    assert len(sent) == 2  # the refused one, then one replay with a new JWT
+    assert sent[0].headers["x-idempotency-key"] == sent[1].headers["x-idempotency-key"]
+    assert [r.path for r in server.requests].count("/api/v1/auth/token") == 1
+
+
+@pytest.mark.parametrize("observed", [False, True], ids=["hot", "generic"])
+def test_a_result_over_max_response_size_is_refused_on_either_path(
+    server: MockTinkerServer, observed: bool
+) -> None:
+    hooks = {"request": [lambda info: None]} if observed else {}
+    service = service_for(server, event_hooks=hooks)
+    try:
+        sampler = service.create_sampling_client(base_model=BASE).result(30)
+        service._client.max_response_size = 200  # a handle fits; a result of 16 sequences does not
+        with pytest.raises(tinker_sync.ResponseTooLargeError, match="max_response_size"):
+            sampler.sample(PROMPT, 16, types.SamplingParams(max_tokens=32, seed=1)).result(30)
+    finally:
+        service.close()
+        service._client.close()

@@ -14,7 +14,10 @@ body in a ``StreamedResponse``. ``Wire.post`` sends the same request with less:
   mapping), the body read whole (compressed when the server likes: ``Accept-Encoding``
   as the client's plain calls send it);
 - errors are the client's: connection errors and timeouts as the transport maps
-  them, a status >= 400 the ``APIStatusError`` that ``status_error`` makes.
+  them, a status >= 400 the ``APIStatusError`` that ``status_error`` makes;
+- the client's guarantees hold: the body is read within ``max_response_size``
+  (``ResponseTooLargeError`` past it), and a 401 ``invalid_token`` (a JWT refused
+  before its expiry) is sent once more, with a new JWT, through the generic path.
 
 Nothing is hidden from an observer: when the client has event hooks or dumps
 headers, every request takes the generic path instead, so the hooks see each.
@@ -30,12 +33,13 @@ from typing import Any
 
 import msgspec
 
+from ._auth import is_invalid_token
 from ._base_client import BaseClient
 from ._config import Timeout
 from ._options import RequestOptions
 from ._response import StreamedResponse
 from ._status_errors import status_error
-from ._transport import Headers, Request, mapped_errors
+from ._transport import Headers, Request
 
 __all__ = ["TEMPLATE_TTL", "Wire"]
 
@@ -84,26 +88,35 @@ class Wire:
         """
         timeouts = Timeout.coerce(timeout)
         if not self.fast or timeouts.total is not None:  # a deadline needs the watchdog's care: generic
-            sent = dict(headers)
-            if idempotency_key is not None:
-                sent["X-Idempotency-Key"] = idempotency_key
-            options = RequestOptions("POST", path, None, sent, body, None, timeouts, 0, read_body=True)
-            with self.client._call(options) as response:
-                return response.headers.get("content-type", ""), response.read()
+            return self._generic(path, body, headers, timeouts, idempotency_key)
         url, template = self._template(path)
         fields = dict(template)
         fields.update(headers)
-        fields["X-Idempotency-Key"] = idempotency_key or str(uuid.uuid4())
+        key = fields["X-Idempotency-Key"] = idempotency_key or str(uuid.uuid4())
         fields["x-stainless-retry-count"] = "0"
         if timeouts.read is not None:
             fields["x-stainless-read-timeout"] = f"{timeouts.read:g}"
         request = Request("POST", url, Headers(fields), msgspec.json.encode(body))
-        raw = self.client._transport.send(request, timeouts)
-        if raw.status >= 400:
-            raise status_error(StreamedResponse(raw, request, sender=self.client))
-        try:
-            with mapped_errors(request, "while reading the response"):
-                content = raw.read()
-        finally:
-            raw.release_conn()
-        return raw.headers.get("content-type", ""), content
+        response = StreamedResponse(
+            self.client._transport.send(request, timeouts), request, sender=self.client
+        )
+        if is_invalid_token(response.status_code, response.headers):
+            response.close()  # the template's JWT was refused before its expiry: a new one, and one replay
+            with self._lock:
+                self._templates.pop(path, None)
+            self.client._auth.replace(fields.get("X-API-Key", ""), self.client._exchange())
+            return self._generic(path, body, headers, timeouts, key)
+        if response.status_code >= 400:
+            raise status_error(response)
+        return response.headers.get("content-type", ""), response.read_bounded(self.client.max_response_size)
+
+    def _generic(
+        self, path: str, body: Any, headers: Mapping[str, str], timeouts: Timeout, key: str | None
+    ) -> tuple[str, bytes]:
+        """The same POST through the client's generic path (hooks, dumps, deadline, JWT replay), one attempt."""
+        sent = dict(headers)
+        if key is not None:
+            sent["X-Idempotency-Key"] = key
+        options = RequestOptions("POST", path, None, sent, body, None, timeouts, 0, read_body=True)
+        with self.client._call(options) as response:
+            return response.headers.get("content-type", ""), response.read()

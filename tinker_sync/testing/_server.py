@@ -182,8 +182,9 @@ class MockTinkerServer:
 
     @property
     def bytes_sent(self) -> int:
-        """Body bytes written to sockets since the last ``clear()`` (what a client made the server move,
-        including what it dropped unread)."""
+        """Body bytes handed to sockets since the last ``clear()`` (what a client made the server move,
+        including what it dropped unread). Each piece counts as it is handed over, so the count is never
+        below what a client has read (a write that fails counts its piece: at most one per answer)."""
         with self._lock:
             return self._bytes_sent
 

@@ -361,11 +361,11 @@ class _Exchange:
                 if bucket is not None and bucket.take(n, wait):
                     return handler.abort()
                 piece = view[pos : pos + n]
+                self.state._sent(n)  # before the write: a client can read the piece before write() returns
                 if chunked:
                     write(b"%x\r\n%s\r\n" % (n, piece))
                 else:
                     write(piece)
-                self.state._sent(n)
                 wrote = True
                 pos += n
                 sent += n
