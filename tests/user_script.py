@@ -201,5 +201,30 @@ def main(api_key: str, base_url: str, workdir: pathlib.Path) -> None:
     assert_type(tagged, tinker_sync.Client)
     assert_type(tagged.sessions.get("session-001", extra_headers={"X-Trace-Id": "run-43"}), Session)
     assert_type(client.copy(max_retries=1), tinker_sync.Client)
+
+    # The download methods take the same overrides: headers and query for the API's requests
+    # (and the URL given), never for a signed URL; timeout and retries for the whole download.
+    fetched = client.download(
+        "/test/bytes?size=20000",
+        workdir / "traced.bin",
+        extra_headers={"X-Trace-Id": "run-44"},
+        extra_query={"seed": "3"},
+        timeout=Timeout(connect=5, read=30),
+        max_retries=4,
+    )
+    assert_type(fetched, pathlib.Path)
+    traced_target = client.checkpoints.download(
+        "tinker://run-001/external_weights/hf-export",
+        output_dir=workdir / "traced",
+        extra_headers={"X-Trace-Id": "run-45"},
+        timeout=120.0,
+        max_retries=6,
+    )
+    assert_type(traced_target, pathlib.Path)
+    traced_report = tagged.checkpoints.sync(
+        "run-003", workdir / "traced-mirror", latest=1, extra_headers={"X-Trace-Id": "run-46"}, timeout=300
+    )
+    assert_type(traced_report, SyncReport)
+    assert traced_report.status == "synced"
     patient.close()
     client.close()

@@ -17,11 +17,11 @@ import os
 import pathlib
 from collections.abc import Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Generic
+from typing import TYPE_CHECKING, Any, Generic, Unpack
 
 from ._base_client import BaseClient
 from ._config import Timeout
-from ._options import Connections, FileOptions, RequestOptions
+from ._options import Connections, FileOptions, Overrides, RequestOptions
 from ._receiver import Progress
 from ._transport import check_request
 from .resources._resource import M, Parsed, Raw, Streamed
@@ -190,6 +190,7 @@ class Client(BaseClient, APIResources[Parsed]):
         expected_sha256: str | None = None,
         credentials: bool = True,
         connections: Connections = "auto",
+        **overrides: Unpack[Overrides],
     ) -> pathlib.Path:
         """Download ``url_or_path`` (an API path or any http(s) URL, e.g. a signed URL) to ``dest``.
 
@@ -219,10 +220,17 @@ class Client(BaseClient, APIResources[Parsed]):
           32 MiB, one more per 16 MiB, up to 8; never more than ``pool_maxsize``. The same
           checks, in constant memory (a 256 KiB buffer per connection).
 
+        Per-call overrides, as on every API method: ``timeout`` and ``max_retries`` are the whole
+        download's (one deadline and one retry budget over every connection and resume);
+        ``extra_headers`` and ``extra_query`` go to the URL given (as curl's ``-H``), with its
+        resumes and ranges, a redirect within its origin too. A redirect to another origin (an
+        API path's signed URL on a store) carries none of them, as it carries no API key.
+
         Returns:
             ``dest`` as a ``pathlib.Path``.
 
         Raises:
+            TypeError: an unknown override.
             DownloadIntegrityError: size or checksum mismatch (``.part`` and sidecar removed).
             APIStatusError: the server refused (404, 403 for an expired signed URL, ...).
             APIConnectionError: the connection failed beyond the retry budget, or a bad redirect.
@@ -238,4 +246,5 @@ class Client(BaseClient, APIResources[Parsed]):
             expected_sha256=expected_sha256,
             connections=connections,
         )
-        return download(self, RequestOptions("GET", url_or_path, credentials=credentials, file=file), dest)
+        options = RequestOptions("GET", url_or_path, credentials=credentials, file=file)
+        return download(self, options.overridden(overrides), dest)

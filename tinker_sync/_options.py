@@ -163,6 +163,21 @@ class RequestOptions:
         the body streamed, no final statuses."""
         return self.replace(read_body=False, final=()) if self.read_body or self.final else self
 
+    def signed(self, url: str) -> RequestOptions:
+        """These options for a GET of ``url``, a signed URL (it carries its own authorization): no
+        API key, none of the call's headers, query or body (they are the API's); the same timeout,
+        retries and file options."""
+        return self.replace(
+            method="GET",
+            url=url,
+            params=None,
+            headers=None,
+            json=None,
+            content=None,
+            idempotency_key=None,
+            credentials=False,
+        )
+
     def overridden(self, overrides: Mapping[str, Any]) -> RequestOptions:
         """These options with per-call ``Overrides`` / ``BodyOverrides`` folded in (see the module docstring).
 

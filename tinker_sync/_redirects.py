@@ -4,7 +4,10 @@ Rules:
 1. Only http(s) URLs that parse unambiguously, and never from https down to
    plain http (a signed URL, and anything sent with it, would travel in the clear).
 2. Each hop is a new request built for its own origin (``RequestOptions``
-   with the hop's URL): the API key never crosses to another origin.
+   with the hop's URL): the API key never crosses to another origin, nor
+   does any header the caller gave (``extra_headers``, ``headers=``: they were
+   meant for the origin named, a cookie or a token as much as the key). Only
+   the transfer's own headers (``TRANSFER_HEADERS``) go on.
 3. 303 (and 301/302 answering a POST) turn the next hop into a GET without a body.
 """
 
@@ -18,12 +21,14 @@ from ._observe import mask_url, shown_url
 from ._options import RequestOptions
 from ._transport import Request, origin_of
 
-__all__ = ["MAX_REDIRECTS", "REDIRECT_STATUSES", "check_redirect", "next_hop"]
+__all__ = ["MAX_REDIRECTS", "REDIRECT_STATUSES", "TRANSFER_HEADERS", "check_redirect", "next_hop"]
 
 log = logging.getLogger("tinker_sync")
 
 MAX_REDIRECTS = 10
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+# What a hop to another origin keeps of the call's headers: how the bytes are asked for (lower case).
+TRANSFER_HEADERS = frozenset({"accept-encoding", "range", "if-range"})
 
 
 def next_hop(options: RequestOptions, request: Request, status: int, location: str | None) -> RequestOptions:
@@ -45,6 +50,9 @@ def next_hop(options: RequestOptions, request: Request, status: int, location: s
     log.info("Following redirect %d from %s to %s", status, mask_url(request.url), mask_url(target))
     # the hop: its own URL (its own query), a GET after a 303 (and a 301/302 to a POST)
     hop = options.replace(url=target, params=None)
+    if options.headers and origin_of(target) != origin_of(request.url):
+        kept = {name: value for name, value in options.headers.items() if name.lower() in TRANSFER_HEADERS}
+        hop = hop.replace(headers=kept)
     if status == 303 or (status in (301, 302) and request.method == "POST"):
         hop = hop.replace(method="GET", json=None, content=None)
     return hop

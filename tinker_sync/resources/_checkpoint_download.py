@@ -24,8 +24,10 @@ Rules:
    the temp directory is removed and no target exists. (Only the
    external-weights ``.partial`` directory survives a connection failure or
    an interrupt, for the next run to resume; it is never the target.)
-2. Signed URLs get no API key and no Tinker headers, whatever their origin:
-   their requests are built with ``credentials=False``.
+2. Signed URLs get no API key, no Tinker headers and none of the caller's extra
+   headers or query, whatever their origin: their requests are built from
+   ``RequestOptions.signed`` (``credentials=False``). Every API request of the
+   call (signing, listing, the export flow) carries the caller's overrides.
 3. The archive is never held in memory nor copied to a temp tar.
 4. One run per target: ``<target>.lock``, the download module's lock (an
    ``flock`` the kernel drops when its holder dies, so a killed run's lock
@@ -43,7 +45,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import UTC
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Unpack
 
 from .._base_client import BaseClient
 from .._download import download as download_file
@@ -54,7 +56,7 @@ from .._exceptions import (
     UnsafeArchiveError,
 )
 from .._files import target_lock
-from .._options import FileOptions, RequestOptions
+from .._options import Overrides, RequestOptions
 from .._retry import RetryBudget
 from .._transport import Request
 from ._archive import ARCHIVE_UNSUPPORTED, ArchiveSigner, BodyReader, Notify, is_compressed
@@ -76,15 +78,15 @@ MAX_TRAILING_BYTES = 1 << 20
 class CheckpointCalls(Protocol):
     """The API calls a download makes besides its transfers (``client.checkpoints`` implements them)."""
 
-    def get(self, tinker_path: str) -> Checkpoint:
+    def get(self, tinker_path: str, **overrides: Unpack[Overrides]) -> Checkpoint:
         """The checkpoint's listing entry (for its ``size_bytes``)."""
         ...
 
-    def external_weights_urls(self, tinker_path: str) -> ExternalWeightsUrls:
+    def external_weights_urls(self, tinker_path: str, **overrides: Unpack[Overrides]) -> ExternalWeightsUrls:
         """The signed URL of each file of external weights."""
         ...
 
-    def set_ttl(self, tinker_path: str, ttl_seconds: int | None) -> None:
+    def set_ttl(self, tinker_path: str, ttl_seconds: int | None, **overrides: Unpack[Overrides]) -> None:
         """Renew a temporary export's lifetime."""
         ...
 
@@ -104,7 +106,11 @@ class CheckpointDownload:
     budget: RetryBudget  # one for the whole checkpoint: every file and resume
     max_members: int | None
     max_total_size: int | None
-    file: FileOptions  # the whole checkpoint's progress; each file's connections
+    # The call's options: the archive's signing request with the caller's extra headers and query,
+    # the call's timeout and retries, its ``file`` options (the whole checkpoint's progress, each
+    # file's connections). Signed URLs get ``options.signed(url)``: none of the API's headers.
+    options: RequestOptions
+    overrides: Overrides  # the same overrides, for the API calls made through ``calls``
 
     def run(self) -> None:
         """Download into a temp directory and install it as the target."""
@@ -124,7 +130,7 @@ class CheckpointDownload:
     def _known_size(self, path: TinkerPath) -> int | None:
         """The checkpoint's ``size_bytes``, or None when the listing does not say (or cannot be read)."""
         try:
-            size = self.calls.get(str(path)).size_bytes
+            size = self.calls.get(str(path), **self.overrides).size_bytes
         except (APIStatusError, LookupError) as exc:
             log.debug("Size of %s unknown: %s", path, exc)
             return None
@@ -134,7 +140,7 @@ class CheckpointDownload:
 
     def _weights(self) -> Path:
         path = self.path
-        signer = ArchiveSigner(self.client, path, self.prepare_timeout, self.say, self.budget)
+        signer = ArchiveSigner(self.client, path, self.prepare_timeout, self.say, self.budget, self.options)
         try:
             signer.sign()  # first: a missing checkpoint fails here, and a prepared one knows its size
         except APIStatusError as exc:
@@ -142,14 +148,16 @@ class CheckpointDownload:
                 raise
             log.info("The archive of %s: HTTP %d; trying the export flow", path, exc.status_code)
             why = f"the server does not serve archives (HTTP {exc.status_code})"
-            with exported(self.client, path, self.budget, self.prepare_timeout, self.say, why) as export:
+            with exported(
+                self.client, path, self.budget, self.prepare_timeout, self.say, why, self.overrides
+            ) as export:
                 return self._external(export, renew_ttl=EXPORT_TTL)
         return self._archive(signer)
 
     def _archive(self, signer: ArchiveSigner) -> Path:
         from .._extract import extract_tar  # lazy: imports tarfile
 
-        target, progress = self.target, self.file.progress or _no_progress
+        target, progress = self.target, self.options.file.progress or _no_progress
         remove_leftovers(target)  # a killed archive run cannot resume: start again
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
         try:
@@ -158,7 +166,7 @@ class CheckpointDownload:
             limit = next(
                 (x for x in (self.max_total_size, limits.max_total_size, known) if x is not None), None
             )
-            with signer.send(Request("GET", signer.url)) as response:
+            with signer.send(Request("GET", signer.url), self.options.signed(signer.url)) as response:
                 total = response.total_size
                 reader = BodyReader(response, progress, total)
                 progress(0, total)
@@ -182,9 +190,9 @@ class CheckpointDownload:
     # -- external-weights flow -------------------------------------------------
 
     def _urls(self, path: TinkerPath, renew_ttl: int | None) -> tuple[dict[str, str], float | None]:
-        listing = self.calls.external_weights_urls(str(path))
+        listing = self.calls.external_weights_urls(str(path), **self.overrides)
         if renew_ttl is not None:  # a temporary export outlives the URLs just signed
-            self.calls.set_ttl(str(path), renew_ttl)
+            self.calls.set_ttl(str(path), renew_ttl, **self.overrides)
         for rel in listing.urls:
             _check_relative(rel)
         expires = listing.expires
@@ -194,7 +202,7 @@ class CheckpointDownload:
 
     def _external(self, path: TinkerPath, renew_ttl: int | None = None) -> Path:
         client, target, say, budget = self.client, self.target, self.say, self.budget
-        progress = self.file.progress or _no_progress
+        progress = self.options.file.progress or _no_progress
         partial = target.parent / f".{target.name}.partial"
         remove_leftovers(target, keep=partial.name)
         private_dir(partial)
@@ -224,9 +232,8 @@ class CheckpointDownload:
                         progress(base + n, total)
 
                     try:
-                        # a signed URL: its own authorization, no API key
-                        file = replace(self.file, progress=file_progress)
-                        options = RequestOptions("GET", urls[rel], credentials=False, file=file)
+                        file = replace(self.options.file, progress=file_progress)
+                        options = self.options.signed(urls[rel]).replace(file=file)
                         download_file(client, options, dest, budget=budget)
                     except APIStatusError as exc:
                         if exc.status_code not in (401, 403):

@@ -31,7 +31,7 @@ from .._base_client import BaseClient
 from .._config import project_id_from_env, tags_from_env
 from .._decode import decode_json
 from .._exceptions import NotFoundError
-from .._options import RequestOptions
+from .._options import Overrides, RequestOptions
 from .._retry import RetryBudget
 from .._version import SDK_VERSION
 from ._archive import Notify
@@ -60,17 +60,24 @@ CLEANUP_RETRIES = 2
 
 @contextmanager
 def exported(
-    client: BaseClient, path: TinkerPath, budget: RetryBudget, prepare_timeout: float, say: Notify, why: str
+    client: BaseClient,
+    path: TinkerPath,
+    budget: RetryBudget,
+    prepare_timeout: float,
+    say: Notify,
+    why: str,
+    overrides: Overrides,
 ) -> Iterator[TinkerPath]:
     """Export the training checkpoint ``path``; yield the export's ``tinker://`` path; clean up.
 
-    ``why`` is said with the session's id. The session is finished ``success``
+    ``why`` is said with the session's id. Every request carries the download's per-call
+    ``overrides`` (the cleanup's keep their own small retry budget). The session is finished ``success``
     when the block completes, ``interrupted`` on Ctrl-C, ``errored`` otherwise.
     """
     # Ours only: a checkpoint that does not exist fails here (404), before any session exists.
-    _post(client, "/api/v1/weights_info", {"tinker_path": str(path)}, WeightsInfo, budget)
-    session_body = session_request()
-    session = _post(client, "/api/v1/create_session", session_body, CreateSessionResponse, budget)
+    post = partial(_post, client, budget, overrides)
+    post("/api/v1/weights_info", {"tinker_path": str(path)}, WeightsInfo)
+    session = post("/api/v1/create_session", session_request(), CreateSessionResponse)
     if session.warning_message or session.error_message:
         log.warning("create_session: %s", session.warning_message or session.error_message)
     say(f"Exporting {path} as external weights, as {why} (session {session.session_id})")
@@ -79,7 +86,7 @@ def exported(
 
     def wait(route: str, body: Mapping[str, Any], cast_to: type[X]) -> X:
         deadline = time.monotonic() + prepare_timeout
-        options = RequestOptions("POST", route, json=body, timeout=client.timeout)
+        options = RequestOptions("POST", route, json=body).overridden(overrides)
         with submit(client, options, budget, deadline) as response:
             result: X = decode_json(response.read(), cast_to, response)
         return result
@@ -95,7 +102,7 @@ def exported(
             "type": "load_weights",
         }
         model_id = wait("/api/v1/load_weights", load, dict).get("model_id") or model_id
-        _post(client, "/api/v1/get_info", {"model_id": model_id, "type": "get_info"}, dict, budget)
+        post("/api/v1/get_info", {"model_id": model_id, "type": "get_info"}, dict)
         saved_body = {
             "model_id": model_id,
             "path": EXPORT_NAME,
@@ -111,7 +118,7 @@ def exported(
         outcome = "interrupted"
         raise
     finally:
-        _cleanup(client, session.session_id, export, outcome, say)
+        _cleanup(client, session.session_id, export, outcome, say, overrides)
 
 
 def session_request(
@@ -130,13 +137,19 @@ def session_request(
 
 
 def _cleanup(
-    client: BaseClient, session_id: str, export: TinkerPath | None, outcome: str, say: Notify
+    client: BaseClient,
+    session_id: str,
+    export: TinkerPath | None,
+    outcome: str,
+    say: Notify,
+    overrides: Overrides,
 ) -> None:
     steps: list[tuple[str, Callable[[], None]]] = []
     if export is not None:
         what = f"delete the temporary export {export} (it expires within {EXPORT_TTL} s)"
-        steps.append((what, partial(_delete, client, export)))
-    steps.append((f"finish session {session_id}", partial(_finish, client, session_id, outcome)))
+        steps.append((what, partial(_delete, client, export, overrides)))
+    finish = partial(_finish, client, session_id, outcome, overrides)
+    steps.append((f"finish session {session_id}", finish))
     for what, step in steps:
         try:
             step()
@@ -144,22 +157,37 @@ def _cleanup(
             say(f"Warning: could not {what}: {exc}")
 
 
-def _delete(client: BaseClient, export: TinkerPath) -> None:
+def _delete(client: BaseClient, export: TinkerPath, overrides: Overrides) -> None:
     try:
-        client.delete(export.api_path, max_retries=CLEANUP_RETRIES)
+        _cleanup_call(client, RequestOptions("DELETE", export.api_path), overrides)
     except NotFoundError:
         pass  # gone already (expired, or deleted by someone else)
 
 
-def _finish(client: BaseClient, session_id: str, outcome: str) -> None:
+def _finish(client: BaseClient, session_id: str, outcome: str, overrides: Overrides) -> None:
     route = f"/api/v1/sessions/{segment(session_id)}/finish"
-    client.post(route, json={"reason": {"type": outcome}, "detail": None}, max_retries=CLEANUP_RETRIES)
+    body = {"reason": {"type": outcome}, "detail": None}
+    _cleanup_call(client, RequestOptions("POST", route, json=body), overrides)
+
+
+def _cleanup_call(client: BaseClient, options: RequestOptions, overrides: Overrides) -> None:
+    """One cleanup request, with the call's overrides but its own ``CLEANUP_RETRIES``."""
+    options = options.overridden(overrides).replace(max_retries=CLEANUP_RETRIES, read_body=True)
+    with client._call(options):
+        pass
 
 
 def _post(
-    client: BaseClient, route: str, body: Mapping[str, Any], cast_to: type[X], budget: RetryBudget
+    client: BaseClient,
+    budget: RetryBudget,
+    overrides: Overrides,
+    route: str,
+    body: Mapping[str, Any],
+    cast_to: type[X],
 ) -> X:
-    """POST ``body`` within the download's budget; the answer decoded into ``cast_to``."""
-    with client._call(RequestOptions("POST", route, json=body, read_body=True), budget=budget) as response:
+    """POST ``body`` with the call's overrides, within the download's budget; the answer decoded
+    into ``cast_to``."""
+    options = RequestOptions("POST", route, json=body, read_body=True).overridden(overrides)
+    with client._call(options, budget=budget) as response:
         result: X = decode_json(response.read(), cast_to, response)
     return result

@@ -254,6 +254,7 @@ class Checkpoints(SyncAPIResource[M]):
         max_members: int | None = None,
         max_total_size: int | None = None,
         connections: Connections = "auto",
+        **overrides: Unpack[Overrides],
     ) -> Path:
         """Download a checkpoint into ``<output_dir>/<RUN>_<KIND>_<NAME>`` and return that path.
 
@@ -287,9 +288,14 @@ class Checkpoints(SyncAPIResource[M]):
             connections: connections per file of external weights (and of an
                 export), as ``Client.download``; an archive streams into its
                 extraction in order, over one connection.
+            overrides: ``extra_headers`` and ``extra_query`` go with every API request of the
+                download (signing the archive, listing, the export flow), never to a signed URL;
+                ``timeout`` and ``max_retries`` are the whole download's (one deadline, one retry
+                budget over every file and resume).
 
         Raises:
             ValueError: not a downloadable ``tinker://`` path.
+            TypeError: an unknown override.
             FileExistsError: the target exists and ``force`` is false.
             DownloadLockedError: another run holds the target's lock (after a short wait).
             CheckpointNotReadyError: the archive was not prepared in time.
@@ -305,6 +311,7 @@ class Checkpoints(SyncAPIResource[M]):
                 f"Sampler weights cannot be downloaded ({tinker_path}); download the training "
                 f"checkpoint instead: tinker://{path.run}/weights/{path.name}"
             )
+        options = RequestOptions("GET", path.api_path + "/archive", file=file).overridden(overrides)
         out = directory(output_dir)
         out.mkdir(parents=True, exist_ok=True)
         target = out / path.dir_name
@@ -318,10 +325,11 @@ class Checkpoints(SyncAPIResource[M]):
             force=force,
             prepare_timeout=prepare_timeout,
             say=notifier(notify),
-            budget=client._budget(RequestOptions("GET", path.api_path)),  # every file and resume
+            budget=client._budget(options),  # one for the whole checkpoint: every file and resume
             max_members=max_members,
             max_total_size=max_total_size,
-            file=file,
+            options=options,
+            overrides=overrides,
         ).run()
         return target
 
@@ -340,6 +348,7 @@ class Checkpoints(SyncAPIResource[M]):
         notify: Notify | None = None,
         connections: Connections = "auto",
         lock_wait: float = 0.0,
+        **overrides: Unpack[Overrides],
     ) -> SyncReport:
         """Mirror the checkpoints of training run ``run_id`` into ``output_dir``; safe to start from
         cron every minute.
@@ -364,6 +373,9 @@ class Checkpoints(SyncAPIResource[M]):
             progress: ``progress(tinker_path, downloaded, total)`` while a checkpoint downloads.
             notify: one-line notes (archive being prepared, resumed, re-signed).
             connections: per file, as ``download``.
+            overrides: for the listing and each checkpoint's ``download`` (see there): extra
+                headers and query with every API request, never to a signed URL; ``timeout`` and
+                ``max_retries`` per checkpoint.
 
         Returns:
             A ``SyncReport``: ``status`` ``"nothing to do"``, ``"synced"``, ``"partial failure"``
@@ -372,11 +384,12 @@ class Checkpoints(SyncAPIResource[M]):
         Raises:
             ValueError: an unknown or undownloadable kind, ``latest`` not a positive integer,
                 ``since`` a string that is not an ISO 8601 time.
-            TypeError: ``since`` of another type.
+            TypeError: ``since`` of another type, or an unknown override.
             APIStatusError, APIConnectionError: the run's checkpoints could not be listed.
         """
         self._plain_only("sync")
         check_connections(connections)
+        RequestOptions("GET", "").overridden(overrides)  # an unknown override: now, before any work
 
         def download(
             tinker_path: str,
@@ -393,12 +406,13 @@ class Checkpoints(SyncAPIResource[M]):
                 progress=progress,
                 notify=notify,
                 connections=connections,
+                **overrides,
             )
 
         return mirror(
             run_id,
             output_dir,
-            listing=lambda run: self.list_for_run(run).checkpoints,
+            listing=lambda run: self.list_for_run(run, **overrides).checkpoints,
             download=download,
             kinds=kinds,
             latest=latest,
