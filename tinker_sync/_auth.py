@@ -29,8 +29,10 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -102,6 +104,18 @@ class _Token:
         return time.time() < self.expires
 
 
+# Every live credential, so that a forked child frees each one's lock before it sends anything.
+_auths: weakref.WeakSet[Auth] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for auth in list(_auths):
+        auth.forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Auth:
     """The credential of one client (and its copies): the handshake's flags, the key or JWT to send."""
 
@@ -113,6 +127,13 @@ class Auth:
         self._config: dict[str, Any] | None = None if handshake else {}
         self._token: _Token | None = None
         self._fetcher: int | None = None  # the thread sending a handshake request (it holds the lock)
+        _auths.add(self)
+
+    def forked(self) -> None:
+        """In a forked child: a free lock (a parent's thread may have held it, mid-handshake, at
+        the fork; its exchange is not the child's). What was fetched is kept."""
+        self._lock = threading.Lock()
+        self._fetcher = None
 
     def __repr__(self) -> str:
         return f"<Auth source={self.source.origin}>"

@@ -13,10 +13,14 @@ Rules:
 3. No buffer stays above its share (the budget divided among the bodies being read, at least
    FIRST_READ_SIZE): a body that grew while it was alone gives back the excess at its next read,
    so that the budget is shared out fairly (1,000 downloads at once: 64 KiB each; one: 256 KiB).
+4. A forked child starts with an empty budget and a free lock (an at-fork handler, and a pid
+   check as a lease is taken): a parent's thread may have held the lock at the fork, and the
+   bodies it counted are the parent's. A lease of before the fork keeps its size, outside the budget.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 
 __all__ = ["BUDGET", "FIRST_READ_SIZE", "READ_SIZE", "Lease", "ReadBuffer", "active"]
@@ -31,6 +35,19 @@ BUDGET = 64 << 20
 _lock = threading.Lock()
 _active = 0
 _held = 0
+_pid = os.getpid()
+_generation = 0  # one more in each forked child: a lease of another generation is not counted
+
+
+def _after_fork_in_child() -> None:
+    global _lock, _active, _held, _pid, _generation
+    _lock = threading.Lock()
+    _active = _held = 0
+    _pid = os.getpid()
+    _generation += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def active() -> int:
@@ -43,8 +60,11 @@ class Lease:
 
     def __init__(self) -> None:
         global _active
+        if _pid != os.getpid():  # forked by a path that ran no at-fork handler
+            _after_fork_in_child()
         self.size = FIRST_READ_SIZE
         self._open = True
+        self._generation = _generation
         with _lock:
             _active += 1
 
@@ -52,6 +72,8 @@ class Lease:
         """The size the buffer may have now, wanting ``want``: never above the body's share, and
         grown only with what the budget has left (by powers of two from FIRST_READ_SIZE)."""
         global _held
+        if self._generation != _generation:  # taken before a fork: not in this process's budget
+            return self.size
         with _lock:
             share = max(FIRST_READ_SIZE, BUDGET // max(1, _active))
             free = BUDGET - _held
@@ -65,7 +87,7 @@ class Lease:
     def close(self) -> None:
         """Give everything back (once)."""
         global _active, _held
-        if self._open:
+        if self._open and self._generation == _generation:
             self._open = False
             with _lock:
                 _held -= self.size - FIRST_READ_SIZE

@@ -102,6 +102,16 @@ _shared: dict[Hashable, ssl.SSLContext] = {}
 _shared_lock = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    """A parent's thread may have held the lock at the fork (building a context): the child's is
+    free. The contexts are kept: they are the child's copies, as good as the parent's."""
+    global _shared_lock
+    _shared_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _stamp(path: str | os.PathLike[str] | None) -> tuple[str, int, int] | None:
     """What identifies a CA file or directory as loaded: its path, size and mtime."""
     if path is None:
