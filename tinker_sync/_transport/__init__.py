@@ -20,8 +20,9 @@ Rules:
    one of the client's trust setting, shared by every client of the process
    (``_tls.shared_context``); certificate errors become one line naming the host.
 6. A forked child never shares a connection with its parent: an at-fork handler
-   gives every transport (direct, proxied, TLS) fresh pools in the child, and a
-   pid check where the pools are used catches a fork that ran no handler.
+   gives every transport (direct, proxied, TLS) fresh pools and TLS contexts in
+   the child, and a pid check where the pools are used catches a fork that ran
+   no handler. No lock a parent's thread may have held at the fork is taken.
 
 The rooms, along urllib3's own lines: ``_request`` (what is sent, URL and
 header checks), ``_errors`` (error mapping), ``_tls`` (the TLS context),
@@ -152,11 +153,14 @@ class Transport:
         return self.proxies.select(scheme, host, port)
 
     def forked(self) -> None:
-        """Start afresh in a forked child: new pools, a new lock. The parent's connections are
-        left alone (neither used nor shut down: the parent may be reading from them right now),
-        and its lock, which another of its threads may have held at the fork, is not taken."""
+        """Start afresh in a forked child: new pools, a new lock, a TLS context of the child's own.
+        The parent's connections are left alone (neither used nor shut down: the parent may be
+        reading from them right now); its lock, and its TLS context's locks in OpenSSL, which
+        another of its threads may have held at the fork, are not taken. (A context given as
+        ``verify=ssl.SSLContext`` is the caller's: it is used as given.)"""
         self._lock = threading.Lock()
         self._managers = {}
+        self._context = None
         self._pid = os.getpid()
 
     def _manager(self, url: str) -> tuple[PoolManager, str | None]:

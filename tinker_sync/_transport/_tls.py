@@ -103,10 +103,12 @@ _shared_lock = threading.Lock()
 
 
 def _after_fork_in_child() -> None:
-    """A parent's thread may have held the lock at the fork (building a context): the child's is
-    free. The contexts are kept: they are the child's copies, as good as the parent's."""
+    """A forked child builds contexts of its own, under a lock of its own: a parent's thread may
+    have held the lock at the fork, or been mid-handshake on a shared context, holding OpenSSL's
+    locks of that context and its certificate store, which the child would wait on for ever."""
     global _shared_lock
     _shared_lock = threading.Lock()
+    _shared.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
