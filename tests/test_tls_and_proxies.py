@@ -138,7 +138,7 @@ def test_signed_urls_never_reach_the_proxy_in_clear(scheme, tunnel, request, pro
 
 
 def test_connections_through_the_proxy_are_kept_alive(proxy, http_server):
-    """Through a tunnel (squid keeps forwarded connections alive too: tests/test_squid.py)."""
+    """Through a tunnel (the test proxy closes its connection after each request it forwards)."""
     with Client(api_key=API_KEY, base_url=http_server.url, proxy=proxy.url, proxy_tunnel=True) as client:
         for _ in range(3):
             client.get("/api/v1/healthz")
