@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _helpers import cli_env, run_cli
 
 from tinker_sync.testing import Fault
 
@@ -24,21 +24,8 @@ API_KEY = "tml-test-key"
 SIZE = 300_000
 
 
-def _env(server) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TINKER_", "CLOUDFLARE_"))}
-    env.update(TINKER_API_KEY=API_KEY, TINKER_BASE_URL=server.url)
-    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
-    return env
-
-
 def _cli(server, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tinker_sync", "download", *args],
-        env=_env(server),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(server, "download", *args)
 
 
 def _gets(server, path: str = "/test/bytes") -> list[str]:
@@ -135,7 +122,7 @@ def test_ctrl_c_says_a_rerun_resumes(tinker_server, tmp_path):
     dest = tmp_path / "f.bin"
     process = subprocess.Popen(
         [sys.executable, "-m", "tinker_sync", "download", url, "-o", str(dest), "--connections", "1"],
-        env=_env(tinker_server),
+        env=cli_env(tinker_server),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -14,6 +14,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from _helpers import client_env
 
 from tinker_sync.testing import MockTinkerServer
 from tinker_sync.testing._data import sha256_of
@@ -32,10 +33,7 @@ def server():
 
 
 def cli(server: MockTinkerServer, home: Path, *args: str, stdin: str = "", **extra: str):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TINKER_", "CLOUDFLARE_"))}
-    env.update(TINKER_API_KEY=server.api_key, TINKER_BASE_URL=server.url, HOME=str(home))
-    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
-    env.update(extra)
+    env = client_env(server.api_key, server.url, HOME=str(home), **extra)
     env = {k: v for k, v in env.items() if v != ""}
     return subprocess.run(
         [sys.executable, "-m", "tinker_sync", *args],

@@ -16,6 +16,7 @@ import sys
 
 import pytest
 from _front import CLIENT_CONFIG, Front, older_server
+from _helpers import run_cli
 from _sockets import raw_server
 
 from tinker_sync import APIConnectionError, Client
@@ -114,12 +115,7 @@ PYTHON_WORDING = ("Client(", "force=True", "with_options(", "=...)", "expected_s
 
 
 def _cli(argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("TINKER_", "CLOUDFLARE_"))}
-    full.update(env)
-    full["PYTHONPATH"] = os.pathsep.join([os.getcwd(), full.get("PYTHONPATH", "")])
-    return subprocess.run(
-        [sys.executable, "-m", "tinker_sync", *argv], env=full, capture_output=True, text=True, timeout=120
-    )
+    return run_cli(None, *argv, **env)
 
 
 def test_no_python_wording_without_an_api_key():

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 
 import pytest
 from _front import CLIENT_CONFIG, Front, older_server
+from _helpers import run_cli
 
 from tinker_sync import Client, TinkerError
 
@@ -149,18 +147,10 @@ def test_an_honest_server_still_lists_everything_once(which, shape, page_args):
     assert len(got) == len(set(got)) == TOTAL - start
 
 
-def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TINKER_", "CLOUDFLARE_"))}
-    env.update(TINKER_API_KEY=API_KEY, TINKER_BASE_URL=url)
-    return subprocess.run(
-        [sys.executable, "-m", "tinker_sync", *args], env=env, capture_output=True, text=True, timeout=120
-    )
-
-
 @pytest.mark.parametrize("command", [["run", "list", "--limit", "0"], ["checkpoint", "list", "--limit", "0"]])
 @pytest.mark.parametrize("paging", ["first_page_always", "cursor_off_by_one", "stuck_at_second_page"])
 def test_the_command_line_lists_stop_with_a_clear_error(command, paging):
     with Front(NOWHERE, routes(BROKEN[paging])) as front:
-        result = _cli(front.url, *command)
+        result = run_cli(front, *command)
     assert result.returncode == 1, result.stderr
     assert "ignores offset" in result.stderr and "Traceback" not in result.stderr

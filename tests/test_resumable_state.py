@@ -6,13 +6,12 @@ the next run resumes it; only a verified-bad transfer removes it. Real subproces
 from __future__ import annotations
 
 import errno
-import hashlib
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from _helpers import cli_env, tree_hashes
 
 from tinker_sync import DownloadIntegrityError
 from tinker_sync.testing.archives import expected_files
@@ -21,14 +20,6 @@ API_KEY = "tml-test-key"
 RUN = "run-5"
 KiB = 1 << 10
 SIZE = 2 << 20
-
-
-def _tree(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def _partial(out: Path, name: str) -> Path:
@@ -73,7 +64,7 @@ def test_any_exception_keeps_the_resumable_state_and_a_rerun_resumes(client, tin
     assert not (tmp_path / f"{RUN}_external_weights_big").exists()
     tinker_server.clear()
     target = client.checkpoints.download(path, tmp_path, connections=1)
-    assert _tree(target) == expected_files(6, SIZE, 2)
+    assert tree_hashes(target) == expected_files(6, SIZE, 2)
     assert any(r.startswith("bytes=") and not r.startswith("bytes=0-") for r in _ranged(tinker_server))
     assert not partial.exists()
 
@@ -111,13 +102,6 @@ def _cli(server, out: Path, *extra: str) -> list[str]:
     ]
 
 
-def _env(server) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TINKER_", "CLOUDFLARE_"))}
-    env.update(TINKER_API_KEY=API_KEY, TINKER_BASE_URL=server.url)
-    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
-    return env
-
-
 @pytest.mark.parametrize("streams", ["2>&1 | head -1", "| head -1", "2>| head -1"])
 def test_a_closed_pipe_under_head_keeps_the_partial_download(tinker_server, tmp_path, streams):
     tinker_server.add_checkpoint(f"tinker://{RUN}/external_weights/piped", size=SIZE, seed=7, n_files=2)
@@ -129,7 +113,7 @@ def test_a_closed_pipe_under_head_keeps_the_partial_download(tinker_server, tmp_
     }
     stdout = subprocess.DEVNULL if streams == "2>| head -1" else subprocess.PIPE
     process = subprocess.Popen(
-        _cli(tinker_server, tmp_path), env=_env(tinker_server), stdout=stdout, stderr=stderr[streams]
+        _cli(tinker_server, tmp_path), env=cli_env(tinker_server), stdout=stdout, stderr=stderr[streams]
     )
     reader = process.stdout if process.stdout is not None else process.stderr
     assert reader is not None
@@ -143,8 +127,8 @@ def test_a_closed_pipe_under_head_keeps_the_partial_download(tinker_server, tmp_
     done = tmp_path / f"{RUN}_external_weights_piped"
     assert partial.is_dir() or done.is_dir(), "the partial download was deleted"
     rerun = subprocess.run(
-        _cli(tinker_server, tmp_path), env=_env(tinker_server), capture_output=True, text=True, timeout=300
+        _cli(tinker_server, tmp_path), env=cli_env(tinker_server), capture_output=True, text=True, timeout=300
     )
     if not done.is_dir() or rerun.returncode == 0:
         assert rerun.returncode == 0, rerun.stderr
-    assert _tree(done) == expected_files(7, SIZE, 2)
+    assert tree_hashes(done) == expected_files(7, SIZE, 2)

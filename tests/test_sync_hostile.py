@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 import pytest
 from _front import Front
+from _helpers import client_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -56,12 +57,9 @@ def fetched(server) -> list[str]:
 
 
 def cli(url: str, out: Path, *args: str, run: str = RUN) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TINKER_", "CLOUDFLARE_"))}
-    env.update(TINKER_API_KEY=API_KEY, TINKER_BASE_URL=url)
-    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
     return subprocess.run(
         [sys.executable, "-m", "tinker_sync", "checkpoint", "sync", run, "-o", str(out), *args],
-        env=env,
+        env=client_env(API_KEY, url),
         capture_output=True,
         text=True,
         timeout=120,
