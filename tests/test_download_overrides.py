@@ -237,3 +237,29 @@ def test_request_options_carry_the_file_options_unchanged():
     signed = options.signed("https://store.example/f?sig=s")
     assert signed.file is file and signed.timeout == 5
     assert signed.headers is None and signed.params is None and signed.credentials is False
+
+
+def test_export_trace_takes_the_extras_on_every_poll(demo, tmp_path: Path):
+    """``timeout`` is export_trace's whole wait; the other overrides go with every poll, and the
+    trace's signed URL is fetched with none of them unless given to that download."""
+    with Client(api_key=demo.api_key, base_url=demo.url, sleep=lambda seconds: None) as client:
+        url = client.sessions.export_trace(
+            "session-001", poll_interval=0.01, extra_headers=HEADERS, extra_query=QUERY, max_retries=1
+        )
+        path = client.download(url, tmp_path / "t.pftrace", credentials=False)
+    assert path.stat().st_size > 0
+    polls = [r for r in demo.requests if r.path.endswith("/trace_export")]
+    assert len(polls) == 2  # pending, then ready
+    for poll in polls:
+        assert poll.headers["x-trace-id"] == "trace-1" and poll.query == QUERY
+    _check_routes(demo)
+
+
+def test_export_trace_max_retries_per_call(tinker_server):
+    tinker_server.script("/api/v1/sessions/", *[Fault(status=503)] * 5)
+    waits: list[float] = []
+    with Client(api_key=API_KEY, base_url=tinker_server.url, max_retries=10, sleep=waits.append) as client:
+        with pytest.raises(InternalServerError):
+            client.sessions.export_trace("session-001", max_retries=1)
+    polls = [r for r in tinker_server.requests if r.path.endswith("/trace_export")]
+    assert len(polls) == 2 and len(waits) == 1

@@ -35,6 +35,7 @@ from ._receiver import Progress
 __all__ = [
     "BodyOverrides",
     "Connections",
+    "Extras",
     "FileOptions",
     "Overrides",
     "Params",
@@ -55,21 +56,28 @@ def check_connections(connections: object) -> None:
         raise ValueError(f"connections must be a positive integer or 'auto', got {connections!r}")
 
 
-class Overrides(TypedDict, total=False):
-    """The per-call overrides every API method takes as keyword arguments (as in the official SDK).
+class Extras(TypedDict, total=False):
+    """The per-call overrides but ``timeout``: for a method whose own ``timeout`` argument says
+    something else (the whole wait of ``sessions.export_trace``).
 
     Keys:
         extra_headers: more request headers; they win over the method's own
             (and the client's ``default_headers``).
         extra_query: more query parameters; they win over the method's own.
-        timeout: seconds or a ``Timeout`` for this call (None: the client's).
         max_retries: retries for this call (None: the client's).
     """
 
     extra_headers: Mapping[str, str] | None
     extra_query: Params | None
-    timeout: Timeoutish
     max_retries: int | None
+
+
+class Overrides(Extras, total=False):
+    """The per-call overrides every API method takes as keyword arguments (as in the official SDK):
+    ``Extras`` (``extra_headers``, ``extra_query``, ``max_retries``) and ``timeout``, seconds or a
+    ``Timeout`` for this call (None: the client's)."""
+
+    timeout: Timeoutish
 
 
 class BodyOverrides(Overrides, total=False):

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal, Unpack
 
 from .._exceptions import APITimeoutError, TinkerError
-from .._options import BodyOverrides, Overrides, RequestOptions
+from .._options import BodyOverrides, Extras, Overrides, RequestOptions
 from ._paths import segment
 from ._resource import M, Parsed, Raw, Streamed, SyncAPIResource, endpoint, iterate_pages, no_content, view
 from .training_runs import AccessScope
@@ -200,23 +200,26 @@ class Sessions(SyncAPIResource[M]):
         timeout: float = 600.0,
         poll_interval: float = TRACE_POLL_INTERVAL,
         on_pending: Callable[[], None] | None = None,
+        **extras: Unpack[Extras],
     ) -> str:
         """Have the server build the session's Perfetto trace (``.pftrace``); its signed download URL.
 
         Polls ``GET sessions/{id}/trace_export`` until it is ready (``on_pending`` is called once,
         at the first "pending"). The URL lives about an hour and needs no key: fetch it with
-        ``client.download(url, dest, credentials=False)``.
+        ``client.download(url, dest, credentials=False)``. ``timeout`` is the whole wait;
+        ``extra_headers``, ``extra_query`` and ``max_retries`` go with every poll.
 
         Raises:
             TinkerError: the export failed on the server.
             APITimeoutError: not ready within ``timeout`` seconds.
         """
         self._plain_only("export_trace")
-        path = f"/api/v1/sessions/{segment(session_id, 'session id')}/trace_export"
+        options = RequestOptions("GET", f"/api/v1/sessions/{segment(session_id, 'session id')}/trace_export")
+        options = options.overridden(extras)
         deadline = time.monotonic() + timeout
         pending = False
         while True:
-            answer = self._client.get(path, cast_to=TraceExport)
+            answer = self._json(options, TraceExport)
             if answer.status == "ready" and answer.url:
                 return answer.url
             if answer.status == "failed":
