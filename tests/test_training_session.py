@@ -67,3 +67,25 @@ def test_both_from_state_methods_take_the_sdks_arguments(
     (load,) = [r.json() for r in server.requests if r.path == "/api/v1/load_weights"]
     assert load["optimizer"] is optimizer and load["path"] == saved and load["base_model"] == BASE
     assert load["user_metadata"] == {"run": "7"} and load["weights_access_token"] == "token-1"
+
+
+@pytest.mark.parametrize("handshake", [True, False], ids=["handshake", "no-handshake"])
+@pytest.mark.parametrize("jwt", [False, True], ids=["key", "jwt"])
+def test_a_session_asks_for_the_servers_flags_once_and_follows_them(
+    server: MockTinkerServer, handshake: bool, jwt: bool
+) -> None:
+    """As the official SDK: one client/config a session, whether the client's handshake or the
+    session (a client made with handshake=False) asks; the engine follows the flags it answered."""
+    import tinker_sync
+
+    server.client_config.update(pjwt_auth_enabled=jwt and handshake, sample_use_retrieve_futures=True)
+    client = tinker_sync.Client(api_key=server.api_key, base_url=server.url, handshake=handshake)
+    service = ServiceClient(client=client)
+    try:
+        service.create_sampling_client(base_model=BASE).result(30)
+        assert service._engine.retrieve_futures is True
+    finally:
+        service.close()
+        client.close()
+    assert [r.path for r in server.requests].count("/api/v1/client/config") == 1
+    assert [r.path for r in server.requests].count("/api/v1/auth/token") == (1 if jwt and handshake else 0)

@@ -122,6 +122,7 @@ class Auth:
     def __init__(self, source: CredentialSource, sdk_version: str, *, handshake: bool = True) -> None:
         self.source = source
         self._sdk_version = sdk_version
+        self.handshake = handshake  # whether this client fetches the server's flags (client/config)
         self._lock = threading.Lock()
         # Without the handshake the flags are the defaults from the start: the key, never a JWT.
         self._config: dict[str, Any] | None = None if handshake else {}

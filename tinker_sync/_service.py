@@ -22,9 +22,11 @@ import time
 from collections.abc import Callable
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
+import msgspec
+
 from ._client import Client
 from ._config import resolve_project_id
-from ._exceptions import APIStatusError, NotFoundError
+from ._exceptions import APIResponseValidationError, APIStatusError, NotFoundError
 from ._sampling_client import DispatchBytes, SamplingClient
 from ._train_future import (
     DEFAULT_POLL_TIMEOUT,
@@ -160,8 +162,17 @@ class ServiceClient:
     # -- session ------------------------------------------------------------------------------------
 
     def _fetch_config(self) -> ClientConfigResponse:
+        """The server's flags: the client's handshake already fetches them once (the official SDK
+        sends client/config once a session too); a client made with ``handshake=False`` asks here."""
+        client = self._client
+        if client._auth.handshake:
+            flags = client._auth.config(client._exchange())
+            try:
+                return msgspec.convert(flags, ClientConfigResponse)
+            except msgspec.ValidationError as error:
+                raise APIResponseValidationError(f"client/config: {error}") from None
         try:
-            return self._client.post(
+            return client.post(
                 "/api/v1/client/config", json={"sdk_version": SDK_VERSION}, cast_to=ClientConfigResponse
             )
         except NotFoundError:
