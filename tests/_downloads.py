@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from _helpers import HasURL, cli_env
 
 from tinker_sync import _files as files
 from tinker_sync.testing._data import sha256_of
@@ -32,3 +41,35 @@ def leftovers(dest: str | os.PathLike[str]) -> list[str]:
         for s in (files.PART_SUFFIX, files.SIDECAR_SUFFIX, files.LOCK_SUFFIX)
         if os.path.exists(f"{dest}{s}")
     ]
+
+
+def kill_9_mid_download(
+    server: HasURL, url: str, dest: Path, *, killed_after: int = 2 << 20
+) -> list[tuple[int, int]]:
+    """Run ``tinker-sync download URL -o DEST --connections 4`` (capped at 2 MB/s) in a subprocess,
+    SIGKILL it once its sidecar lists ``killed_after`` bytes, and return the ranges it lists."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tinker_sync", "download", f"{url}&rate=2000000", "-o", str(dest)]
+        + ["--connections", "4"],
+        env=cli_env(server),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    sidecar = Path(f"{dest}.part.json")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                saved = json.loads(sidecar.read_text())
+            except (OSError, ValueError):
+                saved = {}
+            if sum(b - a for a, b in saved.get("ranges", [])) >= killed_after:
+                break
+            assert proc.poll() is None, "the download ended before it could be killed"
+            time.sleep(0.02)
+        else:
+            pytest.fail(f"the sidecar never listed {killed_after} bytes")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    return [(a, b) for a, b in json.loads(sidecar.read_text())["ranges"]]

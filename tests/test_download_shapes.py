@@ -11,17 +11,14 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
-import json
 import logging
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from _downloads import expected_sha, file_sha, leftovers
+from _downloads import expected_sha, file_sha, kill_9_mid_download, leftovers
 from _sockets import raw_server
 
 import tinker_sync
@@ -328,42 +325,7 @@ def test_kill_9_then_rerun_against_an_odd_range_server(tinker_server, tmp_path, 
     size = 16 * MiB
     url = f"/test/bytes?size={size}&seed=29&{shape}"
     dest = tmp_path / "killed.bin"
-    env = dict(os.environ, TINKER_API_KEY=API_KEY, TINKER_BASE_URL=tinker_server.url)
-    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tinker_sync",
-            "download",
-            f"{url}&rate=2000000",
-            "-o",
-            str(dest),
-            "--connections",
-            "4",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    sidecar = Path(f"{dest}.part.json")
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                saved = json.loads(sidecar.read_text())
-            except (OSError, ValueError):
-                saved = {}
-            if sum(b - a for a, b in saved.get("ranges", [])) >= 2 * MiB:
-                break
-            assert proc.poll() is None, "the download ended before it could be killed"
-            time.sleep(0.02)
-        else:
-            pytest.fail("the sidecar never listed 2 MiB")
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    done = [tuple(r) for r in json.loads(sidecar.read_text())["ranges"]]
+    done = kill_9_mid_download(tinker_server, url, dest)
     tinker_server.clear()
     with tinker_sync.Client(api_key=API_KEY, base_url=tinker_server.url) as client:
         client.download(url, dest, connections=4)

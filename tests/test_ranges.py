@@ -7,17 +7,13 @@ import gzip
 import http.server
 import json
 import os
-import signal
 import socketserver
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from _downloads import expected_sha, file_sha, leftovers
-from _helpers import cli_env
+from _downloads import expected_sha, file_sha, kill_9_mid_download, leftovers
 
 import tinker_sync
 import tinker_sync._range_plan as range_plan
@@ -470,42 +466,8 @@ def test_kill_9_mid_parallel_download_then_the_rerun_fetches_only_the_missing_ra
     size = 16 * MiB
     url = f"/test/bytes?size={size}&seed=10"
     dest = tmp_path / "killed.bin"
-    env = cli_env(tinker_server)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tinker_sync",
-            "download",
-            f"{url}&rate=2000000",
-            "-o",
-            str(dest),
-            "--connections",
-            "4",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    sidecar = Path(f"{dest}.part.json")
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                saved = json.loads(sidecar.read_text())
-            except (OSError, ValueError):
-                saved = {}
-            if sum(b - a for a, b in saved.get("ranges", [])) >= 2 * MiB:
-                break
-            assert proc.poll() is None, "the download ended before it could be killed"
-            time.sleep(0.02)
-        else:
-            pytest.fail("the sidecar never listed 2 MiB")
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    done = kill_9_mid_download(tinker_server, url, dest)
     assert not dest.exists() and os.path.getsize(f"{dest}.part") == size  # preallocated
-    done = [tuple(r) for r in json.loads(sidecar.read_text())["ranges"]]
     assert len([r for r in bytes_requests(tinker_server) if "range" in r.headers]) >= 3  # several connections
     tinker_server.clear()
     with tinker_sync.Client(api_key=API_KEY, base_url=tinker_server.url) as client:
