@@ -268,8 +268,10 @@ LOCK_OWNERS = {
     ("_ranges.py", "_Transfer"): ONE_CALL,
     ("_receive.py", "RangeSource"): ONE_CALL,
     ("_retry.py", "RetryBudget"): ONE_CALL,
-    ("_sampling_client.py", "DispatchBytes"): TRAINING,
     ("_sampling_client.py", "SamplingClient"): TRAINING,
+    ("_sampling_holder.py", "<module>"): RESET,  # the shadow holders' cache: a child starts afresh
+    ("_sampling_holder.py", "DispatchBytes"): TRAINING,
+    ("_sampling_holder.py", "SampleDispatch"): TRAINING,
     ("_service.py", "ServiceClient"): TRAINING,
     ("_train_future.py", "BillingPause"): TRAINING,
     ("_train_future.py", "Engine"): TRAINING,

@@ -1,7 +1,9 @@
-"""docs/training.md runs as written: each Python block in a fresh interpreter against the demo server.
+"""docs/training.md runs as written: each Python block, saved as a script, in a fresh interpreter
+against the demo server.
 
 The blocks are the cookbook's minimal supervised (``sl_loop``) and RL (``rl_loop``) loops ported
-to tinker_sync, and ``sample_many``; they assert their own outcomes (the loss falls).
+to tinker_sync, ``sample_many``, and sampling in worker processes (``spawn`` re-imports the script
+in each worker); they assert their own outcomes (the loss falls).
 """
 
 from __future__ import annotations
@@ -21,16 +23,20 @@ BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
 
 
 def test_the_page_has_the_loops() -> None:
-    assert len(BLOCKS) == 4
+    assert len(BLOCKS) == 5
     assert any("cross_entropy" in b for b in BLOCKS) and any("importance_sampling" in b for b in BLOCKS)
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)), ids=["imports", "sl_loop", "rl_loop", "sample_many"])
-def test_each_example_runs_against_the_demo_server(index: int) -> None:
+@pytest.mark.parametrize(
+    "index", range(len(BLOCKS)), ids=["imports", "sl_loop", "rl_loop", "sample_many", "workers"]
+)
+def test_each_example_runs_against_the_demo_server(index: int, tmp_path: Path) -> None:
+    script = tmp_path / "example.py"
+    script.write_text(BLOCKS[index])
     with MockTinkerServer(demo_data=True) as server:
         env = {**os.environ, "TINKER_BASE_URL": server.url, "TINKER_API_KEY": server.api_key}
         result = subprocess.run(
-            [sys.executable, "-c", BLOCKS[index]], env=env, capture_output=True, text=True, timeout=300
+            [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path
         )
         assert result.returncode == 0, result.stderr
         if index == 1:
@@ -40,3 +46,9 @@ def test_each_example_runs_against_the_demo_server(index: int) -> None:
             assert result.stdout.count("step ") == 3
         if index == 3:
             assert result.stdout.strip() == "4000 tokens sampled"
+        if index == 4:
+            assert result.stdout.strip() == "4 prompts sampled in worker processes"
+            asamples = [r.json() for r in server.requests if r.path == "/api/v1/asample"]
+            assert len(asamples) == 4 and all(body["seq_id"] >= 1_000_000_000 for body in asamples)
+            paths = [r.path for r in server.requests]
+            assert paths.count("/api/v1/create_session") == 1 and server.sessions[-1].finished == "success"

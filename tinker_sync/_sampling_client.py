@@ -1,29 +1,45 @@
 """``SamplingClient``: sampling and prompt logprobs on one sampling session, and ``sample_many``.
 
-Each ``sample`` is one ``POST /asample`` (``X-Tinker-Sampling-Backpressure: 1``; a
-429 is waited out and sent again by the client's retries) answered by a future
-whose result is a protobuf ``SampleResponse``; the promise must carry one
-``sample_sequence_ids`` entry per sample, stamped on the sequences. A promise the
-server has dropped (410) is sent again as a new request, into the same future.
+Each ``sample`` is one ``POST /asample`` (``X-Tinker-Sampling-Backpressure: 1``) answered by
+a future whose result is a protobuf ``SampleResponse``; the promise must carry one
+``sample_sequence_ids`` entry per sample, stamped on the sequences. A 429 (or a 402 within
+the billing pause) backs the whole holder off and the same request (same ``seq_id``) is sent
+again (``_sampling_holder``). A promise the server has dropped (410) is sent again as a new
+request, into the same future.
+
+A ``SamplingClient`` pickles (to ``multiprocessing`` or ``ProcessPoolExecutor`` workers): the
+copy samples through a shadow holder of its process (``_sampling_holder``), on the same
+sampling session. Its ``seq_id``s are ``1e9 * k + n``: ``k`` is the ``client_counter`` of
+``POST join_sampling_session`` when the server's flag ``sample_join_sampling_session`` is set
+(asked once, before the first sample), else a random clone id, as in the official SDK.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
+import dataclasses
 import itertools
 import threading
+import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 import msgspec
 
+from ._exceptions import APIStatusError
 from ._proto import decode_sample_response
+from ._sampling_holder import (
+    DispatchBytes,
+    SampleDispatch,
+    ShadowConfig,
+    dispatch_size,
+    shadow_service,
+)
 from ._train_future import Engine, Future, post_future, proto_result, resolve
+from ._train_types import ClientConfigResponse
 from .resources.types import (
     EncodedTextChunk,
     FutureHandle,
-    ImageChunk,
     ModelInput,
     ModelInputChunk,
     SampleResponse,
@@ -31,53 +47,46 @@ from .resources.types import (
     TensorData,
 )
 
-__all__ = ["DEFAULT_WINDOW", "DispatchBytes", "SamplingClient", "dispatch_size"]
+__all__ = ["DEFAULT_WINDOW", "DispatchBytes", "SamplingClient", "SamplingClientState", "dispatch_size"]
 
 DEFAULT_WINDOW = 64  # sample_many: how many samples are in flight at most
 _SAMPLE = proto_result(decode_sample_response, "SampleResponse")
-
-
-class DispatchBytes:
-    """The session's sampling dispatch budget (``client/config``'s ``sample_dispatch_bytes_semaphore_size``,
-    10 MiB): a sample is sent only while the samples being sent are within it, by their estimated
-    size (10 bytes a token, an image's or audio's bytes). As the SDK's ``BytesSemaphore``, a send
-    waits only while the budget is overdrawn, so one larger than the whole budget still goes."""
-
-    def __init__(self, size: int) -> None:
-        self.left = size
-        self._cond = threading.Condition()
-
-    @contextlib.contextmanager
-    def hold(self, size: int) -> Iterator[None]:
-        """Hold ``size`` bytes of the budget while the block runs (waiting while it is overdrawn)."""
-        with self._cond:
-            while self.left < 0:
-                self._cond.wait()
-            self.left -= size
-        try:
-            yield
-        finally:
-            with self._cond:
-                self.left += size
-                self._cond.notify_all()
-
-
-def dispatch_size(prompt: ModelInput) -> int:
-    """A prompt's size as the SDK counts it for the dispatch budget."""
-    total = 0
-    for chunk in prompt.chunks:
-        if isinstance(chunk, EncodedTextChunk):
-            total += 10 * len(chunk.tokens)
-        else:
-            total += len(chunk.data if isinstance(chunk, ImageChunk) else chunk.dmel)
-    return total
+CLONE_BLOCK = 1_000_000_000  # a clone's seq_ids are CLONE_BLOCK * k + n
 
 
 class Session(Protocol):
-    """What a sampling client uses of its ``ServiceClient``: the engine and the dispatch budget."""
+    """What a sampling client uses of its ``ServiceClient`` (or of a shadow holder): the engine,
+    the dispatch limits, the server's flags, and what a copy in another process is built from."""
 
+    session_id: str
     _engine: Engine
-    _sample_dispatch: DispatchBytes
+    _config: ClientConfigResponse
+    _sample_dispatch: SampleDispatch
+
+    def _shadow_config(self) -> ShadowConfig: ...
+
+
+class JoinSamplingSessionResponse(msgspec.Struct):
+    """The answer of ``POST join_sampling_session``: this clone's id, unique in its sampling session."""
+
+    client_counter: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingClientState:
+    """What a pickled ``SamplingClient`` carries (the SDK's ``_SamplingClientPickleState``);
+    its repr shows no credential."""
+
+    holder: ShadowConfig
+    sampling_session_id: str
+    base_model: str
+    model_path: str | None
+
+
+def _unpickle_sampling_client(state: SamplingClientState) -> SamplingClient:
+    """A pickled ``SamplingClient`` in this process: on this process's shadow holder of its session."""
+    service = shadow_service(state.holder)
+    return SamplingClient(service, state.sampling_session_id, state.base_model, state.model_path, shadow=True)
 
 
 def _chunk(chunk: ModelInputChunk) -> dict[str, Any]:
@@ -103,17 +112,58 @@ class SamplingClient:
 
     Made by ``ServiceClient.create_sampling_client`` or
     ``TrainingClient.save_weights_and_get_sampling_client``. Thread-safe.
+
+    Picklable, for worker processes (``multiprocessing``, ``ProcessPoolExecutor``): the copy
+    samples on the same sampling session, with ``seq_id``s of its own, and neither makes a
+    session nor sends heartbeats (the ``ServiceClient`` in the main process does). The pickle
+    carries the API key (a worker may have none), never shown in a repr.
+    ``ServiceClient`` and ``TrainingClient`` stay in the main process.
     """
 
     def __init__(
-        self, service: Session, sampling_session_id: str, base_model: str, model_path: str | None
+        self,
+        service: Session,
+        sampling_session_id: str,
+        base_model: str,
+        model_path: str | None,
+        *,
+        shadow: bool = False,
     ) -> None:
         self.service = service
         self.sampling_session_id = sampling_session_id
         self.base_model = base_model
         self.model_path = model_path
-        self._seq = itertools.count(1)
+        # The clone id: 0 for the original; a copy asks the server (join_sampling_session) when
+        # the flag says so (None until then), else picks one at random, as the SDK.
+        self._clone: int | None = 0
+        if shadow:
+            joins = service._config.sample_join_sampling_session
+            self._clone = None if joins else uuid.uuid4().int % CLONE_BLOCK + 1
+        self._seq = itertools.count(CLONE_BLOCK * self._clone if self._clone else 1)
         self._lock = threading.Lock()
+
+    def __reduce__(self) -> tuple[Any, tuple[SamplingClientState]]:
+        """Pickled as its session's shadow config and its sampler (see the class docstring)."""
+        state = SamplingClientState(
+            self.service._shadow_config(), self.sampling_session_id, self.base_model, self.model_path
+        )
+        return (_unpickle_sampling_client, (state,))
+
+    def _join(self) -> None:
+        """Have the server allocate this copy's clone id, once, before its first sample (lock held)."""
+        answer = self.service._engine.client.post(
+            "/api/v1/join_sampling_session",
+            json={"sampling_session_id": self.sampling_session_id, "type": "join_sampling_session"},
+            cast_to=JoinSamplingSessionResponse,
+        )
+        self._clone = answer.client_counter
+        self._seq = itertools.count(CLONE_BLOCK * answer.client_counter)
+
+    def _next_seq(self) -> int:
+        with self._lock:
+            if self._clone is None:
+                self._join()
+            return next(self._seq)
 
     def __repr__(self) -> str:
         return f"<tinker_sync.SamplingClient sampling_session_id={self.sampling_session_id!r}>"
@@ -189,24 +239,35 @@ class SamplingClient:
         dispatch, size = self.service._sample_dispatch, dispatch_size(prompt)
 
         def send(track: bool = True) -> str:
-            with self._lock:
-                seq = next(self._seq)
+            seq = self._next_seq()
             with dispatch.hold(size):  # the sending only: the result's wait holds nothing
-                handle = post_future(
-                    engine,
-                    future,
-                    "/api/v1/asample",
-                    "Sample",
-                    decode,
-                    json={**body, "seq_id": seq},
-                    headers={"X-Tinker-Sampling-Backpressure": "1"},
-                    protobuf=True,
-                    resend=lambda: send(False),
-                    track=track,
-                    on_handle=check,
-                    session=self.sampling_session_id,
-                )
-            return handle.request_id
+                while True:  # a 429 (or 402): the holder backs off, then the same request again
+                    if not dispatch.wait_backoff(engine.stopping):
+                        raise RuntimeError("the ServiceClient was closed before this sample was sent")
+                    try:
+                        handle = post_future(
+                            engine,
+                            future,
+                            "/api/v1/asample",
+                            "Sample",
+                            decode,
+                            json={**body, "seq_id": seq},
+                            headers={"X-Tinker-Sampling-Backpressure": "1"},
+                            protobuf=True,
+                            resend=lambda: send(False),
+                            track=track,
+                            on_handle=check,
+                            session=self.sampling_session_id,
+                            backpressure=True,
+                        )
+                    except APIStatusError as error:
+                        if error.status_code == 429 or (
+                            error.status_code == 402 and engine.billing.wait(error) is not None
+                        ):
+                            dispatch.back_off(size)
+                            continue
+                        raise
+                    return handle.request_id
 
         def start() -> None:
             try:

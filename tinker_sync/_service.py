@@ -27,7 +27,8 @@ import msgspec
 from ._client import Client
 from ._config import resolve_project_id
 from ._exceptions import APIResponseValidationError, APIStatusError, NotFoundError
-from ._sampling_client import DispatchBytes, SamplingClient
+from ._sampling_client import SamplingClient
+from ._sampling_holder import SampleDispatch, ShadowConfig
 from ._train_future import (
     DEFAULT_POLL_TIMEOUT,
     DEFAULT_RESULT_TIMEOUT,
@@ -135,7 +136,7 @@ class ServiceClient:
             poll_timeout=poll_timeout,
             on_queue_state=on_queue_state,
         )
-        self._sample_dispatch = DispatchBytes(self._config.sample_dispatch_bytes_semaphore_size)
+        self._sample_dispatch = SampleDispatch(self._config.sample_dispatch_bytes_semaphore_size)
         self._engine.retrieve_futures = self._config.sample_use_retrieve_futures
         self._engine.billing.limit = self._config.billing_exception_max_pause_duration_sec
         self._engine.cancel_enabled = self._cancel_enabled()
@@ -147,6 +148,16 @@ class ServiceClient:
 
     def __repr__(self) -> str:
         return f"<tinker_sync.ServiceClient session_id={self.session_id!r}>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a ServiceClient cannot be pickled: it owns the session, its heartbeat and its threads, "
+            "and stays in the main process; pass a SamplingClient to worker processes (it pickles)"
+        )
+
+    def _shadow_config(self) -> ShadowConfig:
+        """What the copies of this session's sampling clients in other processes are built from."""
+        return ShadowConfig.of(self.session_id, self._client, self._config, self._engine)
 
     def __enter__(self) -> ServiceClient:
         return self

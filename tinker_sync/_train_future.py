@@ -40,6 +40,7 @@ from typing import Any, Generic
 import msgspec
 
 from ._base_client import BaseClient
+from ._decode import decode_body
 from ._exceptions import (
     APIConnectionError,
     APIResponseValidationError,
@@ -47,6 +48,7 @@ from ._exceptions import (
     APITimeoutError,
     RequestFailedError,
 )
+from ._options import RequestOptions
 from ._retry import should_retry_status
 from ._train_wire import Wire
 from ._typing import T
@@ -542,41 +544,71 @@ def proto_result(decode_proto: Callable[[bytes], T], name: str) -> Callable[[byt
 _HANDLE: msgspec.json.Decoder[FutureHandle] = msgspec.json.Decoder(FutureHandle)
 
 
+BACKPRESSURE = (429, 402)  # what a sample's caller backs off from itself (``backpressure``)
+
+
 def _submit(
-    engine: Engine, path: str, json: Any, content: bytes | None, headers: dict[str, str] | None
+    engine: Engine,
+    path: str,
+    json: Any,
+    content: bytes | None,
+    headers: dict[str, str] | None,
+    backpressure: bool = False,
 ) -> FutureHandle:
     """POST a request that answers a future handle; a 402 (billing) is waited out as ``BillingPause``
     says. A JSON body's first attempt takes the wire's hot path; when it fails in a way the client
     retries, the client's own path sends it again, with the same idempotency key, and goes on
-    retrying as it always does."""
+    retrying as it always does. With ``backpressure``, a 429 or 402 is raised at once, never
+    retried here: the caller backs off (a sample)."""
+    final = BACKPRESSURE if backpressure else ()
     while True:
         try:
-            return _submit_once(engine, path, json, content, headers)
+            return _submit_once(engine, path, json, content, headers, final)
         except APIStatusError as error:
+            if _status(error) in final:
+                raise
             wait = engine.billing.wait(error) if _status(error) == 402 else None
             if wait is None or engine.stopping.wait(wait):
                 raise
 
 
+def _post(
+    engine: Engine,
+    path: str,
+    json: Any,
+    content: bytes | None,
+    headers: dict[str, str] | None,
+    final: tuple[int, ...],
+) -> FutureHandle:
+    """The client's own path, with its retries (``final`` statuses never retried)."""
+    options = RequestOptions("POST", path, None, headers, json, content, read_body=True, final=final)
+    with engine.client._call(options) as response:
+        handle: FutureHandle = decode_body(response, FutureHandle)
+    return handle
+
+
 def _submit_once(
-    engine: Engine, path: str, json: Any, content: bytes | None, headers: dict[str, str] | None
+    engine: Engine,
+    path: str,
+    json: Any,
+    content: bytes | None,
+    headers: dict[str, str] | None,
+    final: tuple[int, ...] = (),
 ) -> FutureHandle:
     if json is None or not engine.wire.fast:
-        return engine.client.request(
-            "POST", path, json=json, content=content, headers=headers, cast_to=FutureHandle
-        )
+        return _post(engine, path, json, content, headers, final)
     key = str(uuid.uuid4())
     try:
         _, raw = engine.wire.post(path, json, headers or {}, engine.client.timeout, idempotency_key=key)
     except APIStatusError as error:
-        if not should_retry_status(_status(error), error.response.headers):
+        if _status(error) in final or not should_retry_status(_status(error), error.response.headers):
             raise
         raw = None
     except APIConnectionError:
         raw = None
     if raw is None:
         again = {**(headers or {}), "X-Idempotency-Key": key}
-        return engine.client.request("POST", path, json=json, headers=again, cast_to=FutureHandle)
+        return _post(engine, path, json, None, again, final)
     try:
         return _HANDLE.decode(raw)
     except msgspec.DecodeError as error:
@@ -598,10 +630,12 @@ def post_future(
     track: bool = True,
     on_handle: Callable[[FutureHandle], None] | None = None,
     session: str | None = None,
+    backpressure: bool = False,
 ) -> FutureHandle:
     """POST a request that answers a future handle, then poll it into ``future`` (unless not ``track``:
-    a request sent again, whose poller goes on with the new id)."""
-    handle = _submit(engine, path, json, content, headers)
+    a request sent again, whose poller goes on with the new id). ``backpressure``: a 429 or 402
+    is raised at once, for the caller to back off (``_submit``)."""
+    handle = _submit(engine, path, json, content, headers, backpressure)
     future.request_id = handle.request_id
     for shown in future._followers:
         shown.request_id = handle.request_id

@@ -29,7 +29,8 @@ from typing import Any, Protocol
 import msgspec
 
 from ._proto import decode_forward_backward_output, encode_forward_backward_request, estimate_datum_bytes
-from ._sampling_client import DispatchBytes, SamplingClient
+from ._sampling_client import SamplingClient
+from ._sampling_holder import SampleDispatch, ShadowConfig
 from ._train_future import Engine, Future, json_result, post_future, proto_result, resolve
 from ._train_types import (
     AdamParams,
@@ -56,9 +57,12 @@ _FWDBWD = proto_result(decode_forward_backward_output, "ForwardBackwardOutput")
 class Session(Protocol):
     """What a training client uses of its ``ServiceClient``."""
 
+    session_id: str
     _engine: Engine
     _config: ClientConfigResponse
-    _sample_dispatch: DispatchBytes  # for the sampling clients it makes
+    _sample_dispatch: SampleDispatch  # for the sampling clients it makes
+
+    def _shadow_config(self) -> ShadowConfig: ...
 
     def _compress(self, body: bytes) -> bytes: ...
 
@@ -157,6 +161,12 @@ class TrainingClient:
         self._sent_through = 0  # every seq_id up to this one has been accepted
         self._sent_seqs: set[int] = set()
         self._error: BaseException | None = None
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a TrainingClient cannot be pickled: it stays in the main process with its ServiceClient; "
+            "pass a SamplingClient to worker processes (it pickles)"
+        )
 
     def __repr__(self) -> str:
         return f"<tinker_sync.TrainingClient model_id={self.model_id!r}>"

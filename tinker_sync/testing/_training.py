@@ -196,6 +196,13 @@ class Training:
         self.delays: dict[str, float] = collections.defaultdict(float)
         self.hold_out_of_order = False
         self.sample_429s = 0  # answer this many backpressured asample requests 429 first
+        self.sample_402s = 0  # ... then this many 402 (billing)
+        # sample_gate: while set to an Event not yet set, asample requests are held there (their
+        # answers wait), counted in sample_in_flight (the most at once: sample_most_in_flight).
+        self.sample_gate: threading.Event | None = None
+        self.sample_in_flight = 0
+        self.sample_most_in_flight = 0
+        self.sample_changed = threading.Condition(self.lock)
         self.models: dict[str, ModelState] = collections.defaultdict(ModelState)
         self.saved: dict[str, int] = {}  # tinker path -> steps
         self.samplers: dict[str, SamplerState] = {}
@@ -437,6 +444,28 @@ class Training:
             raise HTTPError(404, f"sampling session {sampler_id!r} not found", "not_found")
         return sampler
 
+    def _hold_sample(self, request: Request) -> None:
+        """Hold the request at ``sample_gate`` (if any) until it opens, counted while held."""
+        gate = self.sample_gate
+        if gate is None:
+            return
+        with self.lock:
+            self.sample_in_flight += 1
+            self.sample_most_in_flight = max(self.sample_most_in_flight, self.sample_in_flight)
+            self.sample_changed.notify_all()
+        try:
+            while not gate.wait(0.05) and not request.state.wait(0):
+                pass
+        finally:
+            with self.lock:
+                self.sample_in_flight -= 1
+                self.sample_changed.notify_all()
+
+    def wait_samples_held(self, count: int, timeout: float = 60.0) -> bool:
+        """Wait until ``count`` asample requests are held at ``sample_gate``; False after ``timeout``."""
+        with self.lock:
+            return self.sample_changed.wait_for(lambda: self.sample_in_flight >= count, timeout)
+
     def asample(self, request: Request) -> None:
         """``POST /asample``: on a sampling session here; by base model or path, the older route."""
         if request.command != "POST":
@@ -451,10 +480,15 @@ class Training:
             with self.lock:
                 refuse = self.sample_429s > 0
                 self.sample_429s -= refuse
+                billing = not refuse and self.sample_402s > 0
+                self.sample_402s -= billing
             if refuse:
                 raise HTTPError(
                     429, "sampling is backpressured: retry later", "rate_limit", [("Retry-After", "0")]
                 )
+            if billing:
+                raise HTTPError(402, "the account is paused for billing", "billing")
+        self._hold_sample(request)
         prompt = [t for chunk in body.prompt.chunks for t in chunk.tokens]
         params = body.sampling_params
         max_tokens = params.max_tokens if params.max_tokens is not None else 16

@@ -1,0 +1,166 @@
+"""A pickled SamplingClient samples in worker processes (spawn and fork) on the same sampling session,
+through a shadow holder: no new session, no heartbeat, the same flags; seq ids of its own
+(``join_sampling_session`` when the server's flag says so, else a random clone id). ServiceClient and
+TrainingClient refuse to pickle."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import pytest
+
+from tinker_sync import SamplingClient, ServiceClient, types
+from tinker_sync._config import Timeout
+from tinker_sync._sampling_client import CLONE_BLOCK, SamplingClientState
+from tinker_sync._sampling_holder import ShadowConfig
+from tinker_sync.testing import MockTinkerServer
+
+BASE = "Qwen/Qwen3-8B"
+PARAMS = types.SamplingParams(max_tokens=3, seed=7)
+PROMPTS = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
+
+
+@pytest.fixture
+def server() -> Iterator[MockTinkerServer]:
+    with MockTinkerServer() as mock:
+        yield mock
+
+
+def sample_in_worker(sampler: SamplingClient, prompts: list[list[int]]) -> tuple[int, list[Any]]:
+    """In a worker: sample each prompt twice (2 samples each), return (pid, [(sequence id, tokens)])."""
+    out = []
+    for prompt in prompts:
+        result = sampler.sample(types.ModelInput.from_ints(prompt), 2, PARAMS).result(60)
+        out.append([(s.sequence_id, list(s.tokens)) for s in result.sequences])
+    return os.getpid(), out
+
+
+def seq_ids(results: list[Any]) -> list[int]:
+    """The seq_id of each sample request (the mock's sequence ids are ``session:seq_id:i``)."""
+    return [int(str(sequences[0][0]).split(":")[-2]) for sequences in results]
+
+
+@pytest.mark.parametrize("context", ["spawn", "fork"])
+@pytest.mark.parametrize("join", [True, False], ids=["join_sampling_session", "random_clone_id"])
+def test_a_pickled_sampling_client_samples_in_worker_processes(
+    server: MockTinkerServer, context: str, join: bool
+) -> None:
+    server.client_config["sample_join_sampling_session"] = join
+    with ServiceClient(api_key=server.api_key, base_url=server.url, heartbeat_interval=3600) as service:
+        sampler = service.create_sampling_client(base_model=BASE).result(30)
+        sid = sampler.sampling_session_id
+        _, mine = sample_in_worker(sampler, PROMPTS)
+        tasks = 4
+        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context(context)) as pool:
+            done = [
+                f.result(120) for f in [pool.submit(sample_in_worker, sampler, PROMPTS) for _ in range(tasks)]
+            ]
+        _, again = sample_in_worker(sampler, PROMPTS)  # the parent goes on after its workers
+    assert all(pid != os.getpid() for pid, _ in done)
+    # The same sampler (prompt and seed decide the tokens): every worker got what the parent got.
+    tokens = [[t for _, t in sequences] for sequences in mine]
+    assert all([[t for _, t in sequences] for sequences in got] == tokens for _, got in done)
+    # Seq ids never collide: the parent's from 1, each copy's in a block of its own, 1e9 * k + n.
+    assert seq_ids(mine) + seq_ids(again) == [1, 2, 3, 4, 5, 6]
+    blocks = [seq_ids(got) for _, got in done]
+    clones = [block[0] // CLONE_BLOCK for block in blocks]
+    assert all(
+        block == [CLONE_BLOCK * k + n for n in range(len(PROMPTS))]
+        for block, k in zip(blocks, clones, strict=True)
+    )
+    assert len(set(clones)) == tasks and 0 not in clones
+    joins = [r for r in server.requests if r.path == "/api/v1/join_sampling_session"]
+    if join:  # each unpickled copy joined once, before its first sample; the server counted them
+        assert sorted(clones) == list(range(1, tasks + 1))
+        assert [r.json() for r in joins] == [
+            {"sampling_session_id": sid, "type": "join_sampling_session"}
+        ] * tasks
+        assert server.training.samplers[sid].joined == tasks
+    else:
+        assert joins == []
+    # No copy made a session, fetched the flags again or sent a heartbeat; every one sent the key.
+    paths = [r.path for r in server.requests]
+    assert paths.count("/api/v1/create_session") == 1 and paths.count("/api/v1/client/config") == 1
+    assert "/api/v1/session_heartbeat" not in paths and len(server.sessions) == 1
+    asamples = [r for r in server.requests if r.path == "/api/v1/asample"]
+    assert len(asamples) == len(PROMPTS) * (tasks + 2)
+    assert {r.headers["x-api-key"] for r in asamples} == {server.api_key}
+    assert {r.json()["sampling_session_id"] for r in asamples} == {sid}
+
+
+def test_a_pickled_sampling_client_keeps_the_flags_and_uses_retrieve_futures(
+    server: MockTinkerServer,
+) -> None:
+    server.client_config.update(sample_use_retrieve_futures=True, sample_join_sampling_session=True)
+    with ServiceClient(api_key=server.api_key, base_url=server.url) as service:
+        sampler = service.create_sampling_client(base_model=BASE).result(30)
+        copy = pickle.loads(pickle.dumps(sampler))  # in this process too: a shadow holder of its own
+        assert copy.service is not service and copy.service._engine is not service._engine
+        assert copy.service._config == service._config and copy.service.session_id == service.session_id
+        _, got = sample_in_worker(copy, PROMPTS)
+        assert seq_ids(got) == [CLONE_BLOCK, CLONE_BLOCK + 1, CLONE_BLOCK + 2]
+        again = pickle.loads(pickle.dumps(copy))  # a copy of a copy: the same holder, a new clone
+        assert again.service is copy.service and seq_ids(sample_in_worker(again, PROMPTS[:1])[1]) == [
+            2 * CLONE_BLOCK
+        ]
+    paths = [r.path for r in server.requests]
+    assert paths.count("/api/v1/retrieve_futures") >= 1 and paths.count("/api/v1/client/config") == 1
+
+
+@pytest.mark.parametrize("kind", ["service", "training"])
+def test_service_and_training_clients_refuse_to_be_pickled(server: MockTinkerServer, kind: str) -> None:
+    with ServiceClient(api_key=server.api_key, base_url=server.url) as service:
+        target: Any = service
+        if kind == "training":
+            target = service.create_lora_training_client(BASE).result(30)
+        with pytest.raises(TypeError, match="cannot be pickled.*main process.*SamplingClient"):
+            pickle.dumps(target)
+
+
+def test_the_pickle_carries_the_key_but_no_repr_shows_it(server: MockTinkerServer) -> None:
+    secret = "tml-pickled-secret-key"
+    server.add_api_key(secret)
+    with ServiceClient(api_key=secret, base_url=server.url) as service:
+        sampler = service.create_sampling_client(base_model=BASE).result(30)
+        reducer, (state,) = sampler.__reduce__()
+        assert isinstance(state, SamplingClientState) and state.holder.api_key == secret
+        assert secret.encode() in pickle.dumps(sampler)  # a worker may have no credentials of its own
+        copy = pickle.loads(pickle.dumps(sampler))
+        for shown in (repr(state), repr(state.holder), repr(copy), repr(copy.service), str(state)):
+            assert secret not in shown
+        assert copy.sample(types.ModelInput.from_ints([1, 2]), 1, PARAMS).result(30).sequences
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://user:pa/ss@127.0.0.1:9/",
+        "http://user:p@ss#w?rd@127.0.0.1:9/",
+        "https://tok:en:x@host.example/",
+    ],
+)
+def test_a_shadow_config_repr_masks_the_key_and_the_url_credentials(base_url: str) -> None:
+    config = ShadowConfig(
+        session_id="s",
+        base_url=base_url,
+        api_key="tml-secret-1",
+        default_headers={"X-Custom": "visible-name-only"},
+        flags={},
+        handshake=True,
+        cancel_enabled=False,
+        timeout=Timeout(),
+        max_retries=2,
+        result_timeout=1.0,
+        poll_timeout=1.0,
+        submit_workers=1,
+        poll_workers=1,
+    )
+    shown = repr(config)
+    password = base_url.split("://", 1)[1].rsplit("@", 1)[0].split(":", 1)[1]
+    assert "tml-secret-1" not in shown and password not in shown and "***" in shown
+    assert "visible-name-only" not in shown and "X-Custom" in shown
