@@ -7,9 +7,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+import tinker_sync
 from tinker_sync import ServiceClient, types
 from tinker_sync._sampling_holder import (
     BACKOFF,
@@ -23,6 +25,7 @@ from tinker_sync._sampling_holder import (
     SampleDispatch,
 )
 from tinker_sync.testing import MockTinkerServer
+from tinker_sync.testing._types import Fault
 
 BASE = "Qwen/Qwen3-8B"
 PARAMS = types.SamplingParams(max_tokens=2, seed=3)
@@ -65,6 +68,30 @@ def test_a_refused_sample_backs_off_and_sends_the_same_request_again(
     assert all(body == {**sent[1], "seq_id": 2} for body in sent[1:])
     refused = [r for r in server.requests if r.path == "/api/v1/asample"][1:-1]
     assert all(r.headers["x-tinker-sampling-backpressure"] == "1" for r in refused)
+
+
+@pytest.mark.parametrize("hooks", [False, True], ids=["hot", "generic"])
+def test_a_429_on_either_path_is_the_samples_backoff_not_the_clients_retry(
+    server: MockTinkerServer, hooks: bool
+) -> None:
+    """Moved here from test_train_wire's retried-submission table: as the official SDK (asample with
+    max_retries=0, then the holder's backoff), the same body goes again as a new request (a new
+    idempotency key), once the backoff ends; the client's own retries never see the 429."""
+    seen: list[str] = []
+    options: dict[str, Any] = (
+        {"event_hooks": {"request": [lambda info: seen.append(info.url)]}} if hooks else {}
+    )
+    client = tinker_sync.Client(api_key=server.api_key, base_url=server.url, max_retries=3, **options)
+    with client, ServiceClient(client=client) as service:
+        service._sample_dispatch.backoff = service._sample_dispatch.step = 0.01
+        sampler = service.create_sampling_client(base_model=BASE).result(30)
+        server.script("/api/v1/asample", Fault(status=429, retry_after=0))
+        assert len(sampler.sample(types.ModelInput.from_ints([1, 2, 3]), 2, PARAMS).result(30).sequences) == 2
+        assert service._sample_dispatch.backoffs == 1
+    sent = [r for r in server.requests if r.path == "/api/v1/asample"]
+    assert len(sent) == 2 and sent[0].body == sent[1].body
+    assert sent[0].headers["x-idempotency-key"] != sent[1].headers["x-idempotency-key"]
+    assert not hooks or sum(url.endswith("/asample") for url in seen) == 2
 
 
 def test_a_402_past_the_billing_pause_fails_the_sample(server: MockTinkerServer) -> None:

@@ -73,7 +73,6 @@ def test_the_hot_path_sends_the_generic_paths_headers(server: MockTinkerServer) 
 @pytest.mark.parametrize(
     "fault",
     [
-        pytest.param(Fault(status=429, retry_after=0), id="429"),
         pytest.param(Fault(status=500), id="500"),
         pytest.param(Fault(status=503), id="503"),
         pytest.param(Fault(status=408), id="408"),
@@ -83,6 +82,7 @@ def test_the_hot_path_sends_the_generic_paths_headers(server: MockTinkerServer) 
 def test_a_failed_first_submission_is_retried_with_the_same_idempotency_key(
     server: MockTinkerServer, fault: Fault
 ) -> None:
+    """(A 429 is the sample's backoff, not the client's retry: test_sampling_backoff.py.)"""
     server.script("/api/v1/asample", fault)
     requests = sample_once(server)
     sent = [r for r in requests if r.path == "/api/v1/asample"]
