@@ -22,8 +22,8 @@ from _downloads import expected_sha, file_sha, kill_9_mid_download, leftovers
 from _sockets import raw_server
 
 import tinker_sync
+import tinker_sync._ramp as ramp
 import tinker_sync._range_plan as range_plan
-import tinker_sync._ranges as ranges
 from tinker_sync._continuation import continuation_problem, url_expiry
 from tinker_sync._files import PartFile
 from tinker_sync.testing import Fault
@@ -38,7 +38,7 @@ def small_pieces(monkeypatch):
     monkeypatch.setattr(range_plan, "MIN_PIECE", 64 * KiB)
     monkeypatch.setattr(range_plan, "MIN_STEAL", 64 * KiB)
     monkeypatch.setattr(range_plan, "STEAL_ALIGN", 4 * KiB)
-    monkeypatch.setattr(ranges, "PROBE_TIME", 0.0)  # every connection at once (the probe: its own tests)
+    monkeypatch.setattr(ramp, "PROBE_TIME", 0.0)  # every connection at once (the probe: its own tests)
 
 
 def data_requests(server, path: str = "/test/"):
@@ -215,7 +215,7 @@ def test_a_url_expiring_mid_transfer_completes_over_several_connections(
     url = tinker_server.presign(  # 4 connections need 6.4 s: past the expiry, 4 to 5 s from now
         "f.bin", size=size, seed=24, expires_in=4, style=style, extra={"rate": str(80 * KiB)}
     )
-    monkeypatch.setattr(ranges, "PROBE_TIME", probe)  # with a probe: regions once its pace is known
+    monkeypatch.setattr(ramp, "PROBE_TIME", probe)  # with a probe: regions once its pace is known
     client.download(url, dest, connections=4)
     assert file_sha(dest) == expected_sha(24, size)
     sent = data_requests(tinker_server, "/test/presigned/")
@@ -417,30 +417,57 @@ def test_the_docs_example_runs_against_the_demo_server():
 # -- several connections only where they beat one ------------------------------------------------------
 
 
+def feed(monkeypatch, *, gain: float | None = None, alone: float | None = None) -> list[tuple]:
+    """The seam that makes a probe test assert the plan, not the machine's speed: each step of the
+    ramp is judged as if it moved ``gain`` times what the step before it did, and the first answer
+    alone as if it moved ``alone`` bytes a second (None: as measured). Returns what was measured."""
+    measured: list[tuple] = []
+    real_next, real_costs = ramp.next_width, ramp.asking_costs_more
+
+    def next_width(steps, step, rate, before):
+        measured.append(("step", steps[step], rate, before))
+        return real_next(steps, step, before * gain if gain is not None else rate, before)
+
+    def asking_costs_more(ask, measured_alone, left, connections):
+        measured.append(("alone", ask, measured_alone, left))
+        return real_costs(ask, alone if alone is not None else measured_alone, left, connections)
+
+    monkeypatch.setattr(ramp, "next_width", next_width)
+    monkeypatch.setattr(ramp, "asking_costs_more", asking_costs_more)
+    return measured
+
+
 @pytest.mark.parametrize(
-    ("query", "parallel"),
+    ("gain", "connections", "steps", "widest"),
     [
-        (f"rate={MiB}", True),  # each connection capped: together they go four times as fast
-        (f"rate={4 * MiB}&delay_headers=1.0", False),  # every request costs a second: one connection
+        (None, 4, [2, 4], 4),  # each connection capped: every step doubles the pace (as measured)
+        (2.0, 4, [2, 4], 4),  # the same, judged as doubling however loaded the machine is
+        (1.5, 8, [2, 4, 8], 8),  # 1 -> 2 -> 4 -> 8
+        (1.0, 4, [2], 1),  # connections sharing one pace: back to the first alone after 2
+        (1.0, 8, [2], 1),
     ],
 )
-def test_the_first_answer_alone_sets_the_pace_the_others_must_beat(
-    client, tinker_server, tmp_path, caplog, monkeypatch, query, parallel
+def test_connections_are_added_while_each_step_gains(
+    client, tinker_server, tmp_path, caplog, monkeypatch, gain, connections, steps, widest
 ):
-    monkeypatch.setattr(ranges, "PROBE_TIME", 0.3)
+    """The first answer runs alone, then 2 connections, then 4, ... while each step moves more a second
+    than the one before; a step that does not gain goes back (to the first alone: the rest is its
+    own, said at debug level, and no other connection is opened)."""
+    monkeypatch.setattr(ramp, "PROBE_TIME", 0.2)
+    monkeypatch.setattr(ramp, "STEP_TIME", 0.2)
+    measured = feed(monkeypatch, gain=gain, alone=MiB)
     caplog.set_level(logging.DEBUG, logger="tinker_sync")
-    size, dest = 6 * MiB, tmp_path / "f"
-    tinker_server.script("/test/bytes", Fault(rate=4 * MiB) if not parallel else Fault(rate=MiB))
-    client.download(f"/test/bytes?size={size}&seed=30&{query}", dest, connections=4)
+    size, dest = 3 * connections // 2 * MiB, tmp_path / "f"
+    client.download(f"/test/bytes?size={size}&seed=30&rate={MiB}", dest, connections=connections)
     assert file_sha(dest) == expected_sha(30, size)
-    decided = [r for r in caplog.records if "the first alone" in r.getMessage()]
-    single = [r for r in decided if "one connection for the rest" in r.getMessage()]
-    assert decided, "the probe measured"
-    if parallel:
-        assert single == [] and tinker_server.peak_in_flight >= 3
-    else:
+    assert [m[1] for m in measured if m[0] == "step"] == steps
+    single = [r for r in caplog.records if "one connection for the rest" in r.getMessage()]
+    if widest == 1:  # 2 connections did not gain: the second one's request, then the first's alone
         assert len(single) == 1 and single[0].levelno == logging.DEBUG
-        assert len(data_requests(tinker_server)) <= 4  # the first, and the others' one try each
+        assert "2 connections moved" in single[0].getMessage()
+        assert len(data_requests(tinker_server)) <= 3  # the first, the second's, the keeper's hole
+    else:  # (a closed answer may still be in flight at the server while its successor is asked)
+        assert single == [] and tinker_server.peak_in_flight >= widest
 
 
 @pytest.mark.parametrize(
@@ -457,8 +484,10 @@ def test_requests_that_cost_more_than_they_could_save_are_never_made(
 ):
     """A server whose every request costs more than the first answer needs to finish the file: after
     the first answer's time alone the rest is its own; no other request is made, the plan change is
-    said once at debug level, and the one stream_end counts the one request."""
-    monkeypatch.setattr(ranges, "PROBE_TIME", 0.3)
+    said once at debug level, and the one stream_end counts the one request. The first answer's pace
+    is judged as the server's cap (``feed``): a starved test process reads slower than that."""
+    monkeypatch.setattr(ramp, "PROBE_TIME", 0.3)
+    measured = feed(monkeypatch, alone=8 * MiB)
     caplog.set_level(logging.DEBUG, logger="tinker_sync")
     size, dest = 8 * MiB, tmp_path / "f"
     # Each answer capped at 8 MiB/s: the first alone has about a third of the file by 0.3 s.
@@ -475,6 +504,7 @@ def test_requests_that_cost_more_than_they_could_save_are_never_made(
         client.download(url, dest, connections=connections)
     assert file_sha(dest) == expected_sha(31, size)
     assert [r.headers.get("range") for r in data_requests(tinker_server)] == [None]
+    assert [m[0] for m in measured] == ["alone"] and measured[0][1] >= 1.0  # what a request waits
     changes = [r for r in caplog.records if "one connection for the rest" in r.getMessage()]
     assert len(changes) == 1 and changes[0].levelno == logging.DEBUG
     assert "waits" in changes[0].getMessage() and "the first alone" in changes[0].getMessage()
@@ -502,3 +532,114 @@ def test_one_keeper_asks_for_a_whole_hole_at_once():
     assert span is not None and (span.start, span.end) == (0, MiB)  # the keeper goes on at the front
     assert plan.reach(span.end) == 6 * MiB  # one request reaches the rest of the hole
     assert plan.reach(6 * MiB) == 6 * MiB and plan.claim(1) is None  # held: nothing to reach
+
+
+class _Fetchers:
+    """What the ramp reads of the fetchers, driven by a test: bytes moved, answers heard."""
+
+    def __init__(self) -> None:
+        self.bytes, self.heard, self.first = 0, True, True
+
+    def moved(self) -> int:
+        return self.bytes
+
+    def answered(self, width: int) -> bool:
+        return self.heard
+
+    def first_reading(self) -> bool:
+        return self.first
+
+
+def _ramp_over(pace, *, connections=8, ask=0.01, total=1 << 40, cutoff=None, first=True):
+    """A ramp on a fake clock: every 50 ms the fetchers move ``pace(width)`` bytes a second's worth.
+    Returns the plan and the widths it went through."""
+    plan = range_plan.RangePlan(total, [], 64 * MiB, (0, 64 * MiB), connections=connections, cutoff=cutoff)
+    plan.asked(ask)
+    now, fetchers = [0.0], _Fetchers()
+    fetchers.first = first
+    probe = ramp.Ramp(plan, fetchers, 0.3, clock=lambda: now[0])
+    seen = [plan.width]
+    for _ in range(400):
+        now[0] += 0.05
+        fetchers.bytes += int(pace(plan.width) * 0.05)
+        probe.check()
+        if plan.width != seen[-1]:
+            seen.append(plan.width)
+        if probe.phase == "settled":
+            break
+    assert probe.phase == "settled" and plan.settled
+    return plan, seen
+
+
+@pytest.mark.parametrize(
+    ("what", "pace", "kwargs", "seen", "single"),
+    [
+        ("each connection capped", lambda w: w * 10 * MiB, {}, [1, 2, 4, 8], False),
+        ("capped, 6 allowed", lambda w: w * 10 * MiB, {"connections": 6}, [1, 2, 4, 6], False),
+        ("one shared pace", lambda w: 10 * MiB, {}, [1, 2, 1], True),
+        ("CPU-bound: more is slower", lambda w: 10 * MiB / w**0.5, {}, [1, 2, 1], True),
+        ("gains up to 4", lambda w: min(w, 4) * 10 * MiB, {}, [1, 2, 4, 8, 4], False),
+        ("a small gain is no gain", lambda w: (1 + 0.1 * w) * 10 * MiB, {}, [1, 2, 1], True),
+        ("the first answer ended", lambda w: 10 * MiB, {"first": False}, [1, 2], False),
+        ("requests cost more", lambda w: 8 * MiB, {"ask": 1.0, "total": 8 * MiB}, [1], True),
+        ("two connections", lambda w: w * 10 * MiB, {"connections": 2}, [1, 2], False),
+    ],
+)
+def test_the_ramp_adds_connections_while_each_step_gains(what, pace, kwargs, seen, single):
+    plan, widths = _ramp_over(pace, **kwargs)
+    assert widths == seen, what
+    assert plan.single is single and (plan.keeper == 0 if single else True), what
+    assert not plan.through, what  # no expiry: the keeper may still ask for the holes
+
+
+def test_a_url_that_may_expire_first_gets_every_connection_at_once():
+    # The first alone would need 100 s; the URL expires in 10: no time for steps.
+    plan, widths = _ramp_over(lambda w: 10 * MiB, total=1000 * MiB, cutoff=10.0)
+    assert widths == [1, 8, 1]  # together no faster than alone: the first reads the rest through
+    assert plan.single and plan.through  # no request after: the URL may have expired
+    plan, widths = _ramp_over(lambda w: w * 10 * MiB, total=1000 * MiB, cutoff=10.0)
+    assert widths == [1, 8] and not plan.single
+
+
+def test_a_step_is_measured_once_its_connections_are_answered():
+    plan = range_plan.RangePlan(1 << 40, [], 64 * MiB, (0, 64 * MiB), connections=4)
+    now, fetchers = [0.0], _Fetchers()
+    probe = ramp.Ramp(plan, fetchers, 0.3, clock=lambda: now[0])
+    fetchers.heard = False  # the second's answer will take 2 s to come
+    for _ in range(8):  # the first alone, 10 MiB/s, for 0.3 s from its first bytes
+        now[0] += 0.05
+        fetchers.bytes += MiB // 2
+        probe.check()
+    assert plan.width == 2
+    for _ in range(40):  # meanwhile the first alone: no window, however long
+        now[0] += 0.05
+        fetchers.bytes += MiB // 2
+        probe.check()
+    assert plan.width == 2 and probe.phase == "answering"
+    fetchers.heard = True
+    for _ in range(10):  # then both, twice the pace: the next step
+        now[0] += 0.05
+        fetchers.bytes += MiB
+        probe.check()
+    assert plan.width == 4
+
+
+def test_a_window_in_which_nothing_moved_says_nothing():
+    plan = range_plan.RangePlan(1 << 40, [], 64 * MiB, (0, 64 * MiB), connections=4)
+    now, fetchers = [0.0], _Fetchers()
+    probe = ramp.Ramp(plan, fetchers, 0.3, clock=lambda: now[0])
+    now[0] += 5.0  # a starved process: no byte read yet, the window has not started
+    probe.check()
+    assert probe.phase == "starting" and plan.width == 1
+    fetchers.bytes += 1
+    probe.check()
+    for _ in range(10):
+        now[0] += 0.05
+        fetchers.bytes += 10 * KiB  # 200 KiB/s: under MIN_WINDOW_BYTES in 0.3 s, the window waits
+        probe.check()
+    assert plan.width == 1
+    for _ in range(30):
+        now[0] += 0.05
+        fetchers.bytes += 10 * KiB
+        probe.check()
+    assert plan.width == 2  # four times the window's time: judged on what it has

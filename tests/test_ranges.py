@@ -16,8 +16,8 @@ import pytest
 from _downloads import expected_sha, file_sha, kill_9_mid_download, leftovers
 
 import tinker_sync
+import tinker_sync._ramp as ramp
 import tinker_sync._range_plan as range_plan
-import tinker_sync._ranges as ranges
 from tinker_sync._files import PartFile
 from tinker_sync.testing import Fault
 
@@ -36,7 +36,7 @@ def small_pieces(monkeypatch, waits):
     monkeypatch.setattr(range_plan, "MIN_PIECE", 64 * KiB)
     monkeypatch.setattr(range_plan, "MIN_STEAL", 64 * KiB)
     monkeypatch.setattr(range_plan, "STEAL_ALIGN", 4 * KiB)
-    monkeypatch.setattr(ranges, "PROBE_TIME", 0.0)  # every connection at once (the probe: its own tests)
+    monkeypatch.setattr(ramp, "PROBE_TIME", 0.0)  # every connection at once (the probe: its own tests)
 
 
 def spans(server, path: str = "/test/bytes") -> list[tuple[int, int]]:

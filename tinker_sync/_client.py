@@ -214,7 +214,7 @@ class Client(BaseClient, APIResources[Parsed]):
           ``resume=False`` always starts from zero.
         - Over several connections: when the server takes byte ranges (``Accept-Ranges:
           bytes``, a length, a strong ETag), ``connections`` fetch the file's pieces at once,
-          each written at its offset into the preallocated ``dest.part``; the sidecar lists the
+          each written at its offset into ``dest.part`` (of the file's size); the sidecar lists the
           pieces written, so a re-run fetches only what is missing, and any piece showing a
           changed ETag restarts the whole file from zero. ``"auto"`` (the default): 1 below
           32 MiB, one more per 16 MiB, up to 8; never more than ``pool_maxsize``. The same

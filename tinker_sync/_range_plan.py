@@ -116,6 +116,14 @@ class RangePlan:
         self.cutoff = cutoff
         self.what = what
         self.keeper: int | None = None  # in ``single``: the one fetcher
+        # Fetchers below ``width`` claim pieces (the others wait, or stop once no longer wanted:
+        # ``settled``); ``alive``: the fetchers still at work, kept by the caller.
+        self.width = connections
+        self.settled = False
+        self.alive: set[int] = set()
+        # Whether the bytes from byte 0 on growing wake the caller (it hashes them as they land);
+        # with nothing to hash, it wakes on its own pace: not once per buffer written.
+        self.hashing = True
         # The fetcher reading the first answer on from the front, piece after piece (the others
         # take pieces from the back, so that it need not stop): one connection's pace, at least.
         self.reader: int | None = 0 if first is not None else None
@@ -171,6 +179,8 @@ class RangePlan:
         with self.changed:
             if (self.keeper is not None and fetcher != self.keeper) or not self._open():
                 return None
+            if fetcher >= self.width and any(i < self.width for i in self.alive):
+                return None  # not wanted (while a fetcher that is can take it)
             if self._todo:  # the reader on from the front (or the one keeper) goes on at the front;
                 front = self.reader in (None, fetcher) or self.keeper == fetcher  # the others from the back
                 span = Span(*self._todo.pop(0 if front else -1), fetcher)
@@ -183,6 +193,12 @@ class RangePlan:
                 span, victim.end = Span(middle, victim.end, fetcher), middle
             self._active.append(span)
             return span
+
+    def set_width(self, width: int, *, settled: bool = False) -> None:
+        """Let the fetchers below ``width`` claim pieces; ``settled``: for good (the others stop)."""
+        with self.changed:
+            self.width, self.settled = width, settled
+            self.changed.notify_all()
 
     def _worth_stealing(self, left: int) -> bool:
         """Whether half of ``left`` bytes comes sooner over a new request than over the one reading
@@ -287,7 +303,7 @@ class RangePlan:
                     ranges[i][1] = max(ranges[i][1], ranges.pop(i + 1)[1])
             else:
                 ranges.insert(i, [offset, end])
-            if i == 0 and ranges[0][0] == 0:  # the bytes from byte 0 on grew: there is more to hash
+            if i == 0 and ranges[0][0] == 0 and self.hashing:  # the bytes from byte 0 on grew: to hash
                 self.changed.notify_all()
 
     def release(self, span: Span) -> None:

@@ -1,4 +1,4 @@
-"""One file over several connections: byte ranges written at their offsets into a preallocated ``.part``.
+"""One file over several connections: byte ranges written at their offsets into a ``.part`` of the file's size.
 
 No HTTP here. The caller gives ``fetch(start, end)``, which returns a ``Source`` of the resource's
 bytes from ``start`` (it may run past ``end``: it is closed there), and may give the first
@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from . import _buffers, _range_plan
+from . import _buffers, _ramp, _range_plan
 from ._checksums import HASH_READ_SIZE, Checksum, new_hasher, verify
 from ._exceptions import DownloadIntegrityError
 from ._files import PartFile, check_disk_space, open_regular
@@ -55,14 +55,6 @@ log = logging.getLogger("tinker_sync")
 # A fetcher's one buffer: _receiver.BUFFER_SIZE bytes, written when full or after COMMIT_INTERVAL.
 # The sidecar's list of written ranges is saved (after fdatasync) at most this often (seconds).
 SIDECAR_INTERVAL = 1.0
-# The first answer alone for PROBE_TIME seconds, then every connection for twice that: unless
-# together they moved SPREAD_GAIN times as much a second, the rest goes over the first one alone.
-PROBE_TIME = 0.3
-SPREAD_GAIN = 1.2
-# A piece takes at least this many times a request's wait (its answer's first byte) to move at the
-# first answer's pace: a server whose every request costs much (one that reads the object for each,
-# or closes every connection) gets larger pieces, so that asking stays a small part of the time.
-PIECE_ASKS = 4
 # An answer with at most this many bytes left past those used is read to its end (its connection
 # kept); one with more is closed (its connection dropped, with what it had in flight).
 DRAIN_LIMIT = 64 << 10
@@ -145,9 +137,10 @@ class _Transfer:
         self.running = 0
         self.reading: dict[int, Source] = {}  # each fetcher's open source (under plan.changed)
         self.asking = 0  # fetchers waiting for an answer (under plan.changed)
-        self.gate = threading.Event()  # set: the fetchers but the first may start
         self.threads: list[threading.Thread] = []
-        self.alive: set[int] = set()  # the fetchers still in their loop (under plan.changed)
+        self.alive = plan.alive  # the fetchers still in their loop (under plan.changed)
+        self.heard: set[int] = set()  # the fetchers that had an answer (under plan.changed)
+        self.counts: list[int] = []  # the bytes each fetcher read into the file
 
     def start(self, connections: int) -> list[threading.Thread]:
         threads = [
@@ -156,6 +149,11 @@ class _Transfer:
         ]
         self.running = len(threads)
         self.threads = threads
+        self.counts = [0] * len(threads)
+        with self.plan.changed:
+            self.alive.update(range(len(threads)))
+            if self.first is not None:
+                self.heard.add(0)
         for thread in threads:
             thread.start()
         return threads
@@ -165,13 +163,11 @@ class _Transfer:
         lease = _buffers.Lease()
         source: Source | None = None
         span: Span | None = None
-        with plan.changed:
-            self.alive.add(index)
         try:
             buffer = memoryview(bytearray(min(lease.resize(self.buffer_size), self.buffer_size)))
-            if index > 0:  # the others start once the first answer's pace alone is known
-                while not (self.gate.wait(WAKE_INTERVAL) or self.stop):
-                    pass
+            with plan.changed:  # the others start as the ramp wants them (``_ramp``)
+                while index >= plan.width and not (plan.settled or self.stop):
+                    plan.changed.wait(WAKE_INTERVAL)
             if index == 0 and plan.first is not None:
                 span, source, self.first = plan.first, self.first, None
                 if source is not None:
@@ -192,7 +188,7 @@ class _Transfer:
                         span = self._next(index, source) if plan.keeper == index else None
                         continue
                 asked_from = span.pos
-                ended = self._copy(source, span, buffer)
+                ended = self._copy(index, source, span, buffer)
                 if self.stop:
                     break
                 if span.pos < span.end and ended:  # the answer ended before the span: a short one
@@ -252,6 +248,8 @@ class _Transfer:
         end = span.end
         if plan.single:  # one connection: one request for the whole hole (or the rest), read on
             end = plan.total if plan.through else plan.reach(span.end)
+        elif index != plan.reader and span.pos < span.end:  # a piece ahead of the front: its blocks
+            _reserve(self.fd, span.pos, span.end)
         asked = f"bytes={span.pos}-{end - 1}"
         with plan.changed:
             plan.requests += 1
@@ -261,6 +259,8 @@ class _Transfer:
         try:
             source = self._track(index, self.fetch(span.pos, end))
             plan.asked(time.monotonic() - asked_at)
+            with plan.changed:
+                self.heard.add(index)
         except RangeUnusable as exc:
             unusable: RangeUnusable | None = exc
         else:
@@ -351,9 +351,19 @@ class _Transfer:
                     del self.reading[index]
         source.close()
 
-    def open_gate(self) -> None:
-        """Let the other fetchers start."""
-        self.gate.set()
+    def moved(self) -> int:
+        """Bytes read into the file so far, over every connection (``_ramp.Fetchers``)."""
+        return sum(self.counts)
+
+    def answered(self, width: int) -> bool:
+        """Whether every fetcher below ``width`` still at work has had its answer."""
+        with self.plan.changed:
+            return all(i in self.heard or i not in self.alive for i in range(width))
+
+    def first_reading(self) -> bool:
+        """Whether the first answer's fetcher is still at work."""
+        with self.plan.changed:
+            return 0 in self.alive
 
     def abort(self) -> None:
         """Stop every fetcher now: one blocked in a read (a stalled connection) would otherwise hold
@@ -364,10 +374,10 @@ class _Transfer:
         for source in sources:
             source.abort()
 
-    def _copy(self, source: Source, span: Span, buffer: memoryview) -> bool:
+    def _copy(self, index: int, source: Source, span: Span, buffer: memoryview) -> bool:
         """Read ``source`` into the span until the span (which another fetcher may shorten) ends,
         first skipping what the source holds before it. True when the source ended."""
-        plan, fd = self.plan, self.fd
+        plan, fd, counts = self.plan, self.fd, self.counts
         while not self.stop and source.offset < span.pos:  # bytes held already, or being written
             n = source.readinto(buffer[: min(len(buffer), span.pos - source.offset)])
             if not n:
@@ -386,6 +396,7 @@ class _Transfer:
                         ended = True
                         break
                     filled += n
+                    counts[index] += n  # this fetcher's own slot: read by the ramp without a lock
                     if time.monotonic() - since >= COMMIT_INTERVAL:
                         break
             finally:  # what arrived before a failure is written too: a re-run need not fetch it
@@ -409,17 +420,22 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
         data, offset = data[n:], offset + n
 
 
-def _preallocate(fd: int, total: int) -> None:
-    """Reserve ``total`` bytes for the file (its blocks, where the file system can), so that
-    writes at any offset cannot run out of space half-way and the file is not fragmented."""
-    if os.fstat(fd).st_size >= total:
-        return
+def _size(fd: int, total: int) -> None:
+    """Give the file its ``total`` bytes, as a hole: blocks come as the bytes are written (reserving
+    them all up front costs a pass over the whole file where the file system zeroes them, as tmpfs
+    does: 4 GiB took longer than one connection's transfer of it)."""
+    if os.fstat(fd).st_size < total:
+        os.ftruncate(fd, total)
+
+
+def _reserve(fd: int, start: int, end: int) -> None:
+    """Reserve the blocks of a piece written ahead of the front (where the file system can), so that
+    it is not scattered among the others' pieces and cannot run out of space half-way."""
     try:
-        os.posix_fallocate(fd, 0, total)
+        os.posix_fallocate(fd, start, end - start)
     except OSError as exc:
         if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
             raise
-        os.ftruncate(fd, total)
 
 
 def receive_ranges(
@@ -471,7 +487,7 @@ def receive_ranges(
     check_disk_space(part.dest, missing)
     if connections == 1:
         piece = max(1, missing)  # one request per hole
-    elif cutoff is not None and (first is None or not PROBE_TIME):  # no pace to learn: all at once
+    elif cutoff is not None and (first is None or not _ramp.PROBE_TIME):  # no pace to learn: all at once
         piece = max(_range_plan.MIN_PIECE, -(-missing // connections))
         log.debug("%s: its URL expires: one region per connection, asked at once", part.dest)
     else:
@@ -487,6 +503,7 @@ def receive_ranges(
         cutoff=cutoff,
         what=str(part.dest),
     )
+    plan.hashing = bool(checks)
     if ask_time > 0:
         plan.asked(ask_time)
     if connections == 1:
@@ -495,7 +512,7 @@ def receive_ranges(
     keep = finished = False
     transfer: _Transfer | None = None
     try:
-        _preallocate(fd, total)
+        _size(fd, total)
         if save is not None:
             save(plan.done_ranges())
             keep = True
@@ -504,7 +521,7 @@ def receive_ranges(
             transfer.tally = tally
         hasher = _InOrder(fd, checks)
         throttle = ProgressThrottle(file.progress, total, plan.done_bytes)
-        probe = _Probe(plan, transfer, PROBE_TIME if connections > 1 and first else 0.0)
+        probe = _ramp.Ramp(plan, transfer, _ramp.PROBE_TIME if connections > 1 and first else 0.0)
         if not probe.seconds:
             plan.reader = None  # no pace to keep: the first answer stops after its piece, like any
         threads = transfer.start(connections)
@@ -561,88 +578,6 @@ def receive_ranges(
             part.discard()
     part.finish()
     return total
-
-
-class _Probe:
-    """Several connections only where they beat one: the first answer runs alone for ``seconds``,
-    then every connection for twice that; unless together they went ``SPREAD_GAIN`` times as fast,
-    the rest is the first one's (a server whose connections share one pace, or whose every request
-    costs more than it brings). ``seconds`` 0: all start at once, for good."""
-
-    def __init__(self, plan: RangePlan, transfer: _Transfer, seconds: float) -> None:
-        self.plan, self.transfer, self.seconds = plan, transfer, seconds
-        self.start, self.done = time.monotonic(), plan.done_bytes
-        self.alone = 0.0
-        self.phase = "alone" if seconds > 0 else "decided"
-        if not seconds:
-            transfer.open_gate()
-
-    def check(self) -> None:
-        if self.plan.done_bytes >= self.plan.total:  # the first answer brought it all: nobody waits
-            self.transfer.open_gate()
-        if self.phase == "decided":
-            return
-        now, done = time.monotonic(), self.plan.done_bytes
-        elapsed = now - self.start
-        if self.phase == "alone" and elapsed >= self.seconds:
-            self.alone = (done - self.done) / elapsed
-            self.start, self.done, self.phase = now, done, "together"
-            plan = self.plan
-            if self._asking_costs_more(done):
-                self.phase = "decided"
-            elif plan.cutoff is not None and self.alone > 0:
-                alone_needs = (plan.total - done) / self.alone
-                if plan.cutoff - now < 1.5 * alone_needs:  # it may expire first: everything asked now
-                    plan.recut(max(1, len(self.transfer.threads)))
-                    log.debug("%s: its URL may expire first: one region per connection, asked now", plan.what)
-            else:
-                plan.grow(int(PIECE_ASKS * plan.ask_time * self.alone))
-            self.transfer.open_gate()
-        elif self.phase == "together" and elapsed >= 2 * self.seconds:
-            together = (done - self.done) / elapsed
-            self.phase = "decided"
-            with self.plan.changed:
-                reading = 0 in self.transfer.alive  # it keeps the rest only if it is still at work
-            mb = 1 << 20
-            log.debug(
-                "%s: %d connections moved %.1f MiB/s, the first alone %.1f MiB/s",
-                self.plan.what,
-                self.transfer.running,
-                together / mb,
-                self.alone / mb,
-            )
-            if together < SPREAD_GAIN * self.alone and reading:
-                self.plan.go_single(
-                    -1,
-                    f"{self.transfer.running} connections moved {together / mb:.1f} MiB/s, "
-                    f"the first alone {self.alone / mb:.1f} MiB/s",
-                    keeper=0,
-                    through=self.plan.cutoff is not None,  # a URL that expires: no request more
-                )
-
-    def _asking_costs_more(self, done: int) -> bool:
-        """After the first answer's time alone: whether the others' requests would cost more than they
-        could save (the first alone finishes sooner than they are answered and help); then the rest
-        is the first one's, and no other request is made. True when so decided."""
-        plan, alone = self.plan, self.alone
-        ask, left = plan.ask_time, plan.total - done
-        with plan.changed:
-            reading = 0 in self.transfer.alive
-        if alone <= 0 or ask <= 0 or left <= 0 or not reading:
-            return False
-        others = max(1, len(self.transfer.threads))
-        if SPREAD_GAIN * (ask + left / (others * alone)) < left / alone:
-            return False
-        mb = 1 << 20
-        plan.go_single(
-            -1,
-            f"a request waits {ask:.2f} s for its answer, the first alone moves {alone / mb:.1f} MiB/s "
-            f"and has {left / mb:.1f} MiB left: other connections would not make it sooner",
-            keeper=0,
-            through=plan.cutoff is not None,  # a URL that expires: no request more
-            level=logging.DEBUG,
-        )
-        return True
 
 
 def _save(fd: int, plan: RangePlan, save: Callable[[list[tuple[int, int]]], None]) -> None:
