@@ -24,6 +24,7 @@ from _sockets import raw_server
 import tinker_sync
 import tinker_sync._ramp as ramp
 import tinker_sync._range_plan as range_plan
+import tinker_sync._ranges as ranges
 from tinker_sync._continuation import continuation_problem, url_expiry
 from tinker_sync._files import PartFile
 from tinker_sync.testing import Fault
@@ -69,7 +70,26 @@ def restarts(caplog) -> list[str]:
 # -- what a correct server may send to a range -----------------------------------------------------
 
 RATE = 8 * MiB  # per connection
-IN_FLIGHT = RATE // 20 + 128 * KiB  # a burst of the mock's token bucket, and a write or two
+# What an answer closed before its end may have had in flight: the client may read late by a
+# quarter of a second on a loaded machine, while the server goes on at RATE (and a burst).
+IN_FLIGHT_LOADED = RATE // 4 + RATE // 20 + 128 * KiB
+
+
+def answers_cut(monkeypatch) -> list[int]:
+    """The offsets at which the ranged fetchers closed an answer before its end (a count the plan
+    decides, whatever the machine's load: the bytes such a close wastes depend on it)."""
+    cut: list[int] = []
+    close = ranges._Transfer._close
+
+    def counting(self, source):
+        if source.stop is None or source.offset < source.stop:
+            cut.append(source.offset)
+        close(self, source)
+
+    monkeypatch.setattr(ranges._Transfer, "_close", counting)
+    return cut
+
+
 # (query: how the server answers every range, what that is)
 SHAPES = [
     ("range_to_eof=1", "bytes=A-B answered A-EOF"),
@@ -87,9 +107,10 @@ SHAPES = [
 @pytest.mark.parametrize("connections", [2, 4])
 @pytest.mark.parametrize(("shape", "what"), SHAPES, ids=[s[1] for s in SHAPES])
 def test_every_answer_a_correct_server_may_send_gives_the_same_file_without_a_restart(
-    client, tinker_server, tmp_path, caplog, shape, what, connections, via
+    client, tinker_server, tmp_path, caplog, monkeypatch, shape, what, connections, via
 ):
     caplog.set_level(logging.INFO, logger="tinker_sync")
+    cut = answers_cut(monkeypatch)
     # Capped as stores cap a connection, so that a dropped answer cannot have sent the whole file
     # ahead into socket buffers: what a close wastes is then at most a burst (rate / 20) in flight.
     tinker_server.rate_limit = RATE
@@ -105,7 +126,10 @@ def test_every_answer_a_correct_server_may_send_gives_the_same_file_without_a_re
     assert restarts(caplog) == [], what  # the object never changed: nothing is dropped
     sent = data_requests(tinker_server)
     assert len(sent) <= 4 * planned_pieces(size, connections) + client.max_retries, what
-    assert tinker_server.bytes_sent <= 1.1 * size + (connections + 1) * IN_FLIGHT, what  # no waste per piece
+    # No waste per piece: an answer closed before its end wastes what it had in flight (how much
+    # depends on how loaded the machine is); at most one per connection and the keeper's.
+    assert len(cut) <= connections + 1, what
+    assert tinker_server.bytes_sent <= 1.1 * size + len(cut) * IN_FLIGHT_LOADED, what
     assert tinker_server.violations == []
 
 

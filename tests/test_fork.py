@@ -265,7 +265,6 @@ LOCK_OWNERS = {
     ("_transport/_tls.py", "<module>"): RESET,
     ("_range_plan.py", "RangePlan"): ONE_CALL,
     ("_ranges.py", "Tally"): ONE_CALL,
-    ("_ranges.py", "_Transfer"): ONE_CALL,
     ("_receive.py", "RangeSource"): ONE_CALL,
     ("_retry.py", "RetryBudget"): ONE_CALL,
     ("_sampling_client.py", "SamplingClient"): TRAINING,
