@@ -135,6 +135,14 @@ def test_a_redirect_goes_where_the_origin_check_says(servers, template, tmp_path
 )
 def test_origins_are_normalised_as_the_connection_sees_them(url, origin):
     assert origin_of(url) == origin
+    assert origin_of(url) == origin  # the second answer is the kept one
+
+
+@pytest.mark.parametrize("url", ["http://u:p@b/", "gopher://b/", "http:///x", "http://b/x y"])
+def test_a_refused_url_is_refused_every_time(url):
+    for _ in range(3):  # a refusal is never kept as an answer
+        with pytest.raises(InvalidRequestError):
+            origin_of(url)
 
 
 @pytest.mark.parametrize(

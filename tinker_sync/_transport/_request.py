@@ -11,6 +11,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -86,7 +87,18 @@ def check_url(url: str) -> Url:
 
 def origin_of(url: str) -> tuple[str, str, int]:
     """(scheme, host, port) of a URL, as urllib3 will connect to it: lower case, the scheme's default
-    port filled in, a trailing dot dropped (``host.`` is ``host``)."""
+    port filled in, a trailing dot dropped (``host.`` is ``host``).
+
+    Every request asks it (to pick its proxy and pool), and a client sends the same few URLs
+    thousands of times (the training engine's polls): a valid ``str`` URL's answer is kept
+    (a pure function of the string; a URL refused is checked again each time)."""
+    if type(url) is str:
+        return _origin(url)
+    return _origin.__wrapped__(url)
+
+
+@functools.lru_cache(maxsize=256)
+def _origin(url: str) -> tuple[str, str, int]:
     parts = check_url(url)
     scheme = (parts.scheme or "").lower()
     host = (parts.host or "").lower().removesuffix(".")

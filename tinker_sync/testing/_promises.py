@@ -210,10 +210,7 @@ class Promises:
         completed = [("X-Tinker-Completed-At", f"{promise.completed_at:.6f}")]
         promise.retrieved = True
         if promise.proto is not None and PROTOBUF in request.headers.get("accept", ""):
-            framing = request.start_response(
-                200, [("Content-Type", PROTOBUF), *completed], length=len(promise.proto)
-            )
-            request.emit([promise.proto], framing)
+            request.send_body(200, [("Content-Type", PROTOBUF), *completed], promise.proto)
         elif promise.json is not None:
             request.send_json(200, promise.json, completed)
         else:

@@ -219,7 +219,7 @@ class Request(Protocol):
 
     ``query`` keeps the last value of each parameter; ``headers`` has lower-cased
     names; ``path`` is without the query string. A route answers with exactly
-    one of ``send_json``, ``send_error_json``, ``send_empty``, or
+    one of ``send_json``, ``send_error_json``, ``send_empty``, ``send_body``, or
     ``start_response`` followed by ``emit``, or raises ``HTTPError``.
     """
 
@@ -247,6 +247,9 @@ class Request(Protocol):
 
     def send_empty(self, status: int, headers: Headers = ()) -> None:
         """Answer with no body."""
+
+    def send_body(self, status: int, headers: Headers, body: bytes) -> None:
+        """Answer ``body`` whole (``Content-Length`` framing), the request's fault applied."""
 
     def start_response(
         self, status: int, headers: Headers, *, length: int | None = None, framing: str = "length"
