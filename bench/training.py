@@ -12,6 +12,9 @@ Scenarios (each client a fresh subprocess; the mock in its own process):
 - ``many`` (tinker_sync only, with ``--many N``): ``sample_many`` over N prompts (100,000 for the
   issue's figure): seconds, and peak RSS above the post-setup level, which must not grow with N.
 
+Each result carries ``load``, the machine's 1-minute load average as its scenario ended (a busy machine
+slows both clients: compare figures of similar load, or the best of several runs for both alike).
+
 Options: ``--official PYTHON`` (the official SDK's venv python; default: ``$TINKER_SYNC_OFFICIAL_VENV``'s, else
 the one tests/_official.py caches; skipped when absent), ``--n 1000``, ``--delay 2.0``, ``--sequential 100``. Prints one JSON object per client
 and a table. Timings are never asserted in tests: this is where they are measured.
@@ -230,16 +233,18 @@ def main() -> None:
         pythons["official"] = args.official
     results = []
     try:
-        for kind, python in pythons.items():
-            scenarios = [
-                ("burst", args.n, args.delay),
-                ("latency", args.sequential, 0.05),
-                ("sequential", args.sequential, 0.0),
-                ("encode", 0, 0.0),
-            ]
-            if args.many and kind == "tinker_sync":
-                scenarios.append(("many", args.many, 0.0))
-            for scenario, n, delay in scenarios:
+        scenarios = [
+            ("burst", args.n, args.delay),
+            ("latency", args.sequential, 0.05),
+            ("sequential", args.sequential, 0.0),
+            ("encode", 0, 0.0),
+        ]
+        if args.many:
+            scenarios.append(("many", args.many, 0.0))
+        for scenario, n, delay in scenarios:  # the clients in turn for each scenario: the same moment's load
+            for kind, python in pythons.items():
+                if scenario == "many" and kind != "tinker_sync":
+                    continue
                 tell(f"delay {delay}")
                 tell("clear")
                 run = [
@@ -265,6 +270,7 @@ def main() -> None:
                 if scenario == "burst":
                     result["tcp_connections"] = json.loads(tell("stats"))["connections"]
                     result["n"], result["delay_s"] = n, delay
+                result["load"] = round(os.getloadavg()[0], 1)  # the 1-minute load average as it ended
                 print(json.dumps(result), flush=True)
                 results.append(result)
     finally:
