@@ -16,7 +16,8 @@ Each result carries ``load``, the machine's 1-minute load average as its scenari
 slows both clients: compare figures of similar load, or the best of several runs for both alike).
 
 Options: ``--official PYTHON`` (the official SDK's venv python; default: ``$TINKER_SYNC_OFFICIAL_VENV``'s, else
-the one tests/_official.py caches; skipped when absent), ``--n 1000``, ``--delay 2.0``, ``--sequential 100``. Prints one JSON object per client
+the one tests/_official.py caches; skipped when absent), ``--n 1000``, ``--delay 2.0``, ``--sequential 100``, ``--clients tinker_sync,official``,
+``--scenarios burst,latency,sequential,encode``. Prints one JSON object per client
 and a table. Timings are never asserted in tests: this is where they are measured.
 """
 
@@ -209,6 +210,10 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=2.0)
     parser.add_argument("--sequential", type=int, default=100)
     parser.add_argument("--many", type=int, default=0, help="sample_many over this many prompts (0: skipped)")
+    parser.add_argument("--clients", default="tinker_sync,official", help="which clients, comma-separated")
+    parser.add_argument(
+        "--scenarios", default="burst,latency,sequential,encode", help="which, comma-separated"
+    )
     args = parser.parse_args()
     if args.serve:
         return serve()
@@ -231,6 +236,7 @@ def main() -> None:
     pythons = {"tinker_sync": sys.executable}
     if Path(args.official).exists():
         pythons["official"] = args.official
+    pythons = {kind: python for kind, python in pythons.items() if kind in args.clients.split(",")}
     results = []
     try:
         scenarios = [
@@ -239,6 +245,7 @@ def main() -> None:
             ("sequential", args.sequential, 0.0),
             ("encode", 0, 0.0),
         ]
+        scenarios = [s for s in scenarios if s[0] in args.scenarios.split(",")]
         if args.many:
             scenarios.append(("many", args.many, 0.0))
         for scenario, n, delay in scenarios:  # the clients in turn for each scenario: the same moment's load
