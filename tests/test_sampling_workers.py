@@ -93,23 +93,35 @@ def test_a_pickled_sampling_client_samples_in_worker_processes(
     assert {r.json()["sampling_session_id"] for r in asamples} == {sid}
 
 
-def test_a_pickled_sampling_client_keeps_the_flags_and_uses_retrieve_futures(
-    server: MockTinkerServer,
+@pytest.mark.parametrize("join", [True, False], ids=["join_sampling_session", "random_clone_id"])
+def test_a_pickled_sampling_client_keeps_the_flags_and_long_polls_its_own_clone(
+    server: MockTinkerServer, join: bool
 ) -> None:
-    server.client_config.update(sample_use_retrieve_futures=True, sample_join_sampling_session=True)
+    """With retrieve_futures, each clone long-polls its own completions (``cloned_sampler_id``): the
+    mock keeps the clones' queues apart as the server does, so a copy polling clone 0 would never
+    see its samples complete."""
+    server.client_config.update(sample_use_retrieve_futures=True, sample_join_sampling_session=join)
     with ServiceClient(api_key=server.api_key, base_url=server.url) as service:
         sampler = service.create_sampling_client(base_model=BASE).result(30)
         copy = pickle.loads(pickle.dumps(sampler))  # in this process too: a shadow holder of its own
-        assert copy.service is not service and copy.service._engine is not service._engine
-        assert copy.service._config == service._config and copy.service.session_id == service.session_id
-        _, got = sample_in_worker(copy, PROMPTS)
-        assert seq_ids(got) == [CLONE_BLOCK, CLONE_BLOCK + 1, CLONE_BLOCK + 2]
-        again = pickle.loads(pickle.dumps(copy))  # a copy of a copy: the same holder, a new clone
-        assert again.service is copy.service and seq_ids(sample_in_worker(again, PROMPTS[:1])[1]) == [
-            2 * CLONE_BLOCK
-        ]
-    paths = [r.path for r in server.requests]
-    assert paths.count("/api/v1/retrieve_futures") >= 1 and paths.count("/api/v1/client/config") == 1
+        try:
+            assert copy.service is not service and copy.service._engine is not service._engine
+            assert copy.service._config == service._config and copy.service.session_id == service.session_id
+            _, got = sample_in_worker(copy, PROMPTS)
+            clone = seq_ids(got)[0] // CLONE_BLOCK
+            assert seq_ids(got) == [CLONE_BLOCK * clone + n for n in range(len(PROMPTS))]
+            assert clone == 1 or not join
+            again = pickle.loads(pickle.dumps(copy))  # a copy of a copy: the same holder, a new clone
+            other = seq_ids(sample_in_worker(again, PROMPTS[:1])[1])[0] // CLONE_BLOCK
+            assert again.service is copy.service and other not in (0, clone) and (other == 2 or not join)
+            assert seq_ids(sample_in_worker(sampler, PROMPTS[:1])[1]) == [1]  # the original: clone 0
+        finally:
+            copy.service.close()
+    polls = [r.json()["target"] for r in server.requests if r.path == "/api/v1/retrieve_futures"]
+    assert {(t["sampling_session_id"], t["cloned_sampler_id"]) for t in polls} == {
+        (sampler.sampling_session_id, k) for k in (0, clone, other)
+    }
+    assert [r.path for r in server.requests].count("/api/v1/client/config") == 1
 
 
 @pytest.mark.parametrize("kind", ["service", "training"])
@@ -131,9 +143,15 @@ def test_the_pickle_carries_the_key_but_no_repr_shows_it(server: MockTinkerServe
         assert isinstance(state, SamplingClientState) and state.holder.api_key == secret
         assert secret.encode() in pickle.dumps(sampler)  # a worker may have no credentials of its own
         copy = pickle.loads(pickle.dumps(sampler))
-        for shown in (repr(state), repr(state.holder), repr(copy), repr(copy.service), str(state)):
-            assert secret not in shown
-        assert copy.sample(types.ModelInput.from_ints([1, 2]), 1, PARAMS).result(30).sequences
+        try:
+            for shown in (repr(state), repr(state.holder), repr(copy), repr(copy.service), str(state)):
+                assert secret not in shown
+            assert copy.sample(types.ModelInput.from_ints([1, 2]), 1, PARAMS).result(30).sequences
+        finally:
+            copy.service.close()
+        fresh = pickle.loads(pickle.dumps(sampler))
+        fresh.service.close()
+        assert fresh.service is not copy.service  # closed: forgotten
 
 
 @pytest.mark.parametrize(

@@ -257,7 +257,7 @@ class SamplingClient:
                             resend=lambda: send(False),
                             track=track,
                             on_handle=check,
-                            session=self.sampling_session_id,
+                            session=(self.sampling_session_id, self._clone or 0),
                             backpressure=True,
                         )
                     except APIStatusError as error:

@@ -243,7 +243,12 @@ class ShadowService:
         return self._shadow
 
     def close(self) -> None:
-        """Fail what is pending, join the engine's threads, close the client."""
+        """Fail what is pending, join the engine's threads, close the client; this process's
+        next unpickled copy of the session's samplers makes a new holder."""
+        key = (self.session_id, self._shadow.key())
+        with _shadows_lock:
+            if _shadows.get(key) is self:
+                del _shadows[key]
         self._engine.close()
         self._client.close()
 

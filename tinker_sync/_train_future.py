@@ -75,6 +75,7 @@ BILLING_RESET = 300.0  # seconds without a 402 that end a billing incident
 BAD_REQUEST_RETRIES = 3
 PROTOBUF = "application/x-protobuf"
 QueueStateCallback = Callable[[str, str, "str | None"], None]
+Clone = tuple[str, int]  # a sample's sampling session and the clone id of its client (0: the original)
 
 
 class Future(concurrent.futures.Future[T], Generic[T]):
@@ -141,11 +142,11 @@ class Pending:
         protobuf: bool = False,
         resend: Callable[[], str] | None = None,
         deadline: float,
-        session: str | None = None,
+        session: Clone | None = None,
     ) -> None:
         self.future, self.request_type, self.decode = future, request_type, decode
         self.protobuf, self.resend, self.deadline = protobuf, resend, deadline
-        self.session = session  # a sample's sampling session (for the retrieve_futures long poll)
+        self.session = session  # a sample's sampling session and clone (the retrieve_futures long poll)
         self.metadata_only = True
         self.failures = 0
         self.not_found = 0
@@ -239,9 +240,9 @@ class Engine:
             False  # client/dynamic_config's sample_cancel_enabled: abandoned samples are cancelled
         )
         self._park = threading.Condition()
-        self._parked: dict[str, dict[str, Pending]] = {}
-        self._early: dict[str, set[str]] = {}  # completions reported before their future was parked
-        self._acks: dict[str, list[str]] = {}
+        self._parked: dict[Clone, dict[str, Pending]] = {}
+        self._early: dict[Clone, set[str]] = {}  # completions reported before their future was parked
+        self._acks: dict[Clone, list[str]] = {}
         self._session_thread: threading.Thread | None = None
 
     # -- submitting ---------------------------------------------------------------------------------
@@ -427,7 +428,8 @@ class Engine:
     # -- retrieve_futures ---------------------------------------------------------------------------
 
     def _park_pending(self, pending: Pending) -> None:
-        session, request_id = str(pending.session), str(pending.future.request_id)
+        session, request_id = pending.session, str(pending.future.request_id)
+        assert session is not None
         with self._park:
             early = self._early.get(session, set())
             if request_id not in early:
@@ -446,13 +448,15 @@ class Engine:
         self._schedule(pending, 0.0)
 
     def _ack(self, pending: Pending) -> None:
-        if pending.session is not None and self.retrieve_futures:
+        session = pending.session
+        if session is not None and self.retrieve_futures:
             with self._park:
-                self._acks.setdefault(pending.session, []).append(str(pending.future.request_id))
+                self._acks.setdefault(session, []).append(str(pending.future.request_id))
 
     def _session_loop(self) -> None:
-        """One long poll at a time over the sampling sessions with parked samples (one thread in all)."""
-        cursors: dict[str, int | None] = {}
+        """One long poll at a time over the sampling sessions (each clone its own) with parked samples
+        (one thread in all)."""
+        cursors: dict[Clone, int | None] = {}
         failures = 0
         while True:
             with self._park:
@@ -468,8 +472,8 @@ class Engine:
                 body = {
                     "target": {
                         "type": "sampling_session",
-                        "sampling_session_id": session,
-                        "cloned_sampler_id": 0,
+                        "sampling_session_id": session[0],
+                        "cloned_sampler_id": session[1],
                     },
                     "prev_cursor": cursors.get(session),
                     "timeout": None if len(sessions) == 1 else 0,
@@ -488,7 +492,7 @@ class Engine:
                         self._acks.setdefault(session, [])[:0] = acks
                     if not isinstance(error, APITimeoutError):
                         failures += 1
-                        log.info("retrieve_futures of %s failed: %r", session, error)
+                        log.info("retrieve_futures of %s (clone %d) failed: %r", *session, error)
                         with self._park:
                             self._park.wait(min(2.0**failures, 30.0))
                     continue
@@ -629,7 +633,7 @@ def post_future(
     resend: Callable[[], str] | None = None,
     track: bool = True,
     on_handle: Callable[[FutureHandle], None] | None = None,
-    session: str | None = None,
+    session: Clone | None = None,
     backpressure: bool = False,
 ) -> FutureHandle:
     """POST a request that answers a future handle, then poll it into ``future`` (unless not ``track``:

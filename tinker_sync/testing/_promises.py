@@ -19,7 +19,8 @@ result, or an error. ``POST /retrieve_future`` on one of them:
   request failed (``{"error", "category"}``).
 
 ``POST /retrieve_futures`` is the per-sampling-session long poll: completions in
-the order they became ready, from a cursor, acknowledged by id on the next poll.
+the order they became ready, from a cursor, acknowledged by id on the next poll; each
+clone of a sampling session (``cloned_sampler_id``, ``seq_id // 1e9``) has its own.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import msgspec
 from ._types import ABORT, HTTPError, Request, ServerState
 from ._validate import decode, violation
 
-__all__ = ["Promise", "Promises"]
+__all__ = ["Promise", "Promises", "clone_queue"]
 
 PROTOBUF = "application/x-protobuf"
 Scripted = int | tuple[str, float] | tuple[str, str]
@@ -57,6 +58,14 @@ class Promise:
         self.retrieved = False
         self.cancelled = False
         self.script: collections.deque[Scripted] = collections.deque()
+
+
+def clone_queue(sampling_session_id: str, cloned_sampler_id: int) -> str:
+    """The completion queue of one client of a sampling session: the original (clone 0) and each
+    unpickled copy (``seq_id // 1e9``) are kept apart, as the server keeps them."""
+    return (
+        sampling_session_id if cloned_sampler_id == 0 else f"{sampling_session_id}#clone{cloned_sampler_id}"
+    )
 
 
 class RetrieveFutureRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -231,7 +240,7 @@ class Promises:
     def retrieve_futures(self, request: Request) -> None:
         """``POST /retrieve_futures``: completions of one sampling session after ``prev_cursor``."""
         body = decode(request, RetrieveFuturesRequest)
-        session = body.target.sampling_session_id
+        session = clone_queue(body.target.sampling_session_id, body.target.cloned_sampler_id)
         hold = self.futures_hold if body.timeout is None else min(body.timeout, self.futures_hold)
         cursor = body.prev_cursor or 0
         deadline = time.monotonic() + hold

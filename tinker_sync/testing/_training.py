@@ -35,7 +35,7 @@ from typing import Any
 import msgspec
 
 from ._checkpoints import Registry
-from ._promises import Promise, Promises
+from ._promises import Promise, Promises, clone_queue
 from ._proto_wire import (
     WireError,
     decode_forward_backward_request,
@@ -506,7 +506,8 @@ class Training:
         targets = _target_logprobs(body.target_prompt_logprobs, prompt, sampler.steps)
         alternatives = _alt_tokens(body.prompt_alt_tokens_k, prompt, seed, sampler.steps)
         proto = encode_sample_response(sequences, prompt_logprobs, 0, targets, alternatives)
-        promise = self.promises.create("Sample", session=body.sampling_session_id)
+        clone = body.seq_id // 1_000_000_000  # the client's clone id: its completions' queue
+        promise = self.promises.create("Sample", session=clone_queue(body.sampling_session_id, clone))
         json_result = {
             "type": "sample",
             "sequences": json_sequences,
