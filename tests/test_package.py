@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import json
 import pathlib
 import pydoc
 import re
@@ -13,6 +12,7 @@ import tomllib
 import types
 
 import pytest
+from _helpers import fresh_imports
 
 import tinker_sync
 
@@ -100,69 +100,12 @@ def test_public_classes_documented():
 # -- imports in fresh interpreters ---------------------------------------------------------------
 
 
-# One isolated interpreter (run's flags) that imports the package, then forks a child per module to
-# import it: 100 fresh interpreters cost ~15 CPU-s. As strict: importing any ``tinker_sync.x`` in a
-# fresh interpreter runs the package's __init__ first, to the end; the child starts from exactly that
-# state (and an __init__ that fails fails every case). The child's status and traceback come back as
-# one JSON line per module.
-ZYGOTE = """
-import atexit, json, os, traceback
-def report(module):
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        status, text = 0, ""
-        try:
-            __import__(module)
-            atexit._run_exitfuncs()
-        except BaseException:
-            status, text = 1, traceback.format_exc()
-        os.write(w, text.encode())
-        os._exit(status)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        text = f.read().decode()
-    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    print(json.dumps([code, text]), flush=True)
-try:
-    import tinker_sync
-except BaseException:
-    print(json.dumps([1, traceback.format_exc()]), flush=True)
-    raise SystemExit(1)
-print(json.dumps([0, ""]), flush=True)
-for line in sys.stdin:
-    report(line.strip())
-"""
-
-
 @pytest.fixture(scope="module")
 def import_alone():
-    """``import_alone(module) -> (exit status, traceback)`` of importing ``module`` first thing in
-    an isolated interpreter (``run``'s flags), from a zygote forked per module."""
-    code = f"import sys; sys.path.insert(0, {str(PACKAGE.parent)!r})\n" + ZYGOTE
-    zygote = subprocess.Popen(
-        [sys.executable, "-I", "-W", "error", "-c", code],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=str(PACKAGE.parent),
-    )
-    assert zygote.stdin is not None and zygote.stdout is not None
-    package = json.loads(zygote.stdout.readline() or '[1, "the zygote died"]')
-
-    def import_alone(module: str) -> tuple[int, str]:
-        if module == "tinker_sync" or package[0] != 0:
-            return package[0], package[1]
-        zygote.stdin.write(module + "\n")
-        zygote.stdin.flush()
-        status, text = json.loads(zygote.stdout.readline())
-        return status, text
-
-    yield import_alone
-    zygote.stdin.close()
-    zygote.stdout.close()
-    assert zygote.wait(timeout=60) == 0
+    """Importing a module first thing in an isolated interpreter that finds this checkout (``run``'s
+    flags): ``_helpers.fresh_imports``, one interpreter forked per module."""
+    with fresh_imports(str(PACKAGE.parent)) as import_alone:
+        yield import_alone
 
 
 @pytest.mark.parametrize("module", MODULES)

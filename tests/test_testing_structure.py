@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _helpers import fresh_imports
 
 import tinker_sync.testing
 
@@ -84,11 +85,17 @@ def test_no_any_typed_request_or_server_parameters(module):
                     assert ast.unparse(arg.annotation) != "Any", (module, node.name, arg.arg)
 
 
+@pytest.fixture(scope="module")
+def import_alone():
+    """Importing a module first thing in ``python -I -W error`` (``_helpers.fresh_imports``)."""
+    with fresh_imports() as import_alone:
+        yield import_alone
+
+
 @pytest.mark.parametrize("module", MODULES)
-def test_each_module_imports_alone(module):
-    code = f"import tinker_sync.testing.{module}"
-    result = subprocess.run([sys.executable, "-I", "-W", "error", "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+def test_each_module_imports_alone(module, import_alone):
+    status, error = import_alone(f"tinker_sync.testing.{module}")
+    assert status == 0, error
 
 
 def test_importing_the_package_is_cheap_and_names_resolve_lazily():
