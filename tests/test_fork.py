@@ -257,12 +257,10 @@ def test_a_fork_without_at_fork_handlers_is_caught_where_the_pool_is_used(make_c
 RESET = "freed in a forked child (at-fork handler): test_a_lock_held_by_a_parent_thread_at_the_fork_..."
 ONE_CALL = "one call's own (its threads only): a child runs none of its parent's calls"
 TRAINING = "the training clients' (with threads of their own, the parent's): make them after the fork"
-LANE = "freed in a forked child (at-fork handler): test_lane.py's test_a_lane_lock_held_at_the_fork_..."
 LOCK_OWNERS = {
     ("_auth.py", "Auth"): RESET,
     ("_buffers.py", "<module>"): RESET,
     ("_transport/__init__.py", "Transport"): RESET,
-    ("_transport/_lane.py", "Lane"): LANE,
     ("_transport/_pools.py", "_Watchdog"): RESET,
     ("_transport/_tls.py", "<module>"): RESET,
     ("_range_plan.py", "RangePlan"): ONE_CALL,

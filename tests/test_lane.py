@@ -14,8 +14,6 @@ never be answered (the read timeout then fails the test).
 from __future__ import annotations
 
 import gzip
-import os
-import signal
 import socket
 import ssl
 import threading
@@ -304,41 +302,5 @@ def test_a_forked_child_never_uses_the_parents_connections() -> None:
             (left,) = next(iter(parent.values()))
             assert left.sock is not None  # the parent's, left open
             left.close()  # (as the parent would)
-    finally:
-        transport.close()
-
-
-def test_a_lane_lock_held_at_the_fork_is_free_in_the_child() -> None:
-    """A parent's thread holds the lane's lock as another forks: the child's exchange goes through
-    (the at-fork handler gave its transport a new lane lock), on a connection of its own."""
-    transport = Transport()
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with transport._lane._lock:
-            held.set()
-            release.wait(30)
-
-    try:
-        with raw_server(answering(HELLO), answering(HELLO)) as url:
-            assert transport.exchange(post(url), TIMEOUT, LIMIT) is not None  # an idle connection kept
-            thread = threading.Thread(target=hold)
-            thread.start()
-            assert held.wait(10)
-            try:
-                pid = os.fork()
-                if pid == 0:  # the child: exit 0 only if its exchange went through
-                    code = 1
-                    try:
-                        signal.alarm(20)  # a hang on the parent's lock ends the child, not the test
-                        reply = transport.exchange(post(url), TIMEOUT, LIMIT)
-                        code = 0 if reply is not None and reply.content == b"hello" else 2
-                    finally:
-                        os._exit(code)
-                _, status = os.waitpid(pid, 0)
-            finally:
-                release.set()
-                thread.join()
-            assert os.waitstatus_to_exitcode(status) == 0
     finally:
         transport.close()
