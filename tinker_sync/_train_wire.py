@@ -3,19 +3,16 @@
 A thousand samples in flight are two thousand requests (a submission and a poll
 each), and the client's generic path (``Client.request`` / ``stream``) spends
 most of a sample's client CPU on them: it builds every request from scratch (the
-URL checks, the Tinker headers, the key), runs hooks and retries, and sends
-through urllib3 and http.client (~0.35 ms of the GIL a request: in a burst, what
-the burst waits on). ``Wire.post`` sends the same request with less:
+URL checks, the Tinker headers, the key), runs hooks and retries, and wraps every
+body in a ``StreamedResponse``. ``Wire.post`` sends the same request with less:
 
 - the headers of each path are built by the client's own ``build_request`` (the
   same names and values, the key included) and kept ``TEMPLATE_TTL`` seconds, so a
   renewed JWT goes out within that; each request adds a fresh idempotency key and
   its own headers;
-- one attempt on the transport's lane (``Transport.exchange``: the request in one
-  write, the answer read whole, on keep-alive connections the transport's pools
-  make, with their TLS and error mapping; ~0.1 ms), or through its pools when a
-  proxy carries the URL; compressed when the server likes (``Accept-Encoding`` as
-  the client's plain calls send it);
+- one attempt through the client's transport (its pools, proxy, TLS and error
+  mapping), the body read whole (compressed when the server likes: ``Accept-Encoding``
+  as the client's plain calls send it);
 - errors are the client's: connection errors and timeouts as the transport maps
   them, a status >= 400 the ``APIStatusError`` that ``status_error`` makes;
 - the client's guarantees hold: the body is read within ``max_response_size``
@@ -42,7 +39,7 @@ from ._config import Timeout
 from ._options import RequestOptions
 from ._response import StreamedResponse
 from ._status_errors import status_error
-from ._transport import Headers, Reply, Request
+from ._transport import Headers, Request
 
 __all__ = ["TEMPLATE_TTL", "Wire"]
 
@@ -100,12 +97,9 @@ class Wire:
         if timeouts.read is not None:
             fields["x-stainless-read-timeout"] = f"{timeouts.read:g}"
         request = Request("POST", url, Headers(fields), msgspec.json.encode(body))
-        limit = self.client.max_response_size
-        response: Reply | StreamedResponse | None = self.client._transport.exchange(request, timeouts, limit)
-        if response is None:  # through a proxy: the transport's pools
-            response = StreamedResponse(
-                self.client._transport.send(request, timeouts), request, sender=self.client
-            )
+        response = StreamedResponse(
+            self.client._transport.send(request, timeouts), request, sender=self.client
+        )
         if is_invalid_token(response.status_code, response.headers):
             response.close()  # the template's JWT was refused before its expiry: a new one, and one replay
             with self._lock:
@@ -114,7 +108,7 @@ class Wire:
             return self._generic(path, body, headers, timeouts, key)
         if response.status_code >= 400:
             raise status_error(response)
-        return response.headers.get("content-type", ""), response.read_bounded(limit)
+        return response.headers.get("content-type", ""), response.read_bounded(self.client.max_response_size)
 
     def _generic(
         self, path: str, body: Any, headers: Mapping[str, str], timeouts: Timeout, key: str | None

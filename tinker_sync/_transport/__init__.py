@@ -26,10 +26,8 @@ Rules:
 
 The rooms, along urllib3's own lines: ``_request`` (what is sent, URL and
 header checks), ``_errors`` (error mapping), ``_tls`` (the TLS context),
-``_pools`` (pool managers, connections, tunnels, the watchdog), ``_lane``
-(small requests answered whole on connections the pools make, for the
-training engine's thousands of POSTs), ``_body`` (the body reader), and here
-the ``Transport`` that holds them together.
+``_pools`` (pool managers, connections, tunnels, the watchdog), ``_body``
+(the body reader), and here the ``Transport`` that holds them together.
 """
 
 from __future__ import annotations
@@ -49,7 +47,6 @@ from .._exceptions import APIConnectionError, APITimeoutError, InsecureRequestWa
 from .._observe import mask_url
 from ._body import Body
 from ._errors import mapped_errors
-from ._lane import Lane, Reply
 from ._pools import DeadlineTimeout, PoolManager, Tunnel, make_tunnel, watchdog
 from ._request import Headers, RawResponse, Request, check_request, check_url, origin_of
 from ._tls import check_path, shared_context, ssl_context
@@ -60,7 +57,6 @@ __all__ = [
     "Body",
     "Headers",
     "RawResponse",
-    "Reply",
     "Request",
     "Transport",
     "check_request",
@@ -117,7 +113,6 @@ class Transport:
         self._lock = threading.Lock()
         self._context: ssl.SSLContext | None = None
         self._managers: dict[str | None, PoolManager] = {}
-        self._lane = Lane(pool_maxsize)
         self._pid = os.getpid()
         _transports.add(self)
         for scheme in ("http", "https"):  # refuse a bad proxy now, not at the first request
@@ -165,7 +160,6 @@ class Transport:
         ``verify=ssl.SSLContext`` is the caller's: it is used as given.)"""
         self._lock = threading.Lock()
         self._managers = {}
-        self._lane.forked()
         self._context = None
         self._pid = os.getpid()
 
@@ -244,16 +238,6 @@ class Transport:
                 )
         return raw
 
-    def exchange(self, request: Request, timeout: Timeout, limit: int) -> Reply | None:
-        """Send a small request and read its answer whole (decoded, at most ``limit`` bytes) on the
-        lane (``_lane``: a fraction of ``send``'s CPU, for the requests sent by the thousand); None,
-        with nothing sent, when a proxy carries the URL: ``send`` it then. No deadline here
-        (``timeout.total`` is ignored: callers with one use ``send``)."""
-        manager, proxy = self._manager(request.url)
-        if proxy is not None:
-            return None
-        return self._lane.exchange(manager, request, timeout, limit)
-
     def pool_stats(self, url: str) -> dict[str, Any]:
         """Open and idle connection counts of the pool serving ``url`` (for tests and debugging)."""
         pool = self._manager(url)[0].connection_from_url(url)
@@ -266,4 +250,3 @@ class Transport:
             managers = list(self._managers.values())
         for manager in managers:
             manager.clear()
-        self._lane.close()
