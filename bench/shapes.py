@@ -1,6 +1,8 @@
 """Downloads over several connections against servers that make it hard (issue 18):
-``python bench/shapes.py [--size-mib 512] [--servers mock,nginx,moto] [--runs 1] [--cases ...]``
-(``--cases auto`` for the first table row alone, as for the 4 GiB run).
+``python bench/shapes.py [--size-mib 512] [--servers mock,nginx,moto] [--runs 3] [--cases ...]``
+(``--cases auto`` for the first table row alone, as for the 4 GiB run). Each figure is the median of
+``--runs`` runs, the two sides of a comparison run in turn (one, auto, one, auto, ...) so that a
+shared machine's drift falls on both; every row says the load average it was measured under.
 
 Scenarios, each client run a fresh subprocess (``--client``), times from the client's own clock:
 
@@ -199,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--size-mib", type=int, default=512)
     parser.add_argument("--servers", default="mock,nginx,moto")
-    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--cases", default="auto,expiring,eof,short", help="which scenarios to run")
     args = parser.parse_args(argv)
     if args.client:
@@ -214,20 +216,29 @@ def main(argv: list[str] | None = None) -> int:
     dest = os.path.join(work, "out.bin")
     rows: list[list[str]] = []
 
-    def measure(server: str, case: str, url: str, connections: Any, n: int, **extra: Any) -> dict[str, Any]:
-        results = [
-            run({"url": url, "dest": dest, "size": n, "connections": connections}) for _ in range(args.runs)
-        ]
-        ok = [r for r in results if not r.get("error")]
-        best = min(ok, key=lambda r: r["seconds"]) if ok else results[-1]
-        best.update(extra)
+    def measure(server: str, case: str, url: Any, connections: Any, n: int, **extra: Any) -> dict[str, Any]:
+        """``url``: a URL, or what makes a new one for each run (a presigned URL that expires)."""
+        runs = [once(url() if callable(url) else url, connections, n) for _ in range(args.runs)]
+        return pick(server, case, connections, runs, extra)
+
+    def once(url: str, connections: Any, n: int) -> dict[str, Any]:
+        return run({"url": url, "dest": dest, "size": n, "connections": connections})
+
+    def pick(
+        server: str, case: str, connections: Any, results: list[dict[str, Any]], extra: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The median run (by time) of ``results``, printed with every run's time."""
+        ok = sorted((r for r in results if not r.get("error")), key=lambda r: r["seconds"])
+        median = ok[(len(ok) - 1) // 2] if ok else results[-1]
+        median.update(extra)
+        times = " ".join(fmt(r, "seconds") for r in results)
         print(
-            f"  {server:6} {case:28} connections={connections!s:5} {fmt(best, 'seconds')} s  "
-            f"requests={fmt(best, 'requests')}  changes={len(best.get('changes', []))}  "
-            f"{best.get('error') or ''}",
+            f"  {server:6} {case:28} connections={connections!s:5} {fmt(median, 'seconds')} s (runs: {times})  "
+            f"requests={fmt(median, 'requests')}  changes={len(median.get('changes', []))}  "
+            f"{median.get('error') or ''}",
             flush=True,
         )
-        return best
+        return median
 
     try:
         servers = [s.strip() for s in args.servers.split(",") if s.strip()]
@@ -255,15 +266,22 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 print(f"## auto vs one connection, {args.size_mib} MiB")
                 for server, url in urls.items() if "auto" in cases else ():
-                    one = measure(server, "one file", url, 1, size)
-                    auto = measure(server, "one file", url, "auto", size)
+                    load = os.getloadavg()[0]
+                    pairs = [(once(url, 1, size), once(url, "auto", size)) for _ in range(args.runs)]
+                    one = pick(server, "one file", 1, [p[0] for p in pairs], {})
+                    auto = pick(server, "one file", "auto", [p[1] for p in pairs], {})
                     mock.clear()
-                    if one.get("seconds") and auto.get("seconds"):
-                        ratio = auto["seconds"] / one["seconds"]
+                    ratios = sorted(
+                        a["seconds"] / o["seconds"] for o, a in pairs if o.get("seconds") and a.get("seconds")
+                    )
+                    if ratios:
+                        ratio = ratios[(len(ratios) - 1) // 2]
                         rows.append(
                             [
                                 f"auto vs 1, {server}, {args.size_mib} MiB",
-                                f"{auto['seconds']:.2f} s vs {one['seconds']:.2f} s = {ratio:.2f}x",
+                                f"{auto['seconds']:.2f} s vs {one['seconds']:.2f} s (medians of {args.runs}); "
+                                f"median of the pairs' ratios {ratio:.2f}x (load {load:.1f}, "
+                                f"then {os.getloadavg()[0]:.1f})",
                                 "<= 1.0x",
                             ]
                         )
@@ -274,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             if "expiring" in cases:
                 expiring(mock, size, measure, rows)
             if "eof" in cases:
-                to_eof(mock, size, measure, rows)
+                to_eof(mock, size, measure, rows, args.runs)
             if "short" in cases:
                 short(mock, measure, rows)
     finally:
@@ -292,8 +310,13 @@ def expiring(mock: Any, size: int, measure: Any, rows: list[list[str]]) -> None:
     long_url = mock.presign("blob.bin", size=size, seed=1, expires_in=3600, extra=capped)
     one = measure("mock", "expiring URL, long expiry", long_url, 1, size)
     expires_in = max(2, round(0.2 * one["seconds"]))  # whole seconds, as the stores write them
-    short_url = mock.presign("blob.bin", size=size, seed=1, expires_in=expires_in, extra=capped)
-    auto = measure("mock", f"expiring in {expires_in} s", short_url, "auto", size)
+    auto = measure(
+        "mock",
+        f"expiring in {expires_in} s",
+        lambda: mock.presign("blob.bin", size=size, seed=1, expires_in=expires_in, extra=capped),
+        "auto",
+        size,
+    )
     rows.append(
         [
             f"URL expiring at 20% of one connection ({expires_in} s of {one['seconds']:.1f} s)",
@@ -305,13 +328,13 @@ def expiring(mock: Any, size: int, measure: Any, rows: list[list[str]]) -> None:
     )
 
 
-def to_eof(mock: Any, size: int, measure: Any, rows: list[list[str]]) -> None:
+def to_eof(mock: Any, size: int, measure: Any, rows: list[list[str]], runs: int) -> None:
     """Every range answered A-EOF: one plan change at most, bytes moved <= 1.1x the file."""
     print("## every range answered A-EOF")
     mock.clear()
     url = f"{mock.url}/test/bytes?size={size}&seed=1&range_to_eof=1"
     auto = measure("mock", "A-EOF", url, "auto", size)
-    moved = mock.bytes_sent / size
+    moved = mock.bytes_sent / size / runs  # the mean over the runs
     mock.clear()
     one = measure("mock", "A-EOF", url, 1, size)
     rows.append(

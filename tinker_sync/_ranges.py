@@ -164,10 +164,11 @@ class _Transfer:
         source: Source | None = None
         span: Span | None = None
         try:
-            buffer = memoryview(bytearray(min(lease.resize(self.buffer_size), self.buffer_size)))
             with plan.changed:  # the others start as the ramp wants them (``_ramp``)
                 while index >= plan.width and not (plan.settled or self.stop):
                     plan.changed.wait(WAKE_INTERVAL)
+            # Its share of the read budget once it may read (a fetcher never wanted holds none).
+            buffer = memoryview(bytearray(min(lease.resize(self.buffer_size), self.buffer_size)))
             if index == 0 and plan.first is not None:
                 span, source, self.first = plan.first, self.first, None
                 if source is not None:
