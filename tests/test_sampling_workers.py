@@ -5,15 +5,20 @@ TrainingClient refuse to pickle."""
 
 from __future__ import annotations
 
+import base64
+import json
 import multiprocessing
 import os
 import pickle
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import pytest
 
+import tinker_sync
 from tinker_sync import SamplingClient, ServiceClient, types
 from tinker_sync._config import Timeout
 from tinker_sync._sampling_client import CLONE_BLOCK, SamplingClientState
@@ -182,3 +187,67 @@ def test_a_shadow_config_repr_masks_the_key_and_the_url_credentials(base_url: st
     password = base_url.split("://", 1)[1].rsplit("@", 1)[0].split(":", 1)[1]
     assert "tml-secret-1" not in shown and password not in shown and "***" in shown
     assert "visible-name-only" not in shown and "X-Custom" in shown
+
+
+CHILD = """
+import json, sys
+from tinker_sync import SamplingClient, types
+sampler = SamplingClient.from_sampler_handle(sys.argv[1])
+result = sampler.sample(types.ModelInput.from_ints([1, 2, 3]), 2, types.SamplingParams(max_tokens=3, seed=7))
+print(json.dumps([list(s.tokens) for s in result.result(60).sequences]))
+sampler.service.close()
+"""
+
+
+def test_a_sampler_handle_carries_no_credentials_and_rebuilds_the_sampler_elsewhere(
+    server: MockTinkerServer,
+) -> None:
+    server.client_config["sample_join_sampling_session"] = True
+    headers = {"X-Team-Tag": "blue", "Authorization": "Bearer tok-handle-secret"}
+    client = tinker_sync.Client(api_key=server.api_key, base_url=server.url, default_headers=headers)
+    with client, ServiceClient(client=client) as service:
+        sampler = service.create_sampling_client(base_model=BASE).result(30)
+        handle = sampler.get_sampler_handle()
+        assert b"tok-handle-secret" in pickle.dumps(sampler)  # the pickle carries what the handle drops
+        payload = base64.urlsafe_b64decode(handle).decode()
+        assert server.api_key not in payload and "tok-handle-secret" not in payload
+        assert json.loads(payload)["holder"]["default_headers"] == {"X-Team-Tag": "blue"}
+        mine = [
+            list(s.tokens)
+            for s in sampler.sample(types.ModelInput.from_ints([1, 2, 3]), 2, PARAMS).result(30).sequences
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TINKER_")}
+        done = subprocess.run(
+            [sys.executable, "-c", CHILD, handle],
+            env={**env, "TINKER_API_KEY": server.api_key},  # the worker's own credentials
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert json.loads(done.stdout) == mine
+        given = SamplingClient.from_sampler_handle(handle, api_key=server.api_key)
+        try:
+            again = given.sample(types.ModelInput.from_ints([1, 2, 3]), 2, PARAMS).result(30)
+            assert [list(s.tokens) for s in again.sequences] == mine
+        finally:
+            given.service.close()
+    asamples = [r for r in server.requests if r.path == "/api/v1/asample"]
+    assert [r.json()["seq_id"] // CLONE_BLOCK for r in asamples] == [0, 1, 2]  # each rebuilt client joined
+    assert [r.headers.get("x-team-tag") for r in asamples] == ["blue"] * 3
+    assert [r.headers.get("authorization") is not None for r in asamples] == [True, False, False]
+
+
+@pytest.mark.parametrize(
+    "handle",
+    [
+        "",
+        "not a handle at all",
+        base64.urlsafe_b64encode(b"{}").decode(),
+        base64.urlsafe_b64encode(b'{"holder": 1, "sampling_session_id": "s"}').decode(),
+        base64.urlsafe_b64encode(b"\xff\xfe").decode(),
+    ],
+)
+def test_a_bad_sampler_handle_is_a_clear_value_error(handle: str) -> None:
+    with pytest.raises(ValueError, match="not a sampler handle"):
+        SamplingClient.from_sampler_handle(handle)

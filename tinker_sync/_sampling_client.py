@@ -16,6 +16,7 @@ sampling session. Its ``seq_id``s are ``1e9 * k + n``: ``k`` is the ``client_cou
 
 from __future__ import annotations
 
+import base64
 import collections
 import dataclasses
 import itertools
@@ -27,6 +28,7 @@ from typing import Any, Protocol
 import msgspec
 
 from ._exceptions import APIStatusError
+from ._observe import SECRET_HEADERS
 from ._proto import decode_sample_response
 from ._sampling_holder import (
     DispatchBytes,
@@ -81,6 +83,9 @@ class SamplingClientState:
     sampling_session_id: str
     base_model: str
     model_path: str | None
+
+
+_HANDLE = msgspec.json.Decoder(SamplingClientState)
 
 
 def _unpickle_sampling_client(state: SamplingClientState) -> SamplingClient:
@@ -142,12 +147,38 @@ class SamplingClient:
         self._seq = itertools.count(CLONE_BLOCK * self._clone if self._clone else 1)
         self._lock = threading.Lock()
 
-    def __reduce__(self) -> tuple[Any, tuple[SamplingClientState]]:
-        """Pickled as its session's shadow config and its sampler (see the class docstring)."""
-        state = SamplingClientState(
+    def _state(self) -> SamplingClientState:
+        return SamplingClientState(
             self.service._shadow_config(), self.sampling_session_id, self.base_model, self.model_path
         )
-        return (_unpickle_sampling_client, (state,))
+
+    def __reduce__(self) -> tuple[Any, tuple[SamplingClientState]]:
+        """Pickled as its session's shadow config and its sampler (see the class docstring)."""
+        return (_unpickle_sampling_client, (self._state(),))
+
+    def get_sampler_handle(self) -> str:
+        """A string handle to this client's sampler, without credentials (no API key, no secret
+        header): a pickle-free way to another process, where ``from_sampler_handle`` makes a
+        client on the same sampler, as many times as wanted, as the official SDK's."""
+        state = self._state()
+        holder = state.holder
+        headers = {k: v for k, v in holder.default_headers.items() if k.lower() not in SECRET_HEADERS}
+        bare = dataclasses.replace(holder, api_key=None, default_headers=headers)
+        payload = msgspec.json.encode(dataclasses.replace(state, holder=bare))
+        return base64.urlsafe_b64encode(payload).decode()
+
+    @staticmethod
+    def from_sampler_handle(handle: str, *, api_key: str | None = None) -> SamplingClient:
+        """A client on the sampler behind ``handle`` (from ``get_sampler_handle``), authenticated
+        with ``api_key`` or this process's credentials (as ``ServiceClient()`` resolves them)."""
+        try:
+            state = _HANDLE.decode(base64.urlsafe_b64decode(handle.encode()))
+        except ValueError as error:  # binascii's and msgspec's errors are ValueErrors
+            raise ValueError(
+                f"not a sampler handle (from SamplingClient.get_sampler_handle): {error}"
+            ) from None
+        state = dataclasses.replace(state, holder=dataclasses.replace(state.holder, api_key=api_key))
+        return _unpickle_sampling_client(state)
 
     def _join(self) -> None:
         """Have the server allocate this copy's clone id, once, before its first sample (lock held)."""

@@ -136,7 +136,8 @@ class SampleDispatch:
 
     def back_off(self, size: int) -> None:
         """A sample of ``size`` estimated bytes was refused (429, 402): every sample waits."""
-        self.backoffs += 1
+        with self._count:
+            self.backoffs += 1
         pause = self.backoff if size <= LARGE_PROMPT else self.large_backoff
         self.backoff_until = time.monotonic() + pause
 
