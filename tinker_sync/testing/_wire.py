@@ -54,6 +54,10 @@ class HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     block_on_close = False
+    # The listen backlog (socketserver's default is 5): a client opening a few dozen connections at
+    # once (a training burst's threads, the official SDK's hundreds) overflowed it, and each dropped
+    # SYN cost its connection a 1 s retransmission, as no real server's backlog would.
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], mock: Host) -> None:
         self.mock = mock
