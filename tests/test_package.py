@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import pathlib
 import pydoc
 import re
@@ -292,12 +293,26 @@ def test_limit_memory_is_enforced_without_tracing_every_test(tmp_path):
     (tmp_path / "test_probe.py").write_text(MEMORY_PROBE)
     addopts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["addopts"]
     assert "--memray" not in addopts  # what this test is about: enforcement without it
+    # The two plugins this is about, and no others: loading every installed plugin (and rewriting
+    # their asserts) in 5 processes was most of this test's cost.
+    plugins = ["-p", "xdist.plugin", "-p", "pytest_memray.plugin"]
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", *addopts.split(), "-q", "-p", "no:cacheprovider", "test_probe.py"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            *plugins,
+            *addopts.split(),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "test_probe.py",
+        ],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=tmp_path,
+        env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
     )
     assert "1 failed, 1 passed" in result.stdout, result.stdout
     assert "Test was limited to 4.0MiB but allocated 32.0MiB" in result.stdout
