@@ -8,23 +8,27 @@ Every request carries a token the server echoes back; a crossed answer shows a w
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import json
+import logging
 import multiprocessing
 import os
 import signal
 import ssl
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
 
 from tinker_sync import Client, Timeout, _buffers
-from tinker_sync._transport import _pools, _tls
+from tinker_sync._transport import _fork_gate, _pools, _tls
 from tinker_sync.testing import ForwardProxy, MockTinkerServer
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="forking a threaded process: Linux only")
@@ -56,37 +60,61 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
+# The TLS server runs in a process of its own, as a real server does: its TLS work (handshakes,
+# session tickets) is OpenSSL use of a process that is not the client's, which the client cannot
+# keep out of a fork (docs/reliability.md, "Forked processes").
+_TLS_SERVER = """
+import ssl, sys
+from tinker_sync.testing import MockTinkerServer
+context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+context.load_cert_chain(sys.argv[1])
+with MockTinkerServer(ssl_context=context) as server:
+    print(server.url, flush=True)
+    sys.stdin.read()  # serves until the test closes this pipe
+"""
+
+
+@contextlib.contextmanager
+def _tls_server(ca: trustme.CA, tmp_path: Path) -> Iterator[str]:
+    """The mock server over HTTPS, in a subprocess: its URL."""
+    pem = tmp_path / "server.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    command = [sys.executable, "-c", _TLS_SERVER, str(pem)]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as server:
+        assert server.stdin is not None and server.stdout is not None
+        try:
+            url = server.stdout.readline().strip()
+            assert url.startswith("https://"), url
+            yield url
+        finally:
+            server.stdin.close()
+            server.wait(60)
+
+
 @pytest.fixture(params=["direct", "tls", "proxied", "tunnelled"])
 def make_client(request, ca, tmp_path) -> Iterator:
     """A factory of clients for one transport kind, with its server (and proxy) running: proxied
     sends http:// in absolute form to the proxy, tunnelled through CONNECT (``proxy_tunnel``)."""
     kind = request.param
-    context = None
-    if kind == "tls":
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ca.issue_cert("127.0.0.1").configure_cert(context)
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
-    with MockTinkerServer(ssl_context=context) as server:
-        proxy = ForwardProxy() if kind in ("proxied", "tunnelled") else None
-        try:
-            if proxy is not None:
-                proxy.__enter__()
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(_tls_server(ca, tmp_path)) if kind == "tls" else None
+        if url is None:
+            url = stack.enter_context(MockTinkerServer()).url
+        proxy = stack.enter_context(ForwardProxy()) if kind in ("proxied", "tunnelled") else None
 
-            def make(**options: Any) -> Client:
-                settings: dict[str, Any] = {
-                    "verify": str(ca_file) if kind == "tls" else True,
-                    "proxy": None if proxy is None else proxy.url,
-                    "proxy_tunnel": kind == "tunnelled",
-                    "trust_env": False,
-                    "max_retries": 0,
-                }
-                return Client(api_key=API_KEY, base_url=server.url, **{**settings, **options})
+        def make(**options: Any) -> Client:
+            settings: dict[str, Any] = {
+                "verify": str(ca_file) if kind == "tls" else True,
+                "proxy": None if proxy is None else proxy.url,
+                "proxy_tunnel": kind == "tunnelled",
+                "trust_env": False,
+                "max_retries": 0,
+            }
+            return Client(api_key=API_KEY, base_url=url, **{**settings, **options})
 
-            yield make
-        finally:
-            if proxy is not None:
-                proxy.__exit__(None, None, None)
+        yield make
 
 
 def _fork_children(
@@ -136,15 +164,10 @@ def test_parent_and_children_at_once_never_get_each_others_answers(make_client):
     assert parent_wrong == [] and wrong == []
 
 
-def test_a_parent_busy_in_threads_at_the_fork(make_client, request):
-    """Threads of the parent are mid-request when it forks: the child takes none of their
-    connections (nor their pool lock)."""
-    if request.node.callspec.params["make_client"] == "tls":
-        # Not run: it would fail (the child's alarm) about once in 20 runs under load.
-        pytest.xfail(
-            "known hang, open in issue 22: with parent threads mid-TLS-handshake at the fork, a child's "
-            "first handshake (on a TLS context of its own) can still block in ssl do_handshake"
-        )
+def test_a_parent_busy_in_threads_at_the_fork(make_client):
+    """Threads of the parent are mid-request when it forks, some on kept-alive connections, some
+    opening new ones (over TLS: a handshake each, deep in OpenSSL's process-wide locks): the child
+    takes none of their connections, nor their pool lock, nor a lock of OpenSSL they held."""
     with make_client() as client:
         stop = threading.Event()
         wrong: list[str] = []
@@ -152,6 +175,8 @@ def test_a_parent_busy_in_threads_at_the_fork(make_client, request):
         def busy(n: int) -> None:
             while not stop.is_set():
                 wrong.extend(_ask(client, f"thread{n}", 5))
+                with make_client() as fresh:  # a new connection: connect, and a handshake over TLS
+                    wrong.extend(_ask(fresh, f"fresh{n}", 1))
 
         threads = [threading.Thread(target=busy, args=(n,)) for n in range(3)]
         for thread in threads:
@@ -257,12 +282,14 @@ def test_a_fork_without_at_fork_handlers_is_caught_where_the_pool_is_used(make_c
 RESET = "freed in a forked child (at-fork handler): test_a_lock_held_by_a_parent_thread_at_the_fork_..."
 ONE_CALL = "one call's own (its threads only): a child runs none of its parent's calls"
 TRAINING = "the training clients' (with threads of their own, the parent's): make them after the fork"
+GATE = "the fork gate's: the fork takes it (its before handler), the child gets a new gate: test_..._gate_..."
 LOCK_OWNERS = {
     ("_auth.py", "Auth"): RESET,
     ("_buffers.py", "<module>"): RESET,
     ("_transport/__init__.py", "Transport"): RESET,
     ("_transport/_pools.py", "_Watchdog"): RESET,
     ("_transport/_tls.py", "<module>"): RESET,
+    ("_transport/_fork_gate.py", "_Gate"): GATE,
     ("_range_plan.py", "RangePlan"): ONE_CALL,
     ("_ranges.py", "Tally"): ONE_CALL,
     ("_receive.py", "RangeSource"): ONE_CALL,
@@ -307,3 +334,173 @@ def test_every_lock_in_the_package_is_accounted_for_at_the_fork():
         if not module.startswith("testing/"):
             walk(ast.parse(path.read_text()), "<module>", module)
     assert found == set(LOCK_OWNERS)
+
+
+# -- the fork gate: no thread of ours inside OpenSSL at the fork ----------------------------------
+
+
+def _until(condition: Callable[[], bool]) -> None:
+    """Wait (bounded) for a state another thread reaches: an order of events, never a duration."""
+    for _ in range(6000):
+        if condition():
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError("never reached")
+
+
+def _fork_reporting(report: Callable[[], object]) -> tuple[int, int]:
+    """Fork a child that writes ``report()`` (JSON) to a pipe and leaves; its pid and read end."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            signal.alarm(60)  # a child blocked on the gate ends, and the test fails on its status
+            os.close(read)
+            os.write(write, json.dumps(report()).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    return pid, read
+
+
+def _child_report(pid: int, read: int) -> Any:
+    with os.fdopen(read, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return json.loads(data)
+
+
+def test_a_fork_waits_until_no_thread_of_ours_is_inside_openssl(monkeypatch):
+    """A thread inside OpenSSL (holding the gate) when another forks: the fork waits for it to
+    leave; a thread arriving meanwhile waits for the fork; the child's gate is open."""
+    monkeypatch.setattr(_fork_gate, "FORK_WAIT", 600.0)
+    gate = _fork_gate.gate
+    events: list[str] = []
+    inside, leave = threading.Event(), threading.Event()
+
+    def in_openssl() -> None:
+        with gate:
+            inside.set()
+            leave.wait()
+            events.append("left")
+
+    def arriving() -> None:
+        with gate:
+            events.append("entered")
+
+    def in_child() -> list[str]:
+        with _fork_gate.gate:  # the child's own gate, open
+            return list(events)
+
+    holder = threading.Thread(target=in_openssl)
+    holder.start()
+    assert inside.wait(60)
+    child: list[tuple[int, int]] = []
+    forker = threading.Thread(target=lambda: child.append(_fork_reporting(in_child)))
+    forker.start()
+    _until(lambda: gate._closed)  # the fork is at the gate, waiting for the holder
+    latecomer = threading.Thread(target=arriving)
+    latecomer.start()
+    assert child == [] and events == []
+    leave.set()
+    for thread in (holder, forker, latecomer):
+        thread.join()
+    assert _child_report(*child[0]) == ["left"]  # forked after the holder left, before anyone entered
+    assert sorted(events) == ["entered", "left"]
+
+
+def test_a_fork_waits_for_the_gate_a_bounded_time_then_goes_ahead(monkeypatch, caplog):
+    """A thread that never leaves OpenSSL (stopped in a debugger) delays a fork by FORK_WAIT, not
+    for ever: the fork goes ahead with a debug line, and both sides can use the gate after it."""
+    monkeypatch.setattr(_fork_gate, "FORK_WAIT", 0.05)
+    inside, leave = threading.Event(), threading.Event()
+
+    def stuck() -> None:
+        with _fork_gate.gate:
+            inside.set()
+            leave.wait()
+
+    holder = threading.Thread(target=stuck)
+    holder.start()
+    assert inside.wait(60)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="tinker_sync"):
+
+            def in_child_gate() -> str:
+                with _fork_gate.gate:  # closed in the parent at the fork, new and open in the child
+                    return "entered"
+
+            assert _child_report(*_fork_reporting(in_child_gate)) == "entered"
+    finally:
+        leave.set()
+        holder.join()
+    with _fork_gate.gate:  # open again in the parent
+        pass
+    assert any("1 thread(s) still inside OpenSSL" in r.getMessage() for r in caplog.records)
+
+
+def _pooled_sockets(client: Client) -> list[Any]:
+    """The sockets of the connections a client keeps alive (urllib3's pools, read, not changed)."""
+    sockets = []
+    for manager in client._transport._managers.values():
+        for pool in manager.pools._container.values():
+            sockets += [
+                conn.sock for conn in list(pool.pool.queue) if conn is not None and conn.sock is not None
+            ]
+    return sockets
+
+
+@pytest.mark.parametrize("how", ["verify=CA file", "verify=SSLContext", "through a CONNECT tunnel"])
+def test_every_tls_connection_holds_the_gate_in_openssl(how, ca, tmp_path):
+    """Direct, with a context of the caller's, through a proxy's tunnel: each TLS socket the
+    client keeps is a gated one, and does what an ssl.SSLSocket does (requests, keep-alive)."""
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    verify: Any = str(ca_file)
+    if how == "verify=SSLContext":
+        verify = ssl.create_default_context(cafile=str(ca_file))
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(MockTinkerServer(ssl_context=server_context))
+        proxy = stack.enter_context(ForwardProxy()).url if how == "through a CONNECT tunnel" else None
+        client = stack.enter_context(
+            Client(api_key=API_KEY, base_url=server.url, verify=verify, proxy=proxy, trust_env=False)
+        )
+        assert _ask(client, how, 20) == []
+        sockets = _pooled_sockets(client)
+        assert sockets and all(type(sock) is _fork_gate.ForkSafeSSLSocket for sock in sockets)
+        assert server.connections == 1  # kept alive: the 20 requests on one connection
+
+
+def test_tls_over_memory_buffers_holds_the_gate():
+    """TLS inside a proxy's TLS runs on an ssl.SSLObject: gated too, handshake, write and read."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("example.test").configure_cert(server_context)
+    client_context = _fork_gate.fork_safe(ssl.create_default_context())
+    ca.configure_trust(client_context)
+    ends = [ssl.MemoryBIO() for _ in range(4)]
+    client = client_context.wrap_bio(ends[0], ends[1], server_hostname="example.test")
+    server = server_context.wrap_bio(ends[2], ends[3], server_side=True)
+    assert type(client) is _fork_gate.ForkSafeSSLObject
+
+    def pump() -> None:  # what each side wrote, to the other's incoming buffer
+        ends[2].write(ends[1].read())
+        ends[0].write(ends[3].read())
+
+    for _ in range(10):
+        done = 0
+        for side in (client, server):
+            try:
+                side.do_handshake()
+                done += 1
+            except ssl.SSLWantReadError:
+                pass
+        pump()
+        if done == 2:
+            break
+    assert client.write(b"through the tunnel") == len(b"through the tunnel")
+    pump()
+    assert server.read(100) == b"through the tunnel"

@@ -32,6 +32,10 @@ header checks), ``_errors`` (error mapping), ``_tls`` (the TLS context),
 
 from __future__ import annotations
 
+# urllib3 encodes every host with the "idna" codec, whose module Python imports on first use: a
+# thread doing that at a fork leaves the module's import lock held for ever in the child (Python
+# resets only the global import lock), and the child's first connection waits on it. Imported now.
+import encodings.idna  # noqa: F401
 import os
 import ssl
 import threading

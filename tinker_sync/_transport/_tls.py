@@ -10,6 +10,9 @@ Rules:
    not exist or does not load is a ``TinkerError`` naming it.
 3. ``verify=False`` connects without verification and without urllib3's
    per-request warning (the client gave its one warning already).
+4. Every context is built inside the fork gate, and its sockets hold the gate
+   in each OpenSSL call (``_fork_gate``): a forked child never finds one of
+   OpenSSL's process-wide locks held by a thread of ours.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from urllib3.util.ssl_ import create_urllib3_context
 from .._config import TLS, CALocations, Verify
 from .._exceptions import TinkerError
 from ._errors import one_line
+from ._fork_gate import building_context, fork_safe
 
 __all__ = ["check_path", "shared_context", "ssl_context", "tls_pool_options"]
 
@@ -55,14 +59,20 @@ def ssl_context(verify: Verify, ca: CALocations) -> ssl.SSLContext:
     or the environment's). A path: only the CAs there. ``TLS(extra_ca=...)``:
     the default trust and those CAs; ``TLS(system=True)``: the operating
     system's store (``truststore``). ``False``: no verification. An
-    ``ssl.SSLContext``: used as it is.
+    ``ssl.SSLContext``: used as it is. Its sockets hold the fork gate in
+    every OpenSSL call (``_fork_gate.fork_safe``).
 
     Raises:
         TinkerError: a CA path that does not exist or does not load, or
             ``TLS(system=True)`` without the ``truststore`` package.
     """
     if isinstance(verify, ssl.SSLContext):
-        return verify
+        return fork_safe(verify)
+    with building_context():
+        return fork_safe(_build(verify, ca))
+
+
+def _build(verify: bool | str | os.PathLike[str] | TLS, ca: CALocations) -> ssl.SSLContext:
     if verify is False:
         context = create_urllib3_context(cert_reqs=ssl.CERT_NONE)
         context.check_hostname = False
@@ -145,7 +155,7 @@ def shared_context(verify: Verify, ca: CALocations) -> ssl.SSLContext:
     as ``ssl_context`` does (and nothing is kept then).
     """
     if isinstance(verify, ssl.SSLContext):
-        return verify
+        return fork_safe(verify)
     key = _setting(verify, ca)
     with _shared_lock:
         context = _shared.get(key)
