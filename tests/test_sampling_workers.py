@@ -251,3 +251,53 @@ def test_a_sampler_handle_carries_no_credentials_and_rebuilds_the_sampler_elsewh
 def test_a_bad_sampler_handle_is_a_clear_value_error(handle: str) -> None:
     with pytest.raises(ValueError, match="not a sampler handle"):
         SamplingClient.from_sampler_handle(handle)
+
+
+@pytest.mark.parametrize("handshake", [True, False], ids=["handshake", "no-handshake"])
+@pytest.mark.parametrize("jwt", [False, True], ids=["key", "jwt"])
+def test_a_worker_authenticates_as_its_parent_without_asking_for_the_flags_again(
+    server: MockTinkerServer, handshake: bool, jwt: bool
+) -> None:
+    """The copy keeps the parent client's handshake setting and the flags it got: with the server's
+    JWTs it exchanges the key for one of its own (the parent's is not carried); never client/config."""
+    server.client_config["pjwt_auth_enabled"] = jwt and handshake
+    client = tinker_sync.Client(api_key=server.api_key, base_url=server.url, handshake=handshake)
+    with client, ServiceClient(client=client) as service:
+        sampler = service.create_sampling_client(base_model=BASE).result(30)
+        tokens_before = [r.path for r in server.requests].count("/api/v1/auth/token")
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            _, got = pool.submit(sample_in_worker, sampler, PROMPTS[:1]).result(120)
+        assert got and seq_ids(got)[0] >= CLONE_BLOCK
+    paths = [r.path for r in server.requests]
+    assert paths.count("/api/v1/client/config") == 1
+    assert paths.count("/api/v1/auth/token") - tokens_before == (1 if jwt and handshake else 0)
+    worker = [r for r in server.requests if r.path == "/api/v1/asample"][-1]
+    assert (
+        worker.headers["x-api-key"] != server.api_key
+        if jwt and handshake
+        else worker.headers["x-api-key"] == server.api_key
+    )
+
+
+def test_a_sampler_on_trained_weights_samples_them_in_a_worker(server: MockTinkerServer) -> None:
+    """``save_weights_and_get_sampling_client``'s sampler pickles too: the worker's logprobs are the
+    trained model's, as the parent's."""
+    with ServiceClient(api_key=server.api_key, base_url=server.url) as service:
+        training = service.create_lora_training_client(BASE, rank=8).result(30)
+        datum = types.Datum(
+            model_input=types.ModelInput.from_ints([1, 2, 3]),
+            loss_fn_inputs={"target_tokens": [2, 3, 4], "weights": [1.0, 1.0, 1.0]},
+        )
+        for _ in range(2):
+            training.forward_backward([datum], "cross_entropy")
+            training.optim_step(types.AdamParams(learning_rate=1e-4))
+        trained = training.save_weights_and_get_sampling_client().result(60)
+        base = service.create_sampling_client(base_model=BASE).result(30)
+        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+            in_worker = pool.submit(logprobs_in_worker, trained).result(120)
+            base_in_worker = pool.submit(logprobs_in_worker, base).result(120)
+        assert in_worker == logprobs_in_worker(trained) != base_in_worker == logprobs_in_worker(base)
+
+
+def logprobs_in_worker(sampler: SamplingClient) -> list[float | None]:
+    return sampler.compute_logprobs(types.ModelInput.from_ints([1, 2, 3, 4])).result(60)

@@ -347,7 +347,10 @@ class Training:
                 result["path"] = path
             else:
                 session = body.model_id.split(":", 1)[0]
-                sampler_id = f"{session}:sample:{next(self.counter)}"
+                # The client's sampling_session_seq_id (a counter it shares with create_sampling_session)
+                # names it, so the two never collide; the mock's own counter without one.
+                seq = body.sampling_session_seq_id
+                sampler_id = f"{session}:sample:{next(self.counter) if seq is None else seq}"
                 base = self._base_model(body.model_id)
                 with self.lock:
                     self.samplers[sampler_id] = SamplerState(sampler_id, base, None, model.steps)
