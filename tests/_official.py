@@ -9,6 +9,7 @@ checkouts (``$XDG_CACHE_HOME/tinker-sync/``), under a file lock, so the suite ne
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import signal
@@ -36,8 +37,11 @@ def _usable(venv: Path) -> bool:
     return probe.returncode == 0 and probe.stdout == OFFICIAL_VERSION
 
 
+@functools.cache
 def official_venv() -> Path:
-    """The venv holding ``tinker==0.38.0``: the env var's, else the cached one (built if missing)."""
+    """The venv holding ``tinker==0.38.0``: the env var's, else the cached one (built if missing).
+    Checked once per process: each check imports the official SDK (0.5 CPU-s), and every xdist
+    worker's module fixtures and tests asked again."""
     given = os.environ.get("TINKER_SYNC_OFFICIAL_VENV")
     if given:
         venv = Path(given)
