@@ -301,3 +301,52 @@ def test_a_sampler_on_trained_weights_samples_them_in_a_worker(server: MockTinke
 
 def logprobs_in_worker(sampler: SamplingClient) -> list[float | None]:
     return sampler.compute_logprobs(types.ModelInput.from_ints([1, 2, 3, 4])).result(60)
+
+
+def test_a_pickled_sampling_client_connects_as_its_client_does(
+    server: MockTinkerServer, tmp_path: Any
+) -> None:
+    """The copy goes through the client's own ``proxy=`` (credentials included), with its TLS trust
+    setting, tunnel choice and body limits; a handle carries none of the proxy's credentials."""
+    import trustme
+
+    trustme.CA().cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    with tinker_sync.testing.ForwardProxy(auth=("user", "pa/ss@word")) as proxy:
+        client = tinker_sync.Client(
+            server.api_key,
+            server.url,
+            proxy=proxy.auth_url,
+            trust_env=False,
+            verify=tinker_sync.TLS(extra_ca=tmp_path / "ca.pem"),  # unused on http://, carried as given
+            max_response_size=1 << 20,
+        )
+        with ServiceClient(client=client, heartbeat_interval=3600) as service:
+            sampler = service.create_sampling_client(base_model=BASE).result(30)
+            holder = sampler.__reduce__()[1][0].holder
+            assert "pa/ss@word" not in repr(holder)
+            through_parent = len(proxy.requests)
+            copy = pickle.loads(pickle.dumps(sampler))
+            try:
+                settings = copy.service._client
+                assert settings._transport.proxies.https == proxy.auth_url
+                assert settings._transport.verify == tinker_sync.TLS(extra_ca=str(tmp_path / "ca.pem"))
+                assert (settings.trust_env, settings.max_response_size) == (False, 1 << 20)
+                assert copy.sample(types.ModelInput.from_ints([1, 2]), 1, PARAMS).result(30).sequences
+                sent = [r.target for r in proxy.requests[through_parent:]]
+                assert any(target.endswith("/api/v1/asample") for target in sent), sent
+            finally:
+                copy.service.close()
+            handle = json.loads(base64.urlsafe_b64decode(sampler.get_sampler_handle()))
+            assert handle["holder"]["proxy"] is None and "pa/ss@word" not in json.dumps(handle)
+
+
+def test_a_client_verifying_with_an_ssl_context_refuses_to_pickle_its_samplers(
+    server: MockTinkerServer,
+) -> None:
+    import ssl
+
+    client = tinker_sync.Client(server.api_key, server.url, verify=ssl.create_default_context())
+    with ServiceClient(client=client, heartbeat_interval=3600) as service:
+        sampler = service.create_sampling_client(base_model=BASE).result(30)
+        with pytest.raises(TypeError, match="ssl.SSLContext cannot be pickled"):
+            pickle.dumps(sampler)

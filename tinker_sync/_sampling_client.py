@@ -158,12 +158,13 @@ class SamplingClient:
 
     def get_sampler_handle(self) -> str:
         """A string handle to this client's sampler, without credentials (no API key, no secret
-        header): a pickle-free way to another process, where ``from_sampler_handle`` makes a
+        header, no ``proxy=``: the other process uses its own): a pickle-free way to another
+        process, where ``from_sampler_handle`` makes a
         client on the same sampler, as many times as wanted, as the official SDK's."""
         state = self._state()
         holder = state.holder
         headers = {k: v for k, v in holder.default_headers.items() if k.lower() not in SECRET_HEADERS}
-        bare = dataclasses.replace(holder, api_key=None, default_headers=headers)
+        bare = dataclasses.replace(holder, api_key=None, default_headers=headers, proxy=None)
         payload = msgspec.json.encode(dataclasses.replace(state, holder=bare))
         return base64.urlsafe_b64encode(payload).decode()
 

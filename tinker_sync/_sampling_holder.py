@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -32,11 +33,12 @@ from typing import Any
 import msgspec
 
 from ._client import Client
-from ._config import Timeout, cloudflare_headers
+from ._config import DEFAULT_MAX_RESPONSE_SIZE, TLS, Timeout, cloudflare_headers
 from ._observe import mask_url
 from ._train_future import Engine
 from ._train_types import ClientConfigResponse
 from .resources.types import EncodedTextChunk, ImageChunk, ModelInput
+from .sse import DEFAULT_MAX_SIZE
 
 __all__ = [
     "BACKOFF",
@@ -155,7 +157,11 @@ class ShadowConfig:
     """What a shadow holder is built from in another process (the SDK's ``_ShadowHolderConfig``).
 
     ``api_key`` travels in the pickle (a worker may have no credentials of its own) but
-    never in a repr; the base URL's credentials are masked there too.
+    never in a repr; the base URL's credentials are masked there too. So do the client's
+    connection settings: a ``proxy=`` given to it (credentials included; a proxy from the
+    environment is the worker's own to read, as ``trust_env`` says), ``proxy_tunnel``,
+    ``verify`` (a path or ``TLS``; an ``ssl.SSLContext`` cannot travel: pickling refuses it
+    rather than let a worker trust less or more than its parent) and the body limits.
     """
 
     session_id: str
@@ -171,11 +177,19 @@ class ShadowConfig:
     poll_timeout: float
     submit_workers: int
     poll_workers: int
+    proxy: str | None = None
+    proxy_tunnel: bool = False
+    verify: bool | str = True  # a CA bundle path, or whether to verify
+    tls: tuple[str | None, bool] | None = None  # verify=TLS(extra_ca, system)
+    trust_env: bool = True
+    max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE
+    max_event_size: int = DEFAULT_MAX_SIZE
 
     def __repr__(self) -> str:
         return (
             f"ShadowConfig(session_id={self.session_id!r}, base_url={mask_url(self.base_url)!r}, "
-            f"api_key={'***' if self.api_key else None!r}, headers={sorted(self.default_headers)!r})"
+            f"api_key={'***' if self.api_key else None!r}, headers={sorted(self.default_headers)!r}, "
+            f"proxy={mask_url(self.proxy) if self.proxy else None!r})"
         )
 
     @classmethod
@@ -185,6 +199,15 @@ class ShadowConfig:
         """The shadow config of a session sending through ``client`` with ``engine``."""
         secret = cloudflare_headers()  # from the environment: a worker reads its own
         known = client._auth._config or {}
+        transport = client._transport
+        verify = transport.verify
+        if isinstance(verify, ssl.SSLContext):
+            raise TypeError(
+                "A SamplingClient whose Client verifies TLS with an ssl.SSLContext cannot be pickled "
+                "(a context cannot travel to another process): give the Client verify= a CA bundle "
+                "path or tinker_sync.TLS(...) instead"
+            )
+        given = dict(transport.proxies.sources).get("https") == "proxy="  # not the environment's
         return cls(
             session_id=session_id,
             base_url=client.base_url,
@@ -199,11 +222,26 @@ class ShadowConfig:
             poll_timeout=engine.poll_timeout,
             submit_workers=engine.pool._max_workers,
             poll_workers=len(engine._pollers),
+            proxy=transport.proxies.https if given else None,
+            proxy_tunnel=transport.proxy_tunnel,
+            verify=verify
+            if isinstance(verify, bool)
+            else True
+            if isinstance(verify, TLS)
+            else os.fspath(verify),
+            tls=(_path(verify.extra_ca), verify.system) if isinstance(verify, TLS) else None,
+            trust_env=client.trust_env,
+            max_response_size=client.max_response_size,
+            max_event_size=client.max_event_size,
         )
 
     def key(self) -> str:
         """What tells two configs apart (the cache's key)."""
         return json.dumps(dataclasses.asdict(self), sort_keys=True, default=repr)
+
+
+def _path(path: str | os.PathLike[str] | None) -> str | None:
+    return None if path is None else os.fspath(path)
 
 
 class ShadowService:
@@ -222,6 +260,12 @@ class ShadowService:
             default_headers=config.default_headers,
             pool_maxsize=config.submit_workers + config.poll_workers + 2,
             handshake=config.handshake,
+            proxy=config.proxy,
+            proxy_tunnel=config.proxy_tunnel,
+            verify=config.verify if config.tls is None else TLS(*config.tls),
+            trust_env=config.trust_env,
+            max_response_size=config.max_response_size,
+            max_event_size=config.max_event_size,
         )
         if config.handshake:  # the flags are known: no client/config again
             self._client._auth._config = dict(config.flags)
