@@ -50,7 +50,7 @@ from .._config import TLS, CALocations, ProxyRules, Timeout, Verify
 from .._exceptions import APIConnectionError, APITimeoutError, InsecureRequestWarning, InvalidRequestError
 from .._observe import mask_url
 from ._body import Body
-from ._errors import mapped_errors
+from ._errors import CONNECTING, mapped_errors
 from ._pools import DeadlineTimeout, PoolManager, Tunnel, make_tunnel, watchdog
 from ._request import Headers, RawResponse, Request, check_request, check_url, origin_of
 from ._tls import check_path, shared_context, ssl_context
@@ -207,7 +207,7 @@ class Transport:
         """
         capped = timeout.within(deadline)
         manager, proxy = self._manager(request.url)
-        with mapped_errors(request, "while connecting", deadline, proxy):
+        with mapped_errors(request, CONNECTING, deadline, proxy):
             raw = manager.urlopen(
                 request.method,
                 request.url,

@@ -7,6 +7,8 @@ Rules:
    the deadline's.
 3. Certificate, DNS and proxy errors are one line naming the host (or the
    proxy, its credentials masked).
+4. A message names the phase the request was in (``CONNECTING``): connecting,
+   the TLS handshake, or waiting for the response head once it was sent.
 """
 
 from __future__ import annotations
@@ -34,7 +36,12 @@ from .._exceptions import APIConnectionError, APITimeoutError, InvalidRequestErr
 from .._observe import mask_url
 from ._request import Request, origin_of
 
-__all__ = ["mapped", "mapped_errors", "one_line"]
+__all__ = ["CONNECTING", "mapped", "mapped_errors", "one_line"]
+
+# The phase of a request until its response head arrives, which ``phase`` narrows from the error.
+CONNECTING = "while connecting"
+HANDSHAKE = "during the TLS handshake"
+HEAD = "while waiting for the response head"
 
 
 @contextmanager
@@ -47,10 +54,10 @@ def mapped_errors(
     deadline's. ``proxy``: the proxy the request went through (named, masked,
     in proxy errors).
     """
-    where = f" {during}" if during else ""
     try:
         yield
     except (HTTPError, OSError, http.client.HTTPException) as exc:
+        where = f" {phase(exc, during)}" if during else ""
         if deadline is not None and time.monotonic() >= deadline:
             raise APITimeoutError(
                 f"Request timed out{where}: the total deadline passed", request, cause="deadline"
@@ -80,6 +87,22 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         original = getattr(item, "original_error", None)
         if isinstance(original, BaseException):
             todo.append(original)
+
+
+def phase(exc: BaseException, during: str) -> str:
+    """Where ``exc`` stopped a request sent ``during`` a phase: ``CONNECTING`` is narrowed to the TLS
+    handshake (urllib3 reports its timeout as a read timeout) or the wait for the response head
+    (a read timeout, or the connection closed, once the request was sent)."""
+    if during != CONNECTING:
+        return during
+    chain = list(_chain(exc))
+    if any(isinstance(e, http.client.BadStatusLine) for e in chain):  # RemoteDisconnected too
+        return HEAD
+    if not any(isinstance(e, ReadTimeoutError) for e in chain):
+        return during
+    if any(isinstance(e, TimeoutError) and "handshake" in str(e) for e in chain):  # the ssl module's words
+        return HANDSHAKE
+    return HEAD
 
 
 def _target(request: Request | None) -> str:
