@@ -541,12 +541,26 @@ def test_a_plan_grows_its_pieces_keeping_every_byte_once():
     plan.grow(3 * MiB)
     plan.grow(2 * MiB)  # never smaller again
     assert plan.first is not None and plan.take(plan.first, MiB) == (0, MiB)  # the first answer's piece
+    plan.release(plan.first)  # its answer ended there: it does not read on
     claimed = []
     while (span := plan.claim(1)) is not None and len(claimed) < 10:
         claimed.append((span.start, span.end))
         plan.take(span, span.end - span.start)
     assert sorted(claimed) == [(MiB, 3 * MiB), (4 * MiB, 7 * MiB), (7 * MiB, 10 * MiB)]
     assert plan.piece == 3 * MiB
+
+
+def test_a_piece_the_first_answer_reads_on_into_is_halved_for_another_connection():
+    """Pieces grown past what is left make one piece of the rest: another connection taking it from
+    the back takes its back half, so that the first answer reads on into the front half (it would
+    otherwise end there, and a new request cost what the pieces grew to avoid)."""
+    plan = range_plan.RangePlan(10 * MiB, [], MiB, (0, MiB), connections=2)
+    plan.grow(64 * MiB)
+    span = plan.claim(1)
+    assert span is not None and (span.start, span.end) == (5 * MiB + MiB // 2, 10 * MiB)
+    assert plan.first is not None and plan.take(plan.first, MiB) == (0, MiB)
+    ahead = plan.extend(0, MiB, None, 0)
+    assert ahead is not None and (ahead.start, ahead.end) == (MiB, span.start)  # read on, no request
 
 
 def test_one_keeper_asks_for_a_whole_hole_at_once():
@@ -667,3 +681,20 @@ def test_a_window_in_which_nothing_moved_says_nothing():
         fetchers.bytes += 10 * KiB
         probe.check()
     assert plan.width == 2  # four times the window's time: judged on what it has
+
+
+@pytest.mark.parametrize(
+    ("ask", "alone", "left", "connections", "costs_more"),
+    [
+        (1.0, 8 * MiB, 6 * MiB, 8, True),  # the first is done before another's answer comes
+        (1.5, 400 * MiB, 830 * MiB, 8, True),  # as moto: 1.5 s a request, the rest in 2 s alone
+        (0.01, 100 * MiB, 4096 * MiB, 8, False),  # a cheap request, 40 s alone
+        (1.0, 10 * MiB, 1000 * MiB, 8, False),  # a second a request, 100 s alone
+        (1.0, 8 * MiB, 6 * MiB, 1, False),  # no other connection allowed: nothing to decide
+        (0.0, 8 * MiB, 6 * MiB, 8, False),  # no wait measured (retried): nothing to judge by
+    ],
+)
+def test_other_requests_are_judged_by_what_the_next_step_could_save(
+    ask, alone, left, connections, costs_more
+):
+    assert ramp.asking_costs_more(ask, alone, left, connections) is costs_more

@@ -90,11 +90,15 @@ def next_width(steps: list[int], step: int, rate: float, before: float) -> tuple
 
 def asking_costs_more(ask: float, alone: float, left: int, connections: int) -> bool:
     """Whether other requests would cost more than they could save: the first answer alone (``alone``
-    bytes a second, ``left`` bytes to go) finishes about as soon as ``connections`` connections whose
-    requests each wait ``ask`` seconds for their answer."""
-    if alone <= 0 or ask <= 0 or left <= 0:
+    bytes a second, ``left`` bytes to go) finishes about as soon as with the ramp's next step, one
+    more connection whose request waits ``ask`` seconds for its answer while the first goes on
+    (``connections``: the most allowed; 1 allows no other)."""
+    if alone <= 0 or ask <= 0 or left <= 0 or connections < 2:
         return False
-    return SPREAD_GAIN * (ask + left / (max(1, connections) * alone)) >= left / alone
+    after_ask = left - ask * alone  # what is still left when the other's answer comes
+    if after_ask <= 0:
+        return True
+    return SPREAD_GAIN * (ask + after_ask / (2 * alone)) >= left / alone
 
 
 class Ramp:
@@ -185,8 +189,7 @@ class Ramp:
                 self.steps = [1, plan.connections]
                 self._widen(1)
                 return
-        else:
-            plan.grow(int(PIECE_ASKS * plan.ask_time * alone))
+        plan.grow(int(PIECE_ASKS * plan.ask_time * alone))
         self._widen(1)
 
     def _widen(self, step: int) -> None:

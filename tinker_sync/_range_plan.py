@@ -183,7 +183,14 @@ class RangePlan:
                 return None  # not wanted (while a fetcher that is can take it)
             if self._todo:  # the reader on from the front (or the one keeper) goes on at the front;
                 front = self.reader in (None, fetcher) or self.keeper == fetcher  # the others from the back
-                span = Span(*self._todo.pop(0 if front else -1), fetcher)
+                start, end = self._todo.pop(0 if front else -1)
+                if not front and self._read_on_into(start) and end - start >= 2 * MIN_STEAL:
+                    # The reader's answer runs on into it: the back half, the front half left to it.
+                    middle = start + (end - start) // 2
+                    middle -= middle % STEAL_ALIGN
+                    self._todo.append((start, middle))
+                    start = middle
+                span = Span(start, end, fetcher)
             else:
                 victim = max(self._active, key=lambda s: s.end - s.pos, default=None)
                 if self.single or victim is None or not self._worth_stealing(victim.end - victim.pos):
@@ -193,6 +200,11 @@ class RangePlan:
                 span, victim.end = Span(middle, victim.end, fetcher), middle
             self._active.append(span)
             return span
+
+    def _read_on_into(self, start: int) -> bool:
+        """Whether the reader's span ends at ``start``: its answer reads on into what begins there
+        (under the lock)."""
+        return any(s.owner == self.reader and s.end == start for s in self._active)
 
     def set_width(self, width: int, *, settled: bool = False) -> None:
         """Let the fetchers below ``width`` claim pieces; ``settled``: for good (the others stop)."""
