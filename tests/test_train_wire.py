@@ -146,3 +146,24 @@ def test_a_result_over_max_response_size_is_refused_on_either_path(
     finally:
         service.close()
         service._client.close()
+
+
+@pytest.mark.parametrize(
+    ("layers", "expected"),
+    [
+        ([{"Accept": "application/x-protobuf"}], {"Accept": "application/x-protobuf", "X-API-Key": "k"}),
+        ([{"accept": "a/b"}], {"accept": "a/b", "X-API-Key": "k"}),  # one Accept, the layer's spelling
+        ([{"ACCEPT": "a/b"}, {"Accept": "c/d"}], {"Accept": "c/d", "X-API-Key": "k"}),
+        ([{"X-New": "1"}, {"x-new": "2"}], {"Accept": "application/json", "X-API-Key": "k", "x-new": "2"}),
+        ([], {"Accept": "application/json", "X-API-Key": "k"}),
+    ],
+)
+def test_the_hot_paths_headers_merge_as_headers_do(layers, expected) -> None:
+    """The hot path's plain dict of headers: a later name wins whatever its case, never two of one."""
+    from tinker_sync._train_wire import _merged
+
+    template = {"Accept": "application/json", "X-API-Key": "k"}
+    names = {name.lower(): name for name in template}
+    merged = _merged(template, names, *layers)
+    assert merged == expected
+    assert template == {"Accept": "application/json", "X-API-Key": "k"}  # the template is never changed

@@ -243,3 +243,19 @@ def test_header_values_that_cannot_be_sent_raise_before_sending(servers, where, 
 def test_an_api_key_no_header_can_carry_is_refused_when_the_client_is_built(key):
     with pytest.raises(TinkerError, match="Invalid API key"):
         Client(api_key=key, base_url="http://127.0.0.1:9")
+
+
+def test_a_direct_pool_closed_since_is_looked_up_again():
+    """The transport keeps each direct URL's pool: one its manager closed since (a cleared client,
+    an evicted pool) is never used, the next request gets a live one."""
+    with RecordingServer() as server:
+        client = Client(api_key="tml-test-key", base_url=server.url, handshake=False, max_retries=0)
+        try:
+            url = f"{server.url}/x"
+            for _ in range(2):
+                assert client.get(url, cast_to=str) == "ok"
+                client._transport.close()  # every pool closed: the kept one is dead
+                assert client.get(url, cast_to=str) == "ok"
+        finally:
+            client.close()
+    assert len(server.heads) == 4

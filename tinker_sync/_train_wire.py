@@ -39,7 +39,7 @@ from ._config import Timeout
 from ._options import RequestOptions
 from ._response import StreamedResponse
 from ._status_errors import status_error
-from ._transport import Headers, Request
+from ._transport import Request
 
 __all__ = ["TEMPLATE_TTL", "Wire"]
 
@@ -52,24 +52,26 @@ class Wire:
     def __init__(self, client: BaseClient) -> None:
         self.client = client
         self._lock = threading.Lock()
-        self._templates: dict[str, tuple[float, str, dict[str, str]]] = {}
+        self._templates: dict[str, tuple[float, str, dict[str, str], dict[str, str]]] = {}
 
     @property
     def fast(self) -> bool:
         """Whether requests skip the generic path: only when nothing observes them."""
         return not self.client.dump_headers and not any(self.client.event_hooks.values())
 
-    def _template(self, path: str) -> tuple[str, dict[str, str]]:
+    def _template(self, path: str) -> tuple[str, dict[str, str], dict[str, str]]:
+        """The path's URL, headers, and their names by lower case."""
         now = time.monotonic()
         with self._lock:
             cached = self._templates.get(path)
         if cached is not None and now - cached[0] < TEMPLATE_TTL:
-            return cached[1], cached[2]
+            return cached[1], cached[2], cached[3]
         built = self.client.build_request(RequestOptions("POST", path, None, None, {}, read_body=True))
         headers = {name: value for name, value in built.headers.items() if name != "X-Idempotency-Key"}
+        names = {name.lower(): name for name in headers}
         with self._lock:
-            self._templates[path] = (now, built.url, headers)
-        return built.url, headers
+            self._templates[path] = (now, built.url, headers, names)
+        return built.url, headers, names
 
     def post(
         self,
@@ -89,14 +91,13 @@ class Wire:
         timeouts = Timeout.coerce(timeout)
         if not self.fast or timeouts.total is not None:  # a deadline needs the watchdog's care: generic
             return self._generic(path, body, headers, timeouts, idempotency_key)
-        url, template = self._template(path)
-        fields = dict(template)
-        fields.update(headers)
-        key = fields["X-Idempotency-Key"] = idempotency_key or str(uuid.uuid4())
-        fields["x-stainless-retry-count"] = "0"
+        url, template, names = self._template(path)
+        key = idempotency_key or str(uuid.uuid4())
+        own = {"X-Idempotency-Key": key, "x-stainless-retry-count": "0"}
         if timeouts.read is not None:
-            fields["x-stainless-read-timeout"] = f"{timeouts.read:g}"
-        request = Request("POST", url, Headers(fields), msgspec.json.encode(body))
+            own["x-stainless-read-timeout"] = f"{timeouts.read:g}"
+        fields = _merged(template, names, headers, own)
+        request = Request("POST", url, fields, msgspec.json.encode(body))
         response = StreamedResponse(
             self.client._transport.send(request, timeouts), request, sender=self.client
         )
@@ -104,7 +105,9 @@ class Wire:
             response.close()  # the template's JWT was refused before its expiry: a new one, and one replay
             with self._lock:
                 self._templates.pop(path, None)
-            self.client._auth.replace(fields.get("X-API-Key", ""), self.client._exchange())
+            self.client._auth.replace(
+                fields.get(names.get("x-api-key", "X-API-Key"), ""), self.client._exchange()
+            )
             return self._generic(path, body, headers, timeouts, key)
         if response.status_code >= 400:
             raise status_error(response)
@@ -120,3 +123,24 @@ class Wire:
         options = RequestOptions("POST", path, None, sent, body, None, timeouts, 0, read_body=True)
         with self.client._call(options) as response:
             return response.headers.get("content-type", ""), response.read()
+
+
+def _merged(
+    template: Mapping[str, str], names: Mapping[str, str], *layers: Mapping[str, str]
+) -> dict[str, str]:
+    """``template`` (``names``: its names by their lower case) with each layer's headers over it,
+    later names winning case-insensitively (as ``Headers`` would), in a plain dict: urllib3 copies
+    and walks it for each request, and a dict costs a fraction of a case-insensitive ``Headers``."""
+    fields = dict(template)
+    lowered: dict[str, str] | None = None
+    for layer in layers:
+        for name, value in layer.items():
+            if name not in fields:
+                if lowered is None:
+                    lowered = dict(names)
+                other = lowered.get(name.lower())
+                if other is not None:
+                    del fields[other]
+                lowered[name.lower()] = name
+            fields[name] = value
+    return fields

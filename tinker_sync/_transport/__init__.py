@@ -117,6 +117,8 @@ class Transport:
         self._lock = threading.Lock()
         self._context: ssl.SSLContext | None = None
         self._managers: dict[str | None, PoolManager] = {}
+        # Direct URLs already sent: their manager, pool and request target (see ``_direct``).
+        self._direct: dict[str, tuple[PoolManager, Any, str]] = {}
         self._pid = os.getpid()
         _transports.add(self)
         for scheme in ("http", "https"):  # refuse a bad proxy now, not at the first request
@@ -164,6 +166,7 @@ class Transport:
         ``verify=ssl.SSLContext`` is the caller's: it is used as given.)"""
         self._lock = threading.Lock()
         self._managers = {}
+        self._direct = {}
         self._context = None
         self._pid = os.getpid()
 
@@ -198,6 +201,24 @@ class Transport:
             created.clear()
         return manager, proxy
 
+    def _direct_pool(self, manager: PoolManager, url: str) -> tuple[Any, str]:
+        """The pool serving a URL sent without a proxy, and the URL's request target.
+
+        urllib3's ``PoolManager.urlopen`` parses the URL and looks its pool up on every
+        request; the training engine sends the same two URLs thousands of times, so both are
+        kept per URL (a few dozen URLs at most). A pool the manager has closed since (evicted,
+        cleared) is looked up again.
+        """
+        kept = self._direct.get(url)
+        if kept is not None and kept[0] is manager and kept[1].pool is not None:
+            return kept[1], kept[2]
+        pool = manager.connection_from_url(url)
+        target = check_url(url).request_uri
+        if len(self._direct) >= 64:
+            self._direct.clear()
+        self._direct[url] = (manager, pool, target)
+        return pool, target
+
     def send(self, request: Request, timeout: Timeout, deadline: float | None = None) -> RawResponse:
         """Send ``request`` and return the response with its body unread.
 
@@ -208,16 +229,30 @@ class Transport:
         capped = timeout.within(deadline)
         manager, proxy = self._manager(request.url)
         with mapped_errors(request, CONNECTING, deadline, proxy):
-            raw = manager.urlopen(
-                request.method,
-                request.url,
-                body=request.body,
-                headers=request.headers,
-                redirect=False,
-                retries=False,
-                preload_content=False,
-                timeout=DeadlineTimeout(capped.connect, capped.read, deadline),
-            )
+            if proxy is None:  # what PoolManager.urlopen does for a direct URL, without its URL parse
+                pool, target = self._direct_pool(manager, request.url)
+                raw: RawResponse = pool.urlopen(
+                    request.method,
+                    target,
+                    body=request.body,
+                    headers=request.headers,
+                    redirect=False,
+                    assert_same_host=False,
+                    retries=False,
+                    preload_content=False,
+                    timeout=DeadlineTimeout(capped.connect, capped.read, deadline),
+                )
+            else:
+                raw = manager.urlopen(
+                    request.method,
+                    request.url,
+                    body=request.body,
+                    headers=request.headers,
+                    redirect=False,
+                    retries=False,
+                    preload_content=False,
+                    timeout=DeadlineTimeout(capped.connect, capped.read, deadline),
+                )
         if deadline is not None and time.monotonic() >= deadline:
             # The watchdog cut the socket while header lines trickled in: http.client takes
             # the end of the stream for the end of the head. Whatever arrived is no answer.

@@ -35,11 +35,15 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 
 @dataclass
 class Request:
-    """What was (or will be) sent: kept on responses, errors and hook records."""
+    """What was (or will be) sent: kept on responses, errors and hook records.
+
+    ``headers``: a ``Headers`` (case-insensitive); the training engine's hot path gives a plain
+    dict of distinct names (no case-insensitive copy per request: urllib3 copies it once more).
+    """
 
     method: str
     url: str
-    headers: Headers = field(default_factory=Headers)
+    headers: Headers | dict[str, str] = field(default_factory=Headers)
     body: bytes | None = None
 
     def __repr__(self) -> str:
