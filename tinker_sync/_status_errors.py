@@ -8,6 +8,9 @@ Rules:
    ``exc.body`` keeps the parsed whole (JSON decoded, XML fields, else text).
 3. XML is read with a regular expression over the capped body, never an XML parser: no
    entities, no DTDs.
+4. A proxy's own answer (it could not reach the API, or refused to) says so: the headers
+   only a proxy puts on an answer of its own mark it (``proxy_answer``). Its class is
+   still its status's (a 502 or 503 is retried as any other).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from ._exceptions import APIStatusError, status_error_class
 from ._observe import redact
 from ._transport import Request
 
-__all__ = ["MAX_ERROR_BODY", "MAX_MESSAGE_BODY", "ErrorResponse", "status_error", "xml_error"]
+__all__ = ["MAX_ERROR_BODY", "MAX_MESSAGE_BODY", "ErrorResponse", "proxy_answer", "status_error", "xml_error"]
 
 # Error bodies are read for the exception, up to this size (the rest is discarded); its message
 # quotes at most MAX_MESSAGE_BODY bytes of it (``.body`` keeps the parsed whole).
@@ -42,6 +45,8 @@ class ErrorResponse(Protocol):
     def status_code(self) -> int: ...
     @property
     def request(self) -> Request: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
 
     def read_capped(self, limit: int) -> bytes:
         """At most ``limit`` bytes of the body, then the connection released."""
@@ -74,6 +79,22 @@ def _xml_summary(fields: Mapping[str, str]) -> str:
     return summary
 
 
+def proxy_answer(headers: Mapping[str, str]) -> str | None:
+    """The header that marks an answer as a proxy's own, not the API's, or None.
+
+    Squid's error pages carry ``X-Squid-Error``; RFC 9209's ``Proxy-Status``
+    with an ``error`` parameter is any proxy's "I could not forward this" (one
+    without it describes a response the proxy forwarded).
+    """
+    squid = headers.get("X-Squid-Error")
+    if squid:
+        return f"X-Squid-Error: {squid}"
+    status = headers.get("Proxy-Status")
+    if status and re.search(r";\s*error\s*=", status):
+        return f"Proxy-Status: {status}"
+    return None
+
+
 def status_error(response: ErrorResponse) -> APIStatusError:
     """The SDK's exception for an error response, its body read (capped) and released.
 
@@ -97,4 +118,8 @@ def status_error(response: ErrorResponse) -> APIStatusError:
         text = content[:MAX_MESSAGE_BODY].decode("utf-8", errors="ignore") + f"... ({len(content)} bytes)"
     text = redact(text, response.request.headers, response.request.url)
     cls = status_error_class(response.status_code)
+    mark = proxy_answer(response.headers)
+    if mark is not None:
+        mark = redact(" ".join(mark.split()), response.request.headers, response.request.url)
+        text = f"the proxy answered, not the API ({mark}): {text}"
     return cls(f"Error code: {response.status_code} - {text}", response, body)

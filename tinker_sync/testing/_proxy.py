@@ -23,7 +23,8 @@ what it saw in clear without a plugin; this one is ~200 lines.
 
 Answers: 407 with ``Proxy-Authenticate`` when ``auth`` is set and the request
 lacks the right ``Proxy-Authorization: Basic``; 403 for a target off
-loopback; 502 when the target refuses the connection; ``HTTP/1.1 200
+loopback; 502 when the target refuses the connection (both marked as its own
+answers with ``Proxy-Status: tinker-sync-test-proxy; error=...``); ``HTTP/1.1 200
 Connection established`` and a byte-for-byte relay for a tunnel. A forwarded
 (absolute-form) request is sent on with ``Connection: close`` and its
 response relayed until the upstream closes.
@@ -54,6 +55,18 @@ class ProxyRequest:
     target: str
     headers: dict[str, str] = field(default_factory=dict)  # names lower-cased
     body: bytes = b""
+
+
+def _own_answer(status: bytes, error: bytes) -> bytes:
+    """An answer of the proxy's own, marked as such (RFC 9209's ``Proxy-Status``), as a proxy
+    that cannot or will not forward a request gives it."""
+    return (
+        b"HTTP/1.1 "
+        + status
+        + b"\r\nProxy-Status: tinker-sync-test-proxy; error="
+        + error
+        + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
 
 
 def _loopback(host: str) -> bool:
@@ -244,14 +257,14 @@ class ForwardProxy:
 
     def _upstream(self, conn: socket.socket, host: str, port: int) -> socket.socket | None:
         if not _loopback(host):
-            conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            conn.sendall(_own_answer(b"403 Forbidden", b"destination_ip_prohibited"))
             return None
         try:
             upstream = socket.create_connection((host, port), timeout=10)
             upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return upstream
         except OSError:
-            conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            conn.sendall(_own_answer(b"502 Bad Gateway", b"connection_refused"))
             return None
 
     def _connect(self, conn: socket.socket, target: str, early: bytes) -> None:
