@@ -289,7 +289,8 @@ def test_under():
 
 def test_limit_memory_is_enforced_without_tracing_every_test(tmp_path):
     """The suite runs without --memray (tracing every test doubled its time): a marked test is still
-    traced, under the suite's own options (xdist workers included)."""
+    traced, under the suite's own addopts (xdist workers included) with xdist and pytest-memray
+    as the only plugins loaded."""
     (tmp_path / "test_probe.py").write_text(MEMORY_PROBE)
     addopts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["addopts"]
     assert "--memray" not in addopts  # what this test is about: enforcement without it

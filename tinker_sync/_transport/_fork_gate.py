@@ -176,7 +176,7 @@ class ForkSafeSSLSocket(ssl.SSLSocket):
             raise ValueError("Read on closed or unwrapped SSL socket.")
         try:  # on the SSL object held here: a socket shut down meanwhile reads its end, as before
             if buffer is not None:
-                return self._io(sslobj.read, "read", len, buffer)
+                return self._io(_read_on, "read", sslobj, len, buffer)
             return self._io(sslobj.read, "read", len)
         except ssl.SSLError as exc:
             if exc.args[0] == ssl.SSL_ERROR_EOF and self.suppress_ragged_eofs:
@@ -211,6 +211,25 @@ class ForkSafeSSLSocket(ssl.SSLSocket):
     def _real_close(self) -> None:
         with gate:  # the SSL object is freed here
             super()._real_close()  # type: ignore[misc]
+
+
+def _read_on(sslobj: Any, size: int, buffer: Any) -> int:
+    """Read into ``buffer`` what has arrived, record after record (one ``SSL_read`` gives one TLS
+    record, 16 KiB at most), in one hold of the gate and one switch to non-blocking: per record
+    they cost more than the read. Stops at the first record not yet here; an error after some
+    bytes is left for the next read to meet."""
+    done: int = sslobj.read(size, buffer)
+    if done and done < size:
+        view = memoryview(buffer)
+        while done < size:
+            try:
+                more: int = sslobj.read(size - done, view[done:])
+            except ssl.SSLError:  # not here yet (want read), or the end: the next read says so
+                break
+            if not more:
+                break
+            done += more
+    return done
 
 
 class ForkSafeSSLObject(ssl.SSLObject):
