@@ -607,3 +607,39 @@ def test_pytest_plugin_gives_any_project_the_fixture(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "head, sent",
+    [
+        ("Content-Length: 40", b'{"request_id": "f"'),
+        ("Content-Length: 40", b""),
+        ("Transfer-Encoding: chunked", b'12\r\n{"request_id": "f"'),
+        ("Transfer-Encoding: chunked", b'12\r\n{"request_id": "f"}\r\n'),
+    ],
+    ids=["length-part", "length-none", "chunked-part", "chunked-no-end"],
+)
+def test_a_request_cut_inside_its_body_is_never_routed(head: str, sent: bytes) -> None:
+    """A client whose own deadline cut its request went away: the part of a body that came is
+    not answered, recorded or counted as the client's mistake (a violation)."""
+    import socket
+
+    with MockTinkerServer() as server:
+        host, port = urlsplit(server.url).hostname, urlsplit(server.url).port
+        with socket.create_connection((host, port)) as sock:
+            sock.sendall(
+                f"POST /api/v1/retrieve_future HTTP/1.1\r\nHost: x\r\nX-API-Key: {server.api_key}\r\n"
+                f"Content-Type: application/json\r\n{head}\r\n\r\n".encode()
+                + sent
+            )
+            sock.shutdown(socket.SHUT_WR)
+            assert sock.recv(65536) == b""  # no answer: the connection is closed
+        with urllib3.PoolManager() as http:  # the server still answers the next client
+            assert (
+                http.request(
+                    "GET", f"{server.url}/api/v1/healthz", headers={"X-API-Key": server.api_key}
+                ).status
+                == 200
+            )
+        assert [r for r in server.requests if r.path == "/api/v1/retrieve_future"] == []
+        assert server.violations == []

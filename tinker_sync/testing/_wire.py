@@ -204,19 +204,29 @@ class _Handler(BaseHTTPRequestHandler):
     # -- request -----------------------------------------------------------------------------------
 
     def _read_body(self) -> bytes:
+        """The request's body; ConnectionError when the client went away before all of it came
+        (a client's deadline can cut its own request): a part of a body is never routed."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             parts: list[bytes] = []
             while True:
                 line = self.rfile.readline(65537)
+                if not line:
+                    raise ConnectionError("the client went away inside a chunked body")
                 size = int(line.split(b";", 1)[0].strip() or b"0", 16)
                 if size == 0:
                     while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
                         pass
                     return b"".join(parts)
-                parts.append(self.rfile.read(size))
+                parts.append(self._read_exactly(size))
                 self.rfile.readline(65537)
         length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        return self._read_exactly(length) if length else b""
+
+    def _read_exactly(self, size: int) -> bytes:
+        data = self.rfile.read(size)
+        if len(data) < size:
+            raise ConnectionError(f"the client went away after {len(data)} of {size} body bytes")
+        return data
 
     def _dispatch(self) -> None:
         mock = self.mock
