@@ -161,12 +161,9 @@ class Ramp:
         step, settled = next_width(self.steps, self.step, rate, before)
         if step < self.step and step == 0:
             if self.fetchers.first_reading():
-                plan.go_single(
-                    -1,
+                self._to_first(
                     f"{width} connections moved {rate / MiB:.1f} MiB/s, "
-                    f"the first alone {self.rates[0] / MiB:.1f} MiB/s",
-                    keeper=0,
-                    through=plan.cutoff is not None,  # a URL that expires: no request more
+                    f"the first alone {self.rates[0] / MiB:.1f} MiB/s"
                 )
                 self._settle(1)
             else:  # it ended its answer: the others keep going
@@ -196,6 +193,12 @@ class Ramp:
         self.step, self.phase, self.window = step, "answering", STEP_TIME
         self.plan.set_width(self.steps[step])
 
+    def _to_first(self, reason: str, level: int | None = None) -> None:
+        """Every missing byte to the first answer, which reads on; a URL that expires gets no
+        request more (it reads its one answer through)."""
+        plan = self.plan
+        plan.go_single(-1, reason, keeper=0, through=plan.cutoff is not None, level=level)
+
     def _settle(self, width: int) -> None:
         self.phase = "settled"
         self.plan.set_width(width, settled=True)
@@ -208,12 +211,9 @@ class Ramp:
         ask, left = plan.ask_time, plan.total - plan.done_bytes
         if not (asking_costs_more(ask, alone, left, plan.connections) and self.fetchers.first_reading()):
             return False
-        plan.go_single(
-            -1,
+        self._to_first(
             f"a request waits {ask:.2f} s for its answer, the first alone moves {alone / MiB:.1f} MiB/s "
             f"and has {left / MiB:.1f} MiB left: other connections would not make it sooner",
-            keeper=0,
-            through=plan.cutoff is not None,  # a URL that expires: no request more
             level=logging.DEBUG,
         )
         return True
