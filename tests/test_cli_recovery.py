@@ -1,7 +1,9 @@
 """Visible recovery: every command prints one stderr line per retry, resume or reconnect by
 default (``Retrying in 2.3 s (attempt 3 of 11): ...``, as curl --retry and pip do), ``--quiet``
 silences them, ``--max-retries`` is taken by every command and ``TINKER_MAX_RETRIES`` honoured by
-every command. Real subprocesses against a real server answering 500, and a dead port.
+every command. Real subprocesses against a real server answering 500, and a dead port: every
+command in a subprocess with ``TINKER_MAX_RETRIES`` (both servers), every setting in a subprocess
+for ``run list``; the other variants run the same ``main()`` in this process (``run_cli_here``).
 
 The commands are found by walking the parser, so a command added later is covered too.
 """
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from _front import Front
+from _helpers import run_cli_here
 
 from tinker_sync.cli import build_parser
 
@@ -82,6 +85,17 @@ def _run(url: str, argv: list[str], **env_extra: str) -> subprocess.CompletedPro
     )
 
 
+def _run_cli(
+    subprocess_run: bool, url: str, argv: list[str], monkeypatch, capsys, **env_extra: str
+) -> subprocess.CompletedProcess[str]:
+    """``_run`` in a subprocess, or the CLI's ``main()`` here with the same environment."""
+    if subprocess_run:
+        return _run(url, argv, **env_extra)
+    return run_cli_here(
+        monkeypatch, capsys, argv, {"TINKER_API_KEY": API_KEY, "TINKER_BASE_URL": url, **env_extra}
+    )
+
+
 def _dead_url() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -133,14 +147,15 @@ CASES = [
 
 @pytest.mark.parametrize(("server", "setting"), CASES)
 @pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c) for c in COMMANDS])
-def test_every_retry_is_one_line_on_stderr(tmp_path, command, server, setting):
+def test_every_retry_is_one_line_on_stderr(tmp_path, monkeypatch, capsys, command, server, setting):
     env, flags, attempts = SETTINGS[setting]
     argv = [*_argv(command, tmp_path), *flags]
+    real = setting == "env_2" or command == ["run", "list"]  # the rest: the same main() in this process
     if server == "dead":
-        result = _run(_dead_url(), argv, **env)
+        result = _run_cli(real, _dead_url(), argv, monkeypatch, capsys, **env)
     else:
         with AlwaysFailing() as front:
-            result = _run(front.url, argv, **env)
+            result = _run_cli(real, front.url, argv, monkeypatch, capsys, **env)
     # A usage error is never a pass, nor a skip: a new command needs its arguments in ARGUMENTS.
     assert result.returncode != 2, f"usage error for {' '.join(argv)} (ARGUMENTS): {result.stderr}"
     assert result.returncode == 1, result.stderr
@@ -164,14 +179,18 @@ def test_every_command_takes_max_retries(command):
 
 
 @pytest.mark.parametrize("value", ["-1", "x", "1.5", ""])
-def test_a_bad_max_retries_is_a_usage_error(tmp_path, value):
-    result = _run(_dead_url(), ["run", "list", "--max-retries", value])
+def test_a_bad_max_retries_is_a_usage_error(monkeypatch, capsys, value):
+    result = _run_cli(
+        value == "-1", _dead_url(), ["run", "list", "--max-retries", value], monkeypatch, capsys
+    )
     assert result.returncode == 2 and "--max-retries" in result.stderr
 
 
 @pytest.mark.parametrize("value", ["-1", "x", "1.5"])
-def test_a_bad_tinker_max_retries_says_so(tmp_path, value):
-    result = _run(_dead_url(), ["run", "list"], TINKER_MAX_RETRIES=value)
+def test_a_bad_tinker_max_retries_says_so(monkeypatch, capsys, value):
+    result = _run_cli(
+        value == "-1", _dead_url(), ["run", "list"], monkeypatch, capsys, TINKER_MAX_RETRIES=value
+    )
     assert result.returncode in (1, 2) and "TINKER_MAX_RETRIES" in result.stderr
     assert "Traceback" not in result.stderr
 
