@@ -39,6 +39,20 @@ def test_the_official_training_loop_runs_on_the_mock_and_matches_ours(
         )
         assert result.returncode == 0, result.stderr[-4000:]
         official = json.loads(result.stdout.strip().splitlines()[-1])
+        if official["close"] == "hung":  # 0.38.0's own teardown hang (the driver's docstring): only that
+            tasks = [line for line in result.stderr.splitlines() if line.startswith("official task:")]
+            assert retrieve_futures, result.stderr[-4000:]
+            poller = (
+                "cancelling=1 <Task cancelling name='tinker_session_futures_poller' "
+                "coro=<SessionFuturesPoller._poll_loop() running at"
+            )
+            idle = "session_futures_poller.py:156>"  # its ``await self._has_work.wait()``
+            assert any(poller in line and idle in line for line in tasks), tasks
+            assert all("tinker_session_futures_poller" in line or "_close_async" in line for line in tasks), (
+                tasks
+            )
+        else:
+            assert official["close"] == "closed"
         assert server.violations == []
         assert official["losses"][0] > official["losses"][1] > official["losses"][2]
         assert server.sessions[-1].finished == "success"
