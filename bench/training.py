@@ -17,7 +17,9 @@ slows both clients: compare figures of similar load, or the best of several runs
 
 Options: ``--official PYTHON`` (the official SDK's venv python; default: ``$TINKER_SYNC_OFFICIAL_VENV``'s, else
 the one tests/_official.py caches; skipped when absent), ``--n 1000``, ``--delay 2.0``, ``--sequential 100``, ``--clients tinker_sync,official``,
-``--scenarios burst,latency,sequential,encode``. Prints one JSON object per client
+``--scenarios burst,latency,sequential,encode``, ``--retrieve-futures`` (the mock's
+``sample_use_retrieve_futures`` flag on: each sample waits for its session's ``retrieve_futures`` long
+poll, then one ``retrieve_future`` fetches it, in both clients). Prints one JSON object per client
 and a table. Timings are never asserted in tests: this is where they are measured.
 """
 
@@ -48,12 +50,14 @@ def _status(field: str) -> int:
 # -- the mock, driven over stdin ------------------------------------------------------------------------
 
 
-def serve() -> None:
+def serve(retrieve_futures: bool) -> None:
     sys.path.insert(0, str(HERE.parent.parent))
     from tinker_sync.testing import MockTinkerServer
 
     with MockTinkerServer() as server:
         server.promises.hold = 30.0
+        server.promises.futures_hold = 30.0  # as the real server holds a retrieve_futures poll
+        server.client_config["sample_use_retrieve_futures"] = retrieve_futures
         print(server.url, flush=True)
         for line in sys.stdin:
             command, _, arg = line.strip().partition(" ")
@@ -214,15 +218,23 @@ def main() -> None:
     parser.add_argument(
         "--scenarios", default="burst,latency,sequential,encode", help="which, comma-separated"
     )
+    parser.add_argument(
+        "--retrieve-futures",
+        action="store_true",
+        help="the mock's sample_use_retrieve_futures flag on: samples wait for their session's long poll",
+    )
     args = parser.parse_args()
     if args.serve:
-        return serve()
+        return serve(args.retrieve_futures)
     if args.client:
         print(json.dumps(client(args.client, args.url, args.scenario, args.n)))
         return None
 
     mock = subprocess.Popen(
-        [sys.executable, str(HERE), "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, str(HERE), "--serve", *(["--retrieve-futures"] if args.retrieve_futures else [])],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert mock.stdin is not None and mock.stdout is not None
     url = mock.stdout.readline().strip()
@@ -277,6 +289,7 @@ def main() -> None:
                 if scenario == "burst":
                     result["tcp_connections"] = json.loads(tell("stats"))["connections"]
                     result["n"], result["delay_s"] = n, delay
+                    result["retrieve_futures"] = args.retrieve_futures
                 result["load"] = round(os.getloadavg()[0], 1)  # the 1-minute load average as it ended
                 print(json.dumps(result), flush=True)
                 results.append(result)

@@ -299,8 +299,8 @@ LOCK_OWNERS = {
     ("_sampling_holder.py", "DispatchBytes"): TRAINING,
     ("_sampling_holder.py", "SampleDispatch"): TRAINING,
     ("_service.py", "ServiceClient"): TRAINING,
+    ("_train_engine.py", "Engine"): TRAINING,
     ("_train_future.py", "BillingPause"): TRAINING,
-    ("_train_future.py", "Engine"): TRAINING,
     ("_train_wire.py", "Wire"): TRAINING,
     ("_training_client.py", "TrainingClient"): TRAINING,
 }

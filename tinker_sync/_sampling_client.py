@@ -37,7 +37,8 @@ from ._sampling_holder import (
     dispatch_size,
     shadow_service,
 )
-from ._train_future import Engine, Future, post_future, proto_result, resolve
+from ._train_engine import Engine, post_future
+from ._train_future import Future, proto_result, resolve
 from ._train_types import ClientConfigResponse
 from .resources.types import (
     EncodedTextChunk,

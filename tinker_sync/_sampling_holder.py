@@ -35,7 +35,7 @@ import msgspec
 from ._client import Client
 from ._config import DEFAULT_MAX_RESPONSE_SIZE, TLS, Timeout, cloudflare_headers
 from ._observe import mask_url
-from ._train_future import Engine
+from ._train_engine import Engine
 from ._train_types import ClientConfigResponse
 from .resources.types import EncodedTextChunk, ImageChunk, ModelInput
 from .sse import DEFAULT_MAX_SIZE

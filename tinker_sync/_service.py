@@ -7,7 +7,7 @@ and stops it; failures are logged, a warning after two minutes of them).
 
 Threads, fixed per ``ServiceClient`` whatever the number of futures: the heartbeat,
 ``poll_workers`` pollers and at most ``submit_workers`` submitters (see
-``_train_future``). ``close()`` sends ``sessions/{id}/finish`` once, fails what is
+``_train_engine``). ``close()`` sends ``sessions/{id}/finish`` once, fails what is
 still pending, and joins every thread. As a context manager it closes with
 ``success``, ``errored`` (an exception) or ``interrupted`` (``KeyboardInterrupt``
 or another ``BaseException``).
@@ -29,16 +29,8 @@ from ._config import resolve_project_id
 from ._exceptions import APIResponseValidationError, APIStatusError, NotFoundError
 from ._sampling_client import SamplingClient
 from ._sampling_holder import SampleDispatch, ShadowConfig
-from ._train_future import (
-    DEFAULT_POLL_TIMEOUT,
-    DEFAULT_RESULT_TIMEOUT,
-    Engine,
-    Future,
-    QueueStateCallback,
-    json_result,
-    post_future,
-    resolve,
-)
+from ._train_engine import DEFAULT_POLL_TIMEOUT, Engine, QueueStateCallback, post_future
+from ._train_future import DEFAULT_RESULT_TIMEOUT, Future, json_result, resolve
 from ._train_types import (
     ClientConfigResponse,
     CreateSamplingSessionResponse,

@@ -31,7 +31,8 @@ import msgspec
 from ._proto import decode_forward_backward_output, encode_forward_backward_request, estimate_datum_bytes
 from ._sampling_client import SamplingClient
 from ._sampling_holder import SampleDispatch, ShadowConfig
-from ._train_future import Engine, Future, json_result, post_future, proto_result, resolve
+from ._train_engine import Engine, post_future
+from ._train_future import Future, json_result, proto_result, resolve
 from ._train_types import (
     AdamParams,
     ClientConfigResponse,
