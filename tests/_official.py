@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from tinker_sync.testing import MockTinkerServer
 
 OFFICIAL_VERSION = "0.38.0"
 DRIVER = Path(__file__).with_name("_official_driver.py")
+CLI_DRIVER = Path(__file__).with_name("_official_cli_driver.py")
 
 
 def _usable(venv: Path) -> bool:
@@ -135,3 +137,47 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """Run the official ``tinker`` CLI with ``args``."""
     return run_official(venv, server, home, "tinker", *args, stdin=stdin, **extra)
+
+
+@dataclass
+class CliJob:
+    """One official CLI command for ``run_cli_batch``: ``tinker ARGS`` against ``server`` with HOME
+    and working directory ``home``, ``stdin`` on its stdin, ``extra`` added to ``official_env``."""
+
+    server: MockTinkerServer
+    home: Path
+    args: list[str]
+    stdin: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def run_cli_batch(venv: Path, jobs: list[CliJob]) -> list[subprocess.CompletedProcess[str]]:
+    """Run each job's official CLI command in turn, all in ONE process of the official venv
+    (``_official_cli_driver.py``: the ``tinker`` script's own ``main`` per command, each in its own
+    environment), as ``run_cli`` would one process each; their outcomes in order."""
+    payload = [
+        {
+            "args": job.args,
+            "env": official_env(job.server, job.home, **job.extra),
+            "cwd": str(job.home),
+            "stdin": job.stdin,
+        }
+        for job in jobs
+    ]
+    done = _exit_teardown_abort(
+        subprocess.run(
+            [str(venv / "bin" / "python"), str(CLI_DRIVER)],
+            env=payload[0]["env"],
+            cwd=jobs[0].home,
+            input=json.dumps(payload),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    return [
+        subprocess.CompletedProcess(["tinker", *job.args], r["returncode"], r["stdout"], r["stderr"])
+        for job, r in zip(jobs, results, strict=True)
+    ]

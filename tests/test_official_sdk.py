@@ -7,6 +7,7 @@ finds malformed (``violations``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _official import OFFICIAL_VERSION, official_venv, run_cli, run_driver
+from _official import OFFICIAL_VERSION, CliJob, official_venv, run_cli, run_cli_batch, run_driver
 
 from tinker_sync.testing import MockTinkerServer
 
@@ -181,15 +182,26 @@ CLI_TABLE: list[tuple[list[str], int, str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("args", "code", "needle"), CLI_TABLE, ids=[" ".join(a[:4]) for a, _, _ in CLI_TABLE]
-)
-def test_official_cli_command(venv: Path, tmp_path: Path, args: list[str], code: int, needle: str) -> None:
-    with _server(pjwt=True, trace_size=4096) as server:
-        done = run_cli(venv, server, tmp_path, *args)
-        assert server.violations == []
-    assert done.returncode == code, done.stdout + done.stderr
-    assert needle in done.stdout + done.stderr
+def test_official_cli_commands(venv: Path, tmp_path: Path) -> None:
+    """Every command of CLI_TABLE, each against a server and in a HOME of its own, all in one
+    process of the official venv (``run_cli_batch``: one import of the SDK instead of one each)."""
+    with contextlib.ExitStack() as stack:
+        jobs = []
+        for i, (args, _, _) in enumerate(CLI_TABLE):
+            (tmp_path / f"case-{i}").mkdir()
+            server = stack.enter_context(_server(pjwt=True, trace_size=4096))
+            jobs.append(CliJob(server, tmp_path / f"case-{i}", args))
+        results = run_cli_batch(venv, jobs)
+        violations = {" ".join(job.args): job.server.violations for job in jobs}
+        silent = [" ".join(job.args) for job in jobs if not job.server.requests]
+    assert {args: found for args, found in violations.items() if found} == {}
+    assert silent == ["version", f"checkpoint set-ttl {FINAL}"]  # the others talked to their own server
+    wrong = [
+        (" ".join(args), done.returncode, done.stdout + done.stderr)
+        for (args, code, needle), done in zip(CLI_TABLE, results, strict=True)
+        if done.returncode != code or needle not in done.stdout + done.stderr
+    ]
+    assert wrong == []
 
 
 def test_official_cli_download_exports_and_cleans_up(venv: Path, tmp_path: Path) -> None:
@@ -207,13 +219,17 @@ def test_official_cli_download_exports_and_cleans_up(venv: Path, tmp_path: Path)
 
 def test_official_auth_login_status_logout(venv: Path, tmp_path: Path) -> None:
     with _server(pjwt=True) as server:
-        login = run_cli(
-            venv, server, tmp_path, "auth", "login", stdin=server.api_key + "\n", TINKER_API_KEY=""
+        no_key = {"TINKER_API_KEY": ""}
+        login, status, logout, rejected = run_cli_batch(
+            venv,
+            [
+                CliJob(server, tmp_path, ["auth", "login"], stdin=server.api_key + "\n", extra=no_key),
+                CliJob(server, tmp_path, ["auth", "status"], extra=no_key),
+                CliJob(server, tmp_path, ["auth", "logout"], extra=no_key),
+                CliJob(server, tmp_path, ["auth", "login"], stdin="tml-wrong\n", extra=no_key),
+            ],
         )
         stored = tmp_path / ".tinker" / "credentials.json"
-        status = run_cli(venv, server, tmp_path, "auth", "status", TINKER_API_KEY="")
-        logout = run_cli(venv, server, tmp_path, "auth", "logout", TINKER_API_KEY="")
-        rejected = run_cli(venv, server, tmp_path, "auth", "login", stdin="tml-wrong\n", TINKER_API_KEY="")
         assert server.violations == []
     assert login.returncode == 0, login.stderr
     assert "Logged in as mock-user@example.com (Mock Org)" in login.stdout
