@@ -167,3 +167,40 @@ def test_the_hot_paths_headers_merge_as_headers_do(layers, expected) -> None:
     merged = _merged(template, names, *layers)
     assert merged == expected
     assert template == {"Accept": "application/json", "X-API-Key": "k"}  # the template is never changed
+
+
+def test_idempotency_keys_are_uuid4s_unique_and_fresh_in_a_forked_child(server: MockTinkerServer) -> None:
+    """``new_key`` (two a sample) is a uuid4 in form and in randomness: 20,000 keys all parse as
+    version 4, RFC 4122 variant, written as ``str(UUID)`` writes them, none repeated; a forked child
+    draws keys its parent never does (os.urandom, no state copied at the fork); and the keys that
+    went out on the wire for samples are such keys, one per request."""
+    import os
+    import uuid
+
+    from tinker_sync._train_wire import new_key
+
+    keys = [new_key() for _ in range(20_000)]
+    assert len(set(keys)) == len(keys)
+    for key in keys:
+        parsed = uuid.UUID(key)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, key)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its keys to the pipe, then out without running the parent's teardown
+        try:
+            os.write(write, "\n".join(new_key() for _ in range(100)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        child = pipe.read().decode().split("\n")
+    os.waitpid(pid, 0)
+    parent = [new_key() for _ in range(100)]
+    assert len(child) == 100 and not set(child) & set(parent) and not set(child) & set(keys)
+    with service_for(server) as service:
+        sampler = service.create_sampling_client(base_model=BASE).result()
+        for future in [sampler.sample(PROMPT, 1, PARAMS) for _ in range(5)]:
+            future.result()
+    sent = [r.headers["x-idempotency-key"] for r in hot_requests(server)]
+    assert len(sent) >= 10 and len(set(sent)) == len(sent)
+    assert all(uuid.UUID(key).version == 4 for key in sent)

@@ -73,16 +73,24 @@ class DispatchBytes:
     @contextlib.contextmanager
     def hold(self, size: int) -> Iterator[None]:
         """Hold ``size`` bytes of the budget while the block runs (waiting while it is overdrawn)."""
+        self.take(size)
+        try:
+            yield
+        finally:
+            self.give(size)
+
+    def take(self, size: int) -> None:
+        """Take ``size`` bytes of the budget, waiting while it is overdrawn (``give`` them back)."""
         with self._cond:
             while self.left < 0:
                 self._cond.wait()
             self.left -= size
-        try:
-            yield
-        finally:
-            with self._cond:
-                self.left += size
-                self._cond.notify_all()
+
+    def give(self, size: int) -> None:
+        """Give back ``size`` bytes that ``take`` took."""
+        with self._cond:
+            self.left += size
+            self._cond.notify_all()
 
 
 def dispatch_size(prompt: ModelInput) -> int:
@@ -122,19 +130,32 @@ class SampleDispatch:
     @contextlib.contextmanager
     def hold(self, size: int) -> Iterator[None]:
         """Hold a send's turn while the block runs: a slot of 400, a throttled slot of 10 when
-        ``throttled()``, and ``size`` bytes of the budget (20 times that when ``throttled()``)."""
-        with contextlib.ExitStack() as stack:
-            with self._count:
-                self.waiting += 1
+        ``throttled()``, and ``size`` bytes of the budget (20 times that when ``throttled()``).
+        Plain acquires and releases (one is held per sample sent: an ``ExitStack`` of nested
+        context managers cost several times as much)."""
+        held: list[threading.BoundedSemaphore] = []
+        taken = 0
+        with self._count:
+            self.waiting += 1
+        try:
             try:
-                stack.enter_context(self._sends)
+                self._sends.acquire()
+                held.append(self._sends)
                 if self.throttled():
-                    stack.enter_context(self._throttled)
-                stack.enter_context(self.bytes.hold(size * THROTTLE_BYTES if self.throttled() else size))
+                    self._throttled.acquire()
+                    held.append(self._throttled)
+                bytes_ = size * THROTTLE_BYTES if self.throttled() else size
+                self.bytes.take(bytes_)
+                taken = bytes_
             finally:
                 with self._count:
                     self.waiting -= 1
             yield
+        finally:
+            if taken:
+                self.bytes.give(taken)
+            for semaphore in reversed(held):
+                semaphore.release()
 
     def back_off(self, size: int) -> None:
         """A sample of ``size`` estimated bytes was refused (429, 402): every sample waits."""

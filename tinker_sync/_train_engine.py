@@ -28,7 +28,6 @@ import itertools
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -46,7 +45,7 @@ from ._exceptions import (
 from ._options import RequestOptions
 from ._retry import should_retry_status
 from ._train_future import DEFAULT_RESULT_TIMEOUT, BillingPause, Future, resolve
-from ._train_wire import Wire
+from ._train_wire import Wire, new_key
 from .resources.types import FutureHandle
 
 __all__ = [
@@ -481,7 +480,7 @@ def _submit_once(
 ) -> FutureHandle:
     if json is None or not engine.wire.fast:
         return _post(engine, path, json, content, headers, final)
-    key = str(uuid.uuid4())
+    key = new_key()
     try:
         _, raw = engine.wire.post(path, json, headers or {}, engine.client.timeout, idempotency_key=key)
     except APIStatusError as error:
