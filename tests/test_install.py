@@ -171,7 +171,16 @@ def test_an_sdist_installs_without_a_c_compiler(sdist: Path, tmp_path: Path) -> 
     for name in ("conftest.py", "test_sse.py", "test_sse_select.py"):
         shutil.copy(ROOT / "tests" / name, tests / name)
     pytest_args = [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "tests"]
-    pure = subprocess.run(pytest_args, capture_output=True, text=True, timeout=300, env=_env(), cwd=tmp_path)
+    # Less the one test that feeds 2 MB a byte at a time (2 CPU-s): it runs on this same pure twin in
+    # the suite itself; here the point is what the pure install's conftest does with the Cython twin.
+    pure = subprocess.run(
+        [*pytest_args, "-k", "not test_byte_by_byte_is_linear"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(),
+        cwd=tmp_path,
+    )
     output = pure.stdout + pure.stderr
     assert pure.returncode == 0, output[-3000:]
     assert output.count("Cython twin not applicable to this install (pure-Python install: ") == 1
