@@ -2,7 +2,8 @@
 
 - ``client_env`` / ``cli_env``: the environment of a subprocess pointed at a mock server, as a user's
   shell would be after pasting the ``export`` line of ``python -m tinker_sync.testing``.
-- ``run_cli``: ``python -m tinker_sync ARGS`` as a real subprocess against a server.
+- ``run_cli``: ``python -m tinker_sync ARGS`` as a real subprocess against a server (forked from a
+  zygote that imported the package once: ``tests/_zygote.py``).
 - ``run_cli_here``: the same command through the CLI's ``main()`` in this process (no interpreter
   start, no imports: ~0.2 CPU-s less per run), for the many variants of a class of behaviour of
   which one real subprocess run is kept.
@@ -33,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
+
+import _zygote
 
 if TYPE_CHECKING:
     import pytest
@@ -69,15 +72,9 @@ def cli_env(server: HasURL | None = None, **extra: str) -> dict[str, str]:
 def run_cli(
     server: HasURL | None, *args: str, cwd: Path | None = None, timeout: float = 120, **extra: str
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m tinker_sync ARGS`` against ``server`` (environment: ``cli_env(server, **extra)``)."""
-    return subprocess.run(
-        [sys.executable, "-m", "tinker_sync", *args],
-        env=cli_env(server, **extra),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """``python -m tinker_sync ARGS`` against ``server`` (environment: ``cli_env(server, **extra)``), a
+    process forked from a zygote that has imported the package (``tests/_zygote.py``)."""
+    return _zygote.run(list(args), cli_env(server, **extra), cwd, timeout)
 
 
 def run_cli_here(

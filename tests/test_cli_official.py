@@ -9,10 +9,10 @@ import json
 import os
 import stat
 import subprocess
-import sys
 import zlib
 from pathlib import Path
 
+import _zygote
 import pytest
 from _helpers import client_env
 
@@ -35,15 +35,7 @@ def server():
 def cli(server: MockTinkerServer, home: Path, *args: str, stdin: str = "", **extra: str):
     env = client_env(server.api_key, server.url, HOME=str(home), **extra)
     env = {k: v for k, v in env.items() if v != ""}
-    return subprocess.run(
-        [sys.executable, "-m", "tinker_sync", *args],
-        env=env,
-        cwd=home,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return _zygote.run(list(args), env, home, 120, stdin)
 
 
 def as_json(done: subprocess.CompletedProcess[str]) -> dict:

@@ -15,9 +15,9 @@ import os
 import re
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
+import _zygote
 import pytest
 from _front import Front
 from _helpers import run_cli_here
@@ -80,9 +80,7 @@ def _run(url: str, argv: list[str], **env_extra: str) -> subprocess.CompletedPro
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TINKER_", "CLOUDFLARE_"))}
     env.update(TINKER_API_KEY=API_KEY, TINKER_BASE_URL=url, **env_extra)
     env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
-    return subprocess.run(
-        [sys.executable, "-m", "tinker_sync", *argv], env=env, capture_output=True, text=True, timeout=180
-    )
+    return _zygote.run(argv, env, None, 180)
 
 
 def _run_cli(

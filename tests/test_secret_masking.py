@@ -11,14 +11,13 @@ proxy refuses), to a live mock server, or through the CLI as a subprocess.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import socket
-import subprocess
-import sys
 import traceback
 
+import _zygote
 import pytest
+from _helpers import client_env
 
 from tinker_sync import Client, TinkerError
 from tinker_sync._exceptions import APIConnectionError, InvalidRequestError, mask_credentials
@@ -114,21 +113,14 @@ def test_a_proxy_password_never_shows_in_an_error_or_a_log(tinker_server, caplog
 def test_a_proxy_from_the_environment_never_shows_in_the_command_lines_output(
     tinker_server, variable, joiners
 ):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TINKER_", "CLOUDFLARE_"))}
-    env = {k: v for k, v in env.items() if "proxy" not in k.lower()}
     base = (
         tinker_server.url.replace("http://", "https://") if "HTTPS" in variable.upper() else tinker_server.url
     )
-    env.update(TINKER_API_KEY=API_KEY, TINKER_BASE_URL=base, TINKER_MAX_RETRIES="0")
+    env = client_env(API_KEY, base, TINKER_MAX_RETRIES="0")
+    env = {k: v for k, v in env.items() if "proxy" not in k.lower()}
     env[variable] = _proxy_url("alice", joiners, _dead_port())
     env["TINKER_LOG"] = "debug"
-    result = subprocess.run(
-        [sys.executable, "-m", "tinker_sync", "run", "list"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _zygote.run(["run", "list"], env, None, 120)
     assert result.returncode != 0
     assert_clean(result.stdout + result.stderr, "cli output")
 

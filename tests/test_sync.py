@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import _zygote
 import pytest
 from _helpers import cli_env, tree_hashes
 
@@ -25,13 +26,7 @@ RUN = "run-7"
 
 
 def sync_cli(server, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tinker_sync", "checkpoint", "sync", RUN, "-o", str(out), *args],
-        env=cli_env(server),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return _zygote.run(["checkpoint", "sync", RUN, "-o", str(out), *args], cli_env(server), None, 120)
 
 
 def add(server, name: str, *, kind: str = "weights", seed: int = 1, size: int = MiB // 2) -> str:

@@ -11,9 +11,9 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
+import _zygote
 import msgspec
 import pytest
 from _front import Front
@@ -57,12 +57,8 @@ def fetched(server) -> list[str]:
 
 
 def cli(url: str, out: Path, *args: str, run: str = RUN) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tinker_sync", "checkpoint", "sync", run, "-o", str(out), *args],
-        env=client_env(API_KEY, url),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    return _zygote.run(
+        ["checkpoint", "sync", run, "-o", str(out), *args], client_env(API_KEY, url), None, 120
     )
 
 
