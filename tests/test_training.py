@@ -465,6 +465,42 @@ def test_retrieve_futures_long_poll_when_the_server_enables_it(
     assert set(server.promises.acked) == acked
 
 
+@pytest.mark.parametrize("first", [1, 3], ids=["one-expires-first", "three-expire-first"])
+def test_parked_samples_expire_at_their_deadlines_while_the_long_poll_answers(
+    server: MockTinkerServer, make_service: MakeService, first: int
+) -> None:
+    """With retrieve_futures on, a parked sample fails at its deadline however often the long poll
+    answers (it answers empty every 0.2 s here); the parked are looked over only once the soonest
+    deadline among them passed, so a sample parked after that scan still expires at its own, and a
+    sample that completes meanwhile is a result (its deadline far: no race with the clock)."""
+    server.client_config["sample_use_retrieve_futures"] = True
+    server.promises.futures_hold = 0.2
+    server.training.delays["Sample"] = 30.0
+    service = make_service(result_timeout=0.5)
+    engine = service._engine
+    sampler = service.create_sampling_client(base_model=BASE).result(30)
+
+    def sample(i: int) -> tinker_sync.Future[types.SampleResponse]:
+        return sampler.sample(types.ModelInput.from_ints([i]), 1, types.SamplingParams(max_tokens=1, seed=i))
+
+    expired = r"req-sample-\d+: no result after \d+\.\d s, \d+ polls"
+    for future in [sample(i) for i in range(first)]:
+        with pytest.raises(APITimeoutError, match=expired):
+            future.result(30)
+    later = sample(100)
+    deadline = time.monotonic() + 30
+    while not later.done() and time.monotonic() < deadline:
+        with engine._park:
+            if any(later.request_id in parked for parked in engine._parked.values()):
+                break
+        time.sleep(0.01)
+    engine.result_timeout = 3600.0  # what is sent from now on has an hour
+    server.training.delays["Sample"] = 0.1
+    assert sample(200).result(30).sequences
+    with pytest.raises(APITimeoutError, match=expired):
+        later.result(30)
+
+
 def long_polls_now(server: MockTinkerServer) -> list[dict[str, Any]]:
     return [r.json() for r in server.requests if r.path.endswith("/retrieve_futures")]
 

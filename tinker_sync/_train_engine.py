@@ -105,6 +105,17 @@ class FuturesPage(msgspec.Struct):
     cursor: int | None = None
 
 
+_PAGE: msgspec.json.Decoder[FuturesPage] = msgspec.json.Decoder(FuturesPage)
+
+
+def _page(raw: bytes) -> FuturesPage:
+    """A ``retrieve_futures`` answer, read as the wire's hot path hands it over."""
+    try:
+        return _PAGE.decode(raw)
+    except msgspec.DecodeError as error:
+        raise APIResponseValidationError(f"FuturesPage: {error}") from None
+
+
 class Engine:
     """The threads of one ``ServiceClient``: a bounded submit pool and ``poll_workers`` pollers."""
 
@@ -147,6 +158,7 @@ class Engine:
         self._park = threading.Condition()
         self._parked: dict[Clone, dict[str, Pending]] = {}
         self._early: dict[Clone, set[str]] = {}  # completions reported before their future was parked
+        self._soonest = float("inf")  # the earliest deadline of a parked sample (none passes before it)
         self._acks: dict[Clone, list[str]] = {}
         self._session_thread: threading.Thread | None = None
 
@@ -342,6 +354,7 @@ class Engine:
                     resolve(pending.future, error=RuntimeError("the ServiceClient is closed"))
                     return
                 self._parked.setdefault(session, {})[request_id] = pending
+                self._soonest = min(self._soonest, pending.deadline)
                 if self._session_thread is None:
                     self._session_thread = threading.Thread(
                         target=self._session_loop, name="tinker-sync-futures", daemon=True
@@ -385,13 +398,8 @@ class Engine:
                     "retrieved_request_ids": acks,
                 }
                 try:
-                    page = self.client.post(
-                        "/api/v1/retrieve_futures",
-                        json=body,
-                        timeout=self.poll_timeout,
-                        max_retries=0,
-                        cast_to=FuturesPage,
-                    )
+                    _, raw = self.wire.post("/api/v1/retrieve_futures", body, {}, self.poll_timeout)
+                    page = _page(raw)
                 except Exception as error:
                     with self._park:
                         self._acks.setdefault(session, [])[:0] = acks
@@ -415,13 +423,21 @@ class Engine:
                     self._park.wait(0.05)
 
     def _expire_parked(self) -> None:
-        """Fail the parked samples past their deadline (lock held)."""
+        """Fail the parked samples past their deadline (lock held). Every answer of the long poll
+        comes here (hundreds a second in a burst): the parked samples are looked over only once
+        the soonest deadline among them has passed, not each time."""
         now = time.monotonic()
+        if now <= self._soonest:
+            return
+        soonest = float("inf")
         for parked in self._parked.values():
             for request_id, pending in list(parked.items()):
                 if now > pending.deadline:
                     del parked[request_id]
                     resolve(pending.future, error=APITimeoutError(pending.future.describe(), cause="timeout"))
+                else:
+                    soonest = min(soonest, pending.deadline)
+        self._soonest = soonest
 
 
 _HANDLE: msgspec.json.Decoder[FutureHandle] = msgspec.json.Decoder(FutureHandle)
