@@ -170,8 +170,8 @@ def test_the_hot_paths_headers_merge_as_headers_do(layers, expected) -> None:
 
 
 def test_idempotency_keys_are_uuid4s_unique_and_fresh_in_a_forked_child(server: MockTinkerServer) -> None:
-    """``new_key`` (two a sample) is a uuid4 in form and in randomness: 20,000 keys all parse as
-    version 4, RFC 4122 variant, written as ``str(UUID)`` writes them, none repeated; a forked child
+    """``new_key`` (two a sample) is a uuid4: 20,000 keys all parse as version 4, RFC 4122 variant,
+    written as ``str(UUID)`` writes them, none repeated; a forked child
     draws keys its parent never does (os.urandom, no state copied at the fork); and the keys that
     went out on the wire for samples are such keys, one per request."""
     import os
