@@ -267,8 +267,12 @@ def test_a_server_whose_ranges_cannot_be_used_gets_one_connection(tmp_path, quir
     elif requests == 1:
         assert server.ranges == [None]
     else:  # the ranges failed; the restarts are whole GETs, the last one over one connection
-        assert server.ranges[0] is None and server.ranges[-1] is None
-        assert server.ranges.count(None) == (requests or 2)
+        assert server.ranges[0] is None and server.ranges.count(None) == (requests or 2)
+        last = len(server.ranges) - 1 - server.ranges[::-1].index(None)
+        # Ranges the server took after the last whole GET are ones already on their way when the
+        # client gave up on ranges (the server's threads record in the order they run, not in the
+        # order the client sent): at most one per other connection.
+        assert any(server.ranges[1:last]) and len(server.ranges[last + 1 :]) <= 3
 
 
 # -- resume, restart ------------------------------------------------------------------------------
