@@ -231,28 +231,20 @@ class Transport:
         with mapped_errors(request, CONNECTING, deadline, proxy):
             if proxy is None:  # what PoolManager.urlopen does for a direct URL, without its URL parse
                 pool, target = self._direct_pool(manager, request.url)
-                raw: RawResponse = pool.urlopen(
-                    request.method,
-                    target,
-                    body=request.body,
-                    headers=request.headers,
-                    redirect=False,
-                    assert_same_host=False,
-                    retries=False,
-                    preload_content=False,
-                    timeout=DeadlineTimeout(capped.connect, capped.read, deadline),
-                )
+                urlopen, extra = pool.urlopen, {"assert_same_host": False}
             else:
-                raw = manager.urlopen(
-                    request.method,
-                    request.url,
-                    body=request.body,
-                    headers=request.headers,
-                    redirect=False,
-                    retries=False,
-                    preload_content=False,
-                    timeout=DeadlineTimeout(capped.connect, capped.read, deadline),
-                )
+                urlopen, target, extra = manager.urlopen, request.url, {}
+            raw: RawResponse = urlopen(
+                request.method,
+                target,
+                body=request.body,
+                headers=request.headers,
+                redirect=False,
+                retries=False,
+                preload_content=False,
+                timeout=DeadlineTimeout(capped.connect, capped.read, deadline),
+                **extra,
+            )
         if deadline is not None and time.monotonic() >= deadline:
             # The watchdog cut the socket while header lines trickled in: http.client takes
             # the end of the stream for the end of the head. Whatever arrived is no answer.
