@@ -65,27 +65,29 @@ def test_the_headers_that_mark_a_proxys_own_answer(case):
     assert (f"{PROXY} ({mark})" in message) if own else (PROXY not in message), message
 
 
+def _dead_target_through(proxy_url: str) -> APIStatusError:
+    """The error of a call through ``proxy_url`` to an API whose port refuses connections."""
+    with Client(
+        api_key=API_KEY, base_url=f"http://127.0.0.1:{_dead_port()}", proxy=proxy_url, max_retries=0
+    ) as c:
+        with pytest.raises(APIStatusError) as info:
+            c.get("/api/v1/healthz")
+    return info.value
+
+
 def test_the_test_proxys_502_for_a_dead_target_is_its_own():
     with ForwardProxy() as proxy:
-        with Client(
-            api_key=API_KEY, base_url=f"http://127.0.0.1:{_dead_port()}", proxy=proxy.url, max_retries=0
-        ) as c:
-            with pytest.raises(APIStatusError) as info:
-                c.get("/api/v1/healthz")
-    assert info.value.status_code == 502
-    assert f"{PROXY} (Proxy-Status: tinker-sync-test-proxy; error=connection_refused)" in str(info.value)
+        error = _dead_target_through(proxy.url)
+    assert error.status_code == 502
+    assert f"{PROXY} (Proxy-Status: tinker-sync-test-proxy; error=connection_refused)" in str(error)
 
 
 def test_stock_squid_that_cannot_reach_the_api_is_named():
     """A real squid, its stock configuration: a target that refuses the connection is its own 503."""
     with Squid() as squid:
-        with Client(
-            api_key=API_KEY, base_url=f"http://127.0.0.1:{_dead_port()}", proxy=squid.url, max_retries=0
-        ) as c:
-            with pytest.raises(APIStatusError) as info:
-                c.get("/api/v1/healthz")
-    assert info.value.status_code in (502, 503), str(info.value)
-    assert f"{PROXY} (X-Squid-Error: ERR_CONNECT_FAIL" in str(info.value), str(info.value)
+        error = _dead_target_through(squid.url)
+    assert error.status_code in (502, 503), str(error)
+    assert f"{PROXY} (X-Squid-Error: ERR_CONNECT_FAIL" in str(error), str(error)
 
 
 def test_the_apis_own_error_through_a_proxy_is_the_apis(tmp_path):
