@@ -9,6 +9,7 @@ prompt), so the same request always gets the same sequences.
 from __future__ import annotations
 
 import random
+import struct
 import zlib
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -21,7 +22,19 @@ from ._sse_routes import serve_events
 from ._types import ABORT, Chunk, Request
 from ._validate import decode, method_not_allowed, violation
 
-__all__ = ["Sampler", "stream_sample"]
+__all__ = ["Sampler", "draw", "stream_sample", "token_ids"]
+
+
+def draw(seed: int, count: int) -> tuple[int, ...]:
+    """``count`` 32-bit words decided by ``seed`` alone: one draw, not one per word (the fake
+    model's tokens and logprobs; ``random.randrange`` per token was a tenth of the mock's CPU)."""
+    count = max(count, 0)
+    return struct.unpack(f"<{count}I", random.Random(seed).randbytes(4 * count))
+
+
+def token_ids(words: tuple[int, ...]) -> list[int]:
+    """Token ids in [100, 32000), one per word."""
+    return [100 + word % 31_900 for word in words]
 
 
 class SamplingParams(msgspec.Struct, forbid_unknown_fields=True):
@@ -162,9 +175,9 @@ class Sampler:
         else:
             sequences = []
             for i in range(body.num_samples):
-                rng = random.Random(seed * 1_000_003 + i)
-                tokens = [rng.randrange(100, 32_000) for _ in range(max_tokens)]
-                logprobs = [round(-rng.random() * 4, 4) for _ in range(max_tokens)]
+                words = draw(seed * 1_000_003 + i, 2 * max_tokens)
+                tokens = token_ids(words[:max_tokens])
+                logprobs = [round(-(word % 40_000) / 10_000, 4) for word in words[max_tokens:]]
                 sequences.append({"stop_reason": "length", "tokens": tokens, "logprobs": logprobs})
             prompt_logprobs = None
             if body.prompt_logprobs:

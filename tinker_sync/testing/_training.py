@@ -25,7 +25,6 @@ from __future__ import annotations
 import collections
 import itertools
 import math
-import random
 import threading
 import time
 import zlib
@@ -43,7 +42,7 @@ from ._proto_wire import (
     encode_fwdbwd_output,
     encode_sample_response,
 )
-from ._sampling import Sampler, SampleRequest
+from ._sampling import Sampler, SampleRequest, draw, token_ids
 from ._sessions import Sessions
 from ._types import HTTPError, Request, ServerState
 from ._validate import decode, method_not_allowed, violation
@@ -81,8 +80,7 @@ def _alt_tokens(k: int, prompt: list[int], seed: int, steps: int) -> tuple[bytes
     """Field 6 for ``prompt_alt_tokens_k``: k draws at every prompt position after the first."""
     if k <= 0:
         return None
-    rng = random.Random(seed * 7_919 + k)
-    tokens = [rng.randrange(100, 32_000) for _ in range((len(prompt) - 1) * k)]
+    tokens = token_ids(draw(seed * 7_919 + k, (len(prompt) - 1) * k))
     shape = [len(prompt) - 1, k]
     return (
         encode_dense_tensor(tokens, 2, shape),
@@ -498,8 +496,7 @@ class Training:
         seed = params.seed if params.seed is not None else zlib.crc32(repr(prompt).encode())
         sequences, json_sequences = [], []
         for i in range(body.num_samples):
-            rng = random.Random(seed * 1_000_003 + i)
-            tokens = [rng.randrange(100, 32_000) for _ in range(max_tokens)]
+            tokens = token_ids(draw(seed * 1_000_003 + i, max_tokens))
             logprobs = [token_logprob(t, sampler.steps) for t in tokens]
             sequences.append((1, tokens, logprobs))
             json_sequences.append({"stop_reason": "length", "tokens": tokens, "logprobs": logprobs})

@@ -14,6 +14,7 @@ imports ``_server``; waits go through the server's stop event, never
 from __future__ import annotations
 
 import contextlib
+import http.client
 import select
 import selectors
 import socket
@@ -24,12 +25,15 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
+from email.utils import formatdate
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
+from ._head import read_fields
 from ._types import (
     ABORT,
     HANG,
@@ -150,9 +154,69 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body go out as separate writes: no delayed-ACK stalls
     server_version = "MockTinker/1.0"
     server: HTTPServer
+    raw_requestline: bytes  # set by http.server before parse_request
     fault: Fault = NO_FAULT
     bucket: _Bucket | None = None  # the connection's rate cap (MockTinkerServer.rate_limit)
     aborted = False
+    fields: dict[str, str] = {}  # the request's header fields, names lower-cased, the last value wins
+    first: dict[str, str] = {}  # the same, the first value wins (what http.server's own reads see)
+
+    def parse_request(self) -> bool:
+        """``http.server``'s parse, cheaper for the usual request: an ``HTTP/1.0`` or ``HTTP/1.1``
+        request line is taken apart here and its header block read by ``_head.read_fields``; any
+        other line goes through the stdlib's parse whole. Either way: the same fields, the same
+        431 answers at its limits, keep-alive and ``Expect: 100-continue`` handled as it does."""
+        line = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        words = line.split()
+        if len(words) != 3 or words[2] not in ("HTTP/1.1", "HTTP/1.0"):
+            if not super().parse_request():
+                return False
+            self._take_fields(self.headers.items())
+            return True
+        self.requestline = line
+        self.command, path, self.request_version = words
+        self.path = "/" + path.lstrip("/") if path.startswith("//") else path  # as http.server does
+        self.close_connection = self.request_version == "HTTP/1.0"
+        try:
+            self.headers, fields = read_fields(self.rfile)
+        except http.client.LineTooLong as error:
+            self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Line too long", str(error))
+            return False
+        except http.client.HTTPException as error:
+            self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many headers", str(error))
+            return False
+        self._take_fields(fields)
+        connection = self.first.get("connection", "").lower()
+        if connection == "close":
+            self.close_connection = True
+        elif connection == "keep-alive":
+            self.close_connection = False
+        if self.first.get("expect", "").lower() == "100-continue" and self.request_version == "HTTP/1.1":
+            return self.handle_expect_100()
+        return True
+
+    def _take_fields(self, fields: list[tuple[str, str]]) -> None:
+        lowered = [(name.lower(), value) for name, value in fields]
+        self.fields = dict(lowered)
+        self.first = self.fields if len(self.fields) == len(lowered) else dict(reversed(lowered))
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        """``http.server``'s status line, ``Server`` and ``Date`` (without its ``log_request``,
+        whose only output, ``log_message``, is silenced here)."""
+        self.send_response_only(code, message)
+        self.send_header("Server", self.version_string())
+        self.send_header("Date", self.date_time_string())
+
+    _date = (0, "")  # (second, its Date header): formatted once a second, not once a response
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        second = int(time.time())
+        date = _Handler._date
+        if date[0] != second:
+            date = _Handler._date = (second, formatdate(second, usegmt=True))
+        return date[1]
 
     def setup(self) -> None:
         super().setup()
@@ -206,7 +270,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _read_body(self) -> bytes:
         """The request's body; ConnectionError when the client went away before all of it came
         (a client's deadline can cut its own request): a part of a body is never routed."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+        if "chunked" in self.first.get("transfer-encoding", "").lower():
             parts: list[bytes] = []
             while True:
                 line = self.rfile.readline(65537)
@@ -219,7 +283,7 @@ class _Handler(BaseHTTPRequestHandler):
                     return b"".join(parts)
                 parts.append(self._read_exactly(size))
                 self.rfile.readline(65537)
-        length = int(self.headers.get("Content-Length") or 0)
+        length = int(self.first.get("content-length") or 0)
         return self._read_exactly(length) if length else b""
 
     def _read_exactly(self, size: int) -> bytes:
@@ -237,7 +301,7 @@ class _Handler(BaseHTTPRequestHandler):
             path = split.path
             query = dict(parse_qsl(split.query, keep_blank_values=True))
             body = self._read_body()
-            headers = {name.lower(): value for name, value in self.headers.items()}
+            headers = self.fields
             mock._record(RecordedRequest(self.command, path, dict(query), dict(headers), body))
             exchange = _Exchange(self, path, query, body, headers)
             mock._answering(1)
