@@ -41,6 +41,7 @@ from urllib3.util import Url, make_headers, parse_url
 
 from .._exceptions import InvalidRequestError
 from .._observe import mask_url
+from ._heads import RequestHeads
 from ._tls import tls_pool_options
 
 __all__ = ["DeadlineTimeout", "PoolManager", "Tunnel", "make_tunnel", "watchdog"]
@@ -176,11 +177,11 @@ class _ConnectionMixin:
         super().request(*args, **kwargs)  # type: ignore[misc]
 
 
-class _HTTPConnection(_ConnectionMixin, HTTPConnection):
+class _HTTPConnection(_ConnectionMixin, RequestHeads, HTTPConnection):
     pass
 
 
-class _HTTPSConnection(_ConnectionMixin, HTTPSConnection):
+class _HTTPSConnection(_ConnectionMixin, RequestHeads, HTTPSConnection):
     pass
 
 
