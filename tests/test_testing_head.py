@@ -29,20 +29,25 @@ SDK_HEAD = (
 
 
 def stdlib(block: bytes) -> object:
-    """What ``http.server`` would have made of the block: its fields in order, or its error."""
+    """What ``http.server`` would have made of the block: its fields in order and the bytes left
+    to read (the body), or its error."""
+    stream = io.BytesIO(block)
     try:
-        return http.client.parse_headers(io.BytesIO(block)).items()
+        return http.client.parse_headers(stream).items(), stream.read()
     except http.client.HTTPException as error:  # LineTooLong is one
         return type(error), str(error)
 
 
-def ours(block: bytes) -> object:
+def ours(block: bytes, buffer_size: int) -> object:
+    """``read_fields`` on a buffered stream: the block in the buffer whole (one read), or a buffer
+    too small for it (line by line)."""
+    stream = io.BufferedReader(io.BytesIO(block), buffer_size)  # type: ignore[arg-type]
     try:
-        message, fields = read_fields(io.BufferedReader(io.BytesIO(block)))  # type: ignore[arg-type]
+        message, fields = read_fields(stream)
     except http.client.HTTPException as error:
         return type(error), str(error)
     assert message.items() == fields
-    return fields
+    return fields, stream.read()
 
 
 BLOCKS = {
@@ -79,8 +84,9 @@ BLOCKS = {
 
 
 @pytest.mark.parametrize("block", BLOCKS.values(), ids=BLOCKS.keys())
-def test_fields_are_the_stdlibs(block: bytes) -> None:
-    assert ours(block) == stdlib(block)
+@pytest.mark.parametrize("buffer_size", [8192, 16])
+def test_fields_are_the_stdlibs(block: bytes, buffer_size: int) -> None:
+    assert ours(block, buffer_size) == stdlib(block)
 
 
 def test_fields_are_the_stdlibs_for_random_blocks() -> None:
@@ -102,7 +108,7 @@ def test_fields_are_the_stdlibs_for_random_blocks() -> None:
                 junk = b"".join(rng.choice(pieces) for _ in range(rng.randrange(0, 6)))
                 lines.append(junk + rng.choice([b"\r\n", b"\n", b""]))
         block = b"".join(lines) + rng.choice([b"\r\n", b"\n", b"", b"\r\nbody"])
-        assert ours(block) == stdlib(block), block
+        assert ours(block, rng.choice([8, 64, 8192])) == stdlib(block), block
         fast += isinstance(read_fields(io.BufferedReader(io.BytesIO(block)))[0], _Parsed)  # type: ignore[arg-type]
     assert 500 < fast < 2500  # both ways were taken many times
 

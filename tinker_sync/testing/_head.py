@@ -45,19 +45,44 @@ class _Parsed(http.client.HTTPMessage):
 def read_fields(rfile: io.BufferedIOBase) -> tuple[http.client.HTTPMessage, Fields]:
     """Read one header block through its blank line: the message and its ``(name, value)`` fields
     in order. Raises ``http.client.LineTooLong`` / ``HTTPException`` as ``parse_headers`` does."""
-    lines = []
-    while True:
-        line = rfile.readline(MAX_LINE + 1)
-        if len(line) > MAX_LINE:
-            raise http.client.LineTooLong("header line")
-        lines.append(line)
-        if len(lines) > MAX_FIELDS:
-            raise http.client.HTTPException(f"got more than {MAX_FIELDS} headers")
-        if line in _END:
-            break
-    text = b"".join(lines).decode("iso-8859-1")
+    block, count = _buffered_block(rfile)
+    if not block:
+        lines = []
+        while True:
+            line = rfile.readline(MAX_LINE + 1)
+            if len(line) > MAX_LINE:
+                raise http.client.LineTooLong("header line")
+            lines.append(line)
+            if len(lines) > MAX_FIELDS:
+                raise http.client.HTTPException(f"got more than {MAX_FIELDS} headers")
+            if line in _END:
+                break
+        block, count = b"".join(lines), len(lines)
+    text = block.decode("iso-8859-1")
     fields: Fields = _FIELDS.findall(text)
-    if len(fields) == len(lines) - 1:  # every line but the last (blank, or b"" at EOF) is a field
+    if len(fields) == count - 1:  # every line but the last (blank, or b"" at EOF) is a field
         return _Parsed(fields), fields
     message = email.parser.Parser(_class=http.client.HTTPMessage).parsestr(text)
     return message, message.items()
+
+
+def _buffered_block(rfile: io.BufferedIOBase) -> tuple[bytes, int]:
+    """The whole block and its line count when it is already in ``rfile``'s buffer and within the
+    limits (it usually came in the request line's segment): one read instead of one per line.
+    ``(b"", 0)`` otherwise, and nothing is consumed."""
+    if not isinstance(rfile, io.BufferedReader):
+        return b"", 0
+    buffered = rfile.peek(MAX_LINE)  # what the buffer holds (one read of the socket if it is empty)
+    if buffered[:1] == b"\n" or buffered[:2] == b"\r\n":  # no fields at all
+        end = buffered.index(b"\n") + 1
+    else:  # through the first blank line: after a line end, a line that is only a line end
+        ends = [i for i in (buffered.find(b"\n\n"), buffered.find(b"\n\r\n")) if i >= 0]
+        if not ends:
+            return b"", 0
+        end = buffered.index(b"\n", min(ends) + 1) + 1
+    block = buffered[:end]
+    count = block.count(b"\n")
+    if end > MAX_LINE or count > MAX_FIELDS:
+        return b"", 0  # the line by line read raises as parse_headers does
+    rfile.read(end)
+    return block, count

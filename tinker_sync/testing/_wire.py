@@ -297,9 +297,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.fault = NO_FAULT
         exchange: _Exchange | None = None
         try:
-            split = urlsplit(self.path)
-            path = split.path
-            query = dict(parse_qsl(split.query, keep_blank_values=True))
+            path, query = self.path, {}
+            if "?" in path or "#" in path or path[:1] != "/":  # else urlsplit would give it back whole
+                split = urlsplit(path)
+                path = split.path
+                query = dict(parse_qsl(split.query, keep_blank_values=True))
             body = self._read_body()
             headers = self.fields
             mock._record(RecordedRequest(self.command, path, dict(query), dict(headers), body))
