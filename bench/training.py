@@ -3,6 +3,9 @@
 Scenarios (each client a fresh subprocess; the mock in its own process):
 - ``burst``: N in-flight ``sample()`` futures with a D s server delay: seconds to all results, RSS
   above the post-setup level (VmHWM - VmRSS after setup), threads, TCP connections the mock accepted;
+  where the time beyond D goes: ``last_sent_s`` (from the first ``sample()`` call until the mock had
+  the last request: all results can come no sooner than D after it), ``cpu_s`` (the client's CPU
+  seconds, user + system, from the first call to the last result) and ``mock_cpu_s`` (the mock's);
 - ``sequential``: ``sample().result()`` one after another with no server delay: p50 / p90 ms;
 - ``latency``: ``sample().result()`` one after another with a 50 ms server delay (the result becomes
   ready while the poll is held): server completion (the mock's record) to ``.result()`` return, p50 /
@@ -68,6 +71,9 @@ def serve(retrieve_futures: bool) -> None:
             elif command == "stats":
                 print(json.dumps({"connections": server.connections}), flush=True)
                 continue
+            elif command == "cpu":
+                print(json.dumps(time.process_time()), flush=True)
+                continue
             elif command == "completions":
                 print(json.dumps(server.promises.completion_times()), flush=True)
                 continue
@@ -105,6 +111,8 @@ def client(kind: str, url: str, scenario: str, n: int) -> dict[str, Any]:
         out.update(prompts=count, seconds=round(time.perf_counter() - start, 1))
         out["rss_above_setup_mb"] = round((_status("VmHWM") - rss0) / 2**20, 1)
     elif scenario == "burst":
+        cpu0 = time.process_time()
+        out["started_at"] = time.time()
         start = time.perf_counter()
         futures = [sampler.sample(prompt, 1, params) for _ in range(n)]
         out["submit_s"] = round(time.perf_counter() - start, 3)
@@ -113,6 +121,7 @@ def client(kind: str, url: str, scenario: str, n: int) -> dict[str, Any]:
             future.result()
             _returned(returned, future)
         out["all_results_s"] = round(time.perf_counter() - start, 3)
+        out["cpu_s"] = round(time.process_time() - cpu0, 3)
         out["returned"] = returned
         out["rss_above_setup_mb"] = round((_status("VmHWM") - rss0) / 2**20, 1)
         out["threads"] = threading.active_count()
@@ -266,6 +275,7 @@ def main() -> None:
                     continue
                 tell(f"delay {delay}")
                 tell("clear")
+                mock_cpu = float(tell("cpu"))
                 run = [
                     python,
                     str(HERE),
@@ -284,9 +294,14 @@ def main() -> None:
                     continue
                 result = json.loads(done.stdout.strip().splitlines()[-1])
                 returned = result.pop("returned", None)
+                started_at = result.pop("started_at", None)
+                completed = json.loads(tell("completions")) if returned is not None else {}
                 if returned is not None:
-                    result.update(latencies(returned, json.loads(tell("completions"))))
+                    result.update(latencies(returned, completed))
                 if scenario == "burst":
+                    if started_at is not None and completed:  # each sample completes `delay` after it came
+                        result["last_sent_s"] = round(max(completed.values()) - delay - started_at, 3)
+                    result["mock_cpu_s"] = round(float(tell("cpu")) - mock_cpu, 3)
                     result["tcp_connections"] = json.loads(tell("stats"))["connections"]
                     result["n"], result["delay_s"] = n, delay
                     result["retrieve_futures"] = args.retrieve_futures
