@@ -231,7 +231,7 @@ def test_a_chunked_upload_of_bytes_stays_framed() -> None:
 
 def test_header_lines_are_reused_only_for_their_own_name_and_value() -> None:
     """More distinct values than the reuse table holds: every request carries its own value;
-    a value http.client refuses is refused every time, never kept."""
+    a value http.client refuses is refused every time, never kept; credentials are never kept."""
     heads: list[bytes] = []
 
     def script(conn: socket.socket, head: bytes, stop: threading.Event) -> None:
@@ -244,13 +244,22 @@ def test_header_lines_are_reused_only_for_their_own_name_and_value() -> None:
     with raw_server(script) as url:
         pool = PoolManager(None, ssl.create_default_context)
         for i in range(count):
-            pool.request("GET", url + "/h", headers={"X-Same": "same", "X-Value": str(i % 700)})
+            headers = {
+                "X-Same": "same",
+                "X-Value": str(i % 700),
+                "X-API-Key": "tml-secret",
+                "authorization": "Bearer t",
+            }
+            pool.request("GET", url + "/h", headers=headers)
         for _ in range(2):
             with pytest.raises(ValueError, match="Invalid header value"):
                 pool.request("GET", url + "/h", headers={"X-Bad": "a\r\nInjected: 1"})
         pool.clear()
     assert len(heads) == count
+    credentials = [key for key in _heads._lines if key[1] in ("tml-secret", "Bearer t")]
+    assert credentials == []  # sent on every request, never kept
     for i, head in enumerate(heads):
         assert b"\r\nX-Value: %d\r\n" % (i % 700) in head
         assert b"\r\nX-Same: same\r\n" in head
+        assert b"\r\nX-API-Key: tml-secret\r\n" in head
         assert b"Injected" not in head

@@ -34,6 +34,7 @@ _DEEPER = re.compile(rb"multipart|message", re.IGNORECASE)  # content types pars
 COALESCE_MAX = 16 * 1024  # bodies up to this size go out with their head
 _LINES_MAX = 512  # header lines kept for reuse (then forgotten all at once, and built again)
 _lines: dict[tuple[Any, Any], bytes] = {}  # (name, value) -> the line http.client built for them
+_SECRET = frozenset({"authorization", "proxy-authorization", "x-api-key", "cookie"})  # never kept
 
 
 def plain_headers(lines: list[bytes], cls: type[http.client.HTTPMessage]) -> http.client.HTTPMessage | None:
@@ -64,7 +65,9 @@ def parse_headers(fp: Any, _class: type[http.client.HTTPMessage] = http.client.H
 
 def _calling_our_parser(function: Any) -> Any:
     """``function``, http.client's own code, calling ``parse_headers`` above: every other line of
-    it stays the running Python's."""
+    it stays the running Python's (a Python without ``_read_headers`` keeps its own parser)."""
+    if not hasattr(http.client, "_read_headers"):
+        return function
     namespace = dict(function.__globals__, parse_headers=parse_headers)
     return types.FunctionType(
         function.__code__, namespace, function.__name__, function.__defaults__, function.__closure__
@@ -119,7 +122,8 @@ class RequestHeads:
             return
         size = len(buffer)
         super().putheader(header, *values)  # type: ignore[misc]
-        if key is not None and len(buffer) == size + 1:  # one line added (urllib3 adds none for SKIP_HEADER)
+        if key is not None and len(buffer) == size + 1 and header.lower() not in _SECRET:
+            # one line added (urllib3 adds none for SKIP_HEADER); credentials are not kept around
             if len(_lines) >= _LINES_MAX:
                 _lines.clear()
             _lines[key] = buffer[-1]
