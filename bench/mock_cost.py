@@ -9,8 +9,9 @@ work shares the machine. Each figure is the best of ``--runs`` fresh processes.
 
 Routes: ``healthz`` (the wire alone: reading the head, routing, answering), ``asample`` by base model
 (a SampleRequest decoded, a fake model's tokens drawn, a future made) and ``retrieve_future`` (polls of
-those futures). ``--before DIR`` runs an older checkout's mock (a tree with ``tinker_sync/``) beside
-this one, interleaved.
+those futures), and the same two on a sampling session as the burst of ``bench/training.py`` sends them
+(``seq_id``s, results in protobuf). ``--before DIR`` runs an older checkout's mock (a tree with
+``tinker_sync/``) beside this one, interleaved.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROUTES = ("healthz", "asample", "retrieve_future")
+ROUTES = ("healthz", "asample", "retrieve_future", "session_asample", "session_retrieve_future")
 SDK_FIELDS = {
     "Host": "127.0.0.1",
     "Accept-Encoding": "identity",
@@ -51,8 +52,10 @@ SAMPLE = {
 }
 
 
-def request(method: str, path: str, api_key: str, i: int, body: bytes = b"") -> bytes:
+def request(method: str, path: str, api_key: str, i: int, body: bytes = b"", accept: str = "") -> bytes:
     fields = {**SDK_FIELDS, "X-API-Key": api_key, "X-Idempotency-Key": f"stainless-python-retry-{i}"}
+    if accept:
+        fields["Accept"] = accept
     if body:
         fields["Content-Length"] = str(len(body))
     head = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
@@ -83,6 +86,19 @@ def pipelined(port: int, data: bytes, answers: int) -> bytes:
     return b"".join(received)
 
 
+def sampling_session(port: int, api_key: str) -> str:
+    """A session and a sampling session on it (as a client's first calls make them): its id."""
+
+    def call(path: str, body: dict[str, object]) -> dict[str, str]:
+        answer = pipelined(port, request("POST", path, api_key, 0, json.dumps(body).encode()), 1)
+        result: dict[str, str] = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+        return result
+
+    session = call("/api/v1/create_session", {"sdk_version": "0.38.0", "tags": []})["session_id"]
+    body = {"session_id": session, "sampling_session_seq_id": 0, "base_model": SAMPLE["base_model"]}
+    return call("/api/v1/create_sampling_session", body)["sampling_session_id"]
+
+
 def child(route: str, n: int) -> float:
     """CPU microseconds per request of ``route`` (this process), the mock imported from sys.path."""
     from tinker_sync.testing import MockTinkerServer
@@ -92,14 +108,30 @@ def child(route: str, n: int) -> float:
         if route == "healthz":
             data = b"".join(request("GET", "/api/v1/healthz", key, i) for i in range(n))
         else:
-            body = json.dumps(SAMPLE).encode()
-            data = b"".join(request("POST", "/api/v1/asample", key, i, body) for i in range(n))
-            if route == "retrieve_future":
+            sample = SAMPLE
+            if route.startswith("session_"):  # as the burst samples: on a sampling session, seq ids
+                sampler = sampling_session(server.port, key)
+                sample = {**SAMPLE, "base_model": None, "sampling_session_id": sampler}
+            data = b"".join(
+                request("POST", "/api/v1/asample", key, i, json.dumps({**sample, "seq_id": i + 1}).encode())
+                if route.startswith("session_")
+                else request("POST", "/api/v1/asample", key, i, json.dumps(sample).encode())
+                for i in range(n)
+            )
+            if route.endswith("retrieve_future"):
                 answers = pipelined(server.port, data, n)
                 ids = [m.decode() for m in re.findall(rb'"request_id":"([^"]+)"', answers)]
                 assert len(ids) == n, len(ids)
+                accept = "application/x-protobuf" if route.startswith("session_") else ""
                 data = b"".join(
-                    request("POST", "/api/v1/retrieve_future", key, i, json.dumps({"request_id": r}).encode())
+                    request(
+                        "POST",
+                        "/api/v1/retrieve_future",
+                        key,
+                        i,
+                        json.dumps({"request_id": r}).encode(),
+                        accept,
+                    )
                     for i, r in enumerate(ids)
                 )
         started = time.process_time()
@@ -133,7 +165,7 @@ def main() -> None:
                 us = float(subprocess.run(run, capture_output=True, text=True, check=True).stdout)
                 best[name] = min(best.get(name, us), us)
         figures = "  ".join(f"{name} {us:6.1f} us" for name, us in best.items())
-        print(f"{route:16} CPU per request (best of {args.runs}): {figures}", flush=True)
+        print(f"{route:24} CPU per request (best of {args.runs}): {figures}", flush=True)
 
 
 if __name__ == "__main__":

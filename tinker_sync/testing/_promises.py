@@ -45,9 +45,11 @@ Scripted = int | tuple[str, float] | tuple[str, str]
 class Promise:
     """One future: its kind (the SDK's request type name), its result and when it is ready."""
 
-    def __init__(self, request_id: str, kind: str, lock: threading.Lock, session: str | None) -> None:
+    def __init__(self, request_id: str, kind: str, session: str | None) -> None:
         self.request_id, self.kind, self.session = request_id, kind, session
-        self.ready = threading.Condition(lock)
+        # Waited on by a poll held for the result: made by the first such poll (under Promises.lock),
+        # as most promises are never waited on (a burst's results are ready before their poll).
+        self.ready: threading.Condition | None = None
         self.ready_at: float | None = None  # monotonic; None while not processed
         self.completed_at: float | None = None  # wall time it became (or becomes) ready
         self.json: dict[str, Any] | None = None
@@ -123,7 +125,7 @@ class Promises:
     def create(self, kind: str, session: str | None = None) -> Promise:
         with self.lock:
             request_id = f"req-{kind.lower()}-{next(self.counter):06d}"
-            promise = Promise(request_id, kind, self.lock, session)
+            promise = Promise(request_id, kind, session)
             if self.scripts:
                 promise.script.extend(self.scripts.popleft())
             self.items[request_id] = promise
@@ -146,7 +148,8 @@ class Promises:
             promise.json, promise.proto, promise.error = json, proto, error
             promise.ready_at = now + delay
             promise.completed_at = time.time() + delay
-            promise.ready.notify_all()
+            if promise.ready is not None:
+                promise.ready.notify_all()
             if promise.session is not None:
                 self.session_changed.notify_all()
 
@@ -155,7 +158,8 @@ class Promises:
         with self.lock:
             self.closed = True
             for promise in self.items.values():
-                promise.ready.notify_all()
+                if promise.ready is not None:
+                    promise.ready.notify_all()
             self.session_changed.notify_all()
 
     def _wait_ready(self, promise: Promise, hold: float) -> bool:
@@ -170,6 +174,8 @@ class Promises:
                     wait = min(wait, promise.ready_at - now)
                 if wait <= 0 or self.closed:
                     return promise.ready_at is not None and now >= promise.ready_at
+                if promise.ready is None:
+                    promise.ready = threading.Condition(self.lock)
                 promise.ready.wait(wait)
 
     # -- routes -------------------------------------------------------------------------------------

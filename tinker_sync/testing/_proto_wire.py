@@ -172,7 +172,12 @@ def _key(number: int, wire: int) -> bytes:
     return _enc_varint(number << 3 | wire)
 
 
+_ONE_BYTE = [bytes((i,)) for i in range(0x80)]  # the varints of 0..127 (field keys, dtypes, lengths)
+
+
 def _enc_varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _ONE_BYTE[value]
     if value < 0:
         value += 1 << 64
     out = bytearray()

@@ -8,6 +8,7 @@ prompt), so the same request always gets the same sequences.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import struct
 import zlib
@@ -26,10 +27,11 @@ __all__ = ["Sampler", "draw", "stream_sample", "token_ids"]
 
 
 def draw(seed: int, count: int) -> tuple[int, ...]:
-    """``count`` 32-bit words decided by ``seed`` alone: one draw, not one per word (the fake
-    model's tokens and logprobs; ``random.randrange`` per token was a tenth of the mock's CPU)."""
+    """``count`` 32-bit words decided by ``seed`` alone, the first ``k`` the same for any count:
+    one SHAKE-128 output (a ``random.Random`` per sequence and a ``randrange`` per token were a
+    tenth of the mock's CPU per request)."""
     count = max(count, 0)
-    return struct.unpack(f"<{count}I", random.Random(seed).randbytes(4 * count))
+    return struct.unpack(f"<{count}I", hashlib.shake_128(b"%d" % seed).digest(4 * count))
 
 
 def token_ids(words: tuple[int, ...]) -> list[int]:

@@ -28,7 +28,7 @@ import math
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -84,13 +84,19 @@ def _alt_tokens(k: int, prompt: list[int], seed: int, steps: int) -> tuple[bytes
     shape = [len(prompt) - 1, k]
     return (
         encode_dense_tensor(tokens, 2, shape),
-        encode_dense_tensor([token_logprob(t, steps) for t in tokens], 1, shape),
+        encode_dense_tensor(token_logprobs(tokens, steps), 1, shape),
     )
 
 
 def token_logprob(token: int, steps: int) -> float:
     """The fake model's logprob of ``token`` after ``steps`` optimizer steps."""
     return -(0.5 + (token % 97) / 48.5) * 0.85**steps
+
+
+def token_logprobs(tokens: Iterable[int], steps: int) -> list[float]:
+    """``token_logprob`` of each token (the same floats: the same operations in the same order)."""
+    decay = 0.85**steps
+    return [-(0.5 + (token % 97) / 48.5) * decay for token in tokens]
 
 
 class AdamParams(msgspec.Struct, forbid_unknown_fields=True):
@@ -286,7 +292,7 @@ class Training:
                 inputs = datum["loss_fn_inputs"]
                 targets = inputs.get("target_tokens", {"data": datum["tokens"]})["data"]
                 weights = inputs.get("weights", {"data": [1.0] * len(targets)})["data"]
-                lps = [token_logprob(int(t), model.steps) for t in targets]
+                lps = token_logprobs(map(int, targets), model.steps)
                 loss = [-lp * w for lp, w in zip(lps, weights, strict=False)]
                 logprobs.append(lps)
                 losses.append(loss)
@@ -497,12 +503,12 @@ class Training:
         sequences, json_sequences = [], []
         for i in range(body.num_samples):
             tokens = token_ids(draw(seed * 1_000_003 + i, max_tokens))
-            logprobs = [token_logprob(t, sampler.steps) for t in tokens]
+            logprobs = token_logprobs(tokens, sampler.steps)
             sequences.append((1, tokens, logprobs))
             json_sequences.append({"stop_reason": "length", "tokens": tokens, "logprobs": logprobs})
         prompt_logprobs = None
         if body.prompt_logprobs:
-            prompt_logprobs = [math.nan] + [token_logprob(t, sampler.steps) for t in prompt[1:]]
+            prompt_logprobs = [math.nan, *token_logprobs(prompt[1:], sampler.steps)]
         targets = _target_logprobs(body.target_prompt_logprobs, prompt, sampler.steps)
         alternatives = _alt_tokens(body.prompt_alt_tokens_k, prompt, seed, sampler.steps)
         proto = encode_sample_response(sequences, prompt_logprobs, 0, targets, alternatives)
