@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -157,12 +157,50 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.hookimpl(trylast=True)  # after -k and -m: the order is of the items that run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.getoption("--no-extensions"):
+    if config.getoption("--no-extensions"):
+        kept = [item for item in items if "[cython" not in item.nodeid and "-cython" not in item.nodeid]
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
+    _slow_tests_first(config, items)
+
+
+DIST = "tinker_sync_dist"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """Tell each xdist worker the run's ``--dist`` (a worker's own option says ``no``)."""
+    node.workerinput[DIST] = node.config.getoption("dist")
+
+
+def _slow_tests_first(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, each ``slow`` test (seconds of pip, of the official SDK, of a paced or multi-GB
+    transfer) starts first on its worker: one left for last set the run's end (a 20 s install
+    begun at 75 s of a 130 s run). ``--dist worksteal`` hands each worker one contiguous run of
+    the collection and lets idle workers take the far end of a busy one's, so the slow tests go to
+    the heads of those runs, spread evenly over them; ``--dist load`` deals from the front. Every
+    worker collects the same order (it depends on the collection alone); outside xdist, or with
+    another ``--dist``, nothing moves."""
+    workerinput = getattr(config, "workerinput", {})
+    workers, dist = int(workerinput.get("workercount", 0)), workerinput.get(DIST)
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    if workers < 2 or not slow or dist not in ("worksteal", "load"):
         return
-    kept = [item for item in items if "[cython" not in item.nodeid and "-cython" not in item.nodeid]
-    config.hook.pytest_deselected(items=[item for item in items if item not in kept])
-    items[:] = kept
+    rest = [item for item in items if item.get_closest_marker("slow") is None]
+    if dist == "load":
+        items[:] = slow + rest
+        return
+    ordered: list[pytest.Item] = []
+    left = len(items)
+    for worker in range(workers):  # the run xdist's worksteal gives this worker: an even share
+        size = left // (workers - worker)
+        left -= size
+        head = slow[worker::workers]
+        ordered += head + rest[: max(0, size - len(head))]
+        rest = rest[max(0, size - len(head)) :]
+    items[:] = ordered + rest
 
 
 @pytest.fixture(autouse=True)

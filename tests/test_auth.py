@@ -234,6 +234,7 @@ def test_a_revoked_jwt_on_a_stream_is_replaced_too(server, tmp_path):
     assert server.violations == []
 
 
+@pytest.mark.slow
 def test_expiry_mid_download_needs_no_jwt_and_the_next_call_refreshes(server, tmp_path):
     server.client_config["pjwt_auth_enabled"] = True
     server.jwt_lifetime = 2.0

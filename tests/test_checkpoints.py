@@ -101,6 +101,7 @@ def test_archive_flow(client, tinker_server, out: Path, compression: str | None)
 # 512 MiB: 16 times the bound, so a body held in memory fails; past 2 GiB: test_download's flagship.
 @pytest.mark.parametrize("size", [256 * MiB, 512 * MiB], ids=["256MiB", "512MiB"])
 @pytest.mark.limit_memory("32 MB", current_thread_only=True)
+@pytest.mark.slow
 def test_archive_flow_large_in_constant_memory(client, tinker_server, out: Path, size: int) -> None:
     tinker_server.add_checkpoint(WEIGHTS, size=size, seed=11)
     path = client.checkpoints.download(WEIGHTS, out)
@@ -325,6 +326,7 @@ def test_external_weights_flow(client, tinker_server, out: Path) -> None:
 
 @pytest.mark.parametrize("size", [256 * MiB, 512 * MiB], ids=["256MiB", "512MiB"])
 @pytest.mark.limit_memory("32 MB", current_thread_only=True)
+@pytest.mark.slow
 def test_external_weights_large_in_constant_memory(client, tinker_server, out: Path, size: int) -> None:
     tinker_server.add_checkpoint(EXTERNAL, size=size, seed=12)
     path = client.checkpoints.download(EXTERNAL, out)
@@ -495,6 +497,7 @@ def test_content_short_of_the_listed_size_fails(client, tinker_server, out: Path
 
 
 @pytest.mark.limit_memory("64 MB", current_thread_only=True)
+@pytest.mark.slow
 def test_a_million_member_archive_is_refused_with_the_default_limits(
     client, tinker_server, out: Path
 ) -> None:

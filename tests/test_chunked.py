@@ -111,6 +111,7 @@ def test_bytes_after_the_body_keep_its_connection_from_reuse(surplus):
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 4096, 16384, 70_000])
+@pytest.mark.slow
 def test_many_chunks_come_out_in_large_reads(chunk):
     """A fast body of small chunks is handed out many chunks at a time, not one read per chunk."""
     data = bytes(range(256)) * 2048  # 512 KiB

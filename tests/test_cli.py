@@ -38,6 +38,7 @@ def test_download_without_terminal_prints_plain_lines(tinker_server, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["out.bin"]
 
 
+@pytest.mark.slow
 def test_download_on_a_terminal_draws_a_tqdm_bar(tinker_server, tmp_path):
     dest = tmp_path / "out.bin"
     size = 4 * MiB

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from _helpers import cli_env, run_cli, run_on_terminal, tree_hashes
 
 from tinker_sync.testing import Fault
@@ -65,6 +66,7 @@ def test_checkpoint_download_errors(tinker_server, tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_demo(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "tinker_sync", "demo", "--size", "8"],

@@ -172,6 +172,7 @@ def test_truncated_body_without_retries(client, tinker_server, tmp_path):
 # -- resume within a call ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_256mib_cut_at_50_random_offsets_ends_identical(client, tinker_server, tmp_path):
     size = 256 * MiB
     cuts = sorted(random.Random(1234).sample(range(1, size), 50))
@@ -465,6 +466,7 @@ def test_redirect_to_signed_url_on_another_origin_gets_no_api_key(tinker_server,
 
 @pytest.mark.parametrize("size", [256 * MiB, 2 * GiB], ids=["256MiB", "2GiB"])
 @pytest.mark.limit_memory("32 MB", current_thread_only=True)
+@pytest.mark.slow
 def test_stream_to_file_constant_memory(client, tmp_path, size):
     dest = tmp_path / "big.bin"
     with client.stream("GET", f"/test/bytes?size={size}&seed=21") as response:
@@ -478,6 +480,7 @@ def test_stream_to_file_constant_memory(client, tmp_path, size):
 # Past 2 GiB: stream_to_file above (the flagship); 512 MiB is 16 times the bound here.
 @pytest.mark.parametrize("size", [256 * MiB, 512 * MiB], ids=["256MiB", "512MiB"])
 @pytest.mark.limit_memory("32 MB", current_thread_only=True)
+@pytest.mark.slow
 def test_iter_bytes_constant_memory(client, size):
     body = SameBody(21, size)
     with client.stream("GET", f"/test/bytes?size={size}&seed=21") as response:

@@ -230,6 +230,7 @@ def test_the_expiry_a_url_states(query, expiry):
 
 
 @pytest.mark.parametrize(("style", "probe"), [("s3", 0.0), ("gcs", 0.0), ("expires", 0.0), ("s3", 0.3)])
+@pytest.mark.slow
 def test_a_url_expiring_mid_transfer_completes_over_several_connections(
     client, tinker_server, tmp_path, monkeypatch, style, probe
 ):
@@ -470,6 +471,7 @@ def feed(monkeypatch, *, gain: float | None = None, alone: float | None = None) 
         (1.0, 8, [2], 1),
     ],
 )
+@pytest.mark.slow
 def test_connections_are_added_while_each_step_gains(
     client, tinker_server, tmp_path, caplog, monkeypatch, gain, connections, steps, widest
 ):
@@ -502,6 +504,7 @@ def test_connections_are_added_while_each_step_gains(
 )
 @pytest.mark.parametrize("connections", [2, 8])
 @pytest.mark.parametrize("signed", [False, True], ids=["plain", "signed"])
+@pytest.mark.slow
 def test_requests_that_cost_more_than_they_could_save_are_never_made(
     tinker_server, tmp_path, caplog, monkeypatch, cost, connections, signed
 ):

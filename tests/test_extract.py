@@ -131,6 +131,7 @@ def test_checkpoint_archive_is_a_plain_deterministic_tar(compression: str | None
 
 
 @pytest.mark.parametrize("compression", [None, "gz", "bz2", "xz"])
+@pytest.mark.slow
 def test_extracts_checkpoint(dest: Path, compression: str | None) -> None:
     size = 3 * MiB + 12345
     data = b"".join(iter_checkpoint_tar(11, size, compression=compression))
@@ -389,6 +390,7 @@ def test_a_failing_disk_write_raises_and_every_file_is_closed(
 
 
 @pytest.mark.limit_memory("48 MB", current_thread_only=True)
+@pytest.mark.slow
 def test_a_million_members_are_refused_early_with_the_default_limit(dest: Path) -> None:
     """The default limit (10,000) stops a million-member archive after 10,000 small files."""
     data = HOSTILE_ARCHIVES["million_members"]()

@@ -74,6 +74,14 @@ with MockTinkerServer(ssl_context=context) as server:
 """
 
 
+@pytest.fixture(scope="module")
+def tls_url(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of the mock server over HTTPS, one per module (its process started ~0.25 CPU-s):
+    the tests share nothing but its records, which no test here reads."""
+    with _tls_server(ca, tmp_path_factory.mktemp("tls")) as url:
+        yield url
+
+
 @contextlib.contextmanager
 def _tls_server(ca: trustme.CA, tmp_path: Path) -> Iterator[str]:
     """The mock server over HTTPS, in a subprocess: its URL."""
@@ -99,7 +107,7 @@ def make_client(request, ca, tmp_path) -> Iterator:
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     with contextlib.ExitStack() as stack:
-        url = stack.enter_context(_tls_server(ca, tmp_path)) if kind == "tls" else None
+        url = request.getfixturevalue("tls_url") if kind == "tls" else None
         if url is None:
             url = stack.enter_context(MockTinkerServer()).url
         proxy = stack.enter_context(ForwardProxy()) if kind in ("proxied", "tunnelled") else None
@@ -155,6 +163,7 @@ def _collect(children: list[tuple[int, int]]) -> list[str]:
     return wrong
 
 
+@pytest.mark.slow
 def test_parent_and_children_at_once_never_get_each_others_answers(make_client):
     with make_client() as client:
         assert _ask(client, "warm", 3) == []  # the pool now holds an idle connection
@@ -164,6 +173,7 @@ def test_parent_and_children_at_once_never_get_each_others_answers(make_client):
     assert parent_wrong == [] and wrong == []
 
 
+@pytest.mark.slow
 def test_a_parent_busy_in_threads_at_the_fork(make_client):
     """Threads of the parent are mid-request when it forks, some on kept-alive connections, some
     opening new ones (over TLS: a handshake each, deep in OpenSSL's process-wide locks): the child

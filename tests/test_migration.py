@@ -48,6 +48,7 @@ def official() -> dict[str, list[str]]:
     return surface
 
 
+@pytest.mark.slow
 def test_every_official_method_and_command_is_in_the_page(official):
     rows = _rows()
     missing = [name for name in official["methods"] + official["commands"] if name not in rows]

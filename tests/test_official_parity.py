@@ -18,6 +18,8 @@ from _official import official_venv, run_cli, run_driver
 from tinker_sync import Client
 from tinker_sync.testing import MockTinkerServer, RecordedRequest
 
+pytestmark = pytest.mark.slow  # seconds each: started first under xdist (conftest)
+
 FINAL = "tinker://run-001/weights/final"
 
 ALLOWED = {

@@ -19,6 +19,8 @@ from _official import OFFICIAL_VERSION, CliJob, official_venv, run_cli, run_cli_
 
 from tinker_sync.testing import MockTinkerServer
 
+pytestmark = pytest.mark.slow  # seconds each: started first under xdist (conftest)
+
 FINAL = "tinker://run-001/weights/final"
 
 

@@ -17,6 +17,8 @@ from tinker_sync import ServiceClient, types
 from tinker_sync._proto import encode_forward_backward_request
 from tinker_sync.testing import MockTinkerServer
 
+pytestmark = pytest.mark.slow  # seconds each: started first under xdist (conftest)
+
 DRIVER = Path(__file__).with_name("_official_training_driver.py")
 
 

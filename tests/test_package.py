@@ -304,6 +304,8 @@ def test_limit_memory_is_enforced_without_tracing_every_test(tmp_path):
             "pytest",
             *plugins,
             *addopts.split(),
+            "-n",  # two workers for the two tests, not the suite's six (each started ~0.4 CPU-s)
+            "2",
             "-q",
             "-p",
             "no:cacheprovider",

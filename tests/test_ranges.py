@@ -480,6 +480,7 @@ def test_a_range_past_a_shrunk_resource_restarts_from_zero(client, tinker_server
     assert requested[0][0] == 100 * KiB and requested[1] == (0, 1 << 62)  # then the whole, afresh
 
 
+@pytest.mark.slow
 def test_kill_9_mid_parallel_download_then_the_rerun_fetches_only_the_missing_ranges(tinker_server, tmp_path):
     size = 16 * MiB
     url = f"/test/bytes?size={size}&seed=10"

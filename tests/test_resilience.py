@@ -261,6 +261,7 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+@pytest.mark.slow
 def test_thousand_abandoned_streams_leave_no_fd(client, tinker_server):
     list(client.stream_get("/test/sse?count=1"))  # warm up: imports, the pool
     before = _open_fds()
@@ -279,6 +280,7 @@ def test_thousand_abandoned_streams_leave_no_fd(client, tinker_server):
 # -- one budget, one continuation rule (default settings) -----------------------------------------
 
 
+@pytest.mark.slow
 def test_download_cut_at_100_random_offsets_with_default_settings(tinker_server, tmp_path):
     """The budget renews with progress: 100 cuts (10 retries allowed) cost no backoff at all."""
     size, seed = 256 * MiB, 21

@@ -103,6 +103,7 @@ def _cli(server, out: Path, *extra: str) -> list[str]:
 
 
 @pytest.mark.parametrize("streams", ["2>&1 | head -1", "| head -1", "2>| head -1"])
+@pytest.mark.slow
 def test_a_closed_pipe_under_head_keeps_the_partial_download(tinker_server, tmp_path, streams):
     tinker_server.add_checkpoint(f"tinker://{RUN}/external_weights/piped", size=SIZE, seed=7, n_files=2)
     tinker_server.rate_limit = 1 << 20

@@ -10,10 +10,13 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
 from _official import official_venv, run_official
 
 from tinker_sync import SamplingClient, ServiceClient, types
 from tinker_sync.testing import MockTinkerServer
+
+pytestmark = pytest.mark.slow  # seconds each: started first under xdist (conftest)
 
 DRIVER = Path(__file__).with_name("_official_sampling_driver.py")
 PARAMS = types.SamplingParams(max_tokens=3, seed=7)

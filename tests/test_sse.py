@@ -562,6 +562,7 @@ def test_endless_event_raises_early_with_bounded_memory(decoder_class: type) -> 
 # --- linear under any chunking
 
 
+@pytest.mark.slow
 def test_byte_by_byte_is_linear(decoder_class: type) -> None:
     """2 MB fed one byte at a time: a long pending line, then many short lines.
 

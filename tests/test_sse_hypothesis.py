@@ -17,11 +17,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tinker_sync._events import ServerSentEvent
 from tinker_sync._sse_py import PySSEDecoder
+
+pytestmark = pytest.mark.slow  # seconds each: started first under xdist (conftest)
 
 BOM = b"\xef\xbb\xbf"
 ATOMS = [

@@ -589,6 +589,7 @@ def test_the_server_never_imports_the_client():
     assert out.returncode == 0, out.stderr
 
 
+@pytest.mark.slow
 def test_pytest_plugin_gives_any_project_the_fixture(tmp_path):
     """The ``pytest11`` entry point: a project with tinker_sync installed gets ``tinker_server``."""
     (tmp_path / "test_elsewhere.py").write_text(

@@ -30,6 +30,7 @@ def test_the_page_has_the_loops() -> None:
 @pytest.mark.parametrize(
     "index", range(len(BLOCKS)), ids=["imports", "sl_loop", "rl_loop", "sample_many", "workers"]
 )
+@pytest.mark.slow
 def test_each_example_runs_against_the_demo_server(index: int, tmp_path: Path) -> None:
     script = tmp_path / "example.py"
     script.write_text(BLOCKS[index])

@@ -14,6 +14,8 @@ import pytest
 
 from tinker_sync import ServiceClient, types
 
+pytestmark = pytest.mark.slow  # seconds each: started first under xdist (conftest)
+
 PROMPTS = 3_000  # ~6,000 requests
 
 
