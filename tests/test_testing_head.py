@@ -1,5 +1,6 @@
 """The mock's own read of a request head (``testing._head``) against the stdlib's, which it replaced
-for speed: the same fields for any block, the same limits, and the same answers on the wire."""
+for speed: the same fields for any block, the same limits, and the same answers on the wire. And the
+fake model's cheaper draws: decided by the seed alone, the same logprob floats."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from tinker_sync.testing import MockTinkerServer
 from tinker_sync.testing._head import MAX_FIELDS, MAX_LINE, _Parsed, read_fields
 from tinker_sync.testing._sampling import draw, token_ids
+from tinker_sync.testing._training import token_logprob, token_logprobs
 
 # What the official SDK sends with every request (18 fields), the shape the fast path is for.
 SDK_HEAD = (
@@ -225,3 +227,10 @@ def test_token_draws_are_decided_by_the_seed_alone(seed: int) -> None:
     assert tokens[:10] == token_ids(draw(seed, 10))  # a longer answer starts as the shorter one
     assert tokens != token_ids(draw(seed + 1, 64))
     assert draw(seed, 0) == () and draw(seed, -3) == ()
+
+
+@pytest.mark.parametrize("steps", [0, 1, 2, 7, 30])
+def test_token_logprobs_are_token_logprobs_floats(steps: int) -> None:
+    """The list form (the decay computed once) gives the very floats of the one-token form."""
+    tokens = [*range(-3, 200), *token_ids(draw(steps, 500))]
+    assert token_logprobs(tokens, steps) == [token_logprob(t, steps) for t in tokens]
