@@ -27,11 +27,15 @@ CLI_DRIVER = Path(__file__).with_name("_official_cli_driver.py")
 
 
 def _usable(venv: Path) -> bool:
+    """Whether ``venv`` runs and has ``tinker`` 0.38.0 installed, by its metadata: importing it
+    cost 0.5 CPU-s in every xdist worker, and pip records a package after its dependencies (an
+    install cut short lacks it). A venv that holds it but cannot import it fails the first test
+    that runs it, with the traceback."""
     python = venv / "bin" / "python"
     if not python.exists():
         return False
     probe = subprocess.run(
-        [str(python), "-c", "import tinker, sys; sys.stdout.write(tinker.__version__)"],
+        [str(python), "-c", "import importlib.metadata as m, sys; sys.stdout.write(m.version('tinker'))"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -42,8 +46,7 @@ def _usable(venv: Path) -> bool:
 @functools.cache
 def official_venv() -> Path:
     """The venv holding ``tinker==0.38.0``: the env var's, else the cached one (built if missing).
-    Checked once per process: each check imports the official SDK (0.5 CPU-s), and every xdist
-    worker's module fixtures and tests asked again."""
+    Checked once per process: every xdist worker's module fixtures and tests asked again."""
     given = os.environ.get("TINKER_SYNC_OFFICIAL_VENV")
     if given:
         venv = Path(given)

@@ -1,4 +1,4 @@
-"""Runs several official ``tinker`` CLI commands (0.38.0, unmodified) in one process of its venv.
+"""Runs several official ``tinker`` CLI commands (0.38.0, unmodified but for one wait) in one process of its venv.
 
 Never imported by the suite: ``tests/_official.py``'s ``run_cli_batch`` runs it with the official
 venv's interpreter. Each command runs as the ``tinker`` script runs it (``tinker.cli.__main__.main``,
@@ -24,8 +24,15 @@ from typing import Any
 
 from tinker.cli.__main__ import main
 from tinker.lib.internal_client_holder import sessionless_holder_cache
+from tinker.lib.public_interfaces import rest_client as _rest_client
 
 warnings.simplefilter("ignore")  # as in the CLI's own process: deprecations are the SDK's business
+
+# The SDK sleeps 5 s between polls of a pending trace export (the mock answers pending once first,
+# as the service does): 0.05 s here. What is checked is what it asks, not how long it waits.
+if not hasattr(_rest_client, "_TRACE_EXPORT_POLL_INTERVAL_SECONDS"):
+    raise AttributeError("tinker moved _TRACE_EXPORT_POLL_INTERVAL_SECONDS: this driver needs a look")
+_rest_client._TRACE_EXPORT_POLL_INTERVAL_SECONDS = 0.05
 
 
 def run(job: dict[str, Any]) -> dict[str, Any]:
