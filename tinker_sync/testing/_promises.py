@@ -26,6 +26,7 @@ clone of a sampling session (``cloned_sampler_id``, ``seq_id // 1e9``) has its o
 from __future__ import annotations
 
 import collections
+import heapq
 import itertools
 import threading
 import time
@@ -110,6 +111,9 @@ class Promises:
         self.scripts: collections.deque[list[Scripted]] = collections.deque()
         self.sessions: dict[str, list[str]] = collections.defaultdict(list)  # completions in order
         self.session_pending: dict[str, set[str]] = collections.defaultdict(set)
+        # Each session's pending promises that have a ready time, as a heap of (ready_at, request_id):
+        # a held retrieve_futures poll, woken by every resolve, finds what is due without a scan.
+        self.session_due: dict[str, list[tuple[float, str]]] = collections.defaultdict(list)
         self.session_changed = threading.Condition(self.lock)
         self.acked: list[str] = []
         self.cancelled: list[str] = []
@@ -151,6 +155,8 @@ class Promises:
             if promise.ready is not None:
                 promise.ready.notify_all()
             if promise.session is not None:
+                if promise.request_id in self.session_pending[promise.session]:
+                    heapq.heappush(self.session_due[promise.session], (promise.ready_at, promise.request_id))
                 self.session_changed.notify_all()
 
     def close(self) -> None:
@@ -257,16 +263,14 @@ class Promises:
                 if promise is not None:
                     promise.proto = promise.json = None  # acknowledged: the payload may go
             while True:
-                self._collect(session)
+                next_due = self._collect(session)
                 done = self.sessions[session]
                 now = time.monotonic()
                 if len(done) > cursor or now >= deadline or self.closed:
                     break
-                pending = [self.items[r].ready_at for r in self.session_pending[session]]
-                due = [t for t in pending if t is not None]
                 wait = deadline - now
-                if due:
-                    wait = min(wait, max(0.0, min(due) - now))
+                if next_due is not None:
+                    wait = min(wait, max(0.0, next_due - now))
                 self.session_changed.wait(wait)
             completions: list[dict[str, Any]] = []
             for request_id in done[cursor:]:
@@ -284,17 +288,23 @@ class Promises:
                     )
             request.send_json(200, {"completions": completions, "cursor": len(done)})
 
-    def _collect(self, session: str) -> None:
-        """Move the session's promises that are ready now to its completion list (lock held)."""
+    def _collect(self, session: str) -> float | None:
+        """Move the session's promises that are ready now to its completion list, in the order they
+        became ready (lock held); returns when the next pending one becomes ready (None: none has a
+        time yet)."""
         now = time.monotonic()
-        ready = [
-            self.items[r]
-            for r in self.session_pending[session]
-            if self.items[r].ready_at is not None and self.items[r].ready_at <= now  # type: ignore[operator]
-        ]
-        for promise in sorted(ready, key=lambda p: p.ready_at or 0.0):
-            self.session_pending[session].discard(promise.request_id)
-            self.sessions[session].append(promise.request_id)
+        due, pending = self.session_due[session], self.session_pending[session]
+        while due:
+            ready_at, request_id = due[0]
+            if request_id not in pending or self.items[request_id].ready_at != ready_at:
+                heapq.heappop(due)  # collected already, or resolved again since (its new time is in)
+            elif ready_at <= now:
+                heapq.heappop(due)
+                pending.discard(request_id)
+                self.sessions[session].append(request_id)
+            else:
+                return ready_at
+        return None
 
     def cancel_future(self, request: Request) -> None:
         """``POST /cancel_future``: the client gave up on a sample."""
