@@ -234,3 +234,37 @@ def test_streamed_calls_are_not_bounded(tinker_server, client, tmp_path):
     assert target.stat().st_size == 100000
     with small.stream("GET", "/test/bytes?size=100000&seed=1") as response:
         assert sum(len(chunk) for chunk in response.iter_bytes()) == 100000
+
+
+SMALL = [  # (what the server sends after the status line, what the call gets: bytes, or the error)
+    ("exact", b"Content-Length: 7\r\n\r\n" + b'"seven"', "seven"),
+    ("empty", b"Content-Length: 0\r\n\r\n", None),
+    ("at 16 KiB", b"Content-Length: 16386\r\n\r\n" + b'"' + b"s" * 16384 + b'"', "s" * 16384),
+    ("cut short", b"Content-Length: 9\r\n\r\n" + b'"sev', "short of its Content-Length"),
+    (
+        "chunked wins over its Content-Length",
+        b'Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n7\r\n"seven"\r\n0\r\n\r\n',
+        "seven",
+    ),
+]
+
+
+@pytest.mark.parametrize(("sent", "expected"), [case[1:] for case in SMALL], ids=[case[0] for case in SMALL])
+def test_a_small_answer_is_read_whole_or_fails(sent: bytes, expected: object) -> None:
+    """Small answers (most API answers): the bytes announced, a cut an error, chunked framing
+    over a Content-Length; the connection kept after a whole one."""
+
+    def script(conn: socket.socket, head: bytes, stop: threading.Event) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + sent)  # then closes
+
+    with (
+        raw_server(script) as url,
+        Client(base_url=url, api_key=API_KEY, handshake=False, max_retries=0) as client,
+    ):
+        if isinstance(expected, str) and " " in expected:
+            with pytest.raises(TinkerError, match=expected):
+                client.get("/small")
+            return
+        assert client.get("/small") == expected
+        stats = client._transport.pool_stats(url + "/small")
+        assert stats["idle"] == 1  # read to its end: back in the pool
