@@ -12,9 +12,9 @@ On a kept-alive connection, most of a small request's CPU is spent on its heads:
    lines of 64 KiB at most) stay http.client's, as its ``begin()`` runs unchanged.
 2. **Request heads.** ``putheader`` encodes and checks each name and value again for every
    request, though a client sends the same dozen or so on each. A line it once built is
-   reused for the same name and value. And a small body goes out in the same ``send`` as
-   its head (http.client does that itself for a body handed to ``endheaders``; urllib3
-   sends it apart): one segment on the wire instead of two, so the server wakes once.
+   reused for the same name and value (never a credential's: those are not kept). And a
+   small body goes out in the same ``send`` as its head (urllib3 sends them apart): one
+   segment on the wire instead of two, so the server wakes once.
 """
 
 from __future__ import annotations
