@@ -5,7 +5,8 @@ one child per command: the child is a real process of its own (its own pid, envi
 directory, stdin/stdout/stderr pipes, exit status or signal, interpreter shutdown) that runs what
 ``python -m tinker_sync`` runs, ``sys.exit(main())``. A CLI run then costs ~0.02 CPU-s instead of
 ~0.2 (the suite runs hundreds). ``run`` gives what ``subprocess.run(..., capture_output=True,
-text=True)`` gives.
+text=True)`` gives; ``run_python`` does the same for ``python -c CODE`` or ``python SCRIPT`` (the
+documentation's examples).
 
 What a fresh interpreter reads before ``main`` runs cannot differ: a command whose environment sets
 a ``PYTHON*`` or ``TINKER_SYNC_*`` variable the zygote was not started with (``TINKER_SYNC_NO_EXTENSIONS``
@@ -19,9 +20,11 @@ the control socket, at its exit, and is waited for then.
 from __future__ import annotations
 
 import atexit
+import functools
 import gc
 import json
 import os
+import runpy
 import selectors
 import signal
 import socket
@@ -29,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 _lock = threading.Lock()
@@ -83,6 +87,22 @@ def run(
     args: list[str], env: dict[str, str], cwd: Path | str | None, timeout: float, stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
     """``python -m tinker_sync ARGS`` with ``env`` in ``cwd``; stdout and stderr captured as text."""
+    return _run(["-m", "tinker_sync", *args], env, cwd, timeout, stdin)
+
+
+def run_python(
+    argv: list[str], env: dict[str, str], cwd: Path | str | None, timeout: float, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """``python ARGV`` (``-c CODE ...`` or ``SCRIPT ...``) with ``env`` in ``cwd``, as ``run``: the code
+    of the documentation's examples, which import the package first thing."""
+    if not argv or argv[0].startswith("-") and argv[0] != "-c":
+        raise ValueError(f"python {argv}: only -c CODE or a script")
+    return _run(list(argv), env, cwd, timeout, stdin)
+
+
+def _run(
+    argv: list[str], env: dict[str, str], cwd: Path | str | None, timeout: float, stdin: str
+) -> subprocess.CompletedProcess[str]:
     global _zygote, _broken
     with _lock:
         if _zygote is None and not _broken and hasattr(os, "fork"):
@@ -90,15 +110,15 @@ def run(
             _broken = _zygote is None
         zygote = _zygote
         if zygote is None or _import_sensitive(env) != zygote[2] or zygote[0].poll() is not None:
-            return _fresh(args, env, cwd, timeout, stdin)
-        return _forked(zygote[1], args, env, cwd, timeout, stdin)
+            return _fresh(argv, env, cwd, timeout, stdin)
+        return _forked(zygote[1], argv, env, cwd, timeout, stdin)
 
 
 def _fresh(
-    args: list[str], env: dict[str, str], cwd: Path | str | None, timeout: float, stdin: str
+    argv: list[str], env: dict[str, str], cwd: Path | str | None, timeout: float, stdin: str
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tinker_sync", *args],
+        [sys.executable, *argv],
         env=env,
         cwd=cwd,
         input=stdin,
@@ -110,7 +130,7 @@ def _fresh(
 
 def _forked(
     control: socket.socket,
-    args: list[str],
+    argv: list[str],
     env: dict[str, str],
     cwd: Path | str | None,
     timeout: float,
@@ -119,7 +139,7 @@ def _forked(
     in_r, in_w = os.pipe()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    request = {"args": args, "env": env, "cwd": str(cwd or os.getcwd())}
+    request = {"argv": argv, "env": env, "cwd": str(cwd or os.getcwd())}
     try:
         socket.send_fds(control, [json.dumps(request).encode() + b"\n"], [in_r, out_w, err_w])
     finally:
@@ -136,11 +156,9 @@ def _forked(
     if out is None:  # as subprocess.run: the child is killed, then it raises
         os.kill(pid, signal.SIGKILL)
         reply.readline()  # its status
-        raise subprocess.TimeoutExpired([sys.executable, "-m", "tinker_sync", *args], timeout)
+        raise subprocess.TimeoutExpired([sys.executable, *argv], timeout)
     status = int(reply.readline())
-    return subprocess.CompletedProcess(
-        [sys.executable, "-m", "tinker_sync", *args], status, out[0].decode(), out[1].decode()
-    )
+    return subprocess.CompletedProcess([sys.executable, *argv], status, out[0].decode(), out[1].decode())
 
 
 def _read_both(out_r: int, err_r: int, timeout: float) -> tuple[bytes, bytes] | None:
@@ -174,7 +192,7 @@ def _read_both(out_r: int, err_r: int, timeout: float) -> tuple[bytes, bytes] | 
 
 
 def _child(request: dict[str, object], fds: list[int], control: socket.socket) -> None:
-    """In the forked child: become ``python -m tinker_sync ARGS`` and end as that interpreter would."""
+    """In the forked child: become ``python ARGV`` and end as that interpreter would."""
     control.close()
     for target, fd in zip((0, 1, 2), fds, strict=True):
         os.dup2(fd, target)
@@ -184,12 +202,31 @@ def _child(request: dict[str, object], fds: list[int], control: socket.socket) -
     os.environ.update(request["env"])  # type: ignore[arg-type]
     cwd = str(request["cwd"])
     os.chdir(cwd)
-    sys.path[0] = cwd  # as ``-m`` puts the working directory first
-    args = list(request["args"])  # type: ignore[call-overload]
-    sys.argv = [str(Path(__file__).parents[1] / "tinker_sync" / "__main__.py"), *args]
-    from tinker_sync.cli import main
+    argv = list(request["argv"])  # type: ignore[call-overload]
+    if argv[:2] == ["-m", "tinker_sync"]:
+        sys.path[0] = cwd  # as ``-m`` puts the working directory first
+        sys.argv = [str(Path(__file__).parents[1] / "tinker_sync" / "__main__.py"), *argv[2:]]
+        from tinker_sync.cli import main
 
-    sys.exit(main(args))  # what tinker_sync/__main__.py does; the interpreter's own shutdown follows
+        sys.exit(main(argv[2:]))  # what tinker_sync/__main__.py does; the interpreter's shutdown follows
+    if argv[0] == "-c":  # as ``-c``: a __main__ of its own, the working directory ('') first
+        sys.path[0], sys.argv = "", ["-c", *argv[2:]]
+        main_module = types.ModuleType("__main__")
+        sys.modules["__main__"] = main_module
+        code = compile(argv[1], "<string>", "exec")
+        program = functools.partial(exec, code, main_module.__dict__)
+    else:  # a script: its directory first, run as __main__ (spawned workers can import it)
+        script = os.path.join(cwd, argv[0])
+        sys.path[0], sys.argv = os.path.dirname(os.path.abspath(script)), argv
+        program = functools.partial(runpy.run_path, script, run_name="__main__")
+    try:
+        program()
+    except SystemExit:
+        raise
+    except BaseException:  # as the interpreter: the traceback on stderr, exit 1
+        sys.excepthook(*sys.exc_info())
+        sys.exit(1)
+    sys.exit(0)
 
 
 def _serve(control: socket.socket) -> None:

@@ -1,8 +1,8 @@
 """Every ```python block of README.md and docs/*.md, run as written against the demo server.
 
 The convention (docs/TESTING.md, "Examples that run"): the blocks of one page run in order, in
-one namespace (a later block may use the ``client`` of an earlier one), in a fresh interpreter
-whose environment holds ``TINKER_API_KEY`` and ``TINKER_BASE_URL`` as the ``export`` line of
+one namespace (a later block may use the ``client`` of an earlier one), in a process of its own
+(``tests/_zygote.py``: as a fresh interpreter after ``import tinker_sync``) whose environment holds ``TINKER_API_KEY`` and ``TINKER_BASE_URL`` as the ``export`` line of
 ``python -m tinker_sync.testing`` sets them, from a scratch directory. The pages that change the
 server's data (``RERUN``) run twice against the same server, each time in a new directory: a reader
 re-runs examples, and they must not depend on a fresh server. A block that cannot run as written is preceded by ``<!-- not run: REASON -->``.
@@ -15,11 +15,10 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import _zygote
 import pytest
 from _helpers import ROOT, client_env, demo_server_process
 
@@ -81,19 +80,12 @@ for page, line, code in json.load(sys.stdin):
 
 
 def run_page(blocks: list[Block], env: dict[str, str], cwd: Path, checks: str = "") -> str:
-    """Run the blocks (then ``checks``, in their namespace) in a fresh interpreter; its stdout."""
+    """Run the blocks (then ``checks``, in their namespace) as ``python -c`` does (forked from a
+    process that imported the package: ``tests/_zygote.py``); its stdout."""
     payload = [(b.page, b.line, b.code) for b in blocks if b.not_run is None]
     if checks:
         payload.append(("checks", 1, checks))
-    result = subprocess.run(
-        [sys.executable, "-c", RUNNER],
-        input=json.dumps(payload),
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _zygote.run_python(["-c", RUNNER], env, cwd, 120, stdin=json.dumps(payload))
     assert result.returncode == 0, result.stderr[-4000:]
     return result.stdout
 

@@ -1,5 +1,5 @@
-"""docs/training.md runs as written: each Python block, saved as a script, in a fresh interpreter
-against the demo server.
+"""docs/training.md runs as written: each Python block, saved as a script, run as ``python SCRIPT``
+against the demo server (forked from a process that imported the package: ``tests/_zygote.py``).
 
 The blocks are the cookbook's minimal supervised (``sl_loop``) and RL (``rl_loop``) loops ported
 to tinker_sync, ``sample_many``, and sampling in worker processes (``spawn`` re-imports the script
@@ -8,13 +8,12 @@ in each worker); they assert their own outcomes (the loss falls).
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
+import _zygote
 import pytest
+from _helpers import client_env
 
 from tinker_sync.testing import MockTinkerServer
 
@@ -35,10 +34,8 @@ def test_each_example_runs_against_the_demo_server(index: int, tmp_path: Path) -
     script = tmp_path / "example.py"
     script.write_text(BLOCKS[index])
     with MockTinkerServer(demo_data=True) as server:
-        env = {**os.environ, "TINKER_BASE_URL": server.url, "TINKER_API_KEY": server.api_key}
-        result = subprocess.run(
-            [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path
-        )
+        env = client_env(server.api_key, server.url)
+        result = _zygote.run_python([str(script)], env, tmp_path, 300)
         assert result.returncode == 0, result.stderr
         if index == 1:
             assert "saved tinker://" in result.stdout and result.stdout.count("step ") == 4
