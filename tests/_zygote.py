@@ -210,21 +210,27 @@ def _child(request: dict[str, object], fds: list[int], control: socket.socket) -
 
         sys.exit(main(argv[2:]))  # what tinker_sync/__main__.py does; the interpreter's shutdown follows
     if argv[0] == "-c":  # as ``-c``: a __main__ of its own, the working directory ('') first
+        origin = "<string>"
         sys.path[0], sys.argv = "", ["-c", *argv[2:]]
         main_module = types.ModuleType("__main__")
         sys.modules["__main__"] = main_module
-        code = compile(argv[1], "<string>", "exec")
-        program = functools.partial(exec, code, main_module.__dict__)
+
+        def program() -> None:
+            exec(compile(argv[1], origin, "exec"), main_module.__dict__)
+
     else:  # a script: its directory first, run as __main__ (spawned workers can import it)
-        script = os.path.join(cwd, argv[0])
-        sys.path[0], sys.argv = os.path.dirname(os.path.abspath(script)), argv
-        program = functools.partial(runpy.run_path, script, run_name="__main__")
+        origin = os.path.join(cwd, argv[0])
+        sys.path[0], sys.argv = os.path.dirname(os.path.abspath(origin)), argv
+        program = functools.partial(runpy.run_path, origin, run_name="__main__")
     try:
         program()
     except SystemExit:
         raise
-    except BaseException:  # as the interpreter: the traceback on stderr, exit 1
-        sys.excepthook(*sys.exc_info())
+    except BaseException as error:  # as the interpreter: the traceback from the program on, exit 1
+        tb = error.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename != origin:
+            tb = tb.tb_next
+        sys.excepthook(type(error), error.with_traceback(tb), tb)
         sys.exit(1)
     sys.exit(0)
 

@@ -17,8 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import _zygote
 import pytest
 from _downloads import expected_sha, file_sha, kill_9_mid_download, leftovers
+from _helpers import client_env
 from _sockets import raw_server
 
 import tinker_sync
@@ -431,10 +433,7 @@ def test_the_docs_example_runs_against_the_demo_server():
     from tinker_sync.testing import MockTinkerServer
 
     with MockTinkerServer(demo_data=True) as server:
-        env = {**os.environ, "TINKER_BASE_URL": server.url, "TINKER_API_KEY": server.api_key}
-        result = subprocess.run(
-            [sys.executable, "-c", block], env=env, capture_output=True, text=True, timeout=120
-        )
+        result = _zygote.run_python(["-c", block], client_env(server.api_key, server.url), None, 120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[0] == "True"
 
