@@ -170,7 +170,9 @@ def test_an_sdist_installs_without_a_c_compiler(sdist: Path, tmp_path: Path) -> 
     tests.mkdir()
     for name in ("conftest.py", "test_sse.py", "test_sse_select.py"):
         shutil.copy(ROOT / "tests" / name, tests / name)
-    pytest_args = [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "tests"]
+    # Less hypothesis's plugin (no test here uses it): its terminal summary imports all of hypothesis.
+    pytest_args = [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:hypothesispytest"]
+    pytest_args += ["-o", "addopts=", "tests"]
     # Less the one test that feeds 2 MB a byte at a time (2 CPU-s): it runs on this same pure twin in
     # the suite itself; here the point is what the pure install's conftest does with the Cython twin.
     pure = subprocess.run(
