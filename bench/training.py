@@ -20,7 +20,10 @@ slows both clients: compare figures of similar load, or the best of several runs
 
 Options: ``--official PYTHON`` (the official SDK's venv python; default: ``$TINKER_SYNC_OFFICIAL_VENV``'s, else
 the one tests/_official.py caches; skipped when absent), ``--n 1000``, ``--delay 2.0``, ``--sequential 100``, ``--clients tinker_sync,official``,
-``--scenarios burst,latency,sequential,encode``, ``--retrieve-futures`` (the mock's
+``--scenarios burst,latency,sequential,encode``, ``--pin`` (the mock on the last CPU, the clients
+on the others: a server of its own, as the real one is; on 2 cores, a mock free to share the
+client's core measures where the scheduler puts a loopback ping-pong as much as the client),
+``--retrieve-futures`` (the mock's
 ``sample_use_retrieve_futures`` flag on: each sample waits for its session's ``retrieve_futures`` long
 poll, then one ``retrieve_future`` fetches it, in both clients). Prints one JSON object per client
 and a table. Timings are never asserted in tests: this is where they are measured.
@@ -53,7 +56,18 @@ def _status(field: str) -> int:
 # -- the mock, driven over stdin ------------------------------------------------------------------------
 
 
-def serve(retrieve_futures: bool) -> None:
+def _pin(mock: bool) -> None:
+    """``--pin``: the mock on the last CPU, each client on the others (the mock plays a server of
+    its own: sharing a client's cores, the scheduler's placement of a loopback ping-pong would be
+    measured, not the client)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) > 1:
+        os.sched_setaffinity(0, cpus[-1:] if mock else cpus[:-1])
+
+
+def serve(retrieve_futures: bool, pin: bool = False) -> None:
+    if pin:
+        _pin(mock=True)
     sys.path.insert(0, str(HERE.parent.parent))
     from tinker_sync.testing import MockTinkerServer
 
@@ -232,15 +246,28 @@ def main() -> None:
         action="store_true",
         help="the mock's sample_use_retrieve_futures flag on: samples wait for their session's long poll",
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the mock on the last CPU, the clients on the others (a server of its own)",
+    )
     args = parser.parse_args()
     if args.serve:
-        return serve(args.retrieve_futures)
+        return serve(args.retrieve_futures, args.pin)
     if args.client:
+        if args.pin:
+            _pin(mock=False)
         print(json.dumps(client(args.client, args.url, args.scenario, args.n)))
         return None
 
     mock = subprocess.Popen(
-        [sys.executable, str(HERE), "--serve", *(["--retrieve-futures"] if args.retrieve_futures else [])],
+        [
+            sys.executable,
+            str(HERE),
+            "--serve",
+            *(["--retrieve-futures"] if args.retrieve_futures else []),
+            *(["--pin"] if args.pin else []),
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -287,6 +314,7 @@ def main() -> None:
                     scenario,
                     "--n",
                     str(n),
+                    *(["--pin"] if args.pin else []),
                 ]
                 done = subprocess.run(run, capture_output=True, text=True, timeout=900)
                 if done.returncode != 0:
