@@ -72,14 +72,16 @@ def test_one_send_larger_than_the_budget_goes_and_the_next_waits_for_it() -> Non
     entered = threading.Event()
 
     def second() -> None:
-        with budget.hold(1):
-            entered.set()
+        budget.take(1)
+        entered.set()
+        budget.give(1)
 
-    with budget.hold(5):  # larger than the whole budget: goes, overdrawn
-        assert budget.left == -2
-        waiter = threading.Thread(target=second)
-        waiter.start()
-        assert not entered.wait(0.05)  # overdrawn: the next one waits
+    budget.take(5)  # larger than the whole budget: goes, overdrawn
+    assert budget.left == -2
+    waiter = threading.Thread(target=second)
+    waiter.start()
+    assert not entered.wait(0.05)  # overdrawn: the next one waits
+    budget.give(5)
     assert entered.wait(10)
     waiter.join(10)
     assert budget.left == 3

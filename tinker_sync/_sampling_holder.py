@@ -70,15 +70,6 @@ class DispatchBytes:
         self.left = size
         self._cond = threading.Condition()
 
-    @contextlib.contextmanager
-    def hold(self, size: int) -> Iterator[None]:
-        """Hold ``size`` bytes of the budget while the block runs (waiting while it is overdrawn)."""
-        self.take(size)
-        try:
-            yield
-        finally:
-            self.give(size)
-
     def take(self, size: int) -> None:
         """Take ``size`` bytes of the budget, waiting while it is overdrawn (``give`` them back)."""
         with self._cond:
