@@ -23,7 +23,8 @@ the one tests/_official.py caches; skipped when absent), ``--n 1000``, ``--delay
 ``--scenarios burst,latency,sequential,encode``, ``--pin`` (the mock on the last CPU, the clients
 on the others: a server of its own, as the real one is; on 2 cores, a mock free to share the
 client's core measures where the scheduler puts a loopback ping-pong as much as the client),
-``--retrieve-futures`` (the mock's
+``--latency 0.02`` (the mock waits that long before every answer: a server 20 ms away, where
+the client's concurrency, not its CPU, sets the pace), ``--retrieve-futures`` (the mock's
 ``sample_use_retrieve_futures`` flag on: each sample waits for its session's ``retrieve_futures`` long
 poll, then one ``retrieve_future`` fetches it, in both clients). Prints one JSON object per client
 and a table. Timings are never asserted in tests: this is where they are measured.
@@ -80,6 +81,8 @@ def serve(retrieve_futures: bool, pin: bool = False) -> None:
             command, _, arg = line.strip().partition(" ")
             if command == "delay":
                 server.training.delays["Sample"] = float(arg)
+            elif command == "latency":
+                server.latency = float(arg)
             elif command == "clear":
                 server.clear()
             elif command == "stats":
@@ -247,6 +250,12 @@ def main() -> None:
         help="the mock's sample_use_retrieve_futures flag on: samples wait for their session's long poll",
     )
     parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        help="seconds the mock waits before every answer: a far server's round trip (0.02: 20 ms)",
+    )
+    parser.add_argument(
         "--pin",
         action="store_true",
         help="the mock on the last CPU, the clients on the others (a server of its own)",
@@ -280,6 +289,8 @@ def main() -> None:
         mock.stdin.write(command + "\n")
         mock.stdin.flush()
         return mock.stdout.readline().strip()
+
+    tell(f"latency {args.latency}")
 
     pythons = {"tinker_sync": sys.executable}
     if Path(args.official).exists():
@@ -333,6 +344,7 @@ def main() -> None:
                     result["tcp_connections"] = json.loads(tell("stats"))["connections"]
                     result["n"], result["delay_s"] = n, delay
                     result["retrieve_futures"] = args.retrieve_futures
+                    result["latency_s"] = args.latency
                 result["load"] = round(os.getloadavg()[0], 1)  # the 1-minute load average as it ended
                 print(json.dumps(result), flush=True)
                 results.append(result)

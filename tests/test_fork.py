@@ -310,6 +310,8 @@ LOCK_OWNERS = {
     ("_sampling_holder.py", "SampleDispatch"): TRAINING,
     ("_service.py", "ServiceClient"): TRAINING,
     ("_train_engine.py", "Engine"): TRAINING,
+    ("_train_pace.py", "Pace"): TRAINING,
+    ("_train_pace.py", "SubmitPool"): TRAINING,
     ("_train_future.py", "BillingPause"): TRAINING,
     ("_train_wire.py", "Wire"): TRAINING,
     ("_training_client.py", "TrainingClient"): TRAINING,

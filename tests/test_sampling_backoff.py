@@ -129,6 +129,7 @@ def held_and_waiting(server: MockTinkerServer, budget: int | None, throttled: bo
         server.client_config["sample_dispatch_bytes_semaphore_size"] = budget
     n = 30
     with ServiceClient(api_key=server.api_key, base_url=server.url, submit_workers=n + 2) as service:
+        service._engine.pace.floor = n + 2  # every sample may be sent at once: the dispatch limits them
         dispatch = service._sample_dispatch
         dispatch.backoff = dispatch.step = 0.0
         dispatch.throttle_for = 3600.0 if throttled else 0.0

@@ -232,8 +232,8 @@ class ShadowConfig:
             max_retries=client.max_retries,
             result_timeout=engine.result_timeout,
             poll_timeout=engine.poll_timeout,
-            submit_workers=engine.pool._max_workers,
-            poll_workers=len(engine._pollers),
+            submit_workers=engine.pace.cap,
+            poll_workers=engine.poll_workers,
             proxy=transport.proxies.https if given else None,
             proxy_tunnel=transport.proxy_tunnel,
             verify=verify

@@ -5,9 +5,9 @@ On creation: ``client/config`` (the flags; a 404 keeps the SDK's defaults), then
 ``HEARTBEAT_INTERVAL`` seconds, one attempt each; a 410 means the session is gone
 and stops it; failures are logged, a warning after two minutes of them).
 
-Threads, fixed per ``ServiceClient`` whatever the number of futures: the heartbeat,
-``poll_workers`` pollers and at most ``submit_workers`` submitters (see
-``_train_engine``). ``close()`` sends ``sessions/{id}/finish`` once, fails what is
+Threads, bounded per ``ServiceClient`` whatever the number of futures: the heartbeat,
+at most ``poll_workers`` pollers and ``submit_workers`` submitters (8 of each, more
+only while the server's round trip calls for them: see ``_train_pace``). ``close()`` sends ``sessions/{id}/finish`` once, fails what is
 still pending, and joins every thread. As a context manager it closes with
 ``success``, ``errored`` (an exception) or ``interrupted`` (``KeyboardInterrupt``
 or another ``BaseException``).
@@ -29,7 +29,14 @@ from ._config import resolve_project_id
 from ._exceptions import APIResponseValidationError, APIStatusError, NotFoundError
 from ._sampling_client import SamplingClient
 from ._sampling_holder import SampleDispatch, ShadowConfig
-from ._train_engine import DEFAULT_POLL_TIMEOUT, Engine, QueueStateCallback, post_future
+from ._train_engine import (
+    DEFAULT_POLL_TIMEOUT,
+    DEFAULT_POLL_WORKERS,
+    DEFAULT_SUBMIT_WORKERS,
+    Engine,
+    QueueStateCallback,
+    post_future,
+)
 from ._train_future import DEFAULT_RESULT_TIMEOUT, Future, json_result, resolve
 from ._train_types import (
     ClientConfigResponse,
@@ -79,7 +86,8 @@ class ServiceClient:
             queue state changes (also logged at INFO).
         result_timeout: the deadline of every future, from submission (seconds).
         poll_timeout: one poll's read timeout (the server holds a poll ~30 s at most).
-        submit_workers, poll_workers: the sizes of the thread pools.
+        submit_workers, poll_workers: the most submitter and poller threads (32 and 30); 8 of
+            each run until the server's round trip calls for more (``_train_pace``).
 
     Every call returns a ``Future``: submit several, then wait. Code written for the
     official SDK ports by changing its import.
@@ -97,8 +105,8 @@ class ServiceClient:
         on_queue_state: QueueStateCallback | None = None,
         result_timeout: float = DEFAULT_RESULT_TIMEOUT,
         poll_timeout: float = DEFAULT_POLL_TIMEOUT,
-        submit_workers: int = 8,
-        poll_workers: int = 8,
+        submit_workers: int = DEFAULT_SUBMIT_WORKERS,
+        poll_workers: int = DEFAULT_POLL_WORKERS,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
     ) -> None:
         self._owns_client = client is None

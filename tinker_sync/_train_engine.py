@@ -22,7 +22,6 @@ ready or its hold ends), and every answer is handled as the official SDK does:
 
 from __future__ import annotations
 
-import concurrent.futures
 import heapq
 import itertools
 import logging
@@ -45,11 +44,14 @@ from ._exceptions import (
 from ._options import RequestOptions
 from ._retry import should_retry_status
 from ._train_future import DEFAULT_RESULT_TIMEOUT, BillingPause, Future, resolve
+from ._train_pace import FLOOR, Pace, SubmitPool
 from ._train_wire import Wire, new_key
 from .resources.types import FutureHandle
 
 __all__ = [
     "DEFAULT_POLL_TIMEOUT",
+    "DEFAULT_POLL_WORKERS",
+    "DEFAULT_SUBMIT_WORKERS",
     "Engine",
     "Pending",
     "QueueStateCallback",
@@ -58,6 +60,8 @@ __all__ = [
 
 log = logging.getLogger("tinker_sync")
 
+DEFAULT_SUBMIT_WORKERS = 32  # the most submitters (FLOOR of them until the round trip calls for more)
+DEFAULT_POLL_WORKERS = 30  # the most pollers; with the submitters and two more threads, 64 connections
 DEFAULT_POLL_TIMEOUT = 45.0  # one retrieve_future poll's read timeout (the server holds ~30 s at most)
 NOT_FOUND_RETRIES = 8
 BAD_REQUEST_RETRIES = 3
@@ -117,14 +121,16 @@ def _page(raw: bytes) -> FuturesPage:
 
 
 class Engine:
-    """The threads of one ``ServiceClient``: a bounded submit pool and ``poll_workers`` pollers."""
+    """The threads of one ``ServiceClient``: at most ``submit_workers`` submitters and
+    ``poll_workers`` pollers, ``FLOOR`` of each until the server's round trip calls for more
+    (``_train_pace``)."""
 
     def __init__(
         self,
         client: BaseClient,
         *,
-        submit_workers: int = 8,
-        poll_workers: int = 8,
+        submit_workers: int = DEFAULT_SUBMIT_WORKERS,
+        poll_workers: int = DEFAULT_POLL_WORKERS,
         result_timeout: float = DEFAULT_RESULT_TIMEOUT,
         poll_timeout: float = DEFAULT_POLL_TIMEOUT,
         on_queue_state: QueueStateCallback | None = None,
@@ -135,20 +141,19 @@ class Engine:
         self.result_timeout = result_timeout
         self.poll_timeout = poll_timeout
         self.on_queue_state = on_queue_state
-        self.pool = concurrent.futures.ThreadPoolExecutor(
-            submit_workers, thread_name_prefix="tinker-sync-submit"
-        )
+        self.pace = Pace(submit_workers)
+        self.pool = SubmitPool(self.pace)
+        self.poll_workers = poll_workers
         self._cond = threading.Condition()
         self._ready: list[tuple[float, int, Pending]] = []  # a heap by due time
         self._order = itertools.count()
         self._closed = False
         self.stopping = threading.Event()  # set by close(): a submitter waiting out a billing pause stops
-        self._pollers = [
-            threading.Thread(target=self._poll_loop, name=f"tinker-sync-poll-{i}", daemon=True)
-            for i in range(poll_workers)
-        ]
-        for thread in self._pollers:
-            thread.start()
+        self._pollers: list[threading.Thread] = []
+        self._idle_pollers = 0
+        with self._cond:
+            for _ in range(min(FLOOR, poll_workers)):
+                self._add_poller()
         # retrieve_futures (when the server's flag says so): samples wait, parked, for their
         # session's long poll to report them complete, then one poll fetches each.
         self.retrieve_futures = False
@@ -164,9 +169,9 @@ class Engine:
 
     # -- submitting ---------------------------------------------------------------------------------
 
-    def submit(self, fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
-        """Run ``fn`` on the submit pool."""
-        return self.pool.submit(fn)
+    def submit(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` on the submit pool (it settles its own future: exceptions are only logged)."""
+        self.pool.submit(fn)
 
     def track(self, pending: Pending) -> None:
         """Start polling a future whose request was accepted (``future.request_id`` is set)."""
@@ -181,7 +186,18 @@ class Engine:
                 resolve(pending.future, error=RuntimeError("the ServiceClient is closed"))
                 return
             heapq.heappush(self._ready, (time.monotonic() + delay, next(self._order), pending))
-            self._cond.notify()
+            if self._idle_pollers:
+                self._cond.notify()
+            elif len(self._pollers) < min(self.poll_workers, self.pace.limit):
+                self._add_poller()  # every poller is busy and the round trip is long: one more
+
+    def _add_poller(self) -> None:
+        """Start one more poller (lock held); it stays until ``close``."""
+        thread = threading.Thread(
+            target=self._poll_loop, name=f"tinker-sync-poll-{len(self._pollers)}", daemon=True
+        )
+        self._pollers.append(thread)
+        thread.start()
 
     def close(self) -> None:
         """Fail what is still pending, stop the pollers and the pool, join every thread.
@@ -205,8 +221,10 @@ class Engine:
             resolve(
                 pending.future, error=RuntimeError("the ServiceClient was closed before this result arrived")
             )
-        self.pool.shutdown(wait=True, cancel_futures=True)
-        for thread in self._pollers:
+        self.pool.close()
+        with self._cond:
+            pollers = list(self._pollers)
+        for thread in pollers:
             thread.join()
 
     # -- polling ------------------------------------------------------------------------------------
@@ -216,13 +234,16 @@ class Engine:
             while True:
                 if self._closed:
                     return None
+                wait = None
                 if self._ready:
-                    due = self._ready[0][0] - time.monotonic()
-                    if due <= 0:
+                    wait = self._ready[0][0] - time.monotonic()
+                    if wait <= 0:
                         return heapq.heappop(self._ready)[2]
-                    self._cond.wait(due)
-                else:
-                    self._cond.wait()
+                self._idle_pollers += 1
+                try:
+                    self._cond.wait(wait)
+                finally:
+                    self._idle_pollers -= 1
 
     def _poll_loop(self) -> None:
         while (pending := self._next()) is not None:
@@ -498,7 +519,8 @@ def _submit_once(
         return _post(engine, path, json, content, headers, final)
     key = new_key()
     try:
-        _, raw = engine.wire.post(path, json, headers or {}, engine.client.timeout, idempotency_key=key)
+        with engine.pace.measure():
+            _, raw = engine.wire.post(path, json, headers or {}, engine.client.timeout, idempotency_key=key)
     except APIStatusError as error:
         if _status(error) in final or not should_retry_status(_status(error), error.response.headers):
             raise

@@ -68,6 +68,7 @@ class MockTinkerServer:
         self.port = port
         self.ssl_context = ssl_context
         self.rate_limit = rate_limit
+        self.latency: float = 0.0  # seconds before every answer: a far server's round trip
         self.signed_url_ttl: float = 15 * 60
         self.signed_checksums: tuple[str, ...] = ()  # e.g. ("md5", "crc32c"): x-goog-hash on signed files
         self.supported_models: list[str] = ["meta-llama/Llama-3.1-8B", "Qwen/Qwen3-8B"]

@@ -118,6 +118,7 @@ class Host(ServerState, Protocol):
 
     ssl_context: ssl.SSLContext | None
     rate_limit: float | None
+    latency: float
     _stopping: threading.Event
 
     def _accepted(self, sock: Socket) -> None: ...
@@ -313,6 +314,8 @@ class _Handler(BaseHTTPRequestHandler):
                     fault = Fault.from_query(query)
                 self.fault = exchange.fault = fault or NO_FAULT
                 if self.fault.delay_headers and mock.wait(self.fault.delay_headers):
+                    return self.abort()
+                if mock.latency and mock.wait(mock.latency):
                     return self.abort()
                 mock._route(exchange)
             except HTTPError as error:

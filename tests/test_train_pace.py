@@ -1,0 +1,210 @@
+"""The engine's pace: ``FLOOR`` submitters and pollers near the server, more (up to the caps) when its
+round trip is long next to a request's CPU; the submit pool that keeps to it. Over real sockets: a
+mock that answers 30 ms late gets more than the floors in flight, within 64 connections."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tinker_sync import ServiceClient, types
+from tinker_sync import _train_pace as pace_module
+from tinker_sync._train_pace import FLOOR, Pace, SubmitPool
+from tinker_sync.testing import MockTinkerServer
+
+BASE = "Qwen/Qwen3-8B"
+PARAMS = types.SamplingParams(max_tokens=3, seed=7)
+
+
+# -- the estimate -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("round_trip", "cpu", "cap", "limit"),
+    [
+        (0.0004, 0.0003, 32, FLOOR),  # a near server: the floor
+        (0.0025, 0.0001, 32, 25),  # 25 CPU times of round trip: 25 threads
+        (0.020, 0.0003, 32, 32),  # a far server: the cap
+        (0.020, 0.0003, 4, 4),  # a cap below the floor is the floor too
+        (0.0004, 0.0003, 4, 4),
+    ],
+)
+def test_the_limit_covers_the_round_trip_with_cpu(
+    round_trip: float, cpu: float, cap: int, limit: int
+) -> None:
+    pace = Pace(cap)
+    assert pace.limit == min(FLOOR, cap)
+    for _ in range(20):
+        pace.record(round_trip, cpu)
+    assert pace.limit == limit
+    assert pace.round_trip == pytest.approx(round_trip) and pace.cpu == pytest.approx(cpu)
+
+
+def test_the_round_trip_is_the_shortest_and_forgets_after_two_windows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pace_module, "WINDOW", 0.05)
+    pace = Pace(32)
+    pace.record(0.0003, 0.0003)
+    for _ in range(10):
+        pace.record(0.020, 0.0003)  # slower answers (a held request, a busy GIL) do not raise it
+    assert pace.round_trip == pytest.approx(0.0003) and pace.limit == FLOOR
+    time.sleep(0.06)
+    pace.record(0.020, 0.0003)
+    assert pace.limit == FLOOR  # the last window still saw 0.3 ms
+    time.sleep(0.06)
+    pace.record(0.020, 0.0003)  # two windows of 20 ms: the server is far now
+    assert pace.round_trip == pytest.approx(0.020) and pace.limit == 32
+
+
+def test_measure_records_a_submission_and_skips_a_failed_one() -> None:
+    pace = Pace(32)
+    with pace.measure():
+        time.sleep(0.01)
+    assert 0.009 < pace.round_trip < 1.0 and 0 <= pace.cpu < 0.009  # sleeping is no CPU
+    with pytest.raises(ValueError), pace.measure():
+        raise ValueError("refused")
+    assert 0.009 < pace.round_trip < 1.0
+
+
+# -- the pool -----------------------------------------------------------------------------------------
+
+
+def fixed(limit: int, cap: int) -> Pace:
+    pace = Pace(cap)
+    pace.floor = pace.limit = limit
+    return pace
+
+
+def blocking_jobs(n: int, gate: threading.Event) -> tuple[list[Callable[[], None]], list[int], list[int]]:
+    """n jobs that wait for ``gate``; the order they started in; the most running at once (a list of one)."""
+    started: list[int] = []
+    most = [0]
+    running = [0]
+    lock = threading.Lock()
+
+    def job(i: int) -> None:
+        with lock:
+            started.append(i)
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        gate.wait(30)
+        with lock:
+            running[0] -= 1
+
+    return [lambda i=i: job(i) for i in range(n)], started, most
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_the_pool_runs_jobs_in_order_at_most_the_limit_at_once() -> None:
+    pace = fixed(3, 6)
+    pool = SubmitPool(pace)
+    gate = threading.Event()
+    jobs, started, most = blocking_jobs(10, gate)
+    for job in jobs:
+        pool.submit(job)
+    wait_until(lambda: len(started) == 3)
+    time.sleep(0.05)
+    assert started == [0, 1, 2] and pool.threads == 3  # the rest wait in line, no thread for them
+    gate.set()
+    wait_until(lambda: len(started) == 10)
+    assert started == list(range(10)) and most[0] == 3 and pool.threads == 3
+    pool.close()
+
+
+def test_the_pool_grows_when_the_pace_rises_and_shrinks_when_it_falls() -> None:
+    pace = fixed(2, 6)
+    pool = SubmitPool(pace)
+    first = threading.Event()
+    jobs, started, _ = blocking_jobs(9, first)
+    for job in jobs[:8]:
+        pool.submit(job)
+    wait_until(lambda: len(started) == 2)
+    pace.limit = 6  # the server is farther than it looked: the next submission brings threads in
+    pool.submit(jobs[8])
+    wait_until(lambda: len(started) == 6)
+    time.sleep(0.05)
+    assert len(started) == 6 and pool.threads == 6
+    first.set()
+    wait_until(lambda: len(started) == 9)
+    pace.limit = 1
+    second = threading.Event()
+    jobs, started, most = blocking_jobs(6, second)
+    time.sleep(0.05)  # the first jobs' threads have gone idle
+    for job in jobs:
+        pool.submit(job)
+    wait_until(lambda: len(started) == 1)
+    time.sleep(0.05)
+    assert len(started) == 1
+    second.set()
+    wait_until(lambda: len(started) == 6)
+    assert most[0] == 1 and pool.threads == 6  # no new thread: the idle ones serve
+    pool.close()
+
+
+def test_a_job_that_raises_is_logged_and_the_pool_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    pool = SubmitPool(fixed(1, 1))
+    ran = threading.Event()
+
+    def broken() -> None:
+        raise RuntimeError("a bug in a job")
+
+    with caplog.at_level(logging.ERROR, logger="tinker_sync"):
+        pool.submit(broken)
+        pool.submit(ran.set)
+        assert ran.wait(10)
+    assert "a submit job failed" in caplog.text and "a bug in a job" in caplog.text
+    pool.close()
+
+
+def test_close_drops_what_did_not_start_and_joins_every_thread() -> None:
+    pool = SubmitPool(fixed(2, 4), name="pace-test-submit")
+    gate = threading.Event()
+    jobs, started, _ = blocking_jobs(5, gate)
+    for job in jobs:
+        pool.submit(job)
+    wait_until(lambda: len(started) == 2)
+    threading.Timer(0.1, gate.set).start()
+    pool.close()  # waits for the two running jobs
+    assert started == [0, 1]
+    assert not [t for t in threading.enumerate() if t.name.startswith("pace-test-submit")]
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.submit(lambda: None)
+
+
+# -- over real sockets --------------------------------------------------------------------------------
+
+
+def burst(server: MockTinkerServer, n: int) -> ServiceClient:
+    service = ServiceClient(api_key=server.api_key, base_url=server.url, heartbeat_interval=3600)
+    sampler = service.create_sampling_client(base_model=BASE).result(30)
+    prompt = types.ModelInput.from_ints([1, 2, 3])
+    futures = [sampler.sample(prompt, 1, PARAMS) for _ in range(n)]
+    assert all(f.result(60).sequences for f in futures)
+    return service
+
+
+def test_a_far_server_gets_more_than_the_floors_in_flight_within_64_connections() -> None:
+    with MockTinkerServer() as server:
+        server.latency = 0.03
+        service = burst(server, 300)
+        engine = service._engine
+        try:
+            assert engine.pace.round_trip >= 0.03 and engine.pace.limit > FLOOR
+            assert engine.pool.threads > FLOOR and len(engine._pollers) > FLOOR
+            # submitters and pollers beyond the 8 + 8 (+ the session's own requests) of a near server
+            assert server.peak_in_flight > 2 * FLOOR + 2
+        finally:
+            service.close()
+        assert server.connections <= 64
+        assert not [t for t in threading.enumerate() if t.name.startswith("tinker-sync-")]
