@@ -13,6 +13,7 @@ import pytest
 
 from tinker_sync import ServiceClient, types
 from tinker_sync import _train_pace as pace_module
+from tinker_sync._train_engine import STUCK
 from tinker_sync._train_pace import FLOOR, Pace, SubmitPool
 from tinker_sync.testing import MockTinkerServer
 
@@ -208,3 +209,36 @@ def test_a_far_server_gets_more_than_the_floors_in_flight_within_64_connections(
             service.close()
         assert server.connections <= 64
         assert not [t for t in threading.enumerate() if t.name.startswith("tinker-sync-")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("by", ["a new future", "the heartbeat"])
+def test_a_ready_result_does_not_wait_out_the_holds_of_futures_that_are_not_done(by: str) -> None:
+    """Eight slow forward_backwards hold all eight pollers (the server holds each poll 30 s, as the
+    real one): a sample ready meanwhile gets a poller of its own, once every poller has been held
+    ``STUCK`` seconds: at the next future scheduled, or at the heartbeat when none is."""
+    with MockTinkerServer() as server:
+        server.promises.hold = 30.0
+        server.training.delays["ForwardBackward"] = 8.0
+        heartbeat = 0.5 if by == "the heartbeat" else 3600
+        with ServiceClient(
+            api_key=server.api_key, base_url=server.url, heartbeat_interval=heartbeat
+        ) as service:
+            sampler = service.create_sampling_client(base_model=BASE).result(30)
+            trainer = service.create_lora_training_client(BASE).result(30)
+            tokens = [1, 2, 3, 4]
+            data = [
+                types.Datum(
+                    model_input=types.ModelInput.from_ints(tokens[:-1]),
+                    loss_fn_inputs={"target_tokens": tokens[1:], "weights": [1.0] * 3},
+                )
+            ]
+            slow = [trainer.forward_backward(data, "cross_entropy") for _ in range(FLOOR)]
+            wait_until(lambda: server.peak_in_flight >= FLOOR)  # every poller is held
+            if by == "a new future":
+                time.sleep(STUCK + 0.2)
+            prompt = types.ModelInput.from_ints([1, 2, 3])
+            assert sampler.sample(prompt, 1, PARAMS).result(6).sequences  # not after the 8 s
+            assert not any(future.done() for future in slow)
+            assert len(service._engine._pollers) > FLOOR
+            assert all(future.result(30).loss_fn_outputs for future in slow)

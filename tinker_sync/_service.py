@@ -225,6 +225,7 @@ class ServiceClient:
         warned = False
         body = {"session_id": self.session_id, "type": "session_heartbeat"}
         while not self._stop.wait(interval):
+            self._engine.check_pollers()
             try:
                 self._client.post("/api/v1/session_heartbeat", json=body, max_retries=0, timeout=10.0)
                 failing_since, warned = None, False

@@ -18,6 +18,10 @@ ready or its hold ends), and every answer is handled as the official SDK does:
   future is polled again at once, and a 404 then is retried within the budget
   (``NOT_FOUND_RETRIES``), never fatal at once (the SkyRL#2162 case).
 - no future waits past its deadline (``Future``'s; ``APITimeoutError`` then).
+
+Pollers: ``FLOOR`` from the start; one more (up to ``poll_workers``) when a future is due and every
+poller is busy, if the round trip calls for it (``_train_pace``) or every poller has been held for
+``STUCK`` seconds (a ready result must not wait out the server's holds of futures that are not done).
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ log = logging.getLogger("tinker_sync")
 DEFAULT_SUBMIT_WORKERS = 32  # the most submitters (FLOOR of them until the round trip calls for more)
 DEFAULT_POLL_WORKERS = 30  # the most pollers; with the submitters and two more threads, 64 connections
 DEFAULT_POLL_TIMEOUT = 45.0  # one retrieve_future poll's read timeout (the server holds ~30 s at most)
+STUCK = 1.0  # seconds every poller may be held before one more starts (see _more_pollers)
 NOT_FOUND_RETRIES = 8
 BAD_REQUEST_RETRIES = 3
 PROTOBUF = "application/x-protobuf"
@@ -151,6 +156,7 @@ class Engine:
         self.stopping = threading.Event()  # set by close(): a submitter waiting out a billing pause stops
         self._pollers: list[threading.Thread] = []
         self._idle_pollers = 0
+        self._poll_started = time.monotonic()  # when the last poll began
         with self._cond:
             for _ in range(min(FLOOR, poll_workers)):
                 self._add_poller()
@@ -188,8 +194,26 @@ class Engine:
             heapq.heappush(self._ready, (time.monotonic() + delay, next(self._order), pending))
             if self._idle_pollers:
                 self._cond.notify()
-            elif len(self._pollers) < min(self.poll_workers, self.pace.limit):
-                self._add_poller()  # every poller is busy and the round trip is long: one more
+            elif delay <= 0:
+                self._more_pollers()
+
+    def _more_pollers(self) -> None:
+        """Every poller is busy (lock held): one more, within ``poll_workers``, when the round trip
+        is long (``pace``), or when each poller has been held for ``STUCK`` seconds (on futures
+        that are not done: one more keeps a ready result from waiting out their holds)."""
+        count = len(self._pollers)
+        if count < self.poll_workers and (
+            count < self.pace.limit or time.monotonic() - self._poll_started > STUCK
+        ):
+            self._add_poller()
+
+    def check_pollers(self) -> None:
+        """Start one more poller if due futures wait while every poller is held (``_more_pollers``);
+        called now and then (the heartbeat), as no future may be scheduled while they wait."""
+        with self._cond:
+            if not self._closed and not self._idle_pollers and self._ready:
+                if self._ready[0][0] <= time.monotonic():
+                    self._more_pollers()
 
     def _add_poller(self) -> None:
         """Start one more poller (lock held); it stays until ``close``."""
@@ -293,6 +317,7 @@ class Engine:
         """One poll: None when the future is settled, else the delay before the next poll."""
         future = pending.future
         future._polls += 1
+        self._poll_started = time.monotonic()
         for shown in future._followers:
             shown._polls, shown.request_id = future._polls, future.request_id
         headers = {
