@@ -6,6 +6,9 @@ Scenarios (each client a fresh subprocess; the mock in its own process):
   where the time beyond D goes: ``last_sent_s`` (from the first ``sample()`` call until the mock had
   the last request: all results can come no sooner than D after it), ``cpu_s`` (the client's CPU
   seconds, user + system, from the first call to the last result) and ``mock_cpu_s`` (the mock's);
+- ``burst`` also runs for ``urllib3``: the same burst as bare urllib3 does it (2 threads POST the
+  samples, 8 hold one ``retrieve_future`` each, nothing decoded but the handle), the floor of the
+  design: what urllib3 and http.client cost for the 2,000 requests, with no client around them;
 - ``sequential``: ``sample().result()`` one after another with no server delay: p50 / p90 ms;
 - ``latency``: ``sample().result()`` one after another with a 50 ms server delay (the result becomes
   ready while the poll is held): server completion (the mock's record) to ``.result()`` return, p50 /
@@ -118,6 +121,8 @@ def client(kind: str, url: str, scenario: str, n: int) -> dict[str, Any]:
     sampler = service.create_sampling_client(base_model=BASE).result()
     prompt = types.ModelInput.from_ints(list(range(32)))
     params = types.SamplingParams(max_tokens=16, seed=1)
+    if kind == "urllib3":
+        return bare_burst(service, sampler.sampling_session_id, url, n)
     sampler.sample(prompt, 1, params).result()
     rss0 = _status("VmRSS")
     out: dict[str, Any] = {"client": kind, "scenario": scenario}
@@ -162,6 +167,93 @@ def client(kind: str, url: str, scenario: str, n: int) -> dict[str, Any]:
         service.close("success").result()
     else:
         service.close()
+    return out
+
+
+def bare_burst(service: Any, sampling_session_id: str, url: str, n: int) -> dict[str, Any]:
+    """The burst as bare urllib3 does it, the floor of the design: 2 threads POST the samples, 8 hold
+    one ``retrieve_future`` each (oldest first) until its protobuf answer, nothing decoded but the
+    handle's JSON; tinker_sync's session and headers (the same bytes on the wire). No retries, no
+    futures, no ordering: the HTTP alone."""
+    import collections
+    import uuid
+
+    import urllib3
+
+    headers = dict(service._engine.wire._template("/api/v1/asample")[1])
+    host, port = url.rsplit("/", 1)[-1].rsplit(":", 1)
+    pool = urllib3.HTTPConnectionPool(
+        host, int(port), maxsize=10, timeout=urllib3.Timeout(connect=5, read=60)
+    )
+    base = {
+        "num_samples": 1,
+        "prompt": {"chunks": [{"tokens": list(range(32)), "type": "encoded_text"}]},
+        "sampling_params": {"max_tokens": 16, "seed": 1, "temperature": 1.0, "top_k": -1, "top_p": 1.0},
+        "sampling_session_id": sampling_session_id,
+        "type": "sample",
+    }
+    seqs = iter(range(1_000_000, 1_000_000 + n))
+    ids: collections.deque[str] = collections.deque()
+    cond = threading.Condition()
+    done = [0]
+
+    def post(path: str, body: dict[str, Any], extra: dict[str, str]) -> tuple[str, bytes]:
+        sent = {**headers, **extra, "X-Idempotency-Key": str(uuid.uuid4())}
+        raw = json.dumps(body).encode()
+        answer = pool.urlopen("POST", path, body=raw, headers=sent, preload_content=False, retries=False)
+        content = answer.read()
+        answer.release_conn()
+        if answer.status != 200:
+            raise RuntimeError(f"{path} answered {answer.status}: {content[:200]!r}")
+        return answer.headers.get("content-type", ""), content
+
+    def guarded(work: Any) -> Any:
+        def run() -> None:
+            try:
+                work()
+            except BaseException as error:  # a failed thread would leave the others waiting: end it all
+                print(f"urllib3 burst: {error!r}", file=sys.stderr, flush=True)
+                os._exit(1)
+
+        return run
+
+    def submit() -> None:
+        while (seq := next(seqs, None)) is not None:
+            _, handle = post(
+                "/api/v1/asample", {**base, "seq_id": seq}, {"X-Tinker-Sampling-Backpressure": "1"}
+            )
+            with cond:
+                ids.append(json.loads(handle)["request_id"])
+                cond.notify()
+
+    def poll() -> None:
+        extra = {"Accept": "application/x-protobuf", "X-Tinker-Request-Type": "Sample"}
+        while True:
+            with cond:
+                while not ids:
+                    if done[0] >= n:
+                        return
+                    cond.wait(0.05)
+                request_id = ids.popleft()
+            body = {"request_id": request_id, "allow_metadata_only": True}
+            while "protobuf" not in post("/api/v1/retrieve_future", body, extra)[0]:
+                pass
+            with cond:
+                done[0] += 1
+
+    cpu0 = time.process_time()
+    started_at, start = time.time(), time.perf_counter()
+    threads = [threading.Thread(target=submit) for _ in range(2)] + [
+        threading.Thread(target=poll) for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    out = {"client": "urllib3", "scenario": "burst", "started_at": started_at}
+    out["all_results_s"] = round(time.perf_counter() - start, 3)
+    out["cpu_s"] = round(time.process_time() - cpu0, 3)
+    service.close()
     return out
 
 
@@ -240,7 +332,9 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=2.0)
     parser.add_argument("--sequential", type=int, default=100)
     parser.add_argument("--many", type=int, default=0, help="sample_many over this many prompts (0: skipped)")
-    parser.add_argument("--clients", default="tinker_sync,official", help="which clients, comma-separated")
+    parser.add_argument(
+        "--clients", default="tinker_sync,official,urllib3", help="which clients, comma-separated"
+    )
     parser.add_argument(
         "--scenarios", default="burst,latency,sequential,encode", help="which, comma-separated"
     )
@@ -292,7 +386,7 @@ def main() -> None:
 
     tell(f"latency {args.latency}")
 
-    pythons = {"tinker_sync": sys.executable}
+    pythons = {"tinker_sync": sys.executable, "urllib3": sys.executable}
     if Path(args.official).exists():
         pythons["official"] = args.official
     pythons = {kind: python for kind, python in pythons.items() if kind in args.clients.split(",")}
@@ -309,7 +403,9 @@ def main() -> None:
             scenarios.append(("many", args.many, 0.0))
         for scenario, n, delay in scenarios:  # the clients in turn for each scenario: the same moment's load
             for kind, python in pythons.items():
-                if scenario == "many" and kind != "tinker_sync":
+                if (scenario == "many" and kind != "tinker_sync") or (
+                    scenario != "burst" and kind == "urllib3"
+                ):
                     continue
                 tell(f"delay {delay}")
                 tell("clear")
@@ -354,6 +450,10 @@ def main() -> None:
     for result in results:
         figures = ", ".join(f"{k}={v}" for k, v in result.items() if k not in ("client", "scenario"))
         print(f"{result['client']:12} {result['scenario']:11} {figures}")
+    burst = {r["client"]: r["all_results_s"] for r in results if r["scenario"] == "burst"}
+    for peer in ("official", "urllib3"):
+        if "tinker_sync" in burst and peer in burst:
+            print(f"burst: tinker_sync / {peer} = {burst['tinker_sync'] / burst[peer]:.2f}x")
 
 
 if __name__ == "__main__":
