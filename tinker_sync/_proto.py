@@ -32,7 +32,7 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ._train_types import Datum, ForwardBackwardOutput, TensorData, TensorDtype
@@ -78,6 +78,8 @@ _STRUCTS: dict[tuple[str, int], struct.Struct] = {}
 def _varint(value: int) -> bytes:
     if 0 <= value < 0x80:
         return _SMALL[value]
+    if 0 < value < 0x4000:  # two bytes: every length of a datum's pieces up to 16 KiB
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
     if value < 0:
         value += 1 << 64  # int32/int64 negatives: ten bytes, two's complement
     out = bytearray()
@@ -130,7 +132,7 @@ _ITEM_NAMES = {"i": "int32", "q": "int64", "f": "float32"}
 
 def _pack(data: Any, dtype: TensorDtype) -> bytes:
     """A tensor's values as little-endian bytes of ``dtype`` (numpy arrays straight, sequences packed)."""
-    if hasattr(data, "astype") and hasattr(data, "tobytes"):
+    if type(data) is not list and hasattr(data, "astype") and hasattr(data, "tobytes"):
         return bytes(data.astype("<f4" if dtype == "float32" else "<i8").tobytes())
     return _le("f" if dtype == "float32" else "q", data)
 
@@ -164,11 +166,20 @@ def _tensor(td: TensorData, out: Parts) -> int:
     return size + len(tail)
 
 
-def _map_order(keys: Iterator[str] | Sequence[str]) -> list[tuple[str, bytes]]:
+_ORDERS: dict[tuple[str, ...], list[tuple[str, bytes]]] = {}  # every datum of a batch has the same keys
+
+
+def _map_order(keys: Iterable[str]) -> list[tuple[str, bytes]]:
     """Keys with their UTF-8 bytes, in upb's deterministic order (bytes ascending, a prefix after its extensions)."""
-    pairs = [(key, key.encode()) for key in keys]
-    if len(pairs) > 1:
-        pairs.sort(key=lambda pair: (*pair[1], 256))
+    known = tuple(keys)
+    pairs = _ORDERS.get(known)
+    if pairs is None:
+        pairs = [(key, key.encode()) for key in known]
+        if len(pairs) > 1:
+            pairs.sort(key=lambda pair: (*pair[1], 256))
+        if len(_ORDERS) >= 256:
+            _ORDERS.clear()
+        _ORDERS[known] = pairs
     return pairs
 
 
@@ -206,7 +217,7 @@ def _datum(datum: Datum, out: Parts) -> int:
         out += (outer, text, inner, tokens)
         size += len(outer) + len(text) + len(inner) + len(tokens)
     inputs = datum.loss_fn_inputs
-    for name, raw_name in _map_order(list(inputs)):
+    for name, raw_name in _map_order(inputs):
         td = inputs[name]
         if (
             td.sparse_crow_indices is None
