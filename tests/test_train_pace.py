@@ -242,3 +242,11 @@ def test_a_ready_result_does_not_wait_out_the_holds_of_futures_that_are_not_done
             assert not any(future.done() for future in slow)
             assert len(service._engine._pollers) > FLOOR
             assert all(future.result(30).loss_fn_outputs for future in slow)
+
+
+@pytest.mark.parametrize("workers", [{"submit_workers": 0}, {"poll_workers": 0}, {"submit_workers": 2.5}])
+def test_pools_without_a_thread_are_refused_before_a_session_is_made(workers: dict[str, object]) -> None:
+    with MockTinkerServer() as server:
+        with pytest.raises(ValueError, match="must be an int of at least 1"):
+            ServiceClient(api_key=server.api_key, base_url=server.url, **workers)  # type: ignore[arg-type]
+        assert server.sessions == []

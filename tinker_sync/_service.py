@@ -35,6 +35,7 @@ from ._train_engine import (
     DEFAULT_SUBMIT_WORKERS,
     Engine,
     QueueStateCallback,
+    check_workers,
     post_future,
 )
 from ._train_future import DEFAULT_RESULT_TIMEOUT, Future, json_result, resolve
@@ -109,6 +110,7 @@ class ServiceClient:
         poll_workers: int = DEFAULT_POLL_WORKERS,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
     ) -> None:
+        check_workers(submit_workers, poll_workers)  # before a session is made
         self._owns_client = client is None
         self._client = (
             client

@@ -59,6 +59,7 @@ __all__ = [
     "Engine",
     "Pending",
     "QueueStateCallback",
+    "check_workers",
     "post_future",
 ]
 
@@ -125,6 +126,13 @@ def _page(raw: bytes) -> FuturesPage:
         raise APIResponseValidationError(f"FuturesPage: {error}") from None
 
 
+def check_workers(submit_workers: int, poll_workers: int) -> None:
+    """Raise ValueError unless both pools may run a thread (with none, every future would hang)."""
+    for name, value in (("submit_workers", submit_workers), ("poll_workers", poll_workers)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int of at least 1, got {value!r}")
+
+
 class Engine:
     """The threads of one ``ServiceClient``: at most ``submit_workers`` submitters and
     ``poll_workers`` pollers, ``FLOOR`` of each until the server's round trip calls for more
@@ -140,6 +148,7 @@ class Engine:
         poll_timeout: float = DEFAULT_POLL_TIMEOUT,
         on_queue_state: QueueStateCallback | None = None,
     ) -> None:
+        check_workers(submit_workers, poll_workers)
         self.client = client
         self.wire = Wire(client)
         self.billing = BillingPause()
@@ -508,7 +517,8 @@ def _submit(
     final = BACKPRESSURE if backpressure else ()
     while True:
         try:
-            return _submit_once(engine, path, json, content, headers, final)
+            with engine.pace.measure():  # the round trip and CPU of a submission: how many to send at once
+                return _submit_once(engine, path, json, content, headers, final)
         except APIStatusError as error:
             if _status(error) in final:
                 raise
@@ -544,8 +554,7 @@ def _submit_once(
         return _post(engine, path, json, content, headers, final)
     key = new_key()
     try:
-        with engine.pace.measure():
-            _, raw = engine.wire.post(path, json, headers or {}, engine.client.timeout, idempotency_key=key)
+        _, raw = engine.wire.post(path, json, headers or {}, engine.client.timeout, idempotency_key=key)
     except APIStatusError as error:
         if _status(error) in final or not should_retry_status(_status(error), error.response.headers):
             raise
