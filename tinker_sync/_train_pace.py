@@ -8,7 +8,7 @@ too few (eight threads over 20 ms round trips send 400 requests a second, where
 one thread's CPU could send 3,000). So the engine runs ``FLOOR`` submitters and
 pollers, and more, up to its caps, while the round trip says they pay:
 
-- the round trip is the shortest submission seen in the last two ``WINDOW`` s (a
+- the round trip is the shortest submission of the last two windows of ``WINDOW`` s (a
   server holding a request, a thread kept from the GIL, a new connection only ever
   make one look slower: the shortest is the network's);
 - the CPU is a moving average of each submission's own thread time
