@@ -250,3 +250,39 @@ def test_pools_without_a_thread_are_refused_before_a_session_is_made(workers: di
         with pytest.raises(ValueError, match="must be an int of at least 1"):
             ServiceClient(api_key=server.api_key, base_url=server.url, **workers)  # type: ignore[arg-type]
         assert server.sessions == []
+
+
+def test_many_submitting_threads_and_a_moving_pace_run_every_job_once_within_the_cap() -> None:
+    pace = fixed(3, 12)
+    pool = SubmitPool(pace)
+    ran: list[int] = []
+    running = [0]
+    most = [0]
+    lock = threading.Lock()
+
+    def job(i: int) -> None:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.0005 if i % 7 == 0 else 0)  # some jobs wait on the network a little
+        with lock:
+            running[0] -= 1
+            ran.append(i)
+
+    def producer(base: int) -> None:
+        for i in range(base, base + 300):
+            pool.submit(lambda i=i: job(i))
+            if i % 50 == 0:
+                pace.limit = 1 + i % 12  # the round trip moves while jobs come in
+
+    producers = [threading.Thread(target=producer, args=(k * 1000,)) for k in range(8)]
+    for thread in producers:
+        thread.start()
+    for thread in producers:
+        thread.join()
+    pace.limit = 12
+    pool.submit(lambda: None)  # a last grant at the final pace
+    wait_until(lambda: len(ran) == 8 * 300)
+    assert sorted(ran) == sorted(k * 1000 + i for k in range(8) for i in range(300))
+    assert most[0] <= 12 and pool.threads <= 12
+    pool.close()
