@@ -29,16 +29,9 @@ from ._config import resolve_project_id
 from ._exceptions import APIResponseValidationError, APIStatusError, NotFoundError
 from ._sampling_client import SamplingClient
 from ._sampling_holder import SampleDispatch, ShadowConfig
-from ._train_engine import (
-    DEFAULT_POLL_TIMEOUT,
-    DEFAULT_POLL_WORKERS,
-    DEFAULT_SUBMIT_WORKERS,
-    Engine,
-    QueueStateCallback,
-    check_workers,
-    post_future,
-)
+from ._train_engine import DEFAULT_POLL_TIMEOUT, Engine, QueueStateCallback, post_future
 from ._train_future import DEFAULT_RESULT_TIMEOUT, Future, json_result, resolve
+from ._train_pace import DEFAULT_POLL_WORKERS, DEFAULT_SUBMIT_WORKERS, check_workers
 from ._train_types import (
     ClientConfigResponse,
     CreateSamplingSessionResponse,

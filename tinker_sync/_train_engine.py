@@ -48,25 +48,27 @@ from ._exceptions import (
 from ._options import RequestOptions
 from ._retry import should_retry_status
 from ._train_future import DEFAULT_RESULT_TIMEOUT, BillingPause, Future, resolve
-from ._train_pace import FLOOR, Pace, SubmitPool
+from ._train_pace import (
+    DEFAULT_POLL_WORKERS,
+    DEFAULT_SUBMIT_WORKERS,
+    FLOOR,
+    Pace,
+    SubmitPool,
+    check_workers,
+)
 from ._train_wire import Wire, new_key
 from .resources.types import FutureHandle
 
 __all__ = [
     "DEFAULT_POLL_TIMEOUT",
-    "DEFAULT_POLL_WORKERS",
-    "DEFAULT_SUBMIT_WORKERS",
     "Engine",
     "Pending",
     "QueueStateCallback",
-    "check_workers",
     "post_future",
 ]
 
 log = logging.getLogger("tinker_sync")
 
-DEFAULT_SUBMIT_WORKERS = 32  # the most submitters (FLOOR of them until the round trip calls for more)
-DEFAULT_POLL_WORKERS = 30  # the most pollers; with the submitters and two more threads, 64 connections
 DEFAULT_POLL_TIMEOUT = 45.0  # one retrieve_future poll's read timeout (the server holds ~30 s at most)
 STUCK = 1.0  # seconds every poller may be held before one more starts (see _more_pollers)
 NOT_FOUND_RETRIES = 8
@@ -124,13 +126,6 @@ def _page(raw: bytes) -> FuturesPage:
         return _PAGE.decode(raw)
     except msgspec.DecodeError as error:
         raise APIResponseValidationError(f"FuturesPage: {error}") from None
-
-
-def check_workers(submit_workers: int, poll_workers: int) -> None:
-    """Raise ValueError unless both pools may run a thread (with none, every future would hang)."""
-    for name, value in (("submit_workers", submit_workers), ("poll_workers", poll_workers)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int of at least 1, got {value!r}")
 
 
 class Engine:

@@ -27,13 +27,30 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["FLOOR", "WINDOW", "Pace", "SubmitPool"]
+__all__ = [
+    "DEFAULT_POLL_WORKERS",
+    "DEFAULT_SUBMIT_WORKERS",
+    "FLOOR",
+    "WINDOW",
+    "Pace",
+    "SubmitPool",
+    "check_workers",
+]
 
 log = logging.getLogger("tinker_sync")
 
 FLOOR = 8  # submitters and pollers that may always run
+DEFAULT_SUBMIT_WORKERS = 32  # the most submitters
+DEFAULT_POLL_WORKERS = 30  # the most pollers; with the submitters and two more threads, 64 connections
 WINDOW = 2.0  # seconds: the round trip is the shortest of the last two windows
 _SMOOTHING = 16  # the CPU average's weight of history (an exponential moving average)
+
+
+def check_workers(submit_workers: int, poll_workers: int) -> None:
+    """Raise ValueError unless both pools may run a thread (with none, every future would hang)."""
+    for name, value in (("submit_workers", submit_workers), ("poll_workers", poll_workers)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int of at least 1, got {value!r}")
 
 
 class Pace:
