@@ -88,3 +88,61 @@ def test_the_official_training_loop_runs_on_the_mock_and_matches_ours(
             )
             assert losses == official["losses"]
             assert [s.tokens for s in sampled.result(60).sequences] == official["tokens"]
+
+
+OPTIMIZER_DRIVER = Path(__file__).with_name("_official_optimizer_driver.py")
+OPTIMIZER_PATHS = ("create_model", "optim_step", "load_weights")
+
+
+def optimizer_bodies(server: MockTinkerServer) -> list[tuple[str, dict[str, object]]]:
+    """The optimizer calls' JSON bodies the mock recorded, in order (the session's ids kept)."""
+    return [
+        (r.path.rsplit("/", 1)[1], r.json())
+        for r in server.requests
+        if r.path.rsplit("/", 1)[1] in OPTIMIZER_PATHS
+    ]
+
+
+def test_the_dimuon_optimizer_goes_on_the_wire_as_the_official_sdk_sends_it(tmp_path: Path) -> None:
+    """The same calls (a Dimuon model, a Dimuon step, its checkpoint loaded with a fresh Dimuon
+    optimizer and with its state) from each client, each on a fresh mock: the same JSON bodies."""
+    with MockTinkerServer() as server:
+        result = run_official(
+            official_venv(),
+            server,
+            tmp_path,
+            "python",
+            str(OPTIMIZER_DRIVER),
+            server.url,
+            server.api_key,
+            TINKER_TELEMETRY="0",
+        )
+        assert result.returncode == 0, result.stderr[-4000:]
+        official = json.loads(result.stdout.strip().splitlines()[-1])
+        assert server.violations == []
+        theirs = optimizer_bodies(server)
+    with MockTinkerServer() as server:
+        with ServiceClient(api_key=server.api_key, base_url=server.url) as service:
+            training = service.create_lora_training_client(
+                "Qwen/Qwen3-8B", rank=8, optimizer=types.DimuonOptimizerConfig()
+            ).result(60)
+            training.optim_step(types.DimuonParams(learning_rate=1, beta1=0.8)).result(60)
+            path = training.save_state("dimuon").result(60).path
+            fresh = service.create_training_client_from_state(
+                path, optimizer=types.DimuonOptimizerConfig()
+            ).result(60)
+            service.create_training_client_from_state_with_optimizer(path).result(60)
+            assert (
+                fresh.get_info().optimizer_config == official["optimizer"] == {"type": "dimuon", "version": 1}
+            )
+        assert server.violations == []
+        ours = optimizer_bodies(server)
+    assert path == official["path"]
+    assert [name for name, _ in theirs] == ["create_model", "optim_step", "load_weights", "load_weights"]
+    assert ours == theirs
+    assert theirs[1][1]["optimizer_params"] == {
+        "type": "dimuon",
+        "learning_rate": 1.0,
+        "grad_clip_norm": 0.0,
+        "beta1": 0.8,
+    }

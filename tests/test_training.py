@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import subprocess
 import sys
 import threading
@@ -531,3 +532,47 @@ def test_a_session_that_cannot_start_leaves_nothing_behind(server: MockTinkerSer
     with pytest.raises(BadRequestError):
         ServiceClient(api_key=server.api_key, base_url=server.url)
     assert engine_threads() == before
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"learning_rate": -0.1}, "learning_rate must be >= 0"),
+        ({"learning_rate": float("nan")}, "learning_rate must be a finite number"),
+        ({"learning_rate": 0.1, "grad_clip_norm": float("inf")}, "grad_clip_norm must be a finite number"),
+        ({"learning_rate": 0.1, "beta1": 1.0}, r"beta1 must be in \[0, 1\)"),
+        ({"learning_rate": 0.1, "beta1": -0.5}, r"beta1 must be in \[0, 1\)"),
+        ({"learning_rate": "0.1"}, "learning_rate must be a finite number"),
+    ],
+)
+def test_dimuon_params_are_checked_as_the_sdk_checks_them(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        types.DimuonParams(**fields)
+
+
+def test_an_optimizer_that_is_no_family_is_refused_before_anything_is_sent(
+    server: MockTinkerServer, make_service: MakeService
+) -> None:
+    service = make_service()
+    with pytest.raises(TypeError, match="DimuonOptimizerConfig"):
+        service.create_lora_training_client(BASE, optimizer="dimuon")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="a mapping with a 'type'"):
+        service.create_training_client_from_state("tinker://r/weights/w", optimizer={"version": 1})
+    assert not [r for r in server.requests if r.path.endswith(("/create_model", "/load_weights"))]
+    # a family this version does not know goes as given, and its steps too
+    training = service.create_lora_training_client(BASE, optimizer={"type": "lion", "beta": 0.5}).result(30)
+    assert training.get_info().optimizer_config == {"type": "lion", "beta": 0.5}
+    training.optim_step({"type": "lion", "learning_rate": 0.1}).result(30)
+    sent = [r.json() for r in server.requests if r.path.endswith("/optim_step")]
+    assert sent[-1]["optimizer_params"] == {"type": "lion", "learning_rate": 0.1}
+    assert server.violations == []
+
+
+def test_the_from_state_methods_show_the_sdks_signatures() -> None:
+    fresh = inspect.signature(ServiceClient.create_training_client_from_state)
+    resumed = inspect.signature(ServiceClient.create_training_client_from_state_with_optimizer)
+    common = ["self", "path", "base_model", "user_metadata", "weights_access_token"]
+    assert list(fresh.parameters) == [*common, "optimizer"]
+    assert list(resumed.parameters) == common
+    lora = inspect.signature(ServiceClient.create_lora_training_client)
+    assert list(lora.parameters)[-1] == "optimizer"

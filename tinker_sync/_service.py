@@ -19,8 +19,8 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import msgspec
 
@@ -33,10 +33,13 @@ from ._train_engine import DEFAULT_POLL_TIMEOUT, Engine, QueueStateCallback, pos
 from ._train_future import DEFAULT_RESULT_TIMEOUT, Future, json_result, resolve
 from ._train_pace import DEFAULT_POLL_WORKERS, DEFAULT_SUBMIT_WORKERS, check_workers
 from ._train_types import (
+    AdamOptimizerConfig,
     ClientConfigResponse,
     CreateSamplingSessionResponse,
+    DimuonOptimizerConfig,
     GetInfoResponse,
     LoadWeightsResponse,
+    OptimizerConfig,
 )
 from ._training_client import TrainingClient
 from ._version import __version__
@@ -49,22 +52,18 @@ HEARTBEAT_INTERVAL = 10.0
 HEARTBEAT_WARN_AFTER = 120.0
 SDK_VERSION = f"tinker-sync/{__version__}"
 Status = Literal["success", "errored", "interrupted"]
-P = ParamSpec("P")
-R = TypeVar("R")
-S = TypeVar("S")
 
 
-def _optimizer_fixed(
-    optimizer: bool, impl: Callable[Concatenate[S, bool, P], R]
-) -> Callable[Concatenate[S, P], R]:
-    """``impl`` with its ``optimizer`` argument fixed: the two ``create_training_client_from_state*``
-    methods, one implementation and the SDK's signature, typed for callers as written there."""
-
-    def method(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        return impl(self, optimizer, *args, **kwargs)
-
-    method.__doc__ = impl.__doc__
-    return method
+def _optimizer_config(optimizer: OptimizerConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """An optimizer family as the SDK sends it (``{"type": "adamw"}``, ``{"type": "dimuon", "version": 1}``);
+    a mapping with a ``type`` goes as it is (a family this version does not know)."""
+    if isinstance(optimizer, AdamOptimizerConfig | DimuonOptimizerConfig):
+        return dict(msgspec.to_builtins(optimizer))
+    if isinstance(optimizer, Mapping) and isinstance(optimizer.get("type"), str):
+        return dict(optimizer)
+    raise TypeError(
+        f"optimizer must be AdamOptimizerConfig(), DimuonOptimizerConfig() or a mapping with a 'type', got {optimizer!r}"
+    )
 
 
 class ServiceClient:
@@ -310,8 +309,11 @@ class ServiceClient:
         train_attn: bool = True,
         train_unembed: bool = True,
         user_metadata: dict[str, str] | None = None,
+        optimizer: OptimizerConfig | Mapping[str, Any] | None = None,
     ) -> Future[TrainingClient]:
-        """A new LoRA model of ``base_model`` to train (a ``Future`` of its ``TrainingClient``)."""
+        """A new LoRA model of ``base_model`` to train (a ``Future`` of its ``TrainingClient``);
+        ``optimizer``: its optimizer family (``AdamOptimizerConfig()``, the default, or
+        ``DimuonOptimizerConfig()``), whose steps then take ``AdamParams`` or ``DimuonParams``."""
         with self._counter_lock:
             seq = next(self._model_seq)
         lora: dict[str, Any] = {
@@ -327,7 +329,7 @@ class ServiceClient:
             "model_seq_id": seq,
             "base_model": base_model,
             "lora_config": lora,
-            "optimizer_config": {"type": "adamw"},
+            "optimizer_config": _optimizer_config(optimizer or AdamOptimizerConfig()),
             "type": "create_model",
         }
         if user_metadata is not None:
@@ -339,16 +341,42 @@ class ServiceClient:
 
         return self._in_pool(make)
 
-    def _from_state(
+    def create_training_client_from_state(
         self,
-        optimizer: bool,
+        path: str,
+        base_model: str | None = None,
+        user_metadata: dict[str, str] | None = None,
+        weights_access_token: str | None = None,
+        optimizer: OptimizerConfig | Mapping[str, Any] | None = None,
+    ) -> Future[TrainingClient]:
+        """A training client on the weights of a ``tinker://.../weights/NAME`` checkpoint, with a
+        fresh optimizer (``optimizer``: its family, Adam by default).
+
+        ``base_model`` overrides the checkpoint's (a compatible one: another context length, say);
+        ``weights_access_token`` loads a checkpoint of another account."""
+        extra = {} if optimizer is None else {"optimizer_config": _optimizer_config(optimizer)}
+        return self._from_state(False, path, base_model, user_metadata, weights_access_token, extra)
+
+    def create_training_client_from_state_with_optimizer(
+        self,
         path: str,
         base_model: str | None = None,
         user_metadata: dict[str, str] | None = None,
         weights_access_token: str | None = None,
     ) -> Future[TrainingClient]:
-        """A training client on a checkpoint's weights (``tinker://.../weights/NAME``) and, with
-        ``optimizer``, its optimizer state."""
+        """A training client on the weights and the optimizer state of a checkpoint (to resume
+        training where it stopped); the arguments as ``create_training_client_from_state``'s."""
+        return self._from_state(True, path, base_model, user_metadata, weights_access_token, {})
+
+    def _from_state(
+        self,
+        optimizer: bool,
+        path: str,
+        base_model: str | None,
+        user_metadata: dict[str, str] | None,
+        weights_access_token: str | None,
+        extra: dict[str, Any],
+    ) -> Future[TrainingClient]:
         with self._counter_lock:
             seq = next(self._model_seq)
         body: dict[str, Any] = {
@@ -356,6 +384,7 @@ class ServiceClient:
             "model_seq_id": seq,
             "path": path,
             "optimizer": optimizer,
+            **extra,
             "type": "load_weights",
         }
         for key, value in (
@@ -371,11 +400,6 @@ class ServiceClient:
             return self._training_client(loaded.model_id or f"{self.session_id}:train:{seq}", seq)
 
         return self._in_pool(make)
-
-    create_training_client_from_state = _optimizer_fixed(False, _from_state)
-    """A training client on the weights of a ``tinker://.../weights/NAME`` checkpoint (a fresh optimizer)."""
-    create_training_client_from_state_with_optimizer = _optimizer_fixed(True, _from_state)
-    """A training client on the weights and optimizer state of a checkpoint."""
 
     def create_sampling_client(
         self, model_path: str | None = None, base_model: str | None = None

@@ -3,7 +3,8 @@
 Prompts (``ModelInput`` and its text, image and audio chunks), tensors
 (``TensorData``) and sampling (``SamplingParams``, ``SampleResponse``,
 ``SampledSequence``) live in ``resources.types`` (the REST surface uses them too);
-this module adds what ``TrainingClient`` sends and gets: ``Datum``, ``AdamParams``,
+this module adds what ``TrainingClient`` sends and gets: ``Datum``, the optimizers
+(``AdamParams``, ``DimuonParams`` and the ``OptimizerConfig`` a model is made with),
 ``ForwardBackwardOutput`` and the small responses. Code written for the official SDK builds them the same way
 (``Datum(model_input=..., loss_fn_inputs={"target_tokens": [...], ...})``).
 
@@ -14,26 +15,33 @@ Tensors keep plain lists, so the types never need numpy to exist.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import msgspec
+import msgspec.structs
 
 from .resources.types import ModelInput, TensorData, TensorDtype
 
 __all__ = [
+    "AdamOptimizerConfig",
     "AdamParams",
     "ClientConfigResponse",
     "CreateSamplingSessionResponse",
     "Datum",
+    "DimuonOptimizerConfig",
+    "DimuonParams",
     "ForwardBackwardOutput",
     "GetInfoResponse",
     "LoadWeightsResponse",
     "LossFnOutput",
     "LossFnType",
     "ModelData",
+    "OptimParams",
     "OptimStepResponse",
+    "OptimizerConfig",
     "SaveWeightsForSamplerResponse",
     "SaveWeightsForSamplerResponseInternal",
     "SaveWeightsResponse",
@@ -122,6 +130,48 @@ class AdamParams(msgspec.Struct):
     eps: float = 1e-12
     weight_decay: float = 0.0
     grad_clip_norm: float = 0.0
+
+
+class AdamOptimizerConfig(msgspec.Struct, frozen=True):
+    """Adam (AdamW): the optimizer a training model gets unless told otherwise; its steps take
+    ``AdamParams``."""
+
+    type: Literal["adamw"] = "adamw"
+
+
+class DimuonOptimizerConfig(msgspec.Struct, frozen=True):
+    """The Dimuon optimizer, chosen when a training model is made (``optimizer=``); its steps
+    take ``DimuonParams``."""
+
+    type: Literal["dimuon"] = "dimuon"
+    version: Literal[1] = 1
+
+
+OptimizerConfig = AdamOptimizerConfig | DimuonOptimizerConfig
+
+
+class DimuonParams(msgspec.Struct, frozen=True, kw_only=True):
+    """One Dimuon step's hyperparameters (``optim_step``), checked as the SDK checks them: every
+    value finite, ``learning_rate`` >= 0, 0 <= ``beta1`` < 1 (``grad_clip_norm`` <= 0: no clipping)."""
+
+    type: Literal["dimuon"] = "dimuon"
+    learning_rate: float
+    grad_clip_norm: float = 0.0
+    beta1: float = 0.9
+
+    def __post_init__(self) -> None:
+        for name in ("learning_rate", "grad_clip_norm", "beta1"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"DimuonParams.{name} must be a finite number, got {value!r}")
+            msgspec.structs.force_setattr(self, name, float(value))  # 1 goes out as 1.0, as the SDK's
+        if self.learning_rate < 0:
+            raise ValueError(f"DimuonParams.learning_rate must be >= 0, got {self.learning_rate!r}")
+        if not 0 <= self.beta1 < 1:
+            raise ValueError(f"DimuonParams.beta1 must be in [0, 1), got {self.beta1!r}")
+
+
+OptimParams = AdamParams | DimuonParams
 
 
 class OptimStepResponse(msgspec.Struct):

@@ -37,6 +37,7 @@ from ._train_types import (
     AdamParams,
     ClientConfigResponse,
     Datum,
+    DimuonParams,
     ForwardBackwardOutput,
     GetInfoResponse,
     LoadWeightsResponse,
@@ -351,20 +352,24 @@ class TrainingClient:
 
     def optim_step(
         self,
-        optim_params: AdamParams | Mapping[str, Any] | None = None,
+        optim_params: AdamParams | DimuonParams | Mapping[str, Any] | None = None,
         *,
         adam_params: AdamParams | None = None,
     ) -> Future[OptimStepResponse]:
-        """One optimizer step: ``AdamParams`` go as ``adam_params``, any other (a dict with a ``type``) as ``optimizer_params``."""
+        """One optimizer step, with the parameters of the model's optimizer family: ``AdamParams``
+        go as ``adam_params``; ``DimuonParams`` (or a mapping with a ``type``, a family this
+        version does not know) as ``optimizer_params``."""
         if optim_params is not None and adam_params is not None:
             raise ValueError("Specify optim_params or legacy adam_params, not both")
         params = optim_params if optim_params is not None else adam_params
         if isinstance(params, AdamParams):
             key, value = "adam_params", msgspec.to_builtins(params)
+        elif isinstance(params, DimuonParams):
+            key, value = "optimizer_params", msgspec.to_builtins(params)
         elif isinstance(params, Mapping) and "type" in params:
             key, value = "optimizer_params", dict(params)
         else:
-            raise TypeError("Expected AdamParams or optimizer params with a 'type'")
+            raise TypeError("Expected AdamParams, DimuonParams or optimizer params with a 'type'")
         body = {"model_id": self.model_id, "type": "optim_step", key: value}
         return self._simple("/api/v1/optim_step", "OptimStep", body, OptimStepResponse)
 

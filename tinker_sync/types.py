@@ -6,14 +6,19 @@ module re-exports every one of them, under the official SDK's names.
 """
 
 from ._train_types import (
+    AdamOptimizerConfig,
     AdamParams,
     Datum,
+    DimuonOptimizerConfig,
+    DimuonParams,
     ForwardBackwardOutput,
     GetInfoResponse,
     LoadWeightsResponse,
     LossFnOutput,
     LossFnType,
     ModelData,
+    OptimizerConfig,
+    OptimParams,
     OptimStepResponse,
     SaveWeightsForSamplerResponse,
     SaveWeightsResponse,
@@ -60,6 +65,7 @@ from .resources.types import (
 )
 
 __all__ = [
+    "AdamOptimizerConfig",
     "AdamParams",
     "Checkpoint",
     "CheckpointArchiveUrl",
@@ -69,6 +75,8 @@ __all__ = [
     "CreateSessionResponse",
     "Cursor",
     "Datum",
+    "DimuonOptimizerConfig",
+    "DimuonParams",
     "DmelChunk",
     "EncodedTextChunk",
     "ExternalWeightsUrls",
@@ -84,7 +92,9 @@ __all__ = [
     "ModelData",
     "ModelInput",
     "ModelInputChunk",
+    "OptimParams",
     "OptimStepResponse",
+    "OptimizerConfig",
     "PromptAltTokens",
     "SampleResponse",
     "SampleStreamChunk",

@@ -61,6 +61,7 @@ class ModelRecord(msgspec.Struct, kw_only=True):
     model_seq_id: int
     base_model: str
     lora_rank: int | None = 32
+    optimizer_config: dict[str, Any] = msgspec.field(default_factory=lambda: {"type": "adamw"})
     loaded_path: str | None = None
     exports: list[str] = []
     unloaded: bool = False
@@ -218,7 +219,12 @@ class Sessions:
         return model
 
     def _new_model(
-        self, session: SessionRecord, seq: int, base_model: str, lora_rank: int | None
+        self,
+        session: SessionRecord,
+        seq: int,
+        base_model: str,
+        lora_rank: int | None,
+        optimizer_config: dict[str, Any] | None,
     ) -> ModelRecord:
         model_id = f"{session.session_id}:train:{seq}"
         with self.lock:
@@ -230,6 +236,7 @@ class Sessions:
                     model_seq_id=seq,
                     base_model=base_model,
                     lora_rank=lora_rank,
+                    optimizer_config=optimizer_config or {"type": "adamw"},
                 )
                 session.training_run_ids.append(model_id)
         self.registry.add_run(
@@ -380,7 +387,7 @@ class Sessions:
                     "tokenizer_id": model.base_model,
                 },
                 "model_id": model.model_id,
-                "optimizer_config": {"type": "adamw"},
+                "optimizer_config": model.optimizer_config,
                 "is_lora": model.lora_rank is not None,
                 "lora_rank": model.lora_rank,
                 "model_name": model.base_model,
@@ -392,7 +399,7 @@ class Sessions:
         session = self._open_session(body.session_id)
         self._check_base_model(body.base_model)
         rank = body.lora_config.rank if body.lora_config is not None else None
-        model = self._new_model(session, body.model_seq_id, body.base_model, rank)
+        model = self._new_model(session, body.model_seq_id, body.base_model, rank, body.optimizer_config)
         result = {"model_id": model.model_id, "type": "create_model"}
         request_id = self.futures.create("create_model", result)
         request.send_json(200, {"request_id": request_id, "model_id": model.model_id})
@@ -428,7 +435,11 @@ class Sessions:
                     run = self.registry.runs[source.run]
                 base_model, lora_rank = base_model or run.base_model, run.lora_rank
             model = self._new_model(
-                session, body.model_seq_id, base_model or self.registry.default_base_model(), lora_rank
+                session,
+                body.model_seq_id,
+                base_model or self.registry.default_base_model(),
+                lora_rank,
+                body.optimizer_config,
             )
         path, model_id = body.path, model.model_id
 
