@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import msgspec
 
 from ._exceptions import APIStatusError
+from ._model_extras import load_tokenizer
 from ._observe import SECRET_HEADERS
 from ._proto import decode_sample_response
 from ._sampling_holder import (
@@ -205,6 +206,10 @@ class SamplingClient:
         """The base model's name."""
         return self.base_model
 
+    def get_tokenizer(self) -> Any:
+        """The base model's Hugging Face ``PreTrainedTokenizer`` (needs ``transformers``; see ``_model_extras``)."""
+        return load_tokenizer(self.base_model)
+
     def sample(
         self,
         prompt: ModelInput,
@@ -311,9 +316,18 @@ class SamplingClient:
         engine.submit(start)
         return future
 
-    def compute_logprobs(self, prompt: ModelInput) -> Future[list[float | None]]:
-        """The logprob of each prompt token (None for the first): a one-token sample with prompt logprobs."""
-        sampled = self.sample(prompt, 1, SamplingParams(max_tokens=1), include_prompt_logprobs=True)
+    def compute_logprobs(
+        self, prompt: ModelInput, prompt_logprobs_last_n: int | None = None
+    ) -> Future[list[float | None]]:
+        """The logprob of each prompt token (None for the first), or of the last
+        ``prompt_logprobs_last_n`` only: a one-token sample with prompt logprobs."""
+        sampled = self.sample(
+            prompt,
+            1,
+            SamplingParams(max_tokens=1),
+            include_prompt_logprobs=True,
+            prompt_logprobs_last_n=prompt_logprobs_last_n,
+        )
         result: Future[list[float | None]] = Future()
         result._follow(sampled)
 

@@ -27,6 +27,7 @@ import msgspec
 from ._client import Client
 from ._config import resolve_project_id
 from ._exceptions import APIResponseValidationError, APIStatusError, NotFoundError
+from ._model_extras import console_url
 from ._sampling_client import SamplingClient
 from ._sampling_holder import SampleDispatch, ShadowConfig
 from ._train_engine import DEFAULT_POLL_TIMEOUT, Engine, QueueStateCallback, post_future
@@ -400,6 +401,10 @@ class ServiceClient:
             return self._training_client(loaded.model_id or f"{self.session_id}:train:{seq}", seq)
 
         return self._in_pool(make)
+
+    def get_console_url(self) -> str:
+        """The Tinker Console page of this session."""
+        return console_url("sessions", self.session_id)
 
     def create_sampling_client(
         self, model_path: str | None = None, base_model: str | None = None

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from ._model_extras import console_url, load_tokenizer
 from ._proto import decode_forward_backward_output, encode_forward_backward_request, estimate_datum_bytes
 from ._sampling_client import SamplingClient
 from ._sampling_holder import SampleDispatch, ShadowConfig
@@ -180,6 +181,14 @@ class TrainingClient:
     def get_base_model(self) -> str:
         """The base model's name."""
         return self._info.model_data.model_name or self._info.model_name or ""
+
+    def get_tokenizer(self) -> Any:
+        """The model's Hugging Face ``PreTrainedTokenizer`` (needs ``transformers``; see ``_model_extras``)."""
+        return load_tokenizer(self.get_base_model(), self._info.model_data.tokenizer_id)
+
+    def get_console_url(self) -> str:
+        """The Tinker Console page of this training run."""
+        return console_url("training_runs", self.model_id)
 
     # -- ordering -----------------------------------------------------------------------------------
 

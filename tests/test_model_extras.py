@@ -1,0 +1,109 @@
+"""``get_tokenizer()`` resolves the model's tokenizer as the official SDK does (transformers imported
+only then; a clear error without it); ``get_console_url()``; ``compute_logprobs(prompt_logprobs_last_n=)``."""
+
+from __future__ import annotations
+
+import sys
+import types as pytypes
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tinker_sync import ServiceClient, types
+from tinker_sync._model_extras import load_tokenizer, tokenizer_source
+from tinker_sync.testing import MockTinkerServer
+
+BASE = "Qwen/Qwen3-8B"
+
+
+@pytest.mark.parametrize(
+    ("model_name", "tokenizer_id", "source", "options"),
+    [
+        ("Qwen/Qwen3-8B", None, "Qwen/Qwen3-8B", {}),
+        ("Qwen/Qwen3-8B:peft:123", None, "Qwen/Qwen3-8B", {}),  # a run's name: the base model's
+        ("meta-llama/Llama-3.1-8B", None, "thinkingmachineslabinc/meta-llama-3-instruct-tokenizer", {}),
+        ("deepseek-ai/DeepSeek-V3.1/base", None, "deepseek-ai/DeepSeek-V3.1", {}),  # org/model/variant
+        ("anything", "org/the-tokenizer", "org/the-tokenizer", {}),  # the server's id wins
+        (
+            "moonshotai/Kimi-K2.5-Text-Only",
+            None,
+            "moonshotai/Kimi-K2.5",
+            {"trust_remote_code": True, "revision": "4d01dfe0332d63057c186e0b262165819efb6611"},
+        ),
+        (
+            "moonshotai/Kimi-K2-Thinking",
+            None,
+            "moonshotai/Kimi-K2-Thinking",
+            {"trust_remote_code": True, "revision": "612681931a8c906ddb349f8ad0f582cb552189cd"},
+        ),
+    ],
+)
+def test_the_tokenizer_is_the_one_the_official_sdk_loads(
+    model_name: str, tokenizer_id: str | None, source: str, options: dict[str, Any]
+) -> None:
+    assert tokenizer_source(model_name, tokenizer_id) == (source, options)
+
+
+@pytest.fixture
+def fake_transformers(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    """A stand-in for ``transformers`` (not installed here, and Hugging Face is out of reach):
+    records what ``AutoTokenizer.from_pretrained`` is asked for."""
+    loaded: list[tuple[str, dict[str, Any]]] = []
+
+    class AutoTokenizer:
+        @staticmethod
+        def from_pretrained(source: str, **options: Any) -> str:
+            loaded.append((source, options))
+            return f"tokenizer of {source}"
+
+    module = pytypes.ModuleType("transformers.models.auto.tokenization_auto")
+    module.AutoTokenizer = AutoTokenizer  # type: ignore[attr-defined]
+    for name in ("transformers", "transformers.models", "transformers.models.auto"):
+        monkeypatch.setitem(sys.modules, name, pytypes.ModuleType(name))
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    load_tokenizer.cache_clear()
+    yield loaded
+    load_tokenizer.cache_clear()
+
+
+def test_both_clients_load_their_models_tokenizer_once(fake_transformers: list[Any]) -> None:
+    with MockTinkerServer() as server, ServiceClient(api_key=server.api_key, base_url=server.url) as service:
+        training = service.create_lora_training_client(BASE, rank=8).result(30)
+        sampler = service.create_sampling_client(base_model=BASE).result(30)
+        assert training.get_tokenizer() == sampler.get_tokenizer() == f"tokenizer of {BASE}"
+        assert training.get_tokenizer() == f"tokenizer of {BASE}"
+        # once per (model, tokenizer id), as the SDK caches it: the training client's info names the id
+        assert fake_transformers == [(BASE, {"fast": True})] * 2
+        assert (
+            service.get_console_url() == f"https://tinker.thinkingmachines.ai/sessions/{service.session_id}"
+        )
+        assert training.get_console_url() == (
+            f"https://tinker.thinkingmachines.ai/training_runs/{training.model_id}"
+        )
+
+
+def test_without_transformers_get_tokenizer_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "transformers", None)  # an import of it fails, installed or not
+    load_tokenizer.cache_clear()
+    with pytest.raises(ImportError, match=r"pip install transformers\) to load Qwen/Qwen3-8B"):
+        load_tokenizer(BASE)
+
+
+def test_thinking_machines_tokenizers_need_their_own_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tml_tokenizers", None)
+    load_tokenizer.cache_clear()
+    with pytest.raises(RuntimeError, match="tml-tokenizers"):
+        load_tokenizer("TML/some-model")
+
+
+def test_compute_logprobs_sends_prompt_logprobs_last_n() -> None:
+    with MockTinkerServer() as server, ServiceClient(api_key=server.api_key, base_url=server.url) as service:
+        sampler = service.create_sampling_client(base_model=BASE).result(30)
+        prompt = types.ModelInput.from_ints([1, 2, 3, 4])
+        assert len(sampler.compute_logprobs(prompt).result(30)) == 4
+        sampler.compute_logprobs(prompt, prompt_logprobs_last_n=2).result(30)
+        bodies = [r.json() for r in server.requests if r.path.endswith("/asample")]
+        assert "prompt_logprobs_last_n" not in bodies[0] and bodies[1]["prompt_logprobs_last_n"] == 2
+        assert all(b["prompt_logprobs"] is True and b["sampling_params"]["max_tokens"] == 1 for b in bodies)
+        assert server.violations == []
