@@ -3,6 +3,7 @@ only then; a clear error without it); ``get_console_url()``; ``compute_logprobs(
 
 from __future__ import annotations
 
+import pickle
 import sys
 import types as pytypes
 from collections.abc import Iterator
@@ -10,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from tinker_sync import ServiceClient, types
+from tinker_sync import SamplingClient, ServiceClient, types
 from tinker_sync._model_extras import load_tokenizer, tokenizer_source
+from tinker_sync._sampling_client import _check_honored
 from tinker_sync.testing import MockTinkerServer
 
 BASE = "Qwen/Qwen3-8B"
@@ -97,13 +99,57 @@ def test_thinking_machines_tokenizers_need_their_own_package(monkeypatch: pytest
         load_tokenizer("TML/some-model")
 
 
-def test_compute_logprobs_sends_prompt_logprobs_last_n() -> None:
+def test_compute_logprobs_scores_the_last_n_prompt_tokens() -> None:
     with MockTinkerServer() as server, ServiceClient(api_key=server.api_key, base_url=server.url) as service:
         sampler = service.create_sampling_client(base_model=BASE).result(30)
-        prompt = types.ModelInput.from_ints([1, 2, 3, 4])
-        assert len(sampler.compute_logprobs(prompt).result(30)) == 4
-        sampler.compute_logprobs(prompt, prompt_logprobs_last_n=2).result(30)
+        prompt = types.ModelInput.from_ints([1, 2, 3, 4, 5])
+        whole = sampler.compute_logprobs(prompt).result(30)
+        assert whole[0] is None and all(isinstance(x, float) for x in whole[1:])
+        assert sampler.compute_logprobs(prompt, prompt_logprobs_last_n=2).result(30) == [None] * 3 + whole[3:]
         bodies = [r.json() for r in server.requests if r.path.endswith("/asample")]
         assert "prompt_logprobs_last_n" not in bodies[0] and bodies[1]["prompt_logprobs_last_n"] == 2
         assert all(b["prompt_logprobs"] is True and b["sampling_params"]["max_tokens"] == 1 for b in bodies)
+        with pytest.raises(ValueError, match="must be 1 or greater"):
+            sampler.compute_logprobs(prompt, prompt_logprobs_last_n=0)
+        with pytest.raises(ValueError, match="set include_prompt_logprobs"):
+            sampler.sample(prompt, 1, types.SamplingParams(max_tokens=1), prompt_logprobs_last_n=2)
+        assert server.violations == []
+
+
+@pytest.mark.parametrize(
+    ("result", "alt_k", "last_n", "message"),
+    [
+        (types.SampleResponse(sequences=[], prompt_logprobs=[None, -1.0, -2.0]), 0, 1, "before that suffix"),
+        (types.SampleResponse(sequences=[]), 2, None, "returned no prompt_alt_tokens"),
+    ],
+)
+def test_an_option_the_server_ignored_fails_the_sample_as_in_the_sdk(
+    result: types.SampleResponse, alt_k: int, last_n: int | None, message: str
+) -> None:
+    """A server older than an option answers as if it was not asked: the SDK raises, so do we."""
+    with pytest.raises(RuntimeError, match=message):
+        _check_honored(result, alt_k, last_n)
+    _check_honored(types.SampleResponse(sequences=[], prompt_logprobs=[None, None, -2.0]), 0, 1)
+
+
+def test_record_stability_info_goes_with_every_sample_and_with_the_client() -> None:
+    """As the official SDK: ``record_stability_info`` on every ``asample`` (false unless asked), from
+    either way of making the client, and kept by a pickled copy and a sampler handle."""
+    with MockTinkerServer() as server, ServiceClient(api_key=server.api_key, base_url=server.url) as service:
+        plain = service.create_sampling_client(base_model=BASE).result(30)
+        stable = service.create_sampling_client(base_model=BASE, record_stability_info=True).result(30)
+        training = service.create_lora_training_client(BASE, rank=8).result(30)
+        saved = training.save_weights_and_get_sampling_client(record_stability_info=True).result(30)
+        prompt = types.ModelInput.from_ints([1, 2, 3])
+        for sampler in (plain, stable, saved):
+            sampler.sample(prompt, 1, types.SamplingParams(max_tokens=2)).result(30)
+        sent = [r.json()["record_stability_info"] for r in server.requests if r.path.endswith("/asample")]
+        assert sent == [False, True, True]
+        copy = pickle.loads(pickle.dumps(stable))
+        handle = SamplingClient.from_sampler_handle(stable.get_sampler_handle(), api_key=server.api_key)
+        try:
+            assert copy.record_stability_info is True and handle.record_stability_info is True
+        finally:
+            for shadow in {id(c.service): c.service for c in (copy, handle)}.values():
+                shadow.close()  # type: ignore[attr-defined]
         assert server.violations == []

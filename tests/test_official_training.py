@@ -90,29 +90,27 @@ def test_the_official_training_loop_runs_on_the_mock_and_matches_ours(
             assert [s.tokens for s in sampled.result(60).sequences] == official["tokens"]
 
 
-OPTIMIZER_DRIVER = Path(__file__).with_name("_official_optimizer_driver.py")
-OPTIMIZER_PATHS = ("create_model", "optim_step", "load_weights")
+BODIES_DRIVER = Path(__file__).with_name("_official_bodies_driver.py")
+COMPARED = ("create_model", "optim_step", "load_weights", "create_sampling_session", "asample")
 
 
-def optimizer_bodies(server: MockTinkerServer) -> list[tuple[str, dict[str, object]]]:
-    """The optimizer calls' JSON bodies the mock recorded, in order (the session's ids kept)."""
-    return [
-        (r.path.rsplit("/", 1)[1], r.json())
-        for r in server.requests
-        if r.path.rsplit("/", 1)[1] in OPTIMIZER_PATHS
-    ]
+def json_bodies(server: MockTinkerServer) -> list[tuple[str, dict[str, object]]]:
+    """The compared calls' JSON bodies the mock recorded, in order (each client on a fresh mock:
+    the same session, model and sampling session ids)."""
+    return [(r.path.rsplit("/", 1)[1], r.json()) for r in server.requests if r.path.endswith(COMPARED)]
 
 
-def test_the_dimuon_optimizer_goes_on_the_wire_as_the_official_sdk_sends_it(tmp_path: Path) -> None:
-    """The same calls (a Dimuon model, a Dimuon step, its checkpoint loaded with a fresh Dimuon
-    optimizer and with its state) from each client, each on a fresh mock: the same JSON bodies."""
+def test_the_json_bodies_are_the_official_sdks(tmp_path: Path) -> None:
+    """The same calls from each client: optimizer families (a Dimuon model, a Dimuon step, its
+    checkpoint loaded with a fresh Dimuon optimizer and with its state) and samples with every
+    option the JSON carries. The same bodies, key for key."""
     with MockTinkerServer() as server:
         result = run_official(
             official_venv(),
             server,
             tmp_path,
             "python",
-            str(OPTIMIZER_DRIVER),
+            str(BODIES_DRIVER),
             server.url,
             server.api_key,
             TINKER_TELEMETRY="0",
@@ -120,7 +118,7 @@ def test_the_dimuon_optimizer_goes_on_the_wire_as_the_official_sdk_sends_it(tmp_
         assert result.returncode == 0, result.stderr[-4000:]
         official = json.loads(result.stdout.strip().splitlines()[-1])
         assert server.violations == []
-        theirs = optimizer_bodies(server)
+        theirs = json_bodies(server)
     with MockTinkerServer() as server:
         with ServiceClient(api_key=server.api_key, base_url=server.url) as service:
             training = service.create_lora_training_client(
@@ -132,14 +130,24 @@ def test_the_dimuon_optimizer_goes_on_the_wire_as_the_official_sdk_sends_it(tmp_
                 path, optimizer=types.DimuonOptimizerConfig()
             ).result(60)
             service.create_training_client_from_state_with_optimizer(path).result(60)
+            prompt = types.ModelInput.from_ints([1, 2, 3, 4, 5])
+            plain = service.create_sampling_client(base_model="Qwen/Qwen3-8B").result(60)
+            params = types.SamplingParams(max_tokens=3, seed=5, stop=["\n"], temperature=0.5)
+            plain.sample(prompt, 2, params).result(60)
+            one = types.SamplingParams(max_tokens=1)
+            plain.sample(prompt, 1, one, include_prompt_logprobs=True, topk_prompt_logprobs=2).result(60)
+            stable = service.create_sampling_client(base_model="Qwen/Qwen3-8B", record_stability_info=True)
+            logprobs = stable.result(60).compute_logprobs(prompt, prompt_logprobs_last_n=2).result(60)
             assert (
                 fresh.get_info().optimizer_config == official["optimizer"] == {"type": "dimuon", "version": 1}
             )
         assert server.violations == []
-        ours = optimizer_bodies(server)
-    assert path == official["path"]
-    assert [name for name, _ in theirs] == ["create_model", "optim_step", "load_weights", "load_weights"]
-    assert ours == theirs
+        ours = json_bodies(server)
+    assert path == official["path"] and logprobs == official["logprobs"]
+    assert [name for name, _ in ours] == [name for name, _ in theirs]
+    assert [name for name, _ in theirs].count("asample") == 3
+    for (name, mine), (_, sdk) in zip(ours, theirs, strict=True):
+        assert mine == sdk, name
     assert theirs[1][1]["optimizer_params"] == {
         "type": "dimuon",
         "learning_rate": 1.0,

@@ -64,8 +64,8 @@ def test_a_refused_sample_backs_off_and_sends_the_same_request_again(
     assert [s.tokens for s in got.sequences] == [s.tokens for s in expected.sequences]
     sent = asamples(server)
     assert len(sent) == 1 + count + 1 and dispatch.backoffs == count
-    assert [body["seq_id"] for body in sent] == [1] + [2] * (count + 1)  # the same request, again
-    assert all(body == {**sent[1], "seq_id": 2} for body in sent[1:])
+    assert [body["seq_id"] for body in sent] == [0] + [1] * (count + 1)  # the same request, again
+    assert all(body == {**sent[1], "seq_id": 1} for body in sent[1:])
     refused = [r for r in server.requests if r.path == "/api/v1/asample"][1:-1]
     assert all(r.headers["x-tinker-sampling-backpressure"] == "1" for r in refused)
 

@@ -70,8 +70,8 @@ def test_a_pickled_sampling_client_samples_in_worker_processes(
     # The same sampler (prompt and seed decide the tokens): every worker got what the parent got.
     tokens = [[t for _, t in sequences] for sequences in mine]
     assert all([[t for _, t in sequences] for sequences in got] == tokens for _, got in done)
-    # Seq ids never collide: the parent's from 1, each copy's in a block of its own, 1e9 * k + n.
-    assert seq_ids(mine) + seq_ids(again) == [1, 2, 3, 4, 5, 6]
+    # Seq ids never collide: the parent's from 0 (as the SDK's), each copy's in a block of its own, 1e9 * k + n.
+    assert seq_ids(mine) + seq_ids(again) == [0, 1, 2, 3, 4, 5]
     blocks = [seq_ids(got) for _, got in done]
     clones = [block[0] // CLONE_BLOCK for block in blocks]
     assert all(
@@ -119,7 +119,7 @@ def test_a_pickled_sampling_client_keeps_the_flags_and_long_polls_its_own_clone(
             again = pickle.loads(pickle.dumps(copy))  # a copy of a copy: the same holder, a new clone
             other = seq_ids(sample_in_worker(again, PROMPTS[:1])[1])[0] // CLONE_BLOCK
             assert again.service is copy.service and other not in (0, clone) and (other == 2 or not join)
-            assert seq_ids(sample_in_worker(sampler, PROMPTS[:1])[1]) == [1]  # the original: clone 0
+            assert seq_ids(sample_in_worker(sampler, PROMPTS[:1])[1]) == [0]  # the original: clone 0
         finally:
             copy.service.close()
     polls = [r.json()["target"] for r in server.requests if r.path == "/api/v1/retrieve_futures"]

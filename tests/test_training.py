@@ -295,9 +295,9 @@ def test_410_resends_the_sample_and_metadata_first_is_followed(
     future = sampler.sample(types.ModelInput.from_ints([7]), 1, types.SamplingParams(max_tokens=2, seed=1))
     result = future.result(30)
     asamples = [r for r in server.requests if r.path.endswith("/asample")]
-    assert len(asamples) == 2 and [r.json()["seq_id"] for r in asamples] == [1, 2]
+    assert len(asamples) == 2 and [r.json()["seq_id"] for r in asamples] == [0, 1]
     assert future.request_id is not None and future.request_id.endswith("2")
-    assert result.sequences[0].sequence_id == f"{sampler.sampling_session_id}:2:0"
+    assert result.sequences[0].sequence_id == f"{sampler.sampling_session_id}:1:0"
     polls = [r.json()["allow_metadata_only"] for r in server.requests if r.path.endswith("/retrieve_future")]
     assert polls[-2:] == [True, False]
 
@@ -332,7 +332,7 @@ def test_sampling_backpressure_sequence_ids_and_logprobs(
         "top_p": 1.0,
     }
     assert [s.sequence_id for s in result.sequences] == [
-        f"{sampler.sampling_session_id}:1:{i}" for i in range(3)
+        f"{sampler.sampling_session_id}:0:{i}" for i in range(3)
     ]
     again = sampler.sample(prompt, 3, types.SamplingParams(max_tokens=4, seed=5)).result(30)
     assert [s.tokens for s in again.sequences] == [

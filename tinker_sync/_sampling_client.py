@@ -85,6 +85,7 @@ class SamplingClientState:
     sampling_session_id: str
     base_model: str
     model_path: str | None
+    record_stability_info: bool = False
 
 
 _HANDLE = msgspec.json.Decoder(SamplingClientState)
@@ -93,7 +94,14 @@ _HANDLE = msgspec.json.Decoder(SamplingClientState)
 def _unpickle_sampling_client(state: SamplingClientState) -> SamplingClient:
     """A pickled ``SamplingClient`` in this process: on this process's shadow holder of its session."""
     service = shadow_service(state.holder)
-    return SamplingClient(service, state.sampling_session_id, state.base_model, state.model_path, shadow=True)
+    return SamplingClient(
+        service,
+        state.sampling_session_id,
+        state.base_model,
+        state.model_path,
+        shadow=True,
+        record_stability_info=state.record_stability_info,
+    )
 
 
 def _chunk(chunk: ModelInputChunk) -> dict[str, Any]:
@@ -112,6 +120,24 @@ def _params(params: SamplingParams) -> dict[str, Any]:
             body[key] = value
     body.update(temperature=float(params.temperature), top_k=params.top_k, top_p=float(params.top_p))
     return body
+
+
+def _check_honored(result: SampleResponse, alt_tokens_k: int, last_n: int | None) -> None:
+    """Fail, as the SDK does, when the server ignored what it was asked (a server older than the
+    option): no ``prompt_alt_tokens`` for ``alt_tokens_k`` draws, or prompt logprobs scored before
+    the last ``last_n`` tokens."""
+    if alt_tokens_k > 0 and result.prompt_alt_tokens is None:
+        raise RuntimeError(
+            f"prompt_alt_tokens_k={alt_tokens_k} was requested but the server returned no "
+            "prompt_alt_tokens; it may predate this feature"
+        )
+    logprobs = result.prompt_logprobs
+    if last_n is not None and logprobs is not None:
+        if any(value is not None for value in logprobs[: len(logprobs) - last_n]):
+            raise RuntimeError(
+                f"prompt_logprobs_last_n={last_n} was requested but the server returned prompt logprobs "
+                "before that suffix; it may predate this feature"
+            )
 
 
 class SamplingClient:
@@ -135,23 +161,31 @@ class SamplingClient:
         model_path: str | None,
         *,
         shadow: bool = False,
+        record_stability_info: bool = False,
     ) -> None:
         self.service = service
         self.sampling_session_id = sampling_session_id
         self.base_model = base_model
         self.model_path = model_path
+        # every sample asks the server to record its sequences' stability information (for
+        # StableReinforce training, which refers to them by sequence id)
+        self.record_stability_info = record_stability_info
         # The clone id: 0 for the original; a copy asks the server (join_sampling_session) when
         # the flag says so (None until then), else picks one at random, as the SDK.
         self._clone: int | None = 0
         if shadow:
             joins = service._config.sample_join_sampling_session
             self._clone = None if joins else uuid.uuid4().int % CLONE_BLOCK + 1
-        self._seq = itertools.count(CLONE_BLOCK * self._clone if self._clone else 1)
+        self._seq = itertools.count(CLONE_BLOCK * (self._clone or 0))  # the original's first is 0, as the SDK's
         self._lock = threading.Lock()
 
     def _state(self) -> SamplingClientState:
         return SamplingClientState(
-            self.service._shadow_config(), self.sampling_session_id, self.base_model, self.model_path
+            self.service._shadow_config(),
+            self.sampling_session_id,
+            self.base_model,
+            self.model_path,
+            self.record_stability_info,
         )
 
     def __reduce__(self) -> tuple[Any, tuple[SamplingClientState]]:
@@ -240,6 +274,10 @@ class SamplingClient:
             )
         if prompt_alt_tokens_k < 0:
             raise ValueError(f"prompt_alt_tokens_k must be 0 or greater, got {prompt_alt_tokens_k}")
+        if prompt_logprobs_last_n is not None and prompt_logprobs_last_n < 1:
+            raise ValueError(f"prompt_logprobs_last_n must be 1 or greater, got {prompt_logprobs_last_n}")
+        if prompt_logprobs_last_n is not None and not include_prompt_logprobs:
+            raise ValueError("prompt_logprobs_last_n applies to prompt logprobs; set include_prompt_logprobs")
         body: dict[str, Any] = {
             "num_samples": num_samples,
             "prompt": {"chunks": [_chunk(c) for c in prompt.chunks]},
@@ -249,6 +287,7 @@ class SamplingClient:
             "topk_prompt_logprobs": topk_prompt_logprobs,
             "topk_sample_logprobs": topk_sample_logprobs,
             "prompt_alt_tokens_k": prompt_alt_tokens_k,
+            "record_stability_info": self.record_stability_info,
             "type": "sample",
         }
         if target_prompt_logprobs is not None:
@@ -262,6 +301,7 @@ class SamplingClient:
 
         def decode(raw: bytes, protobuf: bool) -> SampleResponse:
             result = _SAMPLE(raw, protobuf)
+            _check_honored(result, prompt_alt_tokens_k, prompt_logprobs_last_n)
             for sequence, sequence_id in zip(result.sequences, ids, strict=False):
                 sequence.sequence_id = sequence_id
             return result

@@ -407,9 +407,15 @@ class ServiceClient:
         return console_url("sessions", self.session_id)
 
     def create_sampling_client(
-        self, model_path: str | None = None, base_model: str | None = None
+        self,
+        model_path: str | None = None,
+        base_model: str | None = None,
+        *,
+        record_stability_info: bool = False,
     ) -> Future[SamplingClient]:
-        """A ``SamplingClient`` on saved sampler weights (``model_path``) or a base model."""
+        """A ``SamplingClient`` on saved sampler weights (``model_path``) or a base model;
+        ``record_stability_info``: the server records each sampled sequence's stability
+        information (for StableReinforce training, by sequence id)."""
         if (model_path is None) == (base_model is None):
             raise ValueError("Pass exactly one of model_path and base_model")
         body: dict[str, Any] = {
@@ -430,11 +436,12 @@ class ServiceClient:
             if base is None:
                 sampler = self._client.get(f"/api/v1/samplers/{session.sampling_session_id}")
                 base = str(sampler.get("base_model", "")) if isinstance(sampler, dict) else ""
-            return self._sampling_client(session.sampling_session_id, base, model_path)
+            return SamplingClient(
+                self,
+                session.sampling_session_id,
+                base,
+                model_path,
+                record_stability_info=record_stability_info,
+            )
 
         return self._in_pool(make)
-
-    def _sampling_client(
-        self, sampling_session_id: str, base_model: str, model_path: str | None
-    ) -> SamplingClient:
-        return SamplingClient(self, sampling_session_id, base_model, model_path)

@@ -72,7 +72,11 @@ class Session(Protocol):
     def _next_sampling_seq(self) -> int: ...
 
     def create_sampling_client(
-        self, model_path: str | None = None, base_model: str | None = None
+        self,
+        model_path: str | None = None,
+        base_model: str | None = None,
+        *,
+        record_stability_info: bool = False,
     ) -> Future[SamplingClient]: ...
 
 
@@ -445,9 +449,10 @@ class TrainingClient:
         )
 
     def save_weights_and_get_sampling_client(
-        self, name: str | None = None, kind: str = "snapshot"
+        self, name: str | None = None, kind: str = "snapshot", *, record_stability_info: bool = False
     ) -> Future[SamplingClient]:
-        """Save ephemeral sampler weights and make a ``SamplingClient`` on them (``name`` is ignored, as in the SDK)."""
+        """Save ephemeral sampler weights and make a ``SamplingClient`` on them (``name`` is ignored,
+        as in the SDK; ``record_stability_info`` as ``ServiceClient.create_sampling_client``'s)."""
         service = self.service
         k = service._next_sampling_seq()
         body = {
@@ -475,14 +480,21 @@ class TrainingClient:
             if not session:
                 resolve(client, error=ValueError("save_weights_for_sampler answered no sampling_session_id"))
                 return
-            resolve(client, SamplingClient(service, session, self.get_base_model(), None))
+            sampler = SamplingClient(
+                service, session, self.get_base_model(), None, record_stability_info=record_stability_info
+            )
+            resolve(client, sampler)
 
         saved.add_done_callback(done)
         return client
 
-    def create_sampling_client(self, model_path: str) -> Future[SamplingClient]:
+    def create_sampling_client(
+        self, model_path: str, *, record_stability_info: bool = False
+    ) -> Future[SamplingClient]:
         """A ``SamplingClient`` on saved sampler weights (``tinker://.../sampler_weights/NAME``)."""
-        return self.service.create_sampling_client(model_path=model_path)
+        return self.service.create_sampling_client(
+            model_path=model_path, record_stability_info=record_stability_info
+        )
 
 
 def _optional(body: dict[str, Any], **fields: Any) -> None:

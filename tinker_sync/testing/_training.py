@@ -509,6 +509,16 @@ class Training:
         prompt_logprobs = None
         if body.prompt_logprobs:
             prompt_logprobs = [math.nan, *token_logprobs(prompt[1:], sampler.steps)]
+        last_n = body.prompt_logprobs_last_n
+        if last_n is not None:
+            if not body.prompt_logprobs or not 1 <= last_n <= len(prompt) - 1:
+                raise HTTPError(
+                    400,
+                    "prompt_logprobs_last_n needs prompt_logprobs and 1 <= n <= len(prompt) - 1",
+                    "invalid_request_error",
+                )
+            assert prompt_logprobs is not None
+            prompt_logprobs[: len(prompt) - last_n] = [math.nan] * (len(prompt) - last_n)  # the suffix only
         targets = _target_logprobs(body.target_prompt_logprobs, prompt, sampler.steps)
         alternatives = _alt_tokens(body.prompt_alt_tokens_k, prompt, seed, sampler.steps)
         proto = encode_sample_response(sequences, prompt_logprobs, 0, targets, alternatives)
