@@ -153,3 +153,24 @@ def test_record_stability_info_goes_with_every_sample_and_with_the_client() -> N
             for shadow in {id(c.service): c.service for c in (copy, handle)}.values():
                 shadow.close()  # type: ignore[attr-defined]
         assert server.violations == []
+
+
+def test_copy_weights_needs_the_sessions_project_and_capabilities_are_the_servers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("TINKER_PROJECT_ID", raising=False)
+    with MockTinkerServer() as server, ServiceClient(api_key=server.api_key, base_url=server.url) as service:
+        with pytest.raises(ValueError, match="give project_id or set TINKER_PROJECT_ID"):
+            service.copy_weights("tinker://run/weights/w")
+        assert not [r for r in server.requests if r.path.endswith("/copy_weights")]
+        models = [m.model_name for m in service.get_server_capabilities().supported_models]
+        assert models == server.supported_models
+    monkeypatch.setenv("TINKER_PROJECT_ID", "proj-env")
+    with MockTinkerServer() as server, ServiceClient(api_key=server.api_key, base_url=server.url) as service:
+        training = service.create_lora_training_client(BASE, rank=8).result(30)
+        path = training.save_state("w").result(30).path
+        copied = service.copy_weights(path, weights_access_token="tok-1").result(30)
+        sent = [r for r in server.requests if r.path.endswith("/copy_weights")]
+        assert sent[0].json() == {"source_path": path, "destination_project_id": "proj-env"}
+        assert copied.startswith("tinker://") and copied != path
+        assert server.violations == []

@@ -91,19 +91,31 @@ def test_the_official_training_loop_runs_on_the_mock_and_matches_ours(
 
 
 BODIES_DRIVER = Path(__file__).with_name("_official_bodies_driver.py")
-COMPARED = ("create_model", "optim_step", "load_weights", "create_sampling_session", "asample")
+COMPARED = (
+    "create_session",
+    "create_model",
+    "optim_step",
+    "load_weights",
+    "copy_weights",
+    "create_sampling_session",
+    "asample",
+)
 
 
 def json_bodies(server: MockTinkerServer) -> list[tuple[str, dict[str, object]]]:
     """The compared calls' JSON bodies the mock recorded, in order (each client on a fresh mock:
     the same session, model and sampling session ids)."""
-    return [(r.path.rsplit("/", 1)[1], r.json()) for r in server.requests if r.path.endswith(COMPARED)]
+    bodies = [(r.path.rsplit("/", 1)[1], r.json()) for r in server.requests if r.path.endswith(COMPARED)]
+    for name, body in bodies:
+        if name == "create_session":
+            assert isinstance(body.pop("sdk_version"), str)  # each client names itself
+    return bodies
 
 
 def test_the_json_bodies_are_the_official_sdks(tmp_path: Path) -> None:
     """The same calls from each client: optimizer families (a Dimuon model, a Dimuon step, its
-    checkpoint loaded with a fresh Dimuon optimizer and with its state) and samples with every
-    option the JSON carries. The same bodies, key for key."""
+    checkpoint loaded with a fresh Dimuon optimizer and with its state), ``copy_weights`` into the
+    session's project, and samples with every option the JSON carries. The same bodies, key for key."""
     with MockTinkerServer() as server:
         result = run_official(
             official_venv(),
@@ -120,7 +132,7 @@ def test_the_json_bodies_are_the_official_sdks(tmp_path: Path) -> None:
         assert server.violations == []
         theirs = json_bodies(server)
     with MockTinkerServer() as server:
-        with ServiceClient(api_key=server.api_key, base_url=server.url) as service:
+        with ServiceClient(api_key=server.api_key, base_url=server.url, project_id="proj-a") as service:
             training = service.create_lora_training_client(
                 "Qwen/Qwen3-8B", rank=8, optimizer=types.DimuonOptimizerConfig()
             ).result(60)
@@ -130,6 +142,7 @@ def test_the_json_bodies_are_the_official_sdks(tmp_path: Path) -> None:
                 path, optimizer=types.DimuonOptimizerConfig()
             ).result(60)
             service.create_training_client_from_state_with_optimizer(path).result(60)
+            copied = service.copy_weights(path, ttl_seconds=7200).result(60)
             prompt = types.ModelInput.from_ints([1, 2, 3, 4, 5])
             plain = service.create_sampling_client(base_model="Qwen/Qwen3-8B").result(60)
             params = types.SamplingParams(max_tokens=3, seed=5, stop=["\n"], temperature=0.5)
@@ -143,12 +156,12 @@ def test_the_json_bodies_are_the_official_sdks(tmp_path: Path) -> None:
             )
         assert server.violations == []
         ours = json_bodies(server)
-    assert path == official["path"] and logprobs == official["logprobs"]
+    assert path == official["path"] and logprobs == official["logprobs"] and copied == official["copied"]
     assert [name for name, _ in ours] == [name for name, _ in theirs]
     assert [name for name, _ in theirs].count("asample") == 3
     for (name, mine), (_, sdk) in zip(ours, theirs, strict=True):
         assert mine == sdk, name
-    assert theirs[1][1]["optimizer_params"] == {
+    assert dict(theirs)["optim_step"]["optimizer_params"] == {
         "type": "dimuon",
         "learning_rate": 1.0,
         "grad_clip_norm": 0.0,

@@ -44,7 +44,7 @@ from ._train_types import (
 )
 from ._training_client import TrainingClient
 from ._version import __version__
-from .resources.types import CreateModelResponse, CreateSessionResponse
+from .resources.types import CreateModelResponse, CreateSessionResponse, ServerCapabilities
 
 __all__ = ["HEARTBEAT_INTERVAL", "ServiceClient"]
 
@@ -112,7 +112,8 @@ class ServiceClient:
         )
         try:
             self._config = self._fetch_config()
-            session = self._create_session(resolve_project_id(project_id), user_metadata, display_name)
+            self.project_id = resolve_project_id(project_id)
+            session = self._create_session(self.project_id, user_metadata, display_name)
         except BaseException:
             if self._owns_client:
                 self._client.close()  # nothing was started: no thread, no session to finish
@@ -405,6 +406,31 @@ class ServiceClient:
     def get_console_url(self) -> str:
         """The Tinker Console page of this session."""
         return console_url("sessions", self.session_id)
+
+    def get_server_capabilities(self) -> ServerCapabilities:
+        """The models the server can train and sample (``Client.server.capabilities()``)."""
+        return self._client.server.capabilities()
+
+    def copy_weights(
+        self, path: str, *, ttl_seconds: int | None = None, weights_access_token: str | None = None
+    ) -> Future[str]:
+        """Copy weights (either kind) into this session's project: a ``Future`` of the copy's
+        tinker path (``Client.checkpoints.copy``: shared storage, a run of its own that cannot
+        be trained on; ``ttl_seconds`` its expiry, ``weights_access_token`` for another account's).
+
+        Raises:
+            ValueError: the session has no project (``project_id`` or ``TINKER_PROJECT_ID``).
+        """
+        if not self.project_id:
+            raise ValueError(
+                "copy_weights copies into the session's project: give project_id or set TINKER_PROJECT_ID"
+            )
+        project = self.project_id
+        return self._in_pool(
+            lambda: self._client.checkpoints.copy(
+                path, project, ttl_seconds=ttl_seconds, weights_access_token=weights_access_token
+            )
+        )
 
     def create_sampling_client(
         self,
