@@ -2,8 +2,11 @@
 
 The REST Structs live in ``tinker_sync.resources.types`` and the training and
 sampling ones in ``tinker_sync._train_types`` (both still importable there); this
-module re-exports every one of them, under the official SDK's names.
+module re-exports every one of them, under the official SDK's names (and, at its end, the SDK's
+other names for the same objects, for code written for it).
 """
+
+from typing import Literal
 
 from ._train_types import (
     AdamOptimizerConfig,
@@ -70,6 +73,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointArchiveUrl",
     "CheckpointList",
+    "CheckpointsListResponse",
     "CopyWeightsResponse",
     "CreateModelResponse",
     "CreateSessionResponse",
@@ -84,9 +88,13 @@ __all__ = [
     "FutureHandle",
     "GetInfoResponse",
     "GetSamplerResponse",
+    "GetServerCapabilitiesResponse",
+    "GetSessionResponse",
     "HealthResponse",
     "ImageChunk",
+    "ListSessionsResponse",
     "LoadWeightsResponse",
+    "LossFnInputs",
     "LossFnOutput",
     "LossFnType",
     "ModelData",
@@ -99,6 +107,7 @@ __all__ = [
     "SampleResponse",
     "SampleStreamChunk",
     "SampledSequence",
+    "SamplingClientKind",
     "SamplingParams",
     "SaveWeightsExternalResponse",
     "SaveWeightsForSamplerResponse",
@@ -118,5 +127,17 @@ __all__ = [
     "TensorDtype",
     "TrainingRun",
     "TrainingRunList",
+    "TrainingRunsResponse",
     "WeightsInfo",
+    "WeightsInfoResponse",
 ]
+
+# The official SDK's names for the same objects.
+CheckpointsListResponse = CheckpointList
+GetServerCapabilitiesResponse = ServerCapabilities
+GetSessionResponse = Session
+ListSessionsResponse = SessionList
+TrainingRunsResponse = TrainingRunList
+WeightsInfoResponse = WeightsInfo
+LossFnInputs = dict[str, TensorData]
+SamplingClientKind = Literal["snapshot", "inflight"]

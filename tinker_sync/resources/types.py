@@ -220,6 +220,7 @@ class WeightsInfo(msgspec.Struct):
     train_unembed: bool | None = None
     train_mlp: bool | None = None
     train_attn: bool | None = None
+    optimizer_config: dict[str, Any] | None = None  # the optimizer family ({"type": "adamw"}, ...)
 
 
 # -- futures ------------------------------------------------------------------------------------------
