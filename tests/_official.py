@@ -124,6 +124,18 @@ def run_official(
     return _exit_teardown_abort(done)
 
 
+def run_json_driver(
+    server: MockTinkerServer, home: Path, driver: Path
+) -> tuple[Any, subprocess.CompletedProcess[str]]:
+    """Run an official driver (``tests/_official_*_driver.py``: argv ``base_url api_key``, one JSON
+    line last) against ``server`` in the official venv: that line, decoded, and the finished run."""
+    done = run_official(
+        official_venv(), server, home, "python", str(driver), server.url, server.api_key, TINKER_TELEMETRY="0"
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1]), done
+
+
 def run_driver(
     venv: Path, server: MockTinkerServer, home: Path, scenario: str, *args: str, **extra: str
 ) -> dict[str, dict[str, Any]]:

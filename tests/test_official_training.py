@@ -7,11 +7,10 @@ to get the same losses and samples from the same mock.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-from _official import official_venv, run_official
+from _official import run_json_driver
 
 from tinker_sync import ServiceClient, types
 from tinker_sync._proto import encode_forward_backward_request
@@ -29,18 +28,7 @@ def test_the_official_training_loop_runs_on_the_mock_and_matches_ours(
     with MockTinkerServer() as server:
         server.client_config["sample_use_retrieve_futures"] = retrieve_futures
         server.promises.futures_hold = 1.0
-        result = run_official(
-            official_venv(),
-            server,
-            tmp_path,
-            "python",
-            str(DRIVER),
-            server.url,
-            server.api_key,
-            TINKER_TELEMETRY="0",
-        )
-        assert result.returncode == 0, result.stderr[-4000:]
-        official = json.loads(result.stdout.strip().splitlines()[-1])
+        official, result = run_json_driver(server, tmp_path, DRIVER)
         if official["close"] == "hung":  # 0.38.0's own teardown hang (the driver's docstring): only that
             tasks = [line for line in result.stderr.splitlines() if line.startswith("official task:")]
             assert retrieve_futures, result.stderr[-4000:]
@@ -117,18 +105,7 @@ def test_the_json_bodies_are_the_official_sdks(tmp_path: Path) -> None:
     checkpoint loaded with a fresh Dimuon optimizer and with its state), ``copy_weights`` into the
     session's project, and samples with every option the JSON carries. The same bodies, key for key."""
     with MockTinkerServer() as server:
-        result = run_official(
-            official_venv(),
-            server,
-            tmp_path,
-            "python",
-            str(BODIES_DRIVER),
-            server.url,
-            server.api_key,
-            TINKER_TELEMETRY="0",
-        )
-        assert result.returncode == 0, result.stderr[-4000:]
-        official = json.loads(result.stdout.strip().splitlines()[-1])
+        official, _ = run_json_driver(server, tmp_path, BODIES_DRIVER)
         assert server.violations == []
         theirs = json_bodies(server)
     with MockTinkerServer() as server:

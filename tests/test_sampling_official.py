@@ -4,14 +4,13 @@ session. What each mock receives and what each client returns must agree."""
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _official import official_venv, run_official
+from _official import run_json_driver
 
 from tinker_sync import SamplingClient, ServiceClient, types
 from tinker_sync.testing import MockTinkerServer
@@ -62,18 +61,7 @@ def test_a_pickled_sampler_and_a_429_behave_as_the_official_sdks(tmp_path: Path)
         for server in (theirs_server, ours_server):
             server.client_config.update(flags)
             server.training.sample_429s = 1  # the first sample is refused
-        done = run_official(
-            official_venv(),
-            theirs_server,
-            tmp_path,
-            "python",
-            str(DRIVER),
-            theirs_server.url,
-            theirs_server.api_key,
-            TINKER_TELEMETRY="0",
-        )
-        assert done.returncode == 0, done.stderr[-4000:]
-        theirs = json.loads(done.stdout.strip().splitlines()[-1])
+        theirs, _ = run_json_driver(theirs_server, tmp_path, DRIVER)
         mine = ours(ours_server)
         assert theirs_server.violations == [] and ours_server.violations == []
         theirs_seen, ours_seen = seen(theirs_server), seen(ours_server)
