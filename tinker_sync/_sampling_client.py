@@ -176,9 +176,7 @@ class SamplingClient:
         if shadow:
             joins = service._config.sample_join_sampling_session
             self._clone = None if joins else uuid.uuid4().int % CLONE_BLOCK + 1
-        self._seq = itertools.count(
-            CLONE_BLOCK * (self._clone or 0)
-        )  # the original's first is 0, as the SDK's
+        self._seq = itertools.count(CLONE_BLOCK * (self._clone or 0))  # the original's from 0, as the SDK's
         self._lock = threading.Lock()
 
     def _state(self) -> SamplingClientState:

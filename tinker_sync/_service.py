@@ -7,10 +7,10 @@ and stops it; failures are logged, a warning after two minutes of them).
 
 Threads, bounded per ``ServiceClient`` whatever the number of futures: the heartbeat,
 at most ``poll_workers`` pollers and ``submit_workers`` submitters (8 of each, more
-only while the server's round trip calls for them: see ``_train_pace``). ``close()`` sends ``sessions/{id}/finish`` once, fails what is
-still pending, and joins every thread. As a context manager it closes with
-``success``, ``errored`` (an exception) or ``interrupted`` (``KeyboardInterrupt``
-or another ``BaseException``).
+only while the server's round trip calls for them: see ``_train_pace``). ``close()``
+sends ``sessions/{id}/finish`` once, fails what is still pending, and joins every
+thread. As a context manager it closes with ``success``, ``errored`` (an exception)
+or ``interrupted`` (``KeyboardInterrupt`` or another ``BaseException``).
 """
 
 from __future__ import annotations
@@ -331,7 +331,7 @@ class ServiceClient:
             "model_seq_id": seq,
             "base_model": base_model,
             "lora_config": lora,
-            "optimizer_config": _optimizer_config(optimizer or AdamOptimizerConfig()),
+            "optimizer_config": _optimizer_config(AdamOptimizerConfig() if optimizer is None else optimizer),
             "type": "create_model",
         }
         if user_metadata is not None:
