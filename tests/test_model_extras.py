@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import tinker_sync
 from tinker_sync import SamplingClient, ServiceClient, types
 from tinker_sync._model_extras import load_tokenizer, tokenizer_source
 from tinker_sync._sampling_client import _check_honored
@@ -174,3 +175,26 @@ def test_copy_weights_needs_the_sessions_project_and_capabilities_are_the_server
         assert sent[0].json() == {"source_path": path, "destination_project_id": "proj-env"}
         assert copied.startswith("tinker://") and copied != path
         assert server.violations == []
+
+
+@pytest.mark.parametrize("own_client", [False, True], ids=["made", "given"])
+def test_default_headers_overrides_go_with_every_request_of_the_session(own_client: bool) -> None:
+    with MockTinkerServer() as server:
+        given = tinker_sync.Client(server.api_key, server.url) if own_client else None
+        with ServiceClient(
+            api_key=server.api_key,
+            base_url=server.url,
+            client=given,
+            default_headers_overrides={"X-Team": "rl", "User-Agent": "my-trainer/1.0"},
+        ) as service:
+            sampler = service.create_sampling_client(base_model=BASE).result(30)
+            sampler.sample(types.ModelInput.from_ints([1, 2]), 1, types.SamplingParams(max_tokens=2)).result(
+                30
+            )
+        assert server.requests and all(
+            r.headers.get("x-team") == "rl" and r.headers.get("user-agent") == "my-trainer/1.0"
+            for r in server.requests
+        )
+        if given is not None:
+            assert "X-Team" not in given.default_headers  # the given client itself is left as it was
+            given.close()

@@ -82,6 +82,8 @@ class ServiceClient:
         poll_timeout: one poll's read timeout (the server holds a poll ~30 s at most).
         submit_workers, poll_workers: the most submitter and poller threads (32 and 30); 8 of
             each run until the server's round trip calls for more (``_train_pace``).
+        default_headers_overrides: headers for every request of the session (the SDK's), over
+            the client's own.
 
     Every call returns a ``Future``: submit several, then wait. Code written for the
     official SDK ports by changing its import.
@@ -102,14 +104,16 @@ class ServiceClient:
         submit_workers: int = DEFAULT_SUBMIT_WORKERS,
         poll_workers: int = DEFAULT_POLL_WORKERS,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        default_headers_overrides: Mapping[str, str] | None = None,
     ) -> None:
         check_workers(submit_workers, poll_workers)  # before a session is made
         self._owns_client = client is None
-        self._client = (
-            client
-            if client is not None
-            else Client(api_key, base_url, pool_maxsize=submit_workers + poll_workers + 2)
-        )
+        if client is None:
+            size = submit_workers + poll_workers + 2
+            client = Client(api_key, base_url, pool_maxsize=size, default_headers=default_headers_overrides)
+        elif default_headers_overrides:
+            client = client.with_options(default_headers=default_headers_overrides)
+        self._client = client
         try:
             self._config = self._fetch_config()
             self.project_id = resolve_project_id(project_id)
