@@ -387,6 +387,20 @@ class SampledSequence(msgspec.Struct):
     sequence_id: str | None = None  # stamped by the training SDKs from the promise's sample_sequence_ids
     topk_logprobs: list[list[tuple[int, float]] | None] | None = None
 
+    @property
+    def tokens_np(self) -> Any:
+        """``tokens`` as a 1-D int32 numpy array (needs numpy), as the official SDK offers it."""
+        import numpy as np
+
+        return np.asarray(self.tokens, dtype=np.int32)
+
+    @property
+    def logprobs_np(self) -> Any:
+        """``logprobs`` as a 1-D float32 numpy array (needs numpy), or None when not asked for."""
+        import numpy as np
+
+        return None if self.logprobs is None else np.asarray(self.logprobs, dtype=np.float32)
+
 
 TensorDtype = Literal["float32", "int64"]
 
@@ -405,6 +419,21 @@ class TensorData(msgspec.Struct):
     sparse_col_indices: list[int] | None = None
 
     @classmethod
+    def from_torch(cls, tensor: Any) -> TensorData:
+        """A tensor of a torch tensor, as ``from_numpy`` (bfloat16 widened to float32; gradients
+        and device left behind). torch is never imported here: the tensor brings it."""
+        if str(getattr(tensor, "dtype", "")) == "torch.bfloat16":
+            tensor = tensor.float()
+        return cls.from_numpy(tensor.detach().cpu().contiguous().numpy())
+
+    def to_torch(self, pad_value: int = 0) -> Any:
+        """The tensor as a torch tensor of its shape (needs torch; sparse tensors densified with
+        ``pad_value``)."""
+        import torch
+
+        return torch.from_numpy(self.to_numpy(pad_value))
+
+    @classmethod
     def from_numpy(cls, array: Any) -> TensorData:
         """A tensor of a numpy array (floats become float32, integers int64)."""
         kind = array.dtype.kind
@@ -416,15 +445,16 @@ class TensorData(msgspec.Struct):
             raise ValueError(f"Unsupported numpy dtype for TensorData: {array.dtype}")
         return cls(array.ravel().tolist(), dtype, list(array.shape))
 
-    def to_numpy(self) -> Any:
-        """The tensor as a numpy array of its shape (needs numpy; sparse tensors are densified with 0)."""
+    def to_numpy(self, pad_value: int = 0) -> Any:
+        """The tensor as a numpy array of its shape (needs numpy; sparse tensors are densified
+        with ``pad_value``)."""
         import numpy as np
 
         np_dtype = np.float32 if self.dtype == "float32" else np.int64
         if self.sparse_crow_indices is not None:
             if self.sparse_col_indices is None or self.shape is None:
                 raise ValueError("a sparse CSR tensor needs sparse_col_indices and a shape")
-            dense = np.zeros(self.shape, dtype=np_dtype)
+            dense = np.full(self.shape, pad_value, dtype=np_dtype)
             crow, col = self.sparse_crow_indices, self.sparse_col_indices
             for row in range(len(crow) - 1):
                 for at in range(crow[row], crow[row + 1]):
@@ -433,10 +463,10 @@ class TensorData(msgspec.Struct):
         array = np.asarray(self.data, dtype=np_dtype)
         return array.reshape(self.shape) if self.shape is not None else array
 
-    def tolist(self) -> list[Any]:
-        """The tensor as nested lists of its shape (sparse tensors densified with 0)."""
+    def tolist(self, pad_value: int = 0) -> list[Any]:
+        """The tensor as nested lists of its shape (sparse tensors densified with ``pad_value``)."""
         if self.sparse_crow_indices is not None:
-            return list(self.to_numpy().tolist())
+            return list(self.to_numpy(pad_value).tolist())
         flat = list(self.data)
         shape = self.shape if self.shape is not None else [len(flat)]
         if not shape:
@@ -473,6 +503,16 @@ class SampleResponse(msgspec.Struct):
     prompt_cache_hit_tokens: int = 0
     target_prompt_logprobs: TensorData | None = None
     prompt_alt_tokens: PromptAltTokens | None = None
+
+    @property
+    def prompt_logprobs_np(self) -> Any:
+        """``prompt_logprobs`` as a 1-D float32 numpy array, NaN where a token has none (needs
+        numpy), as the official SDK offers it; None when not asked for."""
+        import numpy as np
+
+        if self.prompt_logprobs is None:
+            return None
+        return np.array([np.nan if x is None else x for x in self.prompt_logprobs], dtype=np.float32)
 
 
 class SampleStreamChunk(msgspec.Struct):
