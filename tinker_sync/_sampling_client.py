@@ -28,7 +28,6 @@ from typing import Any, Protocol
 import msgspec
 
 from ._exceptions import APIStatusError
-from ._model_extras import load_tokenizer
 from ._observe import SECRET_HEADERS
 from ._proto import decode_sample_response
 from ._sampling_holder import (
@@ -38,6 +37,7 @@ from ._sampling_holder import (
     dispatch_size,
     shadow_service,
 )
+from ._tokenizer import load_tokenizer
 from ._train_engine import Engine, post_future
 from ._train_future import Future, proto_result, resolve
 from ._train_types import ClientConfigResponse
@@ -241,7 +241,7 @@ class SamplingClient:
         return self.base_model
 
     def get_tokenizer(self) -> Any:
-        """The base model's Hugging Face ``PreTrainedTokenizer`` (needs ``transformers``; see ``_model_extras``)."""
+        """The base model's Hugging Face ``PreTrainedTokenizer`` (needs ``transformers``; see ``_tokenizer``)."""
         return load_tokenizer(self.base_model)
 
     def sample(

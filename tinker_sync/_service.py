@@ -27,7 +27,6 @@ import msgspec
 from ._client import Client
 from ._config import resolve_project_id
 from ._exceptions import APIResponseValidationError, APIStatusError, NotFoundError
-from ._model_extras import console_url
 from ._sampling_client import SamplingClient
 from ._sampling_holder import SampleDispatch, ShadowConfig
 from ._train_engine import DEFAULT_POLL_TIMEOUT, Engine, QueueStateCallback, post_future
@@ -41,6 +40,7 @@ from ._train_types import (
     GetInfoResponse,
     LoadWeightsResponse,
     OptimizerConfig,
+    console_url,
 )
 from ._training_client import TrainingClient
 from ._version import __version__

@@ -19,6 +19,7 @@ import math
 import sys
 from collections.abc import Mapping
 from typing import Any, Literal
+from urllib.parse import quote
 
 import msgspec
 import msgspec.structs
@@ -26,6 +27,7 @@ import msgspec.structs
 from .resources.types import ModelInput, TensorData, TensorDtype
 
 __all__ = [
+    "CONSOLE",
     "AdamOptimizerConfig",
     "AdamParams",
     "ClientConfigResponse",
@@ -46,6 +48,7 @@ __all__ = [
     "SaveWeightsForSamplerResponseInternal",
     "SaveWeightsResponse",
     "TensorData",
+    "console_url",
     "TensorDtype",
 ]
 
@@ -180,11 +183,31 @@ class OptimStepResponse(msgspec.Struct):
     metrics: dict[str, float] | None = None
 
 
+CONSOLE = "https://tinker.thinkingmachines.ai"  # the Tinker Console, whose pages the SDK links to
+
+
+def console_url(*parts: str) -> str:
+    """A Console page: ``console_url("sessions", id)``, ``("training_runs", id)``, ..."""
+    return "/".join((CONSOLE, *parts))
+
+
+def _checkpoint_page(tinker_path: str) -> str:
+    """The Console page of a ``tinker://RUN/KIND/NAME`` checkpoint, as the SDK builds it."""
+    run, _, checkpoint = tinker_path.removeprefix("tinker://").partition("/")
+    if not tinker_path.startswith("tinker://") or not run or checkpoint.count("/") != 1:
+        raise ValueError(f"Invalid tinker path: {tinker_path}")
+    return console_url("checkpoints", quote(run, safe=""), quote(checkpoint, safe=""))
+
+
 class SaveWeightsResponse(msgspec.Struct):
     """The result of ``save_state``: the checkpoint's ``tinker://`` path."""
 
     path: str
     type: str | None = None
+
+    def get_console_url(self) -> str:
+        """The checkpoint's Tinker Console page."""
+        return _checkpoint_page(self.path)
 
 
 class SaveWeightsForSamplerResponse(msgspec.Struct):
@@ -192,6 +215,14 @@ class SaveWeightsForSamplerResponse(msgspec.Struct):
 
     path: str
     type: str | None = None
+
+    def get_console_url(self) -> str:
+        """The sampler checkpoint's Tinker Console page."""
+        return _checkpoint_page(self.path)
+
+    def get_playground_url(self) -> str:
+        """A Tinker Playground page on this sampler checkpoint."""
+        return f"{CONSOLE}/playground?mode=checkpoint&checkpoint={quote(self.path, safe='')}"
 
 
 class SaveWeightsForSamplerResponseInternal(msgspec.Struct):

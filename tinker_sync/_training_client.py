@@ -28,10 +28,10 @@ from typing import Any, Protocol
 
 import msgspec
 
-from ._model_extras import console_url, load_tokenizer
 from ._proto import decode_forward_backward_output, encode_forward_backward_request, estimate_datum_bytes
 from ._sampling_client import SamplingClient
 from ._sampling_holder import SampleDispatch, ShadowConfig
+from ._tokenizer import load_tokenizer
 from ._train_engine import Engine, post_future
 from ._train_future import Future, json_result, proto_result, resolve
 from ._train_types import (
@@ -46,6 +46,7 @@ from ._train_types import (
     SaveWeightsForSamplerResponse,
     SaveWeightsForSamplerResponseInternal,
     SaveWeightsResponse,
+    console_url,
 )
 from .resources.types import SaveWeightsExternalResponse
 
@@ -187,7 +188,7 @@ class TrainingClient:
         return self._info.model_data.model_name or self._info.model_name or ""
 
     def get_tokenizer(self) -> Any:
-        """The model's Hugging Face ``PreTrainedTokenizer`` (needs ``transformers``; see ``_model_extras``)."""
+        """The model's Hugging Face ``PreTrainedTokenizer`` (needs ``transformers``; see ``_tokenizer``)."""
         return load_tokenizer(self.get_base_model(), self._info.model_data.tokenizer_id)
 
     def get_console_url(self) -> str:

@@ -1,6 +1,6 @@
-"""What the clients offer beyond the API, as the official SDK does: the model's tokenizer, its Console page.
+"""The model's tokenizer, as the official SDK loads it (``get_tokenizer()`` of both clients).
 
-``get_tokenizer()`` loads the model's Hugging Face tokenizer as the official SDK
+It is the model's Hugging Face tokenizer, resolved as the official SDK
 does (``_load_tokenizer_from_model_info``): the server's ``tokenizer_id`` when it
 gives one, else one derived from the model's name (the Llama 3 tokenizer from an
 ungated copy, ``org/model/variant`` as ``org/model``), the revisions the SDK pins
@@ -8,8 +8,6 @@ for the tokenizers that run remote code, Thinking Machines' own through
 ``tml_tokenizers`` when installed, and ``transformers.AutoTokenizer``.
 transformers is not a dependency: it is imported when a tokenizer is asked for,
 with a clear error when it is not installed.
-
-``get_console_url()`` gives the Tinker Console page of a session or training run.
 """
 
 from __future__ import annotations
@@ -17,9 +15,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-__all__ = ["console_url", "load_tokenizer", "tokenizer_source"]
-
-CONSOLE = "https://tinker.thinkingmachines.ai"
+__all__ = ["load_tokenizer", "tokenizer_source"]
 
 # Tokenizers that run remote code, each pinned to the revision the official SDK pins.
 _PINNED = {
@@ -29,11 +25,6 @@ _PINNED = {
     "moonshotai/Kimi-K3": "f831ab66814297da540d832a5235f8e904f29d06",
 }
 _ALIASES = {"moonshotai/Kimi-K2.5-Text-Only": "moonshotai/Kimi-K2.5"}
-
-
-def console_url(kind: str, identifier: str) -> str:
-    """The Console page of a ``sessions`` or ``training_runs`` entry."""
-    return f"{CONSOLE}/{kind}/{identifier}"
 
 
 def tokenizer_source(model_name: str, tokenizer_id: str | None = None) -> tuple[str, dict[str, Any]]:

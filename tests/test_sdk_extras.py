@@ -1,5 +1,6 @@
-"""``get_tokenizer()`` resolves the model's tokenizer as the official SDK does (transformers imported
-only then; a clear error without it); ``get_console_url()``; ``compute_logprobs(prompt_logprobs_last_n=)``."""
+"""What the official SDK offers beside the wire, kept: ``get_tokenizer()`` (resolved as the SDK does,
+transformers imported only then), the Console links, ``compute_logprobs(prompt_logprobs_last_n=)``,
+``record_stability_info``, ``copy_weights``, ``default_headers_overrides``."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import pytest
 
 import tinker_sync
 from tinker_sync import SamplingClient, ServiceClient, types
-from tinker_sync._model_extras import load_tokenizer, tokenizer_source
 from tinker_sync._sampling_client import _check_honored
+from tinker_sync._tokenizer import load_tokenizer, tokenizer_source
 from tinker_sync.testing import MockTinkerServer
 
 BASE = "Qwen/Qwen3-8B"
@@ -198,3 +199,19 @@ def test_default_headers_overrides_go_with_every_request_of_the_session(own_clie
         if given is not None:
             assert "X-Team" not in given.default_headers  # the given client itself is left as it was
             given.close()
+
+
+def test_checkpoints_link_to_their_console_and_playground_pages() -> None:
+    """As the official SDK builds them (``checkpoint_console_url``, ``checkpoint_playground_url``)."""
+    saved = types.SaveWeightsResponse(path="tinker://run-1:train:0/weights/step 10")
+    assert saved.get_console_url() == (
+        "https://tinker.thinkingmachines.ai/checkpoints/run-1%3Atrain%3A0/weights%2Fstep%2010"
+    )
+    sampler = types.SaveWeightsForSamplerResponse(path="tinker://r/sampler_weights/s")
+    assert sampler.get_console_url() == "https://tinker.thinkingmachines.ai/checkpoints/r/sampler_weights%2Fs"
+    assert sampler.get_playground_url() == (
+        "https://tinker.thinkingmachines.ai/playground?mode=checkpoint&checkpoint=tinker%3A%2F%2Fr%2Fsampler_weights%2Fs"
+    )
+    for bad in ("r/weights/x", "tinker://r/weights", "tinker:///weights/x", "tinker://r/a/b/c"):
+        with pytest.raises(ValueError, match="Invalid tinker path"):
+            types.SaveWeightsResponse(path=bad).get_console_url()
