@@ -15,7 +15,7 @@ from tinker_sync import ServiceClient, types
 from tinker_sync import _train_pace as pace_module
 from tinker_sync._train_engine import STUCK
 from tinker_sync._train_pace import FLOOR, Pace, SubmitPool
-from tinker_sync.testing import MockTinkerServer
+from tinker_sync.testing import Fault, MockTinkerServer
 
 BASE = "Qwen/Qwen3-8B"
 PARAMS = types.SamplingParams(max_tokens=3, seed=7)
@@ -286,3 +286,73 @@ def test_many_submitting_threads_and_a_moving_pace_run_every_job_once_within_the
     assert sorted(ran) == sorted(k * 1000 + i for k in range(8) for i in range(300))
     assert most[0] <= 12 and pool.threads <= 12
     pool.close()
+
+
+def test_close_settles_each_dropped_job_and_only_those(caplog: pytest.LogCaptureFixture) -> None:
+    pool = SubmitPool(fixed(1, 1))
+    gate = threading.Event()
+    jobs, started, _ = blocking_jobs(4, gate)
+    settled: list[int] = []
+
+    def broken() -> None:
+        raise RuntimeError("a bug in a drop")
+
+    pool.submit(jobs[0], drop=lambda: settled.append(0))
+    wait_until(lambda: started == [0])
+    for i in (1, 2):
+        pool.submit(jobs[i], drop=lambda i=i: settled.append(i))
+    pool.submit(jobs[3], drop=broken)
+    threading.Timer(0.1, gate.set).start()
+    with caplog.at_level(logging.ERROR, logger="tinker_sync"):
+        pool.close()
+    assert started == [0] and settled == [1, 2]  # the running job settles itself
+    assert "settling a dropped submit job failed" in caplog.text
+
+
+def test_closing_with_samples_not_yet_sent_fails_their_futures_at_once() -> None:
+    """One submitter, its sample held at the mock, four more waiting: ``close()`` fails the four
+    (they would otherwise wait out their deadline), then ends once the held one is answered."""
+    with MockTinkerServer() as server:
+        service = ServiceClient(api_key=server.api_key, base_url=server.url, submit_workers=1, poll_workers=1)
+        sampler = service.create_sampling_client(base_model=BASE).result(30)
+        gate = server.training.sample_gate = threading.Event()
+        prompt = types.ModelInput.from_ints([1, 2, 3])
+        futures = [sampler.sample(prompt, 1, PARAMS) for _ in range(5)]
+        assert server.training.wait_samples_held(1, 30)
+        closing = threading.Thread(target=service.close)
+        closing.start()
+        for future in futures[1:]:
+            with pytest.raises(RuntimeError, match="closed before this sample was sent"):
+                future.result(10)
+        gate.set()
+        closing.join(30)
+        assert not closing.is_alive()
+        assert futures[0].done()
+        assert not [t for t in threading.enumerate() if t.name.startswith("tinker-sync-")]
+
+
+def test_closing_with_training_calls_not_yet_sent_fails_them_and_the_client() -> None:
+    """The first ``forward_backward`` held at the mock, three more calls waiting for the one
+    submitter: ``close()`` fails the three, and the training client refuses what comes after."""
+    with MockTinkerServer() as server:
+        service = ServiceClient(api_key=server.api_key, base_url=server.url, submit_workers=1, poll_workers=1)
+        trainer = service.create_lora_training_client(BASE, rank=8).result(30)
+        data = [
+            types.Datum(
+                model_input=types.ModelInput.from_ints([1, 2, 3]),
+                loss_fn_inputs={"target_tokens": [2, 3, 4], "weights": [1.0] * 3},
+            )
+        ]
+        server.script("/api/v1/forward_backward", Fault(delay_headers=1.0))
+        first = trainer.forward_backward(data, "cross_entropy")
+        waiting = [trainer.forward_backward(data, "cross_entropy") for _ in range(2)]
+        waiting.append(trainer.optim_step(types.AdamParams(learning_rate=1e-4)))
+        wait_until(lambda: any(r.path.endswith("/forward_backward") for r in server.requests))
+        service.close()
+        for future in waiting:
+            with pytest.raises(RuntimeError, match="closed before this request was sent"):
+                future.result(10)
+        assert first.done()
+        with pytest.raises(RuntimeError):
+            trainer.forward_backward(data, "cross_entropy")
+        assert not [t for t in threading.enumerate() if t.name.startswith("tinker-sync-")]

@@ -353,7 +353,8 @@ class SamplingClient:
             except BaseException as error:
                 resolve(future, error=error)
 
-        engine.submit(start)
+        closed = RuntimeError("the ServiceClient was closed before this sample was sent")
+        engine.submit(start, drop=lambda: resolve(future, error=closed))
         return future
 
     def compute_logprobs(

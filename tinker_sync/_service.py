@@ -290,7 +290,8 @@ class ServiceClient:
             except BaseException as error:
                 resolve(future, error=error)
 
-        self._engine.submit(run)
+        closed = RuntimeError("the ServiceClient was closed before this request was sent")
+        self._engine.submit(run, drop=lambda: resolve(future, error=closed))
         return future
 
     def _wait(self, path: str, request_type: str, body: dict[str, Any], cast_to: type[Any]) -> Any:

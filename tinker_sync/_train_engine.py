@@ -179,9 +179,10 @@ class Engine:
 
     # -- submitting ---------------------------------------------------------------------------------
 
-    def submit(self, fn: Callable[[], Any]) -> None:
-        """Run ``fn`` on the submit pool (it settles its own future: exceptions are only logged)."""
-        self.pool.submit(fn)
+    def submit(self, fn: Callable[[], Any], drop: Callable[[], Any] | None = None) -> None:
+        """Run ``fn`` on the submit pool (it settles its own future: exceptions are only logged);
+        ``drop`` settles that future instead if the engine closes before ``fn`` started."""
+        self.pool.submit(fn, drop)
 
     def track(self, pending: Pending) -> None:
         """Start polling a future whose request was accepted (``future.request_id`` is set)."""

@@ -118,7 +118,10 @@ class SubmitPool:
         self.pace = pace
         self._name = name
         self._cond = threading.Condition()
-        self._jobs: collections.deque[Callable[[], object]] = collections.deque()
+        # each job, and what settles its future if close() drops it before it started
+        self._jobs: collections.deque[tuple[Callable[[], object], Callable[[], object] | None]] = (
+            collections.deque()
+        )
         self._threads: list[threading.Thread] = []
         self._active = 0  # threads running a job or granted one (woken, or starting)
         self._idle = 0  # threads waiting for a grant
@@ -130,12 +133,13 @@ class SubmitPool:
         """How many threads were started (they stay until ``close``)."""
         return len(self._threads)
 
-    def submit(self, job: Callable[[], object]) -> None:
-        """Run ``job`` on a submitter (its exceptions are logged: a job settles its own future)."""
+    def submit(self, job: Callable[[], object], drop: Callable[[], object] | None = None) -> None:
+        """Run ``job`` on a submitter (its exceptions are logged: a job settles its own future);
+        ``drop`` settles it instead if ``close`` comes before it started."""
         with self._cond:
             if self._closed:
                 raise RuntimeError("the ServiceClient is closed")
-            self._jobs.append(job)
+            self._jobs.append((job, drop))
             if self._active < self.pace.limit:
                 self._grant()
 
@@ -160,7 +164,7 @@ class SubmitPool:
                 self._active -= 1
                 return None
             if self._jobs and self._active <= self.pace.limit:
-                job = self._jobs.popleft()
+                job = self._jobs.popleft()[0]
                 if self._jobs and self._active < self.pace.limit:
                     self._grant()  # the pace rose: one more thread joins in
                 return job
@@ -186,11 +190,19 @@ class SubmitPool:
                 log.exception("a submit job failed")
 
     def close(self) -> None:
-        """Drop the jobs not started, let the running ones end, join every thread."""
+        """Drop the jobs not started (each settled by its ``drop``), let the running ones end,
+        join every thread."""
         with self._cond:
             self._closed = True
+            dropped = [drop for _, drop in self._jobs]
             self._jobs.clear()
             self._cond.notify_all()
             threads = list(self._threads)
+        for drop in dropped:
+            if drop is not None:
+                try:
+                    drop()
+                except Exception:
+                    log.exception("settling a dropped submit job failed")
         for thread in threads:
             thread.join()

@@ -241,11 +241,21 @@ class TrainingClient:
             self._check()
             first = self._next_seq
             self._next_seq += count
+            closed = RuntimeError("the ServiceClient was closed before this request was sent")
             for index in order if order is not None else range(count):
                 turn = first if group else first + index
                 self.service._engine.submit(
-                    functools.partial(self._send, start, fail, first + index, first, turn)
+                    functools.partial(self._send, start, fail, first + index, first, turn),
+                    drop=functools.partial(self._dropped, fail, first + index, first, closed),
                 )
+
+    def _dropped(
+        self, fail: Callable[[int, int, BaseException], None], seq: int, first: int, error: BaseException
+    ) -> None:
+        """A request the closing engine dropped before it was sent: its future fails, and so does
+        every later call (a job waiting its turn behind it wakes and fails too)."""
+        fail(seq, first, error)
+        self._poison(error)
 
     def _send(
         self,
