@@ -213,5 +213,7 @@ def test_checkpoints_link_to_their_console_and_playground_pages() -> None:
         "https://tinker.thinkingmachines.ai/playground?mode=checkpoint&checkpoint=tinker%3A%2F%2Fr%2Fsampler_weights%2Fs"
     )
     for bad in ("r/weights/x", "tinker://r/weights", "tinker:///weights/x", "tinker://r/a/b/c"):
-        with pytest.raises(ValueError, match="Invalid tinker path"):
+        with pytest.raises(ValueError, match="Not a checkpoint path"):
             types.SaveWeightsResponse(path=bad).get_console_url()
+    with pytest.raises(ValueError, match="Unknown checkpoint kind"):  # as the SDK, the kinds it knows only
+        types.SaveWeightsResponse(path="tinker://r/bogus/x").get_console_url()

@@ -192,11 +192,12 @@ def console_url(*parts: str) -> str:
 
 
 def _checkpoint_page(tinker_path: str) -> str:
-    """The Console page of a ``tinker://RUN/KIND/NAME`` checkpoint, as the SDK builds it."""
-    run, _, checkpoint = tinker_path.removeprefix("tinker://").partition("/")
-    if not tinker_path.startswith("tinker://") or not run or checkpoint.count("/") != 1:
-        raise ValueError(f"Invalid tinker path: {tinker_path}")
-    return console_url("checkpoints", quote(run, safe=""), quote(checkpoint, safe=""))
+    """The Console page of a ``tinker://RUN/KIND/NAME`` checkpoint, as the SDK builds it
+    (``InvalidRequestError``, a ``ValueError``, for anything else)."""
+    from .resources._paths import parse_tinker_path  # the checkpoint paths' parser, loaded when asked for
+
+    run, kind, name = parse_tinker_path(tinker_path)
+    return console_url("checkpoints", quote(run, safe=""), quote(f"{kind}/{name}", safe=""))
 
 
 class SaveWeightsResponse(msgspec.Struct):
