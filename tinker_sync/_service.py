@@ -361,8 +361,8 @@ class ServiceClient:
 
         ``base_model`` overrides the checkpoint's (a compatible one: another context length, say);
         ``weights_access_token`` loads a checkpoint of another account."""
-        extra = {} if optimizer is None else {"optimizer_config": _optimizer_config(optimizer)}
-        return self._from_state(False, path, base_model, user_metadata, weights_access_token, extra)
+        config = None if optimizer is None else _optimizer_config(optimizer)
+        return self._from_state(False, path, base_model, user_metadata, weights_access_token, config)
 
     def create_training_client_from_state_with_optimizer(
         self,
@@ -373,7 +373,7 @@ class ServiceClient:
     ) -> Future[TrainingClient]:
         """A training client on the weights and the optimizer state of a checkpoint (to resume
         training where it stopped); the arguments as ``create_training_client_from_state``'s."""
-        return self._from_state(True, path, base_model, user_metadata, weights_access_token, {})
+        return self._from_state(True, path, base_model, user_metadata, weights_access_token, None)
 
     def _from_state(
         self,
@@ -382,7 +382,7 @@ class ServiceClient:
         base_model: str | None,
         user_metadata: dict[str, str] | None,
         weights_access_token: str | None,
-        extra: dict[str, Any],
+        optimizer_config: dict[str, Any] | None,
     ) -> Future[TrainingClient]:
         with self._counter_lock:
             seq = next(self._model_seq)
@@ -391,10 +391,10 @@ class ServiceClient:
             "model_seq_id": seq,
             "path": path,
             "optimizer": optimizer,
-            **extra,
             "type": "load_weights",
         }
         for key, value in (
+            ("optimizer_config", optimizer_config),
             ("base_model", base_model),
             ("user_metadata", user_metadata),
             ("weights_access_token", weights_access_token),
