@@ -56,6 +56,7 @@ __all__ = ["DEFAULT_WINDOW", "DispatchBytes", "SamplingClient", "SamplingClientS
 DEFAULT_WINDOW = 64  # sample_many: how many samples are in flight at most
 _SAMPLE = proto_result(decode_sample_response, "SampleResponse")
 CLONE_BLOCK = 1_000_000_000  # a clone's seq_ids are CLONE_BLOCK * k + n
+_CLOSED_UNSENT = "the ServiceClient was closed before this sample was sent"
 
 
 class Session(Protocol):
@@ -321,7 +322,7 @@ class SamplingClient:
             with dispatch.hold(size):  # the sending only: the result's wait holds nothing
                 while True:  # a 429 (or 402): the holder backs off, then the same request again
                     if not dispatch.wait_backoff(engine.stopping):
-                        raise RuntimeError("the ServiceClient was closed before this sample was sent")
+                        raise RuntimeError(_CLOSED_UNSENT)
                     try:
                         handle = post_future(
                             engine,
@@ -353,8 +354,7 @@ class SamplingClient:
             except BaseException as error:
                 resolve(future, error=error)
 
-        closed = RuntimeError("the ServiceClient was closed before this sample was sent")
-        engine.submit(start, drop=lambda: resolve(future, error=closed))
+        engine.submit(start, drop=lambda: resolve(future, error=RuntimeError(_CLOSED_UNSENT)))
         return future
 
     def compute_logprobs(
