@@ -90,11 +90,11 @@ def _alt_tokens(k: int, prompt: list[int], seed: int, steps: int) -> tuple[bytes
 
 def token_logprob(token: int, steps: int) -> float:
     """The fake model's logprob of ``token`` after ``steps`` optimizer steps."""
-    return -(0.5 + (token % 97) / 48.5) * 0.85**steps
+    return token_logprobs((token,), steps)[0]
 
 
 def token_logprobs(tokens: Iterable[int], steps: int) -> list[float]:
-    """``token_logprob`` of each token (the same floats: the same operations in the same order)."""
+    """The fake model's logprob of each token after ``steps`` optimizer steps."""
     decay = 0.85**steps
     return [-(0.5 + (token % 97) / 48.5) * decay for token in tokens]
 
